@@ -1,0 +1,84 @@
+"""Input checks shared by the slide encoders; every failure is a one-line :class:`InputError`."""
+from __future__ import annotations
+
+import torch
+
+from modaltune.errors import InputError
+
+__all__ = ["check_features", "check_coords", "check_padding_mask"]
+
+
+def check_features(features: torch.Tensor, in_dim: int, model: str) -> torch.Tensor:
+    """Validate patch features and return them as ``(B, N, D_in)``.
+
+    Accepts ``(N, D_in)`` (a single slide, batch axis added) or ``(B, N, D_in)`` floating tensors.
+    """
+    if not isinstance(features, torch.Tensor):
+        raise InputError(f"{model} expects patch features as a torch.Tensor, got {type(features).__name__}", where="features")
+    if features.ndim == 2:
+        features = features[None]
+    if features.ndim != 3:
+        raise InputError(
+            f"{model} expects patch features of shape (B, N, {in_dim}) or (N, {in_dim}), got {tuple(features.shape)}",
+            where="features",
+        )
+    if features.shape[-1] != in_dim:
+        raise InputError(
+            f"{model} expects {in_dim}-d patch features but got {features.shape[-1]}-d",
+            where="features",
+            fix=f"use the tile encoder this slide encoder was trained on (its features are {in_dim}-d)",
+        )
+    if not torch.is_floating_point(features):
+        raise InputError(f"{model} expects floating-point patch features, got {features.dtype}", where="features")
+    if features.shape[1] == 0:
+        raise InputError(f"{model} got a bag with no patches", where="features", fix="drop slides without tissue patches before encoding")
+    return features
+
+
+def check_coords(coords: torch.Tensor | None, features: torch.Tensor, model: str) -> torch.Tensor:
+    """Validate level-0 patch coordinates against ``features (B, N, D)``; return ``(B, N, 2)``."""
+    if coords is None:
+        raise InputError(
+            f"{model} needs the level-0 (x, y) pixel coordinates of every patch, but coords is None",
+            where="coords",
+            fix="pass coords (B, N, 2) from the feature file (TRIDENT/CLAM h5 'coords')",
+        )
+    if not isinstance(coords, torch.Tensor):
+        coords = torch.as_tensor(coords)
+    if coords.ndim == 2:
+        coords = coords[None]
+    B, N = features.shape[:2]
+    if coords.ndim != 3 or coords.shape[-1] != 2 or coords.shape[:2] != (B, N):
+        raise InputError(
+            f"{model} expects coords of shape ({B}, {N}, 2) matching the features, got {tuple(coords.shape)}",
+            where="coords",
+        )
+    if torch.is_floating_point(coords) and not torch.isfinite(coords).all():
+        raise InputError(f"{model} got non-finite coordinates", where="coords")
+    return coords.to(features.device)
+
+
+def check_padding_mask(padding_mask: torch.Tensor | None, features: torch.Tensor, model: str) -> torch.Tensor | None:
+    """Validate a ``(B, N)`` bool padding mask (True = padding, valid patches first); None passes through."""
+    if padding_mask is None:
+        return None
+    B, N = features.shape[:2]
+    if padding_mask.ndim == 1:
+        padding_mask = padding_mask[None]
+    if padding_mask.shape != (B, N) or padding_mask.dtype != torch.bool:
+        raise InputError(
+            f"{model} expects a bool padding_mask of shape ({B}, {N}) (True = padding), got {tuple(padding_mask.shape)} {padding_mask.dtype}",
+            where="padding_mask",
+        )
+    padding_mask = padding_mask.to(features.device)
+    lengths = (~padding_mask).sum(1)
+    if (lengths == 0).any():
+        raise InputError(f"{model} got a slide whose patches are all padding", where="padding_mask")
+    # Valid patches must come first: position-dependent encoders (LongNet) need contiguous tokens.
+    expected = torch.arange(N, device=padding_mask.device)[None, :] >= lengths[:, None]
+    if not torch.equal(expected, padding_mask):
+        raise InputError(
+            f"{model} expects right padding (valid patches first, padding at the end of each row)",
+            where="padding_mask",
+        )
+    return padding_mask

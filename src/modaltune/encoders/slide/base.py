@@ -1,0 +1,155 @@
+"""Common interface of every slide encoder, including the layer-group API used by adapters.
+
+A slide encoder maps a bag of patch features with level-0 coordinates to one slide embedding:
+
+``forward(features (B, N, D_in), coords (B, N, 2), padding_mask=None) -> (B, embed_dim)``
+
+and is always computed as three stages that adapters may interleave with their own modules::
+
+    state = enc.embed(features, coords, padding_mask=mask)   # patch embedding + positions (+ CLS)
+    for start, stop in [(0, 4), (4, 8), (8, 12)]:            # any split of range(enc.num_layers)
+        state = state.with_tokens(my_injector(state))        # e.g. modify the patch tokens
+        state = enc.run_layers(state, start, stop)           # blocks start .. stop-1
+    slide = enc.pool(state)                                  # final norms + pooling -> (B, embed_dim)
+
+Layer indices follow Python's ``range``: ``run_layers(state, start, stop)`` runs blocks
+``start, start+1, ..., stop-1`` (half-open, 0-based), so ``run_layers(s, 0, enc.num_layers)`` runs
+them all and consecutive groups chain as ``(0, 4), (4, 8), (8, 12)``. An inclusive group ``[a, b]``
+(as written in the ModalTune paper) is ``run_layers(s, a, b + 1)``.
+
+``embed -> run_layers(0, num_layers) -> pool`` is exactly ``forward`` (tested for every encoder).
+
+Token layout of :class:`TokenState`: ``tokens[:, :num_prefix]`` are prefix tokens (CLS) and
+``tokens[:, num_prefix:]`` are patch tokens. Patch token ``j`` of sample ``b`` is valid unless
+``padding_mask[b, num_prefix + j]``; valid tokens always come first (right padding). The order of
+patch tokens is encoder-specific (GigaPath keeps the input order; TITAN sorts the tokens row-major
+over its patch grid and drops background cells), so use ``state.context`` for token positions
+instead of assuming the input order.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+__all__ = ["TokenState", "SlideEncoder"]
+
+
+@dataclass
+class TokenState:
+    """The token sequence between encoder stages, plus the per-sample context the blocks need.
+
+    Attributes:
+        tokens: ``(B, T, D)`` token features, ``T = num_prefix + number of patch tokens``.
+        num_prefix: number of leading non-patch tokens (1 for a CLS token, 0 if none).
+        padding_mask: ``(B, T)`` bool, True marks padding (never a prefix token); None = no padding.
+        context: encoder-specific tensors that stay fixed through the blocks, e.g. TITAN's
+            ``"grid"`` ``(B, T, 2)`` integer cell of each token (ALiBi positions) or GigaPath's
+            ``"lengths"``. Adapters must pass it through unchanged.
+    """
+
+    tokens: torch.Tensor
+    num_prefix: int = 1
+    padding_mask: torch.Tensor | None = None
+    context: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def patch_tokens(self) -> torch.Tensor:
+        """``(B, T - num_prefix, D)`` view of the patch tokens (what the ModalTune injector updates)."""
+        return self.tokens[:, self.num_prefix :]
+
+    @property
+    def patch_padding_mask(self) -> torch.Tensor | None:
+        """``(B, T - num_prefix)`` bool padding mask of the patch tokens, or None."""
+        return None if self.padding_mask is None else self.padding_mask[:, self.num_prefix :]
+
+    @property
+    def patch_index(self) -> slice:
+        """Slice selecting the patch tokens along the token axis."""
+        return slice(self.num_prefix, None)
+
+    @property
+    def prefix_index(self) -> slice:
+        """Slice selecting the prefix (CLS) tokens along the token axis."""
+        return slice(0, self.num_prefix)
+
+    def with_tokens(self, tokens: torch.Tensor) -> "TokenState":
+        """A copy with new ``(B, T, D)`` tokens (same layout, mask and context)."""
+        if tokens.shape[:2] != self.tokens.shape[:2]:
+            raise ValueError(f"token layout changed: {tuple(self.tokens.shape)} -> {tuple(tokens.shape)}")
+        return dataclasses.replace(self, tokens=tokens)
+
+    def with_patch_tokens(self, patch_tokens: torch.Tensor) -> "TokenState":
+        """A copy whose patch tokens are replaced by ``(B, T - num_prefix, D)`` (prefix kept)."""
+        return self.with_tokens(torch.cat([self.tokens[:, : self.num_prefix], patch_tokens], dim=1))
+
+
+class SlideEncoder(nn.Module):
+    """Base class: subclasses implement :meth:`embed`, :meth:`_run_layer`, :meth:`pool`.
+
+    Class/instance attributes:
+        embed_dim: width of tokens and of the slide embedding.
+        in_dim: expected patch-feature width ``D_in``.
+        num_layers: number of blocks addressable by :meth:`run_layers` (0 for pooling-only MIL).
+        weights_source: where the weights came from (checkpoint path or ``"random_init"``); set by
+            the registry and recorded in results.
+        grad_checkpointing: recompute each block in backward instead of storing activations.
+    """
+
+    embed_dim: int
+    in_dim: int
+    num_layers: int = 0
+    requires_pretrained: bool = False  # True for frozen foundation models (no silent random weights)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weights_source: str = "random_init"
+        self.grad_checkpointing: bool = False
+
+    # -- stages -------------------------------------------------------------------------------
+    def embed(self, features: torch.Tensor, coords: torch.Tensor | None = None, padding_mask: torch.Tensor | None = None, **kw: Any) -> TokenState:
+        """Patch embedding + positions (+ CLS): ``(B, N, D_in), (B, N, 2) -> TokenState``."""
+        raise NotImplementedError
+
+    def _run_layer(self, index: int, state: TokenState) -> torch.Tensor:
+        """Run block ``index`` on ``state`` and return the new ``(B, T, D)`` tokens."""
+        raise NotImplementedError
+
+    def pool(self, state: TokenState) -> torch.Tensor:
+        """Final norms and pooling: ``TokenState -> (B, embed_dim)`` slide embedding."""
+        raise NotImplementedError
+
+    def run_layers(self, state: TokenState, start: int = 0, stop: int | None = None) -> TokenState:
+        """Run blocks ``start .. stop-1`` (half-open like ``range``; ``stop=None`` means all).
+
+        With ``grad_checkpointing`` on and gradients enabled, each block is recomputed in the
+        backward pass (torch.utils.checkpoint, non-reentrant), trading compute for memory.
+        """
+        stop = self.num_layers if stop is None else stop
+        if not (0 <= start <= stop <= self.num_layers):
+            raise ValueError(f"layer range [{start}, {stop}) is outside [0, {self.num_layers}) of {type(self).__name__}")
+        for i in range(start, stop):
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                tokens = checkpoint(self._checkpointed_layer, i, state.tokens, state, use_reentrant=False)
+            else:
+                tokens = self._run_layer(i, state)
+            state = state.with_tokens(tokens)
+        return state
+
+    def _checkpointed_layer(self, index: int, tokens: torch.Tensor, state: TokenState) -> torch.Tensor:
+        return self._run_layer(index, state.with_tokens(tokens))
+
+    def set_grad_checkpointing(self, enable: bool = True) -> "SlideEncoder":
+        """Turn per-block gradient checkpointing on or off; returns self."""
+        self.grad_checkpointing = bool(enable)
+        return self
+
+    def forward(self, features: torch.Tensor, coords: torch.Tensor | None = None, padding_mask: torch.Tensor | None = None, **kw: Any) -> torch.Tensor:
+        """``embed -> run_layers(0, num_layers) -> pool``; returns ``(B, embed_dim)``."""
+        state = self.embed(features, coords, padding_mask=padding_mask, **kw)
+        state = self.run_layers(state, 0, self.num_layers)
+        return self.pool(state)

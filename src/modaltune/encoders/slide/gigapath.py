@@ -1,0 +1,385 @@
+"""Prov-GigaPath slide encoder (LongNet ViT, ``gigapath_slide_enc12l768d``) in plain PyTorch.
+
+Reproduces the official model (prov-gigapath @ 09d8e87; see shared/reference/spec.md section 1) and
+loads its ``slide_encoder.pth`` state dict unchanged: the parameter names here are the official ones.
+
+Differences from the official code (outputs are the same):
+
+* positions: only the sin-cos rows of the tiles present are computed, never the 1,000,001 x 768 table;
+* attention: PyTorch's fused CPU attention kernel (or an exact chunked fallback) instead of flash-attn;
+* grid indices outside ``[0, 1000)`` raise :class:`InputError` instead of wrapping/aliasing silently;
+* optional right padding (``padding_mask``): each slide is attended over its own valid tokens only,
+  which equals running the official model on every slide separately.
+
+Architecture (eval mode; dropout / drop-path are identity):
+``x = patch_embed(features) + pos(coords)``; ``[CLS; x]``; 12 pre-LN layers with sub-LN
+(``x += out_proj(inner_ln(DilatedAttn(ln(x))))``; ``x += fc2(ffn_ln(gelu_fp32(fc1(ln(x)))))``);
+``encoder.layer_norm``; then ``norm`` of CLS (``global_pool=False``) or of the patch-token mean.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from modaltune.errors import InputError
+from modaltune.layers.attention import attention_with_lse
+from modaltune.layers.mlp import DropPath
+from modaltune.layers.pos_embed import sincos_2d_rows
+
+from ._contracts import check_coords, check_features, check_padding_mask
+from .base import SlideEncoder, TokenState
+
+__all__ = ["GigaPathSlideEncoder", "dilated_attention", "GIGAPATH_SEGMENT_LENGTHS", "GIGAPATH_DILATED_RATIOS"]
+
+#: Official values: ``2 ** linspace(10, 20, 5)`` cast to int (``get_optimal_segment_length(262144, 256)``).
+GIGAPATH_SEGMENT_LENGTHS: tuple[int, ...] = (1024, 5792, 32768, 185363, 1048576)
+GIGAPATH_DILATED_RATIOS: tuple[int, ...] = (1, 2, 4, 8, 16)
+_NEG = -1e8  # lse of (token, head) pairs a branch does not cover (official constant)
+
+
+def _sparsify(x: torch.Tensor, s: int, r: int) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+    """Segment + dilate ``x (B, N, H, Dh)`` into ``(B*n, H, m, Dh)`` for one branch.
+
+    Rows are zero-padded to ``n*s`` (``n = ceil(N/s)``) and each segment to ``s' = m*r``. Head group
+    ``j`` (heads ``j*H/r .. (j+1)*H/r - 1``) takes segment positions ``j, j+r, j+2r, ...``.
+    """
+    B, N, H, Dh = x.shape
+    n = -(-N // s)
+    m = -(-s // r)
+    x = F.pad(x, (0, 0, 0, 0, 0, n * s - N)).view(B, n, s, H, Dh)
+    x = F.pad(x, (0, 0, 0, 0, 0, m * r - s))
+    # (B, n, m, offset, group, head-in-group, Dh): keep offset == group (the diagonal).
+    x = x.view(B, n, m, r, r, H // r, Dh)
+    x = torch.diagonal(x, dim1=3, dim2=4)  # (B, n, m, H/r, Dh, r[group])
+    x = x.permute(0, 1, 5, 3, 2, 4).reshape(B * n, H, m, Dh)
+    return x, (B, n, m, N)
+
+
+def _densify(out: torch.Tensor, lse: torch.Tensor, s: int, r: int, dims: tuple[int, int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scatter a branch's sparse ``out (B*n, H, m, Dh)``, ``lse (B*n, H, m)`` back to tokens.
+
+    Returns ``out (B, N, H, Dh)`` (0 where not covered) and ``lse (B, N, H)`` (-1e8 where not covered).
+    """
+    B, n, m, N = dims
+    _, H, _, Dh = out.shape
+    g = H // r
+    dense = out.new_zeros(B, n, m, r, r, g, Dh)
+    torch.diagonal(dense, dim1=3, dim2=4).copy_(out.view(B, n, r, g, m, Dh).permute(0, 1, 4, 3, 5, 2))
+    dense = dense.view(B, n, m * r, H, Dh)[:, :, :s].reshape(B, n * s, H, Dh)[:, :N]
+    dl = lse.new_full((B, n, m, r, r, g), _NEG)
+    torch.diagonal(dl, dim1=3, dim2=4).copy_(lse.view(B, n, r, g, m).permute(0, 1, 4, 3, 2))
+    dl = dl.view(B, n, m * r, H)[:, :, :s].reshape(B, n * s, H)[:, :N]
+    return dense, dl
+
+
+def dilated_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    segment_lengths: Sequence[int] = GIGAPATH_SEGMENT_LENGTHS,
+    dilated_ratios: Sequence[int] = GIGAPATH_DILATED_RATIOS,
+    return_branches: bool = False,
+) -> Any:
+    """LongNet dilated attention exactly as the official torchscale ``DilatedAttention`` (eval).
+
+    Args:
+        q, k, v: ``(B, N, H, Dh)`` projected queries/keys/values (no masking; equal lengths).
+        segment_lengths, dilated_ratios: one branch per pair ``(s_i, r_i)``; ``r_i`` must divide H.
+        return_branches: also return the per-branch sparse ``(out, lse)`` in the official layout
+            (``out (B*n, m, H*Dh)``, ``lse (B*n, H, m)``) for testing.
+
+    Returns:
+        ``(B, N, H, Dh)``: per (token, head), the lse-weighted mix of the branches covering it,
+        ``sum_i w_i out_i`` with ``w = softmax_i(lse_i)``. Zero-padded rows are valid keys (logit 0,
+        value 0), as in the official code. The weights are constants for autograd (official: no_grad).
+    """
+    B, N, H, Dh = q.shape
+    lses, outs, branches = [], [], []
+    for s_len, r in zip(segment_lengths, dilated_ratios):
+        if H % r:
+            raise ValueError(f"dilation ratio {r} must divide the number of heads {H}")
+        s = min(int(s_len), N)
+        qs, dims = _sparsify(q, s, r)
+        ks, _ = _sparsify(k, s, r)
+        vs, _ = _sparsify(v, s, r)
+        o, lse = attention_with_lse(qs, ks, vs)
+        del qs, ks, vs
+        if return_branches:
+            branches.append((o.permute(0, 2, 1, 3).reshape(o.shape[0], o.shape[2], H * Dh), lse))
+        od, ld = _densify(o, lse.to(torch.float32 if o.dtype != torch.float64 else o.dtype), s, r, dims)
+        # Official quirk: an lse of exactly 0.0 is treated as "not covered".
+        ld = ld.masked_fill(ld == 0, _NEG)
+        outs.append(od)
+        lses.append(ld)
+    with torch.no_grad():
+        lse = torch.stack(lses, 0)
+        w = torch.exp(lse - lse.max(0, keepdim=True)[0])
+        w = (w / w.sum(0, keepdim=True)).to(q.dtype)
+    out = outs[0] * w[0][..., None]
+    for i in range(1, len(outs)):
+        out = out + outs[i] * w[i][..., None]
+    return (out, branches) if return_branches else out
+
+
+class _PatchEmbed(nn.Module):
+    """``Linear(in_dim -> embed_dim)`` named ``proj`` (official ``PatchEmbed``; its norm is Identity)."""
+
+    def __init__(self, in_dim: int, embed_dim: int):
+        super().__init__()
+        self.proj = nn.Linear(in_dim, embed_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+
+class _DilatedSelfAttention(nn.Module):
+    """Official ``self_attn`` module layout: k/v/q/out projections + sub-LN ``inner_attn_ln``."""
+
+    def __init__(self, dim: int, num_heads: int, eps: float, segment_lengths: Sequence[int], dilated_ratios: Sequence[int]):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.segment_lengths = tuple(segment_lengths)
+        self.dilated_ratios = tuple(dilated_ratios)
+        # Creation order k, v, q, out matches the official state-dict order.
+        self.k_proj = nn.Linear(dim, dim)
+        self.v_proj = nn.Linear(dim, dim)
+        self.q_proj = nn.Linear(dim, dim)
+        self.out_proj = nn.Linear(dim, dim)
+        self.inner_attn_ln = nn.LayerNorm(dim, eps=eps)
+
+    def attend(self, h: torch.Tensor, lengths: list[int] | None = None) -> torch.Tensor:
+        """Merged dilated attention of ``h (B, T, D)`` before ``inner_attn_ln``: ``(B, T, D)``."""
+        B, T, D = h.shape
+        q = self.q_proj(h).view(B, T, self.num_heads, self.head_dim)
+        k = self.k_proj(h).view(B, T, self.num_heads, self.head_dim)
+        v = self.v_proj(h).view(B, T, self.num_heads, self.head_dim)
+        if lengths is None:
+            a = dilated_attention(q, k, v, self.segment_lengths, self.dilated_ratios)
+        else:  # right-padded batch: every slide attends over its own tokens only
+            a = q.new_zeros(q.shape)
+            for b, L in enumerate(lengths):
+                a[b, :L] = dilated_attention(q[b : b + 1, :L], k[b : b + 1, :L], v[b : b + 1, :L], self.segment_lengths, self.dilated_ratios)[0]
+        return a.reshape(B, T, D)
+
+    def forward(self, h: torch.Tensor, lengths: list[int] | None = None) -> torch.Tensor:
+        return self.out_proj(self.inner_attn_ln(self.attend(h, lengths)))
+
+
+class _FFN(nn.Module):
+    """Official sub-LN feed-forward: ``fc2(ffn_layernorm(gelu_fp32(fc1(x))))``."""
+
+    def __init__(self, dim: int, hidden: int, eps: float):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.ffn_layernorm = nn.LayerNorm(hidden, eps=eps)
+        self.dropout = nn.Dropout(0.25)  # official dropout=0.25 (train only)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc1(x)
+        h = F.gelu(h.float()).type_as(h)  # official: GELU always evaluated in float32
+        return self.fc2(self.ffn_layernorm(h))
+
+
+class _EncoderLayer(nn.Module):
+    def __init__(self, dim: int, num_heads: int, hidden: int, eps: float, drop_path: float, dropout: float,
+                 segment_lengths: Sequence[int], dilated_ratios: Sequence[int]):
+        super().__init__()
+        self.self_attn = _DilatedSelfAttention(dim, num_heads, eps, segment_lengths, dilated_ratios)
+        self.self_attn_layer_norm = nn.LayerNorm(dim, eps=eps)
+        self.ffn = _FFN(dim, hidden, eps)
+        self.final_layer_norm = nn.LayerNorm(dim, eps=eps)
+        self.dropout_module = nn.Dropout(dropout)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor, lengths: list[int] | None = None) -> torch.Tensor:
+        x = x + self.drop_path(self.dropout_module(self.self_attn(self.self_attn_layer_norm(x), lengths)))
+        x = x + self.drop_path(self.dropout_module(self.ffn(self.final_layer_norm(x))))
+        return x
+
+
+class _Encoder(nn.Module):
+    def __init__(self, layers: list[_EncoderLayer], dim: int, eps: float):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.layer_norm = nn.LayerNorm(dim, eps=eps)
+
+
+class GigaPathSlideEncoder(SlideEncoder):
+    """Prov-GigaPath slide encoder (defaults = released ``gigapath_slide_enc12l768d``).
+
+    Args:
+        in_dim: tile-feature width (1536 for the GigaPath tile encoder).
+        embed_dim, depth, num_heads, ffn_dim: 768, 12, 16 (head_dim 48), 3072 as released.
+        tile_size: level-0 pixels per grid cell for positions (256 = 256-px tiles at 20x; TRIDENT
+            uses ``patch_size_level0``, e.g. 512 at 40x). Can be overridden per call in :meth:`embed`.
+        global_pool: False (official default) reads the CLS token; True averages the patch tokens
+            (TRIDENT's choice; the GigaPath demo notes CLS was not trained in pre-training).
+        slide_ngrids: side of the position grid (1000); grid indices must lie in ``[0, slide_ngrids)``.
+        dropout, drop_path_rate: training-time regularisation as in the official model.
+
+    Stages: ``embed`` -> ``run_layers`` (``num_layers = depth``) -> ``pool``; see
+    :mod:`modaltune.encoders.slide.base`. Token 0 is CLS; patch tokens keep the input order (order
+    matters: segments and dilations act on sequence positions).
+    """
+
+    requires_pretrained = True
+
+    def __init__(
+        self,
+        in_dim: int = 1536,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 16,
+        ffn_dim: int | None = None,
+        tile_size: int = 256,
+        global_pool: bool = False,
+        slide_ngrids: int = 1000,
+        segment_lengths: Sequence[int] = GIGAPATH_SEGMENT_LENGTHS,
+        dilated_ratios: Sequence[int] = GIGAPATH_DILATED_RATIOS,
+        layernorm_eps: float = 1e-5,
+        norm_eps: float = 1e-6,
+        dropout: float = 0.25,
+        drop_path_rate: float = 0.1,
+    ):
+        super().__init__()
+        self.in_dim = in_dim
+        self.embed_dim = embed_dim
+        self.num_layers = depth
+        self.num_heads = num_heads
+        self.tile_size = tile_size
+        self.global_pool = global_pool
+        self.slide_ngrids = slide_ngrids
+        ffn_dim = ffn_dim or 4 * embed_dim
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.patch_embed = _PatchEmbed(in_dim, embed_dim)
+        dpr = np.linspace(0, drop_path_rate, depth)
+        self.encoder = _Encoder(
+            [
+                _EncoderLayer(embed_dim, num_heads, ffn_dim, layernorm_eps, float(dpr[i]), dropout, segment_lengths, dilated_ratios)
+                for i in range(depth)
+            ],
+            embed_dim,
+            layernorm_eps,
+        )
+        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
+        self.embed_dropout = nn.Dropout(dropout)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        nn.init.normal_(self.cls_token, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    # -- positions ----------------------------------------------------------------------------
+    def grid_index(self, coords: torch.Tensor, tile_size: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Grid cell ``(gx, gy)`` of each tile: ``floor(coords / tile_size)`` as int64 ``(B, N)`` each.
+
+        Raises InputError when a cell lies outside ``[0, slide_ngrids)`` (the official model would
+        index out of range, wrap negative indices or alias ``gy >= 1000`` onto the next column).
+        """
+        ts = self.tile_size if tile_size is None else tile_size
+        g = torch.floor(coords / ts).long()
+        gx, gy = g[..., 0], g[..., 1]
+        bad = (g < 0) | (g >= self.slide_ngrids)
+        if bad.any():
+            worst = int(g.max()) if (g >= self.slide_ngrids).any() else int(g.min())
+            raise InputError(
+                f"GigaPath position grid index {worst} is outside [0, {self.slide_ngrids}) "
+                f"(floor(coord / tile_size) with tile_size={ts})",
+                where="coords",
+                fix="pass level-0 pixel coordinates and set tile_size to the level-0 patch size (e.g. 512 for 256-px tiles at 40x)",
+            )
+        return gx, gy
+
+    def pos_index(self, coords: torch.Tensor, tile_size: float | None = None) -> torch.Tensor:
+        """Official row index into the position table: ``gx * 1000 + gy + 1`` ``(B, N)``."""
+        gx, gy = self.grid_index(coords, tile_size)
+        return gx * self.slide_ngrids + gy + 1
+
+    # -- stages -------------------------------------------------------------------------------
+    def embed(self, features: torch.Tensor, coords: torch.Tensor | None = None, padding_mask: torch.Tensor | None = None,
+              tile_size: float | None = None, **kw: Any) -> TokenState:
+        """``features (B, N, in_dim)``, ``coords (B, N, 2)`` level-0 px -> ``TokenState`` with T = N + 1.
+
+        ``state.context["lengths"]`` holds the valid token count per slide (CLS included) when a
+        padding mask is given.
+        """
+        features = check_features(features, self.in_dim, "GigaPath slide encoder")
+        coords = check_coords(coords, features, "GigaPath slide encoder")
+        padding_mask = check_padding_mask(padding_mask, features, "GigaPath slide encoder")
+        dtype = self.cls_token.dtype
+        if padding_mask is not None:  # padded rows may carry junk coords; give them cell (0, 0)
+            coords = coords.masked_fill(padding_mask[..., None], 0)
+        gx, gy = self.grid_index(coords, tile_size)
+        pos = sincos_2d_rows(gx, gy, self.embed_dim, dtype=dtype)
+        x = self.patch_embed(features.to(dtype)) + pos
+        cls = self.cls_token.expand(x.shape[0], -1, -1)  # + pos row 0, which is all zeros
+        x = self.embed_dropout(torch.cat([cls, x], dim=1))
+        context: dict[str, Any] = {}
+        mask = None
+        if padding_mask is not None:
+            mask = torch.cat([padding_mask.new_zeros(x.shape[0], 1), padding_mask], dim=1)
+            if mask.any():
+                context["lengths"] = [int(n) for n in (~mask).sum(1)]
+                x = x.masked_fill(mask[..., None], 0.0)
+        return TokenState(tokens=x, num_prefix=1, padding_mask=mask, context=context)
+
+    def _run_layer(self, index: int, state: TokenState) -> torch.Tensor:
+        x = self.encoder.layers[index](state.tokens, state.context.get("lengths"))
+        if state.padding_mask is not None and "lengths" in state.context:
+            x = x.masked_fill(state.padding_mask[..., None], 0.0)
+        return x
+
+    def _pool_tokens(self, x: torch.Tensor, state: TokenState, global_pool: bool) -> torch.Tensor:
+        if not global_pool:
+            return self.norm(x[:, 0])
+        patches = x[:, 1:]
+        pm = state.patch_padding_mask
+        if pm is None:
+            mean = patches.mean(dim=1)
+        else:
+            valid = (~pm).to(x.dtype)[..., None]
+            mean = (patches * valid).sum(1) / valid.sum(1)
+        return self.norm(mean)
+
+    def pool(self, state: TokenState, global_pool: bool | None = None) -> torch.Tensor:
+        """``encoder.layer_norm`` then ``norm`` of CLS or of the patch mean: ``(B, embed_dim)``."""
+        gp = self.global_pool if global_pool is None else global_pool
+        return self._pool_tokens(self.encoder.layer_norm(state.tokens), state, gp)
+
+    def pool_raw(self, state: TokenState, global_pool: bool | None = None) -> torch.Tensor:
+        """Official ``all_layer_embed`` pooling of one raw state (no ``encoder.layer_norm``)."""
+        gp = self.global_pool if global_pool is None else global_pool
+        return self._pool_tokens(state.tokens, state, gp)
+
+    def forward_all_layers(self, features: torch.Tensor, coords: torch.Tensor | None = None,
+                           padding_mask: torch.Tensor | None = None, global_pool: bool | None = None,
+                           **kw: Any) -> torch.Tensor:
+        """Official ``forward(all_layer_embed=True)`` stacked: ``(depth + 1, B, embed_dim)``.
+
+        Entry 0 pools the embedding input, entry i the state after layer i; none of them pass through
+        ``encoder.layer_norm`` (so entry ``depth`` differs from :meth:`forward`). TRIDENT's GigaPath
+        output is entry 11 with ``global_pool=True``.
+        """
+        state = self.embed(features, coords, padding_mask=padding_mask, **kw)
+        outs = [self.pool_raw(state, global_pool)]
+        for i in range(self.num_layers):
+            state = self.run_layers(state, i, i + 1)
+            outs.append(self.pool_raw(state, global_pool))
+        return torch.stack(outs)
+
+    def forward(self, features: torch.Tensor, coords: torch.Tensor | None = None, padding_mask: torch.Tensor | None = None,
+                global_pool: bool | None = None, **kw: Any) -> torch.Tensor:
+        """Slide embedding ``(B, embed_dim)`` (official ``forward(x, coords)[0]``)."""
+        state = self.embed(features, coords, padding_mask=padding_mask, **kw)
+        state = self.run_layers(state, 0, self.num_layers)
+        return self.pool(state, global_pool)

@@ -1,0 +1,162 @@
+"""Attention helpers shared by the slide encoders.
+
+* :func:`attention_with_lse`: softmax attention that also returns the log-sum-exp of the logits
+  (needed to merge LongNet's dilated branches). Uses PyTorch's fused CPU flash kernel when it is
+  available and falls back to an exact query-chunked implementation otherwise.
+* :func:`alibi_attention`: full attention with a 2-D ALiBi bias that is built tile by tile over the
+  queries, so memory grows linearly in the number of tokens.
+* :class:`Attention`: timm-style multi-head self-attention (``qkv`` and ``proj`` Linear layers) with
+  an optional key-padding mask.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .alibi import alibi_bias_tile
+
+__all__ = ["attention_with_lse", "attention_with_lse_reference", "alibi_attention", "Attention"]
+
+# Upper bound on the number of logits materialised at once by the chunked code paths
+# (2**25 float32 values = 128 MiB).
+_MAX_TILE_ELEMS = 2**25
+
+
+def attention_with_lse_reference(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None, max_tile_elems: int = _MAX_TILE_ELEMS
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact softmax attention and log-sum-exp, chunked over queries (plain PyTorch, any device).
+
+    Args:
+        q, k, v: ``(B, H, L, Dh)`` (keys/values may have another length ``S``).
+        scale: logit scale, default ``1/sqrt(Dh)``.
+
+    Returns:
+        ``out (B, H, L, Dh)`` = softmax(q k^T * scale) v and ``lse (B, H, L)`` float32 (float64 for
+        float64 inputs) = logsumexp over keys of the scaled logits.
+    """
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    b, h, L, _ = q.shape
+    S = k.shape[-2]
+    step = max(1, int(max_tile_elems // max(1, b * h * S)))
+    acc_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+    outs, lses = [], []
+    for i in range(0, L, step):
+        s = torch.matmul(q[:, :, i : i + step].to(acc_dtype), k.to(acc_dtype).transpose(-1, -2)) * scale
+        lse = torch.logsumexp(s, dim=-1)
+        p = torch.exp(s - lse[..., None])
+        outs.append(torch.matmul(p, v.to(acc_dtype)).to(q.dtype))
+        lses.append(lse)
+    return torch.cat(outs, dim=2), torch.cat(lses, dim=2)
+
+
+def _fused_cpu_lse_available(q: torch.Tensor) -> bool:
+    return (
+        q.device.type == "cpu"
+        and q.dtype in (torch.float32, torch.float64)
+        and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu")
+    )
+
+
+def attention_with_lse(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax attention (no mask) returning ``(out, lse)``; see :func:`attention_with_lse_reference`.
+
+    On CPU (float32/float64) this calls PyTorch's fused flash-attention kernel, which returns the
+    log-sum-exp and never materialises the ``L x S`` logits; elsewhere it uses the exact chunked
+    reference. The lse is meant for branch-merging weights that are treated as constants (the
+    official LongNet computes them under ``no_grad``), so it carries no gradient.
+    """
+    if _fused_cpu_lse_available(q):
+        try:
+            out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                q.contiguous(), k.contiguous(), v.contiguous(), 0.0, False, scale=scale
+            )
+            return out, lse.detach()
+        except RuntimeError:  # pragma: no cover - kernel unavailable in this build
+            pass
+    out, lse = attention_with_lse_reference(q, k, v, scale)
+    return out, lse.detach()
+
+
+def alibi_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    grid: torch.Tensor,
+    slopes: torch.Tensor,
+    num_prefix: int = 1,
+    key_padding_mask: torch.Tensor | None = None,
+    max_tile_elems: int = _MAX_TILE_ELEMS,
+) -> torch.Tensor:
+    """Self-attention with a 2-D ALiBi bias, streamed over query tiles.
+
+    Args:
+        q, k, v: ``(B, H, T, Dh)``.
+        grid: ``(B, T, 2)`` integer grid cell of every token (rows ``< num_prefix`` are ignored).
+        slopes: ``(H,)`` float32 ALiBi slopes.
+        num_prefix: number of leading tokens (CLS) whose bias row/column is zero.
+        key_padding_mask: optional ``(B, T)`` bool, True = padding (excluded as a key).
+
+    Returns:
+        ``(B, H, T, Dh)``. Peak extra memory is about ``max_tile_elems`` bias values instead of
+        ``H * T * T``.
+    """
+    B, H, T, _ = q.shape
+    step = max(1, int(max_tile_elems // max(1, B * H * T)))
+    is_cls = torch.arange(T, device=q.device) < num_prefix
+    outs = []
+    for i in range(0, T, step):
+        j = min(T, i + step)
+        bias = torch.stack(
+            [alibi_bias_tile(grid[b, i:j], grid[b], slopes, is_cls[i:j], is_cls, dtype=q.dtype) for b in range(B)]
+        )
+        if key_padding_mask is not None:
+            bias = bias.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
+        outs.append(F.scaled_dot_product_attention(q[:, :, i:j], k, v, attn_mask=bias))
+    return torch.cat(outs, dim=2)
+
+
+class Attention(nn.Module):
+    """timm-style multi-head self-attention: ``proj(SDPA(split(qkv(x))))``.
+
+    Args:
+        dim: token width D; ``num_heads`` must divide it.
+        qkv_bias: bias on the packed ``qkv`` Linear (rows: q | k | v, head-major).
+
+    ``forward(x (B, T, D), key_padding_mask (B, T) bool True=pad | None) -> (B, T, D)``.
+    """
+
+    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(B, T, D) -> q, k, v`` each ``(B, H, T, Dh)``."""
+        B, T, _ = x.shape
+        qkv = self.qkv(x).reshape(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return qkv[0], qkv[1], qkv[2]
+
+    def merge_heads(self, o: torch.Tensor) -> torch.Tensor:
+        """``(B, H, T, Dh) -> proj(concat heads) (B, T, D)``."""
+        B, H, T, Dh = o.shape
+        return self.proj_drop(self.proj(o.transpose(1, 2).reshape(B, T, H * Dh)))
+
+    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        q, k, v = self.split_heads(x)
+        mask = None
+        if key_padding_mask is not None:
+            mask = (~key_padding_mask)[:, None, None, :]
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.attn_drop if self.training else 0.0)
+        return self.merge_heads(o)
