@@ -1,0 +1,632 @@
+"""Patch-feature bags: readers, writer, multi-slide merge and patch cap.
+
+A *bag* is the set of patch embeddings of one slide (or of one patient, after merging):
+
+- ``features``: (N, D) float16 or float32, **kept as stored** (no upcast; the model casts);
+- ``coords``: (N, 2) int64 level-0 pixel coordinates ``(x, y)`` of each patch's top-left corner,
+  or ``None`` when the file has none (CLAM ``.pt`` tensors).
+
+Supported files:
+
+- TRIDENT ``.h5``: datasets ``features`` (N, D) and ``coords`` (N, 2); attributes on ``coords``
+  (``patch_size``, ``patch_size_level0``, ``level0_magnification``, ``target_magnification``,
+  ``overlap``, ``level0_width``, ``level0_height``) and an ``encoder`` name on ``features`` or the
+  file root (else taken from a ``features_<encoder>`` parent folder, TRIDENT's layout).
+- CLAM ``.pt``: a tensor (N, D), no coordinates.
+- dict ``.pt``: ``{"features": (N, D), "coords": (N, 2)}``.
+
+Every malformed input raises :class:`~modaltune.errors.InputError` with a one-line message naming
+the file and the fix. Reading is fast: an uncompressed contiguous h5 dataset is read with one
+``readinto`` at its file offset (the speed of reading the raw bytes), and the finite check looks at
+the exponent bits block by block (no float conversion, no full-size temporaries).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from modaltune.errors import InputError
+
+__all__ = [
+    "Bag",
+    "BagHandle",
+    "read_bag",
+    "open_bag",
+    "write_bag_h5",
+    "load_patient_bag",
+    "merge_bags",
+    "sample_patch_indices",
+    "is_diagnostic_slide",
+    "BAG_SUFFIXES",
+]
+
+BAG_SUFFIXES = (".h5", ".hdf5", ".pt", ".pth")
+_COORD_ATTRS = (
+    "patch_size",
+    "patch_size_level0",
+    "level0_magnification",
+    "target_magnification",
+    "overlap",
+    "level0_width",
+    "level0_height",
+)
+
+
+@dataclass
+class Bag:
+    """Patch features of one slide or one patient.
+
+    Attributes:
+        features: (N, D) float16 or float32 array, as stored in the file.
+        coords: (N, 2) int64 level-0 pixel (x, y), or None when the source has no coordinates.
+        attrs: metadata (``encoder``, ``patch_size_level0``, magnifications, ...; merged bags add
+            ``slides``: [(source, start, stop)] row ranges before capping, and ``patch_index`` when capped).
+        source: file path (or ``"a.h5+b.h5"`` for a merged patient bag).
+    """
+
+    features: np.ndarray
+    coords: np.ndarray | None
+    attrs: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+    @property
+    def n_patches(self) -> int:
+        return int(self.features.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.features.shape[1])
+
+    @property
+    def encoder(self) -> str | None:
+        return self.attrs.get("encoder")
+
+    def __len__(self) -> int:
+        return self.n_patches
+
+
+# ---------------------------------------------------------------------------------------- helpers
+def _fix_for(path: Path) -> str:
+    return "re-extract the features (e.g. `modaltune preprocess extract`) or remove the slide from slides.csv"
+
+
+def _py(v: Any) -> Any:
+    """h5 attribute value -> plain Python (bytes -> str, numpy scalar -> int/float)."""
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return [_py(x) for x in v.tolist()] if v.dtype.kind in "SO" else v.tolist()
+    return v
+
+
+def _bag_format(path: Path) -> str:
+    suf = path.suffix.lower()
+    if suf in (".h5", ".hdf5"):
+        return "h5"
+    if suf in (".pt", ".pth"):
+        return "pt"
+    raise InputError(
+        f"unsupported bag file type '{path.suffix}'",
+        where=path,
+        fix=f"use a TRIDENT .h5 or a CLAM .pt file (suffixes {list(BAG_SUFFIXES)})",
+    )
+
+
+def _check_exists(path: Path) -> None:
+    if not path.exists():
+        raise InputError("feature file not found", where=path, fix="check slides.csv paths, or extract the features first")
+    if path.is_dir():
+        raise InputError("expected a feature file, found a directory", where=path, fix="point at the .h5/.pt file")
+
+
+# Exponent masks: a float is NaN/inf exactly when all its exponent bits are set.
+_EXP_MASK = {np.dtype(np.float16): (np.uint16, 0x7C00), np.dtype(np.float32): (np.uint32, 0x7F800000), np.dtype(np.float64): (np.uint64, 0x7FF0000000000000)}
+_CHECK_BLOCK = 1 << 16  # elements per block: the block stays in cache while we test it
+
+
+def _first_nonfinite_row(features: np.ndarray) -> int | None:
+    """Row index of the first NaN/inf value, or None. Cheap: integer bit tests on cache-sized blocks."""
+    spec = _EXP_MASK.get(features.dtype)
+    flat = np.ascontiguousarray(features).reshape(-1)
+    if spec is None:  # unusual dtype: plain isfinite
+        bad = ~np.isfinite(flat)
+        return int(np.argmax(bad)) // max(features.shape[1], 1) if bad.any() else None
+    utype, mask = spec
+    bits = flat.view(utype)
+    m = utype(mask)
+    for start in range(0, bits.size, _CHECK_BLOCK):
+        block = bits[start : start + _CHECK_BLOCK]
+        hit = (block & m) == m
+        if hit.any():
+            return (start + int(np.argmax(hit))) // features.shape[1]
+    return None
+
+
+def _normalise_features(features: np.ndarray, path: Path | str) -> np.ndarray:
+    """Validate (N, D) features; float16/float32 kept as stored, other dtypes become float32."""
+    if features.ndim != 2:
+        raise InputError(
+            f"features must be 2-D (N patches, D dims), got shape {tuple(features.shape)}",
+            where=path,
+            fix="store one row per patch; squeeze a leading batch axis of size 1 before saving",
+        )
+    if features.shape[0] == 0:
+        raise InputError("empty bag: 0 patches", where=path, fix="re-run tissue detection/extraction, or remove the slide from slides.csv")
+    if features.shape[1] == 0:
+        raise InputError("features have 0 dimensions", where=path, fix="re-extract the features")
+    if features.dtype not in (np.float16, np.float32):
+        if features.dtype.kind not in "fiub":
+            raise InputError(f"features have non-numeric dtype {features.dtype}", where=path, fix="store float16/float32 features")
+        features = features.astype(np.float32)
+    row = _first_nonfinite_row(features)
+    if row is not None:
+        raise InputError(
+            f"features contain NaN/inf (first at patch row {row})",
+            where=path,
+            fix="re-extract the features; NaNs usually come from a failed patch encoder run",
+        )
+    return features
+
+
+def _normalise_coords(coords: Any, n: int, path: Path | str) -> np.ndarray:
+    coords = np.asarray(coords)
+    if coords.ndim != 2 or coords.shape[1] != 2 or coords.shape[0] != n:
+        raise InputError(
+            f"coords must have shape ({n}, 2) to match {n} feature rows, got {tuple(coords.shape)}",
+            where=path,
+            fix="store one (x, y) level-0 pixel pair per patch, in the same order as the features",
+        )
+    if coords.dtype.kind in "iu":
+        return coords.astype(np.int64, copy=False)
+    if coords.dtype.kind == "f":
+        if not np.isfinite(coords).all() or not np.array_equal(coords, np.round(coords)):
+            raise InputError(
+                "coords are not integers (non-integral or NaN float values)",
+                where=path,
+                fix="coords must be integer level-0 pixel positions; re-export them as int64",
+            )
+        return coords.astype(np.int64)
+    raise InputError(f"coords have non-numeric dtype {coords.dtype}", where=path, fix="store coords as int64 (x, y)")
+
+
+def _encoder_from_dir(path: Path) -> str | None:
+    """TRIDENT writes ``.../features_<encoder>/<slide>.h5``: recover the encoder name from it."""
+    parent = path.parent.name
+    if parent.startswith("features_") and len(parent) > len("features_"):
+        return parent[len("features_") :]
+    return None
+
+
+# ---------------------------------------------------------------------------------------- h5
+def _open_h5(path: Path):
+    import h5py
+
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise InputError(
+            f"cannot open HDF5 file (corrupt or truncated: {str(exc).splitlines()[0][:120]})",
+            where=path,
+            fix=_fix_for(path),
+        ) from exc
+
+
+def _h5_attrs(f, path: Path) -> dict[str, Any]:
+    attrs: dict[str, Any] = {}
+    for obj in (f, f.get("features"), f.get("coords")):
+        if obj is None:
+            continue
+        try:
+            for k, v in obj.attrs.items():
+                attrs.setdefault(k, _py(v))
+        except (OSError, RuntimeError):  # unreadable attribute: ignore the metadata, not the data
+            continue
+    # the encoder name lives on features or the root; 'name' in TRIDENT is the slide name
+    enc = None
+    for obj in (f.get("features"), f):
+        if obj is not None and "encoder" in obj.attrs:
+            enc = _py(obj.attrs["encoder"])
+            break
+    if enc is None:
+        enc = _encoder_from_dir(path)
+    attrs["encoder"] = enc
+    return attrs
+
+
+def _read_h5_dataset(ds, path: Path) -> np.ndarray:
+    """Read a whole dataset. Fast path: contiguous, unfiltered, native little-endian data is read
+    with a single ``readinto`` at its byte offset (what h5py would do, minus the overhead)."""
+    dtype = ds.dtype
+    offset = None
+    try:
+        if ds.chunks is None and ds.compression is None and dtype.kind in "fiu" and dtype.byteorder in ("<", "=", "|") and ds.size > 0:
+            offset = ds.id.get_offset()
+    except Exception:  # pragma: no cover - exotic storage layouts
+        offset = None
+    if offset is not None:
+        out = np.empty(ds.shape, dtype=dtype)
+        nbytes = out.nbytes
+        with open(path, "rb", buffering=0) as fh:
+            fh.seek(offset)
+            got = fh.readinto(memoryview(out).cast("B"))
+        if got != nbytes:
+            raise InputError(
+                f"truncated HDF5 file: dataset '{ds.name}' needs {nbytes} bytes at offset {offset}, file has {got}",
+                where=path,
+                fix=_fix_for(path),
+            )
+        return out
+    try:
+        return ds[()]
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise InputError(f"cannot read dataset '{ds.name}' (corrupt or truncated: {str(exc).splitlines()[0][:120]})", where=path, fix=_fix_for(path)) from exc
+
+
+def _read_h5(path: Path) -> Bag:
+    with _open_h5(path) as f:
+        if "features" not in f:
+            raise InputError(
+                f"no 'features' dataset (found {sorted(f.keys())})",
+                where=path,
+                fix="a TRIDENT bag needs datasets 'features' (N, D) and 'coords' (N, 2)",
+            )
+        attrs = _h5_attrs(f, path)
+        features = _read_h5_dataset(f["features"], path)
+        # TRIDENT/CLAM sometimes store (1, N, D)
+        if features.ndim == 3 and features.shape[0] == 1:
+            features = features[0]
+        features = _normalise_features(features, path)
+        coords = None
+        if "coords" in f:
+            raw = _read_h5_dataset(f["coords"], path)
+            if raw.ndim == 3 and raw.shape[0] == 1:
+                raw = raw[0]
+            coords = _normalise_coords(raw, features.shape[0], path)
+    return Bag(features, coords, attrs, str(path))
+
+
+# ---------------------------------------------------------------------------------------- pt
+def _to_numpy(t: Any, path: Path, what: str) -> np.ndarray:
+    import torch
+
+    if isinstance(t, torch.Tensor):
+        t = t.detach().cpu()
+        if t.dtype == torch.bfloat16:  # numpy has no bfloat16
+            t = t.float()
+        return t.numpy()
+    if isinstance(t, np.ndarray):
+        return t
+    raise InputError(f"'{what}' is a {type(t).__name__}, not a tensor", where=path, fix="save features/coords as torch tensors")
+
+
+def _load_pt(path: Path, mmap: bool = False) -> Any:
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as exc:
+        if mmap:  # legacy (non-zip) .pt files cannot be memory-mapped
+            return _load_pt(path, mmap=False)
+        raise InputError(
+            f"cannot read .pt file ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})",
+            where=path,
+            fix="save a tensor (N, D) or a dict {'features': (N, D), 'coords': (N, 2)} with torch.save",
+        ) from exc
+
+
+def _pt_parts(obj: Any, path: Path) -> tuple[Any, Any, dict[str, Any]]:
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj, None, {}
+    if isinstance(obj, dict):
+        if "features" not in obj:
+            raise InputError(
+                f"dict .pt file has no 'features' key (keys: {sorted(map(str, obj))})",
+                where=path,
+                fix="save {'features': (N, D) tensor, 'coords': (N, 2) tensor}",
+            )
+        attrs = {k: v for k, v in obj.items() if k not in ("features", "coords") and isinstance(v, (str, int, float, bool))}
+        return obj["features"], obj.get("coords"), attrs
+    raise InputError(f".pt file holds a {type(obj).__name__}", where=path, fix="save a tensor (N, D) or a dict with 'features' and 'coords'")
+
+
+def _read_pt(path: Path) -> Bag:
+    feats, coords, attrs = _pt_parts(_load_pt(path), path)
+    features = _to_numpy(feats, path, "features")
+    if features.ndim == 3 and features.shape[0] == 1:
+        features = features[0]
+    features = _normalise_features(features, path)
+    c = None
+    if coords is not None:
+        c = _normalise_coords(_to_numpy(coords, path, "coords"), features.shape[0], path)
+    attrs.setdefault("encoder", _encoder_from_dir(path))
+    return Bag(features, c, attrs, str(path))
+
+
+# ---------------------------------------------------------------------------------------- public API
+def read_bag(path: str | Path) -> Bag:
+    """Read one bag file (TRIDENT ``.h5``, CLAM ``.pt`` tensor or dict ``.pt``), validated.
+
+    Raises:
+        InputError: missing/unreadable/corrupt file, no ``features``, features not 2-D, empty bag,
+            NaN/inf features, coords of the wrong shape or non-integral values.
+    """
+    path = Path(path)
+    fmt = _bag_format(path)
+    _check_exists(path)
+    return _read_h5(path) if fmt == "h5" else _read_pt(path)
+
+
+@dataclass
+class BagHandle:
+    """Lazy view of a bag file: shape, dim and encoder without reading the features.
+
+    ``read()`` loads and validates the full :class:`Bag`.
+    """
+
+    path: Path
+    format: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    encoder: str | None
+    has_coords: bool
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_patches(self) -> int:
+        return int(self.shape[0]) if self.shape else 0
+
+    @property
+    def dim(self) -> int | None:
+        return int(self.shape[-1]) if len(self.shape) >= 2 else None
+
+    @property
+    def patch_size_level0(self) -> int | None:
+        v = self.attrs.get("patch_size_level0")
+        return int(v) if v is not None else None
+
+    def read(self) -> Bag:
+        return read_bag(self.path)
+
+
+def open_bag(path: str | Path) -> BagHandle:
+    """Open a bag lazily (h5 metadata only; ``.pt`` memory-mapped where possible)."""
+    path = Path(path)
+    fmt = _bag_format(path)
+    _check_exists(path)
+    if fmt == "h5":
+        with _open_h5(path) as f:
+            if "features" not in f:
+                raise InputError(f"no 'features' dataset (found {sorted(f.keys())})", where=path, fix="a TRIDENT bag needs datasets 'features' and 'coords'")
+            ds = f["features"]
+            shape = tuple(ds.shape)
+            if len(shape) == 3 and shape[0] == 1:
+                shape = shape[1:]
+            return BagHandle(path, fmt, shape, ds.dtype, _h5_attrs(f, path).get("encoder"), "coords" in f, _h5_attrs(f, path))
+    feats, coords, attrs = _pt_parts(_load_pt(path, mmap=True), path)
+    shape = tuple(feats.shape)
+    if len(shape) == 3 and shape[0] == 1:
+        shape = shape[1:]
+    dtype = np.dtype(str(feats.dtype).replace("torch.", "")) if str(feats.dtype) != "torch.bfloat16" else np.dtype(np.float32)
+    return BagHandle(path, fmt, shape, dtype, attrs.get("encoder") or _encoder_from_dir(path), coords is not None, attrs)
+
+
+def write_bag_h5(
+    path: str | Path,
+    features: np.ndarray,
+    coords: np.ndarray | None,
+    *,
+    patch_size_level0: int,
+    encoder: str,
+    level0_magnification: float | None = None,
+    target_magnification: float | None = None,
+    patch_size: int | None = None,
+    extra_attrs: dict[str, Any] | None = None,
+) -> Path:
+    """Write a TRIDENT-layout bag atomically (temporary file in the same folder, then ``os.replace``).
+
+    Args:
+        features: (N, D) float16/float32, written as is (contiguous, uncompressed: fastest to read).
+        coords: (N, 2) integer level-0 (x, y), or ``None`` to write no ``coords`` dataset (the
+            patch size then goes on the root attributes).
+        patch_size_level0: patch side in level-0 pixels.
+        encoder: patch encoder name (attribute ``encoder`` on ``features`` and the root).
+    Returns:
+        The written path.
+    """
+    import h5py
+
+    path = Path(path)
+    features = np.asarray(features)
+    features = _normalise_features(features, path)
+    if coords is not None:
+        coords = _normalise_coords(coords, features.shape[0], path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["encoder"] = encoder
+            fds = f.create_dataset("features", data=features)
+            fds.attrs["encoder"] = encoder
+            if coords is not None:
+                cds = f.create_dataset("coords", data=coords)
+                cattrs = {
+                    "patch_size": int(patch_size if patch_size is not None else patch_size_level0),
+                    "patch_size_level0": int(patch_size_level0),
+                    "level0_magnification": level0_magnification,
+                    "target_magnification": target_magnification,
+                    "overlap": 0,
+                    "level0_width": int(coords[:, 0].max() + patch_size_level0),
+                    "level0_height": int(coords[:, 1].max() + patch_size_level0),
+                }
+                for k, v in cattrs.items():
+                    if v is not None:
+                        cds.attrs[k] = v
+            else:
+                f.attrs["patch_size_level0"] = int(patch_size_level0)
+            for k, v in (extra_attrs or {}).items():
+                f.attrs[k] = v
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+# ---------------------------------------------------------------------------------------- patients
+def is_diagnostic_slide(path: str | Path) -> bool:
+    """TCGA diagnostic slide 1: ``DX1`` in the file name (e.g. ``TCGA-3C-AALI-01Z-00-DX1.<uuid>.h5``)."""
+    return "DX1" in Path(path).name.upper()
+
+
+def _patch_size_of(bag: Bag) -> int:
+    """Level-0 patch side: the ``patch_size_level0`` attribute, else the smallest positive gap
+    between distinct x coordinates, else 1."""
+    v = bag.attrs.get("patch_size_level0")
+    if v is not None:
+        try:
+            return max(int(v), 1)
+        except (TypeError, ValueError):
+            pass
+    if bag.coords is not None and len(bag.coords) > 1:
+        xs = np.unique(bag.coords[:, 0])
+        if len(xs) > 1:
+            return max(int(np.diff(xs).min()), 1)
+    return 1
+
+
+def merge_bags(bags: list[Bag], *, gap: int | None = None) -> Bag:
+    """Concatenate slides of one patient into one bag.
+
+    Coordinate rule: slide 0 keeps its coordinates; slide k (k >= 1) is translated along x so that
+    its leftmost patch starts at ``(max x of the merged slides before it) + patch_size + gap``
+    (``patch_size`` = the previous slides' ``patch_size_level0``; ``gap`` defaults to one patch
+    size); y is unchanged. Bounding boxes of different slides are therefore disjoint. If any slide
+    lacks coordinates, the merged bag has ``coords=None``.
+    """
+    if not bags:
+        raise InputError("no slides to merge", fix="the patient has no readable bag files")
+    if len(bags) == 1:
+        b = bags[0]
+        attrs = dict(b.attrs)
+        attrs["slides"] = [(b.source, 0, b.n_patches)]
+        return Bag(b.features, b.coords, attrs, b.source)
+    dtype = np.result_type(*[b.features.dtype for b in bags])
+    features = np.concatenate([b.features for b in bags], axis=0).astype(dtype, copy=False)
+    coords = None
+    if all(b.coords is not None for b in bags):
+        parts = []
+        right = None  # max x reached so far, and the patch size there
+        for b in bags:
+            c = b.coords.copy()  # type: ignore[union-attr]
+            ps = _patch_size_of(b)
+            if right is not None:
+                prev_max, prev_ps = right
+                g = prev_ps if gap is None else gap
+                c[:, 0] += prev_max + prev_ps + g - c[:, 0].min()
+            parts.append(c)
+            right = (int(c[:, 0].max()) if right is None else max(right[0], int(c[:, 0].max())), ps)
+        coords = np.concatenate(parts, axis=0)
+    ranges, start = [], 0
+    for b in bags:
+        ranges.append((b.source, start, start + b.n_patches))
+        start += b.n_patches
+    attrs = dict(bags[0].attrs)
+    attrs["slides"] = ranges
+    return Bag(features, coords, attrs, "+".join(b.source for b in bags))
+
+
+def _stable_key(paths: Iterable[str | Path]) -> int:
+    """A process-independent 32-bit key for a patient's file set (Python's hash() is salted)."""
+    return zlib.crc32("|".join(Path(p).name for p in paths).encode())
+
+
+def sample_patch_indices(n: int, max_patches: int, *, training: bool, seed: int = 0, epoch: int = 0, key: int = 0) -> np.ndarray:
+    """Sorted indices of ``min(n, max_patches)`` patches.
+
+    Training draws a fresh random subset per ``epoch`` (rng seeded by ``(seed, epoch, key)``);
+    evaluation draws one fixed subset per ``(seed, key)``, identical on every call. ``key``
+    distinguishes patients so that they do not share one pattern.
+    """
+    if max_patches is None or n <= max_patches:
+        return np.arange(n)
+    entropy = [int(seed) & 0xFFFFFFFF, int(key) & 0xFFFFFFFF] + ([int(epoch) & 0xFFFFFFFF, 1] if training else [0, 0])
+    rng = np.random.default_rng(entropy)
+    return np.sort(rng.choice(n, size=max_patches, replace=False))
+
+
+def load_patient_bag(
+    paths: list[str | Path],
+    *,
+    max_patches: int | None = None,
+    training: bool = False,
+    seed: int = 0,
+    epoch: int = 0,
+    diagnostic_only: bool = False,
+    expected_dim: int | None = None,
+    expected_encoder: str | None = None,
+) -> Bag:
+    """Read and merge a patient's slides into one bag (see :func:`merge_bags` for the coordinate
+    rule), then cap it to ``max_patches`` (:func:`sample_patch_indices`).
+
+    ``diagnostic_only`` keeps only ``DX1`` slides; a patient without any keeps its first listed
+    slide (``attrs["diagnostic_fallback"] = True``) rather than being dropped.
+    Feature dim and encoder must agree across slides and with ``expected_*``, else InputError naming the file.
+    """
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise InputError("patient has no slide files", fix="list the patient's bags in slides.csv or mark the slide modality missing")
+    fallback = False
+    if diagnostic_only:
+        dx = [p for p in paths if is_diagnostic_slide(p)]
+        if not dx:
+            dx, fallback = paths[:1], True
+        paths = dx
+    bags: list[Bag] = []
+    for p in paths:
+        b = read_bag(p)
+        if expected_dim is not None and b.dim != expected_dim:
+            raise InputError(
+                f"feature dim {b.dim} does not match the cohort's feature_dim {expected_dim}",
+                where=p,
+                fix="re-extract with the cohort's encoder, or fix feature_dim in cohort.yaml",
+            )
+        if expected_encoder is not None and b.encoder is not None and b.encoder != expected_encoder:
+            raise InputError(
+                f"bag encoder '{b.encoder}' does not match the cohort's encoder '{expected_encoder}'",
+                where=p,
+                fix="re-extract with the cohort's encoder, or fix 'encoder' in cohort.yaml",
+            )
+        if bags:
+            first = bags[0]
+            if b.dim != first.dim:
+                raise InputError(
+                    f"feature dim {b.dim} differs from {first.dim} in {Path(first.source).name} (same patient)",
+                    where=p,
+                    fix="all slides of a patient must be encoded with the same patch encoder",
+                )
+            if b.encoder and first.encoder and b.encoder != first.encoder:
+                raise InputError(
+                    f"encoder '{b.encoder}' differs from '{first.encoder}' in {Path(first.source).name} (same patient)",
+                    where=p,
+                    fix="all slides of a patient must be encoded with the same patch encoder",
+                )
+        bags.append(b)
+    bag = merge_bags(bags)
+    if fallback:
+        bag.attrs["diagnostic_fallback"] = True
+    if max_patches is not None and bag.n_patches > max_patches:
+        idx = sample_patch_indices(bag.n_patches, max_patches, training=training, seed=seed, epoch=epoch, key=_stable_key(paths))
+        bag = Bag(bag.features[idx], None if bag.coords is None else bag.coords[idx], {**bag.attrs, "patch_index": idx}, bag.source)
+    return bag
