@@ -1,0 +1,409 @@
+"""Importer for the PORPOISE/MCAT TCGA tables (``shared/data/tcga/porpoise``).
+
+``import_porpoise("blca", shared_dir)`` builds a :class:`~modaltune.data.cohort.Cohort` with
+
+- one row per patient (``case_id``); the table has one row per slide, and a patient's rows must
+  carry identical patient-level values (otherwise an error names the patient and the columns);
+- task ``survival``: overall survival, time ``survival_months`` (months), event
+  ``1 - censorship`` (column ``event``);
+- omics modalities ``rna`` / ``cnv`` / ``mut`` (``<GENE>_rnaseq`` / ``_cnv`` / ``_mut`` columns),
+  each its own modality; a modality with no columns (UCEC has no RNA; KIRP, LUSC, SKCM no CNV)
+  is listed in ``manifest.extra["absent_modalities"]`` with the reason;
+- clinical fields ``age`` (numeric, years) and ``is_female`` (categorical ``0``/``1``);
+- the slide modality ``slide``: ``slides.csv`` records the *expected* feature file of each slide
+  (``<features_dir>/<slide stem>.h5``); the files are not part of the release, so validation
+  reports them missing without failing;
+- patient-table metadata: ``site`` (cancer site = cohort, e.g. ``BLCA``), ``source_cohort``,
+  ``tissue_source_site`` (TCGA TSS code from the barcode, e.g. ``3C``; the table's ``site``
+  column loses leading zeros, so the barcode is used), ``oncotree_code``;
+- the MCAT/PORPOISE 5-fold split as ``SplitSet("porpoise_5fold")`` (``val`` = held-out fold,
+  no test), saved as ``splits/porpoise_5fold.csv``.
+
+Subtype cohorts (``SUBTYPE_COHORTS``) add task ``subtype`` and a patient-level 5-fold split
+stratified by subtype (``subtype_5fold``, seed 0, held-out fold in ``test``):
+``nsclc`` (luad + lusc: LUAD vs LUSC), ``rcc`` (kirc + kirp: CCRCC vs PRCC), ``brca`` (IDC vs
+ILC; other codes kept in the cohort, excluded from the task and counted), ``gbmlgg`` (GBM vs
+lower-grade glioma: every other glioma oncotree code, see ``GBMLGG_MAPPING``) and ``coadread``
+(COAD vs READ; MACR excluded from the task). Pooled cohorts keep, per omics modality, the genes
+shared by the sources that have it; their RNA z-scores were computed per source cohort, so
+pooling is approximate (stated in the manifest description).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import MutableMapping
+
+import numpy as np
+import pandas as pd
+
+from modaltune.data.cohort import ClinicalField, Cohort, CohortManifest, ModalitySpec, TaskSpec
+from modaltune.data.splits import Fold, SplitSet, kfold_split
+from modaltune.data.sources._common import (
+    PORPOISE_COHORTS,
+    collapse_slides,
+    feature_path,
+    pool_omics,
+    read_porpoise_table,
+    resolve_shared_dir,
+    split_omics_columns,
+)
+from modaltune.errors import InputError
+
+__all__ = [
+    "PORPOISE_COHORTS",
+    "SUBTYPE_COHORTS",
+    "GBMLGG_MAPPING",
+    "SubtypeDef",
+    "import_porpoise",
+    "read_porpoise_splits",
+    "porpoise_cohort_names",
+]
+
+#: Oncotree codes of the TCGA GBMLGG table -> task class. Every diffuse glioma that is not
+#: glioblastoma (astrocytoma, anaplastic astrocytoma, oligodendroglioma, anaplastic
+#: oligodendroglioma, oligoastrocytoma, anaplastic oligoastrocytoma) is a lower-grade glioma (LGG).
+GBMLGG_MAPPING = {
+    "GBM": "GBM",
+    "ASTR": "LGG",
+    "AASTR": "LGG",
+    "ODG": "LGG",
+    "AODG": "LGG",
+    "OAST": "LGG",
+    "AOAST": "LGG",
+}
+
+
+@dataclass(frozen=True)
+class SubtypeDef:
+    """A subtype classification task built from the ``oncotree_code`` column.
+
+    ``mapping``: oncotree code -> class name; codes not in it are kept in the cohort but
+    excluded from the task (listed in ``exclude_values`` and counted).
+    """
+
+    sources: tuple[str, ...]
+    classes: tuple[str, ...]
+    mapping: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+
+
+SUBTYPE_COHORTS: dict[str, SubtypeDef] = {
+    "nsclc": SubtypeDef(
+        ("luad", "lusc"), ("LUAD", "LUSC"), {"LUAD": "LUAD", "LUSC": "LUSC"},
+        "Classify non-small cell lung cancer as lung adenocarcinoma (LUAD) or lung squamous cell carcinoma (LUSC).",
+    ),
+    "rcc": SubtypeDef(
+        ("kirc", "kirp"), ("CCRCC", "PRCC"), {"CCRCC": "CCRCC", "PRCC": "PRCC"},
+        "Classify renal cell carcinoma as clear cell (CCRCC) or papillary (PRCC).",
+    ),
+    "brca": SubtypeDef(
+        ("brca",), ("IDC", "ILC"), {"IDC": "IDC", "ILC": "ILC"},
+        "Classify invasive breast carcinoma as invasive ductal (IDC) or invasive lobular (ILC).",
+    ),
+    "gbmlgg": SubtypeDef(
+        ("gbmlgg",), ("GBM", "LGG"), dict(GBMLGG_MAPPING),
+        "Classify diffuse glioma as glioblastoma (GBM) or lower-grade glioma (LGG).",
+    ),
+    "coadread": SubtypeDef(
+        ("coadread",), ("COAD", "READ"), {"COAD": "COAD", "READ": "READ"},
+        "Classify colorectal adenocarcinoma as colon (COAD) or rectal (READ) adenocarcinoma.",
+    ),
+}  # fmt: skip
+
+_SITE_NAMES = {
+    "blca": "bladder urothelial carcinoma", "brca": "breast invasive carcinoma",
+    "coadread": "colon and rectum adenocarcinoma", "gbmlgg": "glioblastoma and lower-grade glioma",
+    "hnsc": "head and neck squamous cell carcinoma", "kirc": "kidney renal clear cell carcinoma",
+    "kirp": "kidney renal papillary cell carcinoma", "lihc": "liver hepatocellular carcinoma",
+    "luad": "lung adenocarcinoma", "lusc": "lung squamous cell carcinoma",
+    "paad": "pancreatic adenocarcinoma", "skcm": "skin cutaneous melanoma",
+    "stad": "stomach adenocarcinoma", "ucec": "uterine corpus endometrial carcinoma",
+    "nsclc": "non-small cell lung cancer", "rcc": "renal cell carcinoma",
+}  # fmt: skip
+
+
+def porpoise_cohort_names() -> list[str]:
+    """Every cohort name ``import_porpoise`` accepts (14 tables + pooled subtype cohorts)."""
+    return list(PORPOISE_COHORTS) + [c for c in SUBTYPE_COHORTS if c not in PORPOISE_COHORTS]
+
+
+def read_porpoise_splits(cohort: str, shared_dir: str | Path | None = None, n_folds: int = 5) -> list[tuple[list[str], list[str]]]:
+    """Raw MCAT/PORPOISE folds of one table cohort: ``[(train_ids, val_ids), ...]``.
+
+    Reads ``<shared>/data/tcga/porpoise/splits/5foldcv/tcga_<cohort>/splits_{k}.csv`` (columns
+    ``,train,val``; ragged, empty cells are padding and skipped).
+    """
+    shared = resolve_shared_dir(shared_dir)
+    folds = []
+    for k in range(n_folds):
+        path = shared / "data" / "tcga" / "porpoise" / "splits" / "5foldcv" / f"tcga_{cohort}" / f"splits_{k}.csv"
+        if not path.exists():
+            raise InputError("PORPOISE split file not found", where=path, fix="check the shared data folder")
+        df = pd.read_csv(path, dtype=str, index_col=0)
+        missing = {"train", "val"} - set(df.columns)
+        if missing:
+            raise InputError(f"split file lacks columns {sorted(missing)}", where=path, fix="expected columns ',train,val'")
+        tr = [s.strip() for s in df["train"].dropna() if s.strip()]
+        va = [s.strip() for s in df["val"].dropna() if s.strip()]
+        folds.append((tr, va))
+    return folds
+
+
+def _patient_block(cohort: str, shared_dir, cache, features_dir: str, on_conflict: str):
+    """One table cohort -> (patients, clinical, slides, omics blocks, report)."""
+    raw = read_porpoise_table(cohort, shared_dir, cache=cache)
+    source = f"tcga_{cohort}_all_clean.csv.zip"
+    raw = raw.drop(columns=[c for c in ("train",) if c in raw.columns])  # PORPOISE's own flag; not a split we use
+    pats, slides, conflicts = collapse_slides(raw, "case_id", ["slide_id"], source=source)
+    if conflicts and on_conflict == "error":
+        pid, cols = next(iter(conflicts.items()))
+        more = f" (+{len(conflicts) - 1} more patients)" if len(conflicts) > 1 else ""
+        raise InputError(
+            f"patient '{pid}' has different values of {cols[:5]} on its slide rows{more}",
+            where=source,
+            fix="fix the table, or pass on_conflict='first' to keep each patient's first row (recorded in the manifest)",
+        )
+    cens = pd.to_numeric(pats["censorship"], errors="coerce")
+    bad = cens.notna() & ~cens.isin([0, 1])
+    if bad.any():
+        pid = pats.index[bad.to_numpy()][0]
+        raise InputError(f"patient '{pid}' has censorship {cens[pid]!r}, expected 0 or 1", where=f"{source}:censorship", fix="use 1 = censored, 0 = death")
+    time = pd.to_numeric(pats["survival_months"], errors="coerce")
+    if (time < 0).any():
+        pid = pats.index[(time < 0).to_numpy()][0]
+        raise InputError(f"patient '{pid}' has negative survival_months {time[pid]}", where=f"{source}:survival_months", fix="survival times must be >= 0")
+    tss_table = pats["site"].astype(str).str.strip().str.zfill(2) if "site" in pats.columns else None
+    tss = pats.index.to_series().str.split("-").str[1]
+    patients = pd.DataFrame(
+        {
+            "site": cohort.upper(),
+            "source_cohort": cohort,
+            "tissue_source_site": tss.to_numpy(),
+            "oncotree_code": pats["oncotree_code"].to_numpy(),
+            "survival_months": time.to_numpy(),
+            "event": (1 - cens).astype("Int64").to_numpy(),
+        },
+        index=pats.index.rename("patient_id"),
+    )
+    clinical = pd.DataFrame(
+        {
+            "age": pd.to_numeric(pats["age"], errors="coerce").to_numpy(),
+            "is_female": pd.to_numeric(pats["is_female"], errors="coerce").map(lambda v: np.nan if pd.isna(v) else str(int(v))).to_numpy(),
+        },
+        index=patients.index,
+    )
+    bad_sex = clinical["is_female"].dropna()[~clinical["is_female"].dropna().isin(["0", "1"])]
+    if len(bad_sex):
+        raise InputError(f"patient '{bad_sex.index[0]}' has is_female={bad_sex.iloc[0]!r}", where=f"{source}:is_female", fix="use 0 or 1")
+    slides = pd.DataFrame(
+        {
+            "patient_id": slides["case_id"].astype(str),
+            "slide_id": slides["slide_id"].astype(str),
+            "path": [feature_path(features_dir, s) for s in slides["slide_id"].astype(str)],
+        }
+    )
+    omics = split_omics_columns(pats)
+    report = {
+        "slides": int(len(raw)),
+        "patients": int(len(patients)),
+        "deaths": int(patients["event"].sum()),
+        "conflicting_patients": {k: v for k, v in conflicts.items()},
+        "tss_code_mismatches": int((tss_table != tss).sum()) if tss_table is not None else None,
+        "omics_columns": {k: int(v.shape[1]) for k, v in omics.items()},
+    }
+    return patients, clinical, slides, omics, report
+
+
+def _subtype_column(patients: pd.DataFrame, sdef: SubtypeDef) -> tuple[pd.Series, list[str]]:
+    """Class name per patient from ``oncotree_code``; unmapped codes stay as the raw code and
+    are returned as excluded values (kept in the cohort, masked out of the task, counted)."""
+    codes = patients["oncotree_code"]
+    label = codes.map(lambda c: sdef.mapping.get(str(c).strip(), str(c).strip()) if pd.notna(c) else np.nan)
+    excluded = sorted({str(v) for v in label.dropna() if v not in sdef.classes})
+    return label, excluded
+
+
+def import_porpoise(
+    cohort: str,
+    shared_dir: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    *,
+    subtype_task: bool = True,
+    features_dir: str = "features",
+    on_conflict: str = "error",
+    table_cache: MutableMapping[str, pd.DataFrame] | None = None,
+) -> Cohort:
+    """Import one PORPOISE cohort (see the module docstring for what is built).
+
+    Args:
+        cohort: one of the 14 table cohorts (``blca`` ... ``ucec``) or a pooled subtype cohort
+            (``nsclc``, ``rcc``). ``brca``, ``gbmlgg`` and ``coadread`` also get the subtype task
+            when ``subtype_task`` is true.
+        shared_dir: folder holding ``data/tcga`` (default: ``$MODALTUNE_SHARED`` or ``../shared``).
+        out_dir: if given, the cohort directory is written there (with ``splits/*.csv``).
+        subtype_task: add the subtype task and ``subtype_5fold`` split where one is defined.
+        features_dir: where the slides' patch-feature files are expected (relative to the
+            cohort directory unless absolute).
+        on_conflict: ``"error"`` (default) if a patient's slide rows disagree on a patient-level
+            value; ``"first"`` keeps the first row and records the conflict in the manifest.
+        table_cache: optional dict reused across calls to avoid re-reading tables.
+
+    Returns:
+        The cohort; its split sets are in ``cohort.splits`` (name -> :class:`SplitSet`).
+    """
+    cohort = cohort.lower().strip()
+    if cohort not in porpoise_cohort_names():
+        raise InputError(f"unknown PORPOISE cohort '{cohort}'", fix=f"use one of {porpoise_cohort_names()}")
+    if on_conflict not in ("error", "first"):
+        raise InputError(f"on_conflict must be 'error' or 'first', got '{on_conflict}'", fix="use 'error' or 'first'")
+    sdef = SUBTYPE_COHORTS.get(cohort) if subtype_task else None
+    if cohort in PORPOISE_COHORTS:
+        sources: tuple[str, ...] = (cohort,)
+    else:
+        sources = SUBTYPE_COHORTS[cohort].sources
+        sdef = SUBTYPE_COHORTS[cohort]  # a pooled cohort exists only for its subtype task
+
+    blocks = [_patient_block(s, shared_dir, table_cache, features_dir, on_conflict) for s in sources]
+    patients = pd.concat([b[0] for b in blocks])
+    clinical = pd.concat([b[1] for b in blocks])
+    slides = pd.concat([b[2] for b in blocks], ignore_index=True)
+    dup = patients.index[patients.index.duplicated()]
+    if len(dup):
+        raise InputError(f"patient '{dup[0]}' appears in more than one source table {list(sources)}", fix="pool cohorts whose patients are disjoint")
+    patients["site"] = cohort.upper()
+    omics, omics_report, absent = pool_omics({s: b[3] for s, b in zip(sources, blocks)})
+    source_report = {s: b[4] for s, b in zip(sources, blocks)}
+
+    tasks = [
+        TaskSpec(
+            name="survival",
+            kind="survival",
+            time_column="survival_months",
+            event_column="event",
+            endpoint="overall survival",
+            time_unit="months",
+            description=f"Predict overall survival of patients with {_SITE_NAMES[cohort]}.",
+        )
+    ]
+    task_report: dict = {}
+    if sdef is not None:
+        label, excluded_codes = _subtype_column(patients, sdef)
+        patients["subtype"] = label
+        tasks.append(
+            TaskSpec(
+                name="subtype",
+                kind="classification",
+                label_column="subtype",
+                classes=list(sdef.classes),
+                exclude_values=excluded_codes,
+                description=sdef.description,
+            )
+        )
+        task_report["subtype"] = {
+            "classes": {c: int((label == c).sum()) for c in sdef.classes},
+            "excluded": {c: int((label == c).sum()) for c in excluded_codes},
+            "missing": int(label.isna().sum()),
+            "mapping": dict(sdef.mapping),
+        }
+
+    modalities = [
+        ModalitySpec(
+            name="slide",
+            kind="slide",
+            description=f"patch-feature bags expected under '{features_dir}/' (not part of the PORPOISE release; import or extract them, e.g. with TRIDENT)",
+        )
+    ]
+    for name, tab in omics.items():
+        desc = {
+            "rna": "RNA-seq z-scores (within each source cohort)",
+            "cnv": "GISTIC copy number (-2..2)",
+            "mut": "mutation status (0/1)",
+        }[name]
+        modalities.append(ModalitySpec(name=name, kind="omics", path=f"omics/{name}.parquet", omics_type=name, description=f"{desc}; {tab.shape[1]} genes"))
+    modalities.append(ModalitySpec(name="clinical", kind="clinical", description="age, is_female"))
+    clinical_fields = [
+        ClinicalField(name="age", kind="numeric", min=0, max=120, unit="years", description="age at diagnosis"),
+        ClinicalField(name="is_female", kind="categorical", categories=["0", "1"], description="1 = female, 0 = male"),
+    ]
+
+    pooled = len(sources) > 1
+    description = (
+        f"TCGA {cohort.upper()} ({_SITE_NAMES[cohort]}) from the PORPOISE/MCAT tables: {len(patients)} patients, "
+        f"{len(slides)} slides; omics {', '.join(omics) or 'none'}"
+        + (f"; absent omics: {', '.join(absent)}" if absent else "")
+        + (f". Pooled from {' + '.join(sources)}: RNA z-scores were computed within each source cohort, so pooling is approximate." if pooled else ".")
+    )
+    conflicts = {s: r.pop("conflicting_patients") for s, r in source_report.items()}
+    manifest = CohortManifest(
+        name=f"porpoise_{cohort}",
+        description=description,
+        synthetic=False,
+        source="porpoise",
+        sites=[cohort.upper()],
+        tasks=tasks,
+        modalities=modalities,
+        clinical_fields=clinical_fields,
+        extra={
+            "source_cohorts": list(sources),
+            "sources": source_report,
+            "absent_modalities": absent,
+            "omics_pooling": omics_report if pooled else {},
+            "slide_conflicts": {s: c for s, c in conflicts.items() if c},
+            "tasks": task_report,
+            "features_dir": features_dir,
+            "zscores_per_cohort": True,
+        },
+    )
+    result = Cohort(manifest, patients, slides=slides, omics=omics, clinical=clinical)
+    result.splits, split_report = _build_splits(result, sources, shared_dir, sdef is not None)
+    manifest.extra["splits"] = {name: s.protocol for name, s in result.splits.items()}
+    manifest.extra["split_report"] = split_report
+    if out_dir is not None:
+        save_with_splits(result, out_dir)
+    return result
+
+
+def _build_splits(cohort: Cohort, sources: tuple[str, ...], shared_dir, with_subtype: bool) -> tuple[dict[str, SplitSet], dict]:
+    """``porpoise_5fold`` (the published folds, per source, united fold by fold) and, with a
+    subtype task, ``subtype_5fold`` (stratified by subtype; excluded/missing as one stratum)."""
+    known = set(cohort.patient_ids)
+    per_fold: list[tuple[list[str], list[str]]] = []
+    not_in_table: dict[str, list[str]] = {}
+    for s in sources:
+        for k, (tr, va) in enumerate(read_porpoise_splits(s, shared_dir)):
+            missing = [p for p in tr + va if p not in known]
+            if missing:
+                not_in_table.setdefault(s, []).extend(missing)
+            tr = [p for p in tr if p in known]
+            va = [p for p in va if p in known]
+            if len(per_fold) <= k:
+                per_fold.append(([], []))
+            per_fold[k][0].extend(tr)
+            per_fold[k][1].extend(va)
+    folds = [Fold(k, tr, va, []) for k, (tr, va) in enumerate(per_fold)]
+    splits = {"porpoise_5fold": SplitSet("porpoise_5fold", folds, protocol="MCAT/PORPOISE 5-fold CV; val = held-out fold; no test set")}
+    in_split = splits["porpoise_5fold"].patients()
+    never_validated = sorted(known - {p for f in folds for p in f.val})
+    report = {
+        "porpoise_5fold": {
+            "split_patients_not_in_table": {s: sorted(set(v)) for s, v in not_in_table.items()},
+            "table_patients_not_in_split": sorted(known - in_split),
+            "table_patients_never_held_out": never_validated,
+        }
+    }
+    if with_subtype:
+        label = cohort.patients["subtype"]
+        classes = cohort.manifest.task("subtype").classes
+        strata = np.array([v if v in classes else "__other__" for v in label.fillna("__other__")])
+        s = kfold_split(cohort.patient_ids, 5, seed=0, labels=strata, name="subtype_5fold")
+        splits["subtype_5fold"] = s
+    return splits, report
+
+
+def save_with_splits(cohort: Cohort, out_dir: str | Path) -> Path:
+    """Write the cohort directory and every split set in ``cohort.splits`` to ``splits/<name>.csv``."""
+    root = cohort.save(out_dir)
+    for name, s in getattr(cohort, "splits", {}).items():
+        s.save(Path(root) / "splits" / f"{name}.csv")
+    return root
