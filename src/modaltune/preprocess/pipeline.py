@@ -1,0 +1,403 @@
+"""Folder of slides -> one TRIDENT h5 of patch features per slide, QC pictures and a run summary.
+
+Per slide: open (MPP from metadata or override) -> tissue mask -> patch grid -> multi-worker tile
+reading (torch DataLoader) -> batched encoding -> rows streamed into ``<out>/<slide>.h5.tmp`` ->
+atomic rename. Memory is bounded by ``batch_size x workers x prefetch`` tiles plus the tissue mask,
+whatever the slide size. Each slide runs inside its own ``try`` so one unreadable slide is reported
+and the others go on; ``resume`` skips slides whose h5 is already complete for the same encoder.
+
+Outputs in ``out``: ``<slide>.h5``, ``qc/<slide>_thumbnail.png`` (tissue outline + kept patches),
+``qc/<slide>_tissue.geojson`` (QuPath), ``summary.json`` and ``summary.md``.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from modaltune.errors import ConfigError, InputError
+
+__all__ = ["ExtractConfig", "SlideResult", "RunSummary", "extract_features", "process_slide", "find_slides"]
+
+# Files that look like images but that no backend reads: reported as failed, never silently ignored.
+_IMAGE_LIKE = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".jp2", ".czi", ".isyntax", ".sdpc", ".kfb", ".vsi", ".qptiff", ".ome.zarr")
+
+
+@dataclass
+class ExtractConfig:
+    """Settings of one extraction run (saved in ``summary.json``).
+
+    ``magnification``/``target_mpp``: patch resolution (MPP wins when set); ``patch_size``: px at that
+    resolution; ``overlap``: px shared by neighbours; ``min_tissue``: fraction 0-1; ``no_tissue``:
+    'write' an empty h5 flagged ``status='no_tissue'`` or 'skip' writing it (both are reported).
+    """
+
+    encoder: str = "efficientnet_lite0"
+    weights: str | None = None
+    magnification: float | None = 20.0
+    target_mpp: float | None = None
+    patch_size: int = 256
+    overlap: int = 0
+    min_tissue: float = 0.25
+    batch_size: int = 64
+    workers: int = 0
+    device: str = "auto"
+    resume: bool = True
+    backend: str = "auto"
+    mpp_overrides: dict = field(default_factory=dict)
+    no_tissue: str = "write"
+    mask_long_side: int = 2048
+    features_dtype: str = "float32"
+    progress: bool = True
+    save_qc: bool = True
+
+    def validate(self) -> None:
+        if self.no_tissue not in ("write", "skip"):
+            raise ConfigError(f"no_tissue policy '{self.no_tissue}' is not 'write' or 'skip'")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size {self.batch_size} must be ≥ 1")
+        if self.workers < 0:
+            raise ConfigError(f"workers {self.workers} must be ≥ 0")
+        if self.features_dtype not in ("float32", "float16"):
+            raise ConfigError(f"features dtype '{self.features_dtype}' must be float32 or float16")
+
+
+@dataclass
+class SlideResult:
+    """Outcome of one slide. ``status``: 'done' | 'no_tissue' | 'skipped' (already complete) | 'failed'."""
+
+    slide: str
+    path: str
+    status: str
+    n_patches: int = 0
+    seconds: float = 0.0
+    h5: str | None = None
+    error: str | None = None
+    mpp: float | None = None
+    read_wait_s: float = 0.0
+    encode_s: float = 0.0
+
+
+@dataclass
+class RunSummary:
+    """All slides of a run, with totals; ``write(out)`` saves ``summary.json`` and ``summary.md``."""
+
+    out_dir: str
+    encoder: str
+    embedding_dim: int
+    pathology_encoder: bool
+    config: dict
+    slides: list[SlideResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def count(self, status: str) -> int:
+        return sum(r.status == status for r in self.slides)
+
+    @property
+    def done(self) -> int:
+        return self.count("done")
+
+    @property
+    def failed(self) -> int:
+        return self.count("failed")
+
+    @property
+    def skipped(self) -> int:
+        return self.count("skipped")
+
+    @property
+    def no_tissue(self) -> int:
+        return self.count("no_tissue")
+
+    @property
+    def patches(self) -> int:
+        return sum(r.n_patches for r in self.slides)
+
+    def totals(self) -> dict:
+        return {"slides": len(self.slides), "done": self.done, "no_tissue": self.no_tissue, "skipped": self.skipped,
+                "failed": self.failed, "patches": self.patches, "seconds": round(self.seconds, 3)}
+
+    def to_dict(self) -> dict:
+        return {"out_dir": self.out_dir, "encoder": self.encoder, "embedding_dim": self.embedding_dim,
+                "pathology_encoder": self.pathology_encoder, "config": self.config, "totals": self.totals(),
+                "slides": [asdict(r) for r in self.slides]}
+
+    def to_markdown(self) -> str:
+        t = self.totals()
+        lines = [
+            "# Patch feature extraction",
+            "",
+            f"Encoder: `{self.encoder}` ({self.embedding_dim}-d)" + ("" if self.pathology_encoder else
+                                                                   " - ImageNet weights, NOT a pathology encoder"),
+            "",
+            f"Slides: {t['slides']} - done {t['done']}, no tissue {t['no_tissue']}, skipped (already complete) "
+            f"{t['skipped']}, failed {t['failed']}; patches {t['patches']}; time {t['seconds']:.1f} s",
+            "",
+            "| slide | status | patches | seconds | note |",
+            "| --- | --- | ---: | ---: | --- |",
+        ]
+        for r in self.slides:
+            note = (r.error or "").replace("|", "/")
+            lines.append(f"| {r.slide} | {r.status} | {r.n_patches} | {r.seconds:.2f} | {note} |")
+        return "\n".join(lines) + "\n"
+
+    def write(self, out: str | Path | None = None) -> tuple[Path, Path]:
+        out = Path(out or self.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for name, text in (("summary.json", json.dumps(self.to_dict(), indent=2, default=str)), ("summary.md", self.to_markdown())):
+            p = out / name
+            tmp = p.with_name(name + ".tmp")
+            tmp.write_text(text)
+            tmp.replace(p)
+            paths.append(p)
+        return paths[0], paths[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# slide discovery
+# ---------------------------------------------------------------------------------------------
+def find_slides(slides: str | Path | Sequence[str | Path]) -> list[Path]:
+    """Slides to process: every slide (or image-like) file in a folder, or the given paths.
+
+    Raises :class:`ConfigError` when the folder does not exist or two slides share a name (they would
+    write the same ``<name>.h5``).
+    """
+    from .slide import SLIDE_EXTENSIONS
+
+    if isinstance(slides, (str, Path)):
+        root = Path(slides)
+        if root.is_dir():
+            paths = sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")
+                           and p.suffix.lower() in SLIDE_EXTENSIONS + _IMAGE_LIKE)
+        elif root.exists():
+            paths = [root]
+        else:
+            raise ConfigError("slide folder not found", where=root, fix="pass --slides DIR with the slide files")
+    else:
+        paths = [Path(p) for p in slides]
+    seen: dict[str, Path] = {}
+    for p in paths:
+        if p.stem in seen:
+            raise ConfigError(f"two slides are named '{p.stem}': {seen[p.stem]} and {p}", fix="rename one; outputs are <name>.h5")
+        seen[p.stem] = p
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# reading tiles in workers
+# ---------------------------------------------------------------------------------------------
+class _TileDataset:
+    """Map-style dataset of patches of one slide; each worker opens its own slide handle.
+
+    Item: ``(uint8 tensor (patch_size, patch_size, 3), index)``.
+    """
+
+    def __init__(self, path: str, backend: str, mpp: float, coords: np.ndarray, level: int, read_size: int, patch_size: int):
+        self.path, self.backend, self.mpp = path, backend, mpp
+        self.coords, self.level, self.read_size, self.patch_size = coords, level, read_size, patch_size
+        self._wsi = None
+
+    def __len__(self) -> int:
+        return len(self.coords)
+
+    def __getitem__(self, i: int):
+        import torch
+
+        if self._wsi is None:
+            from .slide import WSI
+
+            self._wsi = WSI(self.path, backend=self.backend, mpp=self.mpp)
+        x, y = self.coords[i]
+        tile = self._wsi.read_region(int(x), int(y), self.level, self.read_size, self.read_size)
+        if self.read_size != self.patch_size:
+            import cv2
+
+            interp = cv2.INTER_AREA if self.read_size > self.patch_size else cv2.INTER_CUBIC
+            tile = cv2.resize(tile, (self.patch_size, self.patch_size), interpolation=interp)
+        return torch.from_numpy(tile), i
+
+    def __getstate__(self):  # slide handles do not pickle; workers re-open
+        state = dict(self.__dict__)
+        state["_wsi"] = None
+        return state
+
+
+def _loader(ds: _TileDataset, cfg: ExtractConfig, pin: bool):
+    from torch.utils.data import DataLoader
+
+    kw = dict(batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers, pin_memory=pin)
+    if cfg.workers > 0:
+        kw.update(prefetch_factor=2, persistent_workers=False)
+    return DataLoader(ds, **kw)
+
+
+def _resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+_ENCODER_CACHE: dict = {}
+
+
+def _get_encoder(cfg: ExtractConfig, device: str):
+    """Load (once per process) the configured encoder; Ray workers reuse it across slides."""
+    from .encoders import load_patch_encoder
+
+    key = (cfg.encoder, cfg.weights, device)
+    if key not in _ENCODER_CACHE:
+        _ENCODER_CACHE.clear()
+        _ENCODER_CACHE[key] = load_patch_encoder(cfg.encoder, weights=cfg.weights, device=device)
+    return _ENCODER_CACHE[key]
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return f"disk full while writing ({exc}); no partial h5 was left"
+    text = str(exc).replace("\n", " ")
+    return text if isinstance(exc, (InputError, ConfigError)) else f"{type(exc).__name__}: {text}"
+
+
+# ---------------------------------------------------------------------------------------------
+# one slide
+# ---------------------------------------------------------------------------------------------
+def process_slide(path: str | Path, out_dir: str | Path, cfg: ExtractConfig, encoder=None) -> SlideResult:
+    """Extract one slide into ``out_dir/<name>.h5``; never raises for a bad slide (status 'failed')."""
+    from tqdm.auto import tqdm
+
+    from .h5writer import BagWriter, bag_is_complete
+    from .slide import WSI
+    from .tiling import plan_tiles
+    from .tissue import detect_tissue, write_geojson
+
+    path, out_dir = Path(path), Path(out_dir)
+    t0 = time.perf_counter()
+    h5 = out_dir / f"{path.stem}.h5"
+    res = SlideResult(slide=path.stem, path=str(path), status="failed", h5=str(h5))
+    device = _resolve_device(cfg.device)
+    if encoder is None:
+        encoder = _get_encoder(cfg, device)
+    if cfg.resume and bag_is_complete(h5, encoder.name):
+        import h5py
+
+        with h5py.File(h5, "r") as f:
+            res.n_patches = int(f["coords"].shape[0])
+        res.status, res.seconds = "skipped", time.perf_counter() - t0
+        return res
+    wsi = None
+    try:
+        wsi = WSI(path, backend=cfg.backend, mpp_overrides=cfg.mpp_overrides)
+        res.mpp = wsi.mpp
+        tissue = detect_tissue(wsi, mask_long_side=cfg.mask_long_side)
+        plan = plan_tiles(wsi, tissue, patch_size=cfg.patch_size, magnification=cfg.magnification,
+                          target_mpp=cfg.target_mpp, overlap=cfg.overlap, min_tissue=cfg.min_tissue)
+        if cfg.save_qc:
+            from .qc import draw_qc_thumbnail
+
+            write_geojson(tissue.polygons, out_dir / "qc" / f"{wsi.name}_tissue.geojson", slide_name=wsi.name)
+            draw_qc_thumbnail(tissue.rgb, tissue.downsample, tissue.polygons, plan.coords, plan.patch_size_level0,
+                              out_dir / "qc" / f"{wsi.name}_thumbnail.png",
+                              title=f"{wsi.name}: {len(plan)} patches @ {plan.attrs['target_magnification']}x")
+        backend, mpp, mpp_source = wsi.backend, wsi.mpp, wsi.mpp_source
+        wsi.close()
+        wsi = None
+        extra = {"mpp_source": mpp_source,
+                 "tissue_threshold": float(tissue.threshold), "min_tissue": float(cfg.min_tissue),
+                 "pathology_encoder": bool(encoder.spec.pathology)}
+        writer_kw = dict(embedding_dim=encoder.embedding_dim, coords_attrs=plan.attrs, encoder=encoder.name, mpp=mpp,
+                         dtype=cfg.features_dtype, extra_attrs=extra)
+        if len(plan) == 0:
+            if cfg.no_tissue == "write":
+                with BagWriter(h5, n_rows=0, **writer_kw) as w:
+                    w.commit(status="no_tissue")
+            else:
+                res.h5 = None
+            res.status = "no_tissue"
+            res.error = f"no tissue patch passed min_tissue={cfg.min_tissue}"
+            return res
+        ds = _TileDataset(str(path), backend, mpp, plan.coords, plan.read_level, plan.read_size, plan.patch_size)
+        with BagWriter(h5, n_rows=len(plan), **writer_kw) as w:
+            bar = tqdm(total=len(plan), desc=path.stem, unit="patch", leave=False, disable=not cfg.progress)
+            t_wait = time.perf_counter()
+            for tiles, idx in _loader(ds, cfg, pin=device.startswith("cuda")):
+                t_got = time.perf_counter()
+                res.read_wait_s += t_got - t_wait
+                feats = encoder.encode(tiles)
+                res.encode_s += time.perf_counter() - t_got
+                w.append(feats.numpy(), plan.coords[idx.numpy()])
+                bar.update(len(idx))
+                t_wait = time.perf_counter()
+            bar.close()
+            w.commit(status="complete")
+            res.n_patches = w.n
+        res.status = "done"
+    except Exception as exc:  # per-slide isolation: report and go on with the next slide
+        res.status, res.error = "failed", _describe(exc)
+        res.h5 = None
+    finally:
+        if wsi is not None:
+            wsi.close()
+        res.seconds = time.perf_counter() - t0
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+# a run
+# ---------------------------------------------------------------------------------------------
+def extract_features(slides: str | Path | Iterable[str | Path], out: str | Path, *, encoder: str = "efficientnet_lite0",
+                     weights: str | Path | None = None, magnification: float | None = 20.0, target_mpp: float | None = None,
+                     patch_size: int = 256, overlap: int = 0, min_tissue: float = 0.25,
+                     mpp_overrides: str | Path | dict | None = None, batch_size: int = 64, workers: int = 0,
+                     device: str = "auto", resume: bool = True, backend: str = "auto", no_tissue: str = "write",
+                     features_dtype: str = "float32", ray_address: str | None = None, progress: bool = True,
+                     save_qc: bool = True) -> RunSummary:
+    """Extract patch features of every slide in ``slides`` (folder or list of paths) into ``out``.
+
+    Returns the :class:`RunSummary` (also written to ``out/summary.json`` and ``out/summary.md``).
+    ``ray_address`` ('auto', 'local' or 'ray://host:port') runs slides as Ray tasks; see
+    :mod:`modaltune.preprocess.distributed`. Configuration mistakes raise :class:`ConfigError`;
+    problems with individual slides are reported in the summary, never raised.
+    """
+    from tqdm.auto import tqdm
+
+    from .encoders import get_patch_encoder_spec
+    from .slide import read_mpp_overrides
+
+    if isinstance(mpp_overrides, (str, Path)):
+        mpp_overrides = read_mpp_overrides(mpp_overrides)
+    cfg = ExtractConfig(encoder=get_patch_encoder_spec(encoder).name, weights=str(weights) if weights else None,
+                        magnification=magnification, target_mpp=target_mpp, patch_size=patch_size, overlap=overlap,
+                        min_tissue=min_tissue, batch_size=batch_size, workers=workers, device=device, resume=resume,
+                        backend=backend, mpp_overrides=dict(mpp_overrides or {}), no_tissue=no_tissue,
+                        features_dtype=features_dtype, progress=progress, save_qc=save_qc)
+    cfg.validate()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = find_slides(slides)
+    spec = get_patch_encoder_spec(cfg.encoder)
+    t0 = time.perf_counter()
+    if ray_address:
+        from .distributed import run_with_ray
+
+        results = run_with_ray(paths, out, cfg, ray_address)
+    else:
+        enc = _get_encoder(cfg, _resolve_device(cfg.device))  # config errors (weights) surface before any slide
+        results = []
+        bar = tqdm(paths, desc="slides", unit="slide", disable=not progress)
+        for p in bar:
+            r = process_slide(p, out, cfg, encoder=enc)
+            results.append(r)
+            bar.set_postfix(done=sum(x.status == "done" for x in results), failed=sum(x.status == "failed" for x in results))
+    summary = RunSummary(out_dir=str(out), encoder=spec.name, embedding_dim=spec.embedding_dim,
+                         pathology_encoder=spec.pathology, config=asdict(cfg), slides=results,
+                         seconds=time.perf_counter() - t0)
+    summary.write(out)
+    return summary
