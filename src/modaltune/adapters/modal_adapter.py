@@ -1,0 +1,271 @@
+"""The ModalTune Modal Adapter: extra-modal tokens exchange information with a frozen slide encoder.
+
+ViT-Adapter-style interaction at groups of backbone layers (Ramanathan et al., ICCV 2025)::
+
+    state = backbone.embed(features, coords)                      # frozen
+    for g, (a, b) in enumerate(groups):                           # inclusive layer groups, e.g. [[0,3],[4,7],[8,11]]
+        if g > 0:  c = c + SelfAttn(c)                            # prompt self-attention over modal tokens
+        x = x + gamma_g * CrossAttn(x -> c)                       # injector: patch tokens query modal tokens
+        state = backbone.run_layers(state, a, b + 1)              # frozen blocks on [CLS; x]
+        c = c + CrossAttn(c -> x);  c = c + DropPath(FFN(c))      # extractor: modal tokens query patch tokens
+    (last group: ``extra_extractors`` more extractors)
+    slide = backbone.pool(state)                                  # frozen final norm / pooler
+
+``gamma_g`` is a per-channel gate initialised to zero, so the adapted model starts *exactly* as the
+frozen backbone (tested). The backbone's parameters never receive gradients and the backbone is
+kept in eval mode (no dropout / drop-path), so its weights stay bit-identical through training.
+
+Design decisions (deliberate departures from the authors' release, see docs/methods.md):
+- each cross-attention adds its residual once (the release added it twice);
+- positional embeddings of the modal tokens are added to queries/keys only, never to values;
+- a missing modality's tokens are masked out of every attention (``modal_mask`` False); a patient
+  with no modal token at all gets a zero injection, i.e. exactly the frozen backbone output.
+
+Shapes: patch tokens ``x`` (B, N, d); modal tokens ``c`` (B, M, d); ``modal_mask`` (B, M) bool,
+True = present; ``patch_padding`` (B, N) bool, True = padding.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["CrossAttention", "Injector", "Extractor", "ModalSelfAttention", "ModalAdapter", "PAPER_GROUPS"]
+
+#: Interaction groups of the paper (inclusive layer indices).
+PAPER_GROUPS = {
+    "gigapath": [[0, 3], [4, 7], [8, 11]],
+    "titan": [[0, 1], [2, 3], [4, 5]],
+}
+
+
+class DropPath(nn.Module):
+    """Stochastic depth on the residual branch (per sample)."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = float(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        return x * x.new_empty(shape).bernoulli_(keep) / keep
+
+
+class CrossAttention(nn.Module):
+    """Pre-norm multi-head cross-attention with compressed queries.
+
+    ``queries (B, Nq, dim)`` attend ``keys (B, Nk, dim)``; q/k/v are projected to ``attn_dim``
+    (192 in the paper) split over ``heads`` heads, then projected back to ``dim``.
+    ``key_mask (B, Nk)`` bool, True = key may be attended. Query rows with no valid key return 0.
+    ``query_pos`` / ``key_pos`` (broadcastable to the inputs) are added to q / k only.
+    """
+
+    def __init__(self, dim: int, attn_dim: int = 192, heads: int = 12, dropout: float = 0.0):
+        super().__init__()
+        if attn_dim % heads:
+            raise ValueError(f"attn_dim {attn_dim} must be divisible by heads {heads}")
+        self.heads = heads
+        self.norm_q = nn.LayerNorm(dim)
+        self.norm_kv = nn.LayerNorm(dim)
+        self.q = nn.Linear(dim, attn_dim)
+        self.k = nn.Linear(dim, attn_dim)
+        self.v = nn.Linear(dim, attn_dim)
+        self.out = nn.Linear(attn_dim, dim)
+        self.dropout = dropout
+
+    def forward(
+        self,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        key_mask: torch.Tensor | None = None,
+        query_pos: torch.Tensor | None = None,
+        key_pos: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        B, Nq, _ = queries.shape
+        Nk = keys.shape[1]
+        qn, kn = self.norm_q(queries), self.norm_kv(keys)
+        q = self.q(qn if query_pos is None else qn + query_pos)
+        k = self.k(kn if key_pos is None else kn + key_pos)
+        v = self.v(kn)
+        h = self.heads
+        q = q.view(B, Nq, h, -1).transpose(1, 2)
+        k = k.view(B, Nk, h, -1).transpose(1, 2)
+        v = v.view(B, Nk, h, -1).transpose(1, 2)
+        attn_mask = None
+        empty = None
+        if key_mask is not None:
+            key_mask = key_mask.to(torch.bool)
+            empty = ~key_mask.any(dim=1)  # (B,) samples without any valid key
+            if empty.any():
+                # SDPA returns NaN for fully masked rows; let them attend to key 0 and zero them below
+                key_mask = key_mask.clone()
+                key_mask[empty, 0] = True
+            attn_mask = key_mask[:, None, None, :]
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
+        o = self.out(o.transpose(1, 2).reshape(B, Nq, -1))
+        if empty is not None and empty.any():
+            o = o.masked_fill(empty[:, None, None], 0.0)
+        return o
+
+
+class Injector(nn.Module):
+    """Patch tokens query the modal tokens: ``x + gamma * CrossAttn(x, c)``, gamma (dim,) init 0."""
+
+    def __init__(self, dim: int, attn_dim: int = 192, heads: int = 12, init_gate: float = 0.0):
+        super().__init__()
+        self.attn = CrossAttention(dim, attn_dim, heads)
+        self.gamma = nn.Parameter(torch.full((dim,), float(init_gate)))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor, modal_mask: torch.Tensor | None, c_pos: torch.Tensor | None = None) -> torch.Tensor:
+        return x + self.gamma * self.attn(x, c, key_mask=modal_mask, key_pos=c_pos)
+
+
+class Extractor(nn.Module):
+    """Modal tokens query the patch tokens, then a small FFN (dim -> ffn_dim -> dim, ReLU), drop-path."""
+
+    def __init__(self, dim: int, attn_dim: int = 192, heads: int = 12, ffn_dim: int = 192, drop_path: float = 0.0):
+        super().__init__()
+        self.attn = CrossAttention(dim, attn_dim, heads)
+        self.norm = nn.LayerNorm(dim)
+        self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.ReLU(), nn.Linear(ffn_dim, dim))
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, c: torch.Tensor, x: torch.Tensor, patch_valid: torch.Tensor | None, c_pos: torch.Tensor | None = None) -> torch.Tensor:
+        c = c + self.drop_path(self.attn(c, x, key_mask=patch_valid, query_pos=c_pos))
+        return c + self.drop_path(self.ffn(self.norm(c)))
+
+
+class ModalSelfAttention(nn.Module):
+    """Pre-norm self-attention over the modal tokens (missing modalities masked out)."""
+
+    def __init__(self, dim: int, heads: int = 12):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+
+    def forward(self, c: torch.Tensor, modal_mask: torch.Tensor | None, c_pos: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.norm(c)
+        qk = h if c_pos is None else h + c_pos
+        kpm = None
+        if modal_mask is not None:
+            kpm = ~modal_mask.to(torch.bool)
+            none = kpm.all(dim=1)
+            if none.any():
+                kpm = kpm.clone()
+                kpm[none, 0] = False
+        out, _ = self.attn(qk, qk, h, key_padding_mask=kpm, need_weights=False)
+        if modal_mask is not None:
+            out = out * modal_mask[..., None].to(out.dtype)
+        return c + out
+
+
+class ModalAdapter(nn.Module):
+    """Interleave injector/extractor blocks with a frozen :class:`~modaltune.encoders.slide.base.SlideEncoder`.
+
+    Args:
+        backbone: a slide encoder with the layer-group API (``embed``/``run_layers``/``pool``).
+        groups: inclusive layer-index groups, e.g. ``[[0, 3], [4, 7], [8, 11]]``; they must cover
+            the backbone's layers in order without gaps.
+        attn_dim, heads: cross-attention width and heads (paper: 192, 12).
+        ffn_dim: extractor FFN width (paper: 192).
+        extra_extractors: extra extractors after the last group (paper: 2).
+        drop_path: drop-path rate of the extractors.
+        freeze_backbone: freeze the backbone (the method's premise; default True).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        groups: Sequence[Sequence[int]],
+        *,
+        attn_dim: int = 192,
+        heads: int = 12,
+        ffn_dim: int = 192,
+        extra_extractors: int = 2,
+        drop_path: float = 0.1,
+        freeze_backbone: bool = True,
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.groups = [list(map(int, g)) for g in groups]
+        n = int(backbone.num_layers)
+        expect = 0
+        for a, b in self.groups:
+            if a != expect or b < a:
+                raise ValueError(f"interaction groups {self.groups} must cover layers 0..{n - 1} in order (got [{a}, {b}])")
+            expect = b + 1
+        if expect != n:
+            raise ValueError(f"interaction groups {self.groups} cover {expect} layers but the backbone has {n}")
+        dim = int(backbone.embed_dim)
+        self.dim = dim
+        g = len(self.groups)
+        self.injectors = nn.ModuleList([Injector(dim, attn_dim, heads) for _ in range(g)])
+        self.extractors = nn.ModuleList([Extractor(dim, attn_dim, heads, ffn_dim, drop_path) for _ in range(g)])
+        self.extra_extractors = nn.ModuleList([Extractor(dim, attn_dim, heads, ffn_dim, drop_path) for _ in range(extra_extractors)])
+        self.self_attn = nn.ModuleList([ModalSelfAttention(dim, heads) for _ in range(max(g - 1, 0))])
+        self.freeze_backbone = freeze_backbone
+        if freeze_backbone:
+            for p in self.backbone.parameters():
+                p.requires_grad_(False)
+            self.backbone.eval()
+
+    def train(self, mode: bool = True) -> "ModalAdapter":
+        super().train(mode)
+        if self.freeze_backbone:
+            self.backbone.eval()  # frozen backbone: no dropout / drop-path, ever
+        return self
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("backbone.")]
+
+    def embed(self, features: torch.Tensor, coords: torch.Tensor | None, padding_mask: torch.Tensor | None = None, **kw):
+        """Backbone embedding stage (no gradients when the backbone is frozen)."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_backbone):
+            return self.backbone.embed(features, coords, padding_mask=padding_mask, **kw)
+
+    def forward(
+        self,
+        features: torch.Tensor,
+        coords: torch.Tensor | None,
+        modal_tokens: torch.Tensor,
+        modal_mask: torch.Tensor | None = None,
+        *,
+        padding_mask: torch.Tensor | None = None,
+        modal_pos: torch.Tensor | None = None,
+        state=None,
+        **embed_kw,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the adapted backbone.
+
+        Args:
+            features: (B, N, D_in) patch features; coords: (B, N, 2) level-0 px.
+            modal_tokens: (B, M, dim) modal tokens (genomic pathways, clinical, text, task ...).
+            modal_mask: (B, M) bool, True = token present (missing modalities False).
+            padding_mask: (B, N) bool, True = padded patch.
+            modal_pos: (1 or B, M, dim) positional embedding of the modal-token sequence.
+            state: a precomputed ``backbone.embed`` output to reuse (frozen prefix cache).
+
+        Returns:
+            slide: (B, dim) pooled slide output of the adapted backbone;
+            modal_tokens: (B, M, dim) updated modal tokens.
+        """
+        if state is None:
+            state = self.embed(features, coords, padding_mask=padding_mask, **embed_kw)
+        c = modal_tokens
+        patch_pad = state.patch_padding_mask
+        patch_valid = None if patch_pad is None else ~patch_pad
+        for gi, (a, b) in enumerate(self.groups):
+            if gi > 0:
+                c = self.self_attn[gi - 1](c, modal_mask, modal_pos)
+            x = self.injectors[gi](state.patch_tokens, c, modal_mask, modal_pos)
+            state = state.with_patch_tokens(x)
+            state = self.backbone.run_layers(state, a, b + 1)
+            c = self.extractors[gi](c, state.patch_tokens, patch_valid, modal_pos)
+        for ex in self.extra_extractors:
+            c = ex(c, state.patch_tokens, patch_valid, modal_pos)
+        return self.backbone.pool(state), c
