@@ -11,7 +11,7 @@ import math
 
 import torch
 
-__all__ = ["alibi_slopes", "alibi_bias_tile"]
+__all__ = ["alibi_slopes", "alibi_bias_tile", "distance_table"]
 
 
 def alibi_slopes(num_heads: int) -> torch.Tensor:
@@ -34,6 +34,23 @@ def alibi_slopes(num_heads: int) -> torch.Tensor:
     return torch.tensor(slopes, dtype=torch.float32)
 
 
+def distance_table(grid_a: torch.Tensor, grid_b: torch.Tensor | None = None) -> torch.Tensor:
+    """Float32 Euclidean length of every integer offset ``(dx, dy)`` spanned by two point sets.
+
+    Returns ``table (DX+1, DY+1)`` with ``table[dx, dy] = float32(sqrt_f64(dx^2 + dy^2))``, where DX/DY
+    are the largest absolute offsets between ``grid_a (Q, 2)`` and ``grid_b (K, 2)`` (default
+    ``grid_a``). The square root is taken in float64 and rounded once, as in the official code;
+    PyTorch's vectorised float32 ``sqrt`` is not correctly rounded on every CPU, so it is avoided.
+    Size is O(grid extent^2), tiny compared with the O(N^2) dense bias.
+    """
+    grid_b = grid_a if grid_b is None else grid_b
+    both = torch.cat([grid_a, grid_b]).to(torch.int64)
+    span = (both.max(0).values - both.min(0).values).tolist() if len(both) else [0, 0]
+    dx = torch.arange(span[0] + 1, dtype=torch.float64, device=both.device)
+    dy = torch.arange(span[1] + 1, dtype=torch.float64, device=both.device)
+    return torch.sqrt(dx[:, None] ** 2 + dy[None, :] ** 2).to(torch.float32)
+
+
 def alibi_bias_tile(
     grid_q: torch.Tensor,
     grid_k: torch.Tensor,
@@ -41,6 +58,7 @@ def alibi_bias_tile(
     q_is_cls: torch.Tensor | None = None,
     k_is_cls: torch.Tensor | None = None,
     dtype: torch.dtype = torch.float32,
+    dist_table: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """ALiBi bias for a tile of queries against all keys.
 
@@ -51,22 +69,20 @@ def alibi_bias_tile(
         q_is_cls, k_is_cls: optional ``(Q,)`` / ``(K,)`` bool, True for CLS tokens (bias 0 on
             their row/column).
         dtype: output dtype; values are float32-rounded first (as in the official model).
+        dist_table: optional :func:`distance_table` covering every offset in the tile (pass it
+            when calling repeatedly to avoid rebuilding it).
 
     Returns:
         ``(H, Q, K)`` bias ``-slope_h * float32(sqrt(dx^2 + dy^2))``.
     """
-    d = (grid_q[:, None, :] - grid_k[None, :, :]).to(torch.int64)
-    d2 = (d * d).sum(-1)
-    # sqrt of an integer exactly representable in float32 rounds to the same float32 as the
-    # official float64 sqrt then cast (double rounding is innocuous for sqrt: 53 >= 2*24 + 2),
-    # so take the cheaper float32 path whenever every squared distance is below 2**24.
-    if d2.numel() == 0 or int(d2.max()) < 2**24:
-        dist = torch.sqrt(d2.to(torch.float32))
-    else:
-        dist = torch.sqrt(d2.to(torch.float64)).to(torch.float32)
+    table = distance_table(grid_q, grid_k) if dist_table is None else dist_table
+    dx = (grid_q[:, None, 0] - grid_k[None, :, 0]).abs_()
+    dy = (grid_q[:, None, 1] - grid_k[None, :, 1]).abs_()
+    dist = table[dx, dy]
     if q_is_cls is not None:
         dist = dist.masked_fill(q_is_cls[:, None], 0.0)
     if k_is_cls is not None:
         dist = dist.masked_fill(k_is_cls[None, :], 0.0)
-    bias = dist[None, :, :] * slopes.to(dist.device)[:, None, None] * -1.0
+    # float32 product as in the official code, even when the model runs in float64
+    bias = dist[None, :, :] * slopes.to(device=dist.device, dtype=torch.float32)[:, None, None] * -1.0
     return bias.to(dtype)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .alibi import alibi_bias_tile
+from .alibi import alibi_bias_tile, distance_table
 
 __all__ = ["attention_with_lse", "attention_with_lse_reference", "alibi_attention", "Attention"]
 
@@ -91,7 +91,7 @@ def alibi_attention(
     slopes: torch.Tensor,
     num_prefix: int = 1,
     key_padding_mask: torch.Tensor | None = None,
-    max_tile_elems: int = _MAX_TILE_ELEMS,
+    max_tile_elems: int | None = None,
 ) -> torch.Tensor:
     """Self-attention with a 2-D ALiBi bias, streamed over query tiles.
 
@@ -103,17 +103,19 @@ def alibi_attention(
         key_padding_mask: optional ``(B, T)`` bool, True = padding (excluded as a key).
 
     Returns:
-        ``(B, H, T, Dh)``. Peak extra memory is about ``max_tile_elems`` bias values instead of
-        ``H * T * T``.
+        ``(B, H, T, Dh)``. Peak extra memory is about ``max_tile_elems`` bias values (default
+        ``2**25``, 128 MiB in float32) instead of ``H * T * T``.
     """
     B, H, T, _ = q.shape
+    max_tile_elems = _MAX_TILE_ELEMS if max_tile_elems is None else max_tile_elems
     step = max(1, int(max_tile_elems // max(1, B * H * T)))
     is_cls = torch.arange(T, device=q.device) < num_prefix
+    tables = [distance_table(grid[b]) for b in range(B)]
     outs = []
     for i in range(0, T, step):
         j = min(T, i + step)
         bias = torch.stack(
-            [alibi_bias_tile(grid[b, i:j], grid[b], slopes, is_cls[i:j], is_cls, dtype=q.dtype) for b in range(B)]
+            [alibi_bias_tile(grid[b, i:j], grid[b], slopes, is_cls[i:j], is_cls, dtype=q.dtype, dist_table=tables[b]) for b in range(B)]
         )
         if key_padding_mask is not None:
             bias = bias.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
