@@ -58,6 +58,8 @@ __all__ = [
     "import_porpoise",
     "read_porpoise_splits",
     "porpoise_cohort_names",
+    "porpoise_omics",
+    "save_with_splits",
 ]
 
 #: Oncotree codes of the TCGA GBMLGG table -> task class. Every diffuse glioma that is not
@@ -213,6 +215,27 @@ def _patient_block(cohort: str, shared_dir, cache, features_dir: str, on_conflic
         "omics_columns": {k: int(v.shape[1]) for k, v in omics.items()},
     }
     return patients, clinical, slides, omics, report
+
+
+def porpoise_omics(
+    sources: tuple[str, ...] | list[str],
+    shared_dir: str | Path | None = None,
+    *,
+    table_cache: MutableMapping[str, pd.DataFrame] | None = None,
+) -> tuple[dict[str, pd.DataFrame], dict, dict[str, str]]:
+    """Per-patient omics of one or more PORPOISE table cohorts, pooled with :func:`pool_omics`.
+
+    Returns ``(tables, pooling_report, absent)`` with tables indexed by TCGA patient id.
+    """
+    parts = {}
+    for s in sources:
+        raw = read_porpoise_table(s, shared_dir, cache=table_cache)
+        pats, _, conflicts = collapse_slides(raw.drop(columns=["train"], errors="ignore"), "case_id", ["slide_id"], source=f"tcga_{s}_all_clean.csv.zip")
+        if conflicts:
+            pid, cols = next(iter(conflicts.items()))
+            raise InputError(f"patient '{pid}' has different values of {cols[:5]} on its slide rows", where=f"tcga_{s}_all_clean.csv.zip", fix="fix the table")
+        parts[s] = split_omics_columns(pats)
+    return pool_omics(parts)
 
 
 def _subtype_column(patients: pd.DataFrame, sdef: SubtypeDef) -> tuple[pd.Series, list[str]]:
