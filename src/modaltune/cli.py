@@ -61,10 +61,152 @@ def extract(
         raise typer.Exit(1)
 
 
+# ---------------------------------------------------------------- data commands (modaltune.data.workflows)
+import_app = typer.Typer(no_args_is_help=True, help="Import a public cohort from the shared data folder into a cohort directory.")
+data_app.add_typer(import_app, name="import")
+
+_SHARED_HELP = "Folder holding data/tcga (default: $MODALTUNE_SHARED, else ../shared)."
+
+
+def _print_import(cohort, out: str) -> None:
+    s = cohort.summary()
+    avail = ", ".join(f"{k} {v}" for k, v in s["modalities"].items())
+    typer.echo(f"wrote {out}: {s['patients']} patients, {s['slides']} slides listed; modalities: {avail}")
+    absent = cohort.manifest.extra.get("absent_modalities") or {}
+    for k, why in absent.items():
+        typer.echo(f"absent modality {k}: {why}")
+    for name, t in s["tasks"].items():
+        masked = ", ".join(f"{r}: {n}" for r, n in t["masked"].items())
+        typer.echo(f"task {name}: {t['labelled']} labelled" + (f" (masked: {masked})" if masked else ""))
+    for name in getattr(cohort, "splits", {}):
+        typer.echo(f"split {name}: {out}/splits/{name}.csv")
+
+
+@import_app.command("porpoise")
+def data_import_porpoise(
+    cohort: str = typer.Option(..., "--cohort", help="blca, brca, coadread, gbmlgg, hnsc, kirc, kirp, lihc, luad, lusc, paad, skcm, stad, ucec, nsclc, rcc."),
+    out: str = typer.Option(..., "--out", help="Cohort directory to write."),
+    shared: str | None = typer.Option(None, "--shared", help=_SHARED_HELP),
+    features_dir: str = typer.Option("features", "--features-dir", help="Where slide feature files are expected (relative to --out unless absolute)."),
+    subtype_task: bool = typer.Option(True, "--subtype/--no-subtype", help="Add the subtype task where one is defined."),
+) -> None:
+    """PORPOISE/MCAT tables: omics, age/sex, overall survival, the published 5-fold splits."""
+    from modaltune.data.workflows import import_data
+
+    c = import_data("porpoise", cohort, out, shared, subtype_task=subtype_task, features_dir=features_dir)
+    _print_import(c, out)
+
+
+@import_app.command("modaltune-json")
+def data_import_modaltune_json(
+    cohort: str = typer.Option(..., "--cohort", help="brca, gbmlgg, nsclc, rcc, coadread, blca, pancancer."),
+    out: str = typer.Option(..., "--out", help="Cohort directory to write."),
+    shared: str | None = typer.Option(None, "--shared", help=_SHARED_HELP),
+    features_dir: str = typer.Option("features", "--features-dir", help="Where slide feature files are expected (relative to --out unless absolute)."),
+    text_fields: str = typer.Option("location,diagnosis,stage,t,n,m,age", "--text-fields", help="Comma-separated sentences of the text modality (drop 'diagnosis' for subtype tasks)."),
+) -> None:
+    """The ModalTune paper's split: GDC clinical fields, subtypes, survival, text, PORPOISE omics."""
+    from modaltune.data.workflows import import_data
+
+    fields = [f.strip() for f in text_fields.split(",") if f.strip()]
+    c = import_data("modaltune-json", cohort, out, shared, features_dir=features_dir, text_fields=fields)
+    _print_import(c, out)
+
+
+@data_app.command("validate")
+def data_validate(root: str = typer.Argument(..., help="Cohort directory.")) -> None:
+    """List every problem of a cohort directory; exit 1 if there are errors (warnings alone: 0)."""
+    from modaltune.data.workflows import validate_dir
+
+    report = validate_dir(root)
+    for p in report.problems:
+        typer.echo(str(p), err=p.severity == "error")
+    typer.echo(f"{root}: {len(report.errors)} error(s), {len(report.warnings)} warning(s)")
+    if report.errors:
+        raise typer.Exit(1)
+
+
+@data_app.command("summary")
+def data_summary(
+    root: str = typer.Argument(..., help="Cohort directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Patients per site, modality availability, label counts per task, exclusions, splits."""
+    from modaltune.data.workflows import render_summary, summarize_cohort
+
+    s = summarize_cohort(root)
+    if as_json:
+        import json
+
+        typer.echo(json.dumps(s, indent=2, default=str))
+        return
+    from rich.console import Console
+
+    console = Console(width=max(100, Console().width))
+    for t in render_summary(s):
+        console.print(t)
+
+
+@data_app.command("split")
+def data_split(
+    root: str = typer.Argument(..., help="Cohort directory."),
+    folds: int = typer.Option(5, "--folds", help="Number of folds."),
+    task: str | None = typer.Option(None, "--task", help="Stratify by this task (class, or event x time quartile)."),
+    seed: int = typer.Option(0, "--seed"),
+    val_fraction: float = typer.Option(0.0, "--val-fraction", help="Carve a validation part out of each training part."),
+    name: str | None = typer.Option(None, "--name", help="Split name (default <task>_<folds>fold_seed<seed>)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing split file of that name."),
+) -> None:
+    """Write a patient-level k-fold split to <root>/splits/<name>.csv."""
+    from modaltune.data.workflows import split_cohort
+
+    s = split_cohort(root, folds, task=task, seed=seed, val_fraction=val_fraction, name=name, overwrite=overwrite)
+    sizes = "; ".join(f"{len(f.train)}/{len(f.val)}/{len(f.test)}" for f in s.folds)
+    typer.echo(f"wrote {root}/splits/{s.name}.csv ({s.protocol}); train/val/test per fold: {sizes}")
+
+
+def _parse_rates(text: str | None) -> dict[str, float] | None:
+    if not text:
+        return None
+    out = {}
+    for part in text.split(","):
+        if "=" not in part:
+            raise ModaltuneError(f"--missing item '{part}' is not name=rate", fix="e.g. --missing slide=0.1,rna=0.3")
+        k, v = part.split("=", 1)
+        try:
+            out[k.strip()] = float(v)
+        except ValueError:
+            raise ModaltuneError(f"--missing rate '{v}' of '{k}' is not a number", fix="e.g. --missing slide=0.1,rna=0.3") from None
+    return out
+
+
+@data_app.command("simulate")
+def data_simulate(
+    out: str = typer.Option(..., "--out", help="Cohort directory to write."),
+    preset: str = typer.Option("demo", "--preset", help="tiny, demo or large."),
+    patients: int | None = typer.Option(None, "--patients", help="Number of patients (default from the preset)."),
+    seed: int = typer.Option(0, "--seed"),
+    sites: str = typer.Option("BRCA,LUAD,KIRC", "--sites", help="Comma-separated cancer sites."),
+    missing: str | None = typer.Option(None, "--missing", help="Missing-modality rates, e.g. slide=0.1,rna=0.3,text=0.2."),
+    feature_dim: int | None = typer.Option(None, "--feature-dim", help="Patch feature dimension."),
+    censoring_rate: float = typer.Option(0.4, "--censoring-rate", help="Fraction of censored patients."),
+    pathways: str | None = typer.Option(None, "--pathways", help="Gene x pathway 0/1 CSV (default: built-in list)."),
+    folds: int = typer.Option(5, "--folds", help="Also write a stratified k-fold split (0 = none)."),
+    overwrite: bool | None = typer.Option(None, "--overwrite/--no-overwrite", help="Replace an existing cohort directory."),
+) -> None:
+    """Write a seeded SYNTHETIC multi-site cohort with every modality and its ground truth."""
+    from modaltune.data.simulate import simulate_cohort
+
+    site_list = [s.strip() for s in sites.split(",") if s.strip()]
+    c = simulate_cohort(out, preset=preset, n_patients=patients, seed=seed, sites=site_list, missing_rates=_parse_rates(missing),
+                        feature_dim=feature_dim, censoring_rate=censoring_rate, pathways_file=pathways, n_folds=folds, overwrite=overwrite)
+    typer.echo(f"wrote {out}: synthetic cohort {c.name}, {len(c)} patients, sites {site_list}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``modaltune`` script."""
     try:
-        app(args=argv, standalone_mode=False)
+        rv = app(args=argv, standalone_mode=False)
     except ModaltuneError as exc:
         typer.echo(f"error: {exc}", err=True)
         return 2
@@ -74,13 +216,17 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo("aborted", err=True)
         return 130
     except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return exc.exit_code
+        # typer >= 0.17 vendors its own click, so match click's exception interface, not its class
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
+            if type(exc).__name__ == "NoArgsIsHelpError":  # bare group: show its help
+                exc.show()
+                return 0
+            cmd = getattr(getattr(exc, "ctx", None), "command_path", "modaltune")
+            typer.echo(f"error: {exc.format_message()} (see `{cmd} --help`)".replace("\n", " "), err=True)
+            return int(exc.exit_code)
         raise
-    return 0
+    # with standalone_mode=False, click returns the code of `raise typer.Exit(code)` instead of exiting
+    return rv if isinstance(rv, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -146,14 +146,10 @@ def split_omics_columns(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
     Only modalities with at least one column are returned (UCEC has no ``_rnaseq`` columns;
     KIRP, LUSC and SKCM have no ``_cnv`` columns). Values are float32.
     """
-    out = {}
-    for name, suffix in OMICS_SUFFIXES.items():
-        cols = [c for c in table.columns if isinstance(c, str) and c.endswith(suffix)]
-        if cols:
-            block = table[cols].astype(np.float32)
-            block.columns = [c[: -len(suffix)] for c in cols]
-            out[name] = block
-    return out
+    from modaltune.data.omics import split_porpoise_columns
+
+    out = {name: block.astype(np.float32) for name, block in split_porpoise_columns(table).items()}
+    return {name: out[name] for name in OMICS_SUFFIXES if name in out}
 
 
 def pool_omics(

@@ -1,0 +1,230 @@
+"""The Python functions behind ``modaltune data ...``: each CLI command is a thin wrapper of one.
+
+========================  ==============================================================
+``data import``           :func:`import_data` (-> :func:`modaltune.data.sources.import_cohort`)
+``data validate``         :func:`validate_dir`
+``data summary``          :func:`summarize_cohort` + :func:`render_summary`
+``data split``            :func:`split_cohort`
+``data simulate``         :func:`modaltune.data.simulate.simulate_cohort`
+========================  ==============================================================
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from modaltune.errors import InputError, ValidationReport
+
+__all__ = [
+    "import_data",
+    "validate_dir",
+    "summarize_cohort",
+    "render_summary",
+    "split_cohort",
+    "task_strata",
+    "list_splits",
+]
+
+
+def import_data(source: str, cohort: str, out_dir: str | Path, shared_dir: str | Path | None = None, **options: Any):
+    """Import ``cohort`` from ``source`` (``porpoise`` or ``modaltune-json``) into ``out_dir``.
+
+    Returns the :class:`~modaltune.data.cohort.Cohort` (its split sets in ``cohort.splits``).
+    """
+    from modaltune.data.sources import import_cohort
+
+    return import_cohort(source, cohort, shared_dir, out_dir, **options)
+
+
+def validate_dir(root: str | Path) -> ValidationReport:
+    """Every problem of the cohort directory ``root`` (errors and warnings), at once.
+
+    Uses :func:`modaltune.data.validate.validate_cohort`; if that module is not available, falls
+    back to loading the cohort (reports the first structural error only) and checking its splits.
+    """
+    try:
+        from modaltune.data.validate import validate_cohort
+    except ImportError:
+        validate_cohort = None
+    if validate_cohort is not None:
+        return validate_cohort(root)
+    report = ValidationReport()
+    from modaltune.data.cohort import Cohort
+
+    try:
+        cohort = Cohort.load(root)
+    except InputError as exc:
+        report.add(exc.where or root, exc.detail, exc.fix or "")
+        return report
+    for name, s in list_splits(root).items():
+        try:
+            from modaltune.data.splits import SplitSet
+
+            ss = SplitSet.load(s)
+        except InputError as exc:
+            report.add(exc.where or s, exc.detail, exc.fix or "")
+            continue
+        unknown = ss.check_against(cohort.patient_ids)
+        if unknown:
+            report.add(s, f"{len(unknown)} patient(s) not in the cohort, e.g. {unknown[:3]}", "re-create the split")
+    return report
+
+
+def list_splits(root: str | Path) -> dict[str, Path]:
+    """Split files of a cohort directory: name -> ``splits/<name>.csv``."""
+    d = Path(root) / "splits"
+    return {p.stem: p for p in sorted(d.glob("*.csv"))} if d.is_dir() else {}
+
+
+def summarize_cohort(root: str | Path) -> dict[str, Any]:
+    """Counts of a cohort directory: :meth:`Cohort.summary` plus excluded patients grouped by
+    reason, per-task mask reasons, absent modalities and the split sets with their sizes."""
+    from modaltune.data.cohort import Cohort
+    from modaltune.data.splits import SplitSet
+
+    cohort = Cohort.load(root)
+    out = cohort.summary()
+    out["description"] = cohort.manifest.description
+    out["source"] = cohort.manifest.source
+    ex = cohort.excluded
+    out["excluded_reasons"] = ex["reason"].value_counts().to_dict() if len(ex) and "reason" in ex else {}
+    out["absent_modalities"] = dict(cohort.manifest.extra.get("absent_modalities", {}) or {})
+    slides_listed = int(cohort.slides["patient_id"].nunique()) if len(cohort.slides) else 0
+    out["slides_listed_patients"] = slides_listed
+    splits = {}
+    for name, path in list_splits(root).items():
+        try:
+            s = SplitSet.load(path)
+        except InputError as exc:
+            splits[name] = f"unreadable: {exc}"
+            continue
+        splits[name] = [{p: len(getattr(f, p)) for p in ("train", "val", "test")} for f in s.folds]
+    out["splits"] = splits
+    return out
+
+
+def render_summary(summary: dict[str, Any]):
+    """Rich renderables (tables) of :func:`summarize_cohort`'s output, for ``data summary``."""
+    from rich.table import Table
+
+    tables = []
+    head = Table(title=f"cohort {summary['name']}" + (" (SYNTHETIC)" if summary.get("synthetic") else ""), show_header=False)
+    head.add_row("patients", str(summary["patients"]))
+    head.add_row("slides listed", f"{summary['slides']} (for {summary.get('slides_listed_patients', 0)} patients)")
+    head.add_row("source", str(summary.get("source") or "-"))
+    head.add_row("excluded at import", str(summary["excluded"]))
+    tables.append(head)
+
+    sites = Table(title="patients per site")
+    sites.add_column("site")
+    sites.add_column("patients", justify="right")
+    for k, v in sorted(summary["sites"].items()):
+        sites.add_row(str(k), str(v))
+    tables.append(sites)
+
+    mods = Table(title="modality availability")
+    mods.add_column("modality")
+    mods.add_column("patients with it", justify="right")
+    mods.add_column("missing", justify="right")
+    for k, v in summary["modalities"].items():
+        mods.add_row(k, str(v), str(summary["patients"] - v))
+    for k, why in summary.get("absent_modalities", {}).items():
+        mods.add_row(k, "absent", why)
+    tables.append(mods)
+
+    tasks = Table(title="tasks")
+    for c in ("task", "kind", "labelled", "labels", "masked (reason: n)"):
+        tasks.add_column(c)
+    for name, t in summary["tasks"].items():
+        if t["kind"] == "classification":
+            labels = ", ".join(f"{c}: {n}" for c, n in t["classes"].items())
+        elif t["kind"] == "survival":
+            med = f"{t['median_time']:.1f}" if t.get("median_time") is not None else "-"
+            labels = f"events: {t['events']}, median time {med} {t.get('time_unit', '')}"
+        else:
+            labels = ""
+        masked = ", ".join(f"{r}: {n}" for r, n in t["masked"].items()) or "-"
+        tasks.add_row(name, t["kind"], str(t["labelled"]), labels, masked)
+    tables.append(tasks)
+
+    if summary.get("excluded_reasons"):
+        ex = Table(title="patients excluded at import")
+        ex.add_column("reason")
+        ex.add_column("patients", justify="right")
+        for r, n in summary["excluded_reasons"].items():
+            ex.add_row(str(r), str(n))
+        tables.append(ex)
+
+    if summary.get("splits"):
+        sp = Table(title="splits (train/val/test per fold)")
+        sp.add_column("split")
+        sp.add_column("folds")
+        for name, folds in summary["splits"].items():
+            text = folds if isinstance(folds, str) else "; ".join(f"{f['train']}/{f['val']}/{f['test']}" for f in folds)
+            sp.add_row(name, text)
+        tables.append(sp)
+    return tables
+
+
+def task_strata(cohort, task: str | None, n_time_bins: int = 4) -> np.ndarray | None:
+    """Stratum label per patient (cohort order) for splitting on ``task``.
+
+    classification: the class index (unlabelled patients form one extra stratum); survival:
+    event x time quartile of labelled patients; regression: value quartile; ``None``: no strata.
+    Unlabelled patients stay in the split (they may have other tasks' labels).
+    """
+    if task is None:
+        return None
+    t = cohort.targets(task)
+    strata = np.full(len(t.patient_ids), -1, dtype=np.int64)
+    m = t.mask
+    if t.task.kind == "classification":
+        strata[m] = t.label[m]
+    elif t.task.kind == "survival":
+        tm = t.time[m]
+        edges = np.quantile(tm, np.linspace(0, 1, n_time_bins + 1)[1:-1]) if m.any() else []
+        strata[m] = t.event[m] * n_time_bins + np.searchsorted(edges, tm, side="right")
+    else:
+        v = t.value[m]
+        edges = np.quantile(v, np.linspace(0, 1, n_time_bins + 1)[1:-1]) if m.any() else []
+        strata[m] = np.searchsorted(edges, v, side="right")
+    return strata
+
+
+def split_cohort(
+    root: str | Path,
+    n_folds: int = 5,
+    *,
+    task: str | None = None,
+    seed: int = 0,
+    val_fraction: float = 0.0,
+    name: str | None = None,
+    overwrite: bool = False,
+):
+    """Patient-level k-fold split of the cohort at ``root``, saved as ``splits/<name>.csv``.
+
+    Stratified by ``task`` (see :func:`task_strata`); every patient of the cohort is placed,
+    including those without a label for ``task``. The held-out fold is ``test``; with
+    ``val_fraction`` > 0 a validation part is carved out of each training part.
+    Default name: ``<task or 'random'>_<n_folds>fold_seed<seed>``. Returns the :class:`SplitSet`.
+    """
+    from modaltune.data.cohort import Cohort
+    from modaltune.data.splits import kfold_split
+
+    cohort = Cohort.load(root)
+    if not 0.0 <= val_fraction < 1.0:
+        raise InputError(f"val fraction {val_fraction} outside [0, 1)", fix="e.g. --val-fraction 0.1")
+    strata = task_strata(cohort, task)
+    name = name or f"{task or 'random'}_{n_folds}fold_seed{seed}"
+    path = Path(root) / "splits" / f"{name}.csv"
+    if path.exists() and not overwrite:
+        raise InputError("split file already exists", where=path, fix="choose another --name or pass --overwrite")
+    s = kfold_split(cohort.patient_ids, n_folds, seed=seed, labels=strata, val_fraction_of_train=val_fraction, name=name)
+    if task is not None:
+        s.protocol = f"patient-level {n_folds}-fold CV stratified by task '{task}', seed {seed}"
+    s.save(path)
+    return s
+
