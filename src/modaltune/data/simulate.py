@@ -1,0 +1,679 @@
+"""Synthetic multi-site, multi-modal cohorts with known ground truth.
+
+**Everything this module writes is synthetic.** No patient, slide or gene measurement in a
+simulated cohort is real; only the gene *symbols* and pathway *names* are real, so that the
+omics readers and pathway tokenisers run on realistic identifiers.
+
+The generative model (equations in ``docs/simulation.md``) in one paragraph: each patient has a
+latent state ``z`` of six standard-normal factors. Two are visible only in the slide bags
+(``slide_1`` drives tumour vs stroma content and tumour-cell appearance, ``slide_2`` drives necrosis
+and a second tumour-cell direction), two only in RNA through pathway activities (``omics_1``,
+``omics_2``), one only in the clinical fields (``clinical`` drives stage and age) and one
+(``shared``, immune infiltration) in both slides and RNA. The binary ``subtype`` depends on
+``slide_1``, ``omics_1`` **and their product** (an interaction no single modality and no late fusion
+of single-modality models can capture); the survival hazard depends on ``slide_2``, ``omics_2``, their
+product, stage and age. Each modality alone is therefore informative but incomplete, and fusion helps.
+
+Public entry point: :func:`simulate_cohort`. It writes a cohort directory (see
+:mod:`modaltune.data.cohort`) and returns the loaded :class:`~modaltune.data.cohort.Cohort`.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, fields
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from modaltune.errors import ConfigError, InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from modaltune.data.cohort import Cohort
+
+__all__ = [
+    "SignalSpec",
+    "PRESETS",
+    "LATENT_FACTORS",
+    "TISSUE_TYPES",
+    "DEFAULT_MISSING_RATES",
+    "simulate_cohort",
+    "builtin_pathways",
+    "load_pathway_matrix",
+]
+
+#: Latent factor names, in column order of ``ground_truth.csv`` (``z_<name>``).
+LATENT_FACTORS = ("slide_1", "slide_2", "omics_1", "omics_2", "clinical", "shared")
+
+#: Prototype tissue types of the simulated patch encoder (index = ``tissue_type`` value).
+TISSUE_TYPES = ("tumour", "stroma", "lymphocytes", "necrosis", "normal", "adipose")
+
+#: Fraction of patients lacking each modality. ``cnv``/``mut`` default to the RNA-missing patients
+#: (omics come from the same sample); ``clinical_field`` is extra per-field missingness.
+DEFAULT_MISSING_RATES: dict[str, float] = {"slide": 0.1, "rna": 0.2, "clinical": 0.05, "text": 0.1, "clinical_field": 0.05}
+
+#: Size presets. Explicit arguments to :func:`simulate_cohort` override them.
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {"n_patients": 40, "feature_dim": 16, "patches": (16, 64), "slides_per_patient": (1, 2)},
+    "demo": {"n_patients": 300, "feature_dim": 64, "patches": (64, 512), "slides_per_patient": (1, 2)},
+    "large": {"n_patients": 2000, "feature_dim": 256, "patches": (256, 4096), "slides_per_patient": (1, 3)},
+}
+
+_SITE_INFO = {  # site -> (location, site-level diagnosis phrase). Deliberately NOT subtype-specific.
+    "BRCA": ("breast", "carcinoma of the breast"),
+    "LUAD": ("lung", "carcinoma of the lung"),
+    "LUSC": ("lung", "carcinoma of the lung"),
+    "NSCLC": ("lung", "non-small cell carcinoma of the lung"),
+    "KIRC": ("kidney", "renal cell carcinoma"),
+    "KIRP": ("kidney", "renal cell carcinoma"),
+    "RCC": ("kidney", "renal cell carcinoma"),
+    "BLCA": ("bladder", "urothelial carcinoma"),
+    "COADREAD": ("colon and rectum", "adenocarcinoma of the large bowel"),
+    "GBMLGG": ("brain", "glioma"),
+    "HNSC": ("head and neck", "squamous cell carcinoma"),
+    "LIHC": ("liver", "hepatocellular carcinoma"),
+    "PAAD": ("pancreas", "adenocarcinoma of the pancreas"),
+    "SKCM": ("skin", "melanoma"),
+    "STAD": ("stomach", "adenocarcinoma of the stomach"),
+    "UCEC": ("uterus", "endometrial carcinoma"),
+}
+_STAGES = ("Stage I", "Stage II", "Stage III", "Stage IV")
+_STAGE_WORDS = ("one", "two", "three", "four")
+_GRADES = ("G1", "G2", "G3")
+_SEXES = ("female", "male")
+
+# Pathway-name keywords selecting which pathways carry which omics factor (sign = direction).
+# Matches both the built-in list and MSigDB Hallmark names (HALLMARK_E2F_TARGETS, ...).
+_PATHWAY_FACTORS: dict[str, list[tuple[str, float]]] = {
+    "omics_1": [("E2F", 1.0), ("G2M", 1.0), ("MYC_TARGETS", 1.0), ("DNA_REPAIR", 0.7),
+                ("ESTROGEN_RESPONSE", -1.0), ("FATTY_ACID", -0.7), ("OXIDATIVE_PHOSPHORYLATION", -0.7)],
+    "omics_2": [("HYPOXIA", 1.0), ("GLYCOLYSIS", 1.0), ("MESENCHYMAL", 1.0), ("TGF_BETA", 0.8), ("ANGIOGENESIS", 0.8)],
+    "shared": [("INTERFERON_GAMMA", 1.0), ("T_CELL", 1.0), ("INFLAMMATORY_RESPONSE", 0.8), ("ALLOGRAFT", 1.0)],
+}
+_MAX_PATHWAYS_PER_FACTOR = 8
+
+# Genes used for the CNV and mutation blocks (those present in the RNA gene list are used).
+_CNV_GENES = ("MYC", "CCND1", "CDK4", "MDM2", "ERBB2", "EGFR", "KRAS", "PIK3CA", "AKT1", "CCNE1", "TP53", "PTEN",
+              "CDKN2A", "RB1", "SMAD4", "BRCA1", "BRCA2", "ATM", "VEGFA", "ESR1", "AR", "MCL1", "BCL2L1", "TERT",
+              "SOX2", "FGFR1", "MET", "NKX2-1", "GATA3", "FOXA1")
+_MUT_GENES = ("TP53", "PIK3CA", "KRAS", "PTEN", "CTNNB1", "BRCA1", "BRCA2", "ATM", "AKT1", "CDKN2A", "RB1",
+              "SMAD4", "NOTCH1", "ARID1A", "KMT2D", "EGFR", "BRAF", "NRAS", "APC", "VHL")
+
+
+@dataclass
+class SignalSpec:
+    """Effect sizes of the generative model (see ``docs/simulation.md`` for the equations).
+
+    Subtype logit: ``sub_slide*z_slide_1 + sub_omics*z_omics_1 + sub_interaction*z_slide_1*z_omics_1
+    + sub_shared*z_shared + site offset``. Survival log-hazard: ``surv_slide*z_slide_2 +
+    surv_omics*z_omics_2 + surv_interaction*z_slide_2*z_omics_2 + surv_stage*(stage-1.5) +
+    surv_age*(age-60)/10 + surv_shared*z_shared + site log-baseline``.
+    ``slide_noise`` (per-dimension patch noise sd), ``rna_noise`` (per-gene noise sd) and
+    ``pathway_noise`` (per-pathway activity noise sd) set how well each modality measures its factors.
+    """
+
+    sub_slide: float = 2.5
+    sub_omics: float = 2.5
+    sub_interaction: float = 1.2
+    sub_shared: float = 0.2
+    sub_site_sd: float = 0.3
+    surv_slide: float = 0.9
+    surv_omics: float = 0.9
+    surv_interaction: float = 0.35
+    surv_stage: float = 0.45
+    surv_age: float = 0.2
+    surv_shared: float = -0.2
+    surv_site_sd: float = 0.3
+    weibull_shape: float = 1.2
+    baseline_scale_months: float = 60.0
+    slide_noise: float = 1.0
+    tumour_shift: float = 0.6
+    rna_noise: float = 0.8
+    pathway_noise: float = 0.4
+
+    @classmethod
+    def from_any(cls, value: "SignalSpec | Mapping[str, float] | None") -> "SignalSpec":
+        if value is None:
+            return cls()
+        if isinstance(value, SignalSpec):
+            return value
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ConfigError(f"unknown signal setting(s) {unknown}", where="simulate_cohort(signal=...)", fix=f"use keys from {sorted(known)}")
+        return cls(**{k: float(v) for k, v in value.items()})
+
+
+# ------------------------------------------------------------------------------------------ pathways
+def load_pathway_matrix(path: str | Path) -> pd.DataFrame:
+    """Read a gene x pathway 0/1 matrix (shared/data/pathways format: first column = gene symbol,
+    named ``gene`` or unnamed). Returns an int8 DataFrame indexed by gene, pathways with no gene dropped."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError("pathway file not found", where=path, fix="pass an existing gene x pathway CSV or omit pathways_file to use the built-in list")
+    try:
+        df = pd.read_csv(path, index_col=0)
+    except Exception as exc:
+        raise InputError(f"cannot read pathway matrix ({type(exc).__name__})", where=path, fix="use a CSV with genes in the first column and 0/1 pathway columns") from exc
+    df.index = df.index.astype(str)
+    df.index.name = "gene"
+    df = df[~df.index.duplicated(keep="first")]
+    try:
+        df = df.fillna(0).astype(np.int8)
+    except (TypeError, ValueError) as exc:
+        raise InputError("pathway matrix has non-numeric cells", where=path, fix="cells must be 0 or 1") from exc
+    if not set(np.unique(df.to_numpy())) <= {0, 1}:
+        raise InputError("pathway matrix cells must be 0 or 1", where=path, fix="binarise the membership matrix")
+    df = df.loc[:, df.sum(axis=0) > 0]
+    if df.shape[1] == 0:
+        raise InputError("pathway matrix has no pathway with any gene", where=path, fix="check the file format")
+    return df
+
+
+def builtin_pathways() -> pd.DataFrame:
+    """The built-in ~240-gene x 21-pathway matrix (real gene symbols in small hallmark-like
+    groups, curated for simulation; not the MSigDB gene sets)."""
+    ref = resources.files("modaltune") / "resources" / "sim_pathways.csv"
+    with resources.as_file(ref) as p:
+        return load_pathway_matrix(p)
+
+
+def _factor_loadings(pathways: list[str], rng: np.random.Generator) -> np.ndarray:
+    """(P, n_factors) loadings of pathway activity on the latent factors, chosen by pathway name
+    keywords; factors with fewer than 2 matches get 4 random unused pathways (seeded)."""
+    L = np.zeros((len(pathways), len(LATENT_FACTORS)))
+    used: set[int] = set()
+    upper = [p.upper() for p in pathways]
+    for factor, keys in _PATHWAY_FACTORS.items():
+        j = LATENT_FACTORS.index(factor)
+        hits: list[tuple[int, float]] = []
+        for key, sign in keys:
+            for i, name in enumerate(upper):
+                if key in name and i not in used and all(i != h for h, _ in hits):
+                    hits.append((i, sign))
+        hits = hits[:_MAX_PATHWAYS_PER_FACTOR]
+        if len(hits) < 2:
+            free = [i for i in range(len(pathways)) if i not in used and all(i != h for h, _ in hits)]
+            extra = rng.choice(free, size=min(4, len(free)), replace=False) if free else []
+            hits += [(int(i), float(rng.choice([-1.0, 1.0]))) for i in extra]
+        for i, sign in hits:
+            L[i, j] = sign
+            used.add(i)
+    return L
+
+
+# ------------------------------------------------------------------------------------------ slides
+def _tissue_grid(rng: np.random.Generator, n_target: int, n_min: int, n_max: int) -> np.ndarray:
+    """Integer grid cells (M, 2) (col, row) of a tissue-like region: a union of 1-3 rotated
+    ellipses (separate fragments possible) minus 0-2 elliptic holes, scaled so that M is close to
+    ``n_target`` and always within [n_min, n_max]. Returned in raster order (row, then col)."""
+    n_ell = int(rng.integers(1, 4))
+    w = rng.dirichlet(np.full(n_ell, 2.0))
+    aspect = rng.uniform(0.45, 1.0, n_ell)
+    theta = rng.uniform(0, np.pi, n_ell)
+    area = w * n_target * 1.1
+    a = np.sqrt(area / (np.pi * aspect))
+    b = a * aspect
+    centres = np.zeros((n_ell, 2))
+    for j in range(1, n_ell):
+        ang = rng.uniform(0, 2 * np.pi)
+        dist = rng.uniform(0.6, 1.3) * (a[0] + a[j])
+        centres[j] = centres[0] + dist * np.array([np.cos(ang), np.sin(ang)])
+    n_holes = int(rng.integers(0, 3))
+    host = rng.integers(0, n_ell, n_holes)
+    hole_c = centres[host] + rng.uniform(-0.4, 0.4, (n_holes, 2)) * a[host, None]
+    hole_r = np.sqrt(n_target * rng.uniform(0.01, 0.04, n_holes) / np.pi)
+
+    def cells(scale: float) -> np.ndarray:
+        ext = (np.abs(centres) + a[:, None]).max() * scale + 2
+        r = np.arange(-int(np.ceil(ext)), int(np.ceil(ext)) + 1)
+        gx, gy = np.meshgrid(r, r)
+        pts = np.stack([gx.ravel(), gy.ravel()], 1).astype(float)
+        inside = np.zeros(len(pts), bool)
+        for j in range(n_ell):
+            d = (pts - centres[j] * scale) @ np.array([[np.cos(theta[j]), -np.sin(theta[j])], [np.sin(theta[j]), np.cos(theta[j])]])
+            inside |= (d[:, 0] / (a[j] * scale)) ** 2 + (d[:, 1] / (b[j] * scale)) ** 2 <= 1.0
+        for c, rad in zip(hole_c, hole_r):
+            inside &= ((pts - c * scale) ** 2).sum(1) > (rad * scale) ** 2
+        return pts[inside].astype(np.int64)
+
+    scale = 1.0
+    pts = cells(scale)
+    for _ in range(8):  # converge the area on n_target (area scales with scale**2)
+        if abs(len(pts) - n_target) <= 0.05 * n_target and n_min <= len(pts) <= n_max:
+            break
+        scale *= np.sqrt(n_target / max(len(pts), 1))
+        pts = cells(scale)
+    while len(pts) < n_min:  # rare: tiny shapes dominated by rounding
+        scale *= 1.15
+        pts = cells(scale)
+    if len(pts) > n_max:  # trim the cells farthest from the centroid: keeps the region contiguous
+        d = ((pts - pts.mean(0)) ** 2).sum(1)
+        pts = pts[np.sort(np.argsort(d, kind="stable")[:n_max])]
+    pts = pts - pts.min(0)
+    order = np.lexsort((pts[:, 0], pts[:, 1]))
+    return pts[order]
+
+
+def _tissue_types(rng: np.random.Generator, grid: np.ndarray, props: np.ndarray) -> np.ndarray:
+    """Spatially coherent tissue-type map: Voronoi regions around random seed patches whose types
+    are drawn from ``props`` (K,). Returns int8 (M,)."""
+    m = len(grid)
+    n_seeds = int(np.clip(m // 12, 4, 64))
+    n_seeds = min(n_seeds, m)
+    seeds = rng.choice(m, size=n_seeds, replace=False)
+    seed_type = rng.choice(len(props), size=n_seeds, p=props)
+    d = ((grid[:, None, :] - grid[seeds][None, :, :]) ** 2).sum(-1)
+    return seed_type[np.argmin(d, axis=1)].astype(np.int8)
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _resolve(preset: str, **explicit: Any) -> dict[str, Any]:
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset '{preset}'", where="simulate_cohort(preset=...)", fix=f"use one of {sorted(PRESETS)}")
+    out = dict(PRESETS[preset])
+    out.update({k: v for k, v in explicit.items() if v is not None})
+    return out
+
+
+def _pick(rng: np.random.Generator, n: int, rate: float, what: str) -> np.ndarray:
+    """Boolean (n,) with exactly round(rate * n) True entries (seeded)."""
+    if not 0.0 <= rate <= 1.0:
+        raise ConfigError(f"missing rate for '{what}' is {rate}, outside [0, 1]", where="simulate_cohort(missing_rates=...)", fix="use a fraction between 0 and 1")
+    mask = np.zeros(n, bool)
+    mask[rng.choice(n, size=int(round(rate * n)), replace=False)] = True
+    return mask
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _calibrate_censoring(t_event: np.ndarray, e_cens: np.ndarray, target: float) -> float:
+    """Rate r of exponential censoring C = e_cens / r such that mean(C < T) == target (bisection on
+    log r). The censoring draw stays independent of the event times; only its scale is cohort-level."""
+    if target <= 0:
+        return 0.0
+    lo, hi = -20.0, 20.0
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        frac = np.mean(e_cens / np.exp(mid) < t_event)
+        lo, hi = (mid, hi) if frac < target else (lo, mid)
+    return float(np.exp((lo + hi) / 2))
+
+
+def _prepare_out(out: str | Path | None, overwrite: bool | None) -> Path:
+    if out is None:
+        return Path(tempfile.mkdtemp(prefix="modaltune-sim-"))
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        manifest = out / "cohort.yaml"
+        previous_sim = False
+        if manifest.exists():
+            import yaml
+
+            try:
+                raw = yaml.safe_load(manifest.read_text()) or {}
+                previous_sim = bool(raw.get("synthetic")) and "simulation" in (raw.get("extra") or {})
+            except Exception:
+                previous_sim = False
+        allowed = overwrite if overwrite is not None else previous_sim
+        if not allowed or not manifest.exists():
+            raise InputError(
+                "output directory is not empty" + ("" if manifest.exists() else " and is not a cohort"),
+                where=out,
+                fix="choose a new --out directory" + (" or pass overwrite=True" if manifest.exists() else ""),
+            )
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ main
+def simulate_cohort(
+    out: str | Path | None = None,
+    *,
+    preset: str = "demo",
+    n_patients: int | None = None,
+    sites: Sequence[str] = ("BRCA", "LUAD", "KIRC"),
+    seed: int = 0,
+    feature_dim: int | None = None,
+    patches: tuple[int, int] | None = None,
+    slides_per_patient: tuple[int, int] | None = None,
+    n_genes: int | None = None,
+    pathways_file: str | Path | None = None,
+    missing_rates: Mapping[str, float] | None = None,
+    censoring_rate: float = 0.4,
+    signal: SignalSpec | Mapping[str, float] | None = None,
+    float16: bool = True,
+    patch_size_level0: int = 256,
+    include_stage_task: bool = False,
+    n_folds: int = 5,
+    name: str | None = None,
+    overwrite: bool | None = None,
+) -> "Cohort":
+    """Simulate a seeded synthetic multi-site cohort and write it to ``out``.
+
+    Args:
+        out: cohort directory to write. ``None`` writes to a fresh temporary directory. An existing
+            non-empty directory is replaced only if it holds a previous simulated cohort (or
+            ``overwrite=True`` and it holds a cohort); anything else raises :class:`InputError`.
+        preset: ``tiny`` (40 patients, 16-d features, 16-64 patches: for tests), ``demo``
+            (300 patients, 64-d, 64-512 patches) or ``large`` (2,000 patients, 256-d, 256-4,096
+            patches). Explicit ``n_patients``/``feature_dim``/``patches``/``slides_per_patient`` win.
+        sites: cancer-site names; patients are split evenly across them. Known TCGA codes get real
+            locations in the report text; sites shift features, pathway activity, subtype
+            prevalence and baseline hazard.
+        seed: every random draw derives from it; same arguments + seed give byte-identical files.
+        feature_dim: patch feature dimension D.
+        patches: (min, max) patches per slide (log-uniform in between).
+        slides_per_patient: (min, max) slides per patient (uniform integers).
+        n_genes: keep a seeded random subset of this many genes of the pathway matrix (None: all).
+        pathways_file: gene x pathway 0/1 CSV (e.g. ``shared/data/pathways/combine_comps.csv``);
+            None uses the built-in list (``modaltune/resources/sim_pathways.csv``).
+        missing_rates: fraction of patients lacking ``slide``, ``rna``, ``cnv``, ``mut``,
+            ``clinical`` (whole row empty), ``text``; ``clinical_field`` is extra per-field
+            missingness. ``cnv``/``mut`` default to the RNA-missing patients. Missing data are
+            recorded (no slide row, no omics row, empty clinical cells, no text row), never dropped.
+        censoring_rate: fraction of censored patients (independent exponential censoring, scale
+            calibrated to hit the rate exactly).
+        signal: effect sizes, a :class:`SignalSpec` or a dict of its fields.
+        float16: store patch features as float16 (else float32).
+        patch_size_level0: patch side in level-0 pixels (coordinate pitch).
+        include_stage_task: also add a ``stage`` classification task (note: stage is then also a
+            clinical input; methods must not use the clinical stage field for it).
+        n_folds: also write ``splits/kfold{n_folds}.csv`` (stratified by subtype, seeded); 0 = none.
+        name: cohort name (default ``sim_<preset>_seed<seed>``).
+
+    Returns:
+        The cohort, loaded back from ``out`` (so it is exactly what is on disk).
+
+    Shapes/units: bags ``features`` (N, D), ``coords`` (N, 2) int64 level-0 px on a regular pitch;
+    survival in months; age in years.
+    """
+    from modaltune.data.cohort import ClinicalField, Cohort, CohortManifest, ModalitySpec, TaskSpec
+
+    cfg = _resolve(preset, n_patients=n_patients, feature_dim=feature_dim, patches=patches, slides_per_patient=slides_per_patient)
+    n = int(cfg["n_patients"])
+    dim = int(cfg["feature_dim"])
+    pmin, pmax = (int(v) for v in cfg["patches"])
+    smin, smax = (int(v) for v in cfg["slides_per_patient"])
+    sites = [str(s) for s in sites]
+    if n < 2:
+        raise ConfigError(f"n_patients={n} is too small", where="simulate_cohort(n_patients=...)", fix="use at least 2 patients")
+    if not sites or len(set(sites)) != len(sites):
+        raise ConfigError(f"sites {sites} must be a non-empty list of distinct names", where="simulate_cohort(sites=...)", fix="e.g. sites=('BRCA', 'LUAD')")
+    if not (1 <= pmin <= pmax):
+        raise ConfigError(f"patches={cfg['patches']} must satisfy 1 <= min <= max", where="simulate_cohort(patches=...)", fix="e.g. patches=(64, 512)")
+    if not (1 <= smin <= smax):
+        raise ConfigError(f"slides_per_patient={cfg['slides_per_patient']} must satisfy 1 <= min <= max", where="simulate_cohort(slides_per_patient=...)", fix="e.g. (1, 2)")
+    if dim < 4:
+        raise ConfigError(f"feature_dim={dim} is too small", where="simulate_cohort(feature_dim=...)", fix="use feature_dim >= 4")
+    if not 0.0 <= censoring_rate < 1.0:
+        raise ConfigError(f"censoring_rate={censoring_rate} outside [0, 1)", where="simulate_cohort(censoring_rate=...)", fix="e.g. 0.4")
+    rates = dict(DEFAULT_MISSING_RATES)
+    if missing_rates:
+        unknown = sorted(set(missing_rates) - {"slide", "rna", "cnv", "mut", "clinical", "text", "clinical_field"})
+        if unknown:
+            raise ConfigError(f"unknown missing-rate key(s) {unknown}", where="simulate_cohort(missing_rates=...)", fix="use slide, rna, cnv, mut, clinical, text, clinical_field")
+        rates.update({k: float(v) for k, v in missing_rates.items()})
+    sig = SignalSpec.from_any(signal)
+    name = name or f"sim_{preset}_seed{seed}"
+
+    # Independent random streams: changing e.g. the missing rates does not change the latent state.
+    streams = np.random.SeedSequence(seed).spawn(10)
+    r_lat, r_site, r_slide, r_rna, r_omx, r_clin, r_surv, r_miss, r_text, r_proto = (np.random.default_rng(s) for s in streams)
+
+    # ---------------------------------------------------------------- patients, sites, latent state
+    site_idx = np.sort(np.arange(n) % len(sites))
+    r_lat.shuffle(site_idx)
+    site_arr = np.array(sites)[site_idx]
+    width = max(4, len(str(n)))
+    pids = np.array([f"SIM-{s}-{i:0{width}d}" for i, s in enumerate(site_arr)])
+    Z = r_lat.standard_normal((n, len(LATENT_FACTORS)))
+    zi = {f: Z[:, j] for j, f in enumerate(LATENT_FACTORS)}
+    S = len(sites)
+    site_sub = r_site.normal(0, sig.sub_site_sd, S)
+    site_haz = r_site.normal(0, sig.surv_site_sd, S)
+    site_feat = r_site.normal(0, 0.3, (S, dim))
+    site_props = r_site.normal(0, 0.25, (S, len(TISSUE_TYPES)))
+
+    # ---------------------------------------------------------------- clinical (true values)
+    stage_latent = 0.9 * zi["clinical"] + np.sqrt(1 - 0.81) * r_clin.standard_normal(n)
+    stage_idx = np.digitize(stage_latent, [-0.67, 0.39, 1.04])  # ~25/35/25/15 %
+    age = np.clip(np.round(60 + 11 * (0.45 * zi["clinical"] + np.sqrt(1 - 0.45**2) * r_clin.standard_normal(n))), 20, 90)
+    grade_latent = 0.4 * zi["slide_2"] + np.sqrt(1 - 0.16) * r_clin.standard_normal(n)
+    grade_idx = np.digitize(grade_latent, [-0.5, 0.6])
+    p_female = np.where(site_arr == "BRCA", 0.99, 0.5)
+    sex_idx = (r_clin.random(n) >= p_female).astype(int)
+
+    # ---------------------------------------------------------------- tasks
+    sub_logit = (sig.sub_slide * zi["slide_1"] + sig.sub_omics * zi["omics_1"] + sig.sub_interaction * zi["slide_1"] * zi["omics_1"]
+                 + sig.sub_shared * zi["shared"] + site_sub[site_idx])
+    sub_prob = _sigmoid(sub_logit)
+    subtype = (r_surv.random(n) < sub_prob).astype(int)
+    risk = (sig.surv_slide * zi["slide_2"] + sig.surv_omics * zi["omics_2"] + sig.surv_interaction * zi["slide_2"] * zi["omics_2"]
+            + sig.surv_stage * (stage_idx - 1.5) + sig.surv_age * (age - 60) / 10 + sig.surv_shared * zi["shared"] + site_haz[site_idx])
+    # Weibull proportional hazards: S(t) = exp(-(t/scale)^k * exp(risk))
+    t_event = sig.baseline_scale_months * (r_surv.exponential(1.0, n) / np.exp(risk)) ** (1 / sig.weibull_shape)
+    e_cens = r_surv.exponential(1.0, n)
+    rate = _calibrate_censoring(t_event, e_cens, censoring_rate)
+    t_cens = e_cens / rate if rate > 0 else np.full(n, np.inf)
+    event = (t_event <= t_cens).astype(int)
+    time = np.maximum(np.round(np.minimum(t_event, t_cens), 1), 0.1)
+
+    # ---------------------------------------------------------------- missingness
+    miss = {k: _pick(r_miss, n, rates[k], k) for k in ("slide", "rna", "clinical", "text")}
+    for k in ("cnv", "mut"):
+        miss[k] = _pick(r_miss, n, rates[k], k) if k in rates else miss["rna"].copy()
+    field_miss = {f: _pick(r_miss, n, rates["clinical_field"], f"clinical_field:{f}") for f in ("age", "stage", "sex", "grade")}
+
+    out_dir = _prepare_out(out, overwrite)
+
+    # ---------------------------------------------------------------- slides
+    K = len(TISSUE_TYPES)
+    protos = r_proto.normal(0, 1.5, (K, dim))
+    v1, v2, v3 = r_proto.standard_normal((3, dim))
+    base_logits = np.array([1.2, 0.8, 0.0, -1.2, -0.2, -0.8])
+    eff = np.zeros((K, len(LATENT_FACTORS)))
+    eff[0, 0], eff[1, 0] = 0.8, -0.8        # slide_1: tumour vs stroma
+    eff[3, 1] = 1.0                          # slide_2: necrosis
+    eff[2, 5] = 1.0                          # shared: lymphocytes
+    logits = base_logits + Z @ eff.T + site_props[site_idx]
+    from modaltune.data.bags import write_bag_h5
+    import h5py
+
+    slide_rows = []
+    n_slides = r_slide.integers(smin, smax + 1, n)
+    gt_patch_path = out_dir / "ground_truth_patches.h5"
+    (out_dir / "slides").mkdir(exist_ok=True)
+    with h5py.File(gt_patch_path, "w") as gtp:
+        gtp.attrs["tissue_types"] = json.dumps(list(TISSUE_TYPES))
+        for i in range(n):
+            for j in range(int(n_slides[i])):
+                # draws happen for every patient so missingness never shifts other patients' bags
+                n_target = int(np.round(np.exp(r_slide.uniform(np.log(pmin), np.log(pmax)))))
+                grid = _tissue_grid(r_slide, n_target, pmin, pmax)
+                lg = logits[i] + r_slide.normal(0, 0.2, K)
+                props = np.exp(lg - lg.max())
+                props /= props.sum()
+                ttype = _tissue_types(r_slide, grid, props)
+                m = len(grid)
+                feats = protos[ttype] + site_feat[site_idx[i]] + r_slide.normal(0, 0.15, dim)
+                tum = ttype == 0
+                feats[tum] += sig.tumour_shift * (zi["slide_1"][i] * v1 + zi["slide_2"][i] * v2)
+                feats[ttype == 2] += 0.3 * zi["shared"][i] * v3
+                feats += r_slide.normal(0, sig.slide_noise, (m, dim))
+                if miss["slide"][i]:
+                    continue
+                sid = f"{pids[i]}-DX{j + 1}"
+                coords = (grid + 2) * patch_size_level0
+                rel = f"slides/{sid}.h5"
+                write_bag_h5(
+                    out_dir / rel,
+                    feats.astype(np.float16 if float16 else np.float32),
+                    coords.astype(np.int64),
+                    patch_size_level0=patch_size_level0,
+                    encoder="simulated",
+                    level0_magnification=20.0,
+                    target_magnification=20.0,
+                    patch_size=patch_size_level0,
+                    extra_attrs={"synthetic": True},
+                )
+                gtp.create_dataset(sid, data=ttype, track_times=False)
+                slide_rows.append((pids[i], sid, rel))
+    slides = pd.DataFrame(slide_rows, columns=["patient_id", "slide_id", "path"])
+
+    # ---------------------------------------------------------------- omics: RNA with pathway structure
+    pw = load_pathway_matrix(pathways_file) if pathways_file is not None else builtin_pathways()
+    if n_genes is not None:
+        if not 1 <= n_genes <= len(pw):
+            raise ConfigError(f"n_genes={n_genes} but the pathway matrix has {len(pw)} genes", where="simulate_cohort(n_genes=...)", fix=f"use 1..{len(pw)} or None")
+        keep = np.sort(r_rna.choice(len(pw), size=n_genes, replace=False))
+        pw = pw.iloc[keep]
+        pw = pw.loc[:, pw.sum(axis=0) > 0]
+    genes = list(pw.index)
+    M = pw.to_numpy(dtype=float)  # (G, P)
+    L = _factor_loadings(list(pw.columns), r_rna)  # (P, F)
+    P = M.shape[1]
+    activity = Z @ L.T + r_rna.normal(0, 0.3, (S, P))[site_idx] + r_rna.normal(0, sig.pathway_noise, (n, P))
+    n_memb = M.sum(1)
+    gene_signal = (activity @ M.T) / np.maximum(n_memb, 1)  # genes in several pathways average them
+    load = r_rna.uniform(0.6, 1.2, len(genes)) * np.where(r_rna.random(len(genes)) < 0.9, 1.0, -1.0)
+    mu = r_rna.uniform(2.0, 10.0, len(genes))
+    sd = r_rna.uniform(0.5, 1.5, len(genes))
+    gene_site = r_rna.normal(0, 0.2, (S, len(genes)))
+    expr = mu + sd * (gene_signal * load + gene_site[site_idx] + r_rna.normal(0, sig.rna_noise, (n, len(genes))))
+    rna = pd.DataFrame(expr.astype(np.float32), index=pd.Index(pids, name="patient_id"), columns=genes)
+
+    # CNV (-2..2) and mutations (0/1): weakly informative (omics_2 / omics_1), their own modalities.
+    cnv_genes = [g for g in _CNV_GENES if g in set(genes)] or genes[: min(30, len(genes))]
+    instab = 0.5 * zi["omics_2"] + np.sqrt(0.75) * r_omx.standard_normal(n)
+    cnv_sign = np.where(r_omx.random(len(cnv_genes)) < 0.5, -1.0, 1.0)
+    cnv_val = np.clip(np.round(0.7 * instab[:, None] * cnv_sign + r_omx.normal(0, 0.7, (n, len(cnv_genes)))), -2, 2)
+    cnv = pd.DataFrame(cnv_val.astype(np.float32), index=rna.index, columns=cnv_genes)
+    mut_genes = [g for g in _MUT_GENES if g in set(genes)] or genes[: min(20, len(genes))]
+    mut_p = _sigmoid(r_omx.uniform(-3.0, -1.2, len(mut_genes)) + 0.6 * zi["omics_1"][:, None])
+    mut = pd.DataFrame((r_omx.random((n, len(mut_genes))) < mut_p).astype(np.float32), index=rna.index, columns=mut_genes)
+    omics = {"rna": rna[~miss["rna"]], "cnv": cnv[~miss["cnv"]], "mut": mut[~miss["mut"]]}
+
+    # ---------------------------------------------------------------- clinical table (with missing cells)
+    clinical = pd.DataFrame(
+        {
+            "age": age.astype(float),
+            "stage": np.array(_STAGES, dtype=object)[stage_idx],
+            "sex": np.array(_SEXES, dtype=object)[sex_idx],
+            "grade": np.array(_GRADES, dtype=object)[grade_idx],
+        },
+        index=pd.Index(pids, name="patient_id"),
+    )
+    for f, mk in field_miss.items():
+        clinical.loc[mk, f] = np.nan
+    clinical.loc[miss["clinical"], :] = np.nan
+
+    # ---------------------------------------------------------------- report text
+    texts = {}
+    for i in range(n):
+        loc, diag = _SITE_INFO.get(sites[site_idx[i]].upper(), (sites[site_idx[i]].lower(), f"carcinoma of the {sites[site_idx[i]].lower()}"))
+        parts = [f"Cancer location: {loc};", f"Cancer diagnosis: {diag};"]
+        keep = r_text.random(3) >= 0.15
+        if keep[0]:
+            parts.append(f"Overall stage: stage {_STAGE_WORDS[stage_idx[i]]};")
+        if keep[1]:
+            parts.append(f"Histologic grade: grade {grade_idx[i] + 1};")
+        if keep[2]:
+            parts.append(f"Age at diagnosis: {int(age[i])} years;")
+        if not miss["text"][i]:
+            texts[pids[i]] = " ".join(parts)
+    text = pd.Series(texts, name="text", dtype=object)
+    text.index.name = "patient_id"
+
+    # ---------------------------------------------------------------- patient table and ground truth
+    patients = pd.DataFrame(
+        {"site": site_arr, "subtype": np.array(["A", "B"])[subtype], "survival_months": time, "event": event},
+        index=pd.Index(pids, name="patient_id"),
+    )
+    if include_stage_task:
+        patients["stage"] = np.array(_STAGES, dtype=object)[stage_idx]
+    gt = pd.DataFrame({f"z_{f}": Z[:, j] for j, f in enumerate(LATENT_FACTORS)}, index=pd.Index(pids, name="patient_id"))
+    gt["subtype_logit"] = sub_logit
+    gt["subtype_logit_slide"] = sig.sub_slide * zi["slide_1"]
+    gt["subtype_logit_omics"] = sig.sub_omics * zi["omics_1"]
+    gt["subtype_logit_interaction"] = sig.sub_interaction * zi["slide_1"] * zi["omics_1"]
+    gt["subtype_prob"] = sub_prob
+    gt["risk"] = risk
+    gt["event_time"] = t_event
+    gt["censor_time"] = t_cens
+    gt["stage_true"] = np.array(_STAGES, dtype=object)[stage_idx]
+    for k in ("slide", "rna", "cnv", "mut", "clinical", "text"):
+        gt[f"missing_{k}"] = miss[k].astype(int)
+
+    # ---------------------------------------------------------------- manifest
+    pw.astype(int).to_csv(out_dir / "pathways.csv")
+    loadings = pd.DataFrame(L, index=pw.columns, columns=[f"z_{f}" for f in LATENT_FACTORS])
+    loadings.index.name = "pathway"
+    loadings.to_csv(out_dir / "pathway_loadings.csv")
+    tasks = [
+        TaskSpec(name="subtype", kind="classification", label_column="subtype", classes=["A", "B"],
+                 description="Simulated binary tumour subtype (A or B), shared by all sites; depends on slide and RNA factors and their interaction."),
+        TaskSpec(name="survival", kind="survival", time_column="survival_months", event_column="event", endpoint="overall survival",
+                 time_unit="months", n_bins=4, description="Simulated overall survival in months with independent censoring."),
+    ]
+    if include_stage_task:
+        tasks.append(TaskSpec(name="stage", kind="classification", label_column="stage", classes=list(_STAGES),
+                              description="Simulated AJCC overall stage (I-IV); also a clinical input field."))
+    modalities = [
+        ModalitySpec(name="slide", kind="slide", feature_dim=dim, encoder="simulated", patch_size_level0=patch_size_level0,
+                     description=f"Simulated patch-feature bags: {len(TISSUE_TYPES)} prototype tissue types in spatially coherent regions."),
+        ModalitySpec(name="rna", kind="omics", path="omics/rna.parquet", omics_type="rna",
+                     description=f"Simulated log2 expression of {len(genes)} real gene symbols with pathway structure (pathways.csv)."),
+        ModalitySpec(name="cnv", kind="omics", path="omics/cnv.parquet", omics_type="cnv", description="Simulated copy-number calls (-2..2)."),
+        ModalitySpec(name="mut", kind="omics", path="omics/mut.parquet", omics_type="mut", description="Simulated mutation indicators (0/1)."),
+        ModalitySpec(name="clinical", kind="clinical", description="Simulated age, stage, sex and grade."),
+        ModalitySpec(name="text", kind="text", description="Simulated report sentences built from site, stage, grade and age."),
+    ]
+    clinical_fields = [
+        ClinicalField(name="age", kind="numeric", min=0, max=120, unit="years", description="Age at diagnosis."),
+        ClinicalField(name="stage", kind="ordinal", categories=list(_STAGES), description="AJCC overall pathologic stage."),
+        ClinicalField(name="sex", kind="categorical", categories=list(_SEXES), description="Sex."),
+        ClinicalField(name="grade", kind="ordinal", categories=list(_GRADES), description="Histologic grade."),
+    ]
+    settings = {
+        "preset": preset, "seed": seed, "n_patients": n, "sites": sites, "feature_dim": dim, "patches": [pmin, pmax],
+        "slides_per_patient": [smin, smax], "n_genes": len(genes), "n_pathways": int(P),
+        "pathways_source": str(pathways_file) if pathways_file is not None else "builtin:sim_pathways.csv",
+        "missing_rates": rates, "censoring_rate": censoring_rate, "float16": float16, "patch_size_level0": patch_size_level0,
+        "signal": asdict(sig),
+    }
+    manifest = CohortManifest(
+        name=name,
+        description=(
+            "SYNTHETIC cohort generated by modaltune.data.simulate (no real patients, slides or measurements; only gene "
+            "symbols and pathway names are real). Signal is split across modalities so fusion helps: see docs/simulation.md."
+        ),
+        synthetic=True,
+        source="modaltune.data.simulate.simulate_cohort",
+        sites=sites,
+        tasks=tasks,
+        modalities=modalities,
+        clinical_fields=clinical_fields,
+        extra={
+            "simulation": settings,
+            "pathways_file": "pathways.csv",
+            "pathway_loadings_file": "pathway_loadings.csv",
+            "patch_ground_truth_file": "ground_truth_patches.h5",
+            "tissue_types": list(TISSUE_TYPES),
+            "latent_factors": list(LATENT_FACTORS),
+        },
+    )
+    cohort = Cohort(manifest, patients, slides=slides, omics=omics, clinical=clinical, text=text, ground_truth=gt, root=out_dir)
+    cohort.save(out_dir)
+    if n_folds and n_folds >= 2 and n >= n_folds:
+        from modaltune.data.splits import kfold_split
+
+        kfold_split(list(pids), n_folds, seed=seed, labels=subtype, name=f"kfold{n_folds}").save(out_dir / "splits" / f"kfold{n_folds}.csv")
+    return Cohort.load(out_dir)
