@@ -220,7 +220,7 @@ class _TileDataset:
 
             interp = cv2.INTER_AREA if self.read_size > self.patch_size else cv2.INTER_CUBIC
             tile = cv2.resize(tile, (self.patch_size, self.patch_size), interpolation=interp)
-        return torch.from_numpy(tile), i
+        return torch.from_numpy(np.require(tile, requirements=["W", "C"])), i
 
     def __getstate__(self):  # slide handles do not pickle; workers re-open
         state = dict(self.__dict__)

@@ -155,9 +155,15 @@ class WSI:
             try:
                 if name == "openslide":
                     mod = require("openslide", "wsi", "reading slides with OpenSlide")
-                    return mod.OpenSlide(str(self.path)), "openslide"
-                mod = require("tiffslide", "wsi", "reading slides with tiffslide")
-                return mod.TiffSlide(str(self.path)), "tiffslide"
+                    handle = mod.OpenSlide(str(self.path))
+                else:
+                    mod = require("tiffslide", "wsi", "reading slides with tiffslide")
+                    handle = mod.TiffSlide(str(self.path))
+                # tiffslide parses lazily: touch geometry and metadata now so a broken file fails here.
+                if not handle.level_dimensions or min(handle.level_dimensions[0]) < 1:
+                    raise ValueError("no image levels")
+                dict(handle.properties)
+                return handle, name
             except ImportError:
                 raise
             except Exception as exc:  # each backend raises its own error types for unreadable files
