@@ -206,3 +206,50 @@ def test_shared_pathway_file(tmp_path):
     assert c.omics["rna"].shape[1] == 600
     loadings = pd.read_csv(c.root / "pathway_loadings.csv", index_col=0)
     assert (loadings["z_omics_1"] != 0).sum() >= 2 and (loadings["z_omics_2"] != 0).sum() >= 2
+
+
+# ------------------------------------------------------------------------------------------ signal split
+@pytest.fixture(scope="module")
+def signal_cohort(tmp_path_factory) -> Cohort:
+    # 300 patients (as the demo) with tiny bags and 16-d features to keep the test fast
+    return simulate_cohort(tmp_path_factory.mktemp("sig") / "c", preset="tiny", n_patients=300, seed=0)
+
+
+def test_fusion_beats_each_single_modality(signal_cohort: Cohort):
+    from modaltune.data.simulate import signal_check
+
+    res = signal_check(signal_cohort)
+    singles = res.loc[["slide", "omics"]]
+    # each imaging / omics modality alone is informative ...
+    assert (singles["subtype_bacc"] > 0.55).all(), res
+    assert (res.loc[["slide", "omics", "clinical"], "survival_cindex"] > 0.55).all(), res
+    # ... but incomplete: early fusion is clearly better on both tasks
+    assert res.loc["early_fusion", "subtype_bacc"] >= singles["subtype_bacc"].max() + 0.04, res
+    assert res.loc["early_fusion", "survival_cindex"] >= res.loc[["slide", "omics", "clinical"], "survival_cindex"].max() + 0.04, res
+    # clinical fields carry no subtype information by construction
+    assert res.loc["clinical", "subtype_bacc"] < 0.6, res
+    # the generative truth is better than any fitted model (noise ceiling)
+    assert res.loc["oracle", "subtype_bacc"] > res.loc["early_fusion", "subtype_bacc"]
+
+
+def test_latent_factors_are_recoverable_from_their_modality_only(signal_cohort: Cohort):
+    from sklearn.linear_model import RidgeCV
+    from sklearn.model_selection import cross_val_predict
+
+    from modaltune.data.simulate import _modality_matrices
+
+    av = signal_cohort.availability()
+    ids = list(av.index[av["slide"] & av["rna"] & av["clinical"]])
+    X = _modality_matrices(signal_cohort, ids)
+    gt = signal_cohort.ground_truth.loc[ids]
+
+    def corr(M, col):
+        pred = cross_val_predict(RidgeCV(alphas=np.logspace(-2, 3, 12)), M, gt[col].to_numpy(), cv=5)
+        return np.corrcoef(pred, gt[col])[0, 1]
+
+    assert corr(X["slide"], "z_slide_1") > 0.7
+    assert corr(X["omics"], "z_omics_1") > 0.8
+    assert corr(X["omics"], "z_omics_2") > 0.8
+    # the split: a modality does not see the other modality's private factor
+    assert abs(corr(X["omics"], "z_slide_1")) < 0.3
+    assert abs(corr(X["slide"], "z_omics_1")) < 0.3
