@@ -117,6 +117,7 @@ def doctor_info(shared_dir: str | Path | None = None) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "cache_dir": str(cache),
         "cache_dir_exists": cache.is_dir(),
+        "weights_dir": str(Path(os.environ["MODALTUNE_WEIGHTS_DIR"]).expanduser() if os.environ.get("MODALTUNE_WEIGHTS_DIR") else cache / "weights"),
         "shared_dir": str(shared.resolve()) if shared.exists() else str(shared),
         "shared_found": tcga.is_dir(),
         "shared_contents": {
@@ -150,6 +151,7 @@ def doctor_report(shared_dir: str | Path | None = None) -> str:
         "",
         "data:",
         f"  cache dir  {info['cache_dir']} ({'exists' if info['cache_dir_exists'] else 'not created yet'}; set MODALTUNE_CACHE to move it)",
+        f"  weights    {info['weights_dir']} (patch-encoder weights; set MODALTUNE_WEIGHTS_DIR to move them)",
         f"  shared dir {info['shared_dir']} ({'found' if info['shared_found'] else 'NOT found: set MODALTUNE_SHARED or pass --shared'})",
     ]
     if info["shared_found"]:
