@@ -1,0 +1,214 @@
+"""Pydantic configs of one experiment (``modaltune fit``) and of a benchmark (``modaltune benchmark``).
+
+Sections (every key documented in ``configs/examples/*.yaml``)::
+
+    data:       where the cohort(s) come from: cohort directories, or simulated presets
+    split:      a split file (path, or name under <cohort>/splits/) or seeded k-fold parameters
+    method(s):  {name, params, modalities, label}; ``name`` is a registry name (``modaltune methods``)
+    tasks:      task names of the cohort manifest (None = all); a benchmark may give task *sets*
+    trainer:    Lightning settings (epochs, optimiser, schedule, accumulation, devices, seeds, logger)
+    evaluation: metric names, bootstrap size, protocol name, ddof of the fold std
+
+Relative paths are resolved against the directory of the YAML file.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from modaltune.config import StrictModel
+
+__all__ = [
+    "SimulateSpec",
+    "DataConfig",
+    "SplitConfig",
+    "MethodConfig",
+    "EarlyStoppingConfig",
+    "TrainerConfig",
+    "EvaluationConfig",
+    "ExperimentConfig",
+    "BenchmarkConfig",
+]
+
+
+class SimulateSpec(StrictModel):
+    """A simulated cohort (``modaltune.data.simulate.simulate_cohort``), written under the run folder."""
+
+    preset: str = "tiny"
+    seed: int = 0
+    name: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class DataConfig(StrictModel):
+    """Cohort sources. ``cohorts`` are cohort directories; ``simulate`` adds synthetic cohorts.
+
+    ``omics_scaling`` and ``bin_mode`` configure the preprocessor that is fitted on each fold's
+    training patients (``bin_mode='strict'``: survival bins from training patients only;
+    ``'paper'``: whole cohort, as the published MCAT/PORPOISE code did).
+    """
+
+    cohorts: list[str] = Field(default_factory=list)
+    simulate: list[SimulateSpec] = Field(default_factory=list)
+    omics_scaling: Literal["zscore", "minmax", "none"] = "zscore"
+    bin_mode: Literal["strict", "paper"] = "strict"
+
+    @field_validator("cohorts", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _some_source(self) -> "DataConfig":
+        if not self.cohorts and not self.simulate:
+            raise ValueError("give at least one cohort directory in 'cohorts' or a 'simulate' preset")
+        return self
+
+
+class SplitConfig(StrictModel):
+    """Which patients train and which are evaluated.
+
+    ``file``: a split CSV (``fold,partition,patient_id``) as a path, or a name looked up as
+    ``<cohort>/splits/<name>.csv``. Without ``file``, a seeded patient-level ``kfold`` split is
+    made per cohort, stratified by the task ``stratify`` (``auto`` = the first task; ``none``).
+    ``folds`` restricts the run to some fold indices. Metrics are computed on ``test`` when a fold
+    has one, else on ``val`` (``eval_partition='auto'``).
+    """
+
+    file: str | None = None
+    kfold: int = Field(5, ge=2)
+    seed: int = 0
+    stratify: str | None = "auto"
+    val_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+    folds: list[int] | None = None
+    eval_partition: Literal["auto", "val", "test"] = "auto"
+
+
+class MethodConfig(StrictModel):
+    """One method: registry ``name``, builder ``params``, input ``modalities`` (None = the method's
+    declared modalities, else every cohort modality) and a display ``label`` (default: name)."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    modalities: list[str] | None = None
+    label: str | None = None
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+
+class EarlyStoppingConfig(StrictModel):
+    """Off unless given: the standard protocols report the last epoch."""
+
+    monitor: str = "val/loss"
+    patience: int = 5
+    mode: Literal["min", "max"] = "min"
+
+
+class TrainerConfig(StrictModel):
+    """Training settings. ``accelerator/devices/strategy/precision`` go straight to ``lightning.Trainer``.
+
+    ``batch_size`` patients per step (1 = one bag per step, as in MCAT); ``accumulate_grad_batches``
+    steps per optimiser update; ``max_patches`` caps patches per bag (random subset in training,
+    deterministic in evaluation). ``warmup_epochs`` only applies with ``scheduler='cosine'``.
+    """
+
+    max_epochs: int = Field(20, ge=1)
+    lr: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    optimizer: Literal["adam", "adamw"] = "adam"
+    scheduler: Literal["none", "cosine"] = "none"
+    warmup_epochs: float = Field(0.0, ge=0)
+    batch_size: int = Field(1, ge=1)
+    accumulate_grad_batches: int = Field(1, ge=1)
+    gradient_clip_val: float | None = None
+    max_patches: int | None = Field(None, ge=1)
+    modality_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    accelerator: str = "cpu"
+    devices: int | str | list[int] = 1
+    strategy: str = "auto"
+    precision: str | int = "32-true"
+    seed: int = 0
+    deterministic: bool = True
+    early_stopping: EarlyStoppingConfig | None = None
+    num_workers: int = Field(0, ge=0)
+    logger: Literal["csv", "tensorboard", "mlflow", "wandb", "none"] = "csv"
+    checkpoint: bool = True
+    log_every_n_steps: int = Field(50, ge=1)
+    progress_bar: bool = True
+
+
+class EvaluationConfig(StrictModel):
+    """``metrics``: names understood by ``modaltune.evaluation.compute_metrics`` (None = defaults
+    per task kind). ``bootstrap``: resamples for percentile CIs on pooled out-of-fold predictions
+    (0 = off). ``protocol``: a name written into every table (e.g. ``MCAT/PORPOISE 5-fold``)."""
+
+    metrics: list[str] | None = None
+    bootstrap: int = Field(1000, ge=0)
+    ci: float = Field(0.95, gt=0, lt=1)
+    protocol: str = ""
+    ddof: int = Field(0, ge=0)
+    save_embeddings: bool = False
+
+
+class _PathsMixin:
+    def _resolve_paths(self, base: Path) -> None:
+        data: DataConfig = self.data  # type: ignore[attr-defined]
+        data.cohorts = [str((base / c).resolve()) if not Path(c).is_absolute() else c for c in data.cohorts]
+        split: SplitConfig = self.split  # type: ignore[attr-defined]
+        if split.file and ("/" in split.file or split.file.endswith(".csv")) and not Path(split.file).is_absolute():
+            cand = (base / split.file).resolve()
+            if cand.exists():
+                split.file = str(cand)
+
+
+class ExperimentConfig(_PathsMixin, StrictModel):
+    """One method trained on one fold of one cohort (``modaltune fit``)."""
+
+    name: str = "experiment"
+    data: DataConfig
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    fold: int = 0
+    method: MethodConfig
+    tasks: list[str] | None = None
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+
+
+class BenchmarkConfig(_PathsMixin, StrictModel):
+    """methods x cohorts x task sets x folds x seeds (``modaltune benchmark``).
+
+    ``tasks`` is a list whose items are task names (each trained alone) or lists of names
+    (trained jointly as one multi-task model); None = all cohort tasks jointly.
+    ``seeds`` are training seeds (default: ``[trainer.seed]``). ``features`` describes the feature
+    sources for the tables (default: the slide encoders named in the cohort manifests).
+    """
+
+    name: str = "benchmark"
+    data: DataConfig
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    methods: list[MethodConfig] = Field(min_length=1)
+    tasks: list[str | list[str]] | None = None
+    seeds: list[int] = Field(default_factory=list)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    features: str | None = None
+
+    @model_validator(mode="after")
+    def _unique_labels(self) -> "BenchmarkConfig":
+        labels = [m.display for m in self.methods]
+        dup = sorted({x for x in labels if labels.count(x) > 1})
+        if dup:
+            raise ValueError(f"methods: duplicate method label(s) {dup}; give each a distinct 'label'")
+        return self
+
+    def task_sets(self, cohort_tasks: list[str]) -> list[list[str]]:
+        if self.tasks is None:
+            return [list(cohort_tasks)]
+        return [[t] if isinstance(t, str) else list(t) for t in self.tasks]
+
+    def seed_list(self) -> list[int]:
+        return list(self.seeds) if self.seeds else [self.trainer.seed]

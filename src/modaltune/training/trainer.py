@@ -1,0 +1,475 @@
+"""Python API of the engine: :func:`fit`, :func:`predict`, :func:`embed` and :class:`FittedModel`.
+
+Typical use::
+
+    from modaltune.training import fit, predict
+    fitted = fit(cohort, fold, "mean_pool", tasks=["subtype", "survival"], out_dir="runs/m0")
+    preds = predict(fitted, cohort, fold.test)       # one row per patient x task
+    fitted2 = FittedModel.load("runs/m0/model")      # the same model, from disk
+
+``fit`` also accepts an :class:`~modaltune.training.experiment_config.ExperimentConfig` (or the
+path of its YAML file), which names cohort, split, fold, method, tasks and trainer settings.
+
+Torch methods train through Lightning (:class:`MultiTaskLightningModule`); tabular methods
+(registry ``kind='tabular'``) are fitted on a design matrix made of the fold's scaled omics and
+encoded clinical fields (same preprocessing as the torch methods).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from modaltune.errors import InputError
+from modaltune.training.callbacks import seed_all
+from modaltune.training.experiment_config import DataConfig, ExperimentConfig, MethodConfig, TrainerConfig
+
+__all__ = ["FittedModel", "fit", "predict", "embed", "design_matrix", "targets_frame"]
+
+log = logging.getLogger("modaltune.training")
+
+
+@dataclass
+class FittedModel:
+    """A trained method with everything needed to apply it to new patients.
+
+    Attributes:
+        method: the :class:`MethodConfig` (name, params, modalities as resolved for the cohort).
+        kind: ``torch`` or ``tabular``.
+        model: the ``MultiTaskModel`` (eval mode) or the fitted ``TabularMethod``.
+        preprocessor: the ``CohortPreprocessor`` fitted on the training patients.
+        tasks: task names the model predicts.
+        trainer: the :class:`TrainerConfig` used.
+        train_ids: training patients (kept so leakage can be audited).
+        config: resolved experiment config (dict) when fitted from one.
+    """
+
+    method: MethodConfig
+    kind: str
+    model: Any
+    preprocessor: Any
+    tasks: list[str]
+    trainer: TrainerConfig
+    train_ids: list[str] = field(default_factory=list)
+    config: dict | None = None
+    path: Path | None = None
+
+    @property
+    def info(self):
+        return self.preprocessor.info
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Write ``fitted.json``, ``preprocessor.pkl`` (with the ``CohortInfo``), the model
+        (``model.pt`` state dict, or ``model.pkl`` for tabular methods) and ``config.yaml``."""
+        from modaltune.training.run_folder import atomic_write_bytes, atomic_write_text
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "method": self.method.model_dump(mode="json"),
+            "kind": self.kind,
+            "tasks": self.tasks,
+            "trainer": self.trainer.model_dump(mode="json"),
+            "train_ids": self.train_ids,
+            "format_version": 1,
+        }
+        from modaltune.training._prep import detach
+
+        atomic_write_bytes(out / "preprocessor.pkl", pickle.dumps(detach(self.preprocessor)))
+        if self.kind == "torch":
+            import io
+
+            buf = io.BytesIO()
+            torch.save({k: v.detach().cpu() for k, v in self.model.state_dict().items()}, buf)
+            atomic_write_bytes(out / "model.pt", buf.getvalue())
+        else:
+            atomic_write_bytes(out / "model.pkl", pickle.dumps(self.model))
+        if self.config is not None:
+            import yaml
+
+            atomic_write_text(out / "config.yaml", yaml.safe_dump(self.config, sort_keys=False))
+        atomic_write_text(out / "fitted.json", json.dumps(meta, indent=2))
+        self.path = out
+        return out
+
+    @classmethod
+    def load(cls, path: str | Path) -> "FittedModel":
+        """Load a model saved by :meth:`save` (rebuilds the method from the registry)."""
+        from modaltune.methods.registry import build_method
+
+        path = Path(path)
+        if not (path / "fitted.json").exists():
+            raise InputError("no fitted.json here: not a saved modaltune model", where=path, fix="point at the 'model' folder written by `modaltune fit`")
+        meta = json.loads((path / "fitted.json").read_text())
+        method = MethodConfig.model_validate(meta["method"])
+        with open(path / "preprocessor.pkl", "rb") as fh:
+            pp = pickle.load(fh)
+        if meta["kind"] == "torch":
+            model = build_method(method.name, pp.info, **method.params)
+            state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
+            model.load_state_dict(state)
+            model.eval()
+        else:
+            with open(path / "model.pkl", "rb") as fh:
+                model = pickle.load(fh)
+        config = None
+        if (path / "config.yaml").exists():
+            import yaml
+
+            config = yaml.safe_load((path / "config.yaml").read_text())
+        return cls(method, meta["kind"], model, pp, list(meta["tasks"]), TrainerConfig.model_validate(meta["trainer"]), list(meta.get("train_ids", [])), config, path)
+
+
+# ---------------------------------------------------------------------------------------- helpers
+def _as_method(method: str | MethodConfig | dict | None, params: dict | None, modalities: list[str] | None) -> MethodConfig:
+    if method is None:
+        raise InputError("no method given", where="fit", fix="pass a method name (see `modaltune methods`)")
+    if isinstance(method, MethodConfig):
+        m = method
+    elif isinstance(method, dict):
+        m = MethodConfig.model_validate(method)
+    else:
+        m = MethodConfig(name=str(method))
+    if params:
+        m = m.model_copy(update={"params": {**m.params, **params}})
+    if modalities is not None:
+        m = m.model_copy(update={"modalities": list(modalities)})
+    return m
+
+
+def targets_frame(cohort: Any, ids: Sequence[str], tasks: Sequence[str]) -> pd.DataFrame:
+    """Long table of targets: one row per patient x task with ``labelled`` and the label columns
+    (``label`` class index, ``time``/``event``, ``value``); masked labels keep their row."""
+    frames = []
+    sites = cohort.patients["site"].reindex(list(ids)).astype(str).to_numpy()
+    for t in tasks:
+        tt = cohort.targets(t, list(ids))
+        df = pd.DataFrame({"patient_id": list(ids), "site": sites, "task": t, "labelled": tt.mask})
+        if tt.label is not None:
+            df["label"] = tt.label
+        if tt.time is not None:
+            df["time"] = np.where(tt.mask, tt.time, np.nan)
+            df["event"] = np.where(tt.mask, tt.event.astype(float), np.nan)
+        if tt.value is not None:
+            df["value"] = np.where(tt.mask, tt.value, np.nan)
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _pred_frame(pids: list[str], cols_by_task: dict[str, dict[str, np.ndarray]]) -> pd.DataFrame:
+    frames = []
+    for task, cols in cols_by_task.items():
+        df = pd.DataFrame({"patient_id": pids, "task": task})
+        for k, v in cols.items():
+            df[k] = np.asarray(v)
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+def design_matrix(preprocessor: Any, cohort: Any, ids: Sequence[str]) -> tuple[np.ndarray, dict[str, dict[str, np.ndarray]], list[str]]:
+    """(X, targets, column names) of tabular methods.
+
+    X (N, F) float64 = the fold-scaled omics modalities (sorted by name) then the encoded
+    clinical fields; ``targets`` = ``{task: {"label"|"time"|"event"|"bin"|"value": (N,), "mask": (N,) bool}}``.
+    """
+    from modaltune.data.dataset import PatientDataset, collate_patients
+    from modaltune.training._prep import bind
+
+    ds = PatientDataset(cohort, list(ids), bind(preprocessor, cohort), training=False)
+    batch = collate_patients([ds[i] for i in range(len(ds))])
+    blocks, names = [], []
+    for name in sorted(batch.get("omics") or {}):
+        x = batch["omics"][name].float().numpy()
+        blocks.append(x)
+        names += [f"{name}:{j}" for j in range(x.shape[1])]
+    if batch.get("clinical") is not None and batch["clinical"].numel():
+        x = batch["clinical"].float().numpy()
+        blocks.append(x)
+        names += [f"clinical:{j}" for j in range(x.shape[1])]
+    if not blocks:
+        raise InputError("a tabular method needs omics or clinical inputs, and the cohort/method gives neither", where="method.modalities", fix="add an omics or clinical modality")
+    X = np.concatenate(blocks, axis=1).astype(np.float64)
+    targets = {}
+    for task, d in batch["targets"].items():
+        targets[task] = {k: v.numpy() for k, v in d.items()}
+        targets[task]["mask"] = batch["target_mask"][task].numpy().astype(bool)
+    return X, targets, names
+
+
+def _tabular_columns(task_info: Any, out: np.ndarray) -> dict[str, np.ndarray]:
+    """Columns of a tabular method's output (same names as :func:`outputs_to_columns`)."""
+    out = np.asarray(out, dtype=float)
+    kind = task_info.spec.kind
+    if kind == "classification":
+        names = list(task_info.class_names or task_info.spec.classes)
+        cols = {f"prob_{names[c]}": out[:, c] for c in range(out.shape[1])}
+        cols["pred"] = out.argmax(axis=1)
+        return cols
+    if kind == "survival":
+        if out.ndim == 2 and out.shape[1] > 1:  # a survival curve over bins
+            cols = {f"surv_{k}": out[:, k] for k in range(out.shape[1])}
+            cols["risk"] = -out.sum(axis=1)
+            return cols
+        return {"risk": out.reshape(-1)}
+    return {"prediction": out.reshape(-1)}
+
+
+def _lightning_trainer(tcfg: TrainerConfig, *, out_dir: Path | None, callbacks: list, has_val: bool, progress: bool | None = None, **overrides):
+    import lightning as L
+
+    from modaltune.training.callbacks import build_logger
+
+    kw: dict[str, Any] = dict(
+        max_epochs=tcfg.max_epochs,
+        accelerator=tcfg.accelerator,
+        devices=tcfg.devices,
+        strategy=tcfg.strategy,
+        precision=tcfg.precision,
+        deterministic=tcfg.deterministic,
+        accumulate_grad_batches=tcfg.accumulate_grad_batches,
+        gradient_clip_val=tcfg.gradient_clip_val,
+        logger=build_logger(tcfg.logger, out_dir) if out_dir is not None else False,
+        callbacks=callbacks,
+        enable_checkpointing=any(type(c).__name__ == "ModelCheckpoint" for c in callbacks),
+        enable_progress_bar=tcfg.progress_bar if progress is None else progress,
+        enable_model_summary=False,
+        default_root_dir=str(out_dir) if out_dir is not None else None,
+        log_every_n_steps=tcfg.log_every_n_steps,
+        num_sanity_val_steps=0,
+        limit_val_batches=None if has_val else 0,
+    )
+    kw.update(overrides)
+    return L.Trainer(**kw)
+
+
+# ---------------------------------------------------------------------------------------- fit
+def fit(
+    source: Any,
+    fold: Any = None,
+    method: str | MethodConfig | dict | None = None,
+    *,
+    params: dict | None = None,
+    modalities: list[str] | None = None,
+    tasks: list[str] | None = None,
+    trainer: TrainerConfig | dict | None = None,
+    data: DataConfig | dict | None = None,
+    out_dir: str | Path | None = None,
+    resume: bool = True,
+    ckpt_path: str | Path | None = None,
+    callbacks: Sequence[Any] = (),
+    eval_partition: str = "auto",
+    config: dict | None = None,
+    progress: bool | None = None,
+) -> FittedModel | None:
+    """Train ``method`` on ``fold.train`` of ``source`` and return the :class:`FittedModel`.
+
+    Args:
+        source: a ``Cohort``, or an :class:`ExperimentConfig`, or the path of its YAML file (then
+            cohort, fold, method, tasks and trainer settings come from the config).
+        fold: a ``Fold`` (its ``val`` patients feed a validation loop only when they are not the
+            evaluated partition; see :func:`~modaltune.training.sources.val_loop_ids`).
+        method: registry name or :class:`MethodConfig`; ``params``/``modalities`` override it.
+        tasks: task names (None = all cohort tasks).
+        trainer: :class:`TrainerConfig` (or dict) for Lightning settings and the seed.
+        data: preprocessing options (``omics_scaling``, ``bin_mode``) from a :class:`DataConfig`.
+        out_dir: where checkpoints (``checkpoints/last.ckpt``) and logs go; ``None`` = nothing on disk.
+        resume: continue from ``out_dir/checkpoints/last.ckpt`` when it exists (or ``ckpt_path``).
+        callbacks: extra Lightning callbacks.
+
+    Returns:
+        The fitted model, or ``None`` on non-zero ranks of a multi-process (DDP) run.
+    """
+    from modaltune.methods.registry import build_method, get_method
+    from modaltune.training import sources
+
+    if isinstance(source, (str, Path)) or isinstance(source, ExperimentConfig):
+        return _fit_from_config(source, out_dir=out_dir, resume=resume, callbacks=callbacks, progress=progress)
+
+    cohort = source
+    if fold is None:
+        raise InputError("fit needs a fold (train/val/test patient lists)", where="fit", fix="pass a Fold, e.g. from kfold_split(...)")
+    tcfg = trainer if isinstance(trainer, TrainerConfig) else TrainerConfig.model_validate(trainer or {})
+    dcfg = data if isinstance(data, DataConfig) or data is None else DataConfig.model_validate({"cohorts": ["-"], **data})
+    omics_scaling = dcfg.omics_scaling if dcfg is not None else "zscore"
+    bin_mode = dcfg.bin_mode if dcfg is not None else "strict"
+    mcfg = _as_method(method, params, modalities)
+    entry = get_method(mcfg.name)
+    task_names = sources.check_tasks(cohort, tasks)
+    mods = sources.resolve_modalities(cohort, mcfg.modalities or list(entry.modalities) or None)
+    mcfg = mcfg.model_copy(update={"modalities": mods})
+    train_ids = list(fold.train)
+    if not train_ids:
+        raise InputError(f"fold {fold.index} has no training patients", where="split", fix="check the split")
+    out = Path(out_dir) if out_dir is not None else None
+
+    seed_all(tcfg.seed)
+    from modaltune.training.datamodule import CohortDataModule, fit_preprocessor
+
+    pp = fit_preprocessor(cohort, train_ids, modalities=mods, tasks=task_names, omics_scaling=omics_scaling, bin_mode=bin_mode)
+
+    if entry.kind == "tabular":
+        X, y, _ = design_matrix(pp, cohort, train_ids)
+        est = build_method(mcfg.name, pp.info, **mcfg.params)
+        est.fit(X, y, pp.info)
+        fitted = FittedModel(mcfg, "tabular", est, pp, task_names, tcfg, train_ids, config)
+        if out is not None:
+            fitted.save(out / "model")
+        return fitted
+
+    import lightning as L
+
+    from modaltune.training.callbacks import LAST_CKPT, SeedEachEpoch, build_callbacks
+    from modaltune.training.module import MultiTaskLightningModule
+
+    L.seed_everything(tcfg.seed, workers=True, verbose=False)
+    val_ids = sources.val_loop_ids(fold, eval_partition)
+    dm = CohortDataModule(cohort, train_ids, val_ids, preprocessor=pp, modalities=mods, tasks=task_names, batch_size=tcfg.batch_size, max_patches=tcfg.max_patches, num_workers=tcfg.num_workers, seed=tcfg.seed)
+    model = build_method(mcfg.name, pp.info, **mcfg.params)
+    module = MultiTaskLightningModule(
+        model,
+        {t.spec.name: t for t in pp.info.tasks},
+        optimizer=tcfg.optimizer,
+        lr=tcfg.lr,
+        weight_decay=tcfg.weight_decay,
+        scheduler=tcfg.scheduler,
+        warmup_epochs=tcfg.warmup_epochs,
+        modality_dropout=tcfg.modality_dropout,
+    )
+    ckpt_dir = out / "checkpoints" if out is not None else None
+    cbs = build_callbacks(tcfg, ckpt_dir, has_val=bool(val_ids)) + [SeedEachEpoch(tcfg.seed)] + list(callbacks)
+    if ckpt_path is None and resume and ckpt_dir is not None and (ckpt_dir / LAST_CKPT).exists():
+        ckpt_path = ckpt_dir / LAST_CKPT
+        log.info("resuming from %s", ckpt_path)
+    ltrainer = _lightning_trainer(tcfg, out_dir=out, callbacks=cbs, has_val=bool(val_ids), progress=progress)
+    ltrainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    if not ltrainer.is_global_zero:
+        return None
+    model = module.model.cpu().eval()
+    fitted = FittedModel(mcfg, "torch", model, pp, task_names, tcfg, train_ids, config)
+    if out is not None:
+        fitted.save(out / "model")
+    return fitted
+
+
+def _fit_from_config(source: Any, *, out_dir: str | Path | None, resume: bool, callbacks: Sequence[Any], progress: bool | None) -> FittedModel | None:
+    from modaltune.config import load_config
+    from modaltune.training import sources
+
+    cfg = source if isinstance(source, ExperimentConfig) else load_config(source, ExperimentConfig)
+    work = Path(out_dir) if out_dir is not None else Path(".")
+    paths = sources.resolve_cohort_paths(cfg.data, work)
+    if len(paths) != 1:
+        raise InputError(f"an experiment trains on one cohort, the config names {len(paths)}", where="data", fix="use `modaltune benchmark` for several cohorts")
+    cohort = sources.load_cohort(paths[0])
+    tasks = sources.check_tasks(cohort, cfg.tasks)
+    splits, _ = sources.make_splits(cohort, cfg.split, tasks)
+    folds = {f.index: f for f in splits.folds}
+    if cfg.fold not in folds:
+        raise InputError(f"fold {cfg.fold} is not in split '{splits.name}' (folds {sorted(folds)})", where="fold", fix="pick an existing fold index")
+    return fit(
+        cohort,
+        folds[cfg.fold],
+        cfg.method,
+        tasks=tasks,
+        trainer=cfg.trainer,
+        data=cfg.data,
+        out_dir=out_dir,
+        resume=resume,
+        callbacks=callbacks,
+        eval_partition=cfg.split.eval_partition,
+        config=cfg.model_dump(mode="json"),
+        progress=progress,
+    )
+
+
+# ---------------------------------------------------------------------------------------- predict
+def _check_cohort_compatible(fitted: FittedModel, cohort: Any) -> None:
+    have = {m.name for m in cohort.modalities}
+    missing = [m for m in (fitted.method.modalities or []) if m not in have]
+    if missing:
+        raise InputError(f"the model reads modalities {missing} that cohort '{cohort.name}' does not declare", where="cohort.yaml", fix="apply the model to a cohort with the same modality names")
+
+
+def _torch_outputs(fitted: FittedModel, cohort: Any, ids: list[str], *, embeddings: bool, batch_size: int = 1) -> tuple[list[str], dict[str, dict[str, np.ndarray]], np.ndarray | None]:
+    import lightning as L
+
+    from modaltune.training.datamodule import CohortDataModule
+    from modaltune.training.module import MultiTaskLightningModule
+
+    from modaltune.training._prep import bind
+
+    pp = bind(fitted.preprocessor, cohort)
+    dm = CohortDataModule(cohort, ids, None, preprocessor=pp, modalities=fitted.method.modalities, tasks=fitted.tasks, batch_size=batch_size, max_patches=fitted.trainer.max_patches, seed=fitted.trainer.seed)
+    module = MultiTaskLightningModule(fitted.model, {t.spec.name: t for t in fitted.info.tasks}, return_embeddings=embeddings)
+    t = fitted.trainer
+    acc = t.accelerator
+    trainer = L.Trainer(accelerator=acc, devices=1, precision=t.precision, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    records = trainer.predict(module, dataloaders=dm.predict_loader(ids, batch_size=batch_size))
+    fitted.model.cpu().eval()
+    pids: list[str] = []
+    cols: dict[str, dict[str, list]] = {}
+    embs = []
+    for rec in records:
+        pids += rec["patient_id"]
+        for task, c in rec["outputs"].items():
+            d = cols.setdefault(task, {})
+            for k, v in c.items():
+                d.setdefault(k, []).append(v)
+        if embeddings:
+            embs.append(rec["embedding"])
+    merged = {task: {k: np.concatenate(v) for k, v in d.items()} for task, d in cols.items()}
+    return pids, merged, (np.concatenate(embs) if embeddings and embs else None)
+
+
+def predict(fitted: FittedModel, cohort: Any, ids: Sequence[str] | None = None, *, with_targets: bool = True) -> pd.DataFrame:
+    """Per-patient predictions: one row per patient x task.
+
+    Columns: ``patient_id, task`` + prediction columns (``prob_<class>``, ``pred`` | ``risk``,
+    ``surv_<k>`` | ``prediction``) + when ``with_targets`` and the cohort has the label columns,
+    the targets (``site``, ``labelled``, ``label`` (class index, -1 = none) | ``time``, ``event``
+    (NaN = none) | ``value``). These are the columns ``evaluation.compute_metrics`` reads.
+    """
+    ids = list(cohort.patient_ids if ids is None else ids)
+    if not ids:
+        raise InputError("no patients to predict", where="predict", fix="pass a non-empty id list")
+    _check_cohort_compatible(fitted, cohort)
+    if fitted.kind == "tabular":
+        X, _, _ = design_matrix(fitted.preprocessor, cohort, ids)
+        raw = fitted.model.predict(X)
+        infos = {t.spec.name: t for t in fitted.info.tasks}
+        cols = {task: _tabular_columns(infos[task], raw[task]) for task in fitted.tasks if task in raw}
+        pids = ids
+    else:
+        pids, cols, _ = _torch_outputs(fitted, cohort, ids, embeddings=False)
+    df = _pred_frame(pids, cols)
+    if with_targets:
+        have_cols = all(c in cohort.patients.columns for t in fitted.tasks for c in cohort.manifest.task(t).columns) if all(
+            t in {x.name for x in cohort.tasks} for t in fitted.tasks
+        ) else False
+        if have_cols:
+            tgt = targets_frame(cohort, ids, fitted.tasks)
+            df = tgt.merge(df, on=["patient_id", "task"], how="right")
+    return df
+
+
+def embed(fitted: FittedModel, cohort: Any, ids: Sequence[str] | None = None) -> pd.DataFrame:
+    """(N, E) patient embeddings as a DataFrame indexed by ``patient_id`` (columns ``emb_0..``).
+
+    Tabular methods return their design matrix (their "embedding" is their input)."""
+    ids = list(cohort.patient_ids if ids is None else ids)
+    _check_cohort_compatible(fitted, cohort)
+    if fitted.kind == "tabular":
+        X, _, _ = design_matrix(fitted.preprocessor, cohort, ids)
+        E, pids = fitted.model.embed(X), ids
+    else:
+        pids, _, E = _torch_outputs(fitted, cohort, ids, embeddings=True)
+    E = np.asarray(E)
+    return pd.DataFrame(E, index=pd.Index(pids, name="patient_id"), columns=[f"emb_{j}" for j in range(E.shape[1])])
