@@ -47,6 +47,9 @@ __all__ = [
     "signal_check",
 ]
 
+#: Bumped whenever the same arguments + seed would give different data.
+GENERATOR_VERSION = 1
+
 #: Latent factor names, in column order of ``ground_truth.csv`` (``z_<name>``).
 LATENT_FACTORS = ("slide_1", "slide_2", "omics_1", "omics_2", "clinical", "shared")
 
@@ -61,7 +64,7 @@ DEFAULT_MISSING_RATES: dict[str, float] = {"slide": 0.1, "rna": 0.2, "clinical":
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"n_patients": 40, "feature_dim": 16, "patches": (16, 64), "slides_per_patient": (1, 2)},
     "demo": {"n_patients": 300, "feature_dim": 64, "patches": (64, 512), "slides_per_patient": (1, 2)},
-    "large": {"n_patients": 2000, "feature_dim": 256, "patches": (256, 4096), "slides_per_patient": (1, 3)},
+    "large": {"n_patients": 1000, "feature_dim": 128, "patches": (256, 4096), "slides_per_patient": (1, 3)},
 }
 
 _SITE_INFO = {  # site -> (location, site-level diagnosis phrase). Deliberately NOT subtype-specific.
@@ -294,15 +297,16 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def _calibrate_censoring(t_event: np.ndarray, e_cens: np.ndarray, target: float) -> float:
-    """Rate r of exponential censoring C = e_cens / r such that mean(C < T) == target (bisection on
-    log r). The censoring draw stays independent of the event times; only its scale is cohort-level."""
+def _calibrate_censoring(t_event: np.ndarray, e_cens: np.ndarray, target: float, follow_up: float = np.inf) -> float:
+    """Rate r of exponential censoring C = min(e_cens / r, follow_up) such that mean(C < T) ==
+    target (bisection on log r; if administrative censoring alone exceeds the target, r -> 0). The
+    censoring draw stays independent of the event times; only its scale is cohort-level."""
     if target <= 0:
         return 0.0
     lo, hi = -20.0, 20.0
     for _ in range(80):
         mid = (lo + hi) / 2
-        frac = np.mean(e_cens / np.exp(mid) < t_event)
+        frac = np.mean(np.minimum(e_cens / np.exp(mid), follow_up) < t_event)
         lo, hi = (mid, hi) if frac < target else (lo, mid)
     return float(np.exp((lo + hi) / 2))
 
@@ -349,6 +353,7 @@ def simulate_cohort(
     pathways_file: str | Path | None = None,
     missing_rates: Mapping[str, float] | None = None,
     censoring_rate: float = 0.4,
+    max_follow_up_months: float = 180.0,
     signal: SignalSpec | Mapping[str, float] | None = None,
     float16: bool = True,
     patch_size_level0: int = 256,
@@ -364,7 +369,7 @@ def simulate_cohort(
             non-empty directory is replaced only if it holds a previous simulated cohort (or
             ``overwrite=True`` and it holds a cohort); anything else raises :class:`InputError`.
         preset: ``tiny`` (40 patients, 16-d features, 16-64 patches: for tests), ``demo``
-            (300 patients, 64-d, 64-512 patches) or ``large`` (2,000 patients, 256-d, 256-4,096
+            (300 patients, 64-d, 64-512 patches) or ``large`` (1,000 patients, 128-d, 256-4,096
             patches). Explicit ``n_patients``/``feature_dim``/``patches``/``slides_per_patient`` win.
         sites: cancer-site names; patients are split evenly across them. Known TCGA codes get real
             locations in the report text; sites shift features, pathway activity, subtype
@@ -381,7 +386,8 @@ def simulate_cohort(
             missingness. ``cnv``/``mut`` default to the RNA-missing patients. Missing data are
             recorded (no slide row, no omics row, empty clinical cells, no text row), never dropped.
         censoring_rate: fraction of censored patients (independent exponential censoring, scale
-            calibrated to hit the rate exactly).
+            calibrated to hit the rate exactly), on top of administrative censoring at
+            ``max_follow_up_months`` (end of follow-up; ``inf`` for none).
         signal: effect sizes, a :class:`SignalSpec` or a dict of its fields.
         float16: store patch features as float16 (else float32).
         patch_size_level0: patch side in level-0 pixels (coordinate pitch).
@@ -416,6 +422,8 @@ def simulate_cohort(
         raise ConfigError(f"feature_dim={dim} is too small", where="simulate_cohort(feature_dim=...)", fix="use feature_dim >= 4")
     if not 0.0 <= censoring_rate < 1.0:
         raise ConfigError(f"censoring_rate={censoring_rate} outside [0, 1)", where="simulate_cohort(censoring_rate=...)", fix="e.g. 0.4")
+    if not max_follow_up_months > 0:
+        raise ConfigError(f"max_follow_up_months={max_follow_up_months} must be > 0", where="simulate_cohort(max_follow_up_months=...)", fix="e.g. 180 (or inf for none)")
     rates = dict(DEFAULT_MISSING_RATES)
     if missing_rates:
         unknown = sorted(set(missing_rates) - {"slide", "rna", "cnv", "mut", "clinical", "text", "clinical_field"})
@@ -462,8 +470,8 @@ def simulate_cohort(
     # Weibull proportional hazards: S(t) = exp(-(t/scale)^k * exp(risk))
     t_event = sig.baseline_scale_months * (r_surv.exponential(1.0, n) / np.exp(risk)) ** (1 / sig.weibull_shape)
     e_cens = r_surv.exponential(1.0, n)
-    rate = _calibrate_censoring(t_event, e_cens, censoring_rate)
-    t_cens = e_cens / rate if rate > 0 else np.full(n, np.inf)
+    rate = _calibrate_censoring(t_event, e_cens, censoring_rate, max_follow_up_months)
+    t_cens = np.minimum(e_cens / rate if rate > 0 else np.full(n, np.inf), max_follow_up_months)
     event = (t_event <= t_cens).astype(int)
     time = np.maximum(np.round(np.minimum(t_event, t_cens), 1), 0.1)
 
@@ -644,10 +652,10 @@ def simulate_cohort(
         ClinicalField(name="grade", kind="ordinal", categories=list(_GRADES), description="Histologic grade."),
     ]
     settings = {
-        "preset": preset, "seed": seed, "n_patients": n, "sites": sites, "feature_dim": dim, "patches": [pmin, pmax],
+        "preset": preset, "seed": seed, "generator_version": GENERATOR_VERSION, "n_patients": n, "sites": sites, "feature_dim": dim, "patches": [pmin, pmax],
         "slides_per_patient": [smin, smax], "n_genes": len(genes), "n_pathways": int(P),
         "pathways_source": str(pathways_file) if pathways_file is not None else "builtin:sim_pathways.csv",
-        "missing_rates": rates, "censoring_rate": censoring_rate, "float16": float16, "patch_size_level0": patch_size_level0,
+        "missing_rates": rates, "censoring_rate": censoring_rate, "max_follow_up_months": float(max_follow_up_months) if np.isfinite(max_follow_up_months) else None, "float16": float16, "patch_size_level0": patch_size_level0,
         "signal": asdict(sig),
     }
     manifest = CohortManifest(
