@@ -1,0 +1,362 @@
+"""``validate_cohort``: every problem of a cohort, at once.
+
+Checks (errors unless marked *warning*):
+
+- manifest: YAML syntax and schema (nothing else is checked without a valid manifest);
+- ``patients.csv``: present, ``patient_id`` column, duplicate ids; task columns present; unknown
+  class labels; survival time negative / NaN / inf / non-numeric (with an event recorded) and
+  events not in {0, 1}; non-numeric regression values; sites not declared in the manifest (*warning*);
+  tasks without any usable label (*warning*);
+- ``slides.csv``: unknown patients; bag files listed but absent (*warning*, counted per slide
+  modality: the TCGA importers record expected paths that do not exist here); with ``check_bags``:
+  unreadable / corrupt / truncated files, no ``features``, features not 2-D, NaN/inf, empty bags,
+  coords of the wrong shape or non-integral, feature dim or encoder different from the manifest's
+  ``feature_dim`` / ``encoder`` or (when the manifest declares none) mixed across the cohort;
+- omics tables: missing file, duplicate patient ids, unknown patients (*warning*), non-numeric
+  columns, NaN/inf cells;
+- ``clinical.csv``: duplicate ids, unknown patients (*warning*), values outside each field's schema,
+  declared fields absent (*warning*);
+- ``text.csv``: duplicate ids;
+- ``splits/*.csv``: columns, partition names, a patient in two partitions of one fold or twice in
+  one partition, patients not in the cohort.
+
+Problems are aggregated per file and kind, naming up to a few patients/files each, so a report on a
+10,000-patient cohort stays readable.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from modaltune.data.bags import BAG_SUFFIXES, read_bag
+from modaltune.data.clinical import canonical_category, check_clinical_value
+from modaltune.data.cohort import MANIFEST_NAME, Cohort, CohortManifest, load_manifest
+from modaltune.data.splits import PARTITIONS
+from modaltune.errors import InputError, ValidationReport
+
+__all__ = ["validate_cohort", "ValidationReport"]
+
+_EXAMPLES = 5
+
+
+def _examples(items: list[Any], k: int = _EXAMPLES) -> str:
+    items = list(items)
+    shown = ", ".join(f"'{x}'" for x in items[:k])
+    return shown + (f" and {len(items) - k} more" if len(items) > k else "")
+
+
+def _read_csv(report: ValidationReport, path: Path, required: bool, id_col: str | None = "patient_id") -> pd.DataFrame | None:
+    if not path.exists():
+        if required:
+            report.add(path, "file not found", "re-create the cohort with `modaltune data import` or `modaltune data simulate`")
+        return None
+    try:
+        df = pd.read_csv(path, dtype={id_col: str} if id_col else None)
+    except Exception as exc:
+        report.add(path, f"cannot read CSV ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})", "check that the file is a valid CSV table")
+        return None
+    if id_col and id_col not in df.columns:
+        report.add(path, f"missing column '{id_col}'", f"add a '{id_col}' column")
+        return None
+    return df
+
+
+def _duplicates(report: ValidationReport, where: Path | str, ids: pd.Series | pd.Index, what: str = "patient id") -> None:
+    s = pd.Series(list(ids)).astype(str)
+    dup = sorted(set(s[s.duplicated()]))
+    if dup:
+        report.add(where, f"{len(dup)} duplicate {what}(s): {_examples(dup)}", "keep one row per patient (merge or remove the duplicates)")
+
+
+# ------------------------------------------------------------------------------------ sections
+def _check_tasks(report: ValidationReport, manifest: CohortManifest, patients: pd.DataFrame, where: Path | str) -> None:
+    for t in manifest.tasks:
+        cols = [c for c in t.columns if c not in patients.columns]
+        if cols:
+            report.add(where, f"task '{t.name}' reads column(s) {cols} that the table does not have", "fix the column name in cohort.yaml or add the column")
+            continue
+        ids = patients.index.astype(str)
+        if t.kind == "classification":
+            col = patients[t.label_column]
+            known = set(t.classes) | {str(v) for v in t.exclude_values}
+            bad: dict[str, list[str]] = defaultdict(list)
+            usable = 0
+            for pid, v in zip(ids, col.tolist()):
+                if v is None or (isinstance(v, float) and np.isnan(v)) or str(v).strip() == "":
+                    continue
+                sv = str(int(v)) if isinstance(v, (float, np.floating)) and float(v).is_integer() else str(v).strip()
+                if sv not in known:
+                    bad[sv].append(pid)
+                elif sv in t.classes:
+                    usable += 1
+            for label, pids in sorted(bad.items()):
+                report.add(
+                    f"{where}:{t.label_column}",
+                    f"task '{t.name}': unknown class label '{label}' for {len(pids)} patient(s): {_examples(pids)} (classes: {t.classes})",
+                    "add the class to 'classes', list it in 'exclude_values', or correct the labels",
+                )
+        elif t.kind == "survival":
+            raw_t, raw_e = patients[t.time_column], patients[t.event_column]
+            time = pd.to_numeric(raw_t, errors="coerce")
+            event = pd.to_numeric(raw_e, errors="coerce")
+            t_given, e_given = raw_t.notna() & (raw_t.astype(str).str.strip() != ""), raw_e.notna() & (raw_e.astype(str).str.strip() != "")
+            nonnum = t_given & time.isna()
+            if nonnum.any():
+                report.add(f"{where}:{t.time_column}", f"task '{t.name}': non-numeric survival time for {int(nonnum.sum())} patient(s): {_examples(list(ids[nonnum.to_numpy()]))}", "times must be numbers >= 0 (empty cell = missing)")
+            nan_time = ~t_given & e_given
+            if nan_time.any():
+                report.add(f"{where}:{t.time_column}", f"task '{t.name}': NaN/missing survival time but an event recorded for {int(nan_time.sum())} patient(s): {_examples(list(ids[nan_time.to_numpy()]))}", "give the follow-up time, or leave both time and event empty to mask the patient")
+            inf = np.isinf(time.to_numpy(dtype=float))
+            if inf.any():
+                report.add(f"{where}:{t.time_column}", f"task '{t.name}': infinite survival time for {int(inf.sum())} patient(s): {_examples(list(ids[inf]))}", "times must be finite numbers >= 0")
+            neg = (time < 0).to_numpy()
+            if neg.any():
+                report.add(f"{where}:{t.time_column}", f"task '{t.name}': negative survival time for {int(neg.sum())} patient(s): {_examples(list(ids[neg]))}", "times must be >= 0 (check the unit and the date arithmetic)")
+            bad_e = e_given & ~event.isin([0, 1])
+            if bad_e.any():
+                vals = sorted({canonical_category(v) for v in raw_e[bad_e]})
+                report.add(f"{where}:{t.event_column}", f"task '{t.name}': event values {vals[:5]} not in {{0, 1}} for {int(bad_e.sum())} patient(s): {_examples(list(ids[bad_e.to_numpy()]))}", "use 1 = event observed, 0 = censored (PORPOISE 'censorship' is the opposite: 1 - censorship)")
+            no_e = t_given & ~e_given
+            if no_e.any():
+                report.add(f"{where}:{t.event_column}", f"task '{t.name}': survival time without an event value for {int(no_e.sum())} patient(s): {_examples(list(ids[no_e.to_numpy()]))}", "give the event (1/0) or leave both empty to mask the patient")
+            usable = int((time.notna() & event.isin([0, 1])).sum())
+        else:
+            raw = patients[t.label_column]
+            val = pd.to_numeric(raw, errors="coerce")
+            given = raw.notna() & (raw.astype(str).str.strip() != "")
+            nonnum = given & (val.isna() | np.isinf(val.to_numpy(dtype=float)))
+            if nonnum.any():
+                report.add(f"{where}:{t.label_column}", f"task '{t.name}': non-numeric or infinite value for {int(nonnum.sum())} patient(s): {_examples(list(ids[nonnum.to_numpy()]))}", "regression targets must be finite numbers (empty cell = missing)")
+            usable = int((given & ~nonnum).sum())
+        if usable == 0 and len(patients):
+            report.add(where, f"task '{t.name}': no patient has a usable label", "check the label column and exclude_values", severity="warning")
+
+
+def _check_omics(report: ValidationReport, name: str, tab: pd.DataFrame, where: Path | str, known: set[str]) -> None:
+    _duplicates(report, where, tab.index)
+    unknown = sorted(set(tab.index.astype(str)) - known)
+    if unknown:
+        report.add(where, f"{len(unknown)} patient(s) not in patients.csv: {_examples(unknown)}", "remove them or add them to patients.csv", severity="warning")
+    nonnum = [str(c) for c in tab.columns if not pd.api.types.is_numeric_dtype(tab[c])]
+    if nonnum:
+        report.add(where, f"omics '{name}': {len(nonnum)} non-numeric column(s): {_examples(nonnum)}", "omics tables hold numbers only (patients x genes)")
+    num = tab[[c for c in tab.columns if str(c) not in set(nonnum)]]
+    if num.shape[1]:
+        x = num.to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(x)
+        if bad.any():
+            rows = np.flatnonzero(bad.any(axis=1))
+            cols = np.flatnonzero(bad.any(axis=0))
+            report.add(
+                where,
+                f"omics '{name}': {int(bad.sum())} NaN/inf value(s) in {len(rows)} patient(s) ({_examples([str(num.index[r]) for r in rows])}) and {len(cols)} feature(s) ({_examples([str(num.columns[c]) for c in cols])})",
+                "impute or remove the values; a patient without this modality must have no row at all",
+            )
+
+
+def _check_clinical(report: ValidationReport, manifest: CohortManifest, clin: pd.DataFrame, where: Path | str, known: set[str]) -> None:
+    _duplicates(report, where, clin.index)
+    unknown = sorted(set(clin.index.astype(str)) - known)
+    if unknown:
+        report.add(where, f"{len(unknown)} patient(s) not in patients.csv: {_examples(unknown)}", "remove them or add them to patients.csv", severity="warning")
+    for f in manifest.clinical_fields:
+        if f.name not in clin.columns:
+            report.add(where, f"declared clinical field '{f.name}' has no column (all patients missing)", "add the column or remove the field from cohort.yaml", severity="warning")
+            continue
+        msgs = [m for pid, v in zip(clin.index.astype(str), clin[f.name].tolist()) if (m := check_clinical_value(f, v, pid))]
+        for m in msgs[:_EXAMPLES]:
+            report.add(f"{where}:{f.name}", m, "correct the value, leave the cell empty for 'missing', or extend the field's schema in cohort.yaml")
+        if len(msgs) > _EXAMPLES:
+            report.add(f"{where}:{f.name}", f"field '{f.name}': {len(msgs) - _EXAMPLES} more value(s) outside the schema", "see the messages above")
+
+
+def _check_slides(report: ValidationReport, cohort_like: dict[str, Any], manifest: CohortManifest, known: set[str], check_bags: bool, max_bags: int | None) -> None:
+    slides: pd.DataFrame = cohort_like["slides"]
+    where = cohort_like["slides_where"]
+    root: Path | None = cohort_like["root"]
+    slide_mods = [m for m in manifest.modalities if m.kind == "slide"]
+    if slides is None or not len(slides):
+        if slide_mods:
+            report.add(where, f"no slides listed for slide modality '{slide_mods[0].name}'", "list bags in slides.csv (patient_id, slide_id, path)", severity="warning")
+        return
+    missing_cols = {"patient_id", "path"} - set(slides.columns)
+    if missing_cols:
+        report.add(where, f"missing column(s) {sorted(missing_cols)}", "slides.csv needs patient_id, slide_id, path")
+        return
+    pids = slides["patient_id"].astype(str)
+    unknown = sorted(set(pids) - known)
+    if unknown:
+        report.add(where, f"{len(unknown)} patient(s) not in patients.csv: {_examples(unknown)}", "add them to patients.csv or remove their slides")
+    if "slide_id" in slides.columns:
+        _duplicates(report, where, slides["slide_id"].astype(str), what="slide id")
+    spec = slide_mods[0] if slide_mods else None
+    name = spec.name if spec else "slides"
+
+    def resolve(p: str) -> Path:
+        q = Path(p)
+        return q if q.is_absolute() or root is None else root / q
+
+    paths = [resolve(str(p)) if isinstance(p, str) and p.strip() else None for p in slides["path"]]
+    absent_slides = [i for i, p in enumerate(paths) if p is None or not p.exists()]
+    if absent_slides:
+        by_patient = defaultdict(int)
+        for i in absent_slides:
+            by_patient[pids.iloc[i]] += 1
+        have_any = {pids.iloc[i] for i, p in enumerate(paths) if p is not None and p.exists()}
+        fully = sorted(p for p in by_patient if p not in have_any)
+        report.add(
+            where,
+            f"slide modality '{name}': expected feature file missing for {len(absent_slides)} slide(s) of {len(by_patient)} patient(s) "
+            f"({len(fully)} with no bag at all, masked as missing), e.g. {_examples([str(paths[i]) if paths[i] else '<empty path>' for i in absent_slides], 2)}",
+            "extract the features (`modaltune preprocess extract`) or place them at the listed paths; the rest of the cohort is usable",
+            severity="warning",
+        )
+    bad_suffix = [str(p) for p in paths if p is not None and p.suffix.lower() not in BAG_SUFFIXES]
+    if bad_suffix:
+        report.add(where, f"{len(bad_suffix)} listed file(s) are not .h5/.pt bags: {_examples(bad_suffix, 2)}", "list TRIDENT .h5 or CLAM .pt feature files")
+    if not check_bags:
+        return
+    existing = [(pids.iloc[i], p) for i, p in enumerate(paths) if p is not None and p.exists() and p.suffix.lower() in BAG_SUFFIXES]
+    if max_bags is not None and len(existing) > max_bags:
+        report.add(where, f"checked {max_bags} of {len(existing)} bag files (max_bags)", "run without max_bags to check every file", severity="warning")
+        existing = existing[:max_bags]
+    expected_dim = spec.feature_dim if spec else None
+    expected_enc = spec.encoder if spec else None
+    dims: dict[int, list[str]] = defaultdict(list)
+    encs: dict[str, list[str]] = defaultdict(list)
+    for pid, p in existing:
+        try:
+            bag = read_bag(p)
+        except InputError as exc:
+            report.add(exc.where or p, f"patient '{pid}': {exc.detail}", exc.fix or "")
+            continue
+        dims[bag.dim].append(str(p))
+        if bag.encoder:
+            encs[bag.encoder].append(str(p))
+        if expected_dim is not None and bag.dim != expected_dim:
+            report.add(p, f"patient '{pid}': feature dim {bag.dim} does not match the manifest's feature_dim {expected_dim}", "re-extract with the cohort's encoder or fix feature_dim in cohort.yaml")
+        if expected_enc is not None and bag.encoder is not None and bag.encoder != expected_enc:
+            report.add(p, f"patient '{pid}': bag encoder '{bag.encoder}' does not match the manifest's encoder '{expected_enc}'", "re-extract with the cohort's encoder or fix 'encoder' in cohort.yaml")
+    if expected_dim is None and len(dims) > 1:
+        desc = "; ".join(f"dim {d}: {len(fs)} file(s), e.g. {fs[0]}" for d, fs in sorted(dims.items()))
+        report.add(where, f"mixed feature dims across the cohort ({desc})", "use one patch encoder for the whole cohort and set feature_dim in cohort.yaml")
+    if expected_enc is None and len(encs) > 1:
+        desc = "; ".join(f"'{e}': {len(fs)} file(s), e.g. {fs[0]}" for e, fs in sorted(encs.items()))
+        report.add(where, f"mixed encoders across the cohort ({desc})", "use one patch encoder for the whole cohort and set encoder in cohort.yaml")
+
+
+def _check_splits(report: ValidationReport, root: Path, known: set[str]) -> None:
+    d = root / "splits"
+    if not d.is_dir():
+        return
+    for path in sorted(d.glob("*.csv")):
+        df = _read_csv(report, path, required=True)
+        if df is None:
+            continue
+        missing = {"fold", "partition", "patient_id"} - set(df.columns)
+        if missing:
+            report.add(path, f"split file lacks columns {sorted(missing)}", "columns must be fold,partition,patient_id")
+            continue
+        bad = sorted(set(df["partition"].astype(str)) - set(PARTITIONS))
+        if bad:
+            report.add(path, f"unknown partition name(s) {bad}", f"use {list(PARTITIONS)}")
+        df = df.dropna(subset=["patient_id"])
+        for fold, g in df.groupby("fold", sort=True):
+            parts = g.groupby("patient_id")["partition"].agg(list)
+            two = sorted(p for p, lst in parts.items() if len(set(lst)) > 1)
+            if two:
+                desc = ", ".join(f"'{p}' in {sorted(set(parts[p]))}" for p in two[:_EXAMPLES])
+                report.add(path, f"fold {fold}: {len(two)} patient(s) in two partitions: {desc}", "a patient must be in exactly one partition of a fold (leakage otherwise)")
+            twice = sorted(p for p, lst in parts.items() if len(set(lst)) == 1 and len(lst) > 1)
+            if twice:
+                report.add(path, f"fold {fold}: {len(twice)} patient(s) listed twice in one partition: {_examples(twice)}", "remove the duplicate rows")
+        unknown = sorted(set(df["patient_id"].astype(str)) - known)
+        if unknown:
+            report.add(path, f"{len(unknown)} patient(s) not in the cohort: {_examples(unknown)}", "re-create the split, or add the patients to patients.csv")
+
+
+# ------------------------------------------------------------------------------------ entry point
+def validate_cohort(root_or_cohort: str | Path | Cohort, *, check_bags: bool = True, max_bags: int | None = None) -> ValidationReport:
+    """Check a cohort directory (or an in-memory :class:`Cohort`) and return **all** problems.
+
+    Args:
+        root_or_cohort: cohort directory (with ``cohort.yaml``) or a Cohort object.
+        check_bags: read every existing bag file (full validation incl. NaN check).
+        max_bags: read at most this many bag files (a warning says so).
+    Returns:
+        :class:`~modaltune.errors.ValidationReport`; ``report.ok`` is False when there are errors.
+    """
+    report = ValidationReport()
+    if isinstance(root_or_cohort, Cohort):
+        c = root_or_cohort
+        manifest, root = c.manifest, c.root
+        patients = c.patients
+        where_p: Path | str = (root / "patients.csv") if root else "patients"
+        slides, clin, text = c.slides, c.clinical, c.text.rename_axis("patient_id").rename("text").reset_index()
+        omics = {m.name: (c.omics.get(m.name), (root / (m.path or f"omics/{m.name}.parquet")) if root else f"omics:{m.name}") for m in manifest.modalities if m.kind == "omics"}
+        for name, (tab, w) in omics.items():
+            if tab is None:
+                report.add(w, f"omics modality '{name}' has no table", "add the table or remove the modality from cohort.yaml")
+    else:
+        root = Path(root_or_cohort)
+        try:
+            manifest = load_manifest(root)
+        except InputError as exc:
+            report.add(exc.where or root / MANIFEST_NAME, exc.detail, exc.fix or "")
+            return report
+        where_p = root / "patients.csv"
+        raw = _read_csv(report, where_p, required=True)
+        patients = raw.set_index("patient_id") if raw is not None else None
+        if patients is not None:
+            patients.index = patients.index.astype(str)
+        slides_path = root / "slides.csv"
+        slides = _read_csv(report, slides_path, required=False) if slides_path.exists() else None
+        clin_raw = _read_csv(report, root / "clinical.csv", required=False)
+        clin = clin_raw.set_index("patient_id") if clin_raw is not None else None
+        text = _read_csv(report, root / "text.csv", required=False)
+        omics = {}
+        for m in manifest.modalities:
+            if m.kind != "omics":
+                continue
+            path = root / (m.path or f"omics/{m.name}.parquet")
+            if not path.exists():
+                report.add(path, f"omics table of modality '{m.name}' not found", "re-create the cohort or fix the modality's 'path' in cohort.yaml")
+                omics[m.name] = (None, path)
+                continue
+            try:
+                tab = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype={"patient_id": str})
+                if tab.index.name != "patient_id" and "patient_id" in tab.columns:
+                    tab = tab.set_index("patient_id")
+                tab.index = tab.index.astype(str)
+                omics[m.name] = (tab, path)
+            except Exception as exc:
+                report.add(path, f"cannot read omics table ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})", "re-create the table (Parquet or CSV, index patient_id)")
+                omics[m.name] = (None, path)
+
+    if patients is None:
+        return report  # nothing else can be cross-checked without patients
+    known = set(patients.index.astype(str))
+    _duplicates(report, where_p, patients.index)
+    if manifest.sites and "site" in patients.columns:
+        undeclared = sorted(set(patients["site"].dropna().astype(str)) - set(manifest.sites))
+        if undeclared:
+            report.add(f"{where_p}:site", f"site(s) {undeclared[:5]} are not declared in the manifest's 'sites'", "add them to 'sites' in cohort.yaml", severity="warning")
+    _check_tasks(report, manifest, patients, where_p)
+    for name, (tab, w) in omics.items():
+        if tab is not None:
+            _check_omics(report, name, tab, w, known)
+    if clin is not None and (len(clin.columns) or manifest.clinical_fields):
+        _check_clinical(report, manifest, clin, (root / "clinical.csv") if root else "clinical", known)
+    elif manifest.clinical_fields and any(m.kind == "clinical" for m in manifest.modalities):
+        report.add((root / "clinical.csv") if root else "clinical", "clinical fields are declared but there is no clinical table", "add clinical.csv or remove the clinical modality", severity="warning")
+    if text is not None and len(text):
+        if "patient_id" in text.columns:
+            _duplicates(report, (root / "text.csv") if root else "text", text["patient_id"])
+    _check_slides(report, {"slides": slides, "slides_where": (root / "slides.csv") if root else "slides", "root": root}, manifest, known, check_bags, max_bags)
+    if root is not None:
+        _check_splits(report, root, known)
+    return report
