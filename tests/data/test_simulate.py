@@ -253,3 +253,18 @@ def test_latent_factors_are_recoverable_from_their_modality_only(signal_cohort: 
     # the split: a modality does not see the other modality's private factor
     assert abs(corr(X["omics"], "z_slide_1")) < 0.3
     assert abs(corr(X["slide"], "z_omics_1")) < 0.3
+
+
+def test_options_stage_task_float32_follow_up(tmp_path):
+    c = simulate_cohort(tmp_path / "c", preset="tiny", n_patients=30, include_stage_task=True, float16=False,
+                        max_follow_up_months=24.0, n_folds=3, seed=4)
+    assert c.manifest.task("stage").classes == ["Stage I", "Stage II", "Stage III", "Stage IV"]
+    tt = c.targets("stage")
+    assert tt.mask.all()
+    # the stage label is the true stage; the clinical field is the same value where not missing
+    clin = c.clinical["stage"].dropna()
+    assert (c.patients.loc[clin.index, "stage"] == clin).all()
+    with h5py.File(c.resolve_path(c.slides["path"].iloc[0]), "r") as f:
+        assert f["features"].dtype == np.float32
+    assert c.targets("survival").time.max() <= 24.0
+    assert (c.root / "splits" / "kfold3.csv").exists()
