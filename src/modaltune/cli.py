@@ -114,11 +114,15 @@ def data_import_modaltune_json(
 
 
 @data_app.command("validate")
-def data_validate(root: str = typer.Argument(..., help="Cohort directory.")) -> None:
+def data_validate(
+    root: str = typer.Argument(..., help="Cohort directory."),
+    check_bags: bool = typer.Option(True, "--check-bags/--no-check-bags", help="Read every existing bag file (NaN/inf, shapes, dims)."),
+    max_bags: int | None = typer.Option(None, "--max-bags", help="Read at most this many bag files."),
+) -> None:
     """List every problem of a cohort directory; exit 1 if there are errors (warnings alone: 0)."""
     from modaltune.data.workflows import validate_dir
 
-    report = validate_dir(root)
+    report = validate_dir(root, check_bags=check_bags, max_bags=max_bags)
     for p in report.problems:
         typer.echo(str(p), err=p.severity == "error")
     typer.echo(f"{root}: {len(report.errors)} error(s), {len(report.warnings)} warning(s)")
@@ -201,6 +205,83 @@ def data_simulate(
     c = simulate_cohort(out, preset=preset, n_patients=patients, seed=seed, sites=site_list, missing_rates=_parse_rates(missing),
                         feature_dim=feature_dim, censoring_rate=censoring_rate, pathways_file=pathways, n_folds=folds, overwrite=overwrite)
     typer.echo(f"wrote {out}: synthetic cohort {c.name}, {len(c)} patients, sites {site_list}")
+
+
+# ---------------------------------------------------------------- training (modaltune.training)
+@app.command("fit")
+def fit_cmd(
+    config: str = typer.Argument(..., help="Experiment YAML (see configs/examples/fit_*.yaml)."),
+    out: str = typer.Option(..., "--out", help="Run folder: checkpoints, logs, model/."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set trainer.max_epochs=3 (repeatable)."),
+    no_resume: bool = typer.Option(False, "--no-resume", help="Start over even if out/checkpoints/last.ckpt exists."),
+) -> None:
+    """Train one method on one fold of one cohort and save it to OUT/model."""
+    from modaltune.config import load_config
+    from modaltune.training.experiment_config import ExperimentConfig
+    from modaltune.training.run_folder import write_run_metadata
+    from modaltune.training.trainer import fit
+
+    cfg = load_config(config, ExperimentConfig, overrides=set_)
+    fitted = fit(cfg, out_dir=out, resume=not no_resume)
+    if fitted is None:  # non-zero rank of a multi-process run
+        return
+    write_run_metadata(out, cfg)
+    typer.echo(f"saved {fitted.method.name} ({fitted.kind}) trained on {len(fitted.train_ids)} patients to {out}/model")
+
+
+@app.command("predict")
+def predict_cmd(
+    model_dir: str = typer.Argument(..., help="A saved model folder (OUT/model of `modaltune fit`)."),
+    cohort_dir: str = typer.Argument(..., help="Cohort directory to predict."),
+    out: str = typer.Option(..., "--out", help="Predictions file (.parquet or .csv)."),
+    split: str | None = typer.Option(None, "--split", help="Split file or name under <cohort>/splits/ (default: all patients)."),
+    fold: int = typer.Option(0, "--fold", help="Fold of --split."),
+    partition: str = typer.Option("test", "--partition", help="train, val or test (with --split)."),
+) -> None:
+    """Apply a saved model to a cohort: one row per patient x task."""
+    from pathlib import Path
+
+    from modaltune.data.cohort import Cohort
+    from modaltune.training.trainer import FittedModel, predict
+
+    fitted = FittedModel.load(model_dir)
+    cohort = Cohort.load(cohort_dir)
+    ids = None
+    if split:
+        from modaltune.data.splits import SplitSet
+        from modaltune.training.sources import _split_path
+
+        ss = SplitSet.load(_split_path(cohort, split))
+        folds = {f.index: f for f in ss.folds}
+        if fold not in folds:
+            raise ModaltuneError(f"fold {fold} is not in the split (folds {sorted(folds)})", where="--fold")
+        if partition not in ("train", "val", "test"):
+            raise ModaltuneError(f"unknown partition '{partition}'", where="--partition", fix="use train, val or test")
+        ids = getattr(folds[fold], partition)
+    df = predict(fitted, cohort, ids)
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(path, index=False) if path.suffix == ".csv" else df.to_parquet(path, index=False)
+    typer.echo(f"wrote {len(df)} prediction rows ({df['patient_id'].nunique()} patients) to {out}")
+
+
+@app.command("benchmark")
+def benchmark_cmd(
+    config: str = typer.Argument(..., help="Benchmark YAML (see configs/examples/benchmark_*.yaml)."),
+    out: str | None = typer.Option(None, "--out", help="Run folder (default runs/<name>)."),
+    workers: int = typer.Option(1, "--workers", help="Parallel local worker processes."),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="Run units as Ray tasks: auto, local or host:port."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config key (repeatable)."),
+    no_resume: bool = typer.Option(False, "--no-resume", help="Recompute every unit."),
+) -> None:
+    """Run methods x cohorts x tasks x folds x seeds; resumable; writes results.csv, summary.md, predictions.parquet."""
+    from modaltune.training.runner import run_benchmark
+
+    res = run_benchmark(config, out, workers=workers, ray_address=ray_address, resume=not no_resume, overrides=set_)
+    n = len(res.statuses)
+    typer.echo(f"{n} units ({sum(s == 'skipped' for s in res.statuses.values())} already done, {len(res.failed)} failed); tables in {res.out_dir}")
+    if res.failed:
+        typer.echo("failed units (reasons in failed_units.csv and summary.md): " + ", ".join(res.failed[:5]) + (" ..." if len(res.failed) > 5 else ""), err=True)
 
 
 def main(argv: list[str] | None = None) -> int:

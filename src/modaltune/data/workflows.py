@@ -39,38 +39,15 @@ def import_data(source: str, cohort: str, out_dir: str | Path, shared_dir: str |
     return import_cohort(source, cohort, shared_dir, out_dir, **options)
 
 
-def validate_dir(root: str | Path) -> ValidationReport:
+def validate_dir(root: str | Path, *, check_bags: bool = True, max_bags: int | None = None) -> ValidationReport:
     """Every problem of the cohort directory ``root`` (errors and warnings), at once.
 
-    Uses :func:`modaltune.data.validate.validate_cohort`; if that module is not available, falls
-    back to loading the cohort (reports the first structural error only) and checking its splits.
+    See :func:`modaltune.data.validate.validate_cohort`; ``check_bags`` reads every existing
+    bag file (NaN/inf, shapes, dims), ``max_bags`` caps how many are read.
     """
-    try:
-        from modaltune.data.validate import validate_cohort
-    except ImportError:
-        validate_cohort = None
-    if validate_cohort is not None:
-        return validate_cohort(root)
-    report = ValidationReport()
-    from modaltune.data.cohort import Cohort
+    from modaltune.data.validate import validate_cohort
 
-    try:
-        cohort = Cohort.load(root)
-    except InputError as exc:
-        report.add(exc.where or root, exc.detail, exc.fix or "")
-        return report
-    for name, s in list_splits(root).items():
-        try:
-            from modaltune.data.splits import SplitSet
-
-            ss = SplitSet.load(s)
-        except InputError as exc:
-            report.add(exc.where or s, exc.detail, exc.fix or "")
-            continue
-        unknown = ss.check_against(cohort.patient_ids)
-        if unknown:
-            report.add(s, f"{len(unknown)} patient(s) not in the cohort, e.g. {unknown[:3]}", "re-create the split")
-    return report
+    return validate_cohort(root, check_bags=check_bags, max_bags=max_bags)
 
 
 def list_splits(root: str | Path) -> dict[str, Path]:
