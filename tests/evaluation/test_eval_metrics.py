@@ -221,3 +221,25 @@ def test_regression_metrics():
     # errors 0, 0, 2: mse 4/3, mae 2/3, r2 = 1 - 4/2 = -1
     assert res["mse"] == pytest.approx(4 / 3) and res["mae"] == pytest.approx(2 / 3) and res["r2"] == pytest.approx(-1.0)
     assert res.n_masked == 1
+
+
+def test_harrell_equals_sksurv_on_tie_heavy_data():
+    # ties in time (event/censored at the same time) and in risk exercise every pair rule
+    from sksurv.metrics import concordance_index_censored
+
+    rng = np.random.default_rng(5)
+    checked = 0
+    for _ in range(60):
+        n = int(rng.integers(2, 40))
+        t = rng.integers(0, 6, n).astype(float)
+        e = rng.random(n) < 0.5
+        r = rng.integers(0, 3, n).astype(float)
+        try:
+            ref = concordance_index_censored(e, t, r)[0]
+        except Exception:
+            with pytest.raises(MetricUndefined):
+                harrell_c(t, e.astype(int), r)
+            continue
+        assert harrell_c(t, e.astype(int), r) == pytest.approx(ref, abs=1e-12)
+        checked += 1
+    assert checked > 30
