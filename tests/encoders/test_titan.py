@@ -169,3 +169,19 @@ def test_contract_errors():
         assert m(x, c, patch_size_lv0=512).shape == (1, 48)
     m2 = TitanSlideEncoder(embed_dim=48, depth=1, num_heads=12, attn_pooler_heads=8, patch_size_level0=512).eval()
     assert m2(x, c).shape == (1, 48)
+
+
+def test_gradient_checkpointing_same_grads():
+    torch.manual_seed(0)
+    m = TitanSlideEncoder(embed_dim=48, depth=2, num_heads=12)
+    x = torch.randn(1, 30, 768)
+    c = torch.stack(torch.meshgrid(torch.arange(6), torch.arange(5), indexing="ij"), -1).reshape(1, 30, 2) * 512
+    m(x, c, patch_size_level0=512).sum().backward()
+    grads = {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+    assert "blocks.modules_list.0.attn.qkv.weight" in grads and float(grads["patch_embed.0.weight"].abs().sum()) > 0
+    m.zero_grad()
+    m.set_grad_checkpointing(True)
+    m(x, c, patch_size_level0=512).sum().backward()
+    for n, p in m.named_parameters():
+        if n in grads:
+            assert torch.allclose(grads[n], p.grad, atol=1e-6), n

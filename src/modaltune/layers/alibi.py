@@ -59,6 +59,7 @@ def alibi_bias_tile(
     k_is_cls: torch.Tensor | None = None,
     dtype: torch.dtype = torch.float32,
     dist_table: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """ALiBi bias for a tile of queries against all keys.
 
@@ -71,18 +72,27 @@ def alibi_bias_tile(
         dtype: output dtype; values are float32-rounded first (as in the official model).
         dist_table: optional :func:`distance_table` covering every offset in the tile (pass it
             when calling repeatedly to avoid rebuilding it).
+        out: optional float32 ``(H, Q, K)`` buffer to write into (avoids a fresh allocation per
+            tile; fresh pages cost more than the arithmetic here).
 
     Returns:
         ``(H, Q, K)`` bias ``-slope_h * float32(sqrt(dx^2 + dy^2))``.
     """
     table = distance_table(grid_q, grid_k) if dist_table is None else dist_table
-    dx = (grid_q[:, None, 0] - grid_k[None, :, 0]).abs_()
-    dy = (grid_q[:, None, 1] - grid_k[None, :, 1]).abs_()
-    dist = table[dx, dy]
+    # int32 offsets and one flat gather: this tile pass is memory-bound, keep it lean
+    q0, q1 = (grid_q[:, a].to(torch.int32).contiguous() for a in (0, 1))
+    k0, k1 = (grid_k[:, a].to(torch.int32).contiguous() for a in (0, 1))
+    idx = torch.sub(q0[:, None], k0[None, :]).abs_().mul_(table.shape[1])
+    idx.add_(torch.sub(q1[:, None], k1[None, :]).abs_())
+    dist = table.reshape(-1).index_select(0, idx.reshape(-1)).view(idx.shape)
     if q_is_cls is not None:
-        dist = dist.masked_fill(q_is_cls[:, None], 0.0)
+        dist.masked_fill_(q_is_cls[:, None], 0.0)
     if k_is_cls is not None:
-        dist = dist.masked_fill(k_is_cls[None, :], 0.0)
-    # float32 product as in the official code, even when the model runs in float64
-    bias = dist[None, :, :] * slopes.to(device=dist.device, dtype=torch.float32)[:, None, None] * -1.0
+        dist.masked_fill_(k_is_cls[None, :], 0.0)
+    # float32 product as in the official code (dist * slope * -1), even when the model runs in
+    # float64; multiplying by the negated slope is the same float32 value (negation is exact).
+    neg = -slopes.to(device=dist.device, dtype=torch.float32)
+    if out is not None and dtype == torch.float32:
+        return torch.mul(dist[None, :, :], neg[:, None, None], out=out)
+    bias = dist[None, :, :] * neg[:, None, None]
     return bias.to(dtype)

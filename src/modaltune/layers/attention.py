@@ -111,16 +111,20 @@ def alibi_attention(
     step = max(1, int(max_tile_elems // max(1, B * H * T)))
     is_cls = torch.arange(T, device=q.device) < num_prefix
     tables = [distance_table(grid[b]) for b in range(B)]
-    outs = []
+    buf = torch.empty(B, H, min(step, T), T, dtype=q.dtype, device=q.device)  # reused by every tile
+    out = torch.empty_like(q)
     for i in range(0, T, step):
         j = min(T, i + step)
-        bias = torch.stack(
-            [alibi_bias_tile(grid[b, i:j], grid[b], slopes, is_cls[i:j], is_cls, dtype=q.dtype, dist_table=tables[b]) for b in range(B)]
-        )
+        bias = buf[:, :, : j - i]
+        for b in range(B):
+            res = alibi_bias_tile(grid[b, i:j], grid[b], slopes, is_cls[i:j], is_cls, dtype=q.dtype, dist_table=tables[b],
+                                  out=bias[b] if q.dtype == torch.float32 else None)
+            if res.data_ptr() != bias[b].data_ptr():
+                bias[b].copy_(res)
         if key_padding_mask is not None:
-            bias = bias.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
-        outs.append(F.scaled_dot_product_attention(q[:, :, i:j], k, v, attn_mask=bias))
-    return torch.cat(outs, dim=2)
+            bias.masked_fill_(key_padding_mask[:, None, None, :], float("-inf"))
+        out[:, :, i:j] = F.scaled_dot_product_attention(q[:, :, i:j], k, v, attn_mask=bias)
+    return out
 
 
 class Attention(nn.Module):
