@@ -222,6 +222,36 @@ def _tabular_columns(task_info: Any, out: np.ndarray) -> dict[str, np.ndarray]:
     return {"prediction": out.reshape(-1)}
 
 
+class _quiet_lightning:
+    """Silence Lightning's info chatter (device banners, tips) while a trainer is built and run."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.saved: list[tuple[logging.Logger, int]] = []
+
+    def __enter__(self):
+        if self.enabled:
+            import warnings
+
+            self._warn = warnings.catch_warnings()
+            self._warn.__enter__()
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+            warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+                lg = logging.getLogger(name)
+                self.saved.append((lg, lg.level))
+                lg.setLevel(logging.WARNING)
+        return self
+
+    def __exit__(self, *exc):
+        for lg, level in self.saved:
+            lg.setLevel(level)
+        if self.enabled:
+            self._warn.__exit__(*exc)
+        return False
+
+
 def _lightning_trainer(tcfg: TrainerConfig, *, out_dir: Path | None, callbacks: list, has_val: bool, progress: bool | None = None, **overrides):
     import lightning as L
 
@@ -348,8 +378,9 @@ def fit(
     if ckpt_path is None and resume and ckpt_dir is not None and (ckpt_dir / LAST_CKPT).exists():
         ckpt_path = ckpt_dir / LAST_CKPT
         log.info("resuming from %s", ckpt_path)
-    ltrainer = _lightning_trainer(tcfg, out_dir=out, callbacks=cbs, has_val=bool(val_ids), progress=progress)
-    ltrainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    with _quiet_lightning(progress is False):
+        ltrainer = _lightning_trainer(tcfg, out_dir=out, callbacks=cbs, has_val=bool(val_ids), progress=progress)
+        ltrainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
     if not ltrainer.is_global_zero:
         return None
     model = module.model.cpu().eval()
@@ -411,8 +442,9 @@ def _torch_outputs(fitted: FittedModel, cohort: Any, ids: list[str], *, embeddin
     module = MultiTaskLightningModule(fitted.model, {t.spec.name: t for t in fitted.info.tasks}, return_embeddings=embeddings)
     t = fitted.trainer
     acc = t.accelerator
-    trainer = L.Trainer(accelerator=acc, devices=1, precision=t.precision, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
-    records = trainer.predict(module, dataloaders=dm.predict_loader(ids, batch_size=batch_size))
+    with _quiet_lightning():
+        trainer = L.Trainer(accelerator=acc, devices=1, precision=t.precision, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+        records = trainer.predict(module, dataloaders=dm.predict_loader(ids, batch_size=batch_size))
     fitted.model.cpu().eval()
     pids: list[str] = []
     cols: dict[str, dict[str, list]] = {}

@@ -1,0 +1,552 @@
+"""Resumable benchmark runner: methods x cohorts x task sets x folds x seeds.
+
+Every combination is a *unit*. A unit trains one method on one fold with one seed, predicts the
+fold's evaluation partition and computes its metrics. It writes ``units/<unit_id>/``
+(``predictions.parquet``, ``metrics.csv``, ``unit.json``, ``DONE``) by building the folder under a
+temporary name and renaming it, so a unit folder either is complete or does not exist. Training
+checkpoints live in ``work/<unit_id>/`` until the unit is done, so a killed unit resumes from its
+last epoch. A rerun skips units whose ``DONE`` marker exists; failed units (``FAILED.json`` with a
+one-line reason) are retried.
+
+At the end the run folder gets::
+
+    results.csv          long table: method, cohort, task, metric, fold, seed, value
+    predictions.parquet  per-patient out-of-fold predictions of every unit
+    summary.md           mean ± std tables (ddof stated), protocol/endpoint/folds/seeds/features,
+                         bootstrap 95% CIs on pooled OOF predictions, collapse flags, failed units,
+                         exclusions
+    failed_units.csv     unit, reason
+    exclusions.csv       patients missing modalities / labels, with reasons (never dropped silently)
+    config.yaml, versions.json, git.json, data_hashes.json, run.log
+
+Units run in this process (``workers=1``), in spawned worker processes (``workers>1``) or as Ray
+tasks (``ray_address`` given; needs the ``[distributed]`` extra).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from modaltune.errors import InputError, ModaltuneError
+from modaltune.training.experiment_config import BenchmarkConfig
+
+__all__ = ["Unit", "plan_units", "run_unit", "run_benchmark", "aggregate", "BenchmarkResult"]
+
+log = logging.getLogger("modaltune.benchmark")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One (method, cohort, task set, fold, seed) combination."""
+
+    method_index: int
+    method: str
+    cohort: str
+    cohort_path: str
+    tasks: tuple[str, ...]
+    fold: int
+    seed: int
+
+    @property
+    def uid(self) -> str:
+        raw = f"{self.method}__{self.cohort}__{'+'.join(self.tasks)}__fold{self.fold}__seed{self.seed}"
+        return re.sub(r"[^A-Za-z0-9_.+=-]", "-", raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["tasks"] = list(self.tasks)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Unit":
+        return cls(**{**d, "tasks": tuple(d["tasks"])})
+
+
+@dataclass
+class BenchmarkResult:
+    """What :func:`run_benchmark` returns: the run folder, the long results and unit statuses."""
+
+    out_dir: Path
+    results: pd.DataFrame
+    statuses: dict[str, str]
+
+    @property
+    def failed(self) -> list[str]:
+        return [u for u, s in self.statuses.items() if s == "failed"]
+
+
+# ---------------------------------------------------------------------------------------- planning
+def _validate(cfg: BenchmarkConfig) -> None:
+    """Fail fast, with one-line errors, on names that no unit could ever use."""
+    from modaltune.evaluation import get_metric
+    from modaltune.methods.registry import get_method
+
+    for m in cfg.methods:
+        get_method(m.name)
+    for name in cfg.evaluation.metrics or []:
+        get_metric(name)
+
+
+def plan_units(cfg: BenchmarkConfig, cohort_paths: list[Path]) -> list[Unit]:
+    """Every unit of the benchmark, after checking tasks (names and columns) and splits."""
+    from modaltune.training import sources
+
+    units = []
+    for path in cohort_paths:
+        cohort = sources.load_cohort(path)
+        task_sets = cfg.task_sets([t.name for t in cohort.tasks])
+        for ts in task_sets:
+            sources.check_tasks(cohort, ts)
+        all_tasks = list(dict.fromkeys(t for ts in task_sets for t in ts))
+        splits, _ = sources.make_splits(cohort, cfg.split, all_tasks)
+        for mi, m in enumerate(cfg.methods):
+            for ts in task_sets:
+                for f in splits.folds:
+                    for seed in cfg.seed_list():
+                        units.append(Unit(mi, m.display, cohort.name, str(path), tuple(ts), f.index, seed))
+    uids = [u.uid for u in units]
+    dup = sorted({u for u in uids if uids.count(u) > 1})
+    if dup:
+        raise InputError(f"two units share the id {dup[0]} (two cohorts with the same name?)", where="data", fix="give cohorts distinct names")
+    return units
+
+
+# ---------------------------------------------------------------------------------------- one unit
+class UnitFailure(ModaltuneError):
+    """A unit could not produce a usable result (the reason is recorded, others continue)."""
+
+
+def _metrics_for(cfg: BenchmarkConfig, kind: str) -> list[str] | None:
+    from modaltune.evaluation import METRICS
+
+    if cfg.evaluation.metrics is None:
+        return None
+    names = [m for m in cfg.evaluation.metrics if METRICS[m].kind == kind]
+    return names or None
+
+
+def _evaluate_unit(cfg: BenchmarkConfig, fitted: Any, cohort: Any, fold: Any, preds: pd.DataFrame) -> tuple[list[dict], dict[str, Any]]:
+    """Metric rows of one unit; raises :class:`UnitFailure` when a task has no defined metric."""
+    from modaltune.evaluation import compute_metrics
+    from modaltune.training.trainer import targets_frame
+
+    rows, notes = [], {}
+    train_tgt = targets_frame(cohort, fold.train, fitted.tasks)
+    for t in fitted.info.tasks:
+        name = t.spec.name
+        p = preds[preds["task"] == name].dropna(axis=1, how="all")
+        if t.spec.kind == "classification" and "label" not in p:
+            p = p.assign(label=-1)
+        tr = train_tgt[train_tgt["task"] == name]
+        mv = compute_metrics(t, p, tr if t.spec.kind == "survival" else None, _metrics_for(cfg, t.spec.kind))
+        if len(mv) and all(not np.isfinite(v) for v in mv.values()):
+            why = "; ".join(f"{k}: {r}" for k, r in mv.reasons.items()) or "no metric defined"
+            raise UnitFailure(f"task '{name}': every metric is undefined on fold {fold.index} ({why})")
+        for metric, value in mv.items():
+            rows.append({"task": name, "metric": metric, "value": float(value), "reason": mv.reasons.get(metric, ""), "n_used": mv.n_used, "n_masked": mv.n_masked})
+        notes[name] = {"n_used": mv.n_used, "n_masked": mv.n_masked, "reasons": dict(mv.reasons), "notes": {k: v for k, v in mv.notes.items()}}
+    return rows, notes
+
+
+def run_unit(unit: Unit | dict, cfg: BenchmarkConfig | dict, out_dir: str | Path, *, threads: int | None = None) -> dict[str, Any]:
+    """Run one unit (or skip it when its ``DONE`` marker exists). Never raises for unit-level
+    problems: they are written to ``units/<uid>/FAILED.json`` and returned as ``status='failed'``.
+
+    Returns ``{"uid", "status": "done"|"skipped"|"failed", "reason", "seconds"}``.
+    """
+    import torch
+
+    from modaltune.training import sources
+    from modaltune.training.run_folder import atomic_write_csv, atomic_write_parquet, atomic_write_text
+    from modaltune.training.trainer import fit, predict
+
+    unit = unit if isinstance(unit, Unit) else Unit.from_dict(unit)
+    cfg = cfg if isinstance(cfg, BenchmarkConfig) else BenchmarkConfig.model_validate(cfg)
+    out_dir = Path(out_dir)
+    udir = out_dir / "units" / unit.uid
+    if (udir / "DONE").exists():
+        return {"uid": unit.uid, "status": "skipped", "reason": "", "seconds": 0.0}
+    if threads:
+        torch.set_num_threads(threads)
+    t0 = time.time()
+    work = out_dir / "work" / unit.uid
+    tmp = out_dir / "units" / f".tmp-{unit.uid}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        cohort = sources.load_cohort(unit.cohort_path)
+        tasks = list(unit.tasks)
+        all_tasks = list(dict.fromkeys(t for ts in cfg.task_sets([t.name for t in cohort.tasks]) for t in ts))
+        splits, _ = sources.make_splits(cohort, cfg.split, all_tasks)
+        fold = next(f for f in splits.folds if f.index == unit.fold)
+        method = cfg.methods[unit.method_index]
+        tcfg = cfg.trainer.model_copy(update={"seed": unit.seed, "progress_bar": False})
+        fitted = fit(cohort, fold, method, tasks=tasks, trainer=tcfg, data=cfg.data, out_dir=work, resume=True, eval_partition=cfg.split.eval_partition, progress=False)
+        part, ids = sources.eval_ids(fold, cfg.split.eval_partition)
+        preds = predict(fitted, cohort, ids)
+        rows, notes = _evaluate_unit(cfg, fitted, cohort, fold, preds)
+        meta = {"method": unit.method, "cohort": unit.cohort, "fold": unit.fold, "seed": unit.seed}
+        preds = preds.assign(**meta, partition=part)
+        metrics = pd.DataFrame(rows).assign(**meta)
+        tmp.mkdir(parents=True, exist_ok=True)
+        atomic_write_parquet(tmp / "predictions.parquet", preds)
+        atomic_write_csv(tmp / "metrics.csv", metrics)
+        if (work / "train" / "metrics.csv").exists():
+            shutil.copy(work / "train" / "metrics.csv", tmp / "train_log.csv")
+        info = {
+            "unit": unit.to_dict(),
+            "uid": unit.uid,
+            "status": "done",
+            "seconds": round(time.time() - t0, 3),
+            "partition": part,
+            "n_train": len(fold.train),
+            "n_eval": len(ids),
+            "modalities": fitted.method.modalities,
+            "tasks": notes,
+        }
+        atomic_write_text(tmp / "unit.json", json.dumps(info, indent=2, default=str))
+        (tmp / "DONE").write_text("")
+        shutil.rmtree(udir, ignore_errors=True)  # a previous failed attempt
+        os.replace(tmp, udir)
+        shutil.rmtree(work, ignore_errors=True)
+        return {"uid": unit.uid, "status": "done", "reason": "", "seconds": info["seconds"]}
+    except Exception as exc:  # noqa: BLE001 - a unit failure must not stop the benchmark
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = str(exc).replace("\n", " ") or type(exc).__name__
+        if not isinstance(exc, ModaltuneError):
+            reason = f"{type(exc).__name__}: {reason}"
+        udir.mkdir(parents=True, exist_ok=True)
+        rec = {"unit": unit.to_dict(), "uid": unit.uid, "status": "failed", "reason": reason, "traceback": traceback.format_exc(limit=8)}
+        atomic_write_text(udir / "FAILED.json", json.dumps(rec, indent=2, default=str))
+        log.warning("unit %s failed: %s", unit.uid, reason)
+        return {"uid": unit.uid, "status": "failed", "reason": reason, "seconds": round(time.time() - t0, 3)}
+
+
+def _unit_entry(unit: dict, cfg: dict, out_dir: str, threads: int | None) -> dict[str, Any]:
+    """Top-level function for worker processes / Ray tasks (picklable by reference)."""
+    return run_unit(unit, cfg, out_dir, threads=threads)
+
+
+# ---------------------------------------------------------------------------------------- execution
+def _progress(total: int, enabled: bool, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="unit", disable=not enabled)
+
+
+def _execute(units: list[Unit], cfg: BenchmarkConfig, out_dir: Path, workers: int, ray_address: str | None, progress: bool) -> dict[str, dict]:
+    todo = [u for u in units if not (out_dir / "units" / u.uid / "DONE").exists()]
+    results: dict[str, dict] = {u.uid: {"uid": u.uid, "status": "skipped", "reason": ""} for u in units if u not in todo}
+    if not todo:
+        return results
+    cfg_d = cfg.model_dump(mode="json")
+    bar = _progress(len(todo), progress, f"benchmark {cfg.name}")
+    try:
+        if ray_address:
+            from modaltune.errors import require
+
+            ray = require("ray", "distributed", "running benchmark units as Ray tasks")
+            started_here = False
+            if not ray.is_initialized():
+                addr = None if ray_address == "local" else ray_address
+                ray.init(address=addr, num_cpus=max(workers, 1) if addr is None else None, ignore_reinit_error=True, log_to_driver=False)
+                started_here = True
+            try:
+                remote = ray.remote(num_cpus=1)(_unit_entry)
+                pending = {remote.remote(u.to_dict(), cfg_d, str(out_dir), 1): u for u in todo}
+                while pending:
+                    done, _ = ray.wait(list(pending), num_returns=1)
+                    for ref in done:
+                        u = pending.pop(ref)
+                        try:
+                            results[u.uid] = ray.get(ref)
+                        except Exception as exc:  # a crashed worker: record, go on
+                            results[u.uid] = {"uid": u.uid, "status": "failed", "reason": f"ray task crashed: {type(exc).__name__}: {exc}".replace("\n", " ")}
+                        bar.update(1)
+            finally:
+                if started_here:
+                    ray.shutdown()
+        elif workers > 1:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            threads = max(1, (os.cpu_count() or 1) // workers)
+            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+                futs = {pool.submit(_unit_entry, u.to_dict(), cfg_d, str(out_dir), threads): u for u in todo}
+                for fut in as_completed(futs):
+                    u = futs[fut]
+                    try:
+                        results[u.uid] = fut.result()
+                    except Exception as exc:  # e.g. a worker killed by the OOM killer
+                        results[u.uid] = {"uid": u.uid, "status": "failed", "reason": f"worker crashed: {type(exc).__name__}: {exc}".replace("\n", " ")}
+                    bar.update(1)
+        else:
+            for u in todo:
+                bar.set_postfix_str(u.uid[:60])
+                results[u.uid] = run_unit(u, cfg, out_dir)
+                bar.update(1)
+    finally:
+        bar.close()
+    return results
+
+
+# ---------------------------------------------------------------------------------------- tables
+def _read_units(out_dir: Path, units: list[Unit]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    mets, preds, failed = [], [], []
+    for u in units:
+        d = out_dir / "units" / u.uid
+        if (d / "DONE").exists():
+            m = pd.read_csv(d / "metrics.csv", keep_default_na=True)
+            m["tasks"] = "+".join(u.tasks)
+            mets.append(m)
+            p = pd.read_parquet(d / "predictions.parquet")
+            p["tasks"] = "+".join(u.tasks)
+            preds.append(p)
+        elif (d / "FAILED.json").exists():
+            rec = json.loads((d / "FAILED.json").read_text())
+            failed.append({"unit": u.uid, "method": u.method, "cohort": u.cohort, "task": "+".join(u.tasks), "fold": u.fold, "seed": u.seed, "reason": rec.get("reason", "")})
+        else:
+            failed.append({"unit": u.uid, "method": u.method, "cohort": u.cohort, "task": "+".join(u.tasks), "fold": u.fold, "seed": u.seed, "reason": "not run (interrupted?)"})
+    metrics = pd.concat(mets, ignore_index=True) if mets else pd.DataFrame(columns=["method", "cohort", "task", "metric", "fold", "seed", "value", "tasks"])
+    predictions = pd.concat(preds, ignore_index=True) if preds else pd.DataFrame()
+    return metrics, predictions, pd.DataFrame(failed, columns=["unit", "method", "cohort", "task", "fold", "seed", "reason"])
+
+
+def _pooled_ci_lines(cfg: BenchmarkConfig, predictions: pd.DataFrame, infos: dict[tuple[str, str], Any]) -> list[str]:
+    """Bootstrap 95% CIs (patients resampled) of each metric on pooled out-of-fold predictions."""
+    from modaltune.evaluation import bootstrap_ci, compute_metrics
+
+    if cfg.evaluation.bootstrap <= 0 or predictions.empty:
+        return []
+    level = cfg.evaluation.ci
+    lines = [
+        f"## Bootstrap {level:.0%} CIs on pooled out-of-fold predictions",
+        "",
+        f"Each patient is predicted once per seed by the fold model that held it out; the predictions of all folds are pooled and "
+        f"patients are resampled {cfg.evaluation.bootstrap} times (percentile intervals). Risk scales of different fold models are "
+        "pooled as they are, so pooled values can differ from the fold means above.",
+        "",
+        "| method | cohort | task | seed | metric | estimate | CI |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (method, cohort, tasks, task, seed), g in predictions.groupby(["method", "cohort", "tasks", "task", "seed"], sort=False):
+        info = infos.get((cohort, task))
+        if info is None:
+            continue
+        g = g.dropna(axis=1, how="all")
+        if info.spec.kind == "classification" and "label" not in g:
+            continue
+        names = _metrics_for(cfg, info.spec.kind) or ({"survival": ["c_index"], "classification": ["balanced_accuracy", "macro_auc"], "regression": ["mse"]}[info.spec.kind])
+        names = [n for n in names if n in ("c_index", "balanced_accuracy", "macro_f1", "macro_auc", "accuracy", "mse", "mae", "r2")]  # no train-fold metrics when pooling
+        for name in names:
+            fn = (lambda d, _n=name, _i=info: compute_metrics(_i, d, None, [_n])[_n])
+            try:
+                r = bootstrap_ci(g, fn, n=cfg.evaluation.bootstrap, seed=0, level=level)
+                ci = f"[{r.low:.3f}, {r.high:.3f}]" if np.isfinite(r.low) else "n/a"
+                lines.append(f"| {method} | {cohort} | {task} | {seed} | {name} | {r.estimate:.3f} | {ci} |")
+            except ModaltuneError as exc:
+                lines.append(f"| {method} | {cohort} | {task} | {seed} | {name} | n/a | {str(exc)[:80]} |")
+    lines.append("")
+    return lines
+
+
+def _collapse_notes(predictions: pd.DataFrame, infos: dict[tuple[str, str], Any]) -> list[str]:
+    from modaltune.evaluation import detect_collapse
+
+    notes = []
+    if predictions.empty:
+        return notes
+    for (method, cohort, tasks, task, fold, seed), g in predictions.groupby(["method", "cohort", "tasks", "task", "fold", "seed"], sort=False):
+        info = infos.get((cohort, task))
+        if info is None:
+            continue
+        kind = info.spec.kind
+        if kind == "survival":
+            lab = g[g["time"].notna() & g["event"].notna()] if {"time", "event"} <= set(g.columns) else g.iloc[:0]
+            if len(lab):
+                rep = detect_collapse(lab["risk"].to_numpy(float), lab["event"].to_numpy(float), time=lab["time"].to_numpy(float))
+            else:
+                rep = detect_collapse(g["risk"].to_numpy(float))
+        elif kind == "classification":
+            cols = [f"prob_{c}" for c in (info.class_names or info.spec.classes)]
+            rep = detect_collapse(g[cols].to_numpy(float))
+        else:
+            rep = detect_collapse(g["prediction"].to_numpy(float))
+        if rep.collapsed:
+            notes.append(f"COLLAPSE {method} / {cohort} / {task} / fold {fold} / seed {seed}: {'; '.join(rep.reasons)}")
+    return notes
+
+
+def _used_modalities(cfg: BenchmarkConfig, cohort: Any) -> list[str]:
+    """Modality names of ``cohort`` read by at least one method of the benchmark."""
+    from modaltune.methods.registry import get_method
+    from modaltune.training import sources
+
+    mods: list[str] = []
+    for m in cfg.methods:
+        for x in sources.resolve_modalities(cohort, m.modalities or list(get_method(m.name).modalities) or None) or [mm.name for mm in cohort.modalities]:
+            if x not in mods:
+                mods.append(x)
+    return mods
+
+
+def _exclusions(cfg: BenchmarkConfig, cohort_paths: list[Path]) -> pd.DataFrame:
+    from modaltune.data.dataset import summarize_exclusions
+    from modaltune.training import sources
+
+    frames = []
+    for path in cohort_paths:
+        cohort = sources.load_cohort(path)
+        tasks = list(dict.fromkeys(t for ts in cfg.task_sets([t.name for t in cohort.tasks]) for t in ts))
+        rep = summarize_exclusions(cohort, modalities=_used_modalities(cfg, cohort), tasks=tasks)
+        if len(rep.patients):
+            frames.append(rep.patients.assign(cohort=cohort.name))
+    cols = ["cohort", "patient_id", "what", "name", "reason"]
+    return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
+
+
+def aggregate(cfg: BenchmarkConfig, out_dir: str | Path, units: list[Unit], cohort_paths: list[Path]) -> pd.DataFrame:
+    """Write results.csv, predictions.parquet, failed_units.csv, exclusions.csv and summary.md."""
+    from modaltune.evaluation import summary_table
+    from modaltune.training import sources
+    from modaltune.training.run_folder import atomic_write_csv, atomic_write_parquet, atomic_write_text
+
+    out_dir = Path(out_dir)
+    metrics, predictions, failed = _read_units(out_dir, units)
+    results = metrics[["method", "cohort", "task", "metric", "fold", "seed", "value"]].copy() if len(metrics) else pd.DataFrame(columns=["method", "cohort", "task", "metric", "fold", "seed", "value"])
+    atomic_write_csv(out_dir / "results.csv", results)
+    if len(predictions):
+        atomic_write_parquet(out_dir / "predictions.parquet", predictions)
+    atomic_write_csv(out_dir / "failed_units.csv", failed)
+    excl = _exclusions(cfg, cohort_paths)
+    atomic_write_csv(out_dir / "exclusions.csv", excl)
+
+    # task infos (class names, kinds) per cohort, from the manifests
+    infos: dict[tuple[str, str], Any] = {}
+    endpoints, feats = [], []
+    for path in cohort_paths:
+        c = sources.load_cohort(path)
+        for t in c.tasks:
+            infos[(c.name, t.name)] = _SpecInfo(t)
+            if t.kind == "survival":
+                endpoints.append(f"{t.name}: {t.endpoint} ({t.time_unit})")
+            elif t.kind == "classification":
+                endpoints.append(f"{t.name}: {len(t.classes)}-class ({', '.join(t.classes)})")
+        used = set(_used_modalities(cfg, c))
+        feats += [f"{m.name} ({m.encoder})" if m.kind == "slide" and m.encoder else m.name for m in c.modalities if m.name in used]
+    feature_sources = cfg.features or ", ".join(dict.fromkeys(feats))
+    strat = cfg.split.stratify
+    if strat == "auto":
+        strat = "the first task"
+    protocol = cfg.evaluation.protocol or (
+        f"split file '{cfg.split.file}'" if cfg.split.file else f"patient-level {cfg.split.kfold}-fold CV (seed {cfg.split.seed}, stratified by {strat or 'nothing'})"
+    )
+    protocol += f"; {cfg.trainer.max_epochs} epochs, last epoch reported" + (", early stopping" if cfg.trainer.early_stopping else ", no early stopping")
+    protocol += f"; survival bins '{cfg.data.bin_mode}'"
+    notes = _collapse_notes(predictions, infos)
+    masked = []
+    if len(metrics) and "n_masked" in metrics:
+        for (m, c, t), g in metrics.groupby(["method", "cohort", "task"], sort=False):
+            nm = int(g.drop_duplicates(["fold", "seed"])["n_masked"].sum())
+            if nm:
+                masked.append(f"{m} / {c} / {t}: {nm} evaluated patient-predictions had no label and were left out of the metrics (summed over folds and seeds)")
+    method_lines = [f"method {m.display}: registry name '{m.name}', params {json.dumps(m.params, sort_keys=True)}, modalities {m.modalities or 'as declared by the method'}" for m in cfg.methods]
+    text = summary_table(
+        results,
+        protocol=protocol,
+        endpoint="; ".join(dict.fromkeys(endpoints)),
+        feature_sources=feature_sources,
+        ddof=cfg.evaluation.ddof if cfg.evaluation.ddof in (0, 1) else 0,
+        failures=failed if len(failed) else None,
+        notes=notes + masked + method_lines,
+        title=f"Benchmark {cfg.name}",
+    )
+    text += "\n" + "\n".join(_pooled_ci_lines(cfg, predictions, infos))
+    if len(excl):
+        counts = excl.groupby(["cohort", "what", "name", "reason"]).size().rename("patients").reset_index()
+        text += "\n## Missing modalities and labels\n\nPatients are kept (missing modalities are masked, missing labels are left out of that task only). Full list: exclusions.csv.\n\n"
+        text += "| cohort | what | name | reason | patients |\n|---|---|---|---|---|\n"
+        text += "\n".join(f"| {r.cohort} | {r.what} | {r.name} | {r.reason} | {r.patients} |" for r in counts.itertuples()) + "\n"
+    atomic_write_text(out_dir / "summary.md", text)
+    return results
+
+
+@dataclass
+class _SpecInfo:
+    """TaskInfo-like view of a manifest TaskSpec (enough for classification/regression metrics)."""
+
+    spec: Any
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.spec.classes)
+
+    bin_edges = None
+
+
+# ---------------------------------------------------------------------------------------- entry
+def run_benchmark(
+    config: BenchmarkConfig | str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    workers: int = 1,
+    ray_address: str | None = None,
+    resume: bool = True,
+    overrides: list[str] | None = None,
+    progress: bool = True,
+) -> BenchmarkResult:
+    """Run (or resume) a benchmark and write its tables; see the module docstring.
+
+    Args:
+        config: a :class:`BenchmarkConfig` or the path of its YAML file.
+        out_dir: run folder (default ``runs/<config name>``).
+        workers: parallel local worker processes (spawned); ignored with ``ray_address``.
+        ray_address: ``"auto"``, ``"local"`` (start a local Ray with ``workers`` CPUs) or an address.
+        resume: skip units already done (``False`` deletes the old unit folders first).
+        overrides: ``key.sub=value`` overrides applied to a YAML config.
+    """
+    from modaltune.config import load_config
+    from modaltune.training.run_folder import attach_log_file, cohort_hashes, detach_log_file, write_run_metadata
+
+    cfg = config if isinstance(config, BenchmarkConfig) else load_config(config, BenchmarkConfig, overrides=overrides)
+    if isinstance(config, BenchmarkConfig) and overrides:
+        cfg = load_config(None, BenchmarkConfig, overrides=overrides, base=config.model_dump(mode="json"))
+    out = Path(out_dir) if out_dir is not None else Path("runs") / cfg.name
+    out.mkdir(parents=True, exist_ok=True)
+    handler = attach_log_file(out / "run.log")
+    try:
+        _validate(cfg)
+        from modaltune.training import sources
+
+        paths = sources.resolve_cohort_paths(cfg.data, out)
+        units = plan_units(cfg, paths)
+        if not resume:
+            shutil.rmtree(out / "units", ignore_errors=True)
+            shutil.rmtree(out / "work", ignore_errors=True)
+        hashes = {}
+        for p in paths:
+            c = sources.load_cohort(p)
+            split_file = None
+            if cfg.split.file:
+                split_file = sources._split_path(c, cfg.split.file)
+            hashes[c.name] = cohort_hashes(c, split_file)
+        write_run_metadata(out, cfg, hashes)
+        log.info("benchmark %s: %d units (%d done already)", cfg.name, len(units), sum((out / "units" / u.uid / "DONE").exists() for u in units))
+        statuses = _execute(units, cfg, out, workers, ray_address, progress)
+        results = aggregate(cfg, out, units, paths)
+        st = {uid: r["status"] for uid, r in statuses.items()}
+        n_failed = sum(s == "failed" for s in st.values())
+        log.info("benchmark %s finished: %d units, %d failed", cfg.name, len(units), n_failed)
+        return BenchmarkResult(out, results, st)
+    finally:
+        detach_log_file(handler)
