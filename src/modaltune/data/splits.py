@@ -210,7 +210,9 @@ def survival_bin_edges(
     """Edges of the discrete-time survival bins: THE one binning function of modaltune.
 
     Bins are quantiles of the survival times of *uncensored* patients; the outer edges are
-    stretched to cover every patient (``0`` and ``max(time) + eps``), as in MCAT/PORPOISE.
+    stretched to cover every fitted patient (``0`` and ``max(time) + eps``), as in MCAT/PORPOISE.
+    In ``strict`` mode both use the training patients only, so an evaluation patient's time never
+    changes the edges; times beyond the last edge go to the last bin (:func:`assign_survival_bins`).
 
     Args:
         time: (N,) float, follow-up time (any unit, >= 0).
@@ -247,7 +249,7 @@ def survival_bin_edges(
         )
     q = np.quantile(unc, np.linspace(0, 1, n_bins + 1))
     q[0] = 0.0
-    q[-1] = max(np.nanmax(time), q[-1]) + eps
+    q[-1] = max(np.nanmax(time[ok]), q[-1]) + eps  # fitted patients only (strict: no test leakage)
     # ties in quantiles would create empty bins; keep edges strictly increasing
     for i in range(1, len(q)):
         if q[i] <= q[i - 1]:
