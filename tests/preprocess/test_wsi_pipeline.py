@@ -91,6 +91,13 @@ def test_resume_skips_complete_and_redoes_broken(synth, tmp_path):
         assert f.attrs["status"] == "complete"
     forced = extract_features(a.parent, out, patch_size=128, resume=False, **FAST)
     assert [r.status for r in forced.slides] == ["done", "done"]
+    # a complete bag written by another encoder is not overwritten by a resumed run
+    with h5py.File(out / "a.h5", "a") as f:
+        f["features"].attrs["encoder"] = "uni"
+    other = extract_features([a], out, patch_size=128, **FAST).slides[0]
+    assert other.status == "failed" and "another encoder" in other.error and "--no-resume" in other.error
+    with h5py.File(out / "a.h5") as f:
+        assert f["features"].attrs["encoder"] == "uni"
 
 
 def test_workers_and_backends_give_the_same_features(synth, tmp_path):

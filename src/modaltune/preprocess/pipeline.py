@@ -292,6 +292,13 @@ def process_slide(path: str | Path, out_dir: str | Path, cfg: ExtractConfig, enc
             res.n_patches = int(f["coords"].shape[0])
         res.status, res.seconds = "skipped", time.perf_counter() - t0
         return res
+    if cfg.resume and bag_is_complete(h5):
+        # A finished bag of another encoder: never overwrite someone's features silently.
+        res.h5 = None
+        res.error = (f"{h5} already holds complete features of another encoder; "
+                     f"write '{encoder.name}' features to another --out folder, or pass --no-resume to overwrite")
+        res.seconds = time.perf_counter() - t0
+        return res
     wsi = None
     try:
         wsi = WSI(path, backend=cfg.backend, mpp_overrides=cfg.mpp_overrides)

@@ -208,12 +208,15 @@ class WSI:
         if arr.ndim == 2:
             arr = np.repeat(arr[..., None], 3, axis=2)
         if arr.shape[2] == 4:
-            alpha = arr[..., 3:4].astype(np.float32) / 255.0
-            rgb = arr[..., :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
-            arr = rgb.round().astype(np.uint8)
+            alpha = arr[..., 3]
+            if alpha.min() < 255:
+                # Integer compositing (uint16) keeps the temporary at 2 bytes per channel, not float32's 4.
+                a = alpha.astype(np.uint16)[..., None]
+                rgb = (arr[..., :3].astype(np.uint16) * a + 255 * (255 - a) + 127) // 255
+                return rgb.astype(np.uint8)
         return np.ascontiguousarray(arr[..., :3])
 
-    def low_resolution(self, downsample: float, chunk: int = 4096) -> tuple[np.ndarray, float]:
+    def low_resolution(self, downsample: float, chunk: int = 2048) -> tuple[np.ndarray, float]:
         """Whole-slide RGB image at roughly ``downsample`` x level 0, read in chunks to bound memory.
 
         Returns ``(image (h, w, 3) uint8, actual_downsample)``: level-0 px per image px along x.
