@@ -256,3 +256,14 @@ def test_combine_fixed_and_uncertainty_weights():
         combine_task_losses(losses, uw).backward()
         opt.step()
     assert uw.log_vars.detach().numpy() == pytest.approx([math.log(2), math.log(4)], abs=1e-2)
+
+
+def test_uncertainty_weighting_skips_unlabelled_tasks():
+    uw = UncertaintyWeighting(["a", "b"])
+    out = torch.zeros(1, requires_grad=True)
+    losses = {"a": torch.tensor(2.0), "b": 0.0 * out.sum()}  # task b had no label in this batch
+    total = combine_task_losses(losses, uw, n_labelled={"a": 1, "b": 0})
+    total.backward()
+    assert total.item() == pytest.approx(2.0)
+    # s_b receives a zero gradient instead of being pushed down by the lone "+ s" term
+    assert uw.log_vars.grad.tolist() == pytest.approx([1 - 2.0, 0.0])

@@ -131,7 +131,10 @@ class UncertaintyWeighting(nn.Module):
             n = len(self.names)
         self.log_vars = nn.Parameter(torch.zeros(n))
 
-    def forward(self, losses: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, losses: Mapping[str, torch.Tensor], n_labelled: Mapping[str, int] | None = None) -> torch.Tensor:
+        """Weighted total. ``n_labelled`` (optional, ``{task: patients with a label in the batch}``)
+        skips tasks with none: their loss is a graph-connected zero, and adding ``s_i`` alone
+        would push that task's weight up on every unlabelled batch."""
         if self.names is None:
             if len(losses) != len(self.log_vars):
                 raise InputError(f"UncertaintyWeighting was built for {len(self.log_vars)} tasks, got {len(losses)} losses",
@@ -145,8 +148,11 @@ class UncertaintyWeighting(nn.Module):
             idx = [self.names.index(k) for k in losses]
             items = list(losses.values())
         total = 0.0
-        for i, loss in zip(idx, items):
+        for i, (name, loss) in zip(idx, zip(losses, items)):
             s = self.log_vars[i]
+            if n_labelled is not None and n_labelled.get(name, 1) == 0:
+                total = total + loss + 0.0 * s  # keep s in the graph (DDP needs every parameter used)
+                continue
             total = total + torch.exp(-s) * loss + s
         return total  # type: ignore[return-value]
 
@@ -159,6 +165,8 @@ class UncertaintyWeighting(nn.Module):
 def combine_task_losses(
     losses: Mapping[str, torch.Tensor],
     weights: Mapping[str, float] | UncertaintyWeighting | None = None,
+    *,
+    n_labelled: Mapping[str, int] | None = None,
 ) -> torch.Tensor:
     """Total loss from per-task losses.
 
@@ -167,6 +175,8 @@ def combine_task_losses(
         weights: ``None`` (plain sum), fixed ``{task: weight}`` (tasks not named get 1.0; naming a
             task that has no loss is an error, it is most likely a typo) or an
             :class:`UncertaintyWeighting` module.
+        n_labelled: optional ``{task: labelled patients in the batch}``; with uncertainty
+            weighting, tasks with 0 do not update their log-variance (see :class:`UncertaintyWeighting`).
 
     Example:
         >>> combine_task_losses({"a": torch.tensor(2.0), "b": torch.tensor(1.0)}, {"a": 0.5}).item()
@@ -175,7 +185,7 @@ def combine_task_losses(
     if not losses:
         raise InputError("no task losses to combine", fix="the model must have at least one task")
     if isinstance(weights, UncertaintyWeighting):
-        return weights(losses)
+        return weights(losses, n_labelled)
     if weights is None:
         weights = {}
     unknown = sorted(set(weights) - set(losses))
