@@ -10,7 +10,7 @@ from modaltune.methods.base import MultiTaskModel
 from toy_cohort import make_batch, make_info
 
 TORCH_METHODS = ["abmil", "transmil", "snn", "omics_mlp", "gene_mixer", "clinical_mlp", "late_fusion"]
-BASELINES = TORCH_METHODS
+BASELINES = TORCH_METHODS + ["coxnet", "logistic"]
 # which modality a single-modality method reads
 # small widths keep the training test fast on 2 shared CPU cores
 SMALL = {"abmil": {"embed_dim": 64, "attn_dim": 32}, "transmil": {"embed_dim": 64, "num_heads": 4}, "late_fusion": {"slide_params": {"embed_dim": 64}}}
@@ -27,7 +27,7 @@ def test_registry_lists_baselines_and_rejects_unknown():
     assert set(BASELINES) <= names
     for n in TORCH_METHODS:
         assert get_method(n).kind == "torch"
-    # tabular kinds: see test_tabular_baselines.py
+    assert get_method("coxnet").kind == "tabular" and get_method("logistic").kind == "tabular"
     with pytest.raises(InputError, match="unknown method 'abmill'.*did you mean 'abmil'"):
         get_method("abmill")
 
