@@ -161,3 +161,28 @@ def test_doctor_command(capsys):
 def test_bare_group_shows_help(capsys):
     rc, out, _ = run(capsys, "data")
     assert rc == 0 and "import" in out and "validate" in out
+
+
+def test_reimport_needs_overwrite_and_keeps_features(blca_dir, fake_shared, capsys, tmp_path):
+    shared, _ = fake_shared
+    argv = ["data", "import", "porpoise", "--cohort", "blca", "--shared", str(shared), "--out", str(blca_dir)]
+    (blca_dir / "features").mkdir()
+    (blca_dir / "features" / "bag.h5").write_bytes(b"x")
+    (blca_dir / "splits" / "stale.csv").write_text("fold,partition,patient_id\n0,train,GONE\n")
+    rc, _, err = run(capsys, *argv)
+    assert rc == 2
+    assert_one_line_error(err, "already holds a cohort", "--overwrite")
+    rc, _, err = run(capsys, *argv, "--overwrite")
+    assert rc == 0, err
+    assert (blca_dir / "features" / "bag.h5").exists() and not (blca_dir / "splits" / "stale.csv").exists()
+    # a non-empty folder that is not a cohort is never written into
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    rc, _, err = run(capsys, "data", "import", "porpoise", "--cohort", "blca", "--shared", str(shared), "--out", str(other), "--overwrite")
+    assert rc == 2 and "holds no cohort" in err
+    # features placed first in an otherwise new folder are fine
+    fresh = tmp_path / "fresh"
+    (fresh / "features").mkdir(parents=True)
+    rc, _, err = run(capsys, "data", "import", "porpoise", "--cohort", "blca", "--shared", str(shared), "--out", str(fresh))
+    assert rc == 0, err

@@ -89,11 +89,12 @@ def data_import_porpoise(
     shared: str | None = typer.Option(None, "--shared", help=_SHARED_HELP),
     features_dir: str = typer.Option("features", "--features-dir", help="Where slide feature files are expected (relative to --out unless absolute)."),
     subtype_task: bool = typer.Option(True, "--subtype/--no-subtype", help="Add the subtype task where one is defined."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a cohort already in --out (its features folder is kept)."),
 ) -> None:
     """PORPOISE/MCAT tables: omics, age/sex, overall survival, the published 5-fold splits."""
     from modaltune.data.workflows import import_data
 
-    c = import_data("porpoise", cohort, out, shared, subtype_task=subtype_task, features_dir=features_dir)
+    c = import_data("porpoise", cohort, out, shared, subtype_task=subtype_task, features_dir=features_dir, overwrite=overwrite)
     _print_import(c, out)
 
 
@@ -104,12 +105,13 @@ def data_import_modaltune_json(
     shared: str | None = typer.Option(None, "--shared", help=_SHARED_HELP),
     features_dir: str = typer.Option("features", "--features-dir", help="Where slide feature files are expected (relative to --out unless absolute)."),
     text_fields: str = typer.Option("location,diagnosis,stage,t,n,m,age", "--text-fields", help="Comma-separated sentences of the text modality (drop 'diagnosis' for subtype tasks)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a cohort already in --out (its features folder is kept)."),
 ) -> None:
     """The ModalTune paper's split: GDC clinical fields, subtypes, survival, text, PORPOISE omics."""
     from modaltune.data.workflows import import_data
 
     fields = [f.strip() for f in text_fields.split(",") if f.strip()]
-    c = import_data("modaltune-json", cohort, out, shared, features_dir=features_dir, text_fields=fields)
+    c = import_data("modaltune-json", cohort, out, shared, features_dir=features_dir, text_fields=fields, overwrite=overwrite)
     _print_import(c, out)
 
 

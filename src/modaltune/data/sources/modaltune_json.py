@@ -225,6 +225,7 @@ def import_modaltune_json(
     text_fields: Iterable[str] = ("location", "diagnosis", "stage", "t", "n", "m", "age"),
     join_omics: bool = True,
     table_cache: MutableMapping[str, pd.DataFrame] | None = None,
+    overwrite: bool = False,
 ) -> Cohort:
     """Import one ModalTune split cohort (see the module docstring for what is built).
 
@@ -237,6 +238,7 @@ def import_modaltune_json(
             tasks: it names the subtype).
         join_omics: join rna/cnv/mut from the PORPOISE tables (``SOURCE_TABLES``).
         table_cache: optional dict reused across calls to avoid re-reading PORPOISE tables.
+        overwrite: replace a cohort already in ``out_dir`` (its features folder is kept).
 
     Returns:
         The cohort; ``cohort.splits == {"modaltune_paper": SplitSet}``.
@@ -440,5 +442,5 @@ def import_modaltune_json(
     result = Cohort(manifest, patients, slides=slides, omics=omics, clinical=clinical, text=text, excluded=excluded.reset_index(drop=True))
     result.splits = {"modaltune_paper": split}
     if out_dir is not None:
-        save_with_splits(result, out_dir)
+        save_with_splits(result, out_dir, overwrite=overwrite)
     return result

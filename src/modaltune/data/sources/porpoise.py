@@ -60,6 +60,7 @@ __all__ = [
     "porpoise_cohort_names",
     "porpoise_omics",
     "save_with_splits",
+    "prepare_out_dir",
 ]
 
 #: Oncotree codes of the TCGA GBMLGG table -> task class. Every diffuse glioma that is not
@@ -256,6 +257,7 @@ def import_porpoise(
     features_dir: str = "features",
     on_conflict: str = "error",
     table_cache: MutableMapping[str, pd.DataFrame] | None = None,
+    overwrite: bool = False,
 ) -> Cohort:
     """Import one PORPOISE cohort (see the module docstring for what is built).
 
@@ -271,6 +273,7 @@ def import_porpoise(
         on_conflict: ``"error"`` (default) if a patient's slide rows disagree on a patient-level
             value; ``"first"`` keeps the first row and records the conflict in the manifest.
         table_cache: optional dict reused across calls to avoid re-reading tables.
+        overwrite: replace a cohort already in ``out_dir`` (its features folder is kept).
 
     Returns:
         The cohort; its split sets are in ``cohort.splits`` (name -> :class:`SplitSet`).
@@ -383,7 +386,7 @@ def import_porpoise(
     manifest.extra["splits"] = {name: s.protocol for name, s in result.splits.items()}
     manifest.extra["split_report"] = split_report
     if out_dir is not None:
-        save_with_splits(result, out_dir)
+        save_with_splits(result, out_dir, overwrite=overwrite)
     return result
 
 
@@ -424,8 +427,41 @@ def _build_splits(cohort: Cohort, sources: tuple[str, ...], shared_dir, with_sub
     return splits, report
 
 
-def save_with_splits(cohort: Cohort, out_dir: str | Path) -> Path:
-    """Write the cohort directory and every split set in ``cohort.splits`` to ``splits/<name>.csv``."""
+_COHORT_FILES = ("cohort.yaml", "patients.csv", "slides.csv", "clinical.csv", "text.csv", "excluded.csv", "ground_truth.csv")
+
+
+def prepare_out_dir(out_dir: str | Path, *, overwrite: bool = False, keep: str | None = "features") -> Path:
+    """Make ``out_dir`` ready for a new cohort.
+
+    A new or empty folder, or one holding only ``keep`` (the features folder, so bags placed there
+    first are kept), is used as is. A folder holding a cohort is cleared of the cohort's files
+    (``keep`` is never touched) only with ``overwrite``; any other non-empty folder is an error.
+    """
+    import shutil
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError("output path is a file", where=out, fix="choose a directory for --out")
+    keep_name = Path(keep).parts[0] if keep and not Path(keep).is_absolute() else None
+    others = [p for p in out.iterdir() if p.name != keep_name] if out.is_dir() else []
+    if not others:
+        return out
+    if not (out / "cohort.yaml").exists():
+        raise InputError("output directory is not empty and holds no cohort", where=out, fix="choose a new or empty --out directory")
+    if not overwrite:
+        raise InputError("output directory already holds a cohort", where=out, fix="pass --overwrite (keeps the features folder) or choose another --out")
+    for name in _COHORT_FILES:
+        (out / name).unlink(missing_ok=True)
+    for sub in ("omics", "splits"):
+        if (out / sub).is_dir() and sub != keep_name:
+            shutil.rmtree(out / sub)
+    return out
+
+
+def save_with_splits(cohort: Cohort, out_dir: str | Path, *, overwrite: bool = False) -> Path:
+    """Write the cohort directory and every split set in ``cohort.splits`` to ``splits/<name>.csv``
+    (see :func:`prepare_out_dir` for what happens when ``out_dir`` is not empty)."""
+    prepare_out_dir(out_dir, overwrite=overwrite, keep=cohort.manifest.extra.get("features_dir", "features"))
     root = cohort.save(out_dir)
     for name, s in getattr(cohort, "splits", {}).items():
         s.save(Path(root) / "splits" / f"{name}.csv")
