@@ -41,6 +41,7 @@ def test_info_dims_and_tasks(cohort):
     assert info.slide_dim == D and info.slide_modality == "wsi"
     assert info.omics_dims == {"rna": 5} and info.omics_feature_names["rna"][0] == "TP53"
     assert info.clinical_dim == 2 + 2 + 3  # age+missing, stage+missing, F/M/missing
+    assert info.clinical_modality == "clinical" and info.text_modality == "report"
     assert info.text and info.sites == ["A", "B"] and info.modalities == ["wsi", "rna", "clinical", "report"]
     sub, os_, score = info.tasks
     assert sub.n_classes == 2 and sub.class_counts == {"x": 3, "y": 4}  # P06 (x) excluded from train counts

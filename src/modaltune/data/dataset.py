@@ -86,6 +86,8 @@ class CohortInfo:
         tasks: one :class:`TaskInfo` per task, in order.
         modalities: names of the modalities used (keys of ``modality_mask``).
         sites: site names of the whole cohort (sorted).
+        clinical_modality: name of the clinical modality used (key in ``modality_mask``), or None.
+        text_modality: name of the text modality used (key in ``modality_mask``), or None.
     """
 
     slide_dim: int | None
@@ -99,6 +101,8 @@ class CohortInfo:
     tasks: list[TaskInfo]
     modalities: list[str]
     sites: list[str]
+    clinical_modality: str | None = None
+    text_modality: str | None = None
 
     def task(self, name: str) -> TaskInfo:
         for t in self.tasks:
@@ -242,6 +246,8 @@ class CohortPreprocessor:
                 h = open_bag(first[0])
                 if slide_dim is None:
                     slide_dim = h.dim
+                if self.slide_encoder is None:  # the cohort's encoder: the manifest's, else the first bag's
+                    self.slide_encoder = h.encoder
                 if h.dtype in (np.float16, np.float32):
                     self.slide_dtype = torch.float16 if h.dtype == np.float16 else torch.float32
             if slide_dim is None:
@@ -264,6 +270,8 @@ class CohortPreprocessor:
             tasks=task_infos,
             modalities=list(self.modality_names),
             sites=self.sites,
+            clinical_modality=self.clinical_modality,
+            text_modality=self.text_modality,
         )
         return self
 
