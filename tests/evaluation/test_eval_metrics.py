@@ -243,3 +243,31 @@ def test_harrell_equals_sksurv_on_tie_heavy_data():
         assert harrell_c(t, e.astype(int), r) == pytest.approx(ref, abs=1e-12)
         checked += 1
     assert checked > 30
+
+
+def test_end_to_end_discrete_head_predictions_to_metrics():
+    # bins from THE binning function (strict, training patients), a discrete head's outputs turned
+    # into survival curves and risks, then every survival metric on the held-out patients
+    import torch
+
+    from modaltune.data.splits import survival_bin_edges
+    from modaltune.heads import build_head, risk_from_output, survival_curve
+
+    t, e, r = _surv_data(160, seed=3)
+    train = np.arange(160) < 110
+    edges = survival_bin_edges(t, e, 4, mode="strict", train_mask=train)
+    info = make_task_info("survival", bin_edges=edges)
+    torch.manual_seed(0)
+    head = build_head(info, 1)
+    with torch.no_grad():  # hazard logits increasing with the true risk
+        head.net[-1].weight.fill_(1.0)
+        head.net[-1].bias.zero_()
+        out = head(torch.tensor(r[~train], dtype=torch.float32)[:, None])
+    surv = survival_curve(out).numpy()
+    pred = pd.DataFrame({"patient_id": np.arange(50), "time": t[~train], "event": e[~train],
+                         "risk": risk_from_output(info, out).numpy()})
+    pred[[f"surv_{k}" for k in range(4)]] = surv
+    res = compute_metrics(info, pred, pd.DataFrame({"time": t[train], "event": e[train]}))
+    assert set(res) == {"c_index", "c_index_uno", "ibs", "cd_auc"} and not res.reasons
+    assert res["c_index"] > 0.65 and res["cd_auc"] > 0.65 and 0 < res["ibs"] < 0.25
+    assert len(res.notes["time_grid"]) >= 2

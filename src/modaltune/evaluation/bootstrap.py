@@ -3,7 +3,6 @@ two methods on the same patients, and mean/std summaries over folds and seeds wi
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
