@@ -64,12 +64,29 @@ def main() -> None:
             path.read_bytes()
             bag = read_bag(path)
         assert bag.features.dtype == np.float16 and bag.features.shape == (args.n, args.dim)
-        # interleave the two measurements so that machine load affects both alike
-        t_bag, t_raw = [], []
+        def raw_into() -> None:  # the floor: the file's bytes into a fresh numpy buffer, one readinto
+            buf = np.empty(path.stat().st_size, np.uint8)
+            with open(path, "rb", buffering=0) as fh:
+                fh.readinto(memoryview(buf))
+
+        # interleave the measurements so that machine load affects them alike
+        t_bag, t_raw, t_into = [], [], []
         for _ in range(args.repeats):
             t_raw += _time(path.read_bytes, 1)
+            t_into += _time(raw_into, 1)
             t_bag += _time(lambda: read_bag(path), 1)
+        # the general h5py path (chunked datasets, e.g. files written by other tools), for reference
+        import h5py
+
+        chunked = Path(tmp) / "chunked.h5"
+        with h5py.File(chunked, "w") as h:
+            h.create_dataset("features", data=feats, chunks=(1024, args.dim))
+            h.create_dataset("coords", data=coords)
+        read_bag(chunked)
+        t_chunk = _time(lambda: read_bag(chunked), max(3, args.repeats // 3))
     med_bag, med_raw = statistics.median(t_bag), statistics.median(t_raw)
+    med_chunk = statistics.median(t_chunk)
+    med_into = statistics.median(t_into)
     ratio = med_bag / med_raw
     best_ratio = min(t_bag) / min(t_raw)
     lines = [
@@ -79,11 +96,15 @@ def main() -> None:
         "| reader | median ms | best ms | MB/s (median) |",
         "|---|---|---|---|",
         f"| `Path.read_bytes` (raw) | {med_raw * 1e3:.1f} | {min(t_raw) * 1e3:.1f} | {size_mb / med_raw:,.0f} |",
+        f"| raw `readinto` a fresh numpy buffer (floor) | {med_into * 1e3:.1f} | {min(t_into) * 1e3:.1f} | {size_mb / med_into:,.0f} |",
         f"| `read_bag` (validated, float16 kept) | {med_bag * 1e3:.1f} | {min(t_bag) * 1e3:.1f} | {size_mb / med_bag:,.0f} |",
+        f"| `read_bag`, chunked h5 (h5py path, reference) | {med_chunk * 1e3:.1f} | {min(t_chunk) * 1e3:.1f} | {size_mb / med_chunk:,.0f} |",
         "",
-        f"Ratio read_bag / raw: **{ratio:.2f}x** (median), {best_ratio:.2f}x (best); target <= 1.5x: {'met' if ratio <= 1.5 else 'NOT met'}.",
+        f"Ratio read_bag / raw (`read_bytes`): **{ratio:.2f}x** (median), {best_ratio:.2f}x (best); target <= 1.5x: {'met' if ratio <= 1.5 else 'NOT met'}.",
+        f"Against the stricter floor (one `readinto` into a numpy buffer): {med_bag / med_into:.2f}x (median).",
         "read_bag reads an uncompressed contiguous h5 dataset with one `readinto` at its file offset and checks NaN/inf",
-        "on the float16 exponent bits block by block; it can beat `read_bytes`, which allocates a fresh bytes object each call.",
+        "on the float16 exponent bits block by block (the check is the difference to the floor). It beats `read_bytes` because",
+        "large numpy buffers get transparent huge pages (fewer page faults) while `read_bytes` builds a fresh bytes object.",
     ]
     body = "\n".join(lines)
     print(body)
