@@ -11,6 +11,14 @@ from torch import nn
 from modaltune.encoders.omics import GeneMixer, MLPEncoder, SNNEncoder
 from modaltune.errors import ConfigError, InputError
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models; avoid oversubscribing the shared cores
+    yield
+    torch.set_num_threads(n)
+
+
 PATHWAYS = [np.array(ix) for ix in ([0, 1, 2], [3, 4], [5], [6, 7, 8, 9, 10, 11, 12], [0, 13, 14, 15], list(range(16, 24)))]
 OUTSIDE = [24, 25, 26, 27, 28, 29]
 
