@@ -270,6 +270,8 @@ class Cohort:
         self.excluded = excluded if excluded is not None else pd.DataFrame(columns=["patient_id", "reason"])
         self.ground_truth = ground_truth
         self.root = Path(root) if root is not None else None
+        #: named split sets (``splits/<name>.csv``), e.g. ``porpoise_5fold`` or ``modaltune_paper``
+        self.splits: dict = {}
 
     # ------------------------------------------------------------------ basic views
     @property
@@ -440,8 +442,23 @@ class Cohort:
         self.excluded.to_csv(root / "excluded.csv", index=False)
         if self.ground_truth is not None:
             self.ground_truth.rename_axis("patient_id").reset_index().to_csv(root / "ground_truth.csv", index=False)
+        for split_name, split in self.splits.items():
+            split.save(root / "splits" / f"{split_name}.csv")
         self.root = root
         return root
+
+    def split(self, name: str | None = None):
+        """The named :class:`~modaltune.data.splits.SplitSet` (the only one when ``name`` is None)."""
+        if name is None:
+            if len(self.splits) == 1:
+                return next(iter(self.splits.values()))
+            raise InputError(
+                f"cohort '{self.name}' has {len(self.splits)} split sets; name one",
+                fix=f"choose from {sorted(self.splits)} or create one with `modaltune data split`",
+            )
+        if name not in self.splits:
+            raise InputError(f"cohort '{self.name}' has no split set '{name}'", fix=f"choose from {sorted(self.splits)} or create one with `modaltune data split`")
+        return self.splits[name]
 
     @classmethod
     def load(cls, root: str | Path) -> "Cohort":
@@ -468,7 +485,13 @@ class Cohort:
             text = _read_table(root / "text.csv")["text"]
         excluded = pd.read_csv(root / "excluded.csv", dtype=str) if (root / "excluded.csv").exists() else None
         gt = _read_table(root / "ground_truth.csv") if (root / "ground_truth.csv").exists() else None
-        return cls(manifest, patients, slides=slides, omics=omics, clinical=clinical, text=text, excluded=excluded, ground_truth=gt, root=root)
+        cohort = cls(manifest, patients, slides=slides, omics=omics, clinical=clinical, text=text, excluded=excluded, ground_truth=gt, root=root)
+        if (root / "splits").is_dir():
+            from modaltune.data.splits import SplitSet
+
+            for f in sorted((root / "splits").glob("*.csv")):
+                cohort.splits[f.stem] = SplitSet.load(f)
+        return cohort
 
     def summary(self) -> dict[str, Any]:
         """Counts for reports: patients per site, modality availability, label counts per task."""
