@@ -5,11 +5,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, Checkpoint, EarlyStopping
 
 from modaltune.errors import require
 
-__all__ = ["SetEpoch", "SeedEachEpoch", "seed_all", "build_callbacks", "build_logger", "LAST_CKPT"]
+__all__ = ["SetEpoch", "SeedEachEpoch", "LastCheckpoint", "seed_all", "build_callbacks", "build_logger", "LAST_CKPT"]
 
 LAST_CKPT = "last.ckpt"
 
@@ -27,18 +27,19 @@ def seed_all(seed: int) -> None:
 
 
 class SeedEachEpoch(Callback):
-    """Re-seed the global RNGs at the start of every epoch from (seed, epoch).
+    """Re-seed the global RNGs before every training batch from (seed, epoch, batch index).
 
-    Checkpoints do not carry RNG states, so without this a run resumed after epoch k would draw
-    different dropout / modality-dropout masks than the uninterrupted run. With it, a resumed run
-    reproduces the uninterrupted one exactly on CPU.
+    Checkpoints do not carry RNG states, and Lightning consumes the global RNG at slightly
+    different moments in a resumed run (e.g. when the dataloader iterator is created), so without
+    this a run resumed after epoch k would draw different dropout / modality-dropout masks than the
+    uninterrupted run. With it, a resumed run reproduces the uninterrupted one exactly on CPU.
     """
 
     def __init__(self, seed: int):
         self.seed = int(seed)
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        seed_all(self.seed * 1_000_003 + trainer.current_epoch)
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        seed_all((self.seed * 1_000_003 + trainer.current_epoch * 100_003 + batch_idx) % (2**63 - 1))
 
 
 class SetEpoch(Callback):
@@ -52,12 +53,33 @@ class SetEpoch(Callback):
             ds.set_epoch(trainer.current_epoch)
 
 
+class LastCheckpoint(Checkpoint):
+    """Write ``<dirpath>/last.ckpt`` at the end of every training epoch (atomically: a temporary
+    file then ``os.replace``), for resuming an interrupted run. No model selection: the protocols
+    report the last epoch, so there is only ever one checkpoint."""
+
+    def __init__(self, dirpath: str | Path):
+        self.dirpath = Path(dirpath)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        import os
+
+        tmp = self.dirpath / f".{LAST_CKPT}.tmp"
+        if trainer.is_global_zero:
+            self.dirpath.mkdir(parents=True, exist_ok=True)
+        trainer.save_checkpoint(str(tmp))  # collective call; rank 0 writes
+        if trainer.is_global_zero:
+            os.replace(tmp, self.dirpath / LAST_CKPT)
+        trainer.strategy.barrier("last_checkpoint")
+
+
 def build_callbacks(trainer_cfg: Any, ckpt_dir: str | Path | None, has_val: bool) -> list[Callback]:
     """SetEpoch, a ``last.ckpt`` checkpoint each epoch (for resume), optional early stopping."""
     cbs: list[Callback] = [SetEpoch()]
     if ckpt_dir is not None and trainer_cfg.checkpoint:
-        # save_top_k=0 + save_last: only last.ckpt, overwritten every epoch (no model selection)
-        cbs.append(ModelCheckpoint(dirpath=str(ckpt_dir), save_last=True, save_top_k=0, every_n_epochs=1))
+        cbs.append(LastCheckpoint(ckpt_dir))
     es = trainer_cfg.early_stopping
     if es is not None:
         if es.monitor.startswith("val/") and not has_val:

@@ -136,6 +136,21 @@ def _metrics_for(cfg: BenchmarkConfig, kind: str) -> list[str] | None:
     return names or None
 
 
+def _check_eval_fold(task_info: Any, p: pd.DataFrame, fold: int) -> None:
+    """A fold whose evaluation patients have one class, or no event, gives no meaningful metric."""
+    name, kind = task_info.spec.name, task_info.spec.kind
+    if kind == "classification":
+        lab = p["label"][p["label"] >= 0].astype(int) if "label" in p else pd.Series([], dtype=int)
+        present = sorted(set(lab.tolist()))
+        if len(present) < 2:
+            names = [task_info.class_names[i] for i in present]
+            raise UnitFailure(f"task '{name}': the evaluation patients of fold {fold} have {len(lab)} labels and only class(es) {names}", fix="use a split stratified by this task")
+    elif kind == "survival":
+        ev = p["event"].dropna() if "event" in p else pd.Series([], dtype=float)
+        if not (ev == 1).any():
+            raise UnitFailure(f"task '{name}': the evaluation patients of fold {fold} have no events ({len(ev)} labelled, all censored)", fix="use a split stratified by event, or fewer folds")
+
+
 def _evaluate_unit(cfg: BenchmarkConfig, fitted: Any, cohort: Any, fold: Any, preds: pd.DataFrame) -> tuple[list[dict], dict[str, Any]]:
     """Metric rows of one unit; raises :class:`UnitFailure` when a task has no defined metric."""
     from modaltune.evaluation import compute_metrics
@@ -149,6 +164,7 @@ def _evaluate_unit(cfg: BenchmarkConfig, fitted: Any, cohort: Any, fold: Any, pr
         if t.spec.kind == "classification" and "label" not in p:
             p = p.assign(label=-1)
         tr = train_tgt[train_tgt["task"] == name]
+        _check_eval_fold(t, p, fold.index)
         mv = compute_metrics(t, p, tr if t.spec.kind == "survival" else None, _metrics_for(cfg, t.spec.kind))
         if len(mv) and all(not np.isfinite(v) for v in mv.values()):
             why = "; ".join(f"{k}: {r}" for k, r in mv.reasons.items()) or "no metric defined"

@@ -252,8 +252,22 @@ class _quiet_lightning:
         return False
 
 
+def _check_training_labels(info: Any, fold_index: int) -> None:
+    """Refuse to train a classification task on a fold whose training patients have one class."""
+    for t in info.tasks:
+        if t.spec.kind == "classification":
+            seen = [c for c, n in t.class_counts.items() if n > 0]
+            if len(seen) < 2:
+                raise InputError(
+                    f"task '{t.spec.name}': the training patients of fold {fold_index} have only class(es) {seen}",
+                    where="split",
+                    fix="use a split stratified by this task, or merge rare classes",
+                )
+
+
 def _lightning_trainer(tcfg: TrainerConfig, *, out_dir: Path | None, callbacks: list, has_val: bool, progress: bool | None = None, **overrides):
     import lightning as L
+    from lightning.pytorch.callbacks import Checkpoint
 
     from modaltune.training.callbacks import build_logger
 
@@ -268,7 +282,7 @@ def _lightning_trainer(tcfg: TrainerConfig, *, out_dir: Path | None, callbacks: 
         gradient_clip_val=tcfg.gradient_clip_val,
         logger=build_logger(tcfg.logger, out_dir) if out_dir is not None else False,
         callbacks=callbacks,
-        enable_checkpointing=any(type(c).__name__ == "ModelCheckpoint" for c in callbacks),
+        enable_checkpointing=any(isinstance(c, Checkpoint) for c in callbacks),
         enable_progress_bar=tcfg.progress_bar if progress is None else progress,
         enable_model_summary=False,
         default_root_dir=str(out_dir) if out_dir is not None else None,
@@ -345,6 +359,8 @@ def fit(
 
     pp = fit_preprocessor(cohort, train_ids, modalities=mods, tasks=task_names, omics_scaling=omics_scaling, bin_mode=bin_mode)
 
+    _check_training_labels(pp.info, fold.index)
+
     if entry.kind == "tabular":
         X, y, _ = design_matrix(pp, cohort, train_ids)
         est = build_method(mcfg.name, pp.info, **mcfg.params)
@@ -381,6 +397,8 @@ def fit(
     with _quiet_lightning(progress is False):
         ltrainer = _lightning_trainer(tcfg, out_dir=out, callbacks=cbs, has_val=bool(val_ids), progress=progress)
         ltrainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    if ltrainer.interrupted:  # Lightning swallows some interrupts; never save a half-trained model as done
+        raise KeyboardInterrupt(f"training was interrupted; rerun with the same out_dir to resume from {ckpt_dir}/last.ckpt")
     if not ltrainer.is_global_zero:
         return None
     model = module.model.cpu().eval()
