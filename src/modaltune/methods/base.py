@@ -95,7 +95,9 @@ class MultiTaskModel(nn.Module):
                 class_weights=torch.as_tensor(cw, dtype=torch.float32) if cw is not None else None,
             )
         weights = self.task_weighting if self.task_weighting is not None else self.fixed_weights
-        return combine_task_losses(losses, weights), losses
+        # tasks without any label in this batch must not move their learned uncertainty weight
+        n_labelled = {name: int(batch["target_mask"][name].sum()) for name in self.task_infos}
+        return combine_task_losses(losses, weights, n_labelled=n_labelled), losses
 
 
 class TabularMethod:
