@@ -211,8 +211,9 @@ def test_shared_pathway_file(tmp_path):
 # ------------------------------------------------------------------------------------------ signal split
 @pytest.fixture(scope="module")
 def signal_cohort(tmp_path_factory) -> Cohort:
-    # 300 patients (as the demo) with tiny bags and 16-d features to keep the test fast
-    return simulate_cohort(tmp_path_factory.mktemp("sig") / "c", preset="tiny", n_patients=300, seed=0)
+    # 500 patients (about 340 with slide + RNA + clinical) with tiny bags and 16-d features: fast,
+    # and enough patients that CV balanced accuracy is not dominated by sampling noise
+    return simulate_cohort(tmp_path_factory.mktemp("sig") / "c", preset="tiny", n_patients=500, seed=0)
 
 
 def test_fusion_beats_each_single_modality(signal_cohort: Cohort):
@@ -226,10 +227,13 @@ def test_fusion_beats_each_single_modality(signal_cohort: Cohort):
     # ... but incomplete: early fusion is clearly better on both tasks
     assert res.loc["early_fusion", "subtype_bacc"] >= singles["subtype_bacc"].max() + 0.04, res
     assert res.loc["early_fusion", "survival_cindex"] >= res.loc[["slide", "omics", "clinical"], "survival_cindex"].max() + 0.04, res
-    # clinical fields carry no subtype information by construction
-    assert res.loc["clinical", "subtype_bacc"] < 0.6, res
-    # the generative truth is better than any fitted model (noise ceiling)
-    assert res.loc["oracle", "subtype_bacc"] > res.loc["early_fusion", "subtype_bacc"]
+    # clinical fields carry no subtype information by construction (only the site prevalence)
+    assert res.loc["clinical", "subtype_bacc"] < 0.62, res
+    # the cross-modal interaction leaves room above any additive model: the true factors used
+    # additively fall clearly short of the true subtype probability / risk
+    assert res.loc["oracle", "subtype_bacc"] >= res.loc["oracle_additive", "subtype_bacc"] + 0.05, res
+    assert res.loc["oracle", "survival_cindex"] >= res.loc["oracle_additive", "survival_cindex"] + 0.02, res
+    assert res.loc["oracle_additive", "subtype_bacc"] > res.loc["early_fusion", "subtype_bacc"]
 
 
 def test_latent_factors_are_recoverable_from_their_modality_only(signal_cohort: Cohort):

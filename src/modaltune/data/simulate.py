@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 #: Bumped whenever the same arguments + seed would give different data.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 #: Latent factor names, in column order of ``ground_truth.csv`` (``z_<name>``).
 LATENT_FACTORS = ("slide_1", "slide_2", "omics_1", "omics_2", "clinical", "shared")
@@ -112,22 +112,25 @@ _MUT_GENES = ("TP53", "PIK3CA", "KRAS", "PTEN", "CTNNB1", "BRCA1", "BRCA2", "ATM
 class SignalSpec:
     """Effect sizes of the generative model (see ``docs/simulation.md`` for the equations).
 
-    Subtype logit: ``sub_slide*z_slide_1 + sub_omics*z_omics_1 + sub_interaction*z_slide_1*z_omics_1
+    Subtype logit: ``sub_slide*z_slide_1 + sub_omics*z_omics_1 + sub_interaction*z_slide_2*z_omics_2
     + sub_shared*z_shared + site offset``. Survival log-hazard: ``surv_slide*z_slide_2 +
-    surv_omics*z_omics_2 + surv_interaction*z_slide_2*z_omics_2 + surv_stage*(stage-1.5) +
-    surv_age*(age-60)/10 + surv_shared*z_shared + site log-baseline``.
+    surv_omics*z_omics_2 + surv_interaction*z_slide_1*z_omics_1 + surv_stage*(stage-1.5) +
+    surv_age*(age-60)/10 + surv_shared*z_shared + site log-baseline``. Each task's main effects come
+    from one slide/omics factor pair and its interaction from the product of the *other* pair: the
+    product has no marginal effect, so single modalities and any additive or late fusion miss it,
+    while a model that combines slide and omics jointly can learn it.
     ``slide_noise`` (per-dimension patch noise sd), ``rna_noise`` (per-gene noise sd) and
     ``pathway_noise`` (per-pathway activity noise sd) set how well each modality measures its factors.
     """
 
-    sub_slide: float = 2.5
-    sub_omics: float = 2.5
-    sub_interaction: float = 1.2
+    sub_slide: float = 3.0
+    sub_omics: float = 3.0
+    sub_interaction: float = 2.5
     sub_shared: float = 0.2
     sub_site_sd: float = 0.3
     surv_slide: float = 0.9
     surv_omics: float = 0.9
-    surv_interaction: float = 0.35
+    surv_interaction: float = 0.6
     surv_stage: float = 0.45
     surv_age: float = 0.2
     surv_shared: float = -0.2
@@ -461,11 +464,12 @@ def simulate_cohort(
     sex_idx = (r_clin.random(n) >= p_female).astype(int)
 
     # ---------------------------------------------------------------- tasks
-    sub_logit = (sig.sub_slide * zi["slide_1"] + sig.sub_omics * zi["omics_1"] + sig.sub_interaction * zi["slide_1"] * zi["omics_1"]
+    # main effects from one slide/omics factor pair, interaction from the other pair (see SignalSpec)
+    sub_logit = (sig.sub_slide * zi["slide_1"] + sig.sub_omics * zi["omics_1"] + sig.sub_interaction * zi["slide_2"] * zi["omics_2"]
                  + sig.sub_shared * zi["shared"] + site_sub[site_idx])
     sub_prob = _sigmoid(sub_logit)
     subtype = (r_surv.random(n) < sub_prob).astype(int)
-    risk = (sig.surv_slide * zi["slide_2"] + sig.surv_omics * zi["omics_2"] + sig.surv_interaction * zi["slide_2"] * zi["omics_2"]
+    risk = (sig.surv_slide * zi["slide_2"] + sig.surv_omics * zi["omics_2"] + sig.surv_interaction * zi["slide_1"] * zi["omics_1"]
             + sig.surv_stage * (stage_idx - 1.5) + sig.surv_age * (age - 60) / 10 + sig.surv_shared * zi["shared"] + site_haz[site_idx])
     # Weibull proportional hazards: S(t) = exp(-(t/scale)^k * exp(risk))
     t_event = sig.baseline_scale_months * (r_surv.exponential(1.0, n) / np.exp(risk)) ** (1 / sig.weibull_shape)
@@ -612,7 +616,8 @@ def simulate_cohort(
     gt["subtype_logit"] = sub_logit
     gt["subtype_logit_slide"] = sig.sub_slide * zi["slide_1"]
     gt["subtype_logit_omics"] = sig.sub_omics * zi["omics_1"]
-    gt["subtype_logit_interaction"] = sig.sub_interaction * zi["slide_1"] * zi["omics_1"]
+    gt["subtype_logit_interaction"] = sig.sub_interaction * zi["slide_2"] * zi["omics_2"]
+    gt["risk_interaction"] = sig.surv_interaction * zi["slide_1"] * zi["omics_1"]
     gt["subtype_prob"] = sub_prob
     gt["risk"] = risk
     gt["event_time"] = t_event
@@ -727,7 +732,8 @@ def signal_check(cohort: "Cohort", *, n_folds: int = 5, seed: int = 0) -> pd.Dat
     logistic regression for ``subtype`` (balanced accuracy) and a ridge Cox model for ``survival``
     (Harrell's C-index) on: bag-mean slide features, pathway-mean RNA, clinical fields (each with
     site one-hot), their concatenation (``early_fusion``), the average of the three single-modality
-    predictions (``late_fusion``) and the true generative quantities (``oracle``: subtype_prob, risk).
+    predictions (``late_fusion``), the true latent factors used additively (``oracle_additive``,
+    main effects only) and the true generative quantities (``oracle``: subtype_prob, risk).
 
     Returns a DataFrame indexed by model with columns ``subtype_bacc``, ``survival_cindex``, ``n``.
     """
@@ -767,6 +773,15 @@ def signal_check(cohort: "Cohort", *, n_folds: int = 5, seed: int = 0) -> pd.Dat
     prob["late_fusion"] = np.mean([prob[k] for k in singles], axis=0)
     risk["late_fusion"] = np.sum([risk[k] for k in singles], axis=0)
     gt = cohort.ground_truth.loc[ids]
+    # additive oracle: the true latent factors (+ true stage, age, site) as main effects only; the
+    # gap to ``oracle`` is what learning the cross-modal interaction can add
+    Zt = np.column_stack([gt[f"z_{f}"].to_numpy() for f in LATENT_FACTORS] + [X["clinical"], X["site"]])
+    prob["oracle_additive"], risk["oracle_additive"] = np.zeros(len(ids)), np.zeros(len(ids))
+    for tr, te in folds.split(Zt, y * 2 + event):
+        sc = StandardScaler().fit(Zt[tr])
+        clf = LogisticRegression(C=10.0, max_iter=2000).fit(sc.transform(Zt[tr]), y[tr])
+        prob["oracle_additive"][te] = clf.predict_proba(sc.transform(Zt[te]))[:, 1]
+        risk["oracle_additive"][te] = CoxPHSurvivalAnalysis(alpha=1.0).fit(sc.transform(Zt[tr]), surv_y[tr]).predict(sc.transform(Zt[te]))
     prob["oracle"], risk["oracle"] = gt["subtype_prob"].to_numpy(), gt["risk"].to_numpy()
     rows = {
         k: {
