@@ -10,9 +10,11 @@ latent state ``z`` of six standard-normal factors. Two are visible only in the s
 and a second tumour-cell direction), two only in RNA through pathway activities (``omics_1``,
 ``omics_2``), one only in the clinical fields (``clinical`` drives stage and age) and one
 (``shared``, immune infiltration) in both slides and RNA. The binary ``subtype`` depends on
-``slide_1``, ``omics_1`` **and their product** (an interaction no single modality and no late fusion
-of single-modality models can capture); the survival hazard depends on ``slide_2``, ``omics_2``, their
-product, stage and age. Each modality alone is therefore informative but incomplete, and fusion helps.
+``slide_1`` and ``omics_1`` (main effects) **and on the product** ``slide_2 * omics_2``; the survival
+hazard on ``slide_2``, ``omics_2``, the product ``slide_1 * omics_1``, stage and age. A product of two
+independent factors has no marginal effect, so no single modality and no late fusion of
+single-modality models can use it, while a model reading slide and omics jointly can. Each
+modality alone is informative but incomplete, and fusion helps.
 
 Public entry point: :func:`simulate_cohort`. It writes a cohort directory (see
 :mod:`modaltune.data.cohort`) and returns the loaded :class:`~modaltune.data.cohort.Cohort`.
