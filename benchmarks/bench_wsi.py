@@ -165,8 +165,9 @@ def main() -> None:
         f"counting pages shared with the parent after fork) for a slide of {raw_mb:.0f} MB of raw RGB at level 0: memory is bounded by batch x workers x prefetch tiles "
         f"plus the 2,048-px tissue mask, not by slide size. Writing the synthetic slide took {gen_s:.1f} s.",
         "",
-        "Reading is not the bottleneck: it is one to two orders of magnitude faster than CPU encoding. On a GPU the encoder is "
-        "~100x faster and the reader workers (`--workers`) become the limit; raise them there.",
+        "Reading is not the bottleneck on CPU: it is more than an order of magnitude faster than encoding. GPU encoding was not "
+        "measured (no GPU in this run); there the encoder is far faster and the reader workers (`--workers`) may become the "
+        "limit, so raise them with the GPU.",
         "",
     ]
     text = "\n".join(lines)
