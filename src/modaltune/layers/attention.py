@@ -73,9 +73,8 @@ def attention_with_lse(
     """
     if _fused_cpu_lse_available(q):
         try:
-            out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-                q.contiguous(), k.contiguous(), v.contiguous(), 0.0, False, scale=scale
-            )
+            # strided (e.g. head-transposed) inputs are fine for this kernel: no copies
+            out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, scale=scale)
             return out, lse.detach()
         except RuntimeError:  # pragma: no cover - kernel unavailable in this build
             pass

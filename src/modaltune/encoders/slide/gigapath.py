@@ -51,8 +51,13 @@ def _sparsify(x: torch.Tensor, s: int, r: int) -> tuple[torch.Tensor, tuple[int,
     B, N, H, Dh = x.shape
     n = -(-N // s)
     m = -(-s // r)
-    x = F.pad(x, (0, 0, 0, 0, 0, n * s - N)).view(B, n, s, H, Dh)
-    x = F.pad(x, (0, 0, 0, 0, 0, m * r - s))
+    if n * s != N:  # (padding copies are skipped when no padding is needed)
+        x = F.pad(x, (0, 0, 0, 0, 0, n * s - N))
+    x = x.reshape(B, n, s, H, Dh)
+    if m * r != s:
+        x = F.pad(x, (0, 0, 0, 0, 0, m * r - s))
+    if r == 1:  # plain segments: a strided view, which the attention kernel accepts without a copy
+        return x.reshape(B * n, m, H, Dh).transpose(1, 2), (B, n, m, N)
     # (B, n, m, offset, group, head-in-group, Dh): keep offset == group (the diagonal).
     x = x.view(B, n, m, r, r, H // r, Dh)
     x = torch.diagonal(x, dim1=3, dim2=4)  # (B, n, m, H/r, Dh, r[group])
@@ -67,6 +72,10 @@ def _densify(out: torch.Tensor, lse: torch.Tensor, s: int, r: int, dims: tuple[i
     """
     B, n, m, N = dims
     _, H, _, Dh = out.shape
+    if r == 1:
+        dense = out.transpose(1, 2).reshape(B, n * m, H, Dh)[:, :N]
+        dl = lse.transpose(1, 2).reshape(B, n * m, H)[:, :N]
+        return dense, dl
     g = H // r
     dense = out.new_zeros(B, n, m, r, r, g, Dh)
     torch.diagonal(dense, dim1=3, dim2=4).copy_(out.view(B, n, r, g, m, Dh).permute(0, 1, 4, 3, 5, 2))
@@ -110,7 +119,7 @@ def dilated_attention(
         o, lse = attention_with_lse(qs, ks, vs)
         del qs, ks, vs
         if return_branches:
-            branches.append((o.permute(0, 2, 1, 3).reshape(o.shape[0], o.shape[2], H * Dh), lse))
+            branches.append((o.transpose(1, 2).reshape(o.shape[0], o.shape[2], H * Dh), lse))
         od, ld = _densify(o, lse.to(torch.float32 if o.dtype != torch.float64 else o.dtype), s, r, dims)
         # Official quirk: an lse of exactly 0.0 is treated as "not covered".
         ld = ld.masked_fill(ld == 0, _NEG)
