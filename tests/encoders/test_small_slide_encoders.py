@@ -95,3 +95,20 @@ def test_grad_checkpointing_small_transformer():
     m.zero_grad()
     m.set_grad_checkpointing(True)(x, c).sum().backward()
     assert all(torch.allclose(a, p.grad, atol=1e-6) for a, p in zip(g, m.parameters()))
+
+
+def test_token_state_patch_injection_api():
+    """The adapter hook: replace patch tokens between layer groups; CLS and layout are preserved."""
+    torch.manual_seed(0)
+    m = SmallTransformerSlideEncoder(in_dim=16, embed_dim=32, num_heads=4, depth=2, dropout=0.0).eval()
+    x, c = _bag(B=1)
+    with torch.no_grad():
+        s = m.embed(x, c)
+        assert s.patch_index == slice(1, None) and s.prefix_index == slice(0, 1)
+        same = s.with_patch_tokens(s.patch_tokens + 0.0)
+        assert torch.equal(m.pool(m.run_layers(same, 0, 2)), m(x, c))
+        moved = s.with_patch_tokens(s.patch_tokens + 1.0)
+        assert torch.equal(moved.tokens[:, 0], s.tokens[:, 0])
+        assert not torch.allclose(m.pool(m.run_layers(moved, 0, 2)), m(x, c))
+    with pytest.raises(ValueError, match="token layout changed"):
+        s.with_tokens(s.tokens[:, :-1])
