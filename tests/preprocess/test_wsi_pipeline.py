@@ -98,6 +98,9 @@ def test_resume_skips_complete_and_redoes_broken(synth, tmp_path):
     assert other.status == "failed" and "another encoder" in other.error and "--no-resume" in other.error
     with h5py.File(out / "a.h5") as f:
         assert f["features"].attrs["encoder"] == "uni"
+    # ... nor one tiled differently (asking for 10x patches where 20x ones are stored)
+    at10 = extract_features([b], out, patch_size=128, magnification=10, **FAST).slides[0]
+    assert at10.status == "failed" and "magnification" in at10.error
 
 
 def test_workers_and_backends_give_the_same_features(synth, tmp_path):

@@ -135,9 +135,10 @@ class BagWriter:
             self.abort()
 
 
-def bag_is_complete(path: str | Path, encoder: str | None = None) -> bool:
+def bag_is_complete(path: str | Path, encoder: str | None = None, coords_attrs: dict | None = None) -> bool:
     """True when ``path`` is a finished bag: readable, ``status`` finished, features/coords rows agree,
-    and (when given) written by ``encoder``. Used by resume to skip slides already done."""
+    and (when given) written by ``encoder`` with ``coords`` attributes equal to ``coords_attrs``
+    (e.g. the same patch size and magnification). Used by resume to skip slides already done."""
     import h5py
 
     path = Path(path)
@@ -156,6 +157,10 @@ def bag_is_complete(path: str | Path, encoder: str | None = None) -> bool:
                 enc = enc.decode() if isinstance(enc, bytes) else enc
                 if enc != encoder:
                     return False
+            for k, v in (coords_attrs or {}).items():
+                have = f["coords"].attrs.get(k)
+                if have is None or abs(float(have) - float(v)) > 1e-6 * max(1.0, abs(float(v))):
+                    return False
             return True
-    except (OSError, KeyError):
+    except (OSError, KeyError, TypeError, ValueError):
         return False

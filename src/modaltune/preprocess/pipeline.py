@@ -285,7 +285,10 @@ def process_slide(path: str | Path, out_dir: str | Path, cfg: ExtractConfig, enc
     device = _resolve_device(cfg.device)
     if encoder is None:
         encoder = _get_encoder(cfg, device)
-    if cfg.resume and bag_is_complete(h5, encoder.name):
+    same = {"patch_size": cfg.patch_size, "overlap": cfg.overlap}
+    if cfg.target_mpp is None and cfg.magnification:
+        same["target_magnification"] = cfg.magnification
+    if cfg.resume and bag_is_complete(h5, encoder.name, same):
         import h5py
 
         with h5py.File(h5, "r") as f:
@@ -293,10 +296,10 @@ def process_slide(path: str | Path, out_dir: str | Path, cfg: ExtractConfig, enc
         res.status, res.seconds = "skipped", time.perf_counter() - t0
         return res
     if cfg.resume and bag_is_complete(h5):
-        # A finished bag of another encoder: never overwrite someone's features silently.
+        # A finished bag of another encoder or tiling: never overwrite someone's features silently.
         res.h5 = None
-        res.error = (f"{h5} already holds complete features of another encoder; "
-                     f"write '{encoder.name}' features to another --out folder, or pass --no-resume to overwrite")
+        res.error = (f"{h5} already holds complete features from another encoder or patch size/magnification; "
+                     f"write to another --out folder, or pass --no-resume to overwrite")
         res.seconds = time.perf_counter() - t0
         return res
     wsi = None

@@ -160,9 +160,13 @@ class WSI:
                     mod = require("tiffslide", "wsi", "reading slides with tiffslide")
                     handle = mod.TiffSlide(str(self.path))
                 # tiffslide parses lazily: touch geometry and metadata now so a broken file fails here.
-                if not handle.level_dimensions or min(handle.level_dimensions[0]) < 1:
-                    raise ValueError("no image levels")
-                dict(handle.properties)
+                try:
+                    if not handle.level_dimensions or min(handle.level_dimensions[0]) < 1:
+                        raise ValueError("no image levels")
+                    dict(handle.properties)
+                except Exception:
+                    handle.close()
+                    raise
                 return handle, name
             except ImportError:
                 raise
