@@ -194,3 +194,12 @@ def test_two_process_cpu_ddp_fit(tiny_cohort_dir, tmp_path):
     assert log["epoch"].max() == 1
     # 20 training patients over 2 ranks -> 10 batches per rank per epoch, 5 optimiser steps (accumulate 2)
     assert log["step"].max() == 10 - 1 or log["step"].max() == 10
+
+
+def test_method_task_restriction_plans_only_matching_units(tiny_cohort_dir):
+    from modaltune.training.runner import plan_units
+
+    cfg = _cfg(tiny_cohort_dir, tasks=["subtype", "survival"], methods=[{"name": "mean_pool"}, {"name": "coxnet", "tasks": ["survival"]}])
+    units = plan_units(cfg, [tiny_cohort_dir])
+    # mean_pool: 2 task sets x 2 folds; coxnet: survival only x 2 folds
+    assert sorted((u.method, u.tasks) for u in units) == sorted([("mean_pool", ("subtype",))] * 2 + [("mean_pool", ("survival",))] * 2 + [("coxnet", ("survival",))] * 2)

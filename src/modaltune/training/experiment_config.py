@@ -88,12 +88,14 @@ class SplitConfig(StrictModel):
 
 class MethodConfig(StrictModel):
     """One method: registry ``name``, builder ``params``, input ``modalities`` (None = the method's
-    declared modalities, else every cohort modality) and a display ``label`` (default: name)."""
+    declared modalities, else every cohort modality), a display ``label`` (default: name) and, in a
+    benchmark, the ``tasks`` it runs on (None = every task set; e.g. a Cox model: ``[survival]``)."""
 
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
     modalities: list[str] | None = None
     label: str | None = None
+    tasks: list[str] | None = None  # benchmark only: run this method on task sets within these tasks
 
     @property
     def display(self) -> str:

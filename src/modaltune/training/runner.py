@@ -112,6 +112,8 @@ def plan_units(cfg: BenchmarkConfig, cohort_paths: list[Path]) -> list[Unit]:
         splits, _ = sources.make_splits(cohort, cfg.split, all_tasks)
         for mi, m in enumerate(cfg.methods):
             for ts in task_sets:
+                if m.tasks is not None and not set(ts) <= set(m.tasks):
+                    continue
                 for f in splits.folds:
                     for seed in cfg.seed_list():
                         units.append(Unit(mi, m.display, cohort.name, str(path), tuple(ts), f.index, seed))
