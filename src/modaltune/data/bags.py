@@ -420,6 +420,22 @@ def open_bag(path: str | Path) -> BagHandle:
     return BagHandle(path, fmt, shape, dtype, attrs.get("encoder") or _encoder_from_dir(path), coords is not None, attrs)
 
 
+def is_no_tissue_bag(path: str | Path) -> bool:
+    """True when ``path`` is an h5 bag that ``modaltune extract`` flagged ``status='no_tissue'``
+    (a valid file with 0 patches). Such slides are treated as *missing* and reported, not as errors."""
+    path = Path(path)
+    if _bag_format(path) != "h5":
+        return False
+    try:
+        with _open_h5(path) as f:
+            status = f.attrs.get("status")
+    except InputError:
+        return False
+    if isinstance(status, bytes):
+        status = status.decode()
+    return status == "no_tissue"
+
+
 def write_bag_h5(
     path: str | Path,
     features: np.ndarray,

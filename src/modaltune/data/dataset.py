@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from modaltune.data.bags import is_diagnostic_slide, load_patient_bag, open_bag
+from modaltune.data.bags import is_diagnostic_slide, is_no_tissue_bag, load_patient_bag, open_bag
 from modaltune.data.clinical import ClinicalEncoder
 from modaltune.data.cohort import Cohort, TaskSpec, TaskTargets
 from modaltune.data.omics import OmicsScaler, PathwayTokens, tokenize_pathways
@@ -238,7 +238,11 @@ class CohortPreprocessor:
             spec = c.manifest.modality(self.slide_modality)
             slide_dim, self.slide_encoder = spec.feature_dim, spec.encoder
             for pid, grp in c.slides.groupby("patient_id", sort=False):
-                existing = [c.resolve_path(p) for p in grp["path"] if isinstance(p, str) and c.resolve_path(p).exists()]
+                existing = [
+                    c.resolve_path(p)
+                    for p in grp["path"]
+                    if isinstance(p, str) and c.resolve_path(p).exists() and not is_no_tissue_bag(c.resolve_path(p))
+                ]
                 if existing:
                     self.slide_paths[str(pid)] = existing
             first = next(iter(self.slide_paths.values()), None)
@@ -519,9 +523,14 @@ def summarize_exclusions(
                 if not paths:
                     rows.append((pid, "modality", m.name, "no slide listed"))
                     continue
-                exist = [cohort.resolve_path(p).exists() for p in paths if isinstance(p, str)]
+                resolved = [cohort.resolve_path(p) for p in paths if isinstance(p, str)]
+                exist = [q.exists() for q in resolved]
+                no_tissue = [q.exists() and is_no_tissue_bag(q) for q in resolved]
+                if any(no_tissue):
+                    rows.append((pid, "modality", m.name, "no tissue found in slide (empty bag flagged by extract)"))
+                    exist = [e and not nt for e, nt in zip(exist, no_tissue)]
                 if not any(exist):
-                    rows.append((pid, "modality", m.name, "expected feature file missing"))
+                    rows.append((pid, "modality", m.name, "expected feature file missing" if not any(no_tissue) else "no usable slide"))
                 elif not all(exist):
                     rows.append((pid, "modality", m.name, "some slide files missing (rest used)"))
                 if diagnostic_only and not any(is_diagnostic_slide(p) for p in paths):

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from modaltune.data.bags import BAG_SUFFIXES, read_bag
+from modaltune.data.bags import BAG_SUFFIXES, is_no_tissue_bag, read_bag
 from modaltune.data.clinical import canonical_category, check_clinical_value
 from modaltune.data.cohort import MANIFEST_NAME, Cohort, CohortManifest, load_manifest
 from modaltune.data.splits import PARTITIONS
@@ -228,6 +228,15 @@ def _check_slides(report: ValidationReport, cohort_like: dict[str, Any], manifes
     expected_enc = spec.encoder if spec else None
     dims: dict[int, list[str]] = defaultdict(list)
     encs: dict[str, list[str]] = defaultdict(list)
+    flagged = [(pid, p) for pid, p in existing if is_no_tissue_bag(p)]
+    if flagged:
+        report.add(
+            where,
+            f"{len(flagged)} bag(s) flagged 'no_tissue' by extraction (0 patches; the slide counts as missing), e.g. {_examples([str(p) for _, p in flagged], 2)}",
+            "check the slide and tissue-detection settings, or remove it from slides.csv",
+            severity="warning",
+        )
+        existing = [(pid, p) for pid, p in existing if (pid, p) not in flagged]
     for pid, p in existing:
         try:
             bag = read_bag(p)
