@@ -1,0 +1,163 @@
+"""``modaltune``: the Modal Adapter on a frozen slide encoder with text-embedded multi-task learning.
+
+Ramanathan et al., "ModalTune", ICCV 2025 (shared/docs/MODALTUNE.md; docs/modaltune.md). The
+model lives in :mod:`modaltune.modaltune`; this module turns method params into it.
+
+Params (defaults in brackets):
+
+- ``backbone`` [small_transformer]: slide encoder name (``gigapath`` | ``titan`` |
+  ``small_transformer``); ``backbone_params`` [{}]: constructor kwargs (``in_dim`` defaults to the
+  cohort's patch-feature width); ``checkpoint`` [None] / ``random_init`` [False]: gigapath / titan
+  need a local checkpoint or an explicit ``random_init: true`` (recorded as
+  ``model.backbone.weights_source``); ``grad_checkpointing`` [False].
+- ``groups`` [paper groups for gigapath/titan, else up to 3 equal groups]; ``attn_dim`` / ``heads``
+  [192 / 12 for gigapath/titan, else 64 / 4]; ``ffn_dim`` [192 | 64]; ``extra_extractors`` [2];
+  ``drop_path`` [0.1].
+- modal tokens: ``omics_tokens`` [{}]: omics block -> ``pathways`` | ``block`` | ``none`` (default:
+  ``pathways`` when pathway lists exist for the block, else ``block``); ``pathways`` [None]: a
+  pathway file (CSV/GMT) or ``builtin`` (the simulator's list), tokenised against the block's genes
+  when the cohort has no pathways of its own; ``pathway_omics`` [rna]; ``gene_mixer`` [{}]:
+  ``token_dim`` 256, ``n_blocks`` 3, ``channel_hidden`` 128, ``dropout`` 0.25, ``n_compress`` None
+  (paper 64); ``block_tokens`` [4]; ``use_clinical`` [True]; ``use_report`` [True].
+- ``out_dim`` [256]; ``fusion`` [sum; concat for titan].
+- objectives: ``kl`` [1.0], ``supervised`` [1.0], ``text_cls`` [0.0], ``kl_scale`` [10],
+  ``kl_temperature`` [1.0], ``text_temperature`` [0.07], ``templates`` [{}]; ``cls_output``
+  [auto]; ``survival_head`` [discrete]; ``alpha`` [0.0]; ``projector_seed`` [0].
+- ``text_model`` [None = packaged all-MiniLM-L6-v2]; ``cache_embed`` [True].
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from modaltune.errors import ConfigError
+from modaltune.methods.registry import register_method
+
+__all__ = ["build_modaltune", "default_groups"]
+
+_KEYS = {
+    "backbone", "backbone_params", "checkpoint", "random_init", "grad_checkpointing", "groups", "attn_dim", "heads", "ffn_dim",
+    "extra_extractors", "drop_path", "omics_tokens", "pathways", "pathway_omics", "gene_mixer", "block_tokens", "use_clinical",
+    "use_report", "out_dim", "fusion", "kl", "supervised", "text_cls", "kl_scale", "kl_temperature", "text_temperature", "templates",
+    "cls_output", "survival_head", "alpha", "projector_seed", "text_model", "cache_embed",
+}
+_FOUNDATION = ("gigapath", "titan")
+
+
+def default_groups(backbone: str, num_layers: int) -> list[list[int]]:
+    """Paper groups for gigapath / titan; otherwise ``min(3, L)`` contiguous near-equal groups."""
+    from modaltune.adapters.modal_adapter import PAPER_GROUPS
+
+    if backbone in PAPER_GROUPS and PAPER_GROUPS[backbone][-1][-1] == num_layers - 1:
+        return [list(g) for g in PAPER_GROUPS[backbone]]
+    g = max(1, min(3, num_layers))
+    bounds = [round(i * num_layers / g) for i in range(g + 1)]
+    return [[bounds[i], bounds[i + 1] - 1] for i in range(g)]
+
+
+def _pathway_tokens_for(info: Any, omics: str, source: Any):
+    pw = (getattr(info, "pathways", None) or {}).get(omics)
+    if pw is not None:
+        return pw
+    if source is None:
+        return None
+    from modaltune.data.omics import tokenize_pathways
+
+    if source == "builtin":
+        from modaltune.data.simulate import builtin_pathways
+
+        source = builtin_pathways()
+    return tokenize_pathways(source, list(info.omics_feature_names[omics]))
+
+
+@register_method("modaltune", kind="torch", modalities=("slide", "omics", "clinical", "text"),
+                 description="ModalTune: Modal Adapter on a frozen slide encoder + text-embedded multi-task objectives")
+def build_modaltune(info: Any, **params: Any):
+    """Build a :class:`~modaltune.modaltune.model.ModalTuneModel` for ``info``; params in the module docstring."""
+    from modaltune.adapters.modal_adapter import ModalAdapter
+    from modaltune.encoders.fusion import clinical_modality_name
+    from modaltune.encoders.slide import create_slide_encoder
+    from modaltune.modaltune.model import ModalTuneModel, Objectives
+    from modaltune.modaltune.text_targets import get_text_encoder
+    from modaltune.modaltune.tokens import ClinicalTokenSet, ModalTokenizer, OmicsBlockTokenSet, PathwayTokenSet, ReportTextTokenSet
+
+    unknown = set(params) - _KEYS
+    if unknown:
+        raise ConfigError(f"unknown modaltune parameter(s) {sorted(unknown)}", where="method.params", fix=f"use some of {sorted(_KEYS)}")
+    if not getattr(info, "slide_dim", None):
+        raise ConfigError("modaltune adapts a slide encoder but the cohort/run has no slide modality", where="method.modalities", fix="include the slide modality")
+    name = params.get("backbone", "small_transformer")
+    foundation = name in _FOUNDATION
+    bparams = {"in_dim": int(info.slide_dim), **dict(params.get("backbone_params") or {})}
+    if name == "small_transformer":
+        bparams = {"embed_dim": 64, "depth": 3, "num_heads": 4, **bparams}
+    if name == "titan" and "patch_size_level0" not in bparams:
+        bparams["patch_size_level0"] = 512
+    backbone = create_slide_encoder(name, checkpoint=params.get("checkpoint"), random_init=bool(params.get("random_init", False)), **bparams)
+    if params.get("grad_checkpointing"):
+        backbone.set_grad_checkpointing(True)
+    groups = params.get("groups") or default_groups(name, int(backbone.num_layers))
+    adapter = ModalAdapter(
+        backbone,
+        groups,
+        attn_dim=int(params.get("attn_dim", 192 if foundation else 64)),
+        heads=int(params.get("heads", 12 if foundation else 4)),
+        ffn_dim=int(params.get("ffn_dim", 192 if foundation else 64)),
+        extra_extractors=int(params.get("extra_extractors", 2)),
+        drop_path=float(params.get("drop_path", 0.1)),
+    )
+    d = adapter.dim
+    text_model = params.get("text_model")
+    text_dim = int(get_text_encoder(text_model).dim)
+
+    # modal token sets
+    sets = []
+    otok = dict(params.get("omics_tokens") or {})
+    gm = dict(params.get("gene_mixer") or {})
+    pw_omics = params.get("pathway_omics", "rna")
+    for om, g in dict(info.omics_dims).items():
+        pw_source = params.get("pathways") if om == pw_omics else None
+        pw = _pathway_tokens_for(info, om, pw_source)
+        mode = otok.get(om, "pathways" if pw is not None else "block")
+        if mode == "none":
+            continue
+        if mode == "pathways":
+            if pw is None:
+                raise ConfigError(f"omics block '{om}' has no pathway lists for pathway tokens", where="method.params.omics_tokens",
+                                  fix="set pathways: <pathway CSV/GMT> (or 'builtin' for simulated cohorts), or omics_tokens: {%s: block}" % om)
+            sets.append(PathwayTokenSet(om, int(g), pw.gene_index, getattr(pw, "names", None), d, **gm))
+        elif mode == "block":
+            sets.append(OmicsBlockTokenSet(om, int(g), d, n_tokens=int(params.get("block_tokens", 4))))
+        else:
+            raise ConfigError(f"unknown omics token mode '{mode}' for '{om}'", where="method.params.omics_tokens", fix="use pathways, block or none")
+    if params.get("use_clinical", True) and int(getattr(info, "clinical_dim", 0) or 0) > 0:
+        sets.append(ClinicalTokenSet(clinical_modality_name(info), int(info.clinical_dim), d))
+    if params.get("use_report", True) and getattr(info, "text", False):
+        sets.append(ReportTextTokenSet(getattr(info, "text_modality", None) or "text", text_dim, d, text_model))
+    tokenizer = ModalTokenizer(sets)
+
+    objectives = Objectives(
+        kl=float(params.get("kl", 1.0)),
+        supervised=float(params.get("supervised", 1.0)),
+        text_cls=float(params.get("text_cls", 0.0)),
+        kl_scale=float(params.get("kl_scale", 10.0)),
+        kl_temperature=float(params.get("kl_temperature", 1.0)),
+        text_temperature=float(params.get("text_temperature", 0.07)),
+        templates=dict(params.get("templates") or {}),
+    )
+    model = ModalTuneModel(
+        info,
+        adapter,
+        tokenizer,
+        text_dim=text_dim,
+        text_model=text_model,
+        out_dim=int(params.get("out_dim", 256)),
+        fusion=params.get("fusion", "concat" if name == "titan" else "sum"),
+        objectives=objectives,
+        cls_output=params.get("cls_output", "auto"),
+        survival_head=params.get("survival_head", "discrete"),
+        alpha=float(params.get("alpha", 0.0)),
+        projector_seed=int(params.get("projector_seed", 0)),
+        cache_embed=bool(params.get("cache_embed", True)),
+    )
+    model.weights_source = getattr(backbone, "weights_source", "random_init")
+    return model

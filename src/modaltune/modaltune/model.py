@@ -1,0 +1,317 @@
+"""The ModalTune model: frozen slide backbone + Modal Adapter + modal/task tokens + per-task fusion.
+
+Per task ``t`` (the task token flows through the image stream, so the model runs once per task)::
+
+    state  = backbone.embed(patches)                       # frozen, computed ONCE per batch and
+                                                           # reused by every task (and cached at eval)
+    c      = [task token_t ; modal tokens] + positions     # modal tokens: pathways, CNV/mut, clinical, report
+    img, c = ModalAdapter(state, c, mask)                  # injector / frozen groups / extractor
+    f_t    = LN([img, c[task], mean(genomic c), mean(clinical c)] summed or concatenated)
+    out_t  = Linear(f_t) -> (B, out_dim=256)               # the task output / task embedding
+
+``forward(batch) -> {"embedding": (B, T*out_dim) concatenated task outputs, "task_embeddings":
+{t: (B, out_dim)}, "outputs": {t: logits (B, C) | hazard logits (B, K) | risk (B,)}}``; ``loss``
+combines (a) KL text distillation, (b) supervised heads, (c) text-similarity classification with
+weights (see :class:`Objectives`).
+
+Missing data: a patient without a slide gets a learned "missing image" vector and its modal tokens
+skip the adapter; a missing modality's tokens are masked out of every attention and out of the
+fusion means. No patient is dropped.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from modaltune.adapters.modal_adapter import ModalAdapter
+from modaltune.errors import ConfigError, InputError
+
+from .text_targets import RandomProjector, class_label_sentences, embed_texts, label_sentences, task_prompt
+from .tokens import ModalTokenizer, TaskTokenSet
+
+__all__ = ["Objectives", "ModalTuneModel"]
+
+
+@dataclass
+class Objectives:
+    """Weights of the training objectives (any may be 0; at least one must be > 0).
+
+    Attributes:
+        kl: weight of the KL text distillation; the loss is ``kl * kl_scale * sum_t KL_t``
+            (paper: kl = 1, kl_scale = 10, temperature 1).
+        supervised: weight of the supervised heads (CE, discrete-time NLL or Cox) on task outputs.
+        text_cls: weight of cross-entropy on text-similarity logits (classification tasks).
+        kl_scale, kl_temperature: see above.
+        text_temperature: temperature of the text-similarity logits (cosine / T).
+        templates: task -> label-sentence template (``diagnosis`` | ``survival`` | ``general``);
+            default ``diagnosis`` for classification and ``survival`` for survival tasks.
+    """
+
+    kl: float = 1.0
+    supervised: float = 1.0
+    text_cls: float = 0.0
+    kl_scale: float = 10.0
+    kl_temperature: float = 1.0
+    text_temperature: float = 0.07
+    templates: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if min(self.kl, self.supervised, self.text_cls) < 0 or (self.kl + self.supervised + self.text_cls) <= 0:
+            raise ConfigError(f"objective weights must be >= 0 with at least one > 0 (kl={self.kl}, supervised={self.supervised}, text_cls={self.text_cls})",
+                              where="method.params.objectives")
+
+
+class ModalTuneModel(nn.Module):
+    """See the module docstring.
+
+    Args:
+        info: ``CohortInfo`` of the training fold.
+        adapter: a :class:`ModalAdapter` around the frozen backbone.
+        tokenizer: the modal token sets (may hold zero sets: then only the task token is used).
+        text_dim: width of the text encoder's embeddings; text_model: its local path (None = default).
+        out_dim: task-output width (paper 256).
+        fusion: ``sum`` (GigaPath) or ``concat`` (TITAN).
+        objectives: :class:`Objectives`.
+        cls_output: what ``outputs[t]`` of a classification task is: ``head`` (supervised head
+            logits) or ``text`` (text-similarity logits); ``auto`` = head if ``supervised > 0``.
+        survival_head: ``discrete`` or ``cox``; alpha: uncensored weight of the discrete NLL.
+        projector_seed: seed of the frozen random text projector (recorded in the state dict).
+        cache_embed: cache frozen ``backbone.embed`` outputs at evaluation, keyed by patients +
+            patch selection (bounded LRU of ``cache_size`` entries).
+    """
+
+    def __init__(
+        self,
+        info: Any,
+        adapter: ModalAdapter,
+        tokenizer: ModalTokenizer,
+        *,
+        text_dim: int,
+        text_model: str | None = None,
+        out_dim: int = 256,
+        fusion: str = "sum",
+        objectives: Objectives | None = None,
+        cls_output: str = "auto",
+        survival_head: str = "discrete",
+        alpha: float = 0.0,
+        projector_seed: int = 0,
+        cache_embed: bool = True,
+        cache_size: int = 256,
+    ):
+        super().__init__()
+        from modaltune.heads import build_head
+
+        if fusion not in ("sum", "concat"):
+            raise ConfigError(f"unknown fusion '{fusion}'", where="method.params.fusion", fix="use 'sum' or 'concat'")
+        self.info = info
+        self.task_infos = {t.spec.name: t for t in info.tasks}
+        self.adapter = adapter
+        self.tokenizer = tokenizer
+        d = adapter.dim
+        self.dim = d
+        self.text_model = text_model
+        self.task_tokens = TaskTokenSet(text_dim, d, text_model)
+        self.modal_pos = nn.Parameter(torch.randn(1, 1 + tokenizer.n_tokens, d) * 0.02)
+        self.missing_image = nn.Parameter(torch.zeros(d))
+        kinds = tokenizer.kinds
+        self.register_buffer("_genomic", torch.tensor([k == "genomic" for k in kinds], dtype=torch.bool), persistent=False)
+        self.register_buffer("_clinical", torch.tensor([k == "clinical" for k in kinds], dtype=torch.bool), persistent=False)
+        self.has_genomic = bool(self._genomic.any())
+        self.has_clinical = bool(self._clinical.any())
+        n_parts = 2 + int(self.has_genomic) + int(self.has_clinical)
+        self.fusion = fusion
+        fdim = d if fusion == "sum" else n_parts * d
+        self.fuse = nn.ModuleDict({t: nn.Sequential(nn.LayerNorm(fdim), nn.Linear(fdim, out_dim)) for t in self.task_infos})
+        self.out_dim = int(out_dim)
+        self.objectives = objectives or Objectives()
+        self.projector = RandomProjector(text_dim, out_dim, projector_seed)
+        if cls_output == "auto":
+            cls_output = "head" if self.objectives.supervised > 0 else "text"
+        if cls_output not in ("head", "text"):
+            raise ConfigError(f"unknown cls_output '{cls_output}'", where="method.params.cls_output", fix="use 'auto', 'head' or 'text'")
+        self.cls_output = cls_output
+        self.survival_head = survival_head
+        self.alpha = alpha
+        self.heads = nn.ModuleDict({t: build_head(ti, out_dim, survival_head=survival_head) for t, ti in self.task_infos.items()})
+        self.cache_embed = cache_embed
+        self.cache_size = int(cache_size)
+        self._embed_cache: OrderedDict = OrderedDict()
+        self.embed_cache_hits = 0
+        self.slide_key = getattr(info, "slide_modality", None) or "slide"
+        self.method_name = "modaltune"
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def embed_dim(self) -> int:
+        return self.out_dim * len(self.task_infos)
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self.adapter.backbone
+
+    def train(self, mode: bool = True) -> "ModalTuneModel":
+        super().train(mode)
+        if mode:
+            self._embed_cache.clear()  # cached states are for evaluation only
+        return self
+
+    def _frozen_embed(self, batch: dict, rows: torch.Tensor):
+        """``backbone.embed`` of the patients ``rows`` (frozen: no graph); LRU-cached at evaluation."""
+        s = batch["slide"]
+        feats = s["features"][rows].float()
+        coords = s["coords"][rows] if s.get("coords") is not None else None
+        mask = s["mask"][rows].bool()
+        # trim padding shared by all selected rows (a batch of one has no padding at all)
+        n = int(mask.sum(1).max())
+        feats, mask = feats[:, :n], mask[:, :n]
+        coords = coords[:, :n] if coords is not None else None
+        pad = ~mask
+        use_cache = self.cache_embed and not self.training and not torch.is_grad_enabled()
+        key = None
+        if use_cache:
+            pids = tuple(batch["patient_id"][i] for i in rows.tolist())
+            ch = hash(coords.cpu().numpy().tobytes()) if coords is not None else 0
+            fh = hash(feats[:, : min(n, 8)].cpu().numpy().tobytes())
+            key = (pids, n, ch, fh)
+            hit = self._embed_cache.get(key)
+            if hit is not None:
+                self._embed_cache.move_to_end(key)
+                self.embed_cache_hits += 1
+                return hit
+        with torch.no_grad():
+            state = self.adapter.embed(feats, coords, padding_mask=pad if bool(pad.any()) else None)
+        if key is not None:
+            self._embed_cache[key] = state
+            while len(self._embed_cache) > self.cache_size:
+                self._embed_cache.popitem(last=False)
+        return state
+
+    @staticmethod
+    def _masked_mean(c: torch.Tensor, present: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
+        w = (present & which[None]).to(c.dtype)  # (B, M)
+        return (c * w[..., None]).sum(1) / w.sum(1, keepdim=True).clamp_min(1.0)
+
+    def _slide_rows(self, batch: dict) -> torch.Tensor:
+        if "slide" not in batch:
+            raise InputError("ModalTune needs the slide modality but the batch has no 'slide' entry", where="batch", fix="add the slide modality to the method's modalities")
+        mask = batch["slide"]["mask"].bool()
+        present = mask.any(1)
+        mm = batch.get("modality_mask") or {}
+        if self.slide_key in mm:
+            present = present & mm[self.slide_key].to(present.device).bool()
+        return present.nonzero(as_tuple=True)[0]
+
+    # ------------------------------------------------------------------ forward
+    def task_forward(self, batch: dict, task: str, *, modal: tuple[torch.Tensor, torch.Tensor] | None = None, state=None,
+                     rows: torch.Tensor | None = None, return_tokens: bool = False):
+        """Task output ``(B, out_dim)`` of one task (and, with ``return_tokens``, the adapted modal tokens)."""
+        B = len(batch["patient_id"])
+        if modal is None:
+            modal = self.tokenizer(batch)
+        tokens, present = modal
+        dev = self.modal_pos.device
+        ti = self.task_infos[task]
+        prompts = [task_prompt(ti.spec.description, site, task) for site in batch["site"]]
+        tt = self.task_tokens.forward_prompts(prompts)  # (B, 1, d)
+        c = torch.cat([tt, tokens.to(dev)], dim=1)
+        cmask = torch.cat([torch.ones(B, 1, dtype=torch.bool, device=dev), present.to(dev)], dim=1)
+        if rows is None:
+            rows = self._slide_rows(batch)
+        img = self.missing_image[None].expand(B, -1)
+        if rows.numel():
+            if state is None:
+                state = self._frozen_embed(batch, rows)
+            img_r, c_r = self.adapter(None, None, c[rows], cmask[rows], modal_pos=self.modal_pos, state=state)
+            img = img.index_put((rows,), img_r)
+            c = c.index_put((rows,), c_r)
+        parts = [img, c[:, 0]]
+        if self.has_genomic:
+            parts.append(self._masked_mean(c[:, 1:], cmask[:, 1:], self._genomic))
+        if self.has_clinical:
+            parts.append(self._masked_mean(c[:, 1:], cmask[:, 1:], self._clinical))
+        f = torch.stack(parts, 0).sum(0) if self.fusion == "sum" else torch.cat(parts, dim=1)
+        out = self.fuse[task](f)
+        return (out, c, cmask) if return_tokens else out
+
+    def forward(self, batch: dict) -> dict:
+        modal = self.tokenizer(batch)
+        rows = self._slide_rows(batch)
+        state = self._frozen_embed(batch, rows) if rows.numel() else None  # shared by all tasks
+        task_emb = {t: self.task_forward(batch, t, modal=modal, state=state, rows=rows) for t in self.task_infos}
+        outputs = {}
+        for t, ti in self.task_infos.items():
+            if ti.spec.kind == "classification" and self.cls_output == "text":
+                outputs[t] = self.text_logits(task_emb[t], batch["site"], t)
+            else:
+                outputs[t] = self.heads[t](task_emb[t])
+        return {"embedding": torch.cat([task_emb[t] for t in self.task_infos], dim=1), "task_embeddings": task_emb, "outputs": outputs}
+
+    def embed(self, batch: dict) -> torch.Tensor:
+        """(B, T * out_dim) concatenated task outputs (what probes read; slice per task)."""
+        return self.forward(batch)["embedding"]
+
+    # ------------------------------------------------------------------ text
+    def text_targets(self, sentences: Sequence[str]) -> torch.Tensor:
+        """``z = normalise(P(text(sentences)))``: (N, out_dim)."""
+        dev = self.projector.weight.device
+        return self.projector(embed_texts(list(sentences), self.text_model).to(dev))
+
+    def class_embeddings(self, site: str | None, class_names: Sequence[str]) -> torch.Tensor:
+        """(C, out_dim) projected label-sentence embeddings of ``class_names`` for ``site``."""
+        return self.text_targets(class_label_sentences(site, class_names))
+
+    def score_labels(self, task_output: torch.Tensor, sites: Sequence[str], class_names: Sequence[str]) -> torch.Tensor:
+        """Text-similarity logits ``(B, len(class_names))`` for *any* label names (zero-shot capable)."""
+        scale = 1.0 / self.objectives.text_temperature
+        s = F.normalize(task_output, dim=1)
+        rows = []
+        cache: dict[str, torch.Tensor] = {}
+        for b, site in enumerate(sites):
+            if site not in cache:
+                cache[site] = self.class_embeddings(site, class_names).to(s.dtype)
+            rows.append(s[b] @ cache[site].T)
+        return torch.stack(rows) * scale
+
+    def text_logits(self, task_output: torch.Tensor, sites: Sequence[str], task: str) -> torch.Tensor:
+        return self.score_labels(task_output, sites, self.task_infos[task].class_names)
+
+    # ------------------------------------------------------------------ loss
+    def _template(self, task: str) -> str:
+        ti = self.task_infos[task]
+        return self.objectives.templates.get(task, "survival" if ti.spec.kind == "survival" else "diagnosis")
+
+    def loss(self, batch: dict, out: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``(total, {task: loss})``; see :class:`Objectives` for the terms and weights."""
+        from modaltune.losses import kl_text_distillation, task_loss
+
+        ob = self.objectives
+        per: dict[str, torch.Tensor] = {}
+        for t, ti in self.task_infos.items():
+            emb = out["task_embeddings"][t]
+            mask = batch["target_mask"][t].to(emb.device).bool()
+            total = 0.0 * emb.sum()
+            if ob.kl > 0:
+                sents, usable = label_sentences(batch, self.info.tasks, t, self._template(t))
+                usable = usable.to(emb.device)
+                if bool(usable.any()):
+                    idx = usable.nonzero(as_tuple=True)[0]
+                    z = self.text_targets([sents[i] for i in idx.tolist()]).to(emb.dtype)
+                    total = total + ob.kl * ob.kl_scale * kl_text_distillation(emb[idx], z, ob.kl_temperature)
+            if ob.supervised > 0:
+                head_out = out["outputs"][t] if not (ti.spec.kind == "classification" and self.cls_output == "text") else self.heads[t](emb)
+                total = total + ob.supervised * task_loss(ti, head_out, batch["targets"][t], mask,
+                                                          survival_loss="cox" if self.survival_head == "cox" else "nll", alpha=self.alpha)
+            if ob.text_cls > 0 and ti.spec.kind == "classification" and bool(mask.any()):
+                logits = out["outputs"][t] if self.cls_output == "text" else self.text_logits(emb, batch["site"], t)
+                lab = batch["targets"][t]["label"].to(emb.device)
+                total = total + ob.text_cls * F.cross_entropy(logits[mask], lab[mask])
+            per[t] = total
+        return torch.stack(list(per.values())).sum(), per
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
