@@ -208,8 +208,12 @@ class ModalTuneModel(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def task_forward(self, batch: dict, task: str, *, modal: tuple[torch.Tensor, torch.Tensor] | None = None, state=None,
-                     rows: torch.Tensor | None = None, return_tokens: bool = False):
-        """Task output ``(B, out_dim)`` of one task (and, with ``return_tokens``, the adapted modal tokens)."""
+                     rows: torch.Tensor | None = None, return_parts: bool = False):
+        """Task output ``(B, out_dim)`` of one task.
+
+        With ``return_parts`` a dict: ``out`` (B, out_dim), ``image`` (B, d) adapted slide output,
+        ``tokens`` (B, 1 + M, d) adapted [task; modal] tokens and ``mask`` (B, 1 + M).
+        """
         B = len(batch["patient_id"])
         if modal is None:
             modal = self.tokenizer(batch)
@@ -236,7 +240,7 @@ class ModalTuneModel(nn.Module):
             parts.append(self._masked_mean(c[:, 1:], cmask[:, 1:], self._clinical))
         f = torch.stack(parts, 0).sum(0) if self.fusion == "sum" else torch.cat(parts, dim=1)
         out = self.fuse[task](f)
-        return (out, c, cmask) if return_tokens else out
+        return {"out": out, "image": img, "tokens": c, "mask": cmask} if return_parts else out
 
     def forward(self, batch: dict) -> dict:
         modal = self.tokenizer(batch)
