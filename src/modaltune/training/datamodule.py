@@ -39,11 +39,15 @@ class EpochShuffleSampler(torch.utils.data.Sampler):
         return iter(torch.randperm(self.n, generator=g).tolist())
 
 
-def fit_preprocessor(cohort: Any, train_ids: list[str], *, modalities: list[str] | None, tasks: list[str] | None, omics_scaling: str = "zscore", bin_mode: str = "strict"):
+def fit_preprocessor(cohort: Any, train_ids: list[str], *, modalities: list[str] | None, tasks: list[str] | None, omics_scaling: str = "zscore", bin_mode: str = "strict", pathways: dict[str, Any] | None = None):
     """A ``CohortPreprocessor`` fitted on ``train_ids`` (its ``.info`` is the ``CohortInfo``)."""
     from modaltune.data.dataset import CohortPreprocessor
 
-    return CohortPreprocessor(cohort, modalities=modalities, tasks=tasks, omics_scaling=omics_scaling, bin_mode=bin_mode).fit(list(train_ids))
+    if pathways:
+        # only omics modalities the method uses get pathway tokens
+        used = set(modalities) if modalities is not None else {m.name for m in cohort.modalities}
+        pathways = {k: v for k, v in pathways.items() if k in used}
+    return CohortPreprocessor(cohort, modalities=modalities, tasks=tasks, omics_scaling=omics_scaling, bin_mode=bin_mode, pathways=pathways or None).fit(list(train_ids))
 
 
 class CohortDataModule(L.LightningDataModule):

@@ -54,6 +54,9 @@ class DataConfig(StrictModel):
     simulate: list[SimulateSpec] = Field(default_factory=list)
     omics_scaling: Literal["zscore", "minmax", "none"] = "zscore"
     bin_mode: Literal["strict", "paper"] = "strict"
+    #: omics modality -> gene x pathway membership (CSV as in shared/data/pathways, or GMT);
+    #: used by pathway-token methods (gene_mixer, modaltune). Paths relative to the config file.
+    pathways: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("cohorts", mode="before")
     @classmethod
@@ -160,6 +163,7 @@ class _PathsMixin:
     def _resolve_paths(self, base: Path) -> None:
         data: DataConfig = self.data  # type: ignore[attr-defined]
         data.cohorts = [str((base / c).resolve()) if not Path(c).is_absolute() else c for c in data.cohorts]
+        data.pathways = {k: str((base / v).resolve()) if not Path(v).is_absolute() else v for k, v in data.pathways.items()}
         split: SplitConfig = self.split  # type: ignore[attr-defined]
         if split.file and ("/" in split.file or split.file.endswith(".csv")) and not Path(split.file).is_absolute():
             cand = (base / split.file).resolve()

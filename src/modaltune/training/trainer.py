@@ -357,7 +357,15 @@ def fit(
     seed_all(tcfg.seed)
     from modaltune.training.datamodule import CohortDataModule, fit_preprocessor
 
-    pp = fit_preprocessor(cohort, train_ids, modalities=mods, tasks=task_names, omics_scaling=omics_scaling, bin_mode=bin_mode)
+    pp = fit_preprocessor(
+        cohort, train_ids, modalities=mods, tasks=task_names, omics_scaling=omics_scaling, bin_mode=bin_mode,
+        pathways=dict(dcfg.pathways) if dcfg is not None else None,
+    )
+    if out is not None and pp.info.pathways:
+        # the pathway coverage report (genes found / expected per pathway) goes with the run
+        out.mkdir(parents=True, exist_ok=True)
+        for name, tok in pp.info.pathways.items():
+            tok.coverage.to_csv(out / f"pathway_coverage_{name}.csv")
 
     _check_training_labels(pp.info, fold.index)
 
