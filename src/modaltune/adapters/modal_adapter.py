@@ -26,6 +26,7 @@ True = present; ``patch_padding`` (B, N) bool, True = padding.
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -77,6 +78,10 @@ class CrossAttention(nn.Module):
         self.v = nn.Linear(dim, attn_dim)
         self.out = nn.Linear(attn_dim, dim)
         self.dropout = dropout
+        #: set True to keep the last attention weights in ``last_attn`` (B, heads, Nq, Nk) for
+        #: interpretation (explicit softmax instead of the fused kernel; same output)
+        self.record = False
+        self.last_attn: torch.Tensor | None = None
 
     def forward(
         self,
@@ -106,7 +111,17 @@ class CrossAttention(nn.Module):
                 key_mask = key_mask.clone()
                 key_mask[empty, 0] = True
             attn_mask = key_mask[:, None, None, :]
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
+        if self.record:
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
+            if attn_mask is not None:
+                scores = scores.masked_fill(~attn_mask, float("-inf"))
+            w = scores.softmax(dim=-1)
+            if empty is not None and empty.any():
+                w = w.masked_fill(empty[:, None, None, None], 0.0)
+            self.last_attn = w.detach()
+            o = w @ v
+        else:
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
         o = self.out(o.transpose(1, 2).reshape(B, Nq, -1))
         if empty is not None and empty.any():
             o = o.masked_fill(empty[:, None, None], 0.0)
