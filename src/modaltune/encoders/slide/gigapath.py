@@ -18,7 +18,6 @@ Architecture (eval mode; dropout / drop-path are identity):
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import numpy as np
