@@ -196,3 +196,22 @@ def test_foundation_backbone_needs_checkpoint_or_explicit_random_init(sim):
                      backbone_params={"embed_dim": 32, "depth": 2, "num_heads": 2}, groups=[[0, 0], [1, 1]], attn_dim=16, heads=2, ffn_dim=16,
                      gene_mixer={"token_dim": 16, "n_blocks": 1})
     assert m.weights_source == "random_init" and m.backbone.weights_source == "random_init"
+
+
+def test_slide_fm_frozen_probe_and_tuned(sim):
+    _, pp, ds = sim
+    b = _batch(ds, [0, 1])
+    frozen = build_method("slide_fm", pp.info, backbone_params={"embed_dim": 32, "depth": 2, "num_heads": 2})
+    tuned = build_method("slide_fm", pp.info, tune=True, backbone_params={"embed_dim": 32, "depth": 2, "num_heads": 2})
+    bb = frozen.encoder.backbone
+    assert all(not p.requires_grad for p in bb.parameters()) and all(p.requires_grad for p in tuned.encoder.backbone.parameters())
+    before = {k: v.clone() for k, v in bb.state_dict().items()}
+    opt = torch.optim.Adam([p for p in frozen.parameters() if p.requires_grad], lr=1e-2)
+    frozen.train()
+    out = frozen(b)
+    loss, _ = frozen.loss(b, out)
+    loss.backward()
+    opt.step()
+    assert all(torch.equal(before[k], v) for k, v in bb.state_dict().items())
+    with pytest.raises(ConfigError):
+        build_method("slide_fm", pp.info, backbone="titan")

@@ -32,7 +32,7 @@ from typing import Any
 from modaltune.errors import ConfigError
 from modaltune.methods.registry import register_method
 
-__all__ = ["build_modaltune", "default_groups"]
+__all__ = ["build_modaltune", "build_slide_fm", "default_groups"]
 
 _KEYS = {
     "backbone", "backbone_params", "checkpoint", "random_init", "grad_checkpointing", "groups", "attn_dim", "heads", "ffn_dim",
@@ -160,4 +160,83 @@ def build_modaltune(info: Any, **params: Any):
         cache_embed=bool(params.get("cache_embed", True)),
     )
     model.weights_source = getattr(backbone, "weights_source", "random_init")
+    return model
+
+
+def _slide_fm_encoder(info: Any, backbone: str, checkpoint: Any, random_init: bool, tune: bool, backbone_params: dict, grad_checkpointing: bool):
+    import torch
+    from torch import nn
+
+    from modaltune.encoders.slide import create_slide_encoder
+
+    bparams = {"in_dim": int(info.slide_dim), **backbone_params}
+    if backbone == "small_transformer":
+        bparams = {"embed_dim": 64, "depth": 3, "num_heads": 4, **bparams}
+    if backbone == "titan" and "patch_size_level0" not in bparams:
+        bparams["patch_size_level0"] = 512
+    enc = create_slide_encoder(backbone, checkpoint=checkpoint, random_init=random_init, **bparams)
+    if grad_checkpointing:
+        enc.set_grad_checkpointing(True)
+    slide_key = getattr(info, "slide_modality", None) or "slide"
+
+    class SlideFMEncoder(nn.Module):
+        """Slide foundation model as a batch encoder: ``batch -> (B, embed_dim)`` pooled slide embedding;
+        frozen (``tune=False``: only the heads learn, a linear probe trained by the engine) or tuned."""
+
+        def __init__(self):
+            super().__init__()
+            self.backbone = enc
+            self.out_dim = int(enc.embed_dim)
+            self.tune = tune
+            self.missing = nn.Parameter(torch.zeros(self.out_dim))
+            if not tune:
+                for p in enc.parameters():
+                    p.requires_grad_(False)
+
+        def train(self, mode: bool = True):
+            super().train(mode)
+            if not self.tune:
+                self.backbone.eval()
+            return self
+
+        def forward(self, batch: dict) -> torch.Tensor:
+            s = batch["slide"]
+            mask = s["mask"].bool()
+            present = mask.any(1)
+            mm = batch.get("modality_mask") or {}
+            if slide_key in mm:
+                present = present & mm[slide_key].to(present.device).bool()
+            B = mask.shape[0]
+            out = self.missing[None].expand(B, -1)
+            rows = present.nonzero(as_tuple=True)[0]
+            if rows.numel():
+                n = int(mask[rows].sum(1).max())
+                f, c, pad = s["features"][rows, :n].float(), s["coords"][rows, :n], ~mask[rows, :n]
+                with torch.set_grad_enabled(torch.is_grad_enabled() and self.tune):
+                    e = self.backbone(f, c, padding_mask=pad if bool(pad.any()) else None)
+                out = out.index_put((rows,), e)
+            return out
+
+    return SlideFMEncoder()
+
+
+@register_method("slide_fm", kind="torch", modalities=("slide",),
+                 description="slide foundation model embedding + heads: frozen (linear probe) or tuned (ModalTune paper comparison rows)")
+def build_slide_fm(info: Any, **params: Any):
+    """Params: ``backbone`` (small_transformer | gigapath | titan), ``checkpoint`` / ``random_init``
+    (foundation models need one), ``tune`` (False = frozen backbone, linear heads only),
+    ``backbone_params``, ``grad_checkpointing`` + head/loss params (``survival_head``, ``alpha`` ...)."""
+    from modaltune.methods._torch_common import split_params, wrap
+
+    model_params, enc = split_params(params)
+    allowed = {"backbone", "checkpoint", "random_init", "tune", "backbone_params", "grad_checkpointing"}
+    unknown = set(enc) - allowed
+    if unknown:
+        raise ConfigError(f"unknown slide_fm parameter(s) {sorted(unknown)}", where="method.params", fix=f"use some of {sorted(allowed)}")
+    if not getattr(info, "slide_dim", None):
+        raise ConfigError("slide_fm needs the slide modality", where="method.modalities", fix="include the slide modality")
+    e = _slide_fm_encoder(info, enc.get("backbone", "small_transformer"), enc.get("checkpoint"), bool(enc.get("random_init", False)),
+                          bool(enc.get("tune", False)), dict(enc.get("backbone_params") or {}), bool(enc.get("grad_checkpointing", False)))
+    model = wrap(info, e, model_params, "slide_fm")
+    model.weights_source = e.backbone.weights_source
     return model
