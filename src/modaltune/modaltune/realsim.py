@@ -5,8 +5,8 @@ of the paper-protocol configs where no patch features exist.
 ``slides.csv`` at the path the cohort expects (TRIDENT h5 layout). The features are seeded i.i.d.
 Gaussian noise (float16) with **no relation to any label**: a slide stream run on them can only
 learn nothing, so every number produced this way measures the omics / clinical / text side and the
-machinery, never slide performance. The bags carry ``encoder = "SIMULATED-noise"`` and a
-``simulated`` attribute, and the cohort manifest description is left untouched (the tables say it).
+machinery, never slide performance. The bags (TRIDENT h5, or a dict ``.pt`` where the cohort lists ``.pt`` files) carry
+``encoder = "SIMULATED-noise"`` and a ``simulated`` attribute, and the cohort manifest description is left untouched (the tables say it).
 """
 from __future__ import annotations
 
@@ -32,7 +32,6 @@ def attach_simulated_bags(cohort_dir: str | Path, *, feature_dim: int = 1536, pa
         seed: base seed; slide ``i`` uses ``seed + i``.
         overwrite: rewrite existing files (never a real feature file: refused if its encoder differs).
     """
-    import h5py
     import pandas as pd
 
     from modaltune.data.bags import write_bag_h5
@@ -48,8 +47,9 @@ def attach_simulated_bags(cohort_dir: str | Path, *, feature_dim: int = 1536, pa
         if path.exists():
             if not overwrite:
                 continue
-            with h5py.File(path, "r") as f:
-                enc = f["features"].attrs.get("encoder", f.attrs.get("encoder", ""))
+            from modaltune.data.bags import read_bag
+
+            enc = read_bag(path).attrs.get("encoder", "")
             if str(enc) != SIMULATED_ENCODER:
                 raise InputError(f"refusing to overwrite a real feature file (encoder {enc!r})", where=path, fix="remove it yourself if you mean it")
         rng = np.random.default_rng(seed + i)
@@ -57,7 +57,14 @@ def attach_simulated_bags(cohort_dir: str | Path, *, feature_dim: int = 1536, pa
         side = int(np.ceil(np.sqrt(n)))
         grid = np.stack(np.meshgrid(np.arange(side), np.arange(side), indexing="ij"), -1).reshape(-1, 2)[:n]
         feats = rng.standard_normal((n, feature_dim)).astype(np.float16)
-        write_bag_h5(path, feats, grid * patch_size_level0, patch_size_level0=patch_size_level0, encoder=SIMULATED_ENCODER,
-                     extra_attrs={"simulated": "i.i.d. Gaussian noise, no label signal (modaltune.modaltune.realsim)"})
+        note = "i.i.d. Gaussian noise, no label signal (modaltune.modaltune.realsim)"
+        if path.suffix == ".pt":  # the cohort expects a CLAM-style .pt bag: write a dict .pt
+            import torch
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"features": torch.from_numpy(feats), "coords": torch.from_numpy(grid * patch_size_level0), "encoder": SIMULATED_ENCODER,
+                        "patch_size_level0": patch_size_level0, "simulated": note}, path)
+        else:
+            write_bag_h5(path, feats, grid * patch_size_level0, patch_size_level0=patch_size_level0, encoder=SIMULATED_ENCODER, extra_attrs={"simulated": note})
         n_written += 1
     return n_written
