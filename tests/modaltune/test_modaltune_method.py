@@ -186,6 +186,11 @@ def test_eval_embed_cache_reuses_frozen_prefix(sim):
     torch.testing.assert_close(a, a2)
     m.train()
     assert len(m._embed_cache) == 0
+    tiny = _model(pp, cache_mb=1e-6).eval()  # a budget smaller than one state: nothing is kept
+    with torch.no_grad():
+        tiny(b)
+        tiny(b)
+    assert tiny.embed_cache_hits == 0 and len(tiny._embed_cache) == 0
 
 
 def test_foundation_backbone_needs_checkpoint_or_explicit_random_init(sim):

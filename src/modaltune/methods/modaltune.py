@@ -23,7 +23,8 @@ Params (defaults in brackets):
 - objectives: ``kl`` [1.0], ``supervised`` [1.0], ``text_cls`` [0.0], ``kl_scale`` [10],
   ``kl_temperature`` [1.0], ``text_temperature`` [0.07], ``templates`` [{}]; ``cls_output``
   [auto]; ``survival_head`` [discrete]; ``alpha`` [0.0]; ``projector_seed`` [0].
-- ``text_model`` [None = packaged all-MiniLM-L6-v2]; ``cache_embed`` [True].
+- ``text_model`` [None = packaged all-MiniLM-L6-v2]; ``cache_embed`` [True], ``cache_mb`` [1024]: the
+  evaluation cache of frozen ``backbone.embed`` outputs (MiB of tokens).
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ _KEYS = {
     "backbone", "backbone_params", "checkpoint", "random_init", "grad_checkpointing", "groups", "attn_dim", "heads", "ffn_dim",
     "extra_extractors", "drop_path", "omics_tokens", "pathways", "pathway_omics", "gene_mixer", "block_tokens", "use_clinical",
     "use_report", "out_dim", "fusion", "kl", "supervised", "text_cls", "kl_scale", "kl_temperature", "text_temperature", "templates",
-    "cls_output", "survival_head", "alpha", "projector_seed", "text_model", "cache_embed",
+    "cls_output", "survival_head", "alpha", "projector_seed", "text_model", "cache_embed", "cache_mb",
 }
 _FOUNDATION = ("gigapath", "titan")
 
@@ -158,6 +159,7 @@ def build_modaltune(info: Any, **params: Any):
         alpha=float(params.get("alpha", 0.0)),
         projector_seed=int(params.get("projector_seed", 0)),
         cache_embed=bool(params.get("cache_embed", True)),
+        cache_mb=float(params.get("cache_mb", 1024.0)),
     )
     model.weights_source = getattr(backbone, "weights_source", "random_init")
     return model

@@ -82,7 +82,7 @@ class ModalTuneModel(nn.Module):
         survival_head: ``discrete`` or ``cox``; alpha: uncensored weight of the discrete NLL.
         projector_seed: seed of the frozen random text projector (recorded in the state dict).
         cache_embed: cache frozen ``backbone.embed`` outputs at evaluation, keyed by patients +
-            patch selection (bounded LRU of ``cache_size`` entries).
+            patch selection (LRU bounded by ``cache_size`` entries and ``cache_mb`` MiB of tokens).
     """
 
     def __init__(
@@ -102,6 +102,7 @@ class ModalTuneModel(nn.Module):
         projector_seed: int = 0,
         cache_embed: bool = True,
         cache_size: int = 256,
+        cache_mb: float = 1024.0,
     ):
         super().__init__()
         from modaltune.heads import build_head
@@ -140,7 +141,9 @@ class ModalTuneModel(nn.Module):
         self.heads = nn.ModuleDict({t: build_head(ti, out_dim, survival_head=survival_head) for t, ti in self.task_infos.items()})
         self.cache_embed = cache_embed
         self.cache_size = int(cache_size)
+        self.cache_bytes = int(cache_mb * 2**20)
         self._embed_cache: OrderedDict = OrderedDict()
+        self._cache_used = 0
         self.embed_cache_hits = 0
         self.slide_key = getattr(info, "slide_modality", None) or "slide"
         self.method_name = "modaltune"
@@ -158,6 +161,7 @@ class ModalTuneModel(nn.Module):
         super().train(mode)
         if mode:
             self._embed_cache.clear()  # cached states are for evaluation only
+            self._cache_used = 0
         return self
 
     def _frozen_embed(self, batch: dict, rows: torch.Tensor):
@@ -185,10 +189,13 @@ class ModalTuneModel(nn.Module):
                 return hit
         with torch.no_grad():
             state = self.adapter.embed(feats, coords, padding_mask=pad if bool(pad.any()) else None)
-        if key is not None:
+        size = state.tokens.numel() * state.tokens.element_size()
+        if key is not None and size <= self.cache_bytes:
             self._embed_cache[key] = state
-            while len(self._embed_cache) > self.cache_size:
-                self._embed_cache.popitem(last=False)
+            self._cache_used += size
+            while len(self._embed_cache) > self.cache_size or self._cache_used > self.cache_bytes:
+                _, old = self._embed_cache.popitem(last=False)
+                self._cache_used -= old.tokens.numel() * old.tokens.element_size()
         return state
 
     @staticmethod
