@@ -73,10 +73,18 @@ def main() -> None:
         print(f"fold {fold.index}: {time.time() - t0:.0f} s", flush=True)
     out = pd.concat(rows, ignore_index=True)
     out.to_csv(args.out, index=False)
-    summ = out.groupby(["kind", "cohort", "task", "site", "metric"])["value"].agg(["mean", "std", "count"]).round(3)
-    print(summ.to_string())
-    Path(args.out).with_suffix(".md").write_text(
-        "SYNTHETIC data\n\n" + summ.reset_index().to_markdown(index=False) if args.simulate else summ.reset_index().to_markdown(index=False))
+    write_summary(out, Path(args.out).with_suffix(".md"), synthetic=bool(args.simulate))
+
+
+def write_summary(out: pd.DataFrame, path: Path, synthetic: bool) -> None:
+    """Mean +/- std over folds per (kind, cohort, task, site, metric) as a markdown table."""
+    summ = out.groupby(["kind", "cohort", "task", "site", "metric"])["value"].agg(["mean", "std", "count"]).reset_index()
+    lines = ["| kind | cohort | task | site | metric | mean +/- std over folds | folds |", "|---|---|---|---|---|---|---|"]
+    for r in summ.itertuples(index=False):
+        lines.append(f"| {r.kind} | {r.cohort} | {r.task} | {r.site} | {r.metric} | {r.mean:.3f} +/- {r.std:.3f} | {r.count} |")
+    head = "SYNTHETIC data (simulate_cohort)\n\n" if synthetic else ""
+    path.write_text(head + "\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":
