@@ -48,7 +48,9 @@ def main() -> None:
     from modaltune.modaltune.probes import ood_probe_scores, probe_scores
     from modaltune.training.trainer import fit
 
-    work = Path(args.out).parent / "_work"
+    import tempfile
+
+    work = Path(tempfile.mkdtemp(prefix="mt_probe_"))  # simulated cohorts live outside the repository
     if args.simulate:
         cohort = simulate_cohort(work / f"sim_{args.simulate}", preset=args.simulate, seed=0)
     else:
