@@ -220,3 +220,19 @@ def test_slide_fm_frozen_probe_and_tuned(sim):
     assert all(torch.equal(before[k], v) for k, v in bb.state_dict().items())
     with pytest.raises(ConfigError):
         build_method("slide_fm", pp.info, backbone="titan")
+
+
+def test_clinical_fields_restrict_the_clinical_token(sim):
+    _, pp, ds = sim
+    names = pp.info.clinical_feature_names
+    m = _model(pp, clinical_fields=["age", "stage"]).eval()
+    cset = [s for s in m.tokenizer.sets if s.name == "clinical"][0]
+    assert [names[i] for i in cset.columns.tolist()] == [n for n in names if n.split("__")[0] in ("age", "stage")]
+    b = _batch(ds, [0, 1])
+    other = [i for i, n in enumerate(names) if not n.startswith(("age", "stage"))]
+    b2 = {**b, "clinical": b["clinical"].clone()}
+    b2["clinical"][:, other] = 50.0  # fields left out never reach the model
+    with torch.no_grad():
+        torch.testing.assert_close(m(b)["embedding"], m(b2)["embedding"])
+    with pytest.raises(ConfigError):
+        _model(pp, clinical_fields=["primary_diagnosis"])

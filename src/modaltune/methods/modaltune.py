@@ -18,7 +18,9 @@ Params (defaults in brackets):
   pathway file (CSV/GMT) or ``builtin`` (the simulator's list), tokenised against the block's genes
   when the cohort has no pathways of its own; ``pathway_omics`` [rna]; ``gene_mixer`` [{}]:
   ``token_dim`` 256, ``n_blocks`` 3, ``channel_hidden`` 128, ``dropout`` 0.25, ``n_compress`` None
-  (paper 64); ``block_tokens`` [4]; ``use_clinical`` [True]; ``use_report`` [True].
+  (paper 64); ``block_tokens`` [4]; ``use_clinical`` [True]; ``clinical_fields`` [None = all declared
+  fields; the paper used age, stage, T, N, M: list them, because a cohort may also declare fields
+  that restate a label, e.g. ``primary_diagnosis`` for the BRCA IDC/ILC subtype]; ``use_report`` [True].
 - ``out_dim`` [256]; ``fusion`` [sum; concat for titan].
 - objectives: ``kl`` [1.0], ``supervised`` [1.0], ``text_cls`` [0.0], ``kl_scale`` [10],
   ``kl_temperature`` [1.0], ``text_temperature`` [0.07], ``templates`` [{}]; ``cls_output``
@@ -38,7 +40,7 @@ __all__ = ["build_modaltune", "build_slide_fm", "default_groups"]
 _KEYS = {
     "backbone", "backbone_params", "checkpoint", "random_init", "grad_checkpointing", "groups", "attn_dim", "heads", "ffn_dim",
     "extra_extractors", "drop_path", "omics_tokens", "pathways", "pathway_omics", "gene_mixer", "block_tokens", "use_clinical",
-    "use_report", "out_dim", "fusion", "kl", "supervised", "text_cls", "kl_scale", "kl_temperature", "text_temperature", "templates",
+    "use_report", "clinical_fields", "out_dim", "fusion", "kl", "supervised", "text_cls", "kl_scale", "kl_temperature", "text_temperature", "templates",
     "cls_output", "survival_head", "alpha", "projector_seed", "text_model", "cache_embed", "cache_mb",
 }
 _FOUNDATION = ("gigapath", "titan")
@@ -79,7 +81,7 @@ def build_modaltune(info: Any, **params: Any):
     from modaltune.encoders.slide import create_slide_encoder
     from modaltune.modaltune.model import ModalTuneModel, Objectives
     from modaltune.modaltune.text_targets import get_text_encoder
-    from modaltune.modaltune.tokens import ClinicalTokenSet, ModalTokenizer, OmicsBlockTokenSet, PathwayTokenSet, ReportTextTokenSet
+    from modaltune.modaltune.tokens import ClinicalTokenSet, ModalTokenizer, OmicsBlockTokenSet, PathwayTokenSet, ReportTextTokenSet, clinical_columns
 
     unknown = set(params) - _KEYS
     if unknown:
@@ -131,7 +133,8 @@ def build_modaltune(info: Any, **params: Any):
         else:
             raise ConfigError(f"unknown omics token mode '{mode}' for '{om}'", where="method.params.omics_tokens", fix="use pathways, block or none")
     if params.get("use_clinical", True) and int(getattr(info, "clinical_dim", 0) or 0) > 0:
-        sets.append(ClinicalTokenSet(clinical_modality_name(info), int(info.clinical_dim), d))
+        cols = clinical_columns(info.clinical_feature_names, params.get("clinical_fields"))
+        sets.append(ClinicalTokenSet(clinical_modality_name(info), int(info.clinical_dim), d, columns=cols))
     if params.get("use_report", True) and getattr(info, "text", False):
         sets.append(ReportTextTokenSet(getattr(info, "text_modality", None) or "text", text_dim, d, text_model))
     tokenizer = ModalTokenizer(sets)

@@ -34,6 +34,7 @@ __all__ = [
     "ReportTextTokenSet",
     "TaskTokenSet",
     "ModalTokenizer",
+    "clinical_columns",
 ]
 
 
@@ -125,19 +126,38 @@ class OmicsBlockTokenSet(TokenSet):
         return self._scatter(rows, vals, B, self.n_tokens, self.dim), present[:, None].expand(B, self.n_tokens)
 
 
+def clinical_columns(feature_names: Sequence[str], fields: Sequence[str] | None) -> list[int]:
+    """Indices of the encoded clinical columns of the declared ``fields`` (all when None).
+
+    A field ``f`` owns the columns named ``f``, ``f__missing`` and ``f=<category>``.
+    """
+    names = list(feature_names)
+    if fields is None:
+        return list(range(len(names)))
+    cols: list[int] = []
+    for f in fields:
+        own = [i for i, n in enumerate(names) if n == f or n.startswith(f + "__") or n.startswith(f + "=")]
+        if not own:
+            fields_known = sorted({n.split("=")[0].split("__")[0] for n in names})
+            raise ConfigError(f"clinical field '{f}' is not among the encoded clinical columns", where="method.params.clinical_fields", fix=f"use some of {fields_known}")
+        cols += own
+    return sorted(set(cols))
+
+
 class ClinicalTokenSet(TokenSet):
-    """Declared clinical fields (encoded, ``(B, F)``) -> one token."""
+    """Declared clinical fields (encoded, ``(B, F)``; optionally a subset of columns) -> one token."""
 
     kind = "clinical"
 
-    def __init__(self, modality: str, in_dim: int, dim: int, hidden: int = 384):
+    def __init__(self, modality: str, in_dim: int, dim: int, hidden: int = 384, columns: Sequence[int] | None = None):
         super().__init__()
         self.modality = modality
-        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, dim), nn.LayerNorm(dim))
+        self.register_buffer("columns", torch.as_tensor(list(columns) if columns is not None else list(range(in_dim)), dtype=torch.long), persistent=False)
+        self.net = nn.Sequential(nn.Linear(len(self.columns), hidden), nn.ReLU(), nn.Linear(hidden, dim), nn.LayerNorm(dim))
         self.n_tokens, self.dim, self.name, self.token_names = 1, dim, "clinical", ["clinical"]
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        x = batch["clinical"].float()
+        x = batch["clinical"].float()[:, self.columns.to(batch["clinical"].device)]
         B = x.shape[0]
         present = _present(batch, self.modality, B, x.device)
         rows = present.nonzero(as_tuple=True)[0]
