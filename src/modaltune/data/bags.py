@@ -43,7 +43,9 @@ __all__ = [
     "merge_bags",
     "sample_patch_indices",
     "is_diagnostic_slide",
+    "bag_memory_budget",
     "BAG_SUFFIXES",
+    "MAX_BAG_BYTES_ENV",
 ]
 
 BAG_SUFFIXES = (".h5", ".hdf5", ".pt", ".pth")
@@ -582,6 +584,146 @@ def sample_patch_indices(n: int, max_patches: int, *, training: bool, seed: int 
     return np.sort(rng.choice(n, size=max_patches, replace=False))
 
 
+# ---------------------------------------------------------------------------------------- memory guard
+MAX_BAG_BYTES_ENV = "MODALTUNE_MAX_BAG_BYTES"
+_DEFAULT_RAM_FRACTION = 0.5  # a bag may take at most half the RAM available when it is read
+_UNITS = {"": 1, "B": 1, "K": 1 << 10, "KB": 1 << 10, "KIB": 1 << 10, "M": 1 << 20, "MB": 1 << 20, "MIB": 1 << 20,
+          "G": 1 << 30, "GB": 1 << 30, "GIB": 1 << 30, "T": 1 << 40, "TB": 1 << 40, "TIB": 1 << 40}
+
+
+def _parse_bytes(text: str) -> int | None:
+    """``"2147483648"``, ``"2e9"``, ``"512M"``, ``"4GiB"`` -> bytes (binary units); ``"0"``/``"none"``/``"off"`` -> None (no limit)."""
+    t = text.strip().upper().replace(" ", "")
+    if t in ("", "0", "NONE", "OFF", "INF", "UNLIMITED"):
+        return None
+    num = t.rstrip("KMGTIB")
+    unit = t[len(num):]
+    try:
+        value = float(num) * _UNITS[unit]
+    except (ValueError, KeyError):
+        raise InputError(
+            f"cannot read {MAX_BAG_BYTES_ENV}={text!r} as a size",
+            fix="use bytes or a size like 512M / 8G (0 or 'none' turns the bag memory guard off)",
+        ) from None
+    return int(value) if value > 0 else None
+
+
+def _available_ram_bytes() -> int | None:
+    """RAM available to new allocations now: /proc/meminfo MemAvailable, else psutil, else os.sysconf."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # the file states kB (KiB)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:  # psutil absent or unsupported platform
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def bag_memory_budget(max_bag_bytes: int | None = None) -> int | None:
+    """Bytes one patient bag may take in memory, or None for no limit.
+
+    ``max_bag_bytes`` (> 0) wins; else ``$MODALTUNE_MAX_BAG_BYTES`` (bytes or ``512M``/``8G``; ``0``
+    or ``none`` = no limit); else half of the RAM available now (MemAvailable).
+    """
+    if max_bag_bytes is not None:
+        return int(max_bag_bytes) if max_bag_bytes > 0 else None
+    env = os.environ.get(MAX_BAG_BYTES_ENV)
+    if env is not None:
+        return _parse_bytes(env)
+    avail = _available_ram_bytes()
+    return None if avail is None else int(avail * _DEFAULT_RAM_FRACTION)
+
+
+def _gib(n: float) -> str:
+    return f"{n / (1 << 30):.3g} GiB"
+
+
+def _check_bag_memory(handles: list[BagHandle], n_keep: int, budget: int | None) -> int:
+    """Estimated bytes of the patient bag (``n_keep`` feature rows at the widest stored dtype, plus
+    every slide's coords, which are read in full for the merge rule); InputError over ``budget``."""
+    itemsize = max(h.dtype.itemsize for h in handles)
+    dim = handles[0].dim or 0
+    n_total = sum(h.n_patches for h in handles)
+    need = n_keep * dim * itemsize + sum(h.n_patches * 16 for h in handles if h.has_coords)
+    if budget is not None and need > budget:
+        names = ", ".join(h.path.name for h in handles)
+        cap = "" if n_keep == n_total else f" after the cap of {n_keep} patches"
+        raise InputError(
+            f"patient bag too large for memory: {n_total} patches x {dim} dims ({handles[0].dtype}) would need "
+            f"{_gib(need)}{cap}, over the budget of {_gib(budget)} ({MAX_BAG_BYTES_ENV} or half the available RAM)",
+            where=names,
+            fix=f"set trainer.max_patches to cap the patches read per patient, or raise {MAX_BAG_BYTES_ENV} (e.g. 16G)",
+        )
+    return need
+
+
+def _read_rows_h5(path: Path, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
+    """Features of the sorted ``rows`` only, all coords, attrs. A contiguous unfiltered dataset is
+    memory-mapped at its file offset (only the touched pages are read); other layouts use h5py's
+    fancy indexing, which reads just the selected rows."""
+    with _open_h5(path) as f:
+        if "features" not in f:
+            raise InputError(f"no 'features' dataset (found {sorted(f.keys())})", where=path, fix="a TRIDENT bag needs datasets 'features' (N, D) and 'coords' (N, 2)")
+        attrs = _h5_attrs(f, path)
+        ds = f["features"]
+        squeeze = ds.ndim == 3 and ds.shape[0] == 1
+        offset = None
+        try:
+            if ds.chunks is None and ds.compression is None and ds.dtype.kind in "fiu" and ds.dtype.byteorder in ("<", "=", "|") and ds.size > 0:
+                offset = ds.id.get_offset()
+        except Exception:  # pragma: no cover - exotic storage layouts
+            offset = None
+        try:
+            if len(rows) == 0:  # no sampled row in this slide
+                features = np.empty((0, ds.shape[-1]), dtype=ds.dtype)
+            elif offset is not None:
+                shape = ds.shape[1:] if squeeze else ds.shape
+                mm = np.memmap(path, dtype=ds.dtype, mode="r", offset=offset, shape=shape)
+                features = np.asarray(mm[rows])
+                del mm
+            else:
+                features = ds[0, rows] if squeeze else ds[rows]
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise InputError(f"cannot read dataset 'features' (corrupt or truncated: {str(exc).splitlines()[0][:120]})", where=path, fix=_fix_for(path)) from exc
+        coords = None
+        if "coords" in f:
+            coords = _read_h5_dataset(f["coords"], path)
+            if coords.ndim == 3 and coords.shape[0] == 1:
+                coords = coords[0]
+    return features, coords, attrs
+
+
+def _read_rows(handle: BagHandle, rows: np.ndarray) -> Bag:
+    """A :class:`Bag` holding only feature ``rows`` (sorted) of ``handle`` but **all** its coords
+    (``features`` and ``coords`` then differ in length; :func:`load_patient_bag` indexes the coords)."""
+    path = handle.path
+    if handle.format == "h5":
+        features, coords, attrs = _read_rows_h5(path, rows)
+    else:
+        feats, c, attrs = _pt_parts(_load_pt(path, mmap=True), path)  # mmap: indexing reads the rows only
+        full = feats[0] if feats.ndim == 3 and feats.shape[0] == 1 else feats
+        features = _to_numpy(full[rows], path, "features") if len(rows) else _to_numpy(full[:0], path, "features")
+        coords = None if c is None else _to_numpy(c, path, "coords")
+        if coords is not None and coords.ndim == 3 and coords.shape[0] == 1:
+            coords = coords[0]
+        attrs.setdefault("encoder", _encoder_from_dir(path))
+    if coords is not None:
+        coords = _normalise_coords(coords, handle.n_patches, path)
+    if len(rows):
+        features = _normalise_features(features, path)
+    return Bag(features, coords, attrs, str(path))
+
+
 def load_patient_bag(
     paths: list[str | Path],
     *,
@@ -592,6 +734,7 @@ def load_patient_bag(
     diagnostic_only: bool = False,
     expected_dim: int | None = None,
     expected_encoder: str | None = None,
+    max_bag_bytes: int | None = None,
 ) -> Bag:
     """Read and merge a patient's slides into one bag (see :func:`merge_bags` for the coordinate
     rule), then cap it to ``max_patches`` (:func:`sample_patch_indices`).
@@ -599,6 +742,12 @@ def load_patient_bag(
     ``diagnostic_only`` keeps only ``DX1`` slides; a patient without any keeps its first listed
     slide (``attrs["diagnostic_fallback"] = True``) rather than being dropped.
     Feature dim and encoder must agree across slides and with ``expected_*``, else InputError naming the file.
+
+    Memory guard: the files' shapes are read first (:func:`open_bag`) and the bag's size after the
+    cap (rows x dim x itemsize, plus 16 bytes of coords per patch) is checked against
+    :func:`bag_memory_budget` (``max_bag_bytes``, else ``$MODALTUNE_MAX_BAG_BYTES``, else half the
+    available RAM): over it, InputError names the files, the size and the fix. With a cap, only the
+    sampled feature rows are read from disk (the same rows as capping the full bag).
     """
     paths = [Path(p) for p in paths]
     if not paths:
@@ -609,9 +758,23 @@ def load_patient_bag(
         if not dx:
             dx, fallback = paths[:1], True
         paths = dx
+    handles = [open_bag(p) for p in paths]
+    well_formed = all(len(h.shape) == 2 and h.n_patches > 0 and (h.dim or 0) > 0 for h in handles)
+    n_total = sum(h.n_patches for h in handles)
+    capped = well_formed and max_patches is not None and n_total > max_patches
+    if well_formed and len({h.dim for h in handles}) == 1:  # else the per-file checks below name the culprit
+        _check_bag_memory(handles, min(n_total, max_patches) if capped else n_total, bag_memory_budget(max_bag_bytes))
+    idx = sample_patch_indices(n_total, max_patches, training=training, seed=seed, epoch=epoch, key=_stable_key(paths)) if capped else None
     bags: list[Bag] = []
-    for p in paths:
-        b = read_bag(p)
+    start = 0
+    for h in handles:
+        p = h.path
+        if capped:
+            lo, hi = np.searchsorted(idx, [start, start + h.n_patches])
+            b = _read_rows(h, idx[lo:hi] - start)
+            start += h.n_patches
+        else:
+            b = read_bag(p)
         if expected_dim is not None and b.dim != expected_dim:
             raise InputError(
                 f"feature dim {b.dim} does not match the cohort's feature_dim {expected_dim}",
@@ -639,10 +802,20 @@ def load_patient_bag(
                     fix="all slides of a patient must be encoded with the same patch encoder",
                 )
         bags.append(b)
-    bag = merge_bags(bags)
+    if capped:
+        # the coordinate rule needs each slide's full extent: merge all coords, then keep the sampled rows
+        coords = None
+        if all(b.coords is not None for b in bags):
+            coords = merge_bags([Bag(b.coords, b.coords, b.attrs, b.source) for b in bags]).coords[idx]  # type: ignore[index]
+        dtype = np.result_type(*[b.features.dtype for b in bags])
+        features = np.concatenate([b.features for b in bags], axis=0).astype(dtype, copy=False)
+        bounds = np.cumsum([0] + [h.n_patches for h in handles]).tolist()
+        attrs = dict(bags[0].attrs)
+        attrs["slides"] = [(b.source, bounds[k], bounds[k + 1]) for k, b in enumerate(bags)]
+        attrs["patch_index"] = idx
+        bag = Bag(features, coords, attrs, "+".join(b.source for b in bags))
+    else:
+        bag = merge_bags(bags)
     if fallback:
         bag.attrs["diagnostic_fallback"] = True
-    if max_patches is not None and bag.n_patches > max_patches:
-        idx = sample_patch_indices(bag.n_patches, max_patches, training=training, seed=seed, epoch=epoch, key=_stable_key(paths))
-        bag = Bag(bag.features[idx], None if bag.coords is None else bag.coords[idx], {**bag.attrs, "patch_index": idx}, bag.source)
     return bag

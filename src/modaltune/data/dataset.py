@@ -308,6 +308,8 @@ class PatientDataset(Dataset):
             seeded subset. With ``persistent_workers=True`` workers keep their epoch; leave it False.
         max_patches: patch cap per patient (None = all patches).
         diagnostic_only: keep only DX1 slides (see :func:`modaltune.data.bags.load_patient_bag`).
+        max_bag_bytes: memory budget of one patient bag in bytes (None: ``$MODALTUNE_MAX_BAG_BYTES``,
+            else half the available RAM; see :func:`modaltune.data.bags.bag_memory_budget`).
     """
 
     def __init__(
@@ -320,6 +322,7 @@ class PatientDataset(Dataset):
         max_patches: int | None = None,
         seed: int = 0,
         diagnostic_only: bool = False,
+        max_bag_bytes: int | None = None,
     ):
         if not preprocessor.fitted:
             raise RuntimeError("PatientDataset needs a fitted CohortPreprocessor (call .fit(train_ids))")
@@ -334,6 +337,7 @@ class PatientDataset(Dataset):
         self.seed = seed
         self.epoch = 0
         self.diagnostic_only = diagnostic_only
+        self.max_bag_bytes = max_bag_bytes
         info = preprocessor.info
         self._sites = cohort.patients["site"].astype(str)
         avail = preprocessor.availability
@@ -365,6 +369,7 @@ class PatientDataset(Dataset):
             diagnostic_only=self.diagnostic_only,
             expected_dim=info.slide_dim,
             expected_encoder=prep.slide_encoder,
+            max_bag_bytes=self.max_bag_bytes,
         )
         feats = torch.from_numpy(np.ascontiguousarray(bag.features))
         coords = torch.from_numpy(bag.coords) if bag.coords is not None else torch.zeros((bag.n_patches, 2), dtype=torch.long)
