@@ -43,6 +43,9 @@ def extract(
     no_tissue: str = typer.Option("write", "--no-tissue", help="'write' an empty h5 flagged no_tissue, or 'skip' it."),
     backend: str = typer.Option("auto", "--backend", help="auto (OpenSlide then tiffslide), openslide, tiffslide."),
     ray_address: str | None = typer.Option(None, "--ray-address", help="Run slides as Ray tasks: auto, local or ray://host:port."),
+    slide_encoder: str | None = typer.Option(None, "--slide-encoder", help="Also store a slide embedding per h5 (gigapath, titan, small_transformer, abmil, transmil)."),
+    slide_encoder_checkpoint: str | None = typer.Option(None, "--slide-encoder-checkpoint", help="Local weights of the slide encoder (never downloaded)."),
+    slide_encoder_random_init: bool = typer.Option(False, "--slide-encoder-random-init", help="Build the slide encoder with seeded random weights (tests; explicit)."),
 ) -> None:
     """Whole-slide preprocessing: tissue detection, tiling and patch features to TRIDENT h5."""
     from modaltune.preprocess.pipeline import extract_features
@@ -50,7 +53,8 @@ def extract(
     summary = extract_features(slides, out, encoder=encoder, weights=weights, magnification=mag, target_mpp=mpp,
                                patch_size=patch_size, overlap=overlap, min_tissue=min_tissue, mpp_overrides=mpp_overrides,
                                batch_size=batch_size, workers=workers, device=device, resume=resume, backend=backend,
-                               no_tissue=no_tissue, ray_address=ray_address)
+                               no_tissue=no_tissue, ray_address=ray_address, slide_encoder=slide_encoder,
+                               slide_encoder_checkpoint=slide_encoder_checkpoint, random_init=slide_encoder_random_init)
     t = summary.totals()
     typer.echo(f"{t['done']} done, {t['no_tissue']} no tissue, {t['skipped']} skipped, {t['failed']} failed; "
                f"{t['patches']} patches in {t['seconds']:.1f} s; summary: {out}/summary.md")

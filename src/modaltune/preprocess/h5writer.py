@@ -99,6 +99,18 @@ class BagWriter:
         self._coords[self.n:self.n + b] = coords
         self.n += b
 
+    def rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """Features (n, D) and coords (n, 2) written so far, read back from the temporary file."""
+        return self._features[: self.n], self._coords[: self.n]
+
+    def add_dataset(self, name: str, data: np.ndarray, attrs: dict | None = None) -> None:
+        """Store an extra dataset (e.g. ``slide_embedding``) in the bag; it becomes visible with :meth:`commit`."""
+        if name in self._file:
+            del self._file[name]
+        ds = self._file.create_dataset(name, data=data)
+        for k, v in (attrs or {}).items():
+            ds.attrs[k] = v
+
     def commit(self, status: str = "complete", **root_attrs) -> Path:
         """Mark the bag ``status``, flush, close and atomically rename it to its final path."""
         if status not in FINISHED_STATUSES:

@@ -8,11 +8,20 @@ and the others go on; ``resume`` skips slides whose h5 is already complete for t
 
 Outputs in ``out``: ``<slide>.h5``, ``qc/<slide>_thumbnail.png`` (tissue outline + kept patches),
 ``qc/<slide>_tissue.geojson`` (QuPath), ``summary.json`` and ``summary.md``.
+
+Optional slide embeddings: with ``slide_encoder`` set, each slide's patch features and coords go
+through that slide encoder (:func:`modaltune.encoders.slide.create_slide_encoder`) and the result is
+stored in the same h5 as ``slide_embedding`` (1-D float32, attrs ``slide_encoder`` and
+``slide_encoder_weights``), written before the atomic rename; a complete h5 skipped by resume that
+lacks the embedding gets it through a temporary copy and ``os.replace``.
 """
 from __future__ import annotations
 
 import errno
+import inspect
 import json
+import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,7 +31,7 @@ import numpy as np
 
 from modaltune.errors import ConfigError, InputError
 
-__all__ = ["ExtractConfig", "SlideResult", "RunSummary", "extract_features", "process_slide", "find_slides"]
+__all__ = ["ExtractConfig", "SlideResult", "RunSummary", "extract_features", "process_slide", "find_slides", "compute_slide_embedding"]
 
 # Files that look like images but that no backend reads: reported as failed, never silently ignored.
 _IMAGE_LIKE = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".jp2", ".czi", ".isyntax", ".sdpc", ".kfb", ".vsi", ".qptiff", ".ome.zarr")
@@ -35,6 +44,9 @@ class ExtractConfig:
     ``magnification``/``target_mpp``: patch resolution (MPP wins when set); ``patch_size``: px at that
     resolution; ``overlap``: px shared by neighbours; ``min_tissue``: fraction 0-1; ``no_tissue``:
     'write' an empty h5 flagged ``status='no_tissue'`` or 'skip' writing it (both are reported).
+    ``slide_encoder``: optional slide encoder name (``slide_embedding`` dataset per h5), built with
+    ``slide_encoder_checkpoint`` or, explicitly, ``slide_encoder_random_init`` (seeded: same weights
+    in every process).
     """
 
     encoder: str = "efficientnet_lite0"
@@ -55,6 +67,9 @@ class ExtractConfig:
     features_dtype: str = "float32"
     progress: bool = True
     save_qc: bool = True
+    slide_encoder: str | None = None
+    slide_encoder_checkpoint: str | None = None
+    slide_encoder_random_init: bool = False
 
     def validate(self) -> None:
         if self.no_tissue not in ("write", "skip"):
@@ -81,6 +96,7 @@ class SlideResult:
     mpp: float | None = None
     read_wait_s: float = 0.0
     encode_s: float = 0.0
+    slide_embedding_dim: int = 0  # width of the stored ``slide_embedding`` (0: none)
 
 
 @dataclass
@@ -135,6 +151,9 @@ class RunSummary:
             f"Encoder: `{self.encoder}` ({self.embedding_dim}-d)" + ("" if self.pathology_encoder else
                                                                    " - ImageNet weights, NOT a pathology encoder"),
             "",
+            *([f"Slide encoder: `{self.config['slide_encoder']}` (weights: "
+               f"{self.config.get('slide_encoder_checkpoint') or 'random_init'}); `slide_embedding` in each h5", ""]
+              if self.config.get("slide_encoder") else []),
             f"Slides: {t['slides']} - done {t['done']}, no tissue {t['no_tissue']}, skipped (already complete) "
             f"{t['skipped']}, failed {t['failed']}; patches {t['patches']}; time {t['seconds']:.1f} s",
             "",
@@ -259,6 +278,103 @@ def _get_encoder(cfg: ExtractConfig, device: str):
     return _ENCODER_CACHE[key]
 
 
+_SLIDE_ENCODER_CACHE: dict = {}
+_SLIDE_INIT_SEED = 0  # random_init weights are drawn from this seed: identical in every worker / Ray task
+
+
+def _get_slide_encoder(cfg: ExtractConfig, in_dim: int, device: str):
+    """Build (once per process) the configured slide encoder in eval mode, or None when not asked for.
+
+    ``in_dim`` (the patch features' width) is passed when the encoder's constructor takes it.
+    Registry errors (unknown name; a foundation model with neither checkpoint nor random_init) are
+    :class:`ConfigError` and surface before any slide is processed.
+    """
+    if not cfg.slide_encoder:
+        return None
+    key = (cfg.slide_encoder, cfg.slide_encoder_checkpoint, cfg.slide_encoder_random_init, int(in_dim), device)
+    if key not in _SLIDE_ENCODER_CACHE:
+        import torch
+
+        from modaltune.encoders.slide.registry import _REGISTRY, create_slide_encoder
+
+        entry = _REGISTRY.get(cfg.slide_encoder)
+        kw = {}
+        if entry is not None and "in_dim" in inspect.signature(entry.builder).parameters:
+            kw["in_dim"] = int(in_dim)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_SLIDE_INIT_SEED)
+            enc = create_slide_encoder(cfg.slide_encoder, checkpoint=cfg.slide_encoder_checkpoint,
+                                       random_init=cfg.slide_encoder_random_init, **kw)
+        _SLIDE_ENCODER_CACHE.clear()
+        _SLIDE_ENCODER_CACHE[key] = enc.eval().to(device)
+    return _SLIDE_ENCODER_CACHE[key]
+
+
+def compute_slide_embedding(slide_encoder, features: np.ndarray, coords: np.ndarray, patch_size_level0: int | None) -> np.ndarray:
+    """One slide's embedding: ``features (N, D)``, level-0 ``coords (N, 2)`` -> ``(embed_dim,)`` float32.
+
+    The level-0 patch size goes to encoders whose ``embed`` takes it (GigaPath ``tile_size``, TITAN
+    ``patch_size_level0``); the small transformer's position grid uses it as its cell size.
+    """
+    import torch
+
+    params = inspect.signature(slide_encoder.embed).parameters
+    kw = {}
+    if patch_size_level0:
+        if "tile_size" in params:
+            kw["tile_size"] = int(patch_size_level0)
+        elif "patch_size_level0" in params:
+            kw["patch_size_level0"] = int(patch_size_level0)
+        elif hasattr(slide_encoder, "patch_size_level0"):  # set at construction; the grid cell must match this slide
+            slide_encoder.patch_size_level0 = int(patch_size_level0)
+    dev = next(slide_encoder.parameters()).device
+    x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))[None].to(dev)
+    c = torch.from_numpy(np.ascontiguousarray(coords, dtype=np.int64))[None].to(dev)
+    with torch.inference_mode():
+        out = slide_encoder(x, c, **kw)
+    return out[0].float().cpu().numpy().astype(np.float32).reshape(-1)
+
+
+def _embedding_attrs(slide_encoder, cfg: ExtractConfig) -> dict:
+    attrs = {"slide_encoder": cfg.slide_encoder, "slide_encoder_weights": str(slide_encoder.weights_source)}
+    if slide_encoder.weights_source == "random_init":
+        attrs["init_seed"] = _SLIDE_INIT_SEED
+    return attrs
+
+
+def _add_embedding_to_finished(h5: Path, slide_encoder, cfg: ExtractConfig) -> int:
+    """Give a complete h5 (skipped by resume) its ``slide_embedding`` unless it already holds one from the
+    same encoder and weights: compute it, write a temporary copy, ``os.replace``. Returns the width."""
+    import h5py
+
+    want = _embedding_attrs(slide_encoder, cfg)
+    with h5py.File(h5, "r") as f:
+        if "slide_embedding" in f:
+            have = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f["slide_embedding"].attrs.items()}
+            if all(have.get(k) == v for k, v in want.items()):
+                return int(f["slide_embedding"].shape[0])
+        if int(f["coords"].shape[0]) == 0:  # no-tissue bag: nothing to embed
+            return 0
+        feats, coords = f["features"][()], f["coords"][()]
+        ps = f["coords"].attrs.get("patch_size_level0")
+    emb = compute_slide_embedding(slide_encoder, feats, coords, ps)
+    tmp = h5.with_name(h5.name + ".tmp")
+    try:
+        shutil.copyfile(h5, tmp)
+        with h5py.File(tmp, "r+") as f:
+            if "slide_embedding" in f:
+                del f["slide_embedding"]
+            ds = f.create_dataset("slide_embedding", data=emb)
+            for k, v in want.items():
+                ds.attrs[k] = v
+        os.replace(tmp, h5)
+    except BaseException:
+        if tmp.exists():
+            tmp.unlink()
+        raise
+    return int(emb.shape[0])
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return f"disk full while writing ({exc}); no partial h5 was left"
@@ -285,6 +401,7 @@ def process_slide(path: str | Path, out_dir: str | Path, cfg: ExtractConfig, enc
     device = _resolve_device(cfg.device)
     if encoder is None:
         encoder = _get_encoder(cfg, device)
+    slide_enc = _get_slide_encoder(cfg, encoder.embedding_dim, device)
     same = {"patch_size": cfg.patch_size, "overlap": cfg.overlap}
     if cfg.target_mpp is None and cfg.magnification:
         same["target_magnification"] = cfg.magnification
@@ -293,7 +410,13 @@ def process_slide(path: str | Path, out_dir: str | Path, cfg: ExtractConfig, enc
 
         with h5py.File(h5, "r") as f:
             res.n_patches = int(f["coords"].shape[0])
-        res.status, res.seconds = "skipped", time.perf_counter() - t0
+        res.status = "skipped"
+        if slide_enc is not None:
+            try:
+                res.slide_embedding_dim = _add_embedding_to_finished(h5, slide_enc, cfg)
+            except Exception as exc:  # the patch features stay valid; report the embedding problem
+                res.status, res.error = "failed", f"slide embedding: {_describe(exc)}"
+        res.seconds = time.perf_counter() - t0
         return res
     if cfg.resume and bag_is_complete(h5):
         # A finished bag of another encoder or tiling: never overwrite someone's features silently.
@@ -346,6 +469,11 @@ def process_slide(path: str | Path, out_dir: str | Path, cfg: ExtractConfig, enc
                 bar.update(len(idx))
                 t_wait = time.perf_counter()
             bar.close()
+            if slide_enc is not None:  # before commit: the h5 appears complete with its embedding, or not at all
+                feats_all, coords_all = w.rows()
+                emb = compute_slide_embedding(slide_enc, feats_all, coords_all, plan.patch_size_level0)
+                w.add_dataset("slide_embedding", emb, _embedding_attrs(slide_enc, cfg))
+                res.slide_embedding_dim = int(emb.shape[0])
             w.commit(status="complete")
             res.n_patches = w.n
         res.status = "done"
@@ -368,13 +496,18 @@ def extract_features(slides: str | Path | Iterable[str | Path], out: str | Path,
                      mpp_overrides: str | Path | dict | None = None, batch_size: int = 64, workers: int = 0,
                      device: str = "auto", resume: bool = True, backend: str = "auto", no_tissue: str = "write",
                      features_dtype: str = "float32", ray_address: str | None = None, progress: bool = True,
-                     save_qc: bool = True) -> RunSummary:
+                     save_qc: bool = True, slide_encoder: str | None = None,
+                     slide_encoder_checkpoint: str | Path | None = None, random_init: bool = False) -> RunSummary:
     """Extract patch features of every slide in ``slides`` (folder or list of paths) into ``out``.
 
     Returns the :class:`RunSummary` (also written to ``out/summary.json`` and ``out/summary.md``).
     ``ray_address`` ('auto', 'local' or 'ray://host:port') runs slides as Ray tasks; see
     :mod:`modaltune.preprocess.distributed`. Configuration mistakes raise :class:`ConfigError`;
     problems with individual slides are reported in the summary, never raised.
+
+    ``slide_encoder`` (e.g. ``'gigapath'``, ``'titan'``, ``'small_transformer'``): also store each slide's
+    embedding as ``slide_embedding`` in its h5, with weights from ``slide_encoder_checkpoint`` (a local
+    file) or ``random_init=True`` (explicit; for tests). Foundation models without either raise ConfigError.
     """
     from tqdm.auto import tqdm
 
@@ -387,12 +520,16 @@ def extract_features(slides: str | Path | Iterable[str | Path], out: str | Path,
                         magnification=magnification, target_mpp=target_mpp, patch_size=patch_size, overlap=overlap,
                         min_tissue=min_tissue, batch_size=batch_size, workers=workers, device=device, resume=resume,
                         backend=backend, mpp_overrides=dict(mpp_overrides or {}), no_tissue=no_tissue,
-                        features_dtype=features_dtype, progress=progress, save_qc=save_qc)
+                        features_dtype=features_dtype, progress=progress, save_qc=save_qc,
+                        slide_encoder=slide_encoder or None,
+                        slide_encoder_checkpoint=str(slide_encoder_checkpoint) if slide_encoder_checkpoint else None,
+                        slide_encoder_random_init=bool(random_init))
     cfg.validate()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = find_slides(slides)
     spec = get_patch_encoder_spec(cfg.encoder)
+    _get_slide_encoder(cfg, spec.embedding_dim, _resolve_device(cfg.device))  # slide-encoder config errors before any slide
     t0 = time.perf_counter()
     if ray_address:
         from .distributed import run_with_ray
