@@ -213,6 +213,19 @@ def data_simulate(
     typer.echo(f"wrote {out}: synthetic cohort {c.name}, {len(c)} patients, sites {site_list}")
 
 
+# ---------------------------------------------------------------- demo (modaltune.demo)
+@app.command("demo")
+def demo_cmd(
+    out: str | None = typer.Option(None, "--out", help="Run folder (default runs/demo-<timestamp>); rerun into it to resume."),
+    fast: bool = typer.Option(False, "--fast", help="Tiny smoke run (numbers mean nothing)."),
+    optional: bool = typer.Option(True, "--optional/--no-optional", help="Add the registered optional methods of configs/demo/simulated.yaml (e.g. ModalTune)."),
+) -> None:
+    """Benchmark baselines on a SIMULATED cohort and on REAL data (GSE7390 breast cancer); print both tables."""
+    from modaltune.demo import run_demo
+
+    run_demo(out, fast=fast, include_optional=optional)
+
+
 # ---------------------------------------------------------------- training (modaltune.training)
 @app.command("fit")
 def fit_cmd(

@@ -160,8 +160,14 @@ def _evaluate_unit(cfg: BenchmarkConfig, fitted: Any, cohort: Any, fold: Any, pr
 
     rows, notes = [], {}
     train_tgt = targets_frame(cohort, fold.train, fitted.tasks)
+    predicted = set(preds["task"]) if "task" in preds else set()
     for t in fitted.info.tasks:
         name = t.spec.name
+        if name not in predicted:
+            # a tabular method that fits only some task kinds (e.g. coxnet in a survival + subtype
+            # task set) predicts nothing for the others: no metric, recorded in unit.json
+            notes[name] = {"skipped": "the method does not predict this task"}
+            continue
         p = preds[preds["task"] == name].dropna(axis=1, how="all")
         if t.spec.kind == "classification" and "label" not in p:
             p = p.assign(label=-1)

@@ -31,6 +31,11 @@ IMPORTERS: dict[str, tuple[str, str, str]] = {
         "modaltune.data.sources.modaltune_json:modaltune_json_cohort_names",
         "ModalTune paper split: GDC clinical fields, subtypes, survival, text, joined to PORPOISE omics",
     ),
+    "sksurv-breast": (
+        "modaltune.data.sources.sksurv_breast:import_sksurv_breast",
+        "modaltune.data.sources.sksurv_breast:sksurv_breast_cohort_names",
+        "GSE7390 breast cancer cohort bundled with scikit-survival: 76 genes + age/size/grade, ER status, DMFS",
+    ),
 }
 
 
