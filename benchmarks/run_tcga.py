@@ -1,0 +1,191 @@
+"""Real-data TCGA benchmark (issue 4 item 3): import the PORPOISE cohorts, run benchmarks/tcga/*.yaml, write tables.
+
+    nice python benchmarks/run_tcga.py                                   # every config
+    nice python benchmarks/run_tcga.py --configs survival_mcat5 subtype  # some configs
+    nice python benchmarks/run_tcga.py --configs survival_porpoise14 --methods coxnet snn
+
+Cohorts are imported from ../shared (or $MODALTUNE_SHARED) into ``<out>/cohorts/tcga_<name>`` (the
+configs point there: ``runs/tcga`` by default). Each config runs with the ordinary resumable
+benchmark runner into ``<out>/<config>``; rerunning resumes. ``--methods`` keeps the methods whose
+registry name is listed (a subset run, stated in the tables). At the end ``<out>/tables.md`` holds
+the mean ± std (ddof=0) tables over folds, with the published MCAT numbers (shared/docs/PROTOCOLS.md)
+beside the survival table, and each run's protocol line; ``<out>/pathway_coverage_<cohort>.csv`` is the
+Gene Mixer coverage report (genes of each pathway present in the cohort's RNA table).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+CONFIGS = ("survival_mcat5", "subtype", "multitask", "survival_porpoise14")
+
+#: published validation C-index, mean over 5 folds (MCAT repository result files; PROTOCOLS.md A)
+PUBLISHED = {
+    "SNN (omics only), MCAT paper": {"BLCA": 0.541, "BRCA": 0.466, "GBMLGG": 0.598, "LUAD": 0.539, "UCEC": 0.493},
+    "AMIL (WSI only), MCAT paper": {"BLCA": 0.536, "BRCA": 0.564, "GBMLGG": 0.787, "LUAD": 0.559, "UCEC": 0.625},
+    "AMIL + omics concat, MCAT paper": {"BLCA": 0.605, "BRCA": 0.551, "GBMLGG": 0.816, "LUAD": 0.563, "UCEC": 0.614},
+    "MCAT (co-attention, WSI + omics), MCAT paper": {"BLCA": 0.624, "BRCA": 0.580, "GBMLGG": 0.817, "LUAD": 0.620, "UCEC": 0.622},
+}
+
+
+def import_cohorts(cfg_path: Path, shared: str | None) -> None:
+    """Import every ``.../cohorts/tcga_<name>`` directory the config names and that does not exist yet."""
+    from modaltune.config import load_yaml
+    from modaltune.data.sources import import_cohort
+
+    for rel in load_yaml(cfg_path)["data"]["cohorts"]:
+        path = (cfg_path.parent / rel).resolve()
+        if (path / "cohort.yaml").exists():
+            continue
+        name = path.name.removeprefix("tcga_")
+        t0 = time.time()
+        c = import_cohort("porpoise", name, shared_dir=shared, out_dir=path)
+        print(f"imported {name}: {len(c)} patients -> {path} ({time.time() - t0:.1f} s)", flush=True)
+
+
+def coverage_reports(cfg_path: Path, out: Path) -> list[str]:
+    """Write the Gene Mixer pathway coverage report of each cohort with RNA; return summary lines."""
+    from modaltune.config import load_config
+    from modaltune.training import sources
+    from modaltune.training.datamodule import fit_preprocessor
+    from modaltune.training.experiment_config import BenchmarkConfig
+
+    cfg = load_config(cfg_path, BenchmarkConfig)
+    if not cfg.data.pathways:
+        return []
+    lines = []
+    for p in cfg.data.cohorts:
+        c = sources.load_cohort(p)
+        if "rna" not in c.omics:
+            lines.append(f"{c.name}: no RNA table (gene_mixer cannot run)")
+            continue
+        pp = fit_preprocessor(c, c.patient_ids, modalities=["rna"], tasks=[c.tasks[0].name], pathways=dict(cfg.data.pathways))
+        tok = pp.info.pathways["rna"]
+        cov = tok.coverage
+        dest = out / f"pathway_coverage_{c.name}.csv"
+        if not dest.exists():
+            cov.to_csv(dest)
+        n_tok = len(getattr(tok, "names", None) or getattr(tok, "pathway_names", None) or [])
+        lines.append(f"{c.name}: coverage report {dest.name} ({len(cov)} pathways listed{f', {n_tok} used as tokens' if n_tok else ''})")
+    return lines
+
+
+def _fold_table(results: pd.DataFrame, task: str, metric: str) -> pd.DataFrame:
+    r = results[(results["task"] == task) & (results["metric"] == metric)]
+    if r.empty:
+        return pd.DataFrame()
+    per_fold = r.groupby(["method", "cohort", "fold"], sort=False)["value"].mean().reset_index()
+    g = per_fold.groupby(["method", "cohort"], sort=False)["value"]
+    stats = pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=0), "n": g.count()}).reset_index()
+    return stats
+
+
+def _cohort_label(name: str) -> str:
+    return name.removeprefix("porpoise_").upper()
+
+
+def markdown_table(results: pd.DataFrame, task: str, metric: str, *, published: bool = False, n_folds: int = 5) -> str:
+    """Rows = methods, columns = cohorts (mean ± std over folds, ddof 0) and the mean over cohorts."""
+    s = _fold_table(results, task, metric)
+    if s.empty:
+        return f"(no {task} / {metric} results)\n"
+    cohorts = list(dict.fromkeys(s["cohort"]))
+    labels = [_cohort_label(c) for c in cohorts]
+    lines = ["| method | " + " | ".join(labels) + " | mean |", "|---|" + "---|" * (len(cohorts) + 1)]
+    for m in dict.fromkeys(s["method"]):
+        cells, means = [], []
+        for c in cohorts:
+            row = s[(s["method"] == m) & (s["cohort"] == c)]
+            if row.empty:
+                cells.append("failed/not run")
+                continue
+            mu, sd, n = float(row["mean"].iloc[0]), float(row["std"].iloc[0]), int(row["n"].iloc[0])
+            cells.append(f"{mu:.3f} ± {sd:.3f}" + (f" ({n} folds)" if n != n_folds else ""))
+            means.append(mu)
+        mean = f"{np.mean(means):.3f}" if len(means) == len(cohorts) else (f"{np.mean(means):.3f} ({len(means)}/{len(cohorts)} cohorts)" if means else "-")
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {mean} |")
+    if published:
+        for name, vals in PUBLISHED.items():
+            cells = [f"{vals[l]:.3f}" if l in vals else "" for l in labels]
+            if all(l in vals for l in labels):
+                lines.append(f"| *{name}* | " + " | ".join(cells) + f" | *{np.mean([vals[l] for l in labels]):.3f}* |")
+            elif any(l in vals for l in labels):
+                lines.append(f"| *{name}* | " + " | ".join(cells) + " | |")
+    return "\n".join(lines) + "\n"
+
+
+def protocol_line(run_dir: Path) -> str:
+    s = run_dir / "summary.md"
+    if s.exists():
+        for line in s.read_text().splitlines():
+            if line.startswith("**Protocol:**"):
+                return line
+    return ""
+
+
+def tables(out: Path, names: list[str], cmd: str) -> str:
+    parts = [f"Command: `{cmd}`", ""]
+    for name in names:
+        run = out / name
+        if not (run / "results.csv").exists():
+            continue
+        res = pd.read_csv(run / "results.csv")
+        failed = pd.read_csv(run / "failed_units.csv") if (run / "failed_units.csv").exists() else pd.DataFrame()
+        parts += [f"### {name}", "", protocol_line(run), ""]
+        for task, metric, pub in (("survival", "c_index", name.startswith("survival")), ("subtype", "balanced_accuracy", False), ("subtype", "macro_auc", False)):
+            if ((res["task"] == task) & (res["metric"] == metric)).any():
+                parts += [f"**{task} · {metric}** (mean ± std over folds, ddof=0)", "", markdown_table(res, task, metric, published=pub)]
+        if len(failed):
+            parts += ["Failed units: " + "; ".join(f"{r.method} / {r.cohort} / fold {r.fold}: {str(r.reason)[:160]}" for r in failed.itertuples()), ""]
+        parts += [f"Run folder: `{run}` (summary.md with bootstrap 95% CIs on pooled out-of-fold predictions, results.csv, predictions.parquet).", ""]
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--configs", nargs="*", default=list(CONFIGS), help=f"config names under benchmarks/tcga ({', '.join(CONFIGS)})")
+    ap.add_argument("--out", default=str(HERE.parent / "runs" / "tcga"), help="run root (the configs' cohort paths point at runs/tcga/cohorts)")
+    ap.add_argument("--shared", default=None, help="folder holding data/tcga (default $MODALTUNE_SHARED or ../shared)")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--methods", nargs="*", default=None, help="keep only these registry names (subset run)")
+    ap.add_argument("--tables-only", action="store_true", help="only rewrite tables.md from finished runs")
+    args = ap.parse_args(argv)
+
+    from modaltune.config import load_config
+    from modaltune.training.experiment_config import BenchmarkConfig
+    from modaltune.training.runner import run_benchmark
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = "python benchmarks/run_tcga.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    cov_lines: list[str] = []
+    for name in args.configs:
+        path = HERE / "tcga" / f"{name}.yaml"
+        if args.tables_only:
+            continue
+        import_cohorts(path, args.shared)
+        cfg = load_config(path, BenchmarkConfig)
+        if args.methods:
+            cfg.methods = [m for m in cfg.methods if m.name in set(args.methods)]
+            cfg.name += "_subset_" + "_".join(args.methods)
+        if any(m.name == "gene_mixer" for m in cfg.methods):
+            cov_lines += coverage_reports(path, out)
+        t0 = time.time()
+        res = run_benchmark(cfg, out / name, workers=args.workers, progress=False)
+        print(f"{name}: {len(res.statuses)} units, {len(res.failed)} failed, {time.time() - t0:.0f} s -> {out / name}", flush=True)
+    text = tables(out, list(args.configs), cmd)
+    if cov_lines:
+        text += "\nGene Mixer pathway coverage (shared/data/pathways/combine_comps.csv):\n\n" + "\n".join(f"- {l}" for l in cov_lines) + "\n"
+    (out / "tables.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
