@@ -154,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shared", default=None, help="folder holding data/tcga (default $MODALTUNE_SHARED or ../shared)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--methods", nargs="*", default=None, help="keep only these registry names (subset run)")
+    ap.add_argument("--cohorts", nargs="*", default=None, help="keep only these cohorts (e.g. blca), a subset run")
+    ap.add_argument("--batch1", action="store_true", help="literal PROTOCOLS.md A batching: batch 1 x gradient accumulation 32 (run folder <config>_batch1)")
     ap.add_argument("--tables-only", action="store_true", help="only rewrite tables.md from finished runs")
     args = ap.parse_args(argv)
 
@@ -174,15 +176,24 @@ def main(argv: list[str] | None = None) -> int:
         if args.methods:
             cfg.methods = [m for m in cfg.methods if m.name in set(args.methods)]
             cfg.name += "_subset_" + "_".join(args.methods)
+        if args.cohorts:
+            cfg.data.cohorts = [c for c in cfg.data.cohorts if Path(c).name.removeprefix("tcga_") in set(args.cohorts)]
+            cfg.name += "_" + "_".join(args.cohorts)
+        run_name = name
+        if args.batch1:
+            cfg.trainer.batch_size, cfg.trainer.accumulate_grad_batches = 1, 32
+            cfg.name += "_batch1"
+            run_name = f"{name}_batch1"
         if any(m.name == "gene_mixer" for m in cfg.methods):
             cov_lines += coverage_reports(path, out)
         t0 = time.time()
-        res = run_benchmark(cfg, out / name, workers=args.workers, progress=False)
-        print(f"{name}: {len(res.statuses)} units, {len(res.failed)} failed, {time.time() - t0:.0f} s -> {out / name}", flush=True)
-    text = tables(out, list(args.configs), cmd)
+        res = run_benchmark(cfg, out / run_name, workers=args.workers, progress=False)
+        print(f"{run_name}: {len(res.statuses)} units, {len(res.failed)} failed, {time.time() - t0:.0f} s -> {out / run_name}", flush=True)
+    names = [f"{n}_batch1" if args.batch1 else n for n in args.configs]
+    text = tables(out, names, cmd)
     if cov_lines:
         text += "\nGene Mixer pathway coverage (shared/data/pathways/combine_comps.csv):\n\n" + "\n".join(f"- {l}" for l in cov_lines) + "\n"
-    (out / "tables.md").write_text(text)
+    (out / ("tables_batch1.md" if args.batch1 else "tables.md")).write_text(text)
     print(text)
     return 0
 
