@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 HERE = Path(__file__).resolve().parent
-CONFIGS = ("survival_mcat5", "subtype", "multitask", "survival_porpoise14")
+CONFIGS = ("survival_mcat5", "survival_mcat5_classical", "subtype", "subtype_brca_balanced", "multitask", "survival_porpoise14")
 
 #: published validation C-index, mean over 5 folds (MCAT repository result files; PROTOCOLS.md A)
 PUBLISHED = {
@@ -142,7 +142,8 @@ def tables(out: Path, names: list[str], cmd: str) -> str:
             if ((res["task"] == task) & (res["metric"] == metric)).any():
                 parts += [f"**{task} · {metric}** (mean ± std over folds, ddof=0)", "", markdown_table(res, task, metric, published=pub)]
         if len(failed):
-            parts += ["Failed units: " + "; ".join(f"{r.method} / {r.cohort} / fold {r.fold}: {str(r.reason)[:160]}" for r in failed.itertuples()), ""]
+            per = failed.groupby(["method", "cohort"], sort=False).agg(n=("fold", "count"), reason=("reason", "first")).reset_index()
+            parts += ["Failed units: " + "; ".join(f"{r.method} / {r.cohort}: {r.n} fold(s), {str(r.reason)[:110]}" for r in per.itertuples()), ""]
         parts += [f"Run folder: `{run}` (summary.md with bootstrap 95% CIs on pooled out-of-fold predictions, results.csv, predictions.parquet).", ""]
     return "\n".join(parts)
 
