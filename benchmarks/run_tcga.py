@@ -157,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", nargs="*", default=None, help="keep only these registry names (subset run)")
     ap.add_argument("--cohorts", nargs="*", default=None, help="keep only these cohorts (e.g. blca), a subset run")
     ap.add_argument("--batch1", action="store_true", help="literal PROTOCOLS.md A batching: batch 1 x gradient accumulation 32 (run folder <config>_batch1)")
+    ap.add_argument("--paper-bins", action="store_true", help="survival bins fitted on the whole cohort as the published code did (run folder <config>_paperbins)")
     ap.add_argument("--tables-only", action="store_true", help="only rewrite tables.md from finished runs")
     args = ap.parse_args(argv)
 
@@ -185,16 +186,21 @@ def main(argv: list[str] | None = None) -> int:
             cfg.trainer.batch_size, cfg.trainer.accumulate_grad_batches = 1, 32
             cfg.name += "_batch1"
             run_name = f"{name}_batch1"
+        if args.paper_bins:
+            cfg.data.bin_mode = "paper"
+            cfg.name += "_paperbins"
+            run_name = f"{run_name}_paperbins"
         if any(m.name == "gene_mixer" for m in cfg.methods):
             cov_lines += coverage_reports(path, out)
         t0 = time.time()
         res = run_benchmark(cfg, out / run_name, workers=args.workers, progress=False)
         print(f"{run_name}: {len(res.statuses)} units, {len(res.failed)} failed, {time.time() - t0:.0f} s -> {out / run_name}", flush=True)
     names = [f"{n}_batch1" if args.batch1 else n for n in args.configs]
+    names = [f"{n}_paperbins" if args.paper_bins else n for n in names]
     text = tables(out, names, cmd)
     if cov_lines:
         text += "\nGene Mixer pathway coverage (shared/data/pathways/combine_comps.csv):\n\n" + "\n".join(f"- {l}" for l in cov_lines) + "\n"
-    (out / ("tables_batch1.md" if args.batch1 else "tables.md")).write_text(text)
+    (out / ("tables_batch1.md" if args.batch1 else "tables_paperbins.md" if args.paper_bins else "tables.md")).write_text(text)
     print(text)
     return 0
 
