@@ -81,3 +81,11 @@ def test_registry_writes_a_valid_cohort_directory(tmp_path):
 def test_unknown_cohort_name_is_an_input_error():
     with pytest.raises(InputError, match="gse7390"):
         import_sksurv_breast("metabric")
+
+
+def test_cli_import_writes_the_cohort(tmp_path):
+    from modaltune.cli import main
+
+    assert main(["data", "import", "sksurv-breast", "--out", str(tmp_path / "c"), "--folds", "4"]) == 0
+    assert (tmp_path / "c" / "splits" / "kfold4.csv").exists()
+    assert main(["data", "import", "sksurv-breast", "--out", str(tmp_path / "c")]) == 2  # exists, no --overwrite

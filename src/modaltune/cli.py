@@ -119,6 +119,20 @@ def data_import_modaltune_json(
     _print_import(c, out)
 
 
+@import_app.command("sksurv-breast")
+def data_import_sksurv_breast(
+    out: str = typer.Option(..., "--out", help="Cohort directory to write."),
+    folds: int = typer.Option(5, "--folds", help="Folds of the split stratified by ER status x event."),
+    seed: int = typer.Option(0, "--seed"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a cohort already in --out."),
+) -> None:
+    """REAL GSE7390 breast cancer cohort bundled with scikit-survival: 76 genes, age/size/grade, ER status, DMFS."""
+    from modaltune.data.sources import import_cohort
+
+    c = import_cohort("sksurv-breast", "gse7390", out_dir=out, n_folds=folds, seed=seed, overwrite=overwrite)
+    _print_import(c, out)
+
+
 @data_app.command("validate")
 def data_validate(
     root: str = typer.Argument(..., help="Cohort directory."),
