@@ -3,14 +3,20 @@
     nice python benchmarks/run_tcga.py                                   # every config
     nice python benchmarks/run_tcga.py --configs survival_mcat5 subtype  # some configs
     nice python benchmarks/run_tcga.py --configs survival_porpoise14 --methods coxnet snn
+    python benchmarks/run_tcga.py --configs survival_mcat5 --cohorts blca --folds 0 --set trainer.max_epochs=1 --out /tmp/smoke
 
 Cohorts are imported from ../shared (or $MODALTUNE_SHARED) into ``<out>/cohorts/tcga_<name>`` (the
-configs point there: ``runs/tcga`` by default). Each config runs with the ordinary resumable
+configs' own cohort paths point at the default ``runs/tcga/cohorts``, so ``modaltune benchmark CONFIG``
+works after one run of this script). Each config runs with the ordinary resumable
 benchmark runner into ``<out>/<config>``; rerunning resumes. ``--methods`` keeps the methods whose
-registry name is listed (a subset run, stated in the tables). At the end ``<out>/tables.md`` holds
-the mean ± std (ddof=0) tables over folds, with the published MCAT numbers (shared/docs/PROTOCOLS.md)
-beside the survival table, and each run's protocol line; ``<out>/pathway_coverage_<cohort>.csv`` is the
-Gene Mixer coverage report (genes of each pathway present in the cohort's RNA table).
+registry name is listed (a subset run, stated in the tables); ``--cohorts`` / ``--folds`` restrict the
+cohorts and fold indices and ``--set key=value`` applies config overrides, as ``modaltune benchmark --set``
+does (any of these makes a run folder of its own, so a changed setting never resumes into old units).
+At the end ``<out>/tables.md`` holds the mean ± std (ddof=0) tables over folds, with the published MCAT
+numbers (shared/docs/PROTOCOLS.md) beside the survival table, the bootstrap 95% CIs of the pooled
+out-of-fold predictions (read from each run's summary.md), and each run's protocol line;
+``<out>/pathway_coverage_<cohort>.csv`` is the Gene Mixer coverage report (genes of each pathway present
+in the cohort's RNA table).
 """
 from __future__ import annotations
 
@@ -34,13 +40,18 @@ PUBLISHED = {
 }
 
 
-def import_cohorts(cfg_path: Path, shared: str | None) -> None:
-    """Import every ``.../cohorts/tcga_<name>`` directory the config names and that does not exist yet."""
+def cohort_paths(cfg_path: Path, cohort_root: Path) -> list[Path]:
+    """Where the config's cohorts live under ``cohort_root`` (the config's own paths name them: ``.../tcga_<name>``)."""
     from modaltune.config import load_yaml
+
+    return [cohort_root / Path(rel).name for rel in load_yaml(cfg_path)["data"]["cohorts"]]
+
+
+def import_cohorts(paths: list[Path], shared: str | None) -> None:
+    """Import every ``tcga_<name>`` cohort directory of ``paths`` that does not exist yet."""
     from modaltune.data.sources import import_cohort
 
-    for rel in load_yaml(cfg_path)["data"]["cohorts"]:
-        path = (cfg_path.parent / rel).resolve()
+    for path in paths:
         if (path / "cohort.yaml").exists():
             continue
         name = path.name.removeprefix("tcga_")
@@ -49,14 +60,11 @@ def import_cohorts(cfg_path: Path, shared: str | None) -> None:
         print(f"imported {name}: {len(c)} patients -> {path} ({time.time() - t0:.1f} s)", flush=True)
 
 
-def coverage_reports(cfg_path: Path, out: Path) -> list[str]:
+def coverage_reports(cfg, out: Path) -> list[str]:
     """Write the Gene Mixer pathway coverage report of each cohort with RNA; return summary lines."""
-    from modaltune.config import load_config
     from modaltune.training import sources
     from modaltune.training.datamodule import fit_preprocessor
-    from modaltune.training.experiment_config import BenchmarkConfig
 
-    cfg = load_config(cfg_path, BenchmarkConfig)
     if not cfg.data.pathways:
         return []
     lines = []
@@ -129,6 +137,44 @@ def protocol_line(run_dir: Path) -> str:
     return ""
 
 
+def pooled_cis(run_dir: Path) -> pd.DataFrame:
+    """The bootstrap CI table of a run's summary.md as a frame (method, cohort, task, seed, metric, estimate, CI)."""
+    s = run_dir / "summary.md"
+    if not s.exists():
+        return pd.DataFrame()
+    header, rows = None, []
+    for line in s.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("|") else None
+        if cells is None:
+            if header is not None and rows:
+                break
+            continue
+        if cells[:3] == ["method", "cohort", "task"] and "CI" in cells:
+            header, rows = cells, []
+        elif header is not None and len(cells) == len(header) and not set(line) <= set("|- "):
+            rows.append(cells)
+    return pd.DataFrame(rows, columns=header) if header else pd.DataFrame()
+
+
+def ci_table(cis: pd.DataFrame, task: str, metric: str) -> str:
+    """Rows = methods, columns = cohorts: pooled estimate [95% CI] (seed 0 when several seeds)."""
+    if cis.empty:
+        return ""
+    r = cis[(cis["task"] == task) & (cis["metric"] == metric)]
+    if r.empty:
+        return ""
+    r = r[r["seed"] == r["seed"].iloc[0]]
+    cohorts = list(dict.fromkeys(r["cohort"]))
+    lines = ["| method | " + " | ".join(_cohort_label(c) for c in cohorts) + " |", "|---|" + "---|" * len(cohorts)]
+    for m in dict.fromkeys(r["method"]):
+        cells = []
+        for c in cohorts:
+            row = r[(r["method"] == m) & (r["cohort"] == c)]
+            cells.append(f"{row['estimate'].iloc[0]} {row['CI'].iloc[0]}" if len(row) else "")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def tables(out: Path, names: list[str], cmd: str) -> str:
     parts = [f"Command: `{cmd}`", ""]
     for name in names:
@@ -138,9 +184,13 @@ def tables(out: Path, names: list[str], cmd: str) -> str:
         res = pd.read_csv(run / "results.csv")
         failed = pd.read_csv(run / "failed_units.csv") if (run / "failed_units.csv").exists() else pd.DataFrame()
         parts += [f"### {name}", "", protocol_line(run), ""]
+        cis = pooled_cis(run)
         for task, metric, pub in (("survival", "c_index", name.startswith("survival")), ("subtype", "balanced_accuracy", False), ("subtype", "macro_auc", False)):
             if ((res["task"] == task) & (res["metric"] == metric)).any():
                 parts += [f"**{task} · {metric}** (mean ± std over folds, ddof=0)", "", markdown_table(res, task, metric, published=pub)]
+                ci = ci_table(cis, task, metric)
+                if ci:
+                    parts += [f"Bootstrap 95% CIs, {task} · {metric} (patients resampled from the pooled out-of-fold predictions; pooled estimates differ from fold means):", "", ci]
         if len(failed):
             per = failed.groupby(["method", "cohort"], sort=False).agg(n=("fold", "count"), reason=("reason", "first")).reset_index()
             parts += ["Failed units: " + "; ".join(f"{r.method} / {r.cohort}: {r.n} fold(s), {str(r.reason)[:110]}" for r in per.itertuples()), ""]
@@ -148,14 +198,35 @@ def tables(out: Path, names: list[str], cmd: str) -> str:
     return "\n".join(parts)
 
 
+def run_suffix(args: argparse.Namespace) -> str:
+    """Run-folder suffix for subset and override runs, so that they never resume into the full runs' units."""
+    if args.tag:
+        return "_" + args.tag
+    parts = []
+    if args.methods:
+        parts.append("m-" + "-".join(args.methods))
+    if args.cohorts:
+        parts.append("c-" + "-".join(args.cohorts))
+    if args.folds is not None:
+        parts.append("f-" + "".join(map(str, args.folds)))
+    for o in args.overrides:
+        key, _, val = o.partition("=")
+        parts.append(key.split(".")[-1] + "-" + "".join(ch if ch.isalnum() or ch in ".-" else "_" for ch in val))
+    return ("_" + "_".join(parts)) if parts else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configs", nargs="*", default=list(CONFIGS), help=f"config names under benchmarks/tcga ({', '.join(CONFIGS)})")
-    ap.add_argument("--out", default=str(HERE.parent / "runs" / "tcga"), help="run root (the configs' cohort paths point at runs/tcga/cohorts)")
+    ap.add_argument("--out", default=str(HERE.parent / "runs" / "tcga"), help="run root; cohorts are imported into <out>/cohorts (the configs' own paths point at runs/tcga/cohorts, for `modaltune benchmark`)")
     ap.add_argument("--shared", default=None, help="folder holding data/tcga (default $MODALTUNE_SHARED or ../shared)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--methods", nargs="*", default=None, help="keep only these registry names (subset run)")
     ap.add_argument("--cohorts", nargs="*", default=None, help="keep only these cohorts (e.g. blca), a subset run")
+    ap.add_argument("--folds", nargs="*", type=int, default=None, help="keep only these fold indices (e.g. 0), a subset run")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override as in `modaltune benchmark --set` (repeatable); the run folder gets a suffix")
+    ap.add_argument("--tag", default=None, help="suffix of the run folders and tables file (default: derived from --set)")
     ap.add_argument("--batch1", action="store_true", help="literal PROTOCOLS.md A batching: batch 1 x gradient accumulation 32 (run folder <config>_batch1)")
     ap.add_argument("--paper-bins", action="store_true", help="survival bins fitted on the whole cohort as the published code did (run folder <config>_paperbins)")
     ap.add_argument("--tables-only", action="store_true", help="only rewrite tables.md from finished runs")
@@ -168,39 +239,49 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cmd = "python benchmarks/run_tcga.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    suffix = run_suffix(args)
     cov_lines: list[str] = []
     for name in args.configs:
         path = HERE / "tcga" / f"{name}.yaml"
         if args.tables_only:
             continue
-        import_cohorts(path, args.shared)
-        cfg = load_config(path, BenchmarkConfig)
+        paths = cohort_paths(path, out / "cohorts")
+        if args.cohorts:
+            paths = [p for p in paths if p.name.removeprefix("tcga_") in set(args.cohorts)]
+        import_cohorts(paths, args.shared)
+        # the imported cohorts replace the config's own paths before validation (they may not exist)
+        where = "data.cohorts=[" + ", ".join(str(p.resolve()) for p in paths) + "]"
+        cfg = load_config(path, BenchmarkConfig, overrides=[where, *args.overrides])
         if args.methods:
             cfg.methods = [m for m in cfg.methods if m.name in set(args.methods)]
             cfg.name += "_subset_" + "_".join(args.methods)
         if args.cohorts:
-            cfg.data.cohorts = [c for c in cfg.data.cohorts if Path(c).name.removeprefix("tcga_") in set(args.cohorts)]
             cfg.name += "_" + "_".join(args.cohorts)
-        run_name = name
+        if args.folds is not None:
+            cfg.split.folds = list(args.folds)
+            cfg.name += "_folds" + "".join(map(str, args.folds))
+        run_name = name + suffix
         if args.batch1:
             cfg.trainer.batch_size, cfg.trainer.accumulate_grad_batches = 1, 32
             cfg.name += "_batch1"
-            run_name = f"{name}_batch1"
+            run_name = f"{run_name}_batch1"
         if args.paper_bins:
             cfg.data.bin_mode = "paper"
             cfg.name += "_paperbins"
             run_name = f"{run_name}_paperbins"
         if any(m.name == "gene_mixer" for m in cfg.methods):
-            cov_lines += coverage_reports(path, out)
+            cov_lines += coverage_reports(cfg, out)
         t0 = time.time()
         res = run_benchmark(cfg, out / run_name, workers=args.workers, progress=False)
         print(f"{run_name}: {len(res.statuses)} units, {len(res.failed)} failed, {time.time() - t0:.0f} s -> {out / run_name}", flush=True)
-    names = [f"{n}_batch1" if args.batch1 else n for n in args.configs]
+    names = [n + suffix for n in args.configs]
+    names = [f"{n}_batch1" if args.batch1 else n for n in names]
     names = [f"{n}_paperbins" if args.paper_bins else n for n in names]
     text = tables(out, names, cmd)
     if cov_lines:
         text += "\nGene Mixer pathway coverage (shared/data/pathways/combine_comps.csv):\n\n" + "\n".join(f"- {l}" for l in cov_lines) + "\n"
-    (out / ("tables_batch1.md" if args.batch1 else "tables_paperbins.md" if args.paper_bins else "tables.md")).write_text(text)
+    stem = "tables" + suffix + ("_batch1" if args.batch1 else "") + ("_paperbins" if args.paper_bins else "")
+    (out / f"{stem}.md").write_text(text)
     print(text)
     return 0
 
