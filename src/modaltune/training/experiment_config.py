@@ -106,11 +106,15 @@ class MethodConfig(StrictModel):
 
 
 class EarlyStoppingConfig(StrictModel):
-    """Off unless given: the standard protocols report the last epoch."""
+    """Off unless given: the standard protocols report the last epoch.
+
+    Stops when ``monitor`` (a logged epoch metric, e.g. ``val/loss``) has not improved by more
+    than ``min_delta`` for ``patience`` validation epochs (``lightning`` ``EarlyStopping``)."""
 
     monitor: str = "val/loss"
-    patience: int = 5
+    patience: int = Field(5, ge=1)
     mode: Literal["min", "max"] = "min"
+    min_delta: float = Field(0.0, ge=0.0)
 
 
 class TrainerConfig(StrictModel):
@@ -118,7 +122,10 @@ class TrainerConfig(StrictModel):
 
     ``batch_size`` patients per step (1 = one bag per step, as in MCAT); ``accumulate_grad_batches``
     steps per optimiser update; ``max_patches`` caps patches per bag (random subset in training,
-    deterministic in evaluation). ``warmup_epochs`` only applies with ``scheduler='cosine'``.
+    deterministic in evaluation). ``warmup_epochs`` only applies with ``scheduler='cosine'``: the
+    learning rate rises linearly to ``lr`` over that many epochs (from ``warmup_start_lr`` when
+    given, e.g. the ModalTune paper's 5e-6 -> 1e-4 over 10 epochs; else from ``lr / warm-up steps``),
+    then follows a cosine decay to 0 at the last step.
     """
 
     max_epochs: int = Field(20, ge=1)
@@ -127,6 +134,7 @@ class TrainerConfig(StrictModel):
     optimizer: Literal["adam", "adamw"] = "adam"
     scheduler: Literal["none", "cosine"] = "none"
     warmup_epochs: float = Field(0.0, ge=0)
+    warmup_start_lr: float | None = Field(None, gt=0)
     batch_size: int = Field(1, ge=1)
     accumulate_grad_batches: int = Field(1, ge=1)
     gradient_clip_val: float | None = None
@@ -145,18 +153,69 @@ class TrainerConfig(StrictModel):
     log_every_n_steps: int = Field(50, ge=1)
     progress_bar: bool = True
 
+    @model_validator(mode="after")
+    def _warmup(self) -> "TrainerConfig":
+        if self.warmup_start_lr is not None:
+            if self.scheduler != "cosine" or self.warmup_epochs <= 0:
+                raise ValueError("warmup_start_lr needs scheduler: cosine and warmup_epochs > 0 (it is the lr of the first warm-up step)")
+            if self.warmup_start_lr > self.lr:
+                raise ValueError(f"warmup_start_lr={self.warmup_start_lr:g} is above lr={self.lr:g}; a warm-up rises from warmup_start_lr to lr")
+        return self
+
 
 class EvaluationConfig(StrictModel):
-    """``metrics``: names understood by ``modaltune.evaluation.compute_metrics`` (None = defaults
-    per task kind). ``bootstrap``: resamples for percentile CIs on pooled out-of-fold predictions
-    (0 = off). ``protocol``: a name written into every table (e.g. ``MCAT/PORPOISE 5-fold``)."""
+    """How units are scored and tables written (docs/training.md, "Evaluation options").
+
+    - ``metrics``: names understood by ``modaltune.evaluation.compute_metrics`` (None = defaults
+      per task kind).
+    - ``times``: time points of the IBS / cumulative-dynamic AUC grid, in the survival task's time
+      unit (None = automatic grid from each test fold's follow-up). Points outside a fold's
+      follow-up are dropped for that fold and listed in ``unit.json`` and ``summary.md``.
+    - ``tau``: truncation time of Uno's C (None = none); clipped to the training fold's largest
+      time, which is recorded.
+    - ``bootstrap``: resamples for percentile CIs and paired comparisons on pooled out-of-fold
+      predictions (0 = off); ``ci``: their level.
+    - ``compare``: paired bootstrap comparisons in ``summary.md``: a list of ``[method A, method B]``
+      label pairs, or one method label (every other method against it).
+    - ``protocol``: a name written into every table (e.g. ``MCAT/PORPOISE 5-fold``).
+    - ``ddof``: 0 (population std over folds, as MCAT/PORPOISE) or 1 (sample std).
+    - ``save_embeddings``: write each unit's (N, E) embeddings of its evaluated patients to
+      ``units/<unit>/embeddings.parquet``.
+    - ``probes``: after fitting each unit, fit linear probes on the training patients' embeddings
+      (logistic regression, liblinear, C=1; ridge Cox, penalizer 0.1) and score them on the evaluated
+      patients: metrics ``probe_balanced_accuracy``, ``probe_macro_auc``, ``probe_c_index``.
+    """
 
     metrics: list[str] | None = None
+    times: list[float] | None = None
+    tau: float | None = Field(None, gt=0)
     bootstrap: int = Field(1000, ge=0)
     ci: float = Field(0.95, gt=0, lt=1)
+    compare: list[list[str]] | str | None = None
     protocol: str = ""
-    ddof: int = Field(0, ge=0)
+    ddof: Literal[0, 1] = 0
     save_embeddings: bool = False
+    probes: bool = False
+
+    @field_validator("times")
+    @classmethod
+    def _times_positive(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None:
+            if not v:
+                raise ValueError("times must list at least one time point (or be left out for the automatic grid)")
+            bad = [t for t in v if not (t > 0 and t < float("inf"))]
+            if bad:
+                raise ValueError(f"times must be finite and > 0, got {bad}")
+        return v
+
+    @field_validator("compare")
+    @classmethod
+    def _pairs(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            for pair in v:
+                if len(pair) != 2 or pair[0] == pair[1]:
+                    raise ValueError(f"each compare item must be two different method labels [A, B], got {pair}")
+        return v
 
 
 class _PathsMixin:
@@ -172,16 +231,31 @@ class _PathsMixin:
 
 
 class ExperimentConfig(_PathsMixin, StrictModel):
-    """One method trained on one fold of one cohort (``modaltune fit``)."""
+    """One method trained on one fold of one cohort (``modaltune fit``).
+
+    ``fold`` is one fold index; the ``modaltune fit`` command also accepts a list of indices or
+    ``all`` and then trains one model per fold (``OUT/fold<k>/``, with a progress bar over folds).
+    The Python :func:`~modaltune.training.fit` trains one fold: call it per fold (:meth:`fold_list`).
+    """
 
     name: str = "experiment"
     data: DataConfig
     split: SplitConfig = Field(default_factory=SplitConfig)
-    fold: int = 0
+    fold: int | list[int] | Literal["all"] = 0
     method: MethodConfig
     tasks: list[str] | None = None
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+
+    @property
+    def several_folds(self) -> bool:
+        return not isinstance(self.fold, int)
+
+    def fold_list(self, available: list[int]) -> list[int]:
+        """Fold indices this config names, given the split's ``available`` indices."""
+        if self.fold == "all":
+            return list(available)
+        return [self.fold] if isinstance(self.fold, int) else list(self.fold)
 
 
 class BenchmarkConfig(_PathsMixin, StrictModel):
@@ -209,7 +283,24 @@ class BenchmarkConfig(_PathsMixin, StrictModel):
         dup = sorted({x for x in labels if labels.count(x) > 1})
         if dup:
             raise ValueError(f"methods: duplicate method label(s) {dup}; give each a distinct 'label'")
+        cmp = self.evaluation.compare
+        if cmp is not None:
+            named = [cmp] if isinstance(cmp, str) else [x for pair in cmp for x in pair]
+            unknown = sorted({x for x in named if x not in labels})
+            if unknown:
+                raise ValueError(f"evaluation.compare names method(s) {unknown} that are not in methods (labels {labels})")
+            if self.evaluation.bootstrap < 1:
+                raise ValueError("evaluation.compare needs evaluation.bootstrap >= 1 resamples")
         return self
+
+    def comparison_pairs(self) -> list[tuple[str, str]]:
+        """(A, B) method labels of the paired comparisons (``evaluation.compare``)."""
+        cmp = self.evaluation.compare
+        if cmp is None:
+            return []
+        if isinstance(cmp, str):
+            return [(m.display, cmp) for m in self.methods if m.display != cmp]
+        return [(a, b) for a, b in cmp]
 
     def task_sets(self, cohort_tasks: list[str]) -> list[list[str]]:
         if self.tasks is None:
