@@ -78,6 +78,46 @@ def test_coxnet_matches_scikit_survival_directly():
     np.testing.assert_allclose(r.predict(X)["os"], ref.predict(Z), rtol=1e-6, atol=1e-8)
 
 
+def test_coxnet_with_pca_matches_scikit_survival_directly():
+    info = make_info()
+    X, y, _ = _data()
+    tr, te = np.arange(110), np.arange(110, 160)
+    ytr = _split(X, y, tr)[1]
+    m = build_method("coxnet", info, use_pca=True, n_components=3, alpha=0.02, l1_ratio=0.5).fit(X[tr], ytr, info)
+    omics, clin = X[:, : CNV_DIM + RNA_DIM], X[:, CNV_DIM + RNA_DIM :]
+    pca = PCA(n_components=3, random_state=0).fit(omics[tr])  # fitted on the training fold only
+    Z = np.concatenate([pca.transform(omics), clin], 1)
+    sc = StandardScaler().fit(Z[tr])
+    ref = CoxnetSurvivalAnalysis(alphas=[0.02], l1_ratio=0.5, max_iter=100000).fit(sc.transform(Z[tr]), Surv.from_arrays(ytr["os"]["event"].astype(bool), ytr["os"]["time"]))
+    np.testing.assert_allclose(m.predict(X[te])["os"], ref.predict(sc.transform(Z[te])), rtol=1e-6, atol=1e-8)
+
+
+def test_coxnet_chooses_l1_ratio_by_inner_cv_on_the_training_fold():
+    info = make_info()
+    X, y, _ = _data()
+    ratios = [0.1, 0.9]
+    m = build_method("coxnet", info, l1_ratio=ratios, inner_folds=3).fit(X, y, info)
+    by_l1 = m.cv_scores_by_l1["os"]
+    assert set(by_l1) == set(ratios)
+    # the chosen pair is the best inner-CV mean over both paths; ties: stronger penalty
+    best = max((score, alpha, r) for r in ratios for alpha, score in by_l1[r].items())
+    assert m.chosen_l1_ratio["os"] == best[2] and by_l1[best[2]][m.chosen_alpha["os"]] == pytest.approx(best[0])
+    assert m.cv_scores["os"] == by_l1[m.chosen_l1_ratio["os"]]
+    # the final model is the direct scikit-survival fit at the chosen pair
+    Z = StandardScaler().fit_transform(X)
+    ref = CoxnetSurvivalAnalysis(alphas=[m.chosen_alpha["os"]], l1_ratio=m.chosen_l1_ratio["os"], max_iter=100000)
+    ref.fit(Z, Surv.from_arrays(y["os"]["event"].astype(bool), y["os"]["time"]))
+    np.testing.assert_allclose(m.predict(X)["os"], ref.predict(Z), rtol=1e-6, atol=1e-8)
+    # a one-element list is the scalar setting
+    a = build_method("coxnet", info, l1_ratio=[0.5]).fit(X, y, info)
+    b = build_method("coxnet", info, l1_ratio=0.5).fit(X, y, info)
+    assert a.chosen_alpha == b.chosen_alpha
+    with pytest.raises(ConfigError, match="l1_ratio"):
+        build_method("coxnet", info, l1_ratio=[0.5, 0.9], alpha=0.1)
+    with pytest.raises(ConfigError, match="l1_ratio"):
+        build_method("coxnet", info, l1_ratio=[])
+
+
 def test_logistic_with_pca_matches_scikit_learn_directly():
     info = make_info()
     X, y, _ = _data()

@@ -10,6 +10,9 @@ baseline deep survival models must be reported next to (shared/docs/PROTOCOLS.md
 Penalty strength: when ``alpha`` is not given it is chosen by an inner K-fold cross-validation on
 the training fold only (folds stratified by event status), maximising the mean Harrell C-index
 on the inner validation folds over the regularisation path (ties go to the stronger penalty).
+``l1_ratio`` may be a list (as scikit-learn's ``ElasticNetCV``): the mixing is then chosen jointly
+with the penalty by the same inner CV (ties go to the first listed ratio), so the choice between
+lasso-like and ridge-like fits is made on the training fold, never on the evaluated fold.
 
 Failures are explicit: fewer events than ``min_events`` raises :class:`InputError` naming the
 task; a numerically diverging fit raises :class:`InputError` suggesting a stronger penalty.
@@ -50,7 +53,8 @@ class CoxnetMethod(TaskTabularMethod):
 
     Args (besides those of :class:`~modaltune.methods._tabular.TaskTabularMethod`):
         penalty: ``elasticnet`` (Coxnet) or ``ridge`` (CoxPH with an L2 penalty).
-        l1_ratio: elastic-net mixing (1 = lasso); only for ``elasticnet``.
+        l1_ratio: elastic-net mixing (1 = lasso) or a list of them to choose from by inner CV;
+            only for ``elasticnet``.
         alpha: fixed penalty strength; None = choose by inner CV on the training fold.
         n_alphas, alpha_min_ratio: the Coxnet regularisation path searched by the inner CV.
         inner_folds: folds of the inner CV.
@@ -66,7 +70,7 @@ class CoxnetMethod(TaskTabularMethod):
         info: Any,
         *,
         penalty: str = "elasticnet",
-        l1_ratio: float = 0.5,
+        l1_ratio: float | list[float] = 0.5,
         alpha: float | None = None,
         n_alphas: int = 30,
         alpha_min_ratio: float = 0.01,
@@ -78,21 +82,29 @@ class CoxnetMethod(TaskTabularMethod):
         super().__init__(info, **features)
         if penalty not in ("elasticnet", "ridge"):
             raise ConfigError(f"unknown Cox penalty '{penalty}'", where="method.params.penalty", fix="use 'elasticnet' or 'ridge'")
-        if not 0.0 < l1_ratio <= 1.0:
-            raise ConfigError(f"l1_ratio must be in (0, 1], got {l1_ratio}", where="method.params.l1_ratio", fix="use penalty: ridge for a pure L2 penalty")
+        ratios = [float(r) for r in (l1_ratio if isinstance(l1_ratio, (list, tuple)) else [l1_ratio])]
+        if not ratios or not all(0.0 < r <= 1.0 for r in ratios):
+            raise ConfigError(f"l1_ratio must be in (0, 1] (or a non-empty list of such), got {l1_ratio}", where="method.params.l1_ratio", fix="use penalty: ridge for a pure L2 penalty")
         if inner_folds < 2:
             raise ConfigError(f"inner_folds must be >= 2, got {inner_folds}", where="method.params.inner_folds")
-        self.penalty, self.l1_ratio, self.alpha = penalty, float(l1_ratio), alpha
+        self.penalty, self.l1_ratios, self.alpha = penalty, tuple(ratios), alpha
+        self.l1_ratio = self.l1_ratios[0]
+        if alpha is not None and len(ratios) > 1:
+            raise ConfigError("a list of l1_ratio values is chosen by inner CV together with alpha", where="method.params.alpha", fix="leave alpha unset, or give one l1_ratio")
         self.n_alphas, self.alpha_min_ratio, self.inner_folds = int(n_alphas), float(alpha_min_ratio), int(inner_folds)
         self.min_events, self.max_iter = int(min_events), int(max_iter)
         self.chosen_alpha: dict[str, float] = {}
+        self.chosen_l1_ratio: dict[str, float] = {}
+        #: inner-CV mean C per penalty strength, for the chosen l1_ratio
         self.cv_scores: dict[str, dict[float, float]] = {}
+        #: inner-CV mean C per l1_ratio and penalty strength (elastic net)
+        self.cv_scores_by_l1: dict[str, dict[float, dict[float, float]]] = {}
 
     # -- estimators ------------------------------------------------------------------------------
-    def _coxnet(self, alphas=None):
+    def _coxnet(self, alphas=None, l1_ratio: float | None = None):
         from sksurv.linear_model import CoxnetSurvivalAnalysis
 
-        kw: dict[str, Any] = {"l1_ratio": self.l1_ratio, "max_iter": self.max_iter}
+        kw: dict[str, Any] = {"l1_ratio": self.l1_ratio if l1_ratio is None else l1_ratio, "max_iter": self.max_iter}
         if alphas is None:
             kw.update(n_alphas=self.n_alphas, alpha_min_ratio=self.alpha_min_ratio)
         else:
@@ -114,24 +126,28 @@ class CoxnetMethod(TaskTabularMethod):
                 fix="raise alpha / alpha_min_ratio, use use_pca: true, or penalty: ridge",
             ) from exc
 
-    def _inner_cv(self, Z: np.ndarray, time: np.ndarray, event: np.ndarray, task: str) -> float:
+    def _inner_folds(self, time: np.ndarray, event: np.ndarray):
         from sklearn.model_selection import StratifiedKFold
 
-        if self.penalty == "elasticnet":
-            path = self._guard(lambda: self._coxnet().fit(Z, _surv(time, event)), task).alphas_
-        else:
-            path = np.array(_RIDGE_GRID)
         k = max(2, min(self.inner_folds, int(event.sum())))
         skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=self.seed)
         # stratify by event status when both groups can fill every fold
         strat = event.astype(int) if min(event.sum(), (1 - event).sum()) >= k else np.zeros(len(event), dtype=int)
-        scores = np.full((k, len(path)), np.nan)
-        for f, (tr, va) in enumerate(skf.split(Z, strat)):
+        return list(skf.split(np.zeros((len(event), 1)), strat))
+
+    def _path_scores(self, Z, time, event, folds, task: str, l1_ratio: float) -> tuple[np.ndarray, np.ndarray]:
+        """(path, mean inner-CV C per path entry; -inf where no inner fold gave a value)."""
+        if self.penalty == "elasticnet":
+            path = self._guard(lambda: self._coxnet(l1_ratio=l1_ratio).fit(Z, _surv(time, event)), task).alphas_
+        else:
+            path = np.array(_RIDGE_GRID)
+        scores = np.full((len(folds), len(path)), np.nan)
+        for f, (tr, va) in enumerate(folds):
             if event[tr].sum() < 1:
                 continue
             if self.penalty == "elasticnet":
                 try:
-                    m = self._coxnet(path).fit(Z[tr], _surv(time[tr], event[tr]))
+                    m = self._coxnet(path, l1_ratio).fit(Z[tr], _surv(time[tr], event[tr]))
                 except ArithmeticError:
                     continue
                 for j, a in enumerate(path):
@@ -148,11 +164,28 @@ class CoxnetMethod(TaskTabularMethod):
                         pass
         with np.errstate(all="ignore"):
             mean = np.nanmean(np.where(np.isnan(scores).all(0, keepdims=True), -np.inf, scores), axis=0)
-        self.cv_scores[task] = {float(a): float(s) for a, s in zip(path, mean)}
-        if not np.isfinite(mean).any():
-            return float(path[len(path) // 2])
-        best = np.flatnonzero(mean >= np.nanmax(mean) - 1e-12)
-        return float(max(path[best]))  # ties: the stronger penalty
+        return np.asarray(path, dtype=float), mean
+
+    def _inner_cv(self, Z: np.ndarray, time: np.ndarray, event: np.ndarray, task: str) -> tuple[float, float]:
+        """Choose (alpha, l1_ratio) by inner CV on the training fold."""
+        folds = self._inner_folds(time, event)
+        ratios = self.l1_ratios if self.penalty == "elasticnet" else (self.l1_ratio,)
+        best: tuple[float, float, float] | None = None  # (score, alpha, l1_ratio)
+        by_l1: dict[float, dict[float, float]] = {}
+        for r in ratios:
+            path, mean = self._path_scores(Z, time, event, folds, task, r)
+            by_l1[r] = {float(a): float(v) for a, v in zip(path, mean)}
+            if not np.isfinite(mean).any():
+                cand = (-np.inf, float(path[len(path) // 2]), r)
+            else:
+                top = np.flatnonzero(mean >= np.nanmax(mean) - 1e-12)
+                cand = (float(np.nanmax(mean)), float(max(path[top])), r)  # ties: the stronger penalty
+            if best is None or cand[0] > best[0] + 1e-12:  # ties across ratios: the first listed
+                best = cand
+        assert best is not None
+        self.cv_scores_by_l1[task] = by_l1
+        self.cv_scores[task] = by_l1[best[2]]
+        return best[1], best[2]
 
     def _fit_task(self, Z: np.ndarray, y: dict[str, np.ndarray], task_info: Any) -> Any:
         task = task_info.spec.name
@@ -164,10 +197,13 @@ class CoxnetMethod(TaskTabularMethod):
                 where=f"task '{task}'",
                 fix="use fewer folds, a cohort with more events, or lower method.params.min_events",
             )
-        alpha = float(self.alpha) if self.alpha is not None else self._inner_cv(Z, time, event, task)
-        self.chosen_alpha[task] = alpha
+        if self.alpha is not None:
+            alpha, ratio = float(self.alpha), self.l1_ratio
+        else:
+            alpha, ratio = self._inner_cv(Z, time, event, task)
+        self.chosen_alpha[task], self.chosen_l1_ratio[task] = alpha, ratio
         if self.penalty == "elasticnet":
-            return self._guard(lambda: self._coxnet([alpha]).fit(Z, _surv(time, event)), task)
+            return self._guard(lambda: self._coxnet([alpha], ratio).fit(Z, _surv(time, event)), task)
         return self._guard(lambda: self._ridge(alpha).fit(Z, _surv(time, event)), task)
 
     def _predict_task(self, model: Any, Z: np.ndarray, task_info: Any) -> np.ndarray:
@@ -176,6 +212,6 @@ class CoxnetMethod(TaskTabularMethod):
 
 @register_method("coxnet", kind="tabular", modalities=("omics", "clinical"), description="penalised (elastic-net / ridge) Cox on clinical + omics, optional PCA")
 def build_coxnet(info: Any, **params: Any) -> CoxnetMethod:
-    """Params: ``penalty`` (elasticnet|ridge), ``l1_ratio`` (0.5), ``alpha`` (None = inner CV),
+    """Params: ``penalty`` (elasticnet|ridge), ``l1_ratio`` (0.5, or a list chosen by inner CV), ``alpha`` (None = inner CV),
     ``inner_folds`` (3), ``modalities``, ``use_pca`` (False), ``n_components`` (16), ``standardize`` (True)."""
     return CoxnetMethod(info, **params)
