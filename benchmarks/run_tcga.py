@@ -29,7 +29,10 @@ import numpy as np
 import pandas as pd
 
 HERE = Path(__file__).resolve().parent
-CONFIGS = ("survival_mcat5", "survival_mcat5_classical", "subtype", "subtype_brca_balanced", "multitask", "survival_porpoise14")
+CONFIGS = (
+    "survival_mcat5", "survival_mcat5_classical", "survival_mcat5_followup", "subtype", "subtype_brca_balanced",
+    "multitask", "multitask_reference", "survival_porpoise14",
+)
 
 #: published validation C-index, mean over 5 folds (MCAT repository result files; PROTOCOLS.md A)
 PUBLISHED = {
