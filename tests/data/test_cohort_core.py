@@ -137,7 +137,7 @@ def test_targets_masks_and_reasons():
     s = c.targets("os")
     assert s.mask.tolist() == [True, True, False, True] and s.reasons == {"missing": 1}
     c.patients.loc["p4", "sub"] = "C"
-    with pytest.raises(InputError, match="patient 'p4' has label 'C' for task 'sub'"):
+    with pytest.raises(InputError, match=r"patients:sub: task 'sub': unknown class label 'C' .* 'p4' \(fix: add the class"):
         c.targets("sub")
 
 

@@ -27,6 +27,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from modaltune.data.labels import examples, given_mask, label_problems, label_str
 from modaltune.errors import InputError
 
 __all__ = [
@@ -258,6 +259,7 @@ class Cohort:
             else:
                 raise InputError("patient table has no 'patient_id' column or index", where="patients", fix="add a patient_id column")
         patients.index = patients.index.astype(str)
+        _raise_on_duplicates(patients.index, Path(root) / "patients.csv" if root is not None else "patients")
         if "site" not in patients.columns:
             patients["site"] = manifest.name
         self.patients = patients
@@ -353,17 +355,30 @@ class Cohort:
                 where=self.root / "patients.csv" if self.root else "patients",
                 fix="fix the column name in the task definition or add the column",
             )
-        rows = self.patients.reindex(ids)
+        unknown = [p for p in ids if p not in self.patients.index]
+        if unknown:
+            raise InputError(
+                f"{len(unknown)} patient(s) asked for task '{spec.name}' are not in cohort '{self.name}', e.g. {unknown[:3]}",
+                where=self._patients_where(),
+                fix="check the split file against patients.csv",
+            )
+        rows = self.patients.loc[ids] if ids else self.patients.iloc[:0]
+        problems, usable = label_problems(spec, rows)
+        if problems:
+            p = problems[0]
+            more = f" (+{len(problems) - 1} more kinds of wrong label; `modaltune data validate` lists all)" if len(problems) > 1 else ""
+            raise InputError(p.message + more, where=f"{self._patients_where()}:{p.column}", fix=p.fix)
         reasons: dict[str, int] = {}
         n = len(ids)
+        mask = usable.copy()
         if spec.kind == "classification":
             raw = rows[spec.label_column]
-            label = np.full(n, -1, dtype=np.int64)
-            mask = np.zeros(n, dtype=bool)
+            given = given_mask(raw)
             index = {c: i for i, c in enumerate(spec.classes)}
             excluded = {str(v) for v in spec.exclude_values}
-            for i, v in enumerate(raw.tolist()):
-                if v is None or (isinstance(v, float) and np.isnan(v)) or str(v) == "":
+            label = np.full(n, -1, dtype=np.int64)
+            for i, (v, g) in enumerate(zip(raw.tolist(), given)):
+                if not g:
                     reasons["missing"] = reasons.get("missing", 0) + 1
                     continue
                 sv = _label_str(v)
@@ -371,28 +386,38 @@ class Cohort:
                     key = f"excluded value '{sv}'"
                     reasons[key] = reasons.get(key, 0) + 1
                     continue
-                if sv not in index:
-                    raise InputError(
-                        f"patient '{ids[i]}' has label '{sv}' for task '{spec.name}', which is not one of {spec.classes}",
-                        where=f"patients.csv:{spec.label_column}",
-                        fix="add the class to the task's 'classes', list it in 'exclude_values', or correct the label",
-                    )
                 label[i] = index[sv]
-                mask[i] = True
             return TaskTargets(spec, ids, mask, label=label, reasons=reasons)
         if spec.kind == "survival":
             time = pd.to_numeric(rows[spec.time_column], errors="coerce").to_numpy(dtype=np.float64)
-            event_raw = pd.to_numeric(rows[spec.event_column], errors="coerce").to_numpy(dtype=np.float64)
-            mask = ~(np.isnan(time) | np.isnan(event_raw))
+            event = pd.to_numeric(rows[spec.event_column], errors="coerce").to_numpy(dtype=np.float64)
             if (~mask).any():
                 reasons["missing"] = int((~mask).sum())
-            event = np.where(mask, event_raw, 0).astype(np.int64)
-            return TaskTargets(spec, ids, mask, time=np.where(mask, time, np.nan), event=event, reasons=reasons)
+            return TaskTargets(spec, ids, mask, time=np.where(mask, time, np.nan), event=np.where(mask, event, 0).astype(np.int64), reasons=reasons)
         value = pd.to_numeric(rows[spec.label_column], errors="coerce").to_numpy(dtype=np.float64)
-        mask = ~np.isnan(value)
         if (~mask).any():
             reasons["missing"] = int((~mask).sum())
-        return TaskTargets(spec, ids, mask, value=value, reasons=reasons)
+        return TaskTargets(spec, ids, mask, value=np.where(mask, value, np.nan), reasons=reasons)
+
+    def _patients_where(self) -> str:
+        return str(self.root / "patients.csv") if self.root is not None else "patients"
+
+    def check_labels(self) -> None:
+        """Raise a one-line :class:`InputError` naming the file, column, patients and the fix at the
+        first wrong task label (see :mod:`modaltune.data.labels` for what is an error and what is
+        masked). Called by :meth:`load`, so a bad cohort fails before any training starts."""
+        from modaltune.errors import ValidationReport
+
+        report = ValidationReport()
+        for spec in self.tasks:
+            missing_cols = [c for c in spec.columns if c not in self.patients.columns]
+            if missing_cols:
+                report.add(self._patients_where(), f"task '{spec.name}' reads column(s) {missing_cols} that the patient table does not have",
+                           "fix the column name in cohort.yaml or add the column")
+                continue
+            for p in label_problems(spec, self.patients)[0]:
+                report.add(f"{self._patients_where()}:{p.column}", p.message, p.fix)
+        report.raise_if_errors()
 
     # ------------------------------------------------------------------ subsets
     def subset(self, patient_ids: list[str], name: str | None = None) -> "Cohort":
@@ -475,17 +500,24 @@ class Cohort:
                 path = root / (m.path or f"omics/{m.name}.parquet")
                 if path.exists():
                     omics[m.name] = _read_table(path)
+                    _raise_on_duplicates(omics[m.name].index, path)
         clinical = _read_table(root / "clinical.csv") if (root / "clinical.csv").exists() else None
         if clinical is not None:
+            _raise_on_duplicates(clinical.index, root / "clinical.csv")
             for f in manifest.clinical_fields:
                 if f.kind in ("categorical", "ordinal") and f.name in clinical.columns:
                     clinical[f.name] = clinical[f.name].map(_label_str_or_nan)
         text = None
         if (root / "text.csv").exists():
-            text = _read_table(root / "text.csv")["text"]
+            tab = _read_table(root / "text.csv")
+            if "text" not in tab.columns:
+                raise InputError("missing column 'text'", where=root / "text.csv", fix="text.csv needs columns patient_id,text")
+            _raise_on_duplicates(tab.index, root / "text.csv")
+            text = tab["text"]
         excluded = pd.read_csv(root / "excluded.csv", dtype=str) if (root / "excluded.csv").exists() else None
         gt = _read_table(root / "ground_truth.csv") if (root / "ground_truth.csv").exists() else None
         cohort = cls(manifest, patients, slides=slides, omics=omics, clinical=clinical, text=text, excluded=excluded, ground_truth=gt, root=root)
+        cohort.check_labels()
         if (root / "splits").is_dir():
             from modaltune.data.splits import SplitSet
 
@@ -519,11 +551,14 @@ class Cohort:
         return out
 
 
-def _label_str(v: Any) -> str:
-    """Canonical string of a label cell: 1.0 -> '1', ' IDC ' -> 'IDC'."""
-    if isinstance(v, (float, np.floating)) and float(v).is_integer():
-        return str(int(v))
-    return str(v).strip()
+_label_str = label_str
+
+
+def _raise_on_duplicates(index: pd.Index, where: str | Path, what: str = "patient id") -> None:
+    """One row per patient: InputError naming the duplicated ids and the file."""
+    dup = sorted(set(index[index.duplicated()].astype(str)))
+    if dup:
+        raise InputError(f"{len(dup)} duplicate {what}(s): {examples(dup)}", where=where, fix="keep one row per patient (merge or remove the duplicates)")
 
 
 def _label_str_or_nan(v: Any) -> Any:

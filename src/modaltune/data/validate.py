@@ -33,8 +33,9 @@ import numpy as np
 import pandas as pd
 
 from modaltune.data.bags import BAG_SUFFIXES, is_no_tissue_bag, read_bag
-from modaltune.data.clinical import canonical_category, check_clinical_value
+from modaltune.data.clinical import check_clinical_value
 from modaltune.data.cohort import MANIFEST_NAME, Cohort, CohortManifest, load_manifest
+from modaltune.data.labels import label_problems
 from modaltune.data.splits import PARTITIONS
 from modaltune.errors import InputError, ValidationReport
 
@@ -79,59 +80,10 @@ def _check_tasks(report: ValidationReport, manifest: CohortManifest, patients: p
         if cols:
             report.add(where, f"task '{t.name}' reads column(s) {cols} that the table does not have", "fix the column name in cohort.yaml or add the column")
             continue
-        ids = patients.index.astype(str)
-        if t.kind == "classification":
-            col = patients[t.label_column]
-            known = set(t.classes) | {str(v) for v in t.exclude_values}
-            bad: dict[str, list[str]] = defaultdict(list)
-            usable = 0
-            for pid, v in zip(ids, col.tolist()):
-                if v is None or (isinstance(v, float) and np.isnan(v)) or str(v).strip() == "":
-                    continue
-                sv = str(int(v)) if isinstance(v, (float, np.floating)) and float(v).is_integer() else str(v).strip()
-                if sv not in known:
-                    bad[sv].append(pid)
-                elif sv in t.classes:
-                    usable += 1
-            for label, pids in sorted(bad.items()):
-                report.add(
-                    f"{where}:{t.label_column}",
-                    f"task '{t.name}': unknown class label '{label}' for {len(pids)} patient(s): {_examples(pids)} (classes: {t.classes})",
-                    "add the class to 'classes', list it in 'exclude_values', or correct the labels",
-                )
-        elif t.kind == "survival":
-            raw_t, raw_e = patients[t.time_column], patients[t.event_column]
-            time = pd.to_numeric(raw_t, errors="coerce")
-            event = pd.to_numeric(raw_e, errors="coerce")
-            t_given, e_given = raw_t.notna() & (raw_t.astype(str).str.strip() != ""), raw_e.notna() & (raw_e.astype(str).str.strip() != "")
-            nonnum = t_given & time.isna()
-            if nonnum.any():
-                report.add(f"{where}:{t.time_column}", f"task '{t.name}': non-numeric survival time for {int(nonnum.sum())} patient(s): {_examples(list(ids[nonnum.to_numpy()]))}", "times must be numbers >= 0 (empty cell = missing)")
-            nan_time = ~t_given & e_given
-            if nan_time.any():
-                report.add(f"{where}:{t.time_column}", f"task '{t.name}': NaN/missing survival time but an event recorded for {int(nan_time.sum())} patient(s): {_examples(list(ids[nan_time.to_numpy()]))}", "give the follow-up time, or leave both time and event empty to mask the patient")
-            inf = np.isinf(time.to_numpy(dtype=float))
-            if inf.any():
-                report.add(f"{where}:{t.time_column}", f"task '{t.name}': infinite survival time for {int(inf.sum())} patient(s): {_examples(list(ids[inf]))}", "times must be finite numbers >= 0")
-            neg = (time < 0).to_numpy()
-            if neg.any():
-                report.add(f"{where}:{t.time_column}", f"task '{t.name}': negative survival time for {int(neg.sum())} patient(s): {_examples(list(ids[neg]))}", "times must be >= 0 (check the unit and the date arithmetic)")
-            bad_e = e_given & ~event.isin([0, 1])
-            if bad_e.any():
-                vals = sorted({canonical_category(v) for v in raw_e[bad_e]})
-                report.add(f"{where}:{t.event_column}", f"task '{t.name}': event values {vals[:5]} not in {{0, 1}} for {int(bad_e.sum())} patient(s): {_examples(list(ids[bad_e.to_numpy()]))}", "use 1 = event observed, 0 = censored (PORPOISE 'censorship' is the opposite: 1 - censorship)")
-            no_e = t_given & ~e_given
-            if no_e.any():
-                report.add(f"{where}:{t.event_column}", f"task '{t.name}': survival time without an event value for {int(no_e.sum())} patient(s): {_examples(list(ids[no_e.to_numpy()]))}", "give the event (1/0) or leave both empty to mask the patient")
-            usable = int((time.notna() & event.isin([0, 1])).sum())
-        else:
-            raw = patients[t.label_column]
-            val = pd.to_numeric(raw, errors="coerce")
-            given = raw.notna() & (raw.astype(str).str.strip() != "")
-            nonnum = given & (val.isna() | np.isinf(val.to_numpy(dtype=float)))
-            if nonnum.any():
-                report.add(f"{where}:{t.label_column}", f"task '{t.name}': non-numeric or infinite value for {int(nonnum.sum())} patient(s): {_examples(list(ids[nonnum.to_numpy()]))}", "regression targets must be finite numbers (empty cell = missing)")
-            usable = int((given & ~nonnum).sum())
+        problems, usable_mask = label_problems(t, patients)
+        for p in problems:
+            report.add(f"{where}:{p.column}", p.message, p.fix)
+        usable = int(usable_mask.sum())
         if usable == 0 and len(patients):
             report.add(where, f"task '{t.name}': no patient has a usable label", "check the label column and exclude_values", severity="warning")
 
