@@ -165,6 +165,22 @@ def test_late_fusion_config():
         _build("late_fusion", info, modalities=["omics"], omics_encoder="gene_mixer")
 
 
+def test_late_fusion_per_block_omics_encoders():
+    from modaltune.encoders.omics import GeneMixer, SNNEncoder
+
+    info = make_info()
+    m = _build("late_fusion", info, modalities=["rna", "cnv", "clinical"], omics_encoder={"rna": "gene_mixer"},
+               omics_params={"rna": {"token_dim": 16, "n_blocks": 1}, "cnv": {"hidden": [32, 32]}})
+    assert isinstance(m.encoder.branches["rna"].encoder, GeneMixer)
+    assert isinstance(m.encoder.branches["cnv"].encoder, SNNEncoder) and m.encoder.branches["cnv"].out_dim == 32
+    assert m(make_batch(B=3, info=info))["embedding"].shape == (3, 256)
+    # a flat params dict still applies to every omics branch
+    m = _build("late_fusion", info, modalities=["rna", "cnv"], omics_params={"hidden": [16, 16]})
+    assert m.encoder.branches["rna"].out_dim == m.encoder.branches["cnv"].out_dim == 16
+    with pytest.raises(ConfigError, match=r"names omics block\(s\) \['mut'\]"):
+        _build("late_fusion", info, modalities=["rna", "cnv"], omics_encoder={"mut": "snn"})
+
+
 def test_methods_refuse_absent_modalities():
     no_slide = make_info(slide=False)
     with pytest.raises(ConfigError, match="slide"):
