@@ -12,9 +12,11 @@ from modaltune.training.trainer import fit, predict
 FAST = {"max_epochs": 1, "progress_bar": False, "logger": "none", "checkpoint": False, "batch_size": 4}
 SMALL = {
     "abmil": {"embed_dim": 32, "attn_dim": 16},
+    "mean_pool": {},
     "transmil": {"embed_dim": 32, "num_heads": 2},
     "snn": {"hidden": [32, 32]},
     "omics_mlp": {"hidden": [32]},
+    "gene_mixer": {"token_dim": 16, "n_blocks": 1, "channel_hidden": 8},
     "clinical_mlp": {"hidden": [16]},
     "late_fusion": {"slide_params": {"embed_dim": 32}, "omics_params": {"hidden": [32]}, "fusion_dim": 32},
     "coxnet": {"use_pca": True, "n_components": 4, "min_events": 2},
@@ -41,7 +43,14 @@ def test_baseline_fits_and_predicts_every_patient(sim, name):
     cohort, fold = sim
     avail = cohort.availability()
     ids = list(fold.test)
-    fitted = fit(cohort, fold, name, params=SMALL[name], trainer=FAST)
+    data = None
+    if name == "gene_mixer":
+        from importlib import resources
+
+        rna = [m.name for m in cohort.modalities if m.kind == "omics"][0]
+        sim_pathways = resources.files("modaltune") / "resources" / "sim_pathways.csv"  # the simulator's own genes
+        data = {"cohorts": [str(cohort.root)], "pathways": {rna: str(sim_pathways)}}
+    fitted = fit(cohort, fold, name, params=SMALL[name], trainer=FAST, data=data)
     pred = predict(fitted, cohort, ids)
     assert sorted(pred["patient_id"].unique()) == sorted(ids)  # no patient dropped
     tasks = set(pred["task"])
