@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from modaltune.config import StrictModel
+from modaltune.config import CohortDir, PathwayFile, StrictModel
 
 __all__ = [
     "SimulateSpec",
@@ -50,13 +50,13 @@ class DataConfig(StrictModel):
     ``'paper'``: whole cohort, as the published MCAT/PORPOISE code did).
     """
 
-    cohorts: list[str] = Field(default_factory=list)
+    cohorts: list[CohortDir] = Field(default_factory=list)  # must exist when read by load_config
     simulate: list[SimulateSpec] = Field(default_factory=list)
     omics_scaling: Literal["zscore", "minmax", "none"] = "zscore"
     bin_mode: Literal["strict", "paper"] = "strict"
     #: omics modality -> gene x pathway membership (CSV as in shared/data/pathways, or GMT);
     #: used by pathway-token methods (gene_mixer, modaltune). Paths relative to the config file.
-    pathways: dict[str, str] = Field(default_factory=dict)
+    pathways: dict[str, PathwayFile] = Field(default_factory=dict)
 
     @field_validator("cohorts", mode="before")
     @classmethod
