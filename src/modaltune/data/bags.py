@@ -95,7 +95,7 @@ class Bag:
 
 # ---------------------------------------------------------------------------------------- helpers
 def _fix_for(path: Path) -> str:
-    return "re-extract the features (e.g. `modaltune preprocess extract`) or remove the slide from slides.csv"
+    return f"re-extract the slide's features (`modaltune extract --slides <slide file> --out {path.parent}`) or remove the slide from slides.csv"
 
 
 def _py(v: Any) -> Any:

@@ -164,7 +164,7 @@ def _check_slides(report: ValidationReport, cohort_like: dict[str, Any], manifes
             where,
             f"slide modality '{name}': expected feature file missing for {len(absent_slides)} slide(s) of {len(by_patient)} patient(s) "
             f"({len(fully)} with no bag at all, masked as missing), e.g. {_examples([str(paths[i]) if paths[i] else '<empty path>' for i in absent_slides], 2)}",
-            "extract the features (`modaltune preprocess extract`) or place them at the listed paths; the rest of the cohort is usable",
+            "extract the features (`modaltune extract --slides <slide folder> --out <features folder>`) or place them at the listed paths; the rest of the cohort is usable",
             severity="warning",
         )
     bad_suffix = [str(p) for p in paths if p is not None and p.suffix.lower() not in BAG_SUFFIXES]
