@@ -1,8 +1,9 @@
 """Attention helpers shared by the slide encoders.
 
 * :func:`attention_with_lse`: softmax attention that also returns the log-sum-exp of the logits
-  (needed to merge LongNet's dilated branches). Uses PyTorch's fused CPU flash kernel when it is
-  available and falls back to an exact query-chunked implementation otherwise.
+  (needed to merge LongNet's dilated branches). Uses the fused SDPA kernel that returns the lse
+  (CPU flash; CUDA flash for half types, memory-efficient otherwise; see :func:`lse_backend`) and
+  falls back to an exact query-chunked implementation where none runs.
 * :func:`alibi_attention`: full attention with a 2-D ALiBi bias that is built tile by tile over the
   queries, so memory grows linearly in the number of tokens.
 * :class:`Attention`: timm-style multi-head self-attention (``qkv`` and ``proj`` Linear layers) with
@@ -18,7 +19,7 @@ from torch import nn
 
 from .alibi import alibi_bias_tile, distance_table
 
-__all__ = ["attention_with_lse", "attention_with_lse_reference", "alibi_attention", "Attention"]
+__all__ = ["attention_with_lse", "attention_with_lse_reference", "lse_backend", "alibi_attention", "Attention"]
 
 # Upper bound on the number of logits materialised at once by the chunked code paths
 # (2**25 float32 values = 128 MiB).
@@ -53,12 +54,49 @@ def attention_with_lse_reference(
     return torch.cat(outs, dim=2), torch.cat(lses, dim=2)
 
 
-def _fused_cpu_lse_available(q: torch.Tensor) -> bool:
-    return (
-        q.device.type == "cpu"
-        and q.dtype in (torch.float32, torch.float64)
-        and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu")
-    )
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def lse_backend(device_type: str, dtype: torch.dtype, head_dim: int) -> str:
+    """The kernel :func:`attention_with_lse` tries first for inputs of this device, dtype and head size.
+
+    * ``"cpu_flash"``: CPU float32/float64/bfloat16/float16, PyTorch's fused CPU flash kernel
+      (``aten._scaled_dot_product_flash_attention_for_cpu``; the one SDPA uses on CPU);
+    * ``"cuda_flash"``: CUDA float16/bfloat16 with ``head_dim % 8 == 0`` and ``<= 256``, the
+      FlashAttention-2 kernel behind SDPA (``aten._scaled_dot_product_flash_attention``; needs
+      sm80+, otherwise it raises and ``"cuda_efficient"`` is tried next);
+    * ``"cuda_efficient"``: other CUDA float32/float16/bfloat16 inputs, SDPA's memory-efficient
+      kernel with ``compute_log_sumexp=True``;
+    * ``"reference"``: everything else (e.g. CUDA float64, MPS), the exact chunked
+      :func:`attention_with_lse_reference`.
+
+    All kernels return the lse in float32 (float64 for float64 inputs) and never materialise the
+    ``L x S`` logits. Only the CPU kernels and the fallback are exercised in this repository's test
+    suite (no GPU); the CUDA choices follow the SDPA backends' documented dtype/head-size limits.
+    """
+    if device_type == "cpu" and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
+        if dtype in (torch.float32, torch.float64) + _HALF:
+            return "cpu_flash"
+    if device_type == "cuda":
+        if dtype in _HALF and head_dim % 8 == 0 and head_dim <= 256 and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention"):
+            return "cuda_flash"
+        if dtype in (torch.float32,) + _HALF and hasattr(torch.ops.aten, "_scaled_dot_product_efficient_attention"):
+            return "cuda_efficient"
+    return "reference"
+
+
+def _fused_lse(backend: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    L = q.shape[-2]
+    if backend == "cpu_flash":
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, scale=scale)
+    elif backend == "cuda_flash":
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, False, False, scale=scale)[:2]
+    elif backend == "cuda_efficient":
+        out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, True, 0.0, False, scale=scale)[:2]
+    else:
+        raise ValueError(f"unknown attention backend {backend!r}")
+    # the memory-efficient kernel pads the lse rows to a multiple of 32
+    return out, lse[..., :L]
 
 
 def attention_with_lse(
@@ -66,18 +104,30 @@ def attention_with_lse(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Softmax attention (no mask) returning ``(out, lse)``; see :func:`attention_with_lse_reference`.
 
-    On CPU (float32/float64) this calls PyTorch's fused flash-attention kernel, which returns the
-    log-sum-exp and never materialises the ``L x S`` logits; elsewhere it uses the exact chunked
-    reference. The lse is meant for branch-merging weights that are treated as constants (the
-    official LongNet computes them under ``no_grad``), so it carries no gradient.
+    Args:
+        q, k, v: ``(B, H, L, Dh)`` (keys/values may have another length ``S``), any strides with a
+            unit last-dim stride.
+
+    Returns:
+        ``out (B, H, L, Dh)`` in the dtype of ``q`` and ``lse (B, H, L)`` in float32 (float64 for
+        float64 inputs).
+
+    The fused kernel of :func:`lse_backend` is used when it runs; a kernel that refuses the input
+    (unsupported GPU, layout or build) falls back to the exact chunked reference. The lse is meant
+    for branch-merging weights that are treated as constants (the official LongNet computes them
+    under ``no_grad``), so it carries no gradient.
     """
-    if _fused_cpu_lse_available(q):
+    first = lse_backend(q.device.type, q.dtype, q.shape[-1])
+    # flash needs sm80+; an older GPU still gets the fused memory-efficient kernel
+    candidates = {"reference": [], "cuda_flash": ["cuda_flash", "cuda_efficient"]}.get(first, [first])
+    for backend in candidates:
         try:
-            # strided (e.g. head-transposed) inputs are fine for this kernel: no copies
-            out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, scale=scale)
+            out, lse = _fused_lse(backend, q, k, v, scale)
             return out, lse.detach()
-        except RuntimeError:  # pragma: no cover - kernel unavailable in this build
-            pass
+        except torch.OutOfMemoryError:
+            raise
+        except (RuntimeError, NotImplementedError, TypeError):  # kernel unavailable for this input/build
+            continue
     out, lse = attention_with_lse_reference(q, k, v, scale)
     return out, lse.detach()
 
