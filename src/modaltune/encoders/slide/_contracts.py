@@ -29,7 +29,12 @@ def check_features(features: torch.Tensor, in_dim: int, model: str) -> torch.Ten
             fix=f"use the tile encoder this slide encoder was trained on (its features are {in_dim}-d)",
         )
     if not torch.is_floating_point(features):
-        raise InputError(f"{model} expects floating-point patch features, got {features.dtype}", where="features")
+        raise InputError(
+            f"{model} expects floating-point patch features (float32/float16/bfloat16/float64 "
+            f"tile-encoder embeddings), got {features.dtype}",
+            where="features",
+            fix="pass the float features from the feature file; integer values are not embeddings (cast with .float() if they really are)",
+        )
     if features.shape[1] == 0:
         raise InputError(f"{model} got a bag with no patches", where="features", fix="drop slides without tissue patches before encoding")
     return features
@@ -53,8 +58,18 @@ def check_coords(coords: torch.Tensor | None, features: torch.Tensor, model: str
             f"{model} expects coords of shape ({B}, {N}, 2) matching the features, got {tuple(coords.shape)}",
             where="coords",
         )
-    if torch.is_floating_point(coords) and not torch.isfinite(coords).all():
-        raise InputError(f"{model} got non-finite coordinates", where="coords")
+    if coords.dtype == torch.bool or coords.is_complex():
+        raise InputError(f"{model} expects real-valued level-0 pixel coordinates, got {coords.dtype}", where="coords")
+    if torch.is_floating_point(coords):
+        bad = ~torch.isfinite(coords).all(dim=-1)
+        if bad.any():
+            b, n = (int(i) for i in bad.nonzero()[0])
+            raise InputError(
+                f"{model} expects finite level-0 (x, y) pixel coordinates, but {int(bad.sum())} patch(es) have "
+                f"NaN/inf (first: slide {b}, patch {n}, coords {coords[b, n].tolist()})",
+                where="coords",
+                fix="drop or re-extract the patches without valid coordinates",
+            )
     return coords.to(features.device)
 
 

@@ -134,6 +134,17 @@ def dilated_attention(
     return (out, branches) if return_branches else out
 
 
+def _positive_number(x: Any) -> bool:
+    """True for a finite positive real scalar (Python/NumPy number or 0-d tensor; not a bool or str)."""
+    if isinstance(x, (bool, str, bytes)):
+        return False
+    try:
+        v = float(x)
+    except (TypeError, ValueError, RuntimeError):
+        return False
+    return 0.0 < v < float("inf")
+
+
 class _PatchEmbed(nn.Module):
     """``Linear(in_dim -> embed_dim)`` named ``proj`` (official ``PatchEmbed``; its norm is Identity)."""
 
@@ -295,14 +306,24 @@ class GigaPathSlideEncoder(SlideEncoder):
         index out of range, wrap negative indices or alias ``gy >= 1000`` onto the next column).
         """
         ts = self.tile_size if tile_size is None else tile_size
+        if not _positive_number(ts):
+            raise InputError(
+                f"GigaPath slide encoder needs tile_size as a positive number of level-0 pixels per grid cell, got {ts!r}",
+                where="tile_size",
+                fix="pass the level-0 patch size (256 for 256-px tiles at 20x, 512 at 40x)",
+            )
         g = torch.floor(coords / ts).long()
         gx, gy = g[..., 0], g[..., 1]
         bad = (g < 0) | (g >= self.slide_ngrids)
         if bad.any():
-            worst = int(g.max()) if (g >= self.slide_ngrids).any() else int(g.min())
+            *where, axis = bad.nonzero()[0].tolist()
+            name = "gx" if axis == 0 else "gy"
+            at = f"slide {where[0]}, patch {where[1]}" if len(where) == 2 else f"patch {where[-1]}"
             raise InputError(
-                f"GigaPath position grid index {worst} is outside [0, {self.slide_ngrids}) "
-                f"(floor(coord / tile_size) with tile_size={ts})",
+                f"GigaPath position grid index {name}={int(g[(*where, axis)])} of {at} (coords "
+                f"{coords[tuple(where)].tolist()}) is outside [0, {self.slide_ngrids}): the backbone's position table "
+                f"covers a {self.slide_ngrids} x {self.slide_ngrids} grid of floor(coord / tile_size) cells with "
+                f"tile_size={ts} ({int(bad.any(-1).sum())} patch(es) outside; the official model would wrap or alias them)",
                 where="coords",
                 fix="pass level-0 pixel coordinates and set tile_size to the level-0 patch size (e.g. 512 for 256-px tiles at 40x)",
             )

@@ -25,6 +25,7 @@ Differences from the official code (outputs are the same where both run):
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import torch
@@ -57,6 +58,27 @@ def titan_grid(coords: torch.Tensor, patch_size_level0: int) -> tuple[torch.Tens
     g = torch.div(coords - coords.min(0).values, patch_size_level0, rounding_mode="floor")
     W = int(g[:, 1].max()) + 1
     return g[:, 0] * W + g[:, 1], W
+
+
+def _patch_size(ps: Any, error: type[InputError] | type[ConfigError]) -> int:
+    """``patch_size_level0`` as a positive int; ``error`` (one line) for 0, negatives, fractions,
+    NaN/inf, bools, strings and non-numbers. TITAN's grid is ``coords // patch_size_level0`` on integer
+    coordinates, so only a whole number of level-0 pixels per patch is meaningful."""
+    ok = not isinstance(ps, (bool, str, bytes))
+    try:
+        v = float(ps)
+    except (TypeError, ValueError, RuntimeError):
+        ok = False
+    else:
+        ok = ok and math.isfinite(v) and v > 0 and v == int(v)
+    if not ok:
+        raise error(
+            f"TITAN slide encoder needs patch_size_level0 as a positive whole number of level-0 pixels per patch "
+            f"(its grid cell size), got {ps!r}",
+            where="patch_size_level0",
+            fix="pass the feature file's patch_size_level0 (512 for CONCH v1.5 patches at 20x, 1024 at 40x)",
+        )
+    return int(v)
 
 
 class AttentionalPooler(nn.Module):
@@ -148,7 +170,7 @@ class TitanSlideEncoder(SlideEncoder):
         self.embed_dim = embed_dim
         self.num_layers = depth
         self.num_heads = num_heads
-        self.patch_size_level0 = patch_size_level0
+        self.patch_size_level0 = None if patch_size_level0 is None else _patch_size(patch_size_level0, ConfigError)
         self.on_collision = on_collision
         # Parameter creation order follows the official state dict.
         self.cls_token = nn.Parameter(torch.randn(1, 1, embed_dim) * 1e-6)
@@ -193,7 +215,8 @@ class TitanSlideEncoder(SlideEncoder):
         first = torch.full((len(uniq),), len(cells), dtype=torch.long, device=cells.device)
         first = first.scatter_reduce(0, inverse, torch.arange(len(cells), device=cells.device), reduce="amin")
         grid = torch.stack([uniq // W, uniq % W], dim=1)
-        return agg[fg], grid[fg], first[fg], int((~fg).sum())
+        H = int(cells.max()) // W + 1
+        return agg[fg], grid[fg], first[fg], int((~fg).sum()), (H, W)
 
     def embed(self, features: torch.Tensor, coords: torch.Tensor | None = None, padding_mask: torch.Tensor | None = None,
               patch_size_level0: int | None = None, on_collision: CollisionPolicy | None = None, **kw: Any) -> TokenState:
@@ -201,7 +224,8 @@ class TitanSlideEncoder(SlideEncoder):
 
         ``patch_size_level0`` (alias ``patch_size_lv0``) is required here or at construction.
         Context: ``grid (B, T, 2)`` int64 token cells (row 0 = CLS, unused), ``token_patch_index
-        (B, T-1)`` first input patch of each token (-1 for padding), ``n_background`` per slide.
+        (B, T-1)`` first input patch of each token (-1 for padding), ``n_background`` per slide and
+        ``grid_shape`` per slide: the official ``(H, W)`` of its patch grid (cell ``g0 * W + g1``).
         """
         model = "TITAN slide encoder"
         ps = patch_size_level0 if patch_size_level0 is not None else kw.pop("patch_size_lv0", None)
@@ -212,9 +236,7 @@ class TitanSlideEncoder(SlideEncoder):
                 where="patch_size_level0",
                 fix="pass patch_size_level0 from the feature file (TRIDENT h5 attribute; 512 for CONCH v1.5 at 20x, 1024 at 40x)",
             )
-        if int(ps) != ps or ps <= 0:
-            raise InputError(f"{model} needs a positive integer patch_size_level0, got {ps!r}", where="patch_size_level0")
-        ps = int(ps)
+        ps = _patch_size(ps, InputError)
         policy = self.on_collision if on_collision is None else on_collision
         features = check_features(features, self.in_dim, model)
         coords = self._integer_coords(check_coords(coords, features, model))
@@ -230,12 +252,13 @@ class TitanSlideEncoder(SlideEncoder):
         grid = torch.zeros(B, T, 2, dtype=torch.long, device=features.device)
         index = torch.full((B, T - 1), -1, dtype=torch.long, device=features.device)
         mask = torch.ones(B, T, dtype=torch.bool, device=features.device)
-        for b, (f, g, first, _) in enumerate(per):
+        for b, (f, g, first, _, _) in enumerate(per):
             n = len(f)
             x[b, 1 : 1 + n], grid[b, 1 : 1 + n], index[b, :n], mask[b, : 1 + n] = f, g, first, False
         tokens = self.patch_embed(x[:, 1:])
         tokens = torch.cat([self.cls_token.expand(B, -1, -1), tokens], dim=1)
-        context = {"grid": grid, "token_patch_index": index, "n_background": [p[3] for p in per]}
+        context = {"grid": grid, "token_patch_index": index, "n_background": [p[3] for p in per],
+                   "grid_shape": [p[4] for p in per]}
         return TokenState(tokens=tokens, num_prefix=1, padding_mask=mask if mask.any() else None, context=context)
 
     def _run_layer(self, index: int, state: TokenState) -> torch.Tensor:
