@@ -1,18 +1,37 @@
 """Prov-GigaPath slide encoder against the official reference outputs (shared/reference)."""
 from __future__ import annotations
 
+import copy
+from typing import Any
+
 import pytest
 import torch
 
 from modaltune.encoders.slide.gigapath import GigaPathSlideEncoder, dilated_attention
 from modaltune.errors import InputError
-from modaltune.layers.attention import attention_with_lse, attention_with_lse_reference
+import modaltune.layers.attention as att
+from modaltune.layers.attention import attention_with_lse, attention_with_lse_reference, lse_backend
 
-from slide_refs import load_ref
+from slide_refs import GIGAPATH_FULL, GIGAPATH_REDUCED, compare_fields, gigapath_fields, load_ref
 
-TOL = 1e-5  # issue criterion is 1e-4; the official code's own fp32-vs-fp64 spread is 2.4e-6
-REDUCED = "ref_gigapath_p37_reduced_20x.pt"
-FULL = "ref_gigapath_p300_full_20x.pt"
+# float32 tolerances against the official float32 outputs. Both sides sum in float32, in a
+# CPU-dependent kernel order, so the difference is a few float32 ulps of each value:
+# * normalised / attention outputs (|x| <= 8: pooled CLS/GAP, all-layer embeddings, LayerNorm'd
+#   encoder output, layer-0 branches, lse and merge, embedding input) measure <= 4.4e-6: 1e-5;
+# * raw pre-norm residual-stream states grow to |x| ~ 25, where one ulp is 1.9e-6; they measured
+#   8.1e-6 on the CI machine and 1.5e-5 / 2.0e-5 (reduced / full) on another CPU, so they use the
+#   issue's criterion 1e-4 (~50 ulp at 25).
+TOL = 1e-5
+TOL_RAW = 1e-4
+RAW_FIELDS = {"encoder_states_raw"}
+# float64 against the official float64 run: 1.9e-14 (reduced). The full case measures 8.3e-9 because
+# the official FFN GELU runs in float32 even in float64 mode (we do the same): float64 inputs that
+# differ by 1e-15 can round to neighbouring float32 values, a 6e-8 relative step that later layers
+# carry to the output.
+TOL64 = 1e-12
+TOL64_FULL = 1e-7
+REDUCED = GIGAPATH_REDUCED
+FULL = GIGAPATH_FULL
 
 
 def _reduced_model(dtype=torch.float32) -> GigaPathSlideEncoder:
@@ -26,64 +45,128 @@ def _maxdiff(a, b) -> float:
     return float((a - b).abs().max())
 
 
+def _check_all_fields(m, x, c, tile_size, expected: dict, tol_of) -> dict[str, Any]:
+    """Compute every field of ``expected`` with ``m`` and assert each is within ``tol_of(field)``."""
+    ours = gigapath_fields(m, x, c, tile_size, internals="l0_branch_out" in expected)
+    diffs = compare_fields(ours, expected)
+    bad = {k: d for k, d in diffs.items() if d > tol_of(k)}
+    assert not bad, f"fields over tolerance: {bad}"
+    return ours
+
+
+def _fp32_tol(key: str) -> float:
+    return TOL_RAW if key in RAW_FIELDS else TOL
+
+
+def test_reference_files_hold_the_output_blocks_we_test():
+    """Every output block of the files is checked by a test below; a new block fails here."""
+    assert sorted(load_ref(REDUCED)["outputs"]) == ["fp32", "fp32_batch2", "fp64", "fp64_batch2"]
+    assert sorted(load_ref(FULL)["outputs"]) == ["fp32", "fp64"]
+    assert len(load_ref(FULL)["outputs"]["fp32"]["encoder_states_raw"]) == 13
+
+
 def test_reduced_all_outputs_fp32():
     ref = load_ref(REDUCED)
     m = _reduced_model()
     x, c, o = ref["inputs"]["features"], ref["inputs"]["coords"], ref["outputs"]["fp32"]
-    with torch.no_grad():
-        state = m.embed(x, c)
-        assert torch.equal(m.pos_index(c), o["pos_index"])
-        assert _maxdiff(state.tokens, o["embed_input"]) <= TOL
-        # layer-0 dilated attention: each branch's sparse output and lse, and the merge
-        layer = m.encoder.layers[0]
-        h = layer.self_attn_layer_norm(state.tokens)
-        sa = layer.self_attn
-        B, T, D = h.shape
-        q, k, v = (p(h).view(B, T, 16, D // 16) for p in (sa.q_proj, sa.k_proj, sa.v_proj))
-        merged, branches = dilated_attention(q, k, v, return_branches=True)
-        for (bo, bl), ro, rl in zip(branches, o["l0_branch_out"], o["l0_branch_lse"]):
-            assert bo.shape == ro.shape and _maxdiff(bo, ro) <= TOL and _maxdiff(bl, rl) <= TOL
-        assert _maxdiff(merged.reshape(B, T, D), o["l0_merged_attn"]) <= TOL
-        # every raw encoder state
-        s = state
-        for i in range(m.num_layers):
-            s = m.run_layers(s, i, i + 1)
-            assert _maxdiff(s.tokens, o["encoder_states_raw"][i + 1]) <= TOL, i
-        assert _maxdiff(m.encoder.layer_norm(s.tokens), o["encoder_out_after_encoder_layer_norm"]) <= TOL
-        assert _maxdiff(m(x, c), o["cls_default"]) <= TOL
-        assert _maxdiff(m(x, c, global_pool=True), o["gp_default"]) <= TOL
-        assert _maxdiff(m.forward_all_layers(x, c), o["cls_all_layer_embed"]) <= TOL
-        assert _maxdiff(m.forward_all_layers(x, c, global_pool=True), o["gp_all_layer_embed"]) <= TOL
+    ours = _check_all_fields(m, x, c, ref["inputs"]["tile_size"], o, _fp32_tol)
+    assert [b.shape for b in ours["l0_branch_out"]] == [b.shape for b in o["l0_branch_out"]]
+    with torch.no_grad():  # the public calls give exactly the staged values checked above
+        assert torch.equal(m(x, c), ours["cls_default"])
+        assert torch.equal(m(x, c, global_pool=True), ours["gp_default"])
+        assert torch.equal(m.forward_all_layers(x, c), ours["cls_all_layer_embed"])
+        assert torch.equal(m.forward_all_layers(x, c, global_pool=True), ours["gp_all_layer_embed"])
 
 
-def test_reduced_batch2_and_fp64():
+def test_reduced_batch2_fp32():
     ref = load_ref(REDUCED)
     m = _reduced_model()
-    xb, cb, ob = ref["inputs"]["features_batch2"], ref["inputs"]["coords_batch2"], ref["outputs"]["fp32_batch2"]
-    with torch.no_grad():
-        assert torch.equal(m.pos_index(cb), ob["pos_index"])
-        assert _maxdiff(m(xb, cb), ob["cls_default"]) <= TOL
-        assert _maxdiff(m.forward_all_layers(xb, cb, global_pool=True), ob["gp_all_layer_embed"]) <= TOL
-        md = m.double()
-        x, c, o64 = ref["inputs"]["features"], ref["inputs"]["coords"], ref["outputs"]["fp64"]
-        # official fp64 keeps fp32-rounded positions and fp32 GELU; we mimic both
-        assert _maxdiff(md(x.double(), c), o64["cls_default"]) <= 1e-12
-        assert _maxdiff(md.forward_all_layers(x.double(), c, global_pool=True), o64["gp_all_layer_embed"]) <= 1e-12
-        assert _maxdiff(md(xb.double(), cb), ref["outputs"]["fp64_batch2"]["cls_default"]) <= 1e-12
+    xb, cb = ref["inputs"]["features_batch2"], ref["inputs"]["coords_batch2"]
+    _check_all_fields(m, xb, cb, ref["inputs"]["tile_size"], ref["outputs"]["fp32_batch2"], _fp32_tol)
 
 
-def test_full_size_recipe_weights(gigapath_full_sd):
-    ref = load_ref(FULL)
+def test_reduced_fp64_all_internals():
+    # official fp64 keeps fp32-rounded positions and fp32 GELU; we mimic both
+    ref = load_ref(REDUCED)
+    m = _reduced_model(torch.float64)
+    inp = ref["inputs"]
+    _check_all_fields(m, inp["features"].double(), inp["coords"], inp["tile_size"], ref["outputs"]["fp64"], lambda k: TOL64)
+    _check_all_fields(m, inp["features_batch2"].double(), inp["coords_batch2"], inp["tile_size"],
+                      ref["outputs"]["fp64_batch2"], lambda k: TOL64)
+
+
+@pytest.fixture(scope="module")
+def full_model(gigapath_full_sd) -> GigaPathSlideEncoder:
     m = GigaPathSlideEncoder().eval()
     m.load_state_dict(gigapath_full_sd, strict=True)
+    return m
+
+
+def test_full_size_recipe_weights(full_model):
+    ref = load_ref(FULL)
     x, c, o = ref["inputs"]["features"], ref["inputs"]["coords"], ref["outputs"]["fp32"]
+    ours = _check_all_fields(full_model, x, c, ref["inputs"]["tile_size"], o, _fp32_tol)
+    assert ours["encoder_states_raw"].shape[0] == 13
     with torch.no_grad():
-        assert torch.equal(m.pos_index(c, tile_size=ref["inputs"]["tile_size"]), o["pos_index"])
-        assert _maxdiff(m(x, c), o["cls_default"]) <= TOL
-        allgp = m.forward_all_layers(x, c, global_pool=True)
-        assert _maxdiff(allgp, o["gp_all_layer_embed"]) <= TOL
-        assert _maxdiff(allgp[11], o["trident_gigapath_output"]) <= TOL
-        assert _maxdiff(m(x, c, global_pool=True), o["gp_default"]) <= TOL
+        assert torch.equal(full_model(x, c, global_pool=True), ours["gp_default"])
+
+
+def test_full_size_fp64(full_model):
+    ref = load_ref(FULL)
+    m = copy.deepcopy(full_model).double()
+    x, c = ref["inputs"]["features"].double(), ref["inputs"]["coords"]
+    _check_all_fields(m, x, c, ref["inputs"]["tile_size"], ref["outputs"]["fp64"], lambda k: TOL64_FULL)
+
+
+# Half precision: the official inference runs under fp16 autocast on GPU. Here the reduced model
+# runs in bfloat16 / float16 on CPU (same code path as GPU except the attention kernel) against
+# the official float64 outputs. The error is a few rounding steps of the output dtype, so the
+# bound is 4 units of ``finfo(dtype).eps * max|ref|`` (bf16: 0.11, fp16: 0.014 at max|ref| = 3.6).
+# Measured on CPU: bf16 <= 0.045, fp16 <= 7.6e-3 (the official code under CPU autocast: 0.028 and
+# 3.6e-3 on the full model, reference README).
+HALF_ULPS = 4
+
+
+def _half_tol(dtype, ref) -> float:
+    return HALF_ULPS * torch.finfo(dtype).eps * float(ref.abs().max())
+
+
+def _skip_if_cpu_lacks(dtype, exc: Exception) -> None:
+    if "not implemented" in str(exc).lower():
+        pytest.skip(f"this PyTorch build has no CPU {dtype} kernel: {exc}")
+    raise exc
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_reduced_half_precision_against_fp64(dtype):
+    ref = load_ref(REDUCED)
+    m = _reduced_model(dtype)
+    x, c, o64 = ref["inputs"]["features"], ref["inputs"]["coords"], ref["outputs"]["fp64"]
+    try:
+        with torch.no_grad():
+            cls = m(x.to(dtype), c)
+            gp = m(x, c, global_pool=True)  # float32 features are cast to the model dtype
+    except (RuntimeError, NotImplementedError) as exc:
+        _skip_if_cpu_lacks(dtype, exc)
+    assert cls.dtype == dtype and gp.dtype == dtype
+    for got, want in ((cls, o64["cls_default"]), (gp, o64["gp_default"])):
+        err = _maxdiff(got.double(), want)
+        assert err <= _half_tol(dtype, want), (dtype, err)
+        assert err > 1e-4  # really computed in half precision (float32 is within 4e-6)
+    # a float32 model keeps float32 outputs for half-precision features (features are cast up)
+    with torch.no_grad():
+        out = _reduced_model()(x.to(dtype), c)
+    assert out.dtype == torch.float32
+
+
+def test_reduced_bf16_autocast_against_fp64():
+    """CPU autocast of a float32 model (the official GPU inference mode, in bf16 on CPU)."""
+    ref = load_ref(REDUCED)
+    m = _reduced_model()
+    x, c, want = ref["inputs"]["features"], ref["inputs"]["coords"], ref["outputs"]["fp64"]["cls_default"]
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = m(x, c)
+    assert _maxdiff(out.double(), want) <= _half_tol(torch.bfloat16, want)
 
 
 def test_layer_groups_equal_full_forward():
@@ -156,24 +239,80 @@ def test_fused_lse_matches_reference():
     assert _maxdiff(o1, o2) <= 1e-5 and _maxdiff(l1, l2) <= 1e-5
 
 
+def test_lse_backend_choice():
+    """Which fused kernel each device/dtype gets (the CUDA rows cannot run here: no GPU)."""
+    for dt in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
+        assert lse_backend("cpu", dt, 48) == "cpu_flash"
+    assert lse_backend("cuda", torch.bfloat16, 48) == "cuda_flash"
+    assert lse_backend("cuda", torch.float16, 16) == "cuda_flash"
+    assert lse_backend("cuda", torch.float16, 20) == "cuda_efficient"  # flash wants head_dim % 8 == 0
+    assert lse_backend("cuda", torch.bfloat16, 512) == "cuda_efficient"
+    assert lse_backend("cuda", torch.float32, 48) == "cuda_efficient"
+    assert lse_backend("cuda", torch.float64, 48) == "reference"
+    assert lse_backend("mps", torch.float32, 48) == "reference"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_attention_with_lse_half_precision(dtype):
+    """Half inputs use the fused kernel: out in the input dtype, lse in float32, both close to fp64."""
+    torch.manual_seed(2)
+    q, k, v = (torch.randn(2, 4, 40, 16, dtype=torch.float64) for _ in range(3))
+    o64, l64 = attention_with_lse_reference(q, k, v)
+    o, lse = attention_with_lse(q.to(dtype), k.to(dtype), v.to(dtype))
+    assert o.dtype == dtype and lse.dtype == torch.float32 and lse.shape == (2, 4, 40)
+    eps = torch.finfo(dtype).eps
+    # inputs are rounded to dtype (relative eps/2): logits |s| <= ~10 move by ~10 eps, the output by a few eps
+    assert _maxdiff(o.double(), o64) <= 8 * eps and _maxdiff(lse.double(), l64) <= 16 * eps
+
+
+def test_attention_with_lse_falls_back_when_kernel_refuses(monkeypatch):
+    """A fused kernel that rejects the input (here: a CUDA kernel given CPU tensors) falls back to
+    the exact chunked reference instead of failing."""
+    torch.manual_seed(3)
+    q, k, v = (torch.randn(1, 2, 30, 8) for _ in range(3))
+    calls = []
+
+    def fake_backend(device_type, dtype, head_dim):
+        calls.append(device_type)
+        return "cuda_flash"
+
+    monkeypatch.setattr(att, "lse_backend", fake_backend)
+    o, lse = attention_with_lse(q, k, v)
+    ro, rl = attention_with_lse_reference(q, k, v)
+    assert calls and torch.equal(o, ro) and torch.equal(lse, rl)
+
+
 def test_contract_errors():
     m = GigaPathSlideEncoder(in_dim=32, embed_dim=32, depth=1, num_heads=16, ffn_dim=64).eval()
     x = torch.randn(1, 5, 32)
     c = torch.arange(10.0).view(1, 5, 2) * 256
     with pytest.raises(InputError, match="expects 32-d patch features but got 31-d"):
         m(torch.randn(1, 5, 31), c)
+    with pytest.raises(InputError, match=r"expects floating-point patch features .* got torch.int64"):
+        m(torch.ones(1, 5, 32, dtype=torch.int64), c)
     with pytest.raises(InputError, match="coords is None"):
         m(x, None)
-    big = c.clone()
-    big[0, 2, 0] = 1000 * 256
-    with pytest.raises(InputError, match=r"grid index 1000 is outside \[0, 1000\)"):
-        m(x, big)
-    with pytest.raises(InputError, match="outside"):
+    for axis, name in ((0, "gx"), (1, "gy")):  # gy >= 1000 would alias onto the next column officially
+        big = c.clone()
+        big[0, 2, axis] = 1000 * 256
+        with pytest.raises(InputError, match=rf"grid index {name}=1000 of slide 0, patch 2 .* outside \[0, 1000\)"):
+            m(x, big)
+    with pytest.raises(InputError, match=r"gy=-1 of slide 0, patch 0 .* outside"):
         m(x, -c)
+    for bad_value in (float("nan"), float("inf"), -float("inf")):
+        nf = c.clone()
+        nf[0, 3, 1] = bad_value
+        with pytest.raises(InputError, match=r"expects finite level-0 \(x, y\) pixel coordinates.*slide 0, patch 3"):
+            m(x, nf)
+    for ts in (0, -256, float("nan"), float("inf"), True, "256"):
+        with pytest.raises(InputError, match="tile_size as a positive number"):
+            m(x, c, tile_size=ts)
     with pytest.raises(InputError, match="coords of shape"):
         m(x, c[:, :4])
     assert m(x, c).shape == (1, 32)
     assert m(x[0], c[0]).shape == (1, 32)  # unbatched input gets a batch axis
+    with torch.no_grad():  # integer coords and integral 0-d / NumPy tile sizes are fine
+        assert torch.equal(m(x, c.long(), tile_size=torch.tensor(256)), m(x, c))
 
 
 def test_gradient_checkpointing_same_grads():
