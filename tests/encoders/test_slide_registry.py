@@ -114,3 +114,16 @@ def test_titan_checkpoint_without_vision_keys(tmp_path):
     save_file({k: v.contiguous() for k, v in sd.items()}, str(q))
     m = create_slide_encoder("titan", checkpoint=q, embed_dim=192)
     assert isinstance(m, TitanSlideEncoder) and torch.equal(m.proj, sd["proj"])
+
+
+def test_reference_dir_follows_modaltune_shared(monkeypatch, tmp_path):
+    """Like tests/conftest.py: $MODALTUNE_SHARED/reference, else <repo>/../shared/reference; a
+    missing pack skips with a message naming the folder and the variable."""
+    import slide_refs
+
+    monkeypatch.delenv("MODALTUNE_SHARED", raising=False)
+    assert slide_refs.ref_dir() == slide_refs.REPO.parent / "shared" / "reference"
+    monkeypatch.setenv("MODALTUNE_SHARED", str(tmp_path))
+    assert slide_refs.ref_dir() == tmp_path / "reference"
+    with pytest.raises(pytest.skip.Exception, match=rf"reference pack not found at {tmp_path}/reference .*MODALTUNE_SHARED"):
+        slide_refs._need_refs()
