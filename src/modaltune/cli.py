@@ -244,22 +244,24 @@ def demo_cmd(
 @app.command("fit")
 def fit_cmd(
     config: str = typer.Argument(..., help="Experiment YAML (see configs/examples/fit_*.yaml)."),
-    out: str = typer.Option(..., "--out", help="Run folder: checkpoints, logs, model/."),
-    set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set trainer.max_epochs=3 (repeatable)."),
+    out: str = typer.Option(..., "--out", help="Run folder: checkpoints, logs, model/ (OUT/fold<k>/ per fold when several folds)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set trainer.max_epochs=3 or --set fold=all (repeatable)."),
     no_resume: bool = typer.Option(False, "--no-resume", help="Start over even if out/checkpoints/last.ckpt exists."),
 ) -> None:
-    """Train one method on one fold of one cohort and save it to OUT/model."""
+    """Train one method on one fold (or on each fold: fold: [0, 2] / all) of one cohort and save it to OUT/model."""
     from modaltune.config import load_config
     from modaltune.training.experiment_config import ExperimentConfig
     from modaltune.training.run_folder import write_run_metadata
-    from modaltune.training.trainer import fit
+    from modaltune.training.trainer import fit_folds
 
     cfg = load_config(config, ExperimentConfig, overrides=set_)
-    fitted = fit(cfg, out_dir=out, resume=not no_resume)
-    if fitted is None:  # non-zero rank of a multi-process run
+    fitted = fit_folds(cfg, out, resume=not no_resume)
+    if any(f is None for f in fitted.values()):  # non-zero rank of a multi-process run
         return
     write_run_metadata(out, cfg)
-    typer.echo(f"saved {fitted.method.name} ({fitted.kind}) trained on {len(fitted.train_ids)} patients to {out}/model")
+    for k, f in fitted.items():
+        where = f"{out}/fold{k}/model" if cfg.several_folds else f"{out}/model"
+        typer.echo(f"saved {f.method.name} ({f.kind}) trained on {len(f.train_ids)} patients of fold {k} to {where}")
 
 
 @app.command("predict")
@@ -306,11 +308,13 @@ def benchmark_cmd(
     ray_address: str | None = typer.Option(None, "--ray-address", help="Run units as Ray tasks: auto, local or host:port."),
     set_: list[str] = typer.Option([], "--set", help="Override a config key (repeatable)."),
     no_resume: bool = typer.Option(False, "--no-resume", help="Recompute every unit."),
+    force: bool = typer.Option(False, "--force", help="Recompute finished units whose config changed (their old results are deleted); without it such units stop the run."),
+    epoch_progress: bool = typer.Option(False, "--epoch-progress", help="Show Lightning's epoch progress bars inside each unit (serial runs: --workers 1, no Ray)."),
 ) -> None:
     """Run methods x cohorts x tasks x folds x seeds; resumable; writes results.csv, summary.md, predictions.parquet."""
     from modaltune.training.runner import run_benchmark
 
-    res = run_benchmark(config, out, workers=workers, ray_address=ray_address, resume=not no_resume, overrides=set_)
+    res = run_benchmark(config, out, workers=workers, ray_address=ray_address, resume=not no_resume, overrides=set_, force=force, epoch_progress=epoch_progress)
     n = len(res.statuses)
     typer.echo(f"{n} units ({sum(s == 'skipped' for s in res.statuses.values())} already done, {len(res.failed)} failed); tables in {res.out_dir}")
     if res.failed:

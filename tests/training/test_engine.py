@@ -122,7 +122,8 @@ def test_missing_labels_end_to_end_are_kept_and_counted(cohort_copy):
     fold = _fold(cohort_copy)
     masked_test = fold.test[:3]
     pt.loc[pt["patient_id"].isin(masked_test), "subtype"] = np.nan
-    pt.loc[pt["patient_id"].isin(fold.train[:4]), "survival_months"] = np.nan
+    # a missing survival label = empty time and empty event (a NaN time with an event is refused at load)
+    pt.loc[pt["patient_id"].isin(fold.train[:4]), ["survival_months", "event"]] = np.nan
     pt.to_csv(cohort_copy / "patients.csv", index=False)
     cohort = Cohort.load(cohort_copy)
     fm = fit(cohort, fold, "mean_pool", tasks=["subtype", "survival"], trainer=FAST)

@@ -42,6 +42,8 @@ __all__ = [
     "integrated_brier",
     "cumulative_auc",
     "survival_time_grid",
+    "clip_time_points",
+    "uno_tau",
     "survival_at",
     "balanced_accuracy",
     "macro_f1",
@@ -162,14 +164,7 @@ def uno_c(train_time, train_event, time, event, risk, tau: float | None = None, 
     t, e, r = _check_survival(time, event, risk)
     if len(tt) < 2:
         raise MetricUndefined("Uno's C needs the training fold's survival data (at least 2 patients)")
-    t_train_max = float(tt.max())
-    tau_eff: float | None
-    if tau is not None:
-        tau_eff = min(float(tau), t_train_max)
-    elif t.max() >= t_train_max:
-        tau_eff = t_train_max  # censoring distribution unknown from here on
-    else:
-        tau_eff = None  # every test time inside the training range: no truncation
+    tau_eff, _ = uno_tau(tt, t, tau)
     keep = t < tau_eff if tau_eff is not None else np.ones(len(t), bool)
     if not (e & keep).any():
         raise MetricUndefined(f"no events before tau={tau_eff:g} among the evaluation patients")
@@ -181,6 +176,70 @@ def uno_c(train_time, train_event, time, event, risk, tau: float | None = None, 
         raise MetricUndefined("no comparable patient pairs before tau") from exc
     except ValueError as exc:  # e.g. censoring survival zero at an event time
         raise MetricUndefined(f"Uno's C failed: {exc}") from exc
+
+
+def uno_tau(train_time, time, tau: float | None = None) -> tuple[float | None, str]:
+    """(tau actually used by :func:`uno_c`, why it differs from ``tau`` or "").
+
+    ``tau`` is clipped to the largest training time (the censoring distribution is unknown beyond
+    it); without ``tau`` the test times are truncated there only when some reach it.
+
+    Example:
+        >>> uno_tau([1.0, 5.0], [2.0, 3.0], tau=10.0)
+        (5.0, 'tau=10 clipped to the largest training time 5')
+    """
+    tt = np.asarray(train_time, dtype=float)
+    t = np.asarray(time, dtype=float)
+    t_train_max = float(tt.max())
+    if tau is not None:
+        if float(tau) > t_train_max:
+            return t_train_max, f"tau={float(tau):g} clipped to the largest training time {t_train_max:g}"
+        return float(tau), ""
+    if len(t) and t.max() >= t_train_max:
+        return t_train_max, f"truncated at the largest training time {t_train_max:g}"
+    return None, ""  # every test time inside the training range: no truncation
+
+
+def _grid_bounds(t: np.ndarray, e: np.ndarray, train_time) -> tuple[float, float, str]:
+    """(lo, hi, why hi): valid points satisfy lo <= point < hi."""
+    hi = float(t.max()) if len(t) else -math.inf
+    why_hi = f"at or after the last follow-up time ({hi:g}) of the evaluated patients"
+    if train_time is not None and len(np.asarray(train_time)):
+        tr_max = float(np.max(train_time))
+        if tr_max < hi:
+            hi, why_hi = tr_max, f"at or after the largest training time ({tr_max:g}), beyond which the censoring distribution is unknown"
+    ev_t = t[e & (t < hi)]
+    lo = float(ev_t.min()) if len(ev_t) else math.inf
+    return lo, hi, why_hi
+
+
+def clip_time_points(points: Sequence[float], time, event, train_time=None) -> tuple[np.ndarray, list[dict]]:
+    """User-given time points that lie inside a test fold's follow-up, and the others with why.
+
+    Same rule as :func:`survival_time_grid`: ``first event time <= point < max(test time)`` and
+    ``point < max(train time)``.
+
+    Returns:
+        (kept: sorted unique float array, dropped: ``[{"time": t, "reason": "..."}]``).
+
+    Example:
+        >>> kept, dropped = clip_time_points([0.5, 2.0, 9.0], [1, 2, 3, 4], [1, 1, 0, 0])
+        >>> kept.tolist(), [d["time"] for d in dropped]
+        ([2.0], [0.5, 9.0])
+    """
+    t, e, _ = _check_survival(time, event)
+    lo, hi, why_hi = _grid_bounds(t, e, train_time)
+    kept, dropped = [], []
+    for p in np.unique(np.asarray(list(points), dtype=float)):
+        if not math.isfinite(lo):
+            dropped.append({"time": float(p), "reason": "no event among the evaluated patients before the end of follow-up"})
+        elif p < lo:
+            dropped.append({"time": float(p), "reason": f"before the first event time ({lo:g}) of the evaluated patients"})
+        elif p >= hi:
+            dropped.append({"time": float(p), "reason": why_hi})
+        else:
+            kept.append(float(p))
+    return np.asarray(kept, dtype=float), dropped
 
 
 def survival_time_grid(
@@ -195,7 +254,7 @@ def survival_time_grid(
 
     Valid points satisfy ``first event time <= t < max(test time)`` and ``t < max(train time)``
     (scikit-survival needs the first two; IPCW needs the last). ``times`` given by the user are
-    filtered to that range; otherwise the grid is the ``quantiles`` range of test times (10 to 90%
+    filtered to that range (:func:`clip_time_points` also says which were dropped and why); otherwise the grid is the ``quantiles`` range of test times (10 to 90%
     by default, ``n_times`` points), filtered, falling back to evenly spaced points inside the
     valid range when quantiles are too clumped.
 
@@ -203,20 +262,16 @@ def survival_time_grid(
         sorted unique float array, possibly empty (callers raise :class:`MetricUndefined`).
     """
     t, e, _ = _check_survival(time, event)
-    hi = float(t.max()) if len(t) else -math.inf
-    if train_time is not None and len(np.asarray(train_time)):
-        hi = min(hi, float(np.max(train_time)))
-    ev_t = t[e & (t < hi)]
-    if not len(ev_t):
+    if times is not None:
+        return clip_time_points(times, t, e, train_time)[0]
+    lo, hi, _ = _grid_bounds(t, e, train_time)
+    if not math.isfinite(lo):
         return np.array([], dtype=float)
-    lo = float(ev_t.min())
 
     def valid(g):
         g = np.unique(np.asarray(g, dtype=float))
         return g[(g >= lo) & (g < hi)]
 
-    if times is not None:
-        return valid(times)
     grid = valid(np.quantile(t, np.linspace(quantiles[0], quantiles[1], n_times)))
     if len(grid) < min(n_times, 2) and hi > lo:
         grid = valid(np.r_[grid, np.linspace(lo, hi, n_times + 1)[:-1]])
@@ -488,8 +543,10 @@ def compute_metrics(
         metrics: names to compute; default: every metric of the task kind that the inputs allow
             (e.g. no IBS without survival curves). Requested metrics that cannot be computed are NaN
             with a reason.
-        tau: truncation time for Uno's C (clipped to the training range).
-        times: time grid for IBS / C-D AUC (clipped to the test follow-up); default automatic.
+        tau: truncation time for Uno's C (clipped to the training range; the value used and why is
+            in ``result.notes["tau"]``).
+        times: time grid for IBS / C-D AUC (clipped to the test follow-up; the points dropped and
+            why are in ``result.notes["time_grid_dropped"]``); default automatic.
 
     Returns:
         :class:`MetricValues`.
@@ -541,11 +598,22 @@ def compute_metrics(
                 if m == "c_index":
                     out[m] = harrell_c(t, e, r)
                 elif m == "c_index_uno":
+                    if len(tt):
+                        tau_used, why = uno_tau(tt, t, tau)
+                        out.notes["tau"] = {"requested": tau, "used": tau_used, "reason": why}
                     out[m] = uno_c(tt, te, t, e, r, tau=tau)
                 else:
                     if grid is None:
-                        grid = survival_time_grid(t, e, tt, n_times=n_times, times=times)
+                        if times is not None:
+                            grid, dropped = clip_time_points(times, t, e, tt)
+                            out.notes["time_grid_requested"] = [float(x) for x in times]
+                            out.notes["time_grid_dropped"] = dropped
+                        else:
+                            grid = survival_time_grid(t, e, tt, n_times=n_times)
                         out.notes["time_grid"] = grid.tolist()
+                    if times is not None and not len(grid):
+                        why = "; ".join(f"{d['time']:g}: {d['reason']}" for d in out.notes["time_grid_dropped"])
+                        raise MetricUndefined(f"none of the requested time points lies inside this fold's follow-up ({why})")
                     if m == "cd_auc":
                         out[m] = cumulative_auc(tt, te, t, e, r, grid)
                     elif m == "ibs":

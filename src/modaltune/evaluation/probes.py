@@ -24,7 +24,7 @@ import pandas as pd
 
 from modaltune.errors import ConfigError, InputError
 
-__all__ = ["Standardizer", "LogisticProbe", "CoxProbe", "ProbeResult", "fit_probe", "PROBES"]
+__all__ = ["Standardizer", "LogisticProbe", "CoxProbe", "ProbeResult", "fit_probe", "probe_task_metrics", "PROBES", "PROBE_METRICS"]
 
 
 class Standardizer:
@@ -204,3 +204,51 @@ def fit_probe(kind: str, X_train, y_train, X_eval, y_eval, **kwargs) -> ProbeRes
     value = probe.score(X_eval, y_eval)
     preds = probe.predict_proba(X_eval) if kind == "logistic" else probe.predict_risk(X_eval)
     return ProbeResult(kind, probe.metric, value, preds, probe)
+
+
+#: metric names written by :func:`probe_task_metrics` (results.csv rows), per task kind
+PROBE_METRICS = {"classification": ("probe_balanced_accuracy", "probe_macro_auc"), "survival": ("probe_c_index",)}
+
+
+def probe_task_metrics(task_info: Any, X_train, y_train: pd.DataFrame, X_eval, y_eval: pd.DataFrame, *, C: float = 1.0,
+                       penalizer: float = 0.1) -> dict[str, tuple[float, str]]:
+    """Linear-probe metrics of one task: ``{metric: (value, reason)}`` (NaN + reason when undefined).
+
+    Classification: :class:`LogisticProbe` (liblinear, ``C``) -> ``probe_balanced_accuracy`` and
+    ``probe_macro_auc`` (macro one-vs-rest AUC of the probe's probabilities). Survival:
+    :class:`CoxProbe` (ridge, ``penalizer``) -> ``probe_c_index`` (Harrell). Regression: none.
+
+    Args:
+        task_info: the task (``spec.kind``, ``spec.name``).
+        X_train, X_eval: (N, D) embeddings of the labelled training / evaluation patients.
+        y_train, y_eval: their targets: a ``label`` column (class index) or ``time``/``event``.
+    """
+    from .metrics import MetricUndefined, macro_ovr_auc
+
+    kind = task_info.spec.kind
+    names = PROBE_METRICS.get(kind, ())
+    if not names:
+        return {}
+    if not len(X_train) or not len(X_eval):
+        why = f"no labelled {'training' if not len(X_train) else 'evaluation'} patients"
+        return {n: (float("nan"), why) for n in names}
+    out: dict[str, tuple[float, str]] = {}
+    try:
+        if kind == "classification":
+            ytr, yev = np.asarray(y_train["label"], int), np.asarray(y_eval["label"], int)
+            probe = LogisticProbe(C=C).fit(X_train, ytr)
+            out["probe_balanced_accuracy"] = (probe.score(X_eval, yev), "")
+            classes = list(getattr(task_info, "class_names", None) or getattr(task_info.spec, "classes", None) or [])
+            proba = np.zeros((len(yev), max(len(classes), int(max(ytr.max(), yev.max())) + 1)))
+            proba[:, probe.classes_] = probe.predict_proba(X_eval)
+            try:
+                out["probe_macro_auc"] = (macro_ovr_auc(yev, proba), "")
+            except MetricUndefined as exc:
+                out["probe_macro_auc"] = (float("nan"), exc.detail)
+        else:
+            probe = CoxProbe(penalizer=penalizer).fit(X_train, y_train[["time", "event"]])
+            out["probe_c_index"] = (probe.score(X_eval, y_eval[["time", "event"]]), "")
+    except (InputError, ValueError) as exc:  # one class / no event among the probe's patients
+        why = getattr(exc, "detail", None) or str(exc).split("\n")[0]
+        return {n: out.get(n, (float("nan"), why)) for n in names}
+    return out

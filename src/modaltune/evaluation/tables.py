@@ -25,6 +25,24 @@ def _cell(values: np.ndarray, ddof: int, n_expected: int) -> str:
     return s
 
 
+def _folds_and_seeds_cell(gc: pd.DataFrame, ddof: int, n_folds: int) -> str:
+    """``mean ± std over folds (seed-averaged per fold) · seeds ± std over seeds (fold means)``."""
+    from .bootstrap import summarize_folds, summarize_seeds
+
+    per_fold = gc.groupby("fold")["value"].mean().to_numpy(float)
+    f = summarize_folds(per_fold, ddof)
+    if f.n == 0:
+        return "n/a"
+    by_seed = {int(s): g.sort_values("fold")["value"].to_numpy(float).tolist() for s, g in gc.groupby("seed")}
+    sd = summarize_seeds(by_seed, ddof)["seeds"]
+    txt = f"{f.mean:.3f} ± {f.std:.3f}" if np.isfinite(f.std) else f"{f.mean:.3f}"
+    if np.isfinite(sd.std):
+        txt += f" · seeds ± {sd.std:.3f}"
+    if f.n < n_folds:
+        txt += f" ({f.n}/{n_folds} folds)"
+    return txt
+
+
 def _std_units(df: pd.DataFrame, over: str) -> pd.DataFrame:
     """Reduce one (method, cohort, task, metric) group to the values the std is taken over."""
     if over == "folds":
@@ -54,8 +72,9 @@ def summary_table(
         protocol, endpoint, feature_sources: stated in the header (required reporting, PROTOCOLS.md E).
         ddof: std ddof (0 = population std over folds, as MCAT/PORPOISE).
         std_over: ``"folds"`` (seed-averaged per fold), ``"seeds"`` (fold-averaged per seed),
-            ``"units"`` (every fold x seed value) or ``"auto"``: folds with one seed, seeds with one
-            fold, units otherwise.
+            ``"units"`` (every fold x seed value), ``"folds+seeds"`` (both spreads in each cell:
+            ``mean ± std over folds · seeds ± std over seeds``) or ``"auto"``: folds with one seed,
+            seeds with one fold, folds+seeds otherwise.
         failures: optional table of failed units (method, cohort, task, fold, seed, reason), listed.
         notes: extra lines (e.g. collapse warnings) listed under the tables.
 
@@ -75,12 +94,13 @@ def summary_table(
     folds = sorted(df["fold"].dropna().unique().tolist())
     seeds = sorted(df["seed"].dropna().unique().tolist())
     if std_over == "auto":
-        std_over = "folds" if len(seeds) <= 1 else ("seeds" if len(folds) <= 1 else "units")
-    if std_over not in ("folds", "seeds", "units"):
-        raise InputError(f"std_over must be 'folds', 'seeds', 'units' or 'auto', got '{std_over}'")
+        std_over = "folds" if len(seeds) <= 1 else ("seeds" if len(folds) <= 1 else "folds+seeds")
+    if std_over not in ("folds", "seeds", "units", "folds+seeds"):
+        raise InputError(f"std_over must be 'folds', 'seeds', 'units', 'folds+seeds' or 'auto', got '{std_over}'")
     feats = ", ".join(feature_sources) if not isinstance(feature_sources, str) else feature_sources
     over_txt = {"folds": "over folds (seeds averaged per fold)", "seeds": "over seeds (folds averaged per seed)",
-                "units": "over all fold x seed units"}[std_over]
+                "units": "over all fold x seed units",
+                "folds+seeds": "over folds (seeds averaged per fold), then 'seeds ± std' over seeds (each seed's mean over folds)"}[std_over]
     lines = [f"# {title}", ""]
     header = [
         f"**Protocol:** {protocol or 'not stated'}",
@@ -109,6 +129,12 @@ def summary_table(
                 gc = gm[gm["cohort"] == c]
                 if gc.empty:
                     cells.append("")
+                    continue
+                if std_over == "folds+seeds":
+                    cells.append(_folds_and_seeds_cell(gc, ddof, len(folds)))
+                    fm = gc.groupby("fold")["value"].mean().to_numpy(float)
+                    fm = fm[np.isfinite(fm)]
+                    cohort_means.append(fm.mean() if len(fm) else np.nan)
                     continue
                 n_expected = {"folds": len(folds), "seeds": len(seeds), "units": len(folds) * len(seeds)}[std_over]
                 units = _std_units(gc, std_over)["value"].to_numpy(float)

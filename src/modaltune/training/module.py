@@ -67,6 +67,8 @@ class MultiTaskLightningModule(L.LightningModule):
         task_infos: task name -> ``TaskInfo`` (kind, class names, bin edges) of the tasks to predict.
         optimizer: ``adam`` | ``adamw``; ``lr``, ``weight_decay`` as usual.
         scheduler: ``none`` | ``cosine`` (per optimiser step, after ``warmup_epochs`` of linear warm-up).
+        warmup_start_lr: lr of the first warm-up step (None: ``lr / warm-up steps``); the warm-up
+            rises linearly from it to ``lr``.
         modality_dropout: probability of hiding each present modality of a training patient
             (:class:`modaltune.layers.missing.ModalityDropout`; each patient keeps at least one).
         return_embeddings: add the (B, E) embedding to ``predict_step`` outputs.
@@ -82,6 +84,7 @@ class MultiTaskLightningModule(L.LightningModule):
         weight_decay: float = 1e-5,
         scheduler: str = "none",
         warmup_epochs: float = 0.0,
+        warmup_start_lr: float | None = None,
         modality_dropout: float = 0.0,
         return_embeddings: bool = False,
     ):
@@ -93,6 +96,7 @@ class MultiTaskLightningModule(L.LightningModule):
         self.weight_decay = weight_decay
         self.scheduler_name = scheduler
         self.warmup_epochs = warmup_epochs
+        self.warmup_start_lr = warmup_start_lr
         self.modality_dropout = modality_dropout
         self.drop = None
         if modality_dropout > 0:
@@ -180,15 +184,23 @@ class MultiTaskLightningModule(L.LightningModule):
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         max_epochs = max(int(self.trainer.max_epochs or 1), 1)
         warmup = int(round(self.warmup_epochs * total / max_epochs))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup_cosine(warmup, total))
+        start = None if self.warmup_start_lr is None else self.warmup_start_lr / self.lr
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup_cosine(warmup, total, start))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-def _warmup_cosine(warmup: int, total: int):
-    """LR multiplier: linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total``."""
+def _warmup_cosine(warmup: int, total: int, start: float | None = None):
+    """LR multiplier of optimiser step ``step``: linear warm-up over ``warmup`` steps, then cosine
+    decay to 0 at ``total``.
+
+    Warm-up: ``(step + 1) / warmup`` when ``start`` is None (the first step already trains), else
+    ``start + (1 - start) * step / warmup`` (step 0 runs at ``start * lr``, step ``warmup`` at ``lr``).
+    """
 
     def f(step: int) -> float:
         if warmup > 0 and step < warmup:
+            if start is not None:
+                return start + (1.0 - start) * step / warmup
             return (step + 1) / warmup
         progress = (step - warmup) / max(total - warmup, 1)
         return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))

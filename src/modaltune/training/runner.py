@@ -1,12 +1,20 @@
 """Resumable benchmark runner: methods x cohorts x task sets x folds x seeds.
 
 Every combination is a *unit*. A unit trains one method on one fold with one seed, predicts the
-fold's evaluation partition and computes its metrics. It writes ``units/<unit_id>/``
-(``predictions.parquet``, ``metrics.csv``, ``unit.json``, ``DONE``) by building the folder under a
+fold's evaluation partition and computes its metrics (and, when asked, linear-probe metrics and
+its embeddings). It writes ``units/<unit_id>/`` (``predictions.parquet``, ``metrics.csv``,
+``unit.json``, ``DONE``, optionally ``embeddings.parquet``) by building the folder under a
 temporary name and renaming it, so a unit folder either is complete or does not exist. Training
 checkpoints live in ``work/<unit_id>/`` until the unit is done, so a killed unit resumes from its
-last epoch. A rerun skips units whose ``DONE`` marker exists; failed units (``FAILED.json`` with a
-one-line reason) are retried.
+last epoch. A rerun skips units whose ``DONE`` marker exists and whose stored config hash
+(:mod:`modaltune.training.unit_config`) matches the current config; a finished unit computed with
+different settings stops the run with a one-line error (use a new run folder, or ``force=True`` /
+``--force`` to recompute such units). Failed units (``FAILED.json`` with a one-line reason) are
+retried.
+
+Units whose trainer needs several processes (``strategy: ddp`` with ``devices > 1``) train in a
+``modaltune fit`` subprocess (:mod:`modaltune.training.launch`); Ray tasks request the trainer's
+GPUs.
 
 At the end the run folder gets::
 
@@ -19,8 +27,9 @@ At the end the run folder gets::
     exclusions.csv       patients missing modalities / labels, with reasons (never dropped silently)
     config.yaml, versions.json, git.json, data_hashes.json, run.log
 
-Units run in this process (``workers=1``), in spawned worker processes (``workers>1``) or as Ray
-tasks (``ray_address`` given; needs the ``[distributed]`` extra).
+Units run in this process (``workers=1``; epoch progress bars with ``epoch_progress=True``), in
+spawned worker processes (``workers>1``) or as Ray tasks (``ray_address`` given; needs the
+``[distributed]`` extra).
 """
 from __future__ import annotations
 
@@ -38,7 +47,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from modaltune.errors import InputError, ModaltuneError
+from modaltune.errors import ConfigError, InputError, ModaltuneError
 from modaltune.training.experiment_config import BenchmarkConfig
 
 __all__ = ["Unit", "plan_units", "run_unit", "run_benchmark", "aggregate", "BenchmarkResult"]
@@ -117,11 +126,33 @@ def plan_units(cfg: BenchmarkConfig, cohort_paths: list[Path]) -> list[Unit]:
                 for f in splits.folds:
                     for seed in cfg.seed_list():
                         units.append(Unit(mi, m.display, cohort.name, str(path), tuple(ts), f.index, seed))
+    _check_cox_batch_size(cfg, units, cohort_paths)
     uids = [u.uid for u in units]
     dup = sorted({u for u in uids if uids.count(u) > 1})
     if dup:
         raise InputError(f"two units share the id {dup[0]} (two cohorts with the same name?)", where="data", fix="give cohorts distinct names")
     return units
+
+
+def _check_cox_batch_size(cfg: BenchmarkConfig, units: list[Unit], cohort_paths: list[Path]) -> None:
+    """Fail before any unit runs when a method asks for a Cox head with one patient per step
+    (``fit`` refuses it too: the partial likelihood of one patient is always 0)."""
+    if cfg.trainer.batch_size >= 2:
+        return
+    from modaltune.training import sources
+
+    kinds = {}
+    for path in cohort_paths:
+        c = sources.load_cohort(path)
+        kinds.update({(c.name, t.name): t.kind for t in c.tasks})
+    for u in units:
+        m = cfg.methods[u.method_index]
+        if m.params.get("survival_head") == "cox" and any(kinds.get((u.cohort, t)) == "survival" for t in u.tasks):
+            raise ConfigError(
+                f"method '{m.display}' uses survival_head: cox but trainer.batch_size={cfg.trainer.batch_size}: the Cox partial likelihood of one patient per step is always 0, so nothing is learned",
+                where="trainer.batch_size",
+                fix="set trainer.batch_size >= 2 or use survival_head: discrete (the discrete-time NLL head)",
+            )
 
 
 # ---------------------------------------------------------------------------------------- one unit
@@ -173,7 +204,8 @@ def _evaluate_unit(cfg: BenchmarkConfig, fitted: Any, cohort: Any, fold: Any, pr
             p = p.assign(label=-1)
         tr = train_tgt[train_tgt["task"] == name]
         _check_eval_fold(t, p, fold.index)
-        mv = compute_metrics(t, p, tr if t.spec.kind == "survival" else None, _metrics_for(cfg, t.spec.kind))
+        mv = compute_metrics(t, p, tr if t.spec.kind == "survival" else None, _metrics_for(cfg, t.spec.kind),
+                             times=cfg.evaluation.times, tau=cfg.evaluation.tau)
         if len(mv) and all(not np.isfinite(v) for v in mv.values()):
             why = "; ".join(f"{k}: {r}" for k, r in mv.reasons.items()) or "no metric defined"
             raise UnitFailure(f"task '{name}': every metric is undefined on fold {fold.index} ({why})")
@@ -183,17 +215,62 @@ def _evaluate_unit(cfg: BenchmarkConfig, fitted: Any, cohort: Any, fold: Any, pr
     return rows, notes
 
 
-def run_unit(unit: Unit | dict, cfg: BenchmarkConfig | dict, out_dir: str | Path, *, threads: int | None = None) -> dict[str, Any]:
+def _data_hashes(out_dir: Path, cohort: Any, cfg: BenchmarkConfig) -> dict[str, str]:
+    """sha256 of the cohort's tables (``data_hashes.json`` of the run, else computed)."""
+    from modaltune.training import sources
+    from modaltune.training.run_folder import cohort_hashes
+
+    p = out_dir / "data_hashes.json"
+    if p.exists():
+        stored = json.loads(p.read_text())
+        if cohort.name in stored:
+            return stored[cohort.name]
+    return cohort_hashes(cohort, sources._split_path(cohort, cfg.split.file) if cfg.split.file else None)
+
+
+def _probe_rows(fitted: Any, cohort: Any, fold: Any, eval_ids: list[str]) -> tuple[list[dict], dict[str, Any], Any]:
+    """Linear-probe metric rows (evaluation.probes) and the (N, E) embeddings of ``eval_ids``."""
+    from modaltune.evaluation.probes import PROBE_METRICS, probe_task_metrics
+    from modaltune.modaltune.probes import task_embeddings
+    from modaltune.training.trainer import targets_frame
+
+    ids = list(dict.fromkeys(list(fold.train) + list(eval_ids)))
+    blocks = task_embeddings(fitted, cohort, ids)
+    tgt = targets_frame(cohort, ids, fitted.tasks)
+    rows, notes = [], {}
+    for t in fitted.info.tasks:
+        name = t.spec.name
+        if t.spec.kind not in PROBE_METRICS:
+            notes[name] = "regression tasks are not probed"
+            continue
+        g = tgt[(tgt["task"] == name) & tgt["labelled"].astype(bool)].set_index("patient_id")
+        tr = [p for p in fold.train if p in g.index]
+        ev = [p for p in eval_ids if p in g.index]
+        E = blocks[name]
+        vals = probe_task_metrics(t, E.loc[tr].to_numpy(float), g.loc[tr], E.loc[ev].to_numpy(float), g.loc[ev])
+        for metric, (v, why) in vals.items():
+            rows.append({"task": name, "metric": metric, "value": float(v), "reason": why, "n_used": len(ev), "n_masked": len(eval_ids) - len(ev)})
+        notes[name] = {"n_train": len(tr), "n_eval": len(ev), "embedding_dim": int(E.shape[1])}
+    first = blocks[fitted.tasks[0]]
+    full = first if all(b is first for b in blocks.values()) else pd.concat([blocks[t] for t in fitted.tasks], axis=1)
+    return rows, notes, full.loc[list(eval_ids)]
+
+
+def run_unit(unit: Unit | dict, cfg: BenchmarkConfig | dict, out_dir: str | Path, *, threads: int | None = None, progress: bool = False) -> dict[str, Any]:
     """Run one unit (or skip it when its ``DONE`` marker exists). Never raises for unit-level
     problems: they are written to ``units/<uid>/FAILED.json`` and returned as ``status='failed'``.
+
+    ``progress=True`` shows Lightning's epoch bars (serial runs only); otherwise Lightning's
+    console output is silenced.
 
     Returns ``{"uid", "status": "done"|"skipped"|"failed", "reason", "seconds"}``.
     """
     import torch
 
-    from modaltune.training import sources
+    from modaltune.training import launch, sources
     from modaltune.training.run_folder import atomic_write_csv, atomic_write_parquet, atomic_write_text
-    from modaltune.training.trainer import fit, predict
+    from modaltune.training.trainer import embed, fit, predict
+    from modaltune.training.unit_config import config_hash, unit_config
 
     unit = unit if isinstance(unit, Unit) else Unit.from_dict(unit)
     cfg = cfg if isinstance(cfg, BenchmarkConfig) else BenchmarkConfig.model_validate(cfg)
@@ -209,35 +286,67 @@ def run_unit(unit: Unit | dict, cfg: BenchmarkConfig | dict, out_dir: str | Path
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         cohort = sources.load_cohort(unit.cohort_path)
+        resolved = unit_config(unit, cfg, _data_hashes(out_dir, cohort, cfg))
+        chash = config_hash(resolved)
+        marker = work / "config_hash"
+        if work.exists() and (not marker.exists() or marker.read_text().strip() != chash):
+            # checkpoints of an earlier attempt with other settings must not be resumed
+            log.info("unit %s: discarding checkpoints made with a different config", unit.uid)
+            shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True, exist_ok=True)
+        marker.write_text(chash)
         tasks = list(unit.tasks)
         all_tasks = list(dict.fromkeys(t for ts in cfg.task_sets([t.name for t in cohort.tasks]) for t in ts))
         splits, _ = sources.make_splits(cohort, cfg.split, all_tasks)
         fold = next(f for f in splits.folds if f.index == unit.fold)
         method = cfg.methods[unit.method_index]
-        tcfg = cfg.trainer.model_copy(update={"seed": unit.seed, "progress_bar": False})
-        fitted = fit(cohort, fold, method, tasks=tasks, trainer=tcfg, data=cfg.data, out_dir=work, resume=True, eval_partition=cfg.split.eval_partition, progress=False)
+        tcfg = cfg.trainer.model_copy(update={"seed": unit.seed, "progress_bar": bool(progress)})
+        if launch.needs_launch(tcfg):
+            fitted = launch.fit_in_subprocess(unit, cfg, fold, tcfg.model_copy(update={"progress_bar": False}), work)
+        else:
+            fitted = fit(cohort, fold, method, tasks=tasks, trainer=tcfg, data=cfg.data, out_dir=work, resume=True,
+                         eval_partition=cfg.split.eval_partition, progress=bool(progress))
         part, ids = sources.eval_ids(fold, cfg.split.eval_partition)
         preds = predict(fitted, cohort, ids)
         rows, notes = _evaluate_unit(cfg, fitted, cohort, fold, preds)
+        emb, probe_notes = None, None
+        if cfg.evaluation.probes:
+            if fitted.kind == "torch":
+                prow, probe_notes, emb = _probe_rows(fitted, cohort, fold, ids)
+                rows += prow
+            else:
+                probe_notes = "not probed: a tabular method has no learned embedding (its embedding is its input)"
+        if cfg.evaluation.save_embeddings and emb is None:
+            emb = embed(fitted, cohort, ids)
         meta = {"method": unit.method, "cohort": unit.cohort, "fold": unit.fold, "seed": unit.seed}
         preds = preds.assign(**meta, partition=part)
         metrics = pd.DataFrame(rows).assign(**meta)
         tmp.mkdir(parents=True, exist_ok=True)
         atomic_write_parquet(tmp / "predictions.parquet", preds)
         atomic_write_csv(tmp / "metrics.csv", metrics)
+        if cfg.evaluation.save_embeddings:
+            atomic_write_parquet(tmp / "embeddings.parquet", emb.reset_index().assign(**meta, partition=part))
         if (work / "train" / "metrics.csv").exists():
             shutil.copy(work / "train" / "metrics.csv", tmp / "train_log.csv")
+        if (work / "fit.log").exists():
+            shutil.copy(work / "fit.log", tmp / "fit.log")
         info = {
             "unit": unit.to_dict(),
             "uid": unit.uid,
             "status": "done",
             "seconds": round(time.time() - t0, 3),
+            "config_hash": chash,
+            "config": resolved,
             "partition": part,
             "n_train": len(fold.train),
             "n_eval": len(ids),
             "modalities": fitted.method.modalities,
+            "weights_source": getattr(fitted.model, "weights_source", None) if fitted.kind == "torch" else None,
+            "processes": launch.num_processes(tcfg),
             "tasks": notes,
         }
+        if probe_notes is not None:
+            info["probes"] = probe_notes
         atomic_write_text(tmp / "unit.json", json.dumps(info, indent=2, default=str))
         (tmp / "DONE").write_text("")
         shutil.rmtree(udir, ignore_errors=True)  # a previous failed attempt
@@ -246,6 +355,8 @@ def run_unit(unit: Unit | dict, cfg: BenchmarkConfig | dict, out_dir: str | Path
         return {"uid": unit.uid, "status": "done", "reason": "", "seconds": info["seconds"]}
     except Exception as exc:  # noqa: BLE001 - a unit failure must not stop the benchmark
         shutil.rmtree(tmp, ignore_errors=True)
+        if work.exists() and not any(p.name != "config_hash" for p in work.iterdir()):
+            shutil.rmtree(work, ignore_errors=True)  # nothing to resume from
         reason = str(exc).replace("\n", " ") or type(exc).__name__
         if not isinstance(exc, ModaltuneError):
             reason = f"{type(exc).__name__}: {reason}"
@@ -268,7 +379,8 @@ def _progress(total: int, enabled: bool, desc: str):
     return tqdm(total=total, desc=desc, unit="unit", disable=not enabled)
 
 
-def _execute(units: list[Unit], cfg: BenchmarkConfig, out_dir: Path, workers: int, ray_address: str | None, progress: bool) -> dict[str, dict]:
+def _execute(units: list[Unit], cfg: BenchmarkConfig, out_dir: Path, workers: int, ray_address: str | None, progress: bool,
+             epoch_progress: bool = False) -> dict[str, dict]:
     todo = [u for u in units if not (out_dir / "units" / u.uid / "DONE").exists()]
     results: dict[str, dict] = {u.uid: {"uid": u.uid, "status": "skipped", "reason": ""} for u in units if u not in todo}
     if not todo:
@@ -286,8 +398,12 @@ def _execute(units: list[Unit], cfg: BenchmarkConfig, out_dir: Path, workers: in
                 ray.init(address=addr, num_cpus=max(workers, 1) if addr is None else None, ignore_reinit_error=True, log_to_driver=False)
                 started_here = True
             try:
-                remote = ray.remote(num_cpus=1)(_unit_entry)
-                pending = {remote.remote(u.to_dict(), cfg_d, str(out_dir), 1): u for u in todo}
+                from modaltune.training.launch import ray_task_options
+
+                opts = ray_task_options(cfg.trainer)
+                log.info("ray tasks request %s each", opts)
+                remote = ray.remote(_unit_entry).options(**opts)
+                pending = {remote.remote(u.to_dict(), cfg_d, str(out_dir), opts["num_cpus"]): u for u in todo}
                 while pending:
                     done, _ = ray.wait(list(pending), num_returns=1)
                     for ref in done:
@@ -317,7 +433,7 @@ def _execute(units: list[Unit], cfg: BenchmarkConfig, out_dir: Path, workers: in
         else:
             for u in todo:
                 bar.set_postfix_str(u.uid[:60])
-                results[u.uid] = run_unit(u, cfg, out_dir)
+                results[u.uid] = run_unit(u, cfg, out_dir, progress=epoch_progress)
                 bar.update(1)
     finally:
         bar.close()
@@ -371,7 +487,9 @@ def _pooled_ci_lines(cfg: BenchmarkConfig, predictions: pd.DataFrame, infos: dic
         if info.spec.kind == "classification" and "label" not in g:
             continue
         names = _metrics_for(cfg, info.spec.kind) or ({"survival": ["c_index"], "classification": ["balanced_accuracy", "macro_auc"], "regression": ["mse"]}[info.spec.kind])
-        names = [n for n in names if n in ("c_index", "balanced_accuracy", "macro_f1", "macro_auc", "accuracy", "mse", "mae", "r2")]  # no train-fold metrics when pooling
+        from modaltune.training.summary_parts import POOLABLE_METRICS
+
+        names = [n for n in names if n in POOLABLE_METRICS]  # no train-fold metrics when pooling
         for name in names:
             fn = (lambda d, _n=name, _i=info: compute_metrics(_i, d, None, [_n])[_n])
             try:
@@ -439,10 +557,10 @@ def _exclusions(cfg: BenchmarkConfig, cohort_paths: list[Path]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
 
 
-def aggregate(cfg: BenchmarkConfig, out_dir: str | Path, units: list[Unit], cohort_paths: list[Path]) -> pd.DataFrame:
+def aggregate(cfg: BenchmarkConfig, out_dir: str | Path, units: list[Unit], cohort_paths: list[Path], *, extra_notes: list[str] | None = None) -> pd.DataFrame:
     """Write results.csv, predictions.parquet, failed_units.csv, exclusions.csv and summary.md."""
     from modaltune.evaluation import summary_table
-    from modaltune.training import sources
+    from modaltune.training import sources, summary_parts
     from modaltune.training.run_folder import atomic_write_csv, atomic_write_parquet, atomic_write_text
 
     out_dir = Path(out_dir)
@@ -457,26 +575,15 @@ def aggregate(cfg: BenchmarkConfig, out_dir: str | Path, units: list[Unit], coho
 
     # task infos (class names, kinds) per cohort, from the manifests
     infos: dict[tuple[str, str], Any] = {}
-    endpoints, feats = [], []
-    for path in cohort_paths:
-        c = sources.load_cohort(path)
+    cohorts = [sources.load_cohort(path) for path in cohort_paths]
+    for c in cohorts:
         for t in c.tasks:
             infos[(c.name, t.name)] = _SpecInfo(t)
-            if t.kind == "survival":
-                endpoints.append(f"{t.name}: {t.endpoint} ({t.time_unit})")
-            elif t.kind == "classification":
-                endpoints.append(f"{t.name}: {len(t.classes)}-class ({', '.join(t.classes)})")
-        used = set(_used_modalities(cfg, c))
-        feats += [f"{m.name} ({m.encoder})" if m.kind == "slide" and m.encoder else m.name for m in c.modalities if m.name in used]
-    feature_sources = cfg.features or ", ".join(dict.fromkeys(feats))
-    strat = cfg.split.stratify
-    if strat == "auto":
-        strat = "the first task"
-    protocol = cfg.evaluation.protocol or (
-        f"split file '{cfg.split.file}'" if cfg.split.file else f"patient-level {cfg.split.kfold}-fold CV (seed {cfg.split.seed}, stratified by {strat or 'nothing'})"
-    )
-    protocol += f"; {cfg.trainer.max_epochs} epochs, last epoch reported" + (", early stopping" if cfg.trainer.early_stopping else ", no early stopping")
-    protocol += f"; survival bins '{cfg.data.bin_mode}'"
+    used = {c.name: _used_modalities(cfg, c) for c in cohorts}
+    feature_text = summary_parts.feature_sources(cfg, cohorts, used)
+    protocol = summary_parts.protocol_text(cfg)
+    if feature_text.startswith("SIMULATED"):
+        protocol += "; SIMULATED slide features (see Features)"
     notes = _collapse_notes(predictions, infos)
     masked = []
     if len(metrics) and "n_masked" in metrics:
@@ -485,17 +592,22 @@ def aggregate(cfg: BenchmarkConfig, out_dir: str | Path, units: list[Unit], coho
             if nm:
                 masked.append(f"{m} / {c} / {t}: {nm} evaluated patient-predictions had no label and were left out of the metrics (summed over folds and seeds)")
     method_lines = [f"method {m.display}: registry name '{m.name}', params {json.dumps(m.params, sort_keys=True)}, modalities {m.modalities or 'as declared by the method'}" for m in cfg.methods]
+    if cfg.evaluation.probes:
+        method_lines.append("probe_* metrics: linear probes on each unit's frozen embeddings, fitted on its training patients (logistic regression, liblinear, C=1; ridge Cox, penalizer 0.1) and scored on its evaluated patients")
     text = summary_table(
         results,
         protocol=protocol,
-        endpoint="; ".join(dict.fromkeys(endpoints)),
-        feature_sources=feature_sources,
-        ddof=cfg.evaluation.ddof if cfg.evaluation.ddof in (0, 1) else 0,
+        endpoint=summary_parts.endpoint_text(cohorts, units),
+        feature_sources=feature_text,
+        ddof=cfg.evaluation.ddof,
         failures=failed if len(failed) else None,
-        notes=notes + masked + method_lines,
+        notes=notes + masked + summary_parts.weights_lines(out_dir, units) + summary_parts.evaluation_note_lines(out_dir, units) + list(extra_notes or []) + method_lines,
         title=f"Benchmark {cfg.name}",
     )
     text += "\n" + "\n".join(_pooled_ci_lines(cfg, predictions, infos))
+    cmp_lines = summary_parts.comparison_lines(cfg, predictions, infos)
+    if cmp_lines:
+        text += "\n" + "\n".join(cmp_lines)
     if len(excl):
         counts = excl.groupby(["cohort", "what", "name", "reason"]).size().rename("patients").reset_index()
         text += "\n## Missing modalities and labels\n\nPatients are kept (missing modalities are masked, missing labels are left out of that task only). Full list: exclusions.csv.\n\n"
@@ -519,6 +631,43 @@ class _SpecInfo:
 
 
 # ---------------------------------------------------------------------------------------- entry
+def _check_finished_units(cfg: BenchmarkConfig, out: Path, units: list[Unit], hashes: dict[str, dict], force: bool) -> list[str]:
+    """Compare each finished unit's stored config hash with the current config.
+
+    Returns the ids of finished units that stored no hash (made by an older version; reused and
+    reported). A finished unit with a different hash raises :class:`ConfigError` unless ``force``,
+    which deletes it so it is recomputed.
+    """
+    from modaltune.training.unit_config import config_diff, config_hash, unit_config
+
+    stale: list[tuple[Unit, str]] = []
+    legacy: list[str] = []
+    for u in units:
+        d = out / "units" / u.uid
+        if not (d / "DONE").exists():
+            continue
+        try:
+            stored = json.loads((d / "unit.json").read_text())
+        except (OSError, ValueError):
+            stored = {}
+        resolved = unit_config(u, cfg, hashes.get(u.cohort))
+        if "config_hash" not in stored:
+            legacy.append(u.uid)
+        elif stored["config_hash"] != config_hash(resolved):
+            stale.append((u, config_diff(stored.get("config"), resolved)))
+    if stale and not force:
+        u, diff = stale[0]
+        raise ConfigError(
+            f"{len(stale)} finished unit(s) in this run folder were computed with a different config (e.g. {u.uid}: {diff})",
+            where=out,
+            fix="use a new --out folder, or pass --force (run_benchmark(force=True)) to recompute those units",
+        )
+    for u, diff in stale:
+        log.info("recomputing %s (config changed: %s)", u.uid, diff)
+        shutil.rmtree(out / "units" / u.uid, ignore_errors=True)
+    return legacy
+
+
 def run_benchmark(
     config: BenchmarkConfig | str | Path,
     out_dir: str | Path | None = None,
@@ -528,6 +677,8 @@ def run_benchmark(
     resume: bool = True,
     overrides: list[str] | None = None,
     progress: bool = True,
+    force: bool = False,
+    epoch_progress: bool = False,
 ) -> BenchmarkResult:
     """Run (or resume) a benchmark and write its tables; see the module docstring.
 
@@ -538,6 +689,11 @@ def run_benchmark(
         ray_address: ``"auto"``, ``"local"`` (start a local Ray with ``workers`` CPUs) or an address.
         resume: skip units already done (``False`` deletes the old unit folders first).
         overrides: ``key.sub=value`` overrides applied to a YAML config.
+        progress: a progress bar over units.
+        force: recompute finished units whose stored config hash differs from the current config
+            (without it such units stop the run with a :class:`ConfigError`).
+        epoch_progress: Lightning's epoch bars inside each unit (serial runs only: ``workers=1``
+            and no Ray; otherwise ignored with a warning in run.log).
     """
     from modaltune.config import load_config
     from modaltune.training.run_folder import attach_log_file, cohort_hashes, detach_log_file, write_run_metadata
@@ -565,9 +721,17 @@ def run_benchmark(
                 split_file = sources._split_path(c, cfg.split.file)
             hashes[c.name] = cohort_hashes(c, split_file)
         write_run_metadata(out, cfg, hashes)
+        legacy = _check_finished_units(cfg, out, units, hashes, force)
         log.info("benchmark %s: %d units (%d done already)", cfg.name, len(units), sum((out / "units" / u.uid / "DONE").exists() for u in units))
-        statuses = _execute(units, cfg, out, workers, ray_address, progress)
-        results = aggregate(cfg, out, units, paths)
+        serial = workers <= 1 and not ray_address
+        if epoch_progress and not serial:
+            log.warning("epoch progress bars are shown only in serial runs (workers=1, no Ray); ignored")
+        statuses = _execute(units, cfg, out, workers, ray_address, progress, epoch_progress=epoch_progress and serial)
+        extra = []
+        if legacy:
+            extra.append(f"{len(legacy)} unit(s) were finished by an older modaltune that stored no config hash and were reused unverified (e.g. {legacy[0]}); "
+                         "rerun with a new run folder to be sure they match this config")
+        results = aggregate(cfg, out, units, paths, extra_notes=extra)
         st = {uid: r["status"] for uid, r in statuses.items()}
         n_failed = sum(s == "failed" for s in st.values())
         log.info("benchmark %s finished: %d units, %d failed", cfg.name, len(units), n_failed)

@@ -32,7 +32,7 @@ from modaltune.errors import InputError
 from modaltune.training.callbacks import seed_all
 from modaltune.training.experiment_config import DataConfig, ExperimentConfig, MethodConfig, TrainerConfig
 
-__all__ = ["FittedModel", "fit", "predict", "embed", "design_matrix", "targets_frame"]
+__all__ = ["FittedModel", "fit", "fit_folds", "predict", "embed", "design_matrix", "targets_frame", "cox_tasks"]
 
 log = logging.getLogger("modaltune.training")
 
@@ -265,6 +265,32 @@ def _check_training_labels(info: Any, fold_index: int) -> None:
                 )
 
 
+def cox_tasks(model: Any) -> list[str]:
+    """Names of the tasks whose head outputs a Cox risk (``TaskHead.kind == "cox"``)."""
+    heads = getattr(model, "heads", None)
+    if isinstance(heads, torch.nn.ModuleDict):
+        return [name for name, h in heads.items() if getattr(h, "kind", "") == "cox"]
+    return []
+
+
+def _check_cox_batch(model: Any, tcfg: TrainerConfig) -> None:
+    """Refuse a Cox head with one patient per step: the partial likelihood of a single patient is
+    log(e^r / e^r) = 0 whatever the risk r, so the survival head would never get a gradient.
+
+    Gradient accumulation does not help (each step's loss is 0 before it is accumulated); pooling a
+    risk set over accumulation steps would need every step's graph kept alive, i.e. the memory of a
+    large batch anyway, so the engine asks for a real batch instead."""
+    cox = cox_tasks(model)
+    if cox and tcfg.batch_size < 2:
+        from modaltune.errors import ConfigError
+
+        raise ConfigError(
+            f"task(s) {cox} use a Cox head but trainer.batch_size={tcfg.batch_size}: the Cox partial likelihood of one patient per step is always 0, so nothing is learned",
+            where="trainer.batch_size",
+            fix="set trainer.batch_size >= 2 (a risk set per step, e.g. 32 with a padded-batch method) or use survival_head: discrete (the discrete-time NLL head)",
+        )
+
+
 def _lightning_trainer(tcfg: TrainerConfig, *, out_dir: Path | None, callbacks: list, has_val: bool, progress: bool | None = None, **overrides):
     import lightning as L
     from lightning.pytorch.callbacks import Checkpoint
@@ -387,6 +413,7 @@ def fit(
     val_ids = sources.val_loop_ids(fold, eval_partition)
     dm = CohortDataModule(cohort, train_ids, val_ids, preprocessor=pp, modalities=mods, tasks=task_names, batch_size=tcfg.batch_size, max_patches=tcfg.max_patches, num_workers=tcfg.num_workers, seed=tcfg.seed)
     model = build_method(mcfg.name, pp.info, **mcfg.params)
+    _check_cox_batch(model, tcfg)
     module = MultiTaskLightningModule(
         model,
         {t.spec.name: t for t in pp.info.tasks},
@@ -395,6 +422,7 @@ def fit(
         weight_decay=tcfg.weight_decay,
         scheduler=tcfg.scheduler,
         warmup_epochs=tcfg.warmup_epochs,
+        warmup_start_lr=tcfg.warmup_start_lr,
         modality_dropout=tcfg.modality_dropout,
     )
     ckpt_dir = out / "checkpoints" if out is not None else None
@@ -416,7 +444,8 @@ def fit(
     return fitted
 
 
-def _fit_from_config(source: Any, *, out_dir: str | Path | None, resume: bool, callbacks: Sequence[Any], progress: bool | None) -> FittedModel | None:
+def _load_experiment(source: Any, out_dir: str | Path | None):
+    """(config, cohort, task names, {fold index: Fold}) of an experiment config or YAML path."""
     from modaltune.config import load_config
     from modaltune.training import sources
 
@@ -429,11 +458,26 @@ def _fit_from_config(source: Any, *, out_dir: str | Path | None, resume: bool, c
     tasks = sources.check_tasks(cohort, cfg.tasks)
     splits, _ = sources.make_splits(cohort, cfg.split, tasks)
     folds = {f.index: f for f in splits.folds}
-    if cfg.fold not in folds:
-        raise InputError(f"fold {cfg.fold} is not in split '{splits.name}' (folds {sorted(folds)})", where="fold", fix="pick an existing fold index")
+    bad = [k for k in cfg.fold_list(sorted(folds)) if k not in folds]
+    if bad:
+        raise InputError(f"fold(s) {bad} not in split '{splits.name}' (folds {sorted(folds)})", where="fold", fix="pick existing fold indices")
+    return cfg, cohort, tasks, folds
+
+
+def _fit_from_config(source: Any, *, out_dir: str | Path | None, resume: bool, callbacks: Sequence[Any], progress: bool | None) -> FittedModel | None:
+    cfg, cohort, tasks, folds = _load_experiment(source, out_dir)
+    if cfg.several_folds:
+        from modaltune.errors import ConfigError
+
+        raise ConfigError(f"fit() trains one fold but the config names fold={cfg.fold}", where="fold",
+                          fix="use fit_folds(config, out_dir) (or `modaltune fit`), which trains one model per fold")
+    return _fit_config_fold(cfg, cohort, tasks, folds[cfg.fold], out_dir=out_dir, resume=resume, callbacks=callbacks, progress=progress)
+
+
+def _fit_config_fold(cfg: ExperimentConfig, cohort: Any, tasks: list[str], fold: Any, *, out_dir, resume, callbacks, progress) -> FittedModel | None:
     return fit(
         cohort,
-        folds[cfg.fold],
+        fold,
         cfg.method,
         tasks=tasks,
         trainer=cfg.trainer,
@@ -442,9 +486,48 @@ def _fit_from_config(source: Any, *, out_dir: str | Path | None, resume: bool, c
         resume=resume,
         callbacks=callbacks,
         eval_partition=cfg.split.eval_partition,
-        config=cfg.model_dump(mode="json"),
+        config=cfg.model_copy(update={"fold": fold.index}).model_dump(mode="json"),
         progress=progress,
     )
+
+
+def fit_folds(
+    source: Any,
+    out_dir: str | Path,
+    *,
+    resume: bool = True,
+    callbacks: Sequence[Any] = (),
+    progress: bool | None = None,
+) -> dict[int, FittedModel | None]:
+    """Train one model per fold named by the config's ``fold`` (an index, a list or ``all``).
+
+    With one fold index the model goes to ``out_dir`` (as :func:`fit`); with a list or ``all``,
+    fold ``k`` goes to ``out_dir/fold<k>`` and a progress bar counts the folds (``progress=None``
+    follows ``trainer.progress_bar``). A rerun resumes: folds with a saved model are loaded, not
+    retrained (unless ``resume=False``), and a killed fold resumes from its ``last.ckpt``.
+
+    Returns:
+        ``{fold index: FittedModel}`` (``None`` values on non-zero ranks of a DDP run).
+    """
+    from tqdm.auto import tqdm
+
+    cfg, cohort, tasks, folds = _load_experiment(source, out_dir)
+    out = Path(out_dir)
+    if not cfg.several_folds:
+        return {cfg.fold: _fit_config_fold(cfg, cohort, tasks, folds[cfg.fold], out_dir=out, resume=resume, callbacks=callbacks, progress=progress)}
+    show = cfg.trainer.progress_bar if progress is None else progress
+    is_rank0 = int(os.environ.get("LOCAL_RANK", "0") or 0) == 0 and int(os.environ.get("NODE_RANK", "0") or 0) == 0
+    result: dict[int, FittedModel | None] = {}
+    indices = cfg.fold_list(sorted(folds))
+    with tqdm(indices, desc=f"{cfg.name}: folds", unit="fold", disable=not (show and is_rank0)) as bar:
+        for k in bar:
+            bar.set_postfix_str(f"fold {k}")
+            fdir = out / f"fold{k}"
+            if resume and (fdir / "model" / "fitted.json").exists():
+                result[k] = FittedModel.load(fdir / "model")
+                continue
+            result[k] = _fit_config_fold(cfg, cohort, tasks, folds[k], out_dir=fdir, resume=resume, callbacks=callbacks, progress=progress)
+    return result
 
 
 # ---------------------------------------------------------------------------------------- predict
