@@ -71,3 +71,82 @@ def test_unfinished_or_corrupt_files_are_not_complete(tmp_path):
         f.create_dataset("coords", data=np.zeros((3, 2), np.int64))
         f.attrs["status"] = "incomplete"
     assert not bag_is_complete(inc)
+
+
+def _h5py_write_error(*args, **kwargs):
+    # what h5py raises when write(2) fails: an OSError without errno, the code only in its text
+    raise OSError("Can't write data (file write failed: time = Mon Jan  1 00:00:00 2024, filename = 's1.h5.tmp', "
+                  "file descriptor = 5, errno = 28, error message = 'No space left on device', buf = 0x1, total write size = 4096)")
+
+
+@pytest.mark.parametrize("step", ["flush", "close", "replace"])
+def test_failure_inside_commit_leaves_no_file(tmp_path, monkeypatch, step):
+    import os
+
+    from modaltune.preprocess import h5writer
+    from modaltune.preprocess.h5writer import BagWriteError
+
+    path = tmp_path / "s1.h5"
+    if step == "flush":
+        monkeypatch.setattr(h5py.File, "flush", _h5py_write_error)
+    elif step == "close":
+        real_close = h5py.File.close
+
+        def failing_close(self):
+            real_close(self)  # the handle goes, but the data did not reach the disk
+            raise OSError("Can't close file")  # no errno, no code in the text
+
+        monkeypatch.setattr(h5py.File, "close", failing_close)
+    else:
+        real_replace = os.replace
+
+        def failing_replace(src, dst, *a, **k):
+            if str(src).endswith(".h5.tmp"):
+                raise OSError(28, "No space left on device")
+            return real_replace(src, dst, *a, **k)
+
+        monkeypatch.setattr(h5writer.os, "replace", failing_replace)
+    with pytest.raises(BagWriteError) as e:
+        with _writer(path, n_rows=2) as w:
+            w.append(np.ones((2, 4), np.float32), np.zeros((2, 2), np.int64))
+            w.commit()
+    monkeypatch.undo()
+    err = e.value
+    assert isinstance(err, OSError) and err.step == {"flush": "flushing", "close": "closing", "replace": "renaming"}[step]
+    assert err.errno == (None if step == "close" else 28)
+    assert list(tmp_path.iterdir()) == []  # neither a truncated s1.h5 nor the .tmp
+
+
+def test_failed_rewrite_keeps_the_previous_bag(tmp_path, monkeypatch):
+    from modaltune.preprocess.h5writer import BagWriteError
+
+    path = tmp_path / "s1.h5"
+    with _writer(path, n_rows=1) as w:
+        w.append(np.full((1, 4), 7, np.float32), np.zeros((1, 2), np.int64))
+        w.commit()
+    monkeypatch.setattr(h5py.File, "flush", _h5py_write_error)
+    with pytest.raises(BagWriteError):
+        with _writer(path, n_rows=1) as w:
+            w.append(np.zeros((1, 4), np.float32), np.zeros((1, 2), np.int64))
+            w.commit()
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s1.h5"] and bag_is_complete(path)
+    with h5py.File(path) as f:
+        assert f["features"][0, 0] == 7  # the finished bag is untouched
+
+
+def test_os_error_code_finds_the_errno_where_h5py_hides_it():
+    import errno
+
+    from modaltune.preprocess.h5writer import os_error_code
+
+    try:
+        _h5py_write_error()
+    except OSError as exc:
+        assert exc.errno is None and os_error_code(exc) == errno.ENOSPC
+    assert os_error_code(OSError(errno.EACCES, "Permission denied")) == errno.EACCES
+    assert os_error_code(OSError("Disk quota exceeded")) == errno.EDQUOT
+    assert os_error_code(OSError("something odd")) is None
+    wrapped = RuntimeError("outer")
+    wrapped.__cause__ = OSError(errno.EIO, "Input/output error")
+    assert os_error_code(wrapped) == errno.EIO

@@ -1,15 +1,17 @@
-"""End to end: real slide -> TRIDENT h5 -> data layer -> ABMIL; resume; bad inputs isolated per slide."""
+"""End to end: real slide -> TRIDENT h5 -> cohort data layer -> ABMIL; resume; bad inputs isolated per slide."""
 from __future__ import annotations
 
 import errno
 import json
-import shutil
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
+from modaltune.data.bags import read_bag
+from modaltune.errors import ConfigError
 from modaltune.preprocess import extract_features
 from modaltune.preprocess.h5writer import BagWriter
 
@@ -17,34 +19,41 @@ FAST = dict(batch_size=16, progress=False)
 
 
 def _read(path):
-    """Read a bag with the cohort data layer when present, else with h5py."""
-    try:
-        from modaltune.data.bags import read_bag
-    except ImportError:  # pragma: no cover - data layer not installed
-        with h5py.File(path) as f:
-            return f["features"][:], f["coords"][:], dict(f["coords"].attrs)
     b = read_bag(path)
     return b.features, b.coords, b.attrs
 
 
-class _GatedABMIL(torch.nn.Module):
-    """Minimal gated-attention MIL (Ilse et al. 2018) used only to check the bags feed a model."""
+def _cohort_over(root, bags: dict, n_dim: int):
+    """A cohort directory at ``root`` whose slide table lists ``bags`` (patient -> h5 path relative to
+    root, or None for a patient without a slide); one classification task."""
+    from modaltune.data.cohort import Cohort, CohortManifest, ModalitySpec, TaskSpec
 
-    def __init__(self, d, h=64, n_classes=2):
-        super().__init__()
-        self.v, self.u, self.w = torch.nn.Linear(d, h), torch.nn.Linear(d, h), torch.nn.Linear(h, 1)
-        self.head = torch.nn.Linear(d, n_classes)
+    manifest = CohortManifest(
+        name="cmu_e2e", sites=["CMU"],
+        tasks=[TaskSpec(name="subtype", kind="classification", label_column="subtype", classes=["a", "b"])],
+        modalities=[ModalitySpec(name="wsi", kind="slide", feature_dim=n_dim, encoder="efficientnet_lite0", patch_size_level0=256)],
+    )
+    pids = list(bags)
+    patients = pd.DataFrame({"patient_id": pids, "site": "CMU", "subtype": ["a", "b", "a"][: len(pids)]})
+    slides = pd.DataFrame([(p, f"{p}_slide", path) for p, path in bags.items() if path],
+                          columns=["patient_id", "slide_id", "path"])
+    Cohort(manifest, patients, slides=slides).save(root)
+    return Cohort.load(root)
 
-    def forward(self, x):  # x: (N, D)
-        a = torch.softmax(self.w(torch.tanh(self.v(x)) * torch.sigmoid(self.u(x))).squeeze(-1), dim=0)
-        return self.head(a @ x), a
 
+def test_real_slide_end_to_end(cmu_slide, synth, tmp_path):
+    """Issue item 7: tissue found, patches at 20x, EfficientNet-Lite0 features written to h5, read back
+    by the cohort data layer (Cohort.load -> PatientDataset -> collate) and used by the registered ABMIL."""
+    from modaltune.data.dataset import CohortPreprocessor, PatientDataset, collate_patients
+    from modaltune.encoders.slide.abmil import ABMILSlideEncoder
+    from modaltune.methods import build_method
 
-def test_real_slide_end_to_end(cmu_slide, tmp_path):
-    out = tmp_path / "out"
-    s = extract_features([cmu_slide], out, encoder="efficientnet_lite0", magnification=20, patch_size=256, **FAST)
-    assert (s.done, s.failed) == (1, 0)
-    r = s.slides[0]
+    root = tmp_path / "cohort"
+    out = root / "features"
+    syn = synth("syn.tif", 768, 512, seed=2)
+    s = extract_features([cmu_slide, syn], out, encoder="efficientnet_lite0", magnification=20, patch_size=256, **FAST)
+    assert (s.done, s.failed) == (2, 0)
+    r, rs = s.slides
     feats, coords, attrs = _read(out / "cmu_small_region.h5")
     # 2220 x 2967 px at 20x: 8 x 11 grid of 256-px patches, of which the tissue strip keeps 40.
     assert feats.shape == (40, 1280) and feats.dtype == np.float32 and r.n_patches == 40
@@ -53,6 +62,7 @@ def test_real_slide_end_to_end(cmu_slide, tmp_path):
     assert attrs["patch_size_level0"] == 256 and attrs["level0_magnification"] == 20 and attrs["target_magnification"] == 20
     assert attrs["encoder"] == "efficientnet_lite0" and attrs["level0_width"] == 2220 and attrs["level0_height"] == 2967
     assert np.isfinite(feats).all() and feats.std(0).mean() > 0.01  # patches differ
+    assert 0 < rs.n_patches < 6  # the synthetic slide: a few tissue patches of its 3 x 2 grid
     # Features equal re-encoding the same tile directly (coordinates and pixels line up).
     from modaltune.preprocess.encoders import load_patch_encoder
     from modaltune.preprocess.slide import open_slide
@@ -64,15 +74,59 @@ def test_real_slide_end_to_end(cmu_slide, tmp_path):
     # QC outputs and the summary
     gj = json.loads((out / "qc" / "cmu_small_region_tissue.geojson").read_text())
     assert gj["type"] == "FeatureCollection" and gj["features"]
-    assert (out / "qc" / "cmu_small_region_thumbnail.png").stat().st_size > 10_000
+    from PIL import Image
+
+    from modaltune.preprocess.qc import OUTLINE_RGB, PATCH_RGB
+
+    thumb = np.asarray(Image.open(out / "qc" / "cmu_small_region_thumbnail.png").convert("RGB"))
+    assert (thumb == OUTLINE_RGB).all(-1).sum() > 500 and (thumb == PATCH_RGB).all(-1).sum() > 40 * 20
     summ = json.loads((out / "summary.json").read_text())
-    assert summ["totals"]["done"] == 1 and summ["totals"]["patches"] == 40 and summ["pathology_encoder"] is False
+    assert summ["totals"]["done"] == 2 and summ["totals"]["patches"] == 40 + rs.n_patches and summ["pathology_encoder"] is False
     assert "NOT a pathology encoder" in (out / "summary.md").read_text()
-    # A gated-attention ABMIL consumes the bag.
+
+    # The cohort data layer reads the bags: a slide table pointing at the h5 files, one patient without a slide.
+    cohort = _cohort_over(root, {"P_cmu": "features/cmu_small_region.h5", "P_syn": "features/syn.h5", "P_none": None}, 1280)
+    avail = cohort.availability()["wsi"]
+    assert avail.to_dict() == {"P_cmu": True, "P_syn": True, "P_none": False}
+    ids = ["P_cmu", "P_syn", "P_none"]
+    prep = CohortPreprocessor(cohort).fit(ids)
+    assert prep.info.slide_dim == 1280
+    ds = PatientDataset(cohort, ids, prep, training=False)
+    batch = collate_patients([ds[i] for i in range(len(ds))])
+    sl = batch["slide"]
+    assert sl["features"].shape == (3, 40, 1280) and sl["coords"].shape == (3, 40, 2)
+    assert sl["mask"].sum(1).tolist() == [40, rs.n_patches, 0]
+    np.testing.assert_array_equal(sl["features"][0].numpy(), feats)  # bit-exact round trip through the data layer
+    np.testing.assert_array_equal(sl["coords"][0].numpy(), coords)
+    assert batch["modality_mask"]["wsi"].tolist() == [True, True, False]
+
+    # The registered ABMIL method (gated attention) trains on that batch.
     torch.manual_seed(0)
-    model = _GatedABMIL(1280)
-    logits, att = model(torch.from_numpy(np.asarray(feats, np.float32)))
-    assert logits.shape == (2,) and att.shape == (40,) and float(att.detach().sum()) == pytest.approx(1.0)
+    model = build_method("abmil", prep.info, embed_dim=32, attn_dim=16)
+    enc = next(m for m in model.modules() if isinstance(m, ABMILSlideEncoder))
+    seen = []
+    attention = enc.attention
+
+    def recording(state):
+        a = attention(state)
+        seen.append(a.detach())
+        return a
+
+    enc.attention = recording
+    model.eval()
+    out_ = model(batch)
+    logits = out_["outputs"]["subtype"]
+    assert logits.shape == (3, 2) and torch.isfinite(logits).all() and torch.isfinite(out_["embedding"]).all()
+    (att,) = seen  # one call, on the two patients that have a slide
+    assert att.shape == (2, 40)
+    assert (att[0] > 0).sum() == 40 and (att[1] > 0).sum() == rs.n_patches  # exactly the extracted patches
+    assert torch.allclose(att.sum(1), torch.ones(2)) and (att[1, rs.n_patches:] == 0).all()
+    model.train()
+    loss, per_task = model.loss(batch, model(batch))
+    loss.backward()
+    assert torch.isfinite(loss) and set(per_task) == {"subtype"}
+    assert enc.attention_w.weight.grad is not None and torch.isfinite(enc.attention_w.weight.grad).all()
+    assert float(enc.fc[0].weight.grad.abs().sum()) > 0
 
 
 def test_resume_skips_complete_and_redoes_broken(synth, tmp_path):
@@ -175,6 +229,62 @@ def test_disk_full_during_write_leaves_no_h5(synth, tmp_path, monkeypatch):
     assert not list(out.glob("*.h5")) and not list(out.glob("*.tmp"))
     monkeypatch.setattr(BagWriter, "append", real_append)
     assert extract_features([p], out, patch_size=128, **FAST).slides[0].status == "done"  # resume finishes it
+
+
+def test_disk_full_inside_commit_leaves_no_h5_and_no_done_state(synth, tmp_path, monkeypatch):
+    """A full disk often shows only when HDF5 flushes its buffers at commit; h5py's error carries no errno."""
+    p = synth("late.tif", 768, 512)
+    out = tmp_path / "out"
+
+    def full_disk_flush(self):
+        raise OSError("Can't write data (file write failed: time = now, filename = 'late.h5.tmp', file descriptor = 5, "
+                      "errno = 28, error message = 'No space left on device', buf = 0x1, total write size = 65536)")
+
+    monkeypatch.setattr(h5py.File, "flush", full_disk_flush)
+    s = extract_features([p], out, patch_size=128, **FAST)
+    monkeypatch.undo()
+    r = s.slides[0]
+    assert r.status == "failed" and r.h5 is None and s.done == 0
+    assert r.error.startswith("disk full while writing (ENOSPC: flushing late.h5.tmp failed: Can't write data")
+    assert "no partial h5 was left" in r.error and "rerun" in r.error
+    assert not list(out.glob("*.h5")) and not list(out.glob("*.tmp"))
+    assert json.loads((out / "summary.json").read_text())["slides"][0]["status"] == "failed"
+    assert extract_features([p], out, patch_size=128, **FAST).slides[0].status == "done"  # a rerun completes it
+
+
+def test_describe_gives_a_useful_line_for_errors_without_errno():
+    from modaltune.preprocess.h5writer import BagWriteError
+    from modaltune.preprocess.pipeline import _describe
+
+    assert _describe(OSError()) == "OSError: no message (an I/O error with no errno)"
+    assert _describe(OSError(errno.EIO, "Input/output error")) == "OSError EIO: [Errno 5] Input/output error"
+    closing = BagWriteError("/out/s.h5.tmp", "closing", OSError("Can't close file"))
+    assert _describe(closing) == ("cannot write the h5 (closing s.h5.tmp failed: Can't close file); no partial h5 was left; "
+                                  "check free space and write permission of the output folder")
+    quota = BagWriteError("/out/s.h5.tmp", "writing", OSError("Disk quota exceeded"))
+    assert _describe(quota).startswith("disk full while writing (EDQUOT: writing s.h5.tmp failed")
+    assert _describe(ValueError("")) == "ValueError: ValueError('')"
+
+
+def test_ray_run_checks_the_encoder_weights_once_before_any_task(synth, tmp_path, monkeypatch):
+    """Missing weights with --ray-address: one ConfigError up front, no Ray task started (Ray not needed)."""
+    from modaltune.preprocess import distributed
+
+    synth("r1.tif", 512, 512)
+    synth("r2.tif", 512, 512, seed=1)
+    started = []
+    monkeypatch.setattr(distributed, "run_with_ray", lambda *a, **k: started.append(a) or [])
+    monkeypatch.setenv("MODALTUNE_WEIGHTS_DIR", str(tmp_path / "weights"))
+    for enc, where in (("uni", "MahmoodLab/UNI"), ("conch_v15", "conch_v1_5_pytorch_model.bin")):
+        with pytest.raises(ConfigError) as e:
+            extract_features(tmp_path / "slides", tmp_path / "out", encoder=enc, ray_address="auto", **FAST)
+        assert f"weights for patch encoder '{enc}' not found at {tmp_path / 'weights' / enc}" in str(e.value) and where in str(e.value)
+    with pytest.raises(ConfigError, match="efficientnet_lite0' not found at .*nowhere.pth"):
+        extract_features(tmp_path / "slides", tmp_path / "out", weights=tmp_path / "nowhere.pth", ray_address="auto", **FAST)
+    assert started == [] and not list((tmp_path / "out").glob("*.h5"))
+    # with the weights in place the check passes and the slides go to Ray
+    extract_features(tmp_path / "slides", tmp_path / "out", ray_address="auto", **FAST)
+    assert len(started) == 1 and [p.name for p in started[0][0]] == ["r1.tif", "r2.tif"]
 
 
 @pytest.mark.slow

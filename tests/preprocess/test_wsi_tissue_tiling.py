@@ -142,3 +142,31 @@ def test_tissue_fraction_matches_brute_force(h, w, ds, size, seed):
         x1, y1 = max(x1, min(x0 + 1, w)), max(y1, min(y0 + 1, h))
         sub = mask[y0:y1, x0:x1]
         assert g == pytest.approx(sub.mean() if sub.size else 0.0, abs=1e-6)
+
+
+def test_qc_thumbnail_draws_outline_holes_and_patches_where_they_are(tmp_path):
+    from PIL import Image
+
+    from modaltune.preprocess.qc import HOLE_RGB, OUTLINE_RGB, PATCH_RGB, draw_qc_thumbnail
+
+    rgb = np.full((100, 200, 3), 255, np.uint8)  # a 2000 x 1000 px slide seen at downsample 10
+    ring = np.array([[100, 100], [1500, 100], [1500, 900], [100, 900]], float)
+    hole = np.array([[600, 300], [900, 300], [900, 600], [600, 600]], float)
+    coords = np.array([[200, 200], [1200, 200]])
+    path = draw_qc_thumbnail(rgb, 10.0, [[ring, hole]], coords, 250, tmp_path / "qc" / "s_thumbnail.png")
+    img = np.asarray(Image.open(path).convert("RGB"))
+    assert img.shape == (100, 200, 3) and not list((tmp_path / "qc").glob("*.tmp.png"))
+
+    def px(y, x):
+        return tuple(int(v) for v in img[y, x])
+
+    # patches: level-0 (200, 200) and (1200, 200), 250 px -> 25-px squares at (20, 20) and (120, 20)
+    for x0 in (20, 120):
+        assert px(20, x0 + 10) == px(44, x0 + 10) == px(30, x0) == px(30, x0 + 24) == PATCH_RGB
+        assert px(32, x0 + 12) == (255, 255, 255)  # inside a patch: the slide itself
+    assert px(10, 80) == px(50, 150) == px(90, 100) == px(50, 10) == OUTLINE_RGB  # the region's four sides
+    assert px(30, 75) == px(60, 75) == px(45, 60) == HOLE_RGB  # the hole's outline
+    assert px(5, 5) == px(95, 195) == (255, 255, 255)  # outside the tissue nothing is drawn
+    counts = {c: int((img == c).all(-1).sum()) for c in (OUTLINE_RGB, HOLE_RGB, PATCH_RGB)}
+    assert counts[PATCH_RGB] == 2 * 4 * 24  # two 1-px squares of side 25
+    assert counts[OUTLINE_RGB] > 2 * (140 + 80) and counts[HOLE_RGB] >= 4 * 29

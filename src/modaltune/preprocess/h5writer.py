@@ -13,18 +13,66 @@ Rows are written batch by batch to ``<name>.h5.tmp`` (memory stays at one batch)
 of rows is known up front (``n_rows``), datasets are contiguous and fixed-size, the layout TRIDENT
 writes and the fastest to read back; otherwise they are chunked and grow. Only
 :meth:`BagWriter.commit` renames the file to ``<name>.h5``. A crash, a kill or a full disk leaves at
-most a ``.tmp`` file, never a truncated ``.h5`` that looks complete.
+most a ``.tmp`` file, never a truncated ``.h5`` that looks complete; a write that fails (disk full,
+quota, permissions, I/O error), including the final flush, close or rename, raises
+:class:`BagWriteError` after the temporary file is removed.
 """
 from __future__ import annotations
 
+import errno as _errno
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["BagWriter", "bag_is_complete", "FINISHED_STATUSES"]
+__all__ = ["BagWriter", "BagWriteError", "bag_is_complete", "FINISHED_STATUSES", "os_error_code"]
 
 FINISHED_STATUSES = ("complete", "no_tissue")
+
+
+class BagWriteError(OSError):
+    """Writing ``path`` failed; ``errno`` is the underlying error code when one is known (else None).
+
+    Raised by :class:`BagWriter` for any OS/HDF5 error while creating, appending, flushing, closing
+    or renaming, after the temporary file has been removed (the final path is never touched).
+    """
+
+    def __init__(self, path: Path, step: str, cause: BaseException):
+        self.path, self.step = Path(path), step
+        code = os_error_code(cause)
+        detail = str(cause).strip().replace("\n", " ") or type(cause).__name__
+        super().__init__(f"{step} {self.path.name} failed: {detail}")
+        self.errno = code  # set after __init__: OSError(msg) alone leaves errno None
+        self.strerror = os.strerror(code) if code else None
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+# h5py reports a failed write(2) as OSError without errno, naming it in the text:
+# "Can't write data (file write failed: ..., errno = 28, error message = 'No space left on device', ...)".
+_ERRNO_IN_TEXT = re.compile(r"errno\s*=\s*(\d+)")
+_STRERROR = {os.strerror(c).lower(): c for c in (_errno.ENOSPC, _errno.EDQUOT, _errno.EIO, _errno.EACCES, _errno.EROFS)}
+
+
+def os_error_code(exc: BaseException | None) -> int | None:
+    """The errno behind ``exc``: its own, one named in its message (h5py), or its cause's; None if unknown."""
+    seen = 0
+    while exc is not None and seen < 8:
+        code = getattr(exc, "errno", None)
+        if isinstance(code, int) and code > 0:
+            return code
+        text = str(exc)
+        m = _ERRNO_IN_TEXT.search(text)
+        if m:
+            return int(m.group(1))
+        low = text.lower()
+        for msg, c in _STRERROR.items():
+            if msg in low:
+                return c
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
 
 
 def _version() -> str:
@@ -53,10 +101,22 @@ class BagWriter:
 
         self.path = Path(path)
         self.tmp = self.path.with_name(self.path.name + ".tmp")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.n = 0
         self._committed = False
-        self._file = h5py.File(self.tmp, "w")
+        self._file = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = h5py.File(self.tmp, "w")
+        except OSError as exc:
+            self.abort()
+            raise BagWriteError(self.tmp, "creating", exc) from exc
+        try:
+            self._init_layout(embedding_dim, coords_attrs, encoder, mpp, dtype, n_rows, chunk_rows, extra_attrs)
+        except OSError as exc:
+            self.abort()
+            raise BagWriteError(self.tmp, "creating", exc) from exc
+
+    def _init_layout(self, embedding_dim, coords_attrs, encoder, mpp, dtype, n_rows, chunk_rows, extra_attrs) -> None:
         d = int(embedding_dim)
         self.n_rows = None if n_rows is None else int(n_rows)
         if self.n_rows is not None:
@@ -90,13 +150,16 @@ class BagWriter:
             raise ValueError(f"coords shape {coords.shape} does not match {b} feature rows")
         if b == 0:
             return
-        if self.n_rows is None:
-            self._features.resize(self.n + b, axis=0)
-            self._coords.resize(self.n + b, axis=0)
-        elif self.n + b > self.n_rows:
+        if self.n_rows is not None and self.n + b > self.n_rows:
             raise ValueError(f"{self.n + b} rows written to a bag declared with {self.n_rows}")
-        self._features[self.n:self.n + b] = features
-        self._coords[self.n:self.n + b] = coords
+        try:
+            if self.n_rows is None:
+                self._features.resize(self.n + b, axis=0)
+                self._coords.resize(self.n + b, axis=0)
+            self._features[self.n:self.n + b] = features
+            self._coords[self.n:self.n + b] = coords
+        except OSError as exc:
+            raise BagWriteError(self.tmp, "writing", exc) from exc
         self.n += b
 
     def rows(self) -> tuple[np.ndarray, np.ndarray]:
@@ -105,32 +168,48 @@ class BagWriter:
 
     def add_dataset(self, name: str, data: np.ndarray, attrs: dict | None = None) -> None:
         """Store an extra dataset (e.g. ``slide_embedding``) in the bag; it becomes visible with :meth:`commit`."""
-        if name in self._file:
-            del self._file[name]
-        ds = self._file.create_dataset(name, data=data)
-        for k, v in (attrs or {}).items():
-            ds.attrs[k] = v
+        try:
+            if name in self._file:
+                del self._file[name]
+            ds = self._file.create_dataset(name, data=data)
+            for k, v in (attrs or {}).items():
+                ds.attrs[k] = v
+        except OSError as exc:
+            raise BagWriteError(self.tmp, "writing", exc) from exc
 
     def commit(self, status: str = "complete", **root_attrs) -> Path:
-        """Mark the bag ``status``, flush, close and atomically rename it to its final path."""
+        """Mark the bag ``status``, flush, close and atomically rename it to its final path.
+
+        Any failure on the way (a full disk often shows only at flush or close) removes the temporary
+        file and raises :class:`BagWriteError`; the final path is then untouched (absent, or the
+        previous file when one existed).
+        """
         if status not in FINISHED_STATUSES:
             raise ValueError(f"status must be one of {FINISHED_STATUSES}")
         if self.n_rows is not None and self.n != self.n_rows:
             raise ValueError(f"only {self.n} of {self.n_rows} rows were written; refusing to mark the bag {status}")
-        self._file.attrs["status"] = status
-        self._file.attrs["num_patches"] = self.n
-        for k, v in root_attrs.items():
-            self._file.attrs[k] = v
-        self._file.flush()
-        self._file.close()
-        os.replace(self.tmp, self.path)
+        step = "finishing"
+        try:
+            self._file.attrs["status"] = status
+            self._file.attrs["num_patches"] = self.n
+            for k, v in root_attrs.items():
+                self._file.attrs[k] = v
+            step = "flushing"
+            self._file.flush()
+            step = "closing"
+            self._file.close()
+            step = "renaming"
+            os.replace(self.tmp, self.path)
+        except OSError as exc:
+            self.abort()
+            raise BagWriteError(self.tmp if step != "renaming" else self.path, step, exc) from exc
         self._committed = True
         return self.path
 
     def abort(self) -> None:
         """Close and delete the temporary file (safe to call more than once)."""
         try:
-            if self._file.id.valid:
+            if self._file is not None and self._file.id.valid:
                 self._file.close()
         except Exception:  # a failing disk may also fail the close; the file goes anyway
             pass

@@ -375,11 +375,29 @@ def _add_embedding_to_finished(h5: Path, slide_encoder, cfg: ExtractConfig) -> i
     return int(emb.shape[0])
 
 
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return f"disk full while writing ({exc}); no partial h5 was left"
-    text = str(exc).replace("\n", " ")
-    return text if isinstance(exc, (InputError, ConfigError)) else f"{type(exc).__name__}: {text}"
+    """One line for the summary: what failed and what to do. OS and HDF5 errors often carry no
+    errno (h5py names it in the text only): :func:`~.h5writer.os_error_code` finds it anyway."""
+    from .h5writer import BagWriteError, os_error_code
+
+    text = " ".join(str(exc).split())
+    if isinstance(exc, (InputError, ConfigError)):
+        return text
+    code = os_error_code(exc)
+    name = errno.errorcode.get(code, "") if code else ""
+    writing = isinstance(exc, BagWriteError)
+    if code in _DISK_FULL and (writing or isinstance(exc, OSError)):
+        return (f"disk full while writing ({name}: {text}); no partial h5 was left; free space in the output folder "
+                f"and rerun (finished slides are skipped)")
+    if writing:
+        return (f"cannot write the h5 ({name + ': ' if name else ''}{text}); no partial h5 was left; "
+                f"check free space and write permission of the output folder")
+    if isinstance(exc, OSError):
+        return f"{type(exc).__name__}{' ' + name if name else ''}: {text or 'no message (an I/O error with no errno)'}"
+    return f"{type(exc).__name__}: {text or repr(exc)}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -533,7 +551,11 @@ def extract_features(slides: str | Path | Iterable[str | Path], out: str | Path,
     t0 = time.perf_counter()
     if ray_address:
         from .distributed import run_with_ray
+        from .encoders import check_patch_encoder
 
+        # Missing weights or packages: one ConfigError here, not one failed task per slide. The
+        # driver checks without building the model (workers load it); the path must also exist on them.
+        check_patch_encoder(cfg.encoder, cfg.weights)
         results = run_with_ray(paths, out, cfg, ray_address)
     else:
         enc = _get_encoder(cfg, _resolve_device(cfg.device))  # config errors (weights) surface before any slide
