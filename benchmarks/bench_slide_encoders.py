@@ -13,8 +13,11 @@ FLOPs per layer (multiply-add = 2), T tokens, D width:
   branches (``s_i = min(seg_i, T)``, ``n_i = ceil(T/s_i)`` segments, ``m_i = ceil(s_i/r_i)`` rows per head);
 * TITAN: ``2T * 12D^2`` + ``4 T^2 D`` (full attention).
 
-Usage: ``nice -n 10 python benchmarks/bench_slide_encoders.py [--quick]``; writes the section
+Usage: ``nice -n 10 python benchmarks/bench_slide_encoders.py``; writes the section
 "## Slide encoders (issue 5)" of benchmarks/RESULTS.md and benchmarks/slide_encoders.json.
+``--quick`` (N = 256 and 1024, one layer of each full-size model; about a minute) and
+``--only gigapath:1024:12 --only gigapath:4096:12`` (selected rows) only print their table and never
+write either file.
 """
 from __future__ import annotations
 
@@ -45,6 +48,20 @@ def gigapath_layer_flops(N: int) -> float:
         m = math.ceil(s / r)
         att += 4.0 * n * H * m * m * Dh
     return 2.0 * T * (4 * D * D + 2 * D * F) + att
+
+
+def gigapath_attention_linear_ratio(N: int) -> float:
+    """Dilated-attention FLOPs over projection + FFN FLOPs of one GigaPath layer (formulas above)."""
+    T = N + 1
+    linear = 2.0 * T * (4 * GP["D"] ** 2 + 2 * GP["D"] * GP["F"])
+    return (gigapath_layer_flops(N) - linear) / linear
+
+
+def gigapath_attention_crossover(lo: int = 1, hi: int = 1 << 20) -> int:
+    """Smallest N from which the dilated attention costs at least as much as the linear layers
+    (the ratio is not monotonic in N, so this scans rather than bisects)."""
+    last_below = max(n for n in range(lo, hi, 16) if gigapath_attention_linear_ratio(n) < 1)
+    return next(n for n in range(last_below, hi) if gigapath_attention_linear_ratio(n) >= 1)
 
 
 def titan_layer_flops(N: int) -> float:
@@ -180,7 +197,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--worker", nargs=3, metavar=("MODEL", "N", "DEPTH"))
     ap.add_argument("--matmul", action="store_true")
-    ap.add_argument("--quick", action="store_true", help="small sizes only (smoke test)")
+    ap.add_argument("--quick", action="store_true", help="N=256 and 1024, one layer each (smoke test; prints only)")
+    ap.add_argument("--only", action="append", metavar="MODEL:N:DEPTH", help="run only these rows (repeatable; prints only)")
     ap.add_argument("--no-write", action="store_true")
     a = ap.parse_args()
     if a.worker:
@@ -189,8 +207,10 @@ def main() -> None:
     if a.matmul:
         print(json.dumps(_matmul_gflops()))
         return
-    if a.quick:
-        plan = [("gigapath", 256, 2), ("gigapath", 1024, 1), ("titan", 256, 2), ("titan", 1024, 1)]
+    if a.only:
+        plan = [(m, int(n), int(d)) for m, n, d in (spec.split(":") for spec in a.only)]
+    elif a.quick:
+        plan = [("gigapath", 256, 1), ("gigapath", 1024, 1), ("titan", 256, 1), ("titan", 1024, 1)]
     else:
         plan = [("gigapath", 1024, 12), ("gigapath", 4096, 12), ("gigapath", 16384, 2), ("gigapath", 65536, 1),
                 ("titan", 1024, 6), ("titan", 4096, 6), ("titan", 16384, 1), ("titan", 32768, 1)]
@@ -221,10 +241,19 @@ def main() -> None:
         "per-branch outputs held until the log-sum-exp merge).",
         "Dilated-attention cost: head h of branch i only computes the tokens of its head group (1/r_i of them), each against "
         "min(s_i, N)/r_i keys, so the attention FLOPs are 4 N H Dh sum_i min(s_i, N)/r_i^2 (the issue text's "
-        "sum_i min(s_i, N)/r_i counts every (token, head) pair in every branch). Together with the linear layers (which "
-        "dominate below ~8k tokens) the analytic growth is N^1.1-1.3, not N^1.5; TITAN's full attention approaches N^2 "
-        "once the 4 N^2 D term dominates the 24 N D^2 linear term (N >> 4.6k).",
+        "sum_i min(s_i, N)/r_i counts every (token, head) pair in every branch). The linear layers (projections and FFN, "
+        "2T(4D^2 + 2DF)) cost more than the dilated attention up to about "
+        f"{gigapath_attention_crossover() / 1000:.1f}k patches: attention/linear FLOPs = "
+        + ", ".join(f"{gigapath_attention_linear_ratio(n):.2f} at {n // 1024}k" for n in (1024, 4096, 8192, 16384, 65536))
+        + ". So the analytic growth is N^"
+        + "-".join(f"{_fit_exponent([a, b], [gigapath_layer_flops(a), gigapath_layer_flops(b)]):.2f}"
+                   for a, b in ((1024, 4096), (16384, 65536)))
+        + " (1k-4k, 16k-64k), not N^1.5; TITAN's full attention approaches N^2 once the 4 N^2 D term dominates the "
+        "24 N D^2 linear term (N >> 4.6k).",
     ]
+    if a.quick or a.only:  # partial runs never overwrite the recorded results
+        print(_write_results(rows, mm, []))
+        return
     section = _write_results(rows, mm, notes)
     print(section)
     (HERE / "slide_encoders.json").write_text(json.dumps({"matmul": mm, "runs": rows}, indent=1))
