@@ -66,7 +66,7 @@ def extract(
 
 
 # ---------------------------------------------------------------- data commands (modaltune.data.workflows)
-import_app = typer.Typer(no_args_is_help=True, help="Import a public cohort from the shared data folder into a cohort directory.")
+import_app = typer.Typer(no_args_is_help=True, help="Import a cohort (public TCGA tables from the shared folder, or your own files) into a cohort directory.")
 data_app.add_typer(import_app, name="import")
 
 _SHARED_HELP = "Folder holding data/tcga (default: $MODALTUNE_SHARED, else ../shared)."
@@ -93,12 +93,13 @@ def data_import_porpoise(
     shared: str | None = typer.Option(None, "--shared", help=_SHARED_HELP),
     features_dir: str = typer.Option("features", "--features-dir", help="Where slide feature files are expected (relative to --out unless absolute)."),
     subtype_task: bool = typer.Option(True, "--subtype/--no-subtype", help="Add the subtype task where one is defined."),
+    splits_dir: str | None = typer.Option(None, "--splits-dir", help="Any folder of splits_{k}.csv (,train,val) instead of the shared folder's published folds."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a cohort already in --out (its features folder is kept)."),
 ) -> None:
     """PORPOISE/MCAT tables: omics, age/sex, overall survival, the published 5-fold splits."""
     from modaltune.data.workflows import import_data
 
-    c = import_data("porpoise", cohort, out, shared, subtype_task=subtype_task, features_dir=features_dir, overwrite=overwrite)
+    c = import_data("porpoise", cohort, out, shared, subtype_task=subtype_task, features_dir=features_dir, overwrite=overwrite, splits_dir=splits_dir)
     _print_import(c, out)
 
 
@@ -109,13 +110,127 @@ def data_import_modaltune_json(
     shared: str | None = typer.Option(None, "--shared", help=_SHARED_HELP),
     features_dir: str = typer.Option("features", "--features-dir", help="Where slide feature files are expected (relative to --out unless absolute)."),
     text_fields: str = typer.Option("location,diagnosis,stage,t,n,m,age", "--text-fields", help="Comma-separated sentences of the text modality (drop 'diagnosis' for subtype tasks)."),
+    json_dir: str | None = typer.Option(None, "--json-dir", help="Any folder holding train.json/val.json/test.json in the paper's format (instead of the shared folder)."),
+    omics_table: list[str] = typer.Option([], "--omics-table", help="PORPOISE-style CSV (any path) to join omics from, instead of the shared tables (repeatable)."),
+    omics: bool = typer.Option(True, "--omics/--no-omics", help="Join rna/cnv/mut by patient id."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a cohort already in --out (its features folder is kept)."),
 ) -> None:
     """The ModalTune paper's split: GDC clinical fields, subtypes, survival, text, PORPOISE omics."""
     from modaltune.data.workflows import import_data
 
     fields = [f.strip() for f in text_fields.split(",") if f.strip()]
-    c = import_data("modaltune-json", cohort, out, shared, features_dir=features_dir, text_fields=fields, overwrite=overwrite)
+    c = import_data("modaltune-json", cohort, out, shared, features_dir=features_dir, text_fields=fields, overwrite=overwrite,
+                    json_dir=json_dir, omics_tables=omics_table or None, join_omics=omics)
+    _print_import(c, out)
+
+
+_TASK_HELP = {
+    "classification": "Classification task: COLUMN, NAME=COLUMN or NAME=COLUMN:CLASS1,CLASS2 (repeatable).",
+    "survival": "Survival task: TIME,EVENT or NAME=TIME,EVENT (event 1 = observed; repeatable).",
+    "regression": "Regression task: COLUMN or NAME=COLUMN (repeatable).",
+    "clinical": "Clinical input field: COLUMN, COLUMN:numeric, COLUMN:categorical[=A,B], COLUMN:ordinal=LOW,HIGH (repeatable).",
+}
+
+
+@import_app.command("xena")
+def data_import_xena(
+    out: str = typer.Option(..., "--out", help="Cohort directory to write."),
+    omics: list[str] = typer.Option(..., "--omics", help="NAME=MATRIX: a Xena-style genes x samples TSV per omics modality (repeatable), e.g. rna=HiSeqV2.tsv."),
+    labels: str = typer.Option(..., "--labels", help="Label/clinical table (CSV or TSV), one row per patient or per sample."),
+    name: str | None = typer.Option(None, "--name", help="Cohort name (default: the --out folder's name)."),
+    id_column: str | None = typer.Option(None, "--id-column", help="Patient/sample id column of --labels (default: patient_id, _PATIENT, case_id, ..., sample)."),
+    classification: list[str] = typer.Option([], "--classification", help=_TASK_HELP["classification"]),
+    survival: list[str] = typer.Option([], "--survival", help=_TASK_HELP["survival"]),
+    regression: list[str] = typer.Option([], "--regression", help=_TASK_HELP["regression"]),
+    clinical: list[str] = typer.Option([], "--clinical", help=_TASK_HELP["clinical"]),
+    exclude_value: list[str] = typer.Option([], "--exclude-value", help="Label value masked out of every classification task (e.g. -1; repeatable)."),
+    event_is_censorship: bool = typer.Option(False, "--event-is-censorship", help="The survival event column holds 1 = censored (PORPOISE style)."),
+    time_unit: str = typer.Option("days", "--time-unit", help="Unit of the survival times (Xena OS.time: days)."),
+    site: str | None = typer.Option(None, "--site", help="Site of every patient (default: the cohort name)."),
+    site_column: str | None = typer.Option(None, "--site-column", help="Column of --labels holding each patient's site."),
+    slides: str | None = typer.Option(None, "--slides", help="CSV patient_id,path[,slide_id] of patch-feature bags (paths relative to it)."),
+    splits: str | None = typer.Option(None, "--splits", help="Split: fold,partition,patient_id CSV, a folder of splits_{k}.csv, or a folder of train/val/test.json."),
+    folds: int = typer.Option(5, "--folds", help="Without --splits: k-fold split stratified by the first task (0 = none)."),
+    seed: int = typer.Option(0, "--seed"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a cohort already in --out."),
+) -> None:
+    """Your own UCSC Xena-style matrices (genes x samples) plus a label table, at any path."""
+    from pathlib import Path
+
+    from modaltune.data.workflows import import_xena
+
+    mats = {}
+    for item in omics:
+        if "=" not in item:
+            raise ModaltuneError(f"--omics '{item}' is not NAME=MATRIX", where="--omics", fix="e.g. --omics rna=HiSeqV2.tsv")
+        k, v = item.split("=", 1)
+        mats[k.strip()] = v.strip()
+    c = import_xena(name or Path(out).name, out, omics=mats, labels=labels, id_column=id_column, classification=classification, survival=survival,
+                    regression=regression, clinical=clinical, exclude_values=exclude_value, event_is_censorship=event_is_censorship,
+                    time_unit=time_unit, site=site, site_column=site_column, slides=slides, splits=splits, n_folds=folds, seed=seed, overwrite=overwrite)
+    _print_import(c, out)
+
+
+@import_app.command("table")
+def data_import_table(
+    table: str = typer.Argument(..., help="Wide CSV/TSV: one row per patient (or per slide with --slide-column)."),
+    out: str = typer.Option(..., "--out", help="Cohort directory to write."),
+    name: str | None = typer.Option(None, "--name", help="Cohort name (default: the --out folder's name)."),
+    id_column: str | None = typer.Option(None, "--id-column", help="Patient id column (default: patient_id, _PATIENT, case_id, ...)."),
+    slide_column: str | None = typer.Option(None, "--slide-column", help="Rows are slides: this column names each slide (expected bag <features-dir>/<slide stem>.h5)."),
+    features_dir: str = typer.Option("features", "--features-dir", help="Where slide feature files are expected (relative to --out unless absolute)."),
+    omics_suffix: list[str] = typer.Option([], "--omics-suffix", help="NAME=SUFFIX: columns <GENE><SUFFIX> form omics modality NAME (default rna=_rnaseq cnv=_cnv mut=_mut)."),
+    classification: list[str] = typer.Option([], "--classification", help=_TASK_HELP["classification"]),
+    survival: list[str] = typer.Option([], "--survival", help=_TASK_HELP["survival"]),
+    regression: list[str] = typer.Option([], "--regression", help=_TASK_HELP["regression"]),
+    clinical: list[str] = typer.Option([], "--clinical", help=_TASK_HELP["clinical"]),
+    exclude_value: list[str] = typer.Option([], "--exclude-value", help="Label value masked out of every classification task (repeatable)."),
+    event_is_censorship: bool = typer.Option(False, "--event-is-censorship", help="The survival event column holds 1 = censored (PORPOISE 'censorship')."),
+    time_unit: str = typer.Option("months", "--time-unit", help="Unit of the survival times."),
+    site: str | None = typer.Option(None, "--site", help="Site of every patient (default: the cohort name)."),
+    site_column: str | None = typer.Option(None, "--site-column", help="Column holding each patient's site."),
+    splits: str | None = typer.Option(None, "--splits", help="Split: fold,partition,patient_id CSV, a folder of splits_{k}.csv, or a folder of train/val/test.json."),
+    folds: int = typer.Option(5, "--folds", help="Without --splits: k-fold split stratified by the first task (0 = none)."),
+    seed: int = typer.Option(0, "--seed"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a cohort already in --out (its features folder is kept)."),
+) -> None:
+    """Your own wide table (omics columns by suffix, declared task and clinical columns), at any path."""
+    from pathlib import Path
+
+    from modaltune.data.workflows import import_table
+
+    suffixes = None
+    if omics_suffix:
+        suffixes = {}
+        for item in omics_suffix:
+            if "=" not in item:
+                raise ModaltuneError(f"--omics-suffix '{item}' is not NAME=SUFFIX", where="--omics-suffix", fix="e.g. --omics-suffix rna=_rnaseq")
+            k, v = item.split("=", 1)
+            suffixes[k.strip()] = v.strip()
+    c = import_table(table, name or Path(out).name, out, id_column=id_column, slide_column=slide_column, features_dir=features_dir, omics_suffixes=suffixes,
+                     classification=classification, survival=survival, regression=regression, clinical=clinical, exclude_values=exclude_value,
+                     event_is_censorship=event_is_censorship, time_unit=time_unit, site=site, site_column=site_column, splits=splits,
+                     n_folds=folds, seed=seed, overwrite=overwrite)
+    _print_import(c, out)
+
+
+@import_app.command("porpoise-csv")
+def data_import_porpoise_csv(
+    table: str = typer.Argument(..., help="PORPOISE-style wide CSV (.csv or .csv.zip) at any path."),
+    out: str = typer.Option(..., "--out", help="Cohort directory to write."),
+    name: str | None = typer.Option(None, "--name", help="Cohort name (default from the file name: tcga_blca_all_clean.csv.zip -> blca)."),
+    splits_dir: str | None = typer.Option(None, "--splits-dir", help="Any folder of splits_{k}.csv (,train,val); default: a seeded k-fold split."),
+    folds: int = typer.Option(5, "--folds", help="Without --splits-dir: k-fold split stratified by event x time quartile (0 = none)."),
+    seed: int = typer.Option(0, "--seed"),
+    features_dir: str = typer.Option("features", "--features-dir", help="Where slide feature files are expected (relative to --out unless absolute)."),
+    subtype_task: bool = typer.Option(True, "--subtype/--no-subtype", help="Add the subtype task when the name is a known subtype cohort (brca, gbmlgg, coadread)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a cohort already in --out (its features folder is kept)."),
+) -> None:
+    """Your own PORPOISE-style table: same columns and rules as `data import porpoise`, any path."""
+    from modaltune.data.workflows import import_porpoise_csv
+
+    c = import_porpoise_csv(table, name, out, splits_dir=splits_dir, n_folds=folds, seed=seed, features_dir=features_dir,
+                            subtype_task=subtype_task, overwrite=overwrite)
     _print_import(c, out)
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "tcga_patient_id",
     "tcga_sample_type",
     "split_porpoise_columns",
+    "split_suffix_columns",
     "PORPOISE_SUFFIXES",
     "PathwaySet",
     "PathwayTokens",
@@ -107,8 +108,12 @@ def read_xena_matrix(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise InputError("omics matrix not found", where=path, fix="check the path")
+    if path.is_dir():
+        raise InputError("expected a matrix file, found a directory", where=path, fix="point at the genes x samples TSV")
     try:
         raw = pd.read_csv(path, sep="\t", index_col=0)
+    except PermissionError as exc:
+        raise InputError("file is unreadable (permission denied)", where=path, fix="make the file readable (chmod u+r) or run as its owner") from exc
     except Exception as exc:
         raise InputError(f"cannot read Xena matrix ({type(exc).__name__})", where=path, fix="expected a tab-separated genes x samples table") from exc
     if raw.shape[1] == 0:
@@ -144,8 +149,15 @@ def split_porpoise_columns(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     Columns ``<GENE>_rnaseq`` / ``<GENE>_cnv`` / ``<GENE>_mut`` are renamed to ``<GENE>``; other
     columns are ignored. Row index is kept as is.
     """
+    return split_suffix_columns(df, PORPOISE_SUFFIXES)
+
+
+def split_suffix_columns(df: pd.DataFrame, suffixes: dict[str, str]) -> dict[str, pd.DataFrame]:
+    """Omics blocks of a wide table by column suffix: ``suffixes`` maps suffix -> modality name
+    (e.g. ``{"_rnaseq": "rna"}``); ``<GENE><suffix>`` columns become ``<GENE>``. Only modalities
+    with at least one column are returned; other columns are ignored."""
     out: dict[str, pd.DataFrame] = {}
-    for suffix, name in PORPOISE_SUFFIXES.items():
+    for suffix, name in suffixes.items():
         cols = [c for c in df.columns if isinstance(c, str) and c.endswith(suffix) and len(c) > len(suffix)]
         if not cols:
             continue

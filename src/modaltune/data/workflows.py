@@ -1,7 +1,11 @@
 """The Python functions behind ``modaltune data ...``: each CLI command is a thin wrapper of one.
 
 ========================  ==============================================================
-``data import``           :func:`import_data` (-> :func:`modaltune.data.sources.import_cohort`)
+``data import porpoise``  :func:`import_data` (-> :func:`modaltune.data.sources.import_cohort`)
+``data import xena``      :func:`import_xena` (your own Xena matrices + label table)
+``data import table``     :func:`import_table` (your own wide table)
+``data import porpoise-csv``  :func:`import_porpoise_csv` (your own PORPOISE-style CSV)
+``--splits PATH``         :func:`read_splits` (long CSV, ``splits_{k}.csv`` folder, ModalTune JSON folder)
 ``data validate``         :func:`validate_dir`
 ``data summary``          :func:`summarize_cohort` + :func:`render_summary`
 ``data split``            :func:`split_cohort`
@@ -19,6 +23,10 @@ from modaltune.errors import InputError, ValidationReport
 
 __all__ = [
     "import_data",
+    "import_xena",
+    "import_table",
+    "import_porpoise_csv",
+    "read_splits",
     "validate_dir",
     "summarize_cohort",
     "render_summary",
@@ -36,6 +44,38 @@ def import_data(source: str, cohort: str, out_dir: str | Path, shared_dir: str |
     from modaltune.data.sources import import_cohort
 
     return import_cohort(source, cohort, shared_dir, out_dir, **options)
+
+
+def import_xena(name: str, out_dir: str | Path | None = None, **options: Any):
+    """Your own Xena-style matrices + label table -> a cohort directory.
+    See :func:`modaltune.data.sources.user_files.import_xena` for every option."""
+    from modaltune.data.sources.user_files import import_xena as _imp
+
+    return _imp(name, out_dir, **options)
+
+
+def import_table(path: str | Path, name: str, out_dir: str | Path | None = None, **options: Any):
+    """Your own wide table -> a cohort directory.
+    See :func:`modaltune.data.sources.user_files.import_table` for every option."""
+    from modaltune.data.sources.user_files import import_table as _imp
+
+    return _imp(path, name, out_dir, **options)
+
+
+def import_porpoise_csv(path: str | Path, name: str | None = None, out_dir: str | Path | None = None, **options: Any):
+    """Your own PORPOISE-style wide CSV (any path) -> a cohort directory.
+    See :func:`modaltune.data.sources.porpoise.import_porpoise_csv`."""
+    from modaltune.data.sources.porpoise import import_porpoise_csv as _imp
+
+    return _imp(path, name, out_dir, **options)
+
+
+def read_splits(path: str | Path, name: str | None = None):
+    """A :class:`~modaltune.data.splits.SplitSet` from any path (long CSV, a folder of
+    ``splits_{k}.csv``, or a folder of ModalTune ``train/val/test.json``)."""
+    from modaltune.data.sources.user_files import read_splits as _read
+
+    return _read(path, name=name)
 
 
 def validate_dir(root: str | Path, *, check_bags: bool = True, max_bags: int | None = None) -> ValidationReport:

@@ -31,6 +31,21 @@ IMPORTERS: dict[str, tuple[str, str, str]] = {
         "modaltune.data.sources.modaltune_json:modaltune_json_cohort_names",
         "ModalTune paper split: GDC clinical fields, subtypes, survival, text, joined to PORPOISE omics",
     ),
+    "xena": (
+        "modaltune.data.sources.user_files:xena_importer",
+        "modaltune.data.sources.user_files:any_name",
+        "your own Xena-style genes x samples matrices (one per omics modality) + a label table + optional splits",
+    ),
+    "table": (
+        "modaltune.data.sources.user_files:table_importer",
+        "modaltune.data.sources.user_files:any_name",
+        "your own wide table (<GENE>_rnaseq/_cnv/_mut omics columns, declared task and clinical columns)",
+    ),
+    "porpoise-csv": (
+        "modaltune.data.sources.user_files:porpoise_csv_importer",
+        "modaltune.data.sources.user_files:any_name",
+        "your own PORPOISE-style wide CSV at any path (+ any folder of splits_{k}.csv)",
+    ),
     "sksurv-breast": (
         "modaltune.data.sources.sksurv_breast:import_sksurv_breast",
         "modaltune.data.sources.sksurv_breast:sksurv_breast_cohort_names",
@@ -45,7 +60,7 @@ def _load(ref: str) -> Callable[..., Any]:
 
 
 def get_importer(source: str) -> Callable[..., Any]:
-    """The importer function registered as ``source`` (``porpoise`` or ``modaltune-json``)."""
+    """The importer function registered as ``source`` (a key of :data:`IMPORTERS`)."""
     key = source.lower().replace("_", "-")
     if key not in IMPORTERS:
         raise InputError(f"unknown data source '{source}'", fix=f"use one of {sorted(IMPORTERS)}")
@@ -53,7 +68,7 @@ def get_importer(source: str) -> Callable[..., Any]:
 
 
 def importer_cohorts(source: str) -> list[str]:
-    """Cohort names the ``source`` importer accepts."""
+    """Cohort names the ``source`` importer accepts (empty: any name, for the user-file importers)."""
     get_importer(source)  # validates the name
     return list(_load(IMPORTERS[source.lower().replace("_", "-")][1])())
 

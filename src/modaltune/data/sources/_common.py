@@ -21,6 +21,7 @@ __all__ = [
     "resolve_shared_dir",
     "porpoise_table_path",
     "read_porpoise_table",
+    "read_porpoise_csv",
     "collapse_slides",
     "split_omics_columns",
     "pool_omics",
@@ -74,32 +75,49 @@ def read_porpoise_table(
     *,
     cache: MutableMapping[str, pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
-    """The raw slide-level PORPOISE table of one cohort (one row per slide).
+    """The raw slide-level PORPOISE table of one cohort of the shared folder (one row per slide);
+    see :func:`read_porpoise_csv`."""
+    return read_porpoise_csv(porpoise_table_path(cohort, shared_dir), cache=cache, fix="re-copy the file from the PORPOISE release")
 
-    The ``.zip`` holds one plain-CSV member (whose own name also ends in ``.zip``), read with
-    ``compression="zip"`` without unzipping. Identifier columns are read as strings (the
-    ``site`` column mixes codes like ``3C`` and ``2``). Pass a dict as ``cache`` to reuse parsed
-    tables across calls (the read is the main cost: about 1 s for BRCA); callers must not
-    modify the returned frame in place.
+
+def read_porpoise_csv(
+    path: str | Path,
+    *,
+    cache: MutableMapping[str, pd.DataFrame] | None = None,
+    fix: str = "give a PORPOISE-style wide CSV (case_id, slide_id, survival_months, censorship, age, is_female, oncotree_code, <GENE>_rnaseq/_cnv/_mut)",
+) -> pd.DataFrame:
+    """A PORPOISE-style wide table at any path (one row per slide), ``.csv`` or compressed
+    (``.csv.zip``/``.gz``, inferred from the suffix).
+
+    The release's ``.zip`` files hold one plain-CSV member (whose own name also ends in ``.zip``),
+    read without unzipping. Identifier columns are read as strings (the ``site`` column mixes codes
+    like ``3C`` and ``2``). Pass a dict as ``cache`` to reuse parsed tables across calls (the read
+    is the main cost: about 1 s for BRCA); callers must not modify the returned frame in place.
     """
-    path = porpoise_table_path(cohort, shared_dir)
+    path = Path(path)
+    if not path.exists():
+        raise InputError("PORPOISE-style table not found", where=path, fix="check the path")
+    if path.is_dir():
+        raise InputError("expected a CSV file, found a directory", where=path, fix="point at the table file")
     key = f"{path.resolve()}:{path.stat().st_mtime_ns}"
     if cache is not None and key in cache:
         return cache[key]
     try:
         df = pd.read_csv(
             path,
-            compression="zip",
+            compression="zip" if path.suffix.lower() == ".zip" else "infer",
             dtype={"case_id": str, "slide_id": str, "site": str, "oncotree_code": str},
             low_memory=False,
         )
+    except PermissionError as exc:
+        raise InputError("file is unreadable (permission denied)", where=path, fix="make the file readable (chmod u+r) or run as its owner") from exc
     except Exception as exc:  # corrupt zip, not a CSV, ...
-        raise InputError(f"cannot read PORPOISE table ({type(exc).__name__}: {exc})", where=path, fix="re-copy the file from the PORPOISE release") from exc
+        raise InputError(f"cannot read PORPOISE table ({type(exc).__name__}: {exc})", where=path, fix=fix) from exc
     df = df.drop(columns=[c for c in df.columns if c.startswith("Unnamed")])
     required = {"case_id", "slide_id", "survival_months", "censorship", "age", "is_female", "oncotree_code"}
     missing = sorted(required - set(df.columns))
     if missing:
-        raise InputError(f"PORPOISE table lacks columns {missing}", where=path, fix="use the datasets_csv_mutsig tables")
+        raise InputError(f"PORPOISE table lacks columns {missing}", where=path, fix="use the datasets_csv_mutsig tables, or `modaltune data import table` for other layouts")
     if cache is not None:
         cache[key] = df
     return df

@@ -55,6 +55,7 @@ __all__ = [
     "M_LEVELS",
     "import_modaltune_json",
     "read_modaltune_records",
+    "read_modaltune_partitions",
     "normalise_stage",
     "normalise_tnm",
     "build_text",
@@ -184,21 +185,55 @@ def build_text(row: dict, fields: Iterable[str] = ("location", "diagnosis", "sta
     return "; ".join(parts) + ("." if parts else "")
 
 
-def read_modaltune_records(cohort: str, shared_dir: str | Path | None = None) -> pd.DataFrame:
-    """All slide records of one ModalTune cohort with a ``partition`` column (train/val/test)."""
-    shared = resolve_shared_dir(shared_dir)
+def _json_split_dir(cohort: str, shared_dir, json_dir) -> Path:
+    if json_dir is not None:
+        return Path(json_dir)
+    return resolve_shared_dir(shared_dir) / "data" / "tcga" / "modaltune_splits" / f"tcga_{cohort}"
+
+
+def _read_json_records(path: Path) -> pd.DataFrame:
+    if not path.exists():
+        raise InputError("ModalTune split file not found", where=path, fix="point at the folder holding train.json, val.json and test.json")
+    try:
+        data = json.loads(path.read_text())
+    except PermissionError as exc:
+        raise InputError("file is unreadable (permission denied)", where=path, fix="make the file readable (chmod u+r)") from exc
+    except json.JSONDecodeError as exc:
+        raise InputError(f"invalid JSON ({exc.msg} at line {exc.lineno})", where=path, fix="re-copy the file") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        raise InputError("expected an object with a 'data' list of records", where=path, fix="use the ModalTune split files")
+    return pd.DataFrame(data["data"])
+
+
+def read_modaltune_partitions(folder: str | Path) -> dict[str, list[str]]:
+    """Patient ids (``case_submitter_id``) per partition of a ModalTune JSON split folder at any
+    path: ``{"train": [...], "val": [...], "test": [...]}`` (unique, file order). Only
+    ``case_submitter_id`` is required of the records."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError("ModalTune split folder not found", where=folder, fix="point at the folder holding train.json, val.json and test.json")
+    out: dict[str, list[str]] = {}
+    for part in ("train", "val", "test"):
+        path = folder / f"{part}.json"
+        df = _read_json_records(path)
+        if "case_submitter_id" not in df.columns:
+            raise InputError("records lack field 'case_submitter_id'", where=path, fix="each record needs the patient id in case_submitter_id")
+        ids = [str(v).strip() for v in df["case_submitter_id"].dropna() if str(v).strip()]
+        out[part] = list(dict.fromkeys(ids))
+    return out
+
+
+def read_modaltune_records(cohort: str, shared_dir: str | Path | None = None, json_dir: str | Path | None = None) -> pd.DataFrame:
+    """All slide records of one ModalTune cohort with a ``partition`` column (train/val/test), from
+    ``<shared>/data/tcga/modaltune_splits/tcga_<cohort>/`` or from ``json_dir`` (any folder holding
+    ``train.json``, ``val.json``, ``test.json`` in the same format)."""
+    folder = _json_split_dir(cohort, shared_dir, json_dir)
+    if json_dir is not None and not folder.is_dir():
+        raise InputError("ModalTune split folder not found", where=folder, fix="point --json-dir at the folder holding train.json, val.json and test.json")
     frames = []
     for part in ("train", "val", "test"):
-        path = shared / "data" / "tcga" / "modaltune_splits" / f"tcga_{cohort}" / f"{part}.json"
-        if not path.exists():
-            raise InputError("ModalTune split file not found", where=path, fix="check the shared data folder")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise InputError(f"invalid JSON ({exc.msg} at line {exc.lineno})", where=path, fix="re-copy the file") from exc
-        if not isinstance(data, dict) or not isinstance(data.get("data"), list):
-            raise InputError("expected an object with a 'data' list of records", where=path, fix="use the ModalTune split files")
-        df = pd.DataFrame(data["data"])
+        path = folder / f"{part}.json"
+        df = _read_json_records(path)
         need = {"case_submitter_id", "slide_submitter_id", "project_id", "durations", "vital_status", "primary_class"}
         missing = sorted(need - set(df.columns))
         if missing:
@@ -226,6 +261,8 @@ def import_modaltune_json(
     join_omics: bool = True,
     table_cache: MutableMapping[str, pd.DataFrame] | None = None,
     overwrite: bool = False,
+    json_dir: str | Path | None = None,
+    omics_tables: list[str | Path] | None = None,
 ) -> Cohort:
     """Import one ModalTune split cohort (see the module docstring for what is built).
 
@@ -239,6 +276,11 @@ def import_modaltune_json(
         join_omics: join rna/cnv/mut from the PORPOISE tables (``SOURCE_TABLES``).
         table_cache: optional dict reused across calls to avoid re-reading PORPOISE tables.
         overwrite: replace a cohort already in ``out_dir`` (its features folder is kept).
+        json_dir: any folder holding ``train.json``/``val.json``/``test.json`` in the paper's
+            format, instead of the shared folder's ``tcga_<cohort>`` (``cohort`` still names the
+            class mapping, ``SUBTYPE_CLASSES``).
+        omics_tables: PORPOISE-style CSV files (any path) whose omics are joined by patient id,
+            instead of the shared folder's ``SOURCE_TABLES``.
 
     Returns:
         The cohort; ``cohort.splits == {"modaltune_paper": SplitSet}``.
@@ -247,8 +289,8 @@ def import_modaltune_json(
     if cohort not in MODALTUNE_COHORTS:
         raise InputError(f"unknown ModalTune cohort '{cohort}'", fix=f"use one of {list(MODALTUNE_COHORTS)}")
     text_fields = tuple(text_fields)
-    rec = read_modaltune_records(cohort, shared_dir)
-    source = f"modaltune_splits/tcga_{cohort}"
+    rec = read_modaltune_records(cohort, shared_dir, json_dir)
+    source = str(json_dir) if json_dir is not None else f"modaltune_splits/tcga_{cohort}"
 
     # rows without a patient id cannot be placed: excluded with their reason, never dropped silently
     no_id = rec["case_submitter_id"].isna() | (rec["case_submitter_id"].astype(str).str.strip() == "")
@@ -371,17 +413,27 @@ def import_modaltune_json(
         }
     )
 
+    omics_sources = [Path(t).name for t in omics_tables] if omics_tables else list(SOURCE_TABLES[cohort])
     omics: dict[str, pd.DataFrame] = {}
     absent: dict[str, str] = {}
     omics_report: dict = {}
     if join_omics:
-        tables, pooling, absent = porpoise_omics(SOURCE_TABLES[cohort], shared_dir, table_cache=table_cache)
+        if omics_tables is None and json_dir is not None:
+            try:
+                resolve_shared_dir(shared_dir)
+            except InputError as exc:
+                raise InputError(
+                    "the omics join needs the PORPOISE tables, and the shared data folder is not found",
+                    where=exc.where,
+                    fix="pass --omics-table FILE (PORPOISE-style CSV, repeatable), --shared DIR, or --no-omics",
+                ) from exc
+        tables, pooling, absent = porpoise_omics(SOURCE_TABLES[cohort], shared_dir, table_cache=table_cache, tables=omics_tables)
         known = set(patients.index)
         for name, tab in tables.items():
             omics[name] = tab[tab.index.isin(known)]
         parts = {p: set(g.index) for p, g in pats.groupby("partition")}
         omics_report = {
-            "sources": list(SOURCE_TABLES[cohort]),
+            "sources": [str(t) for t in omics_tables] if omics_tables else list(SOURCE_TABLES[cohort]),
             "pooling": pooling,
             "patients_with": {
                 name: {p: int(len(ids & set(t.index))) for p, ids in sorted(parts.items())} | {"all": int(len(t))} for name, t in omics.items()
@@ -398,7 +450,7 @@ def import_modaltune_json(
         )
     ]
     for name, tab in omics.items():
-        modalities.append(ModalitySpec(name=name, kind="omics", path=f"omics/{name}.parquet", omics_type=name, description=f"joined from PORPOISE tables {'/'.join(SOURCE_TABLES[cohort])} by patient id; {tab.shape[1]} genes"))
+        modalities.append(ModalitySpec(name=name, kind="omics", path=f"omics/{name}.parquet", omics_type=name, description=f"joined from PORPOISE tables {'/'.join(omics_sources)} by patient id; {tab.shape[1]} genes"))
     modalities.append(ModalitySpec(name="clinical", kind="clinical", description="age, AJCC stage/T/N/M groups, primary diagnosis, project"))
     modalities.append(ModalitySpec(name="text", kind="text", description=f"sentences built from clinical fields: {', '.join(text_fields)}"))
 
@@ -417,8 +469,8 @@ def import_modaltune_json(
         name=f"modaltune_{cohort}",
         description=(
             f"TCGA {cohort.upper()} from the ModalTune paper's split files: {len(patients)} patients, {len(slides)} slides; "
-            f"GDC clinical fields; omics joined from PORPOISE tables ({', '.join(SOURCE_TABLES[cohort])}) where the patient has them"
-            + (" (RNA z-scores computed per source cohort: pooling is approximate)" if len(SOURCE_TABLES[cohort]) > 1 else "")
+            f"GDC clinical fields; omics joined from PORPOISE tables ({', '.join(omics_sources)}) where the patient has them"
+            + (" (RNA z-scores computed per source cohort: pooling is approximate)" if len(omics_sources) > 1 else "")
             + "."
         ),
         synthetic=False,
@@ -439,7 +491,10 @@ def import_modaltune_json(
             "splits": {"modaltune_paper": split.protocol},
         },
     )
+    if json_dir is not None:
+        manifest.extra["json_dir"] = str(Path(json_dir).resolve())
     result = Cohort(manifest, patients, slides=slides, omics=omics, clinical=clinical, text=text, excluded=excluded.reset_index(drop=True))
+    result.check_labels()
     result.splits = {"modaltune_paper": split}
     if out_dir is not None:
         save_with_splits(result, out_dir, overwrite=overwrite)

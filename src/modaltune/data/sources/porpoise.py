@@ -44,6 +44,7 @@ from modaltune.data.sources._common import (
     collapse_slides,
     feature_path,
     pool_omics,
+    read_porpoise_csv,
     read_porpoise_table,
     resolve_shared_dir,
     split_omics_columns,
@@ -56,7 +57,10 @@ __all__ = [
     "GBMLGG_MAPPING",
     "SubtypeDef",
     "import_porpoise",
+    "import_porpoise_csv",
+    "porpoise_csv_name",
     "read_porpoise_splits",
+    "read_porpoise_split_dir",
     "porpoise_cohort_names",
     "porpoise_omics",
     "save_with_splits",
@@ -132,18 +136,42 @@ def porpoise_cohort_names() -> list[str]:
 
 
 def read_porpoise_splits(cohort: str, shared_dir: str | Path | None = None, n_folds: int = 5) -> list[tuple[list[str], list[str]]]:
-    """Raw MCAT/PORPOISE folds of one table cohort: ``[(train_ids, val_ids), ...]``.
-
-    Reads ``<shared>/data/tcga/porpoise/splits/5foldcv/tcga_<cohort>/splits_{k}.csv`` (columns
-    ``,train,val``; ragged, empty cells are padding and skipped).
-    """
+    """Raw MCAT/PORPOISE folds of one table cohort of the shared folder: ``[(train_ids, val_ids), ...]``
+    from ``<shared>/data/tcga/porpoise/splits/5foldcv/tcga_<cohort>/splits_{k}.csv``."""
     shared = resolve_shared_dir(shared_dir)
+    return read_porpoise_split_dir(shared / "data" / "tcga" / "porpoise" / "splits" / "5foldcv" / f"tcga_{cohort}", n_folds)
+
+
+def read_porpoise_split_dir(folder: str | Path, n_folds: int | None = None) -> list[tuple[list[str], list[str]]]:
+    """MCAT/PORPOISE folds from any folder of ``splits_{k}.csv`` files: ``[(train_ids, val_ids), ...]``.
+
+    Each file has columns ``,train,val`` (ragged; empty cells are padding and skipped). ``n_folds``
+    None reads ``splits_0.csv``, ``splits_1.csv``, ... up to the first missing index. A single
+    ``splits_{k}.csv`` file may be given instead of the folder (one fold).
+    """
+    folder = Path(folder)
+    if folder.is_file():
+        files = [folder]
+    else:
+        if not folder.is_dir():
+            raise InputError("PORPOISE split folder not found", where=folder, fix="point at the folder holding splits_0.csv, splits_1.csv, ...")
+        if n_folds is None:
+            n_folds = 0
+            while (folder / f"splits_{n_folds}.csv").exists():
+                n_folds += 1
+            if n_folds == 0:
+                raise InputError("no splits_0.csv in this folder", where=folder, fix="point at the folder holding splits_0.csv, splits_1.csv, ... (columns ,train,val)")
+        files = [folder / f"splits_{k}.csv" for k in range(n_folds)]
     folds = []
-    for k in range(n_folds):
-        path = shared / "data" / "tcga" / "porpoise" / "splits" / "5foldcv" / f"tcga_{cohort}" / f"splits_{k}.csv"
+    for path in files:
         if not path.exists():
-            raise InputError("PORPOISE split file not found", where=path, fix="check the shared data folder")
-        df = pd.read_csv(path, dtype=str, index_col=0)
+            raise InputError("PORPOISE split file not found", where=path, fix="check the split folder (splits_0.csv ... splits_{k-1}.csv)")
+        try:
+            df = pd.read_csv(path, dtype=str, index_col=0)
+        except PermissionError as exc:
+            raise InputError("file is unreadable (permission denied)", where=path, fix="make the file readable (chmod u+r)") from exc
+        except Exception as exc:
+            raise InputError(f"cannot read split file ({type(exc).__name__}: {exc})", where=path, fix="expected a CSV with columns ',train,val'") from exc
         missing = {"train", "val"} - set(df.columns)
         if missing:
             raise InputError(f"split file lacks columns {sorted(missing)}", where=path, fix="expected columns ',train,val'")
@@ -153,10 +181,15 @@ def read_porpoise_splits(cohort: str, shared_dir: str | Path | None = None, n_fo
     return folds
 
 
-def _patient_block(cohort: str, shared_dir, cache, features_dir: str, on_conflict: str):
-    """One table cohort -> (patients, clinical, slides, omics blocks, report)."""
-    raw = read_porpoise_table(cohort, shared_dir, cache=cache)
-    source = f"tcga_{cohort}_all_clean.csv.zip"
+def _patient_block(cohort: str, shared_dir, cache, features_dir: str, on_conflict: str, table: str | Path | None = None):
+    """One table cohort -> (patients, clinical, slides, omics blocks, report). ``table``: read
+    this PORPOISE-style file instead of the shared folder's table of ``cohort``."""
+    if table is not None:
+        raw = read_porpoise_csv(table, cache=cache)
+        source = str(table)
+    else:
+        raw = read_porpoise_table(cohort, shared_dir, cache=cache)
+        source = f"tcga_{cohort}_all_clean.csv.zip"
     raw = raw.drop(columns=[c for c in ("train",) if c in raw.columns])  # PORPOISE's own flag; not a split we use
     pats, slides, conflicts = collapse_slides(raw, "case_id", ["slide_id"], source=source)
     if conflicts and on_conflict == "error":
@@ -223,18 +256,23 @@ def porpoise_omics(
     shared_dir: str | Path | None = None,
     *,
     table_cache: MutableMapping[str, pd.DataFrame] | None = None,
+    tables: list[str | Path] | None = None,
 ) -> tuple[dict[str, pd.DataFrame], dict, dict[str, str]]:
     """Per-patient omics of one or more PORPOISE table cohorts, pooled with :func:`pool_omics`.
 
+    ``tables``: PORPOISE-style CSV files at any path, used instead of the shared folder's tables of
+    ``sources`` (each file is one source, named by its file name).
     Returns ``(tables, pooling_report, absent)`` with tables indexed by TCGA patient id.
     """
     parts = {}
-    for s in sources:
-        raw = read_porpoise_table(s, shared_dir, cache=table_cache)
-        pats, _, conflicts = collapse_slides(raw.drop(columns=["train"], errors="ignore"), "case_id", ["slide_id"], source=f"tcga_{s}_all_clean.csv.zip")
+    items = [(Path(t).name, t) for t in tables] if tables else [(s, None) for s in sources]
+    for s, path in items:
+        raw = read_porpoise_csv(path, cache=table_cache) if path is not None else read_porpoise_table(s, shared_dir, cache=table_cache)
+        where = str(path) if path is not None else f"tcga_{s}_all_clean.csv.zip"
+        pats, _, conflicts = collapse_slides(raw.drop(columns=["train"], errors="ignore"), "case_id", ["slide_id"], source=where)
         if conflicts:
             pid, cols = next(iter(conflicts.items()))
-            raise InputError(f"patient '{pid}' has different values of {cols[:5]} on its slide rows", where=f"tcga_{s}_all_clean.csv.zip", fix="fix the table")
+            raise InputError(f"patient '{pid}' has different values of {cols[:5]} on its slide rows", where=where, fix="fix the table")
         parts[s] = split_omics_columns(pats)
     return pool_omics(parts)
 
@@ -258,6 +296,10 @@ def import_porpoise(
     on_conflict: str = "error",
     table_cache: MutableMapping[str, pd.DataFrame] | None = None,
     overwrite: bool = False,
+    table: str | Path | None = None,
+    splits_dir: str | Path | None = None,
+    n_folds: int = 5,
+    seed: int = 0,
 ) -> Cohort:
     """Import one PORPOISE cohort (see the module docstring for what is built).
 
@@ -274,23 +316,35 @@ def import_porpoise(
             value; ``"first"`` keeps the first row and records the conflict in the manifest.
         table_cache: optional dict reused across calls to avoid re-reading tables.
         overwrite: replace a cohort already in ``out_dir`` (its features folder is kept).
+        table: a PORPOISE-style wide CSV at any path (your own file) instead of the shared
+            folder's table; ``cohort`` is then any short name (``site`` = its upper case; a known
+            code such as ``brca`` still gets its subtype task). The shared folder is not needed.
+        splits_dir: a folder of ``splits_{k}.csv`` files (any path) instead of the shared folder's
+            published folds. With ``table`` and no ``splits_dir``, a seeded patient-level
+            ``n_folds``-fold split stratified by event x time quartile is made (``kfold<n>``).
+        n_folds, seed: that split (``n_folds=0``: none).
 
     Returns:
         The cohort; its split sets are in ``cohort.splits`` (name -> :class:`SplitSet`).
     """
     cohort = cohort.lower().strip()
-    if cohort not in porpoise_cohort_names():
-        raise InputError(f"unknown PORPOISE cohort '{cohort}'", fix=f"use one of {porpoise_cohort_names()}")
+    if table is not None:
+        if not cohort or not all(ch.isalnum() or ch in "_-" for ch in cohort):
+            raise InputError(f"cohort name '{cohort}' must be letters, digits, '_' or '-'", where="--name", fix="e.g. --name mycohort")
+    elif cohort not in porpoise_cohort_names():
+        raise InputError(f"unknown PORPOISE cohort '{cohort}'", fix=f"use one of {porpoise_cohort_names()}, or pass your own table (`modaltune data import porpoise-csv FILE`)")
     if on_conflict not in ("error", "first"):
         raise InputError(f"on_conflict must be 'error' or 'first', got '{on_conflict}'", fix="use 'error' or 'first'")
     sdef = SUBTYPE_COHORTS.get(cohort) if subtype_task else None
-    if cohort in PORPOISE_COHORTS:
+    if cohort in PORPOISE_COHORTS or table is not None:
         sources: tuple[str, ...] = (cohort,)
+        if sdef is not None and len(sdef.sources) > 1:
+            sdef = None  # a pooled subtype needs both source tables
     else:
         sources = SUBTYPE_COHORTS[cohort].sources
         sdef = SUBTYPE_COHORTS[cohort]  # a pooled cohort exists only for its subtype task
 
-    blocks = [_patient_block(s, shared_dir, table_cache, features_dir, on_conflict) for s in sources]
+    blocks = [_patient_block(s, shared_dir, table_cache, features_dir, on_conflict, table=table) for s in sources]
     patients = pd.concat([b[0] for b in blocks])
     clinical = pd.concat([b[1] for b in blocks])
     slides = pd.concat([b[2] for b in blocks], ignore_index=True)
@@ -309,7 +363,7 @@ def import_porpoise(
             event_column="event",
             endpoint="overall survival",
             time_unit="months",
-            description=f"Predict overall survival of patients with {_SITE_NAMES[cohort]}.",
+            description=f"Predict overall survival of patients with {_SITE_NAMES.get(cohort, cohort.upper() + ' cancer')}.",
         )
     ]
     task_report: dict = {}
@@ -354,8 +408,9 @@ def import_porpoise(
     ]
 
     pooled = len(sources) > 1
+    origin = f"the PORPOISE-style table {table}" if table is not None else "the PORPOISE/MCAT tables"
     description = (
-        f"TCGA {cohort.upper()} ({_SITE_NAMES[cohort]}) from the PORPOISE/MCAT tables: {len(patients)} patients, "
+        f"{'' if table is not None else 'TCGA '}{cohort.upper()} ({_SITE_NAMES.get(cohort, 'user table')}) from {origin}: {len(patients)} patients, "
         f"{len(slides)} slides; omics {', '.join(omics) or 'none'}"
         + (f"; absent omics: {', '.join(absent)}" if absent else "")
         + (f". Pooled from {' + '.join(sources)}: RNA z-scores were computed within each source cohort, so pooling is approximate." if pooled else ".")
@@ -365,7 +420,7 @@ def import_porpoise(
         name=f"porpoise_{cohort}",
         description=description,
         synthetic=False,
-        source="porpoise",
+        source="porpoise-csv" if table is not None else "porpoise",
         sites=[cohort.upper()],
         tasks=tasks,
         modalities=modalities,
@@ -379,10 +434,19 @@ def import_porpoise(
             "tasks": task_report,
             "features_dir": features_dir,
             "zscores_per_cohort": True,
+            **({"table": str(Path(table).resolve())} if table is not None else {}),
+            **({"splits_dir": str(Path(splits_dir).resolve())} if splits_dir is not None else {}),
         },
     )
     result = Cohort(manifest, patients, slides=slides, omics=omics, clinical=clinical)
-    result.splits, split_report = _build_splits(result, sources, shared_dir, sdef is not None)
+    if splits_dir is not None:
+        raw_folds: dict[str, list] | None = {cohort: read_porpoise_split_dir(splits_dir)}
+    elif table is not None:
+        raw_folds = None
+    else:
+        raw_folds = {s: read_porpoise_splits(s, shared_dir) for s in sources}
+    result.splits, split_report = _build_splits(result, raw_folds, sdef is not None, n_folds=n_folds, seed=seed)
+    result.check_labels()
     manifest.extra["splits"] = {name: s.protocol for name, s in result.splits.items()}
     manifest.extra["split_report"] = split_report
     if out_dir is not None:
@@ -390,34 +454,79 @@ def import_porpoise(
     return result
 
 
-def _build_splits(cohort: Cohort, sources: tuple[str, ...], shared_dir, with_subtype: bool) -> tuple[dict[str, SplitSet], dict]:
-    """``porpoise_5fold`` (the published folds, per source, united fold by fold) and, with a
-    subtype task, ``subtype_5fold`` (stratified by subtype; excluded/missing as one stratum)."""
+def porpoise_csv_name(path: str | Path) -> str:
+    """Default cohort name of a PORPOISE-style file: ``tcga_blca_all_clean.csv.zip`` -> ``blca``."""
+    stem = Path(path).name.lower()
+    for suf in (".zip", ".gz", ".bz2", ".xz", ".csv", ".tsv"):
+        stem = stem.removesuffix(suf)
+    return stem.removeprefix("tcga_").removesuffix("_all_clean") or "cohort"
+
+
+def import_porpoise_csv(
+    path: str | Path,
+    name: str | None = None,
+    out_dir: str | Path | None = None,
+    *,
+    splits_dir: str | Path | None = None,
+    n_folds: int = 5,
+    seed: int = 0,
+    subtype_task: bool = True,
+    features_dir: str = "features",
+    on_conflict: str = "error",
+    overwrite: bool = False,
+    table_cache: MutableMapping[str, pd.DataFrame] | None = None,
+) -> Cohort:
+    """Import your own PORPOISE-style wide CSV (any path; same columns and rules as the shared
+    tables, see :func:`import_porpoise`). ``name`` defaults to :func:`porpoise_csv_name`;
+    ``splits_dir`` is any folder of ``splits_{k}.csv``, else a seeded ``n_folds``-fold split."""
+    return import_porpoise(name or porpoise_csv_name(path), None, out_dir, table=path, splits_dir=splits_dir, n_folds=n_folds, seed=seed,
+                           subtype_task=subtype_task, features_dir=features_dir, on_conflict=on_conflict, overwrite=overwrite, table_cache=table_cache)
+
+
+def _time_quartile(time: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    edges = np.quantile(time[mask], [0.25, 0.5, 0.75]) if mask.any() else []
+    return np.searchsorted(edges, np.where(mask, time, 0.0), side="right")
+
+
+def _build_splits(cohort: Cohort, raw_folds: dict[str, list] | None, with_subtype: bool, *, n_folds: int = 5, seed: int = 0) -> tuple[dict[str, SplitSet], dict]:
+    """``porpoise_<k>fold`` (given folds ``{source: [(train, val), ...]}``, united fold by fold;
+    ``val`` = held-out fold) or, without folds, a seeded ``kfold<n>`` split stratified by event x
+    time quartile (held-out fold in ``test``); with a subtype task also ``subtype_5fold``
+    (stratified by subtype; excluded/missing as one stratum)."""
     known = set(cohort.patient_ids)
-    per_fold: list[tuple[list[str], list[str]]] = []
-    not_in_table: dict[str, list[str]] = {}
-    for s in sources:
-        for k, (tr, va) in enumerate(read_porpoise_splits(s, shared_dir)):
-            missing = [p for p in tr + va if p not in known]
-            if missing:
-                not_in_table.setdefault(s, []).extend(missing)
-            tr = [p for p in tr if p in known]
-            va = [p for p in va if p in known]
-            if len(per_fold) <= k:
-                per_fold.append(([], []))
-            per_fold[k][0].extend(tr)
-            per_fold[k][1].extend(va)
-    folds = [Fold(k, tr, va, []) for k, (tr, va) in enumerate(per_fold)]
-    splits = {"porpoise_5fold": SplitSet("porpoise_5fold", folds, protocol="MCAT/PORPOISE 5-fold CV; val = held-out fold; no test set")}
-    in_split = splits["porpoise_5fold"].patients()
-    never_validated = sorted(known - {p for f in folds for p in f.val})
-    report = {
-        "porpoise_5fold": {
+    splits: dict[str, SplitSet] = {}
+    report: dict = {}
+    if raw_folds is None:
+        if n_folds:
+            t = cohort.targets("survival")
+            strata = np.where(t.mask, t.event * 4 + _time_quartile(t.time, t.mask), -1)
+            s = kfold_split(cohort.patient_ids, n_folds, seed=seed, labels=strata, name=f"kfold{n_folds}")
+            s.protocol = f"patient-level {n_folds}-fold CV stratified by event x time quartile, seed {seed}; held-out fold = test"
+            splits[s.name] = s
+    else:
+        per_fold: list[tuple[list[str], list[str]]] = []
+        not_in_table: dict[str, list[str]] = {}
+        for s, source_folds in raw_folds.items():
+            for k, (tr, va) in enumerate(source_folds):
+                missing = [p for p in tr + va if p not in known]
+                if missing:
+                    not_in_table.setdefault(s, []).extend(missing)
+                tr = [p for p in tr if p in known]
+                va = [p for p in va if p in known]
+                if len(per_fold) <= k:
+                    per_fold.append(([], []))
+                per_fold[k][0].extend(tr)
+                per_fold[k][1].extend(va)
+        folds = [Fold(k, tr, va, []) for k, (tr, va) in enumerate(per_fold)]
+        name = f"porpoise_{len(folds)}fold"
+        splits[name] = SplitSet(name, folds, protocol=f"MCAT/PORPOISE {len(folds)}-fold CV; val = held-out fold; no test set")
+        in_split = splits[name].patients()
+        never_validated = sorted(known - {p for f in folds for p in f.val})
+        report[name] = {
             "split_patients_not_in_table": {s: sorted(set(v)) for s, v in not_in_table.items()},
             "table_patients_not_in_split": sorted(known - in_split),
             "table_patients_never_held_out": never_validated,
         }
-    }
     if with_subtype:
         label = cohort.patients["subtype"]
         classes = cohort.manifest.task("subtype").classes
