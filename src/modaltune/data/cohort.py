@@ -584,7 +584,7 @@ def load_manifest(root: str | Path) -> CohortManifest:
     except ValidationError as exc:
         from modaltune.config import format_validation_error
 
-        raise InputError(format_validation_error(exc), where=path, fix="see docs/data.md for the manifest schema") from exc
+        raise InputError(format_validation_error(exc, CohortManifest), where=path, fix="see docs/data.md for the manifest schema") from exc
 
 
 def dumps_summary(summary: dict[str, Any]) -> str:
