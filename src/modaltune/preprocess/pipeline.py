@@ -80,6 +80,8 @@ class ExtractConfig:
             raise ConfigError(f"workers {self.workers} must be ≥ 0")
         if self.features_dtype not in ("float32", "float16"):
             raise ConfigError(f"features dtype '{self.features_dtype}' must be float32 or float16")
+        if self.mask_long_side < 64:
+            raise ConfigError(f"mask long side {self.mask_long_side} px is too small to find tissue", fix="use 64 or more (default 2048)")
 
 
 @dataclass
@@ -514,11 +516,14 @@ def extract_features(slides: str | Path | Iterable[str | Path], out: str | Path,
                      mpp_overrides: str | Path | dict | None = None, batch_size: int = 64, workers: int = 0,
                      device: str = "auto", resume: bool = True, backend: str = "auto", no_tissue: str = "write",
                      features_dtype: str = "float32", ray_address: str | None = None, progress: bool = True,
-                     save_qc: bool = True, slide_encoder: str | None = None,
+                     save_qc: bool = True, mask_long_side: int = 2048, slide_encoder: str | None = None,
                      slide_encoder_checkpoint: str | Path | None = None, random_init: bool = False) -> RunSummary:
     """Extract patch features of every slide in ``slides`` (folder or list of paths) into ``out``.
 
     Returns the :class:`RunSummary` (also written to ``out/summary.json`` and ``out/summary.md``).
+    ``features_dtype``: 'float32' or 'float16' (half the disk; the data layer keeps it as stored);
+    ``save_qc``: write ``qc/`` thumbnails and GeoJSON; ``mask_long_side``: long side in px of the
+    low-resolution image tissue is detected on (finer masks for tiny biopsies, coarser for speed).
     ``ray_address`` ('auto', 'local' or 'ray://host:port') runs slides as Ray tasks; see
     :mod:`modaltune.preprocess.distributed`. Configuration mistakes raise :class:`ConfigError`;
     problems with individual slides are reported in the summary, never raised.
@@ -538,7 +543,7 @@ def extract_features(slides: str | Path | Iterable[str | Path], out: str | Path,
                         magnification=magnification, target_mpp=target_mpp, patch_size=patch_size, overlap=overlap,
                         min_tissue=min_tissue, batch_size=batch_size, workers=workers, device=device, resume=resume,
                         backend=backend, mpp_overrides=dict(mpp_overrides or {}), no_tissue=no_tissue,
-                        features_dtype=features_dtype, progress=progress, save_qc=save_qc,
+                        features_dtype=features_dtype, progress=progress, save_qc=save_qc, mask_long_side=int(mask_long_side),
                         slide_encoder=slide_encoder or None,
                         slide_encoder_checkpoint=str(slide_encoder_checkpoint) if slide_encoder_checkpoint else None,
                         slide_encoder_random_init=bool(random_init))
