@@ -6,7 +6,12 @@ User mistakes must print one ``error: ...`` line and exit 2; ``data validate`` e
 from __future__ import annotations
 
 import json
+import os
+import sys
+from pathlib import Path
 
+import h5py
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -84,7 +89,14 @@ def test_validate_ok_and_broken(blca_dir, capsys):
     (blca_dir / "patients.csv").write_text("patient_id,site\nP1,BLCA\nP1,BLCA\n")
     rc, out, err = run(capsys, "data", "validate", str(blca_dir))
     assert rc == 1
-    assert "error" in err
+    lines = err.splitlines()
+    # both problems, each naming the file and the patient/column, on their own line
+    dup = [ln for ln in lines if "duplicate patient id" in ln]
+    assert len(dup) == 1 and f"{blca_dir / 'patients.csv'}: 1 duplicate patient id(s): 'P1'" in dup[0] and "(fix: keep one row per patient" in dup[0]
+    cols = [ln for ln in lines if "task 'survival' reads column(s)" in ln]
+    assert len(cols) == 1 and "'survival_months'" in cols[0] and "patients.csv" in cols[0]
+    assert all(ln.startswith("error: ") for ln in lines if "patients.csv" in ln)
+    assert "error(s)" in out and not out.startswith(f"{blca_dir}: 0 error(s)")
 
 
 def test_validate_missing_dir_exits_nonzero(tmp_path, capsys):
@@ -186,3 +198,128 @@ def test_reimport_needs_overwrite_and_keeps_features(blca_dir, fake_shared, caps
     (fresh / "features").mkdir(parents=True)
     rc, _, err = run(capsys, "data", "import", "porpoise", "--cohort", "blca", "--shared", str(shared), "--out", str(fresh))
     assert rc == 0, err
+
+
+# ---------------------------------------------------------------------------------------- many bad inputs at once
+sys.path.insert(0, str(Path(__file__).parent / "data"))
+from _toy_cohort import D, make_cohort  # noqa: E402
+
+
+def _break_everything(root: Path) -> None:
+    from modaltune.data.bags import write_bag_h5
+
+    p = pd.read_csv(root / "patients.csv", dtype={"patient_id": str})
+    p.loc[1, "subtype"] = "zz"  # unknown class label (P01)
+    p.loc[2, "time"] = -4.0  # negative survival time (P02)
+    p.loc[4, "event"] = 2  # event not in {0, 1} (P04)
+    p = pd.concat([p, p.iloc[[5]]])  # duplicate patient id (P05)
+    p.to_csv(root / "patients.csv", index=False)
+    cl = pd.read_csv(root / "clinical.csv", dtype={"patient_id": str})
+    cl.loc[cl.patient_id == "P06", "age"] = 150  # outside the schema
+    cl.to_csv(root / "clinical.csv", index=False)
+    good = (root / "bags/P09_0.h5").read_bytes()
+    (root / "bags/P09_0.h5").write_bytes(good[: len(good) // 3])  # truncated h5
+    nan = np.ones((3, D), np.float16)
+    nan[2, 0] = np.inf
+    with h5py.File(root / "bags/P11_0.h5", "w") as h:  # inf feature
+        h["features"], h["coords"] = nan, np.zeros((3, 2), np.int64)
+    write_bag_h5(root / "bags/P10_0.h5", np.zeros((4, D * 2), np.float16), np.zeros((4, 2), np.int64), patch_size_level0=256, encoder="toyenc")
+    (root / "splits").mkdir()
+    pd.DataFrame({"fold": [0, 0], "partition": ["train", "val"], "patient_id": ["P00", "P00"]}).to_csv(root / "splits/leak.csv", index=False)
+
+
+def test_validate_lists_every_bad_input(tmp_path, capsys):
+    root = tmp_path / "bad"
+    make_cohort(root)
+    _break_everything(root)
+    rc, out, err = run(capsys, "data", "validate", str(root))
+    assert rc == 1
+    lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    expected = [
+        ("patients.csv", "duplicate patient id", "'P05'"),
+        ("patients.csv:subtype", "unknown class label 'zz'", "'P01'"),
+        ("patients.csv:time", "negative survival time", "'P02'"),
+        ("patients.csv:event", "event values ['2'] not in {0, 1}", "'P04'"),
+        ("clinical.csv:age", "patient 'P06', field 'age'", "above the schema maximum 120"),
+        ("P09_0.h5", "patient 'P09'", "truncated"),
+        ("P11_0.h5", "patient 'P11'", "NaN/inf"),
+        ("P10_0.h5", "patient 'P10'", "feature dim 16 does not match the manifest's feature_dim 8"),
+        ("leak.csv", "fold 0", "'P00' in ['train', 'val']"),
+    ]
+    for needles in expected:
+        assert sum(all(n in ln for n in needles) for ln in lines) == 1, (needles, err)
+    assert f"{root}: {len(lines)} error(s)" in out and len(lines) == len(expected)
+    # the same cohort cannot be loaded for training: one line, first problem, pointer to validate
+    rc, _, err = run(capsys, "data", "summary", str(root))
+    assert rc == 2
+    assert_one_line_error(err, "patients.csv", "duplicate patient id", "'P05'")
+
+
+def _unreadable_cases(root: Path) -> list[Path]:
+    return [root / "bags/P09_0.h5", root / "clinical.csv", root / "omics/rna.parquet"]
+
+
+def _assert_unreadable_reported(err: str, paths: list[Path]) -> None:
+    for p in paths:
+        hits = [ln for ln in err.splitlines() if str(p) in ln]
+        assert hits and all("unreadable (permission denied)" in ln and "corrupt" not in ln for ln in hits), (p, err)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can read files without read permission")
+def test_validate_unreadable_files_say_permission(tmp_path, capsys):
+    root = tmp_path / "perm"
+    make_cohort(root)
+    paths = _unreadable_cases(root)
+    for p in paths:
+        p.chmod(0)
+    try:
+        rc, _, err = run(capsys, "data", "validate", str(root))
+    finally:
+        for p in paths:
+            p.chmod(0o644)
+    assert rc == 1
+    _assert_unreadable_reported(err, paths)
+
+
+def test_validate_unreadable_files_say_permission_simulated(tmp_path, capsys, monkeypatch):
+    """The same check where the tests run as root: os.access is made to deny those files."""
+    import modaltune.data._files as files
+
+    root = tmp_path / "perm"
+    make_cohort(root)
+    paths = {str(p) for p in _unreadable_cases(root)}
+    real = files.os.access
+    monkeypatch.setattr(files.os, "access", lambda p, mode, *a, **k: False if str(p) in paths else real(p, mode, *a, **k))
+    rc, _, err = run(capsys, "data", "validate", str(root))
+    assert rc == 1
+    _assert_unreadable_reported(err, [Path(p) for p in paths])
+
+
+# ---------------------------------------------------------------------------------------- config errors via --set
+@pytest.fixture
+def fit_yaml(tmp_path):
+    root = tmp_path / "toy"
+    make_cohort(root)
+    p = tmp_path / "exp.yaml"
+    p.write_text("data: {cohorts: [toy]}\nmethod: {name: mean_pool}\ntrainer: {max_epochs: 1}\n")
+    return p
+
+
+@pytest.mark.parametrize(
+    "cmd,override,needles",
+    [
+        ("fit", "data.cohorts=[/nonexistent/cohort]", ["data.cohorts[0]: /nonexistent/cohort does not exist (expected a cohort directory written by `modaltune data import/simulate`)"]),
+        ("fit", "data.pathways.rna=/nope.csv", ["data.pathways.rna: /nope.csv does not exist"]),
+        ("fit", "trainer.max_epoch=3", ["trainer.max_epoch: unknown key (did you mean 'max_epochs'? allowed: max_epochs,"]),
+        ("fit", "trainer.max_epochs=ten", ["trainer.max_epochs: Input should be a valid integer", "got 'ten'"]),
+        ("benchmark", "data.cohorts=[toy, gone]", ["data.cohorts[1]:", "gone does not exist"]),
+    ],
+)
+def test_config_errors_through_set(fit_yaml, tmp_path, capsys, cmd, override, needles):
+    if cmd == "benchmark":
+        fit_yaml.write_text("data: {cohorts: [toy]}\nmethods: [{name: mean_pool}]\n")
+    argv = [cmd, str(fit_yaml), "--out", str(tmp_path / "run"), "--set", override]
+    rc, _, err = run(capsys, *argv)
+    assert rc == 2
+    assert_one_line_error(err, str(fit_yaml), *needles)
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -31,6 +31,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from modaltune.data._files import ensure_readable
 from modaltune.errors import InputError
 
 __all__ = [
@@ -127,6 +128,7 @@ def _check_exists(path: Path) -> None:
         raise InputError("feature file not found", where=path, fix="check slides.csv paths, or extract the features first")
     if path.is_dir():
         raise InputError("expected a feature file, found a directory", where=path, fix="point at the .h5/.pt file")
+    ensure_readable(path)
 
 
 # Exponent masks: a float is NaN/inf exactly when all its exponent bits are set.

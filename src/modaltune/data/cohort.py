@@ -27,6 +27,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from modaltune.data._files import ensure_readable
 from modaltune.data.labels import examples, given_mask, label_problems, label_str
 from modaltune.errors import InputError
 
@@ -201,6 +202,7 @@ class TaskTargets:
 def _read_table(path: Path, index_col: str | None = "patient_id") -> pd.DataFrame:
     if not path.exists():
         raise InputError("file not found", where=path, fix="check the path, or re-create the cohort with `modaltune data import/simulate`")
+    ensure_readable(path)
     try:
         if path.suffix == ".parquet":
             df = pd.read_parquet(path)
@@ -575,6 +577,7 @@ def load_manifest(root: str | Path) -> CohortManifest:
         raise InputError("cohort directory not found", where=root, fix="create it with `modaltune data simulate` or `modaltune data import`")
     if not path.exists():
         raise InputError("no cohort.yaml manifest in this directory", where=root, fix="point at a cohort directory written by modaltune")
+    ensure_readable(path)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:

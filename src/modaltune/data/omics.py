@@ -21,6 +21,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from modaltune.data._files import ensure_readable
 from modaltune.errors import InputError
 
 __all__ = [
@@ -110,6 +111,7 @@ def read_xena_matrix(path: str | Path) -> pd.DataFrame:
         raise InputError("omics matrix not found", where=path, fix="check the path")
     if path.is_dir():
         raise InputError("expected a matrix file, found a directory", where=path, fix="point at the genes x samples TSV")
+    ensure_readable(path)
     try:
         raw = pd.read_csv(path, sep="\t", index_col=0)
     except PermissionError as exc:

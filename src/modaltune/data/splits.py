@@ -14,6 +14,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from modaltune.data._files import ensure_readable
 from modaltune.errors import InputError
 
 __all__ = [
@@ -98,6 +99,7 @@ class SplitSet:
         path = Path(path)
         if not path.exists():
             raise InputError("split file not found", where=path, fix="create splits with `modaltune data split` or an importer")
+        ensure_readable(path)
         df = pd.read_csv(path, dtype={"patient_id": str})
         missing = {"fold", "partition", "patient_id"} - set(df.columns)
         if missing:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from modaltune.data._files import UNREADABLE, UNREADABLE_FIX, is_unreadable
 from modaltune.data.bags import BAG_SUFFIXES, is_no_tissue_bag, read_bag
 from modaltune.data.clinical import check_clinical_value
 from modaltune.data.cohort import MANIFEST_NAME, Cohort, CohortManifest, load_manifest
@@ -54,6 +55,9 @@ def _read_csv(report: ValidationReport, path: Path, required: bool, id_col: str 
     if not path.exists():
         if required:
             report.add(path, "file not found", "re-create the cohort with `modaltune data import` or `modaltune data simulate`")
+        return None
+    if is_unreadable(path):
+        report.add(path, UNREADABLE, UNREADABLE_FIX)
         return None
     try:
         df = pd.read_csv(path, dtype={id_col: str} if id_col else None)
@@ -286,6 +290,10 @@ def validate_cohort(root_or_cohort: str | Path | Cohort, *, check_bags: bool = T
             path = root / (m.path or f"omics/{m.name}.parquet")
             if not path.exists():
                 report.add(path, f"omics table of modality '{m.name}' not found", "re-create the cohort or fix the modality's 'path' in cohort.yaml")
+                omics[m.name] = (None, path)
+                continue
+            if is_unreadable(path):
+                report.add(path, UNREADABLE, UNREADABLE_FIX)
                 omics[m.name] = (None, path)
                 continue
             try:

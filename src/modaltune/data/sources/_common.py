@@ -13,6 +13,7 @@ from typing import Iterable, MutableMapping
 import numpy as np
 import pandas as pd
 
+from modaltune.data._files import ensure_readable
 from modaltune.errors import InputError
 
 __all__ = [
@@ -99,6 +100,7 @@ def read_porpoise_csv(
         raise InputError("PORPOISE-style table not found", where=path, fix="check the path")
     if path.is_dir():
         raise InputError("expected a CSV file, found a directory", where=path, fix="point at the table file")
+    ensure_readable(path)
     key = f"{path.resolve()}:{path.stat().st_mtime_ns}"
     if cache is not None and key in cache:
         return cache[key]

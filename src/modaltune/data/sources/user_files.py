@@ -45,6 +45,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from modaltune.data._files import ensure_readable
 from modaltune.data.cohort import ClinicalField, Cohort, CohortManifest, ModalitySpec, TaskSpec
 from modaltune.data.labels import given_mask, label_str
 from modaltune.data.omics import read_xena_matrix, resolve_duplicate_samples, split_suffix_columns, tcga_patient_id
@@ -86,6 +87,7 @@ def read_user_table(path: str | Path, *, what: str = "table", str_columns: Itera
         raise InputError(f"{what} not found", where=path, fix="check the path")
     if path.is_dir():
         raise InputError(f"expected a {what} file, found a directory", where=path, fix="point at the file")
+    ensure_readable(path)
     try:
         df = pd.read_csv(path, sep=_sep_for(path), dtype=str, keep_default_na=True)
     except PermissionError as exc:
