@@ -144,8 +144,9 @@ def test_reduced_half_precision_against_fp64(dtype):
     x, c, o64 = ref["inputs"]["features"], ref["inputs"]["coords"], ref["outputs"]["fp64"]
     try:
         with torch.no_grad():
-            cls = m(x.to(dtype), c)
-            gp = m(x, c, global_pool=True)  # float32 features are cast to the model dtype
+            state = m.run_layers(m.embed(x, c))  # float32 features are cast to the model dtype
+            cls, gp = m.pool(state, global_pool=False), m.pool(state, global_pool=True)
+            assert torch.equal(m.embed(x.to(dtype), c).tokens, m.embed(x, c).tokens)  # half features: same tokens
     except (RuntimeError, NotImplementedError) as exc:
         _skip_if_cpu_lacks(dtype, exc)
     assert cls.dtype == dtype and gp.dtype == dtype

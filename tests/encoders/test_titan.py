@@ -135,8 +135,9 @@ def test_reduced_half_precision_against_fp64(dtype):
     x, c, o64 = ref["inputs"]["features"], ref["inputs"]["coords"], ref["outputs"]["fp64"]
     try:
         with torch.no_grad():
-            emb = m(x.to(dtype), c, patch_size_level0=512)
-            proj = m(x, c, patch_size_level0=512, proj=True)  # float32 features are cast to the model dtype
+            state = m.run_layers(m.embed(x, c, patch_size_level0=512))  # float32 features are cast to the model dtype
+            emb, proj = m.pool(state), m.pool(state, proj=True)
+            assert torch.equal(m.embed(x.to(dtype), c, patch_size_level0=512).tokens, m.embed(x, c, patch_size_level0=512).tokens)
     except (RuntimeError, NotImplementedError) as exc:
         if "not implemented" in str(exc).lower():
             pytest.skip(f"this PyTorch build has no CPU {dtype} kernel: {exc}")
