@@ -6,7 +6,8 @@ loads its ``slide_encoder.pth`` state dict unchanged: the parameter names here a
 Differences from the official code (outputs are the same):
 
 * positions: only the sin-cos rows of the tiles present are computed, never the 1,000,001 x 768 table;
-* attention: PyTorch's fused CPU attention kernel (or an exact chunked fallback) instead of flash-attn;
+* attention: PyTorch's fused SDPA kernels that return the log-sum-exp (CPU flash; CUDA flash or
+  memory-efficient, see :func:`modaltune.layers.attention.lse_backend`) or an exact chunked fallback, instead of flash-attn;
 * grid indices outside ``[0, 1000)`` raise :class:`InputError` instead of wrapping/aliasing silently;
 * optional right padding (``padding_mask``): each slide is attended over its own valid tokens only,
   which equals running the official model on every slide separately.
