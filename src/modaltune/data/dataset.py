@@ -37,6 +37,7 @@ __all__ = [
     "CohortPreprocessor",
     "PatientDataset",
     "collate_patients",
+    "patient_records",
     "ExclusionReport",
     "summarize_exclusions",
 ]
@@ -300,7 +301,8 @@ class PatientDataset(Dataset):
     Sample keys: ``patient_id`` (str), ``site`` (str), ``slide`` ({``features`` (N, D) as stored,
     ``coords`` (N, 2) int64} when a slide modality is used; N = 0 when missing), ``omics``
     ({name: float32 (G,)}), ``pathways`` (shared per-modality index lists, when configured),
-    ``clinical`` (float32 (F,)), ``text`` (str), ``modality_mask`` ({name: bool}), ``targets``
+    ``clinical`` (float32 (F,)), ``text`` (str), ``record`` (raw patient + clinical table values,
+    label side only: see :func:`patient_records`), ``modality_mask`` ({name: bool}), ``targets``
     ({task: {...}}), ``target_mask`` ({task: bool}).
 
     Args:
@@ -347,6 +349,7 @@ class PatientDataset(Dataset):
         self._omics_values = {m: preprocessor.omics_scaled[m].to_numpy(dtype=np.float32) for m in preprocessor.omics_modalities}
         self._pathways = {m: [torch.from_numpy(ix) for ix in tok.gene_index] for m, tok in (info.pathways or {}).items()}
         self._text = cohort.text.astype(str).to_dict() if len(cohort.text) else {}
+        self._records = patient_records(cohort, self.patient_ids)
 
     def __len__(self) -> int:
         return len(self.patient_ids)
@@ -396,6 +399,7 @@ class PatientDataset(Dataset):
         text = self._text.get(pid, "") if prep.text_modality else ""
         text = "" if text in ("nan", "None") else text
         sample["text"] = text
+        sample["record"] = self._records.get(pid, {})
         if prep.text_modality:
             mm[prep.text_modality] = bool(text)
         sample["modality_mask"] = mm
@@ -417,6 +421,20 @@ class PatientDataset(Dataset):
                 targets[spec.name] = {"value": float(tt.value[r]) if ok else 0.0}
         sample["targets"], sample["target_mask"] = targets, tmask
         return sample
+
+
+def patient_records(cohort: Cohort, patient_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Raw patient-table + clinical-table values per patient (``None`` when missing).
+
+    These are label-side values (e.g. the AJCC stage strings that ModalTune writes into label
+    sentences); models must not read them as inputs (the encoded ``clinical`` matrix is the input).
+    """
+    tab = cohort.patients
+    if len(cohort.clinical.columns):
+        tab = tab.join(cohort.clinical, how="left", rsuffix="_clinical")
+    tab = tab.reindex([p for p in patient_ids if p in tab.index])
+    tab = tab.astype(object).where(tab.notna(), None)
+    return {str(p): rec for p, rec in zip(tab.index, tab.to_dict("records"))}
 
 
 def collate_patients(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -454,6 +472,7 @@ def collate_patients(samples: list[dict[str, Any]]) -> dict[str, Any]:
         batch["pathways"] = samples[0]["pathways"]
     batch["clinical"] = torch.stack([s["clinical"] for s in samples]).float()
     batch["text"] = [s["text"] for s in samples]
+    batch["records"] = [s.get("record", {}) for s in samples]
     batch["modality_mask"] = {m: torch.tensor([s["modality_mask"][m] for s in samples], dtype=torch.bool) for m in samples[0]["modality_mask"]}
     targets: dict[str, dict[str, torch.Tensor]] = {}
     for t, first in samples[0]["targets"].items():
