@@ -10,26 +10,33 @@ Params (defaults in brackets):
   cohort's patch-feature width); ``checkpoint`` [None] / ``random_init`` [False]: gigapath / titan
   need a local checkpoint or an explicit ``random_init: true`` (recorded as
   ``model.backbone.weights_source``); ``grad_checkpointing`` [False].
-- ``groups`` [paper groups for gigapath/titan, else up to 3 equal groups]; ``attn_dim`` / ``heads``
+- ``groups`` [paper groups for gigapath/titan, else up to 3 equal groups; the first may start at a
+  layer k > 0: layers before it are the frozen prefix, run without autograd and cached at
+  evaluation]; ``attn_dim`` / ``heads``
   [192 / 12 for gigapath/titan, else 64 / 4]; ``ffn_dim`` [192 | 64]; ``extra_extractors`` [2];
   ``drop_path`` [0.1].
 - modal tokens: ``omics_tokens`` [{}]: omics block -> ``pathways`` | ``block`` | ``none`` (default:
-  ``pathways`` when pathway lists exist for the block, else ``block``); ``pathways`` [None]: a
-  pathway file (CSV/GMT) or ``builtin`` (the simulator's list), tokenised against the block's genes
-  when the cohort has no pathways of its own; ``pathway_omics`` [rna]; ``gene_mixer`` [{}]:
+  ``pathways`` when pathway lists exist for the block, else ``block``); ``pathways`` [None]: pathway
+  lists for ``pathway_omics`` when the run has none from ``data.pathways`` (the preferred place: it is
+  resolved relative to the config file and tokenised by the preprocessor): ``builtin`` (the
+  simulator's list) or a CSV/GMT file, absolute or relative to the working directory (a missing
+  file is a ConfigError; giving both is a ConfigError); ``pathway_omics`` [rna]; ``gene_mixer`` [{}]:
   ``token_dim`` 256, ``n_blocks`` 3, ``channel_hidden`` 128, ``dropout`` 0.25, ``n_compress`` None
   (paper 64); ``block_tokens`` [4]; ``use_clinical`` [True]; ``clinical_fields`` [None = all declared
   fields; the paper used age, stage, T, N, M: list them, because a cohort may also declare fields
   that restate a label, e.g. ``primary_diagnosis`` for the BRCA IDC/ILC subtype]; ``use_report`` [True].
 - ``out_dim`` [256]; ``fusion`` [sum; concat for titan].
 - objectives: ``kl`` [1.0], ``supervised`` [1.0], ``text_cls`` [0.0], ``kl_scale`` [10],
-  ``kl_temperature`` [1.0], ``text_temperature`` [0.07], ``templates`` [{}]; ``cls_output``
+  ``kl_temperature`` [1.0], ``text_temperature`` [0.07], ``templates`` [{}: task -> a template
+  name (general | diagnosis | survival | staging) or a fragment list such as ``[location, stage,
+  survival]``]; ``sentence_fields`` [{}: stage/t/n/m -> record column]; ``cls_output``
   [auto]; ``survival_head`` [discrete]; ``alpha`` [0.0]; ``projector_seed`` [0].
 - ``text_model`` [None = packaged all-MiniLM-L6-v2]; ``cache_embed`` [True], ``cache_mb`` [1024]: the
-  evaluation cache of frozen ``backbone.embed`` outputs (MiB of tokens).
+  evaluation cache of the frozen prefix (``adapter.embed`` outputs, MiB of tokens).
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from modaltune.errors import ConfigError
@@ -40,7 +47,7 @@ __all__ = ["build_modaltune", "build_slide_fm", "default_groups"]
 _KEYS = {
     "backbone", "backbone_params", "checkpoint", "random_init", "grad_checkpointing", "groups", "attn_dim", "heads", "ffn_dim",
     "extra_extractors", "drop_path", "omics_tokens", "pathways", "pathway_omics", "gene_mixer", "block_tokens", "use_clinical",
-    "use_report", "clinical_fields", "out_dim", "fusion", "kl", "supervised", "text_cls", "kl_scale", "kl_temperature", "text_temperature", "templates",
+    "use_report", "clinical_fields", "out_dim", "fusion", "kl", "supervised", "text_cls", "kl_scale", "kl_temperature", "text_temperature", "templates", "sentence_fields",
     "cls_output", "survival_head", "alpha", "projector_seed", "text_model", "cache_embed", "cache_mb",
 }
 _FOUNDATION = ("gigapath", "titan")
@@ -58,7 +65,13 @@ def default_groups(backbone: str, num_layers: int) -> list[list[int]]:
 
 
 def _pathway_tokens_for(info: Any, omics: str, source: Any):
+    """Pathway tokens of omics block ``omics``: the cohort's (``data.pathways``, tokenised by the
+    preprocessor) or the method's ``pathways`` source; giving both is a ConfigError (one source of
+    truth, nothing silently ignored)."""
     pw = (getattr(info, "pathways", None) or {}).get(omics)
+    if pw is not None and source is not None:
+        raise ConfigError(f"pathway lists for '{omics}' are given twice: data.pathways and method.params.pathways={source!r}",
+                          where="method.params.pathways", fix="keep data.pathways (resolved relative to the config file) and drop the method's pathways")
     if pw is not None:
         return pw
     if source is None:
@@ -69,6 +82,13 @@ def _pathway_tokens_for(info: Any, omics: str, source: Any):
         from modaltune.data.simulate import builtin_pathways
 
         source = builtin_pathways()
+    elif isinstance(source, (str, Path)):
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"pathway file {str(source)!r} not found (a relative path is read from the working directory {Path.cwd()})",
+                              where="method.params.pathways",
+                              fix=f"set data.pathways: {{{omics}: <file>}} (relative to the config file) instead, or give an absolute path, or 'builtin'")
+        source = path
     return tokenize_pathways(source, list(info.omics_feature_names[omics]))
 
 
@@ -99,15 +119,19 @@ def build_modaltune(info: Any, **params: Any):
     if params.get("grad_checkpointing"):
         backbone.set_grad_checkpointing(True)
     groups = params.get("groups") or default_groups(name, int(backbone.num_layers))
-    adapter = ModalAdapter(
-        backbone,
-        groups,
-        attn_dim=int(params.get("attn_dim", 192 if foundation else 64)),
-        heads=int(params.get("heads", 12 if foundation else 4)),
-        ffn_dim=int(params.get("ffn_dim", 192 if foundation else 64)),
-        extra_extractors=int(params.get("extra_extractors", 2)),
-        drop_path=float(params.get("drop_path", 0.1)),
-    )
+    try:
+        adapter = ModalAdapter(
+            backbone,
+            groups,
+            attn_dim=int(params.get("attn_dim", 192 if foundation else 64)),
+            heads=int(params.get("heads", 12 if foundation else 4)),
+            ffn_dim=int(params.get("ffn_dim", 192 if foundation else 64)),
+            extra_extractors=int(params.get("extra_extractors", 2)),
+            drop_path=float(params.get("drop_path", 0.1)),
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc), where="method.params.groups/attn_dim/heads",
+                          fix=f"use contiguous inclusive groups ending at layer {int(backbone.num_layers) - 1} and attn_dim divisible by heads") from exc
     d = adapter.dim
     text_model = params.get("text_model")
     text_dim = int(get_text_encoder(text_model).dim)
@@ -147,6 +171,7 @@ def build_modaltune(info: Any, **params: Any):
         kl_temperature=float(params.get("kl_temperature", 1.0)),
         text_temperature=float(params.get("text_temperature", 0.07)),
         templates=dict(params.get("templates") or {}),
+        sentence_fields=dict(params.get("sentence_fields") or {}),
     )
     model = ModalTuneModel(
         info,

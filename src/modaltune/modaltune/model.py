@@ -2,8 +2,9 @@
 
 Per task ``t`` (the task token flows through the image stream, so the model runs once per task)::
 
-    state  = backbone.embed(patches)                       # frozen, computed ONCE per batch and
-                                                           # reused by every task (and cached at eval)
+    state  = adapter.embed(patches)                        # frozen prefix (embedding + layers before the
+                                                           # first group), computed ONCE per batch without
+                                                           # autograd, reused by every task, cached at eval
     c      = [task token_t ; modal tokens] + positions     # modal tokens: pathways, CNV/mut, clinical, report
     img, c = ModalAdapter(state, c, mask)                  # injector / frozen groups / extractor
     f_t    = LN([img, c[task], mean(genomic c), mean(clinical c)] summed or concatenated)
@@ -31,7 +32,9 @@ from torch import nn
 from modaltune.adapters.modal_adapter import ModalAdapter
 from modaltune.errors import ConfigError, InputError
 
-from .text_targets import RandomProjector, class_label_sentences, embed_texts, label_sentences, task_prompt
+from modaltune.data.text import TEMPLATES
+
+from .text_targets import RandomProjector, SentenceStats, class_label_sentences, embed_texts, label_sentences, task_prompt
 from .tokens import ModalTokenizer, TaskTokenSet
 
 __all__ = ["Objectives", "ModalTuneModel"]
@@ -48,8 +51,12 @@ class Objectives:
         text_cls: weight of cross-entropy on text-similarity logits (classification tasks).
         kl_scale, kl_temperature: see above.
         text_temperature: temperature of the text-similarity logits (cosine / T).
-        templates: task -> label-sentence template (``diagnosis`` | ``survival`` | ``general``);
-            default ``diagnosis`` for classification and ``survival`` for survival tasks.
+        templates: task -> label-sentence template: a name (``general`` | ``diagnosis`` |
+            ``survival`` | ``staging``) or a list of fragments (``location``, ``diagnosis``,
+            ``stage``, ``t``, ``n``, ``m``, ``survival``, ``value``; see
+            :mod:`modaltune.modaltune.text_targets`). Defaults: ``diagnosis`` for classification,
+            ``survival`` (site + stage/TNM + survival bin) for survival, location + value for regression.
+        sentence_fields: ``{stage|t|n|m: record column}`` overriding the default record columns.
     """
 
     kl: float = 1.0
@@ -58,12 +65,17 @@ class Objectives:
     kl_scale: float = 10.0
     kl_temperature: float = 1.0
     text_temperature: float = 0.07
-    templates: dict[str, str] = field(default_factory=dict)
+    templates: dict[str, Any] = field(default_factory=dict)
+    sentence_fields: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        from .text_targets import check_sentence_fields, resolve_template
+
         if min(self.kl, self.supervised, self.text_cls) < 0 or (self.kl + self.supervised + self.text_cls) <= 0:
             raise ConfigError(f"objective weights must be >= 0 with at least one > 0 (kl={self.kl}, supervised={self.supervised}, text_cls={self.text_cls})",
                               where="method.params.objectives")
+        self.templates = {str(t): resolve_template(v, where=f"method.params.templates.{t}") for t, v in dict(self.templates).items()}
+        self.sentence_fields = check_sentence_fields(self.sentence_fields)
 
 
 class ModalTuneModel(nn.Module):
@@ -81,8 +93,10 @@ class ModalTuneModel(nn.Module):
             logits) or ``text`` (text-similarity logits); ``auto`` = head if ``supervised > 0``.
         survival_head: ``discrete`` or ``cox``; alpha: uncensored weight of the discrete NLL.
         projector_seed: seed of the frozen random text projector (recorded in the state dict).
-        cache_embed: cache frozen ``backbone.embed`` outputs at evaluation, keyed by patients +
-            patch selection (LRU bounded by ``cache_size`` entries and ``cache_mb`` MiB of tokens).
+        cache_embed: cache the frozen prefix (``adapter.embed``: patch embedding + layers before the
+            first interaction group) at evaluation, keyed by patients + patch selection (LRU
+            bounded by ``cache_size`` entries and ``cache_mb`` MiB of tokens). Valid because
+            evaluation samples patches deterministically; training never reads the cache.
     """
 
     def __init__(
@@ -130,6 +144,11 @@ class ModalTuneModel(nn.Module):
         self.fuse = nn.ModuleDict({t: nn.Sequential(nn.LayerNorm(fdim), nn.Linear(fdim, out_dim)) for t in self.task_infos})
         self.out_dim = int(out_dim)
         self.objectives = objectives or Objectives()
+        unknown_t = sorted(set(self.objectives.templates) - set(self.task_infos))
+        if unknown_t:
+            raise ConfigError(f"templates given for unknown task(s) {unknown_t}", where="method.params.templates", fix=f"use task names from {sorted(self.task_infos)}")
+        #: written / missing counts of label-sentence fragments (accumulated over every loss call)
+        self.sentence_stats = SentenceStats()
         self.projector = RandomProjector(text_dim, out_dim, projector_seed)
         if cls_output == "auto":
             cls_output = "head" if self.objectives.supervised > 0 else "text"
@@ -165,7 +184,7 @@ class ModalTuneModel(nn.Module):
         return self
 
     def _frozen_embed(self, batch: dict, rows: torch.Tensor):
-        """``backbone.embed`` of the patients ``rows`` (frozen: no graph); LRU-cached at evaluation."""
+        """Frozen prefix (``adapter.embed``) of the patients ``rows`` (no graph); LRU-cached at evaluation."""
         s = batch["slide"]
         feats = s["features"][rows].float()
         coords = s["coords"][rows] if s.get("coords") is not None else None
@@ -292,9 +311,11 @@ class ModalTuneModel(nn.Module):
         return self.score_labels(task_output, sites, self.task_infos[task].class_names)
 
     # ------------------------------------------------------------------ loss
-    def _template(self, task: str) -> str:
-        ti = self.task_infos[task]
-        return self.objectives.templates.get(task, "survival" if ti.spec.kind == "survival" else "diagnosis")
+    def _template(self, task: str) -> list[str]:
+        if task in self.objectives.templates:
+            return self.objectives.templates[task]
+        kind = self.task_infos[task].spec.kind
+        return list(TEMPLATES["survival" if kind == "survival" else "diagnosis"]) if kind != "regression" else ["location", "value"]
 
     def loss(self, batch: dict, out: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``(total, {task: loss})``; see :class:`Objectives` for the terms and weights."""
@@ -307,7 +328,7 @@ class ModalTuneModel(nn.Module):
             mask = batch["target_mask"][t].to(emb.device).bool()
             total = 0.0 * emb.sum()
             if ob.kl > 0:
-                sents, usable = label_sentences(batch, self.info.tasks, t, self._template(t))
+                sents, usable = label_sentences(batch, self.info.tasks, t, self._template(t), sentence_fields=ob.sentence_fields, stats=self.sentence_stats)
                 usable = usable.to(emb.device)
                 if bool(usable.any()):
                     idx = usable.nonzero(as_tuple=True)[0]

@@ -1,16 +1,36 @@
 """Text side of ModalTune: label sentences, the frozen random projector, task prompts, text cache.
 
-Label sentences (MODALTUNE.md section 4) are built per patient and task from what the batch
-carries: the patient's site, the class name of each classification label and the survival time /
-event, verbalised by :class:`modaltune.data.text.SentenceBuilder` with the survival bin edges of
-the task's ``TaskInfo`` (fitted on the training patients by the preprocessor). Templates per task:
+Label sentences (MODALTUNE.md section 4) are built per patient and task by templates, each a list
+of *fragments* verbalised by :class:`modaltune.data.text.SentenceBuilder`:
 
-- ``diagnosis`` (default of classification tasks): location + "Cancer diagnosis: <class>";
-- ``survival`` (default of survival tasks): location + survival bin with died / censored;
-- ``general``: location + every label the patient has (all tasks).
+==============  =======================================================================================
+fragment        written from
+==============  =======================================================================================
+``location``    the patient's site ("Cancer location: breast")
+``diagnosis``   the class name of the task's label (classification), else of the first
+                classification task labelled for the patient ("Cancer diagnosis: ...")
+``stage``       AJCC overall stage from the patient record ("Overall stage: stage two")
+``t``/``n``/``m``  AJCC T / N / M ("Tumor stage status: tumor stage two", "Lymph node status: cancer has
+                not spread to lymph nodes", "Distant metastasis status: no metastasis detected")
+``survival``    the survival bin of the task (survival), else of the first labelled survival task, with
+                died / censored ("Survival status: The patient died between 15 and 27 months"); bins are
+                the task's ``bin_edges``, fitted on the training patients by the preprocessor
+``value``       a regression task's value ("<Task name>: 3.2")
+==============  =======================================================================================
 
-Stage / TNM fragments need the raw clinical strings, which the batch does not carry (it holds the
-encoded clinical matrix); they are therefore not written by the model (see docs/modaltune.md).
+Named templates (:data:`modaltune.data.text.TEMPLATES`): ``general`` = location + diagnosis +
+stage + T + N + M + survival; ``diagnosis`` = location + diagnosis (default of classification
+tasks); ``survival`` = location + stage + T + N + M + survival (default of survival tasks);
+``staging`` = location + stage + T + N + M. Any list of fragment names is a template too; an
+unknown name is a :class:`ConfigError`.
+
+Stage / TNM values come from ``batch["records"]`` (the raw patient and clinical tables, see
+:func:`modaltune.data.dataset.patient_records`): by default the first of the columns in
+:data:`DEFAULT_FIELD_COLUMNS` that the record has (the modaltune-json importer's raw
+``ajcc_pathologic_*`` strings, else the normalised ``stage`` / ``t_stage`` ... fields); a
+``sentence_fields`` mapping overrides them. A fragment whose value is missing or not
+verbalisable is left out of the sentence and counted (:class:`SentenceStats`), never written as
+"nan".
 
 Text embeddings come from one :class:`modaltune.encoders.text.TextEncoder` per model path and
 process (module-level, so models stay picklable and a benchmark embeds each sentence once).
@@ -24,11 +44,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modaltune.data.text import SITE_NAMES, SentenceBuilder
-from modaltune.errors import ConfigError
+from modaltune.data.text import SITE_NAMES, TEMPLATES, SentenceBuilder
+from modaltune.errors import ConfigError, InputError
 
 __all__ = [
     "TEMPLATE_KINDS",
+    "FRAGMENTS",
+    "DEFAULT_FIELD_COLUMNS",
+    "SentenceStats",
+    "resolve_template",
+    "check_sentence_fields",
     "get_text_encoder",
     "embed_texts",
     "RandomProjector",
@@ -37,7 +62,17 @@ __all__ = [
     "class_label_sentences",
 ]
 
-TEMPLATE_KINDS = ("diagnosis", "survival", "general")
+#: named templates (fragment lists in :data:`modaltune.data.text.TEMPLATES`)
+TEMPLATE_KINDS = tuple(TEMPLATES)
+#: fragment names a template may list
+FRAGMENTS = ("location", "diagnosis", "stage", "t", "n", "m", "survival", "value")
+#: record columns tried, in order, for the stage / TNM fragments
+DEFAULT_FIELD_COLUMNS: dict[str, tuple[str, ...]] = {
+    "stage": ("ajcc_pathologic_stage", "stage"),
+    "t": ("ajcc_pathologic_t", "t_stage"),
+    "n": ("ajcc_pathologic_n", "n_stage"),
+    "m": ("ajcc_pathologic_m", "m_stage"),
+}
 
 _ENCODERS: dict[str, Any] = {}
 
@@ -102,52 +137,125 @@ def _diagnosis_sentence(site: str | None, class_name: str) -> str:
     return SentenceBuilder().sentence({"site": site, "diagnosis": class_name}, ["location", "diagnosis"])
 
 
-def label_sentences(batch: dict, task_infos: Sequence[Any], task: str, template: str | Sequence[str]) -> tuple[list[str], torch.Tensor]:
+def resolve_template(template: str | Sequence[str], where: str = "method.params.templates") -> list[str]:
+    """A template name or fragment list -> the fragment list; unknown names raise :class:`ConfigError`."""
+    if isinstance(template, str):
+        if template not in TEMPLATES:
+            raise ConfigError(f"unknown label-sentence template '{template}'", where=where,
+                              fix=f"use one of {list(TEMPLATES)} or a list of fragments from {list(FRAGMENTS)}")
+        return list(TEMPLATES[template])
+    frags = [str(f) for f in template]
+    bad = [f for f in frags if f not in FRAGMENTS]
+    if bad or not frags:
+        raise ConfigError(f"unknown label-sentence fragment(s) {bad}" if bad else "empty label-sentence template", where=where,
+                          fix=f"use fragments from {list(FRAGMENTS)}")
+    return frags
+
+
+def check_sentence_fields(fields: dict[str, str] | None, where: str = "method.params.sentence_fields") -> dict[str, str]:
+    """Validate a ``{fragment: record column}`` override (fragments stage, t, n, m)."""
+    out = {str(k): str(v) for k, v in dict(fields or {}).items()}
+    bad = sorted(set(out) - set(DEFAULT_FIELD_COLUMNS))
+    if bad:
+        raise ConfigError(f"sentence_fields names unknown fragment(s) {bad}", where=where, fix=f"use keys from {list(DEFAULT_FIELD_COLUMNS)}")
+    return out
+
+
+class SentenceStats:
+    """Counts, per fragment, how often it was written and how often it was left out (value missing
+    or not verbalisable): ``stats.written["stage"]``, ``stats.missing["stage"]``; :meth:`as_dict`."""
+
+    def __init__(self) -> None:
+        from collections import Counter
+
+        self.written: Counter = Counter()
+        self.missing: Counter = Counter()
+
+    def as_dict(self) -> dict[str, dict[str, int]]:
+        names = sorted(set(self.written) | set(self.missing))
+        return {n: {"written": int(self.written[n]), "missing": int(self.missing[n])} for n in names}
+
+
+def _class_name(ti: Any, tgt: dict, b: int) -> str:
+    return str(ti.class_names[int(tgt["label"][b])]).strip().lower()
+
+
+def _record_value(record: dict, fragment: str, fields: dict[str, str]) -> Any:
+    cols = (fields[fragment],) if fragment in fields else DEFAULT_FIELD_COLUMNS[fragment]
+    for c in cols:
+        if c in record:
+            return record[c]
+    return None
+
+
+def label_sentences(batch: dict, task_infos: Sequence[Any], task: str, template: str | Sequence[str], *,
+                    sentence_fields: dict[str, str] | None = None, stats: SentenceStats | None = None) -> tuple[list[str], torch.Tensor]:
     """One label sentence per patient of ``batch`` for ``task``.
 
     Args:
-        batch: the collated batch (``site``, ``targets``, ``target_mask``).
+        batch: the collated batch (``site``, ``targets``, ``target_mask``, optionally ``records``).
         task_infos: the model's ``TaskInfo`` list (class names, survival bin edges fitted on training).
         task: the task whose target sentence is built.
-        template: ``diagnosis`` | ``survival`` | ``general`` or a list of fragment names.
+        template: a named template (``general`` | ``diagnosis`` | ``survival`` | ``staging``) or a
+            list of fragment names (module docstring).
+        sentence_fields: ``{stage|t|n|m: record column}`` overriding :data:`DEFAULT_FIELD_COLUMNS`.
+        stats: a :class:`SentenceStats` to count written / missing fragments in.
 
     Returns:
         ``(sentences (B,), usable (B,) bool)``; a patient is usable when the task's own label is
         present (its sentence then states it); other patients get ``""`` and are masked.
+
+    Raises:
+        ConfigError: unknown template / fragment names.
+        InputError: a ``sentence_fields`` column that no record of the batch has.
     """
+    frags = resolve_template(template)
+    fields = check_sentence_fields(sentence_fields)
     infos = {t.spec.name: t for t in task_infos}
+    own = infos[task]
+    records = list(batch.get("records") or [])
     B = len(batch["patient_id"])
+    if fields and any(records):
+        for frag, col in fields.items():
+            if frag in frags and not any(col in r for r in records if r):
+                raise InputError(f"sentence_fields maps '{frag}' to column '{col}', which is in neither the patient nor the clinical table",
+                                 where="method.params.sentence_fields", fix="name a column of patients.csv / clinical.csv")
     usable = batch["target_mask"][task].bool().cpu()
+    tmask = {t: batch["target_mask"][t].bool().cpu() for t in infos}
+    cls_order = [own] if own.spec.kind == "classification" else [t for t in infos.values() if t.spec.kind == "classification"]
+    surv_order = [own] if own.spec.kind == "survival" else [t for t in infos.values() if t.spec.kind == "survival"]
     out: list[str] = []
     for b in range(B):
         if not bool(usable[b]):
             out.append("")
             continue
-        site = batch["site"][b]
-        parts = [f"Cancer location: {_location(site)}"]
-        if isinstance(template, str):
-            if template not in TEMPLATE_KINDS:
-                raise ConfigError(f"unknown label-sentence template '{template}'", where="method.params.templates", fix=f"use one of {list(TEMPLATE_KINDS)}")
-            use_tasks = [task] if template != "general" else list(infos)
-        else:
-            use_tasks = [task]
-        first_cls = True
-        for tn in use_tasks:
-            ti = infos[tn]
-            if not bool(batch["target_mask"][tn][b]):
-                continue
-            tgt = batch["targets"][tn]
-            if ti.spec.kind == "classification":
-                name = ti.class_names[int(tgt["label"][b])]
-                label = "Cancer diagnosis" if first_cls else (ti.spec.name.replace("_", " ").capitalize())
-                first_cls = False
-                parts.append(f"{label}: {str(name).strip().lower()}")
-            elif ti.spec.kind == "survival":
-                sb = SentenceBuilder(edges=np.asarray(ti.bin_edges), time_unit=ti.spec.time_unit)
-                frag = sb.fragment("survival", {"time": float(tgt["time"][b]), "event": int(tgt["event"][b])})
-                if frag:
-                    parts.append(frag)
+        record = records[b] if b < len(records) and records[b] else {}
+        rec: dict[str, Any] = {"site": batch["site"][b]}
+        for ti in cls_order:
+            if bool(tmask[ti.spec.name][b]):
+                rec["diagnosis"] = _class_name(ti, batch["targets"][ti.spec.name], b)
+                break
+        surv = next((ti for ti in surv_order if bool(tmask[ti.spec.name][b])), None)
+        for f in ("stage", "t", "n", "m"):
+            if f in frags:
+                rec[f] = _record_value(record, f, fields)
+        parts: list[str] = []
+        for f in frags:
+            if f == "survival":
+                frag = None
+                if surv is not None:
+                    tgt = batch["targets"][surv.spec.name]
+                    sb = SentenceBuilder(edges=np.asarray(surv.bin_edges), time_unit=surv.spec.time_unit)
+                    frag = sb.fragment("survival", {"time": float(tgt["time"][b]), "event": int(tgt["event"][b])})
+            elif f == "value":
+                frag = f"{own.spec.name.replace('_', ' ').capitalize()}: {float(batch['targets'][task]['value'][b]):.3g}" if own.spec.kind == "regression" else None
             else:
-                parts.append(f"{ti.spec.name.replace('_', ' ').capitalize()}: {float(tgt['value'][b]):.3g}")
-        out.append("; ".join(parts) + ".")
+                frag = SentenceBuilder().fragment(f, rec)
+            if frag:
+                parts.append(frag)
+            if stats is not None:
+                (stats.written if frag else stats.missing)[f] += 1
+        out.append("; ".join(parts) + "." if parts else "")
+    # a labelled patient whose every fragment is missing has no target sentence: masked, not embedded as ""
+    usable = usable & torch.tensor([bool(s) for s in out], dtype=torch.bool)
     return out, usable
