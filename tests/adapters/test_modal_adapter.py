@@ -86,7 +86,7 @@ def test_patient_without_any_modal_token_gets_frozen_output():
 
 
 def test_groups_must_cover_backbone_layers():
-    with pytest.raises(ValueError, match="cover"):
+    with pytest.raises(ValueError, match="end at layer"):
         ModalAdapter(_tiny_backbone(), [[0, 1], [2, 2]])
     with pytest.raises(ValueError, match="in order"):
         ModalAdapter(_tiny_backbone(), [[0, 1], [3, 3]])
@@ -108,3 +108,87 @@ def test_cross_attention_matches_manual_softmax():
         heads.append(torch.softmax(s, -1) @ V[0, :, h])
     expect = ca.out(torch.cat(heads, -1))[None]
     torch.testing.assert_close(out, expect)
+
+
+# ---------------------------------------------------------------- TITAN (reduced size)
+def _tiny_titan(seed=0):
+    from modaltune.encoders.slide.titan import TitanSlideEncoder
+
+    torch.manual_seed(seed)
+    return TitanSlideEncoder(in_dim=16, embed_dim=32, depth=6, num_heads=4, attn_pooler_queries=4, attn_pooler_heads=2, patch_size_level0=512)
+
+
+def _titan_inputs(B=2, N=12, M=4, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    feats = torch.randn(B, N, 16, generator=g)
+    cells = torch.stack([torch.randperm(36, generator=g)[:N] for _ in range(B)])  # distinct cells of a 6 x 6 grid
+    coords = torch.stack([cells // 6, cells % 6], -1) * 512  # TITAN's grid unit is 512 level-0 px
+    return feats, coords, torch.randn(B, M, 32, generator=g), torch.ones(B, M, dtype=torch.bool)
+
+
+def test_titan_zero_gates_identity_and_one_training_step():
+    bb = _tiny_titan()
+    ref = copy.deepcopy(bb).eval()
+    before = {k: v.clone() for k, v in bb.state_dict().items()}
+    ad = ModalAdapter(bb, [[0, 1], [2, 3], [4, 5]], attn_dim=16, heads=4, ffn_dim=16)  # the paper's TITAN groups
+    ad.train()
+    feats, coords, tokens, mask = _titan_inputs()
+    slide, c = ad(feats, coords, tokens, mask)
+    with torch.no_grad():
+        expect = ref(feats, coords)
+    assert torch.equal(slide.detach(), expect)  # zero gates: exactly the frozen TITAN output
+    opt = torch.optim.AdamW(ad.trainable_parameters(), lr=1e-2)
+    loss = (slide - 1.0).pow(2).mean() + c.pow(2).mean()
+    loss.backward()
+    opt.step()
+    assert all(p.grad is None for p in bb.parameters())
+    assert all(torch.equal(v, before[k]) for k, v in bb.state_dict().items())
+    assert all(float(inj.gamma.detach().abs().sum()) > 0 for inj in ad.injectors)  # every group's gate got a gradient
+    slide2, _ = ad(feats, coords, tokens, mask)
+    assert not torch.allclose(slide2, expect, atol=1e-5)  # after the step the modal tokens change the slide output
+
+
+# ---------------------------------------------------------------- frozen prefix (groups starting at k > 0)
+def test_groups_starting_after_layer_zero_run_a_frozen_prefix():
+    bb = _tiny_backbone()
+    ad = ModalAdapter(bb, [[2, 2], [3, 3]], attn_dim=24, heads=4, ffn_dim=24)
+    assert ad.prefix_layers == 2 and len(ad.injectors) == 2
+    feats, coords, tokens, mask = _inputs()
+    # the prefix state is embed + layers 0, 1 of the backbone, computed without a graph
+    state = ad.embed(feats, coords)
+    ref = bb.run_layers(bb.embed(feats, coords), 0, 2)
+    torch.testing.assert_close(state.tokens, ref.tokens, rtol=0, atol=0)
+    assert not state.tokens.requires_grad
+    # zero gates: still exactly the frozen backbone
+    with torch.no_grad():
+        torch.testing.assert_close(ad(feats, coords, tokens, mask)[0], bb(feats, coords), rtol=0, atol=0)
+    for inj in ad.injectors:
+        torch.nn.init.normal_(inj.gamma, std=0.5)
+    ad.eval()
+    with torch.no_grad():
+        direct, c_direct = ad(feats, coords, tokens, mask)
+        reused, c_reused = ad(None, None, tokens, mask, state=ad.embed(feats, coords))  # a cached prefix gives the same output
+    assert torch.equal(direct, reused) and torch.equal(c_direct, c_reused)
+    # training still works and never touches the backbone (prefix layers included)
+    before = {k: v.clone() for k, v in bb.state_dict().items()}
+    ad.train()
+    opt = torch.optim.AdamW(ad.trainable_parameters(), lr=1e-2)
+    losses = []
+    for _ in range(4):
+        slide, c = ad(feats, coords, tokens, mask)
+        loss = (slide - 1.0).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < losses[0]
+    assert all(torch.equal(v, before[k]) for k, v in bb.state_dict().items())
+
+
+def test_prefix_groups_validation():
+    with pytest.raises(ValueError, match="contiguous"):
+        ModalAdapter(_tiny_backbone(), [[1, 1], [3, 3]])
+    with pytest.raises(ValueError, match="end at layer"):
+        ModalAdapter(_tiny_backbone(), [[1, 2]])
+    with pytest.raises(ValueError, match="freeze_backbone"):
+        ModalAdapter(_tiny_backbone(), [[1, 3]], freeze_backbone=False)

@@ -3,6 +3,7 @@
 ViT-Adapter-style interaction at groups of backbone layers (Ramanathan et al., ICCV 2025)::
 
     state = backbone.embed(features, coords)                      # frozen
+    state = backbone.run_layers(state, 0, k)                      # frozen prefix before the first group (k = groups[0][0])
     for g, (a, b) in enumerate(groups):                           # inclusive layer groups, e.g. [[0,3],[4,7],[8,11]]
         if g > 0:  c = c + SelfAttn(c)                            # prompt self-attention over modal tokens
         x = x + gamma_g * CrossAttn(x -> c)                       # injector: patch tokens query modal tokens
@@ -10,6 +11,11 @@ ViT-Adapter-style interaction at groups of backbone layers (Ramanathan et al., I
         c = c + CrossAttn(c -> x);  c = c + DropPath(FFN(c))      # extractor: modal tokens query patch tokens
     (last group: ``extra_extractors`` more extractors)
     slide = backbone.pool(state)                                  # frozen final norm / pooler
+
+The first group may start at a layer ``k > 0``: layers ``[0, k)`` see no modal token, so they are
+part of the frozen *prefix* computed by :meth:`ModalAdapter.embed` without autograd (no activation
+is stored for backward) and, being a pure function of the patch selection, can be cached per
+patient at evaluation (``ModalTuneModel``'s bounded embed cache).
 
 ``gamma_g`` is a per-channel gate initialised to zero, so the adapted model starts *exactly* as the
 frozen backbone (tested). The backbone's parameters never receive gradients and the backbone is
@@ -184,8 +190,9 @@ class ModalAdapter(nn.Module):
 
     Args:
         backbone: a slide encoder with the layer-group API (``embed``/``run_layers``/``pool``).
-        groups: inclusive layer-index groups, e.g. ``[[0, 3], [4, 7], [8, 11]]``; they must cover
-            the backbone's layers in order without gaps.
+        groups: inclusive layer-index groups, e.g. ``[[0, 3], [4, 7], [8, 11]]``; contiguous, in
+            order, ending at the last layer. The first may start at ``k > 0`` (e.g. ``[[6, 8],
+            [9, 11]]``): layers ``0 .. k-1`` are then the frozen prefix run by :meth:`embed`.
         attn_dim, heads: cross-attention width and heads (paper: 192, 12).
         ffn_dim: extractor FFN width (paper: 192).
         extra_extractors: extra extractors after the last group (paper: 2).
@@ -209,13 +216,19 @@ class ModalAdapter(nn.Module):
         self.backbone = backbone
         self.groups = [list(map(int, g)) for g in groups]
         n = int(backbone.num_layers)
-        expect = 0
+        if not self.groups:
+            raise ValueError("at least one interaction group is needed")
+        expect = self.groups[0][0]
+        if not 0 <= expect < n:
+            raise ValueError(f"interaction groups {self.groups}: the first group starts at layer {expect}, outside 0..{n - 1}")
         for a, b in self.groups:
             if a != expect or b < a:
-                raise ValueError(f"interaction groups {self.groups} must cover layers 0..{n - 1} in order (got [{a}, {b}])")
+                raise ValueError(f"interaction groups {self.groups} must be contiguous and in order (got [{a}, {b}] after layer {expect - 1})")
             expect = b + 1
         if expect != n:
-            raise ValueError(f"interaction groups {self.groups} cover {expect} layers but the backbone has {n}")
+            raise ValueError(f"interaction groups {self.groups} end at layer {expect - 1} but the backbone has {n} layers (the last group must end at {n - 1})")
+        #: layers ``[0, prefix_layers)`` run before the first injection point (frozen prefix)
+        self.prefix_layers = self.groups[0][0]
         dim = int(backbone.embed_dim)
         self.dim = dim
         g = len(self.groups)
@@ -224,6 +237,8 @@ class ModalAdapter(nn.Module):
         self.extra_extractors = nn.ModuleList([Extractor(dim, attn_dim, heads, ffn_dim, drop_path) for _ in range(extra_extractors)])
         self.self_attn = nn.ModuleList([ModalSelfAttention(dim, heads) for _ in range(max(g - 1, 0))])
         self.freeze_backbone = freeze_backbone
+        if self.prefix_layers and not freeze_backbone:
+            raise ValueError(f"groups start at layer {self.prefix_layers}: a frozen prefix needs freeze_backbone=True")
         if freeze_backbone:
             for p in self.backbone.parameters():
                 p.requires_grad_(False)
@@ -239,9 +254,16 @@ class ModalAdapter(nn.Module):
         return [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("backbone.")]
 
     def embed(self, features: torch.Tensor, coords: torch.Tensor | None, padding_mask: torch.Tensor | None = None, **kw):
-        """Backbone embedding stage (no gradients when the backbone is frozen)."""
+        """The frozen prefix: ``backbone.embed`` then layers ``[0, prefix_layers)``.
+
+        Runs without autograd when the backbone is frozen (nothing before the first injector needs
+        a gradient, so no activation is kept); returns the ``TokenState`` the first injector reads.
+        """
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_backbone):
-            return self.backbone.embed(features, coords, padding_mask=padding_mask, **kw)
+            state = self.backbone.embed(features, coords, padding_mask=padding_mask, **kw)
+            if self.prefix_layers:
+                state = self.backbone.run_layers(state, 0, self.prefix_layers)
+            return state
 
     def forward(
         self,
@@ -263,7 +285,7 @@ class ModalAdapter(nn.Module):
             modal_mask: (B, M) bool, True = token present (missing modalities False).
             padding_mask: (B, N) bool, True = padded patch.
             modal_pos: (1 or B, M, dim) positional embedding of the modal-token sequence.
-            state: a precomputed ``backbone.embed`` output to reuse (frozen prefix cache).
+            state: a precomputed :meth:`embed` output (frozen prefix) to reuse, e.g. from a cache.
 
         Returns:
             slide: (B, dim) pooled slide output of the adapted backbone;
