@@ -235,3 +235,50 @@ def test_clinical_fields_restrict_the_clinical_token(sim):
         torch.testing.assert_close(m(b)["embedding"], m(b2)["embedding"])
     with pytest.raises(ConfigError):
         _model(pp, clinical_fields=["primary_diagnosis"])
+
+
+def test_frozen_prefix_groups_cached_at_evaluation_and_trained(sim):
+    """groups starting at layer 1: layer 0 is the frozen prefix; cached eval output == uncached output."""
+    _, pp, ds = sim
+    kw = {"groups": [[1, 1]], "extra_extractors": 1}
+    cached = _model(pp, **kw).eval()
+    plain = _model(pp, **kw, cache_embed=False).eval()
+    plain.load_state_dict(cached.state_dict())
+    assert cached.adapter.prefix_layers == 1
+    for inj in (cached.adapter.injectors[0], plain.adapter.injectors[0]):
+        torch.nn.init.constant_(inj.gamma, 0.3)
+    b = _batch(ds, [2, 4])
+    with torch.no_grad():
+        first = cached(b)["embedding"]
+        hits = cached.embed_cache_hits
+        second = cached(b)["embedding"]
+        ref = plain(b)["embedding"]
+    assert cached.embed_cache_hits == hits + 1 and plain.embed_cache_hits == 0
+    assert torch.equal(first, second)
+    torch.testing.assert_close(second, ref, rtol=0, atol=0)
+    before = {k: v.clone() for k, v in cached.backbone.state_dict().items()}
+    cached.train()
+    opt = torch.optim.AdamW([p for p in cached.parameters() if p.requires_grad], lr=1e-2)
+    loss, _ = cached.loss(b, cached(b))
+    loss.backward()
+    opt.step()
+    assert torch.isfinite(loss) and all(torch.equal(v, before[k]) for k, v in cached.backbone.state_dict().items())
+    with pytest.raises(ConfigError, match="groups"):
+        _model(pp, groups=[[0, 0], [2, 2]])
+
+
+def test_pathway_sources_are_one_and_checked(sim, tmp_path):
+    c, _, _ = sim
+    from modaltune.data.dataset import CohortPreprocessor as CP
+
+    ids = list(c.patient_ids)[:18]
+    with_pw = CP(c, pathways={"rna": c.root / "pathways.csv"}).fit(ids)
+    m = build_method("modaltune", with_pw.info, **{k: v for k, v in SMALL.items() if k != "pathways"})
+    assert [s.name for s in m.tokenizer.sets][0] == "rna:pathways"  # data.pathways alone is enough
+    with pytest.raises(ConfigError, match="given twice"):
+        build_method("modaltune", with_pw.info, **SMALL)  # SMALL also sets pathways: builtin
+    plain = CP(c).fit(ids)
+    with pytest.raises(ConfigError, match="not found"):
+        build_method("modaltune", plain.info, **{**SMALL, "pathways": str(tmp_path / "nope.csv")})
+    m2 = build_method("modaltune", plain.info, **{**SMALL, "pathways": str(c.root / "pathways.csv")})  # an existing file
+    assert m2.tokenizer.sets[0].n_tokens == m.tokenizer.sets[0].n_tokens
