@@ -16,26 +16,40 @@ import numpy as np
 
 from modaltune.errors import InputError
 
-__all__ = ["attach_simulated_bags", "SIMULATED_ENCODER"]
+__all__ = ["attach_simulated_bags", "small_cohort", "SIMULATED_ENCODER", "BACKBONE_TILES"]
 
 SIMULATED_ENCODER = "SIMULATED-noise"
 
+#: backbone -> (patch-feature width, level-0 tile pitch in px) of the features it was trained on:
+#: Prov-GigaPath reads 1536-d tiles of 256 px, TITAN 768-d CONCH v1.5 tiles of 512 px (both at 20x).
+BACKBONE_TILES: dict[str, tuple[int, int]] = {"gigapath": (1536, 256), "titan": (768, 512)}
 
-def attach_simulated_bags(cohort_dir: str | Path, *, feature_dim: int = 1536, patches: tuple[int, int] = (64, 256), seed: int = 0,
-                          patch_size_level0: int = 256, overwrite: bool = False) -> int:
+
+def attach_simulated_bags(cohort_dir: str | Path, *, backbone: str | None = None, feature_dim: int | None = None, patches: tuple[int, int] = (64, 256),
+                          seed: int = 0, patch_size_level0: int | None = None, overwrite: bool = False) -> int:
     """Write a noise bag for every listed slide whose file is missing; returns the number written.
 
     Args:
         cohort_dir: an imported cohort directory (``slides.csv`` with ``patient_id, path``).
-        feature_dim: patch-feature width (1536 for Prov-GigaPath tiles, 768 for CONCH v1.5 / TITAN).
+        backbone: the slide encoder the bags are for (``gigapath`` | ``titan``); sets the defaults
+            of ``feature_dim`` and ``patch_size_level0`` from :data:`BACKBONE_TILES` (TITAN's grid is
+            ``coords // 512``, so 256-spaced coordinates would collide).
+        feature_dim: patch-feature width (default: the backbone's, else 1536).
         patches: (min, max) patches per slide, uniform integers (seeded per slide).
         seed: base seed; slide ``i`` uses ``seed + i``.
+        patch_size_level0: coordinate pitch in level-0 px (default: the backbone's, else 256).
         overwrite: rewrite existing files (never a real feature file: refused if its encoder differs).
     """
     import pandas as pd
 
     from modaltune.data.bags import write_bag_h5
+    from modaltune.errors import ConfigError
 
+    if backbone is not None and backbone not in BACKBONE_TILES:
+        raise ConfigError(f"unknown backbone {backbone!r} for simulated bags", where="attach_simulated_bags(backbone=...)", fix=f"use one of {sorted(BACKBONE_TILES)} or None")
+    dim0, pitch0 = BACKBONE_TILES.get(backbone or "gigapath")
+    feature_dim = int(feature_dim or dim0)
+    patch_size_level0 = int(patch_size_level0 or pitch0)
     root = Path(cohort_dir)
     sl = root / "slides.csv"
     if not sl.exists():
@@ -68,3 +82,60 @@ def attach_simulated_bags(cohort_dir: str | Path, *, feature_dim: int = 1536, pa
             write_bag_h5(path, feats, grid * patch_size_level0, patch_size_level0=patch_size_level0, encoder=SIMULATED_ENCODER, extra_attrs={"simulated": note})
         n_written += 1
     return n_written
+
+
+def small_cohort(cohort_dir: str | Path, out_dir: str | Path, *, split: str = "modaltune_paper", n: dict[str, int] | None = None,
+                 seed: int = 0, overwrite: bool = False) -> Path:
+    """A few-patient copy of an imported cohort for smoke runs of the paper configs.
+
+    Keeps, per site and per partition of fold 0 of ``split``, ``n[partition]`` seeded random
+    patients (default ``{"train": 24, "val": 6, "test": 12}``), drawn round-robin over the strata
+    (survival event x every classification label) so that even a dozen patients hold events and
+    every class where the partition has them; every table is restricted to the kept patients and
+    ``splits/<split>.csv`` rewritten. Slide bags are *not* copied (attach simulated ones with
+    :func:`attach_simulated_bags`). Returns ``out_dir``.
+    """
+    import shutil
+
+    import numpy as np
+    import pandas as pd
+
+    from modaltune.data.cohort import Cohort
+
+    n = {"train": 24, "val": 6, "test": 12, **dict(n or {})}
+    src = Cohort.load(cohort_dir)
+    sp_path = Path(cohort_dir) / "splits" / f"{split}.csv"
+    if not sp_path.exists():
+        raise InputError(f"split '{split}' not found", where=sp_path, fix="import the cohort with its paper split, or pass split=<name>")
+    sp = pd.read_csv(sp_path)
+    sp = sp[sp["fold"] == sp["fold"].min()]
+    site = src.patients["site"].astype(str)
+    strata = pd.Series("", index=src.patients.index)
+    for t in src.tasks:
+        cols = [t.event_column] if t.kind == "survival" else [t.label_column] if t.kind == "classification" else []
+        for col in cols:
+            if col and col in src.patients:
+                strata = strata + "|" + src.patients[col].astype(str)
+    rng = np.random.default_rng(seed)
+    keep_rows = []
+    for (part, s_), grp in sp.assign(site=sp["patient_id"].map(site)).groupby(["partition", "site"], sort=True):
+        k = min(len(grp), int(n.get(part, 0)))
+        pools = [list(rng.permutation(g.index.to_numpy())) for _, g in grp.groupby(grp["patient_id"].map(strata), sort=True)]
+        rng.shuffle(pools)
+        picked: list = []
+        while len(picked) < k:
+            for pool in pools:
+                if pool and len(picked) < k:
+                    picked.append(pool.pop())
+        keep_rows.append(grp.loc[sorted(picked)])
+    kept = pd.concat(keep_rows)[["fold", "partition", "patient_id"]]
+    out = Path(out_dir)
+    if out.exists():
+        if not overwrite:
+            raise InputError("output directory exists", where=out, fix="pass overwrite=True or choose another directory")
+        shutil.rmtree(out)
+    sub = src.subset(list(dict.fromkeys(kept["patient_id"].astype(str))), name=f"{src.name}_small")
+    sub.save(out)
+    (out / "splits").mkdir(parents=True, exist_ok=True)
+    kept.to_csv(out / "splits" / f"{split}.csv", index=False)
+    return out
