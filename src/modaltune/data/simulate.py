@@ -366,6 +366,7 @@ def simulate_cohort(
     n_folds: int = 5,
     name: str | None = None,
     overwrite: bool | None = None,
+    world_seed: int | None = None,
 ) -> "Cohort":
     """Simulate a seeded synthetic multi-site cohort and write it to ``out``.
 
@@ -400,6 +401,10 @@ def simulate_cohort(
             clinical input; methods must not use the clinical stage field for it).
         n_folds: also write ``splits/kfold{n_folds}.csv`` (stratified by subtype, seeded); 0 = none.
         name: cohort name (default ``sim_<preset>_seed<seed>``).
+        world_seed: seed of the slide *world* (tissue prototypes, tumour-appearance directions,
+            site effects); None = ``seed``. Two cohorts with the same ``world_seed`` and different
+            ``seed`` have independent patients whose patch features live in the same feature space,
+            e.g. to pretrain a slide encoder on a cohort disjoint from the evaluated one.
 
     Returns:
         The cohort, loaded back from ``out`` (so it is exactly what is on disk).
@@ -441,6 +446,9 @@ def simulate_cohort(
     # Independent random streams: changing e.g. the missing rates does not change the latent state.
     streams = np.random.SeedSequence(seed).spawn(10)
     r_lat, r_site, r_slide, r_rna, r_omx, r_clin, r_surv, r_miss, r_text, r_proto = (np.random.default_rng(s) for s in streams)
+    if world_seed is not None and int(world_seed) != int(seed):
+        world = np.random.SeedSequence(int(world_seed)).spawn(10)
+        r_site, r_proto = np.random.default_rng(world[1]), np.random.default_rng(world[9])
 
     # ---------------------------------------------------------------- patients, sites, latent state
     site_idx = np.sort(np.arange(n) % len(sites))
@@ -662,6 +670,7 @@ def simulate_cohort(
         "preset": preset, "seed": seed, "generator_version": GENERATOR_VERSION, "n_patients": n, "sites": sites, "feature_dim": dim, "patches": [pmin, pmax],
         "slides_per_patient": [smin, smax], "n_genes": len(genes), "n_pathways": int(P),
         "pathways_source": str(pathways_file) if pathways_file is not None else "builtin:sim_pathways.csv",
+        **({"world_seed": int(world_seed)} if world_seed is not None else {}),
         "missing_rates": rates, "censoring_rate": censoring_rate, "max_follow_up_months": float(max_follow_up_months) if np.isfinite(max_follow_up_months) else None, "float16": float16, "patch_size_level0": patch_size_level0,
         "signal": asdict(sig),
     }
