@@ -161,6 +161,54 @@ def test_nan_in_large_float16_bag_is_found_in_last_block(tmp_path):
         read_bag(p)
 
 
+_SPECIAL = [np.nan, -np.nan, np.inf, -np.inf]
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    dtype=st.sampled_from([np.float16, np.float32, np.float64]),
+    n=st.integers(1, 40),
+    d=st.integers(1, 9),
+    bad=st.lists(st.tuples(st.integers(0, 10**6), st.sampled_from(_SPECIAL)), max_size=3),
+    extremes=st.booleans(),
+)
+def test_first_nonfinite_row_matches_isfinite(dtype, n, d, bad, extremes):
+    """The integer test (two max-reductions on the bit patterns) agrees with np.isfinite for any
+    sign of NaN/inf, and never flags the largest finite values or negative zero."""
+    from modaltune.data import bags
+
+    x = np.random.default_rng(n * 31 + d).standard_normal((n, d)).astype(dtype)
+    if extremes:
+        fin = np.finfo(dtype)
+        x.flat[0], x.flat[-1] = fin.max, fin.min
+        x.flat[len(x.flat) // 2] = -0.0
+    for k, v in bad:
+        x.flat[k % x.size] = v
+    fin_mask = ~np.isfinite(x)
+    expected = int(np.argmax(fin_mask.any(axis=1))) if fin_mask.any() else None
+    assert bags._first_nonfinite_row(x) == expected
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_chunked_read_finds_nan_in_any_chunk_and_reads_exact_bytes(tmp_path, monkeypatch, dtype):
+    """The contiguous h5 fast path reads in chunks and checks each one as it arrives: a bad value
+    in a middle chunk names its row; a clean file comes back bit-identical."""
+    from modaltune.data import bags
+
+    monkeypatch.setattr(bags, "_READ_CHUNK", 1000)  # many chunks, not aligned to rows
+    monkeypatch.setattr(bags, "_CHECK_BLOCK", 64)
+    f = _feats(300, 24, dtype=dtype)
+    p = _write_raw(tmp_path / "ok.h5", features=f, coords=_grid(300))
+    b = read_bag(p)
+    assert b.features.dtype == dtype and b.features.tobytes() == f.tobytes()
+    for row in (0, 137, 299):
+        g = f.copy()
+        g[row, 23] = -np.inf if row % 2 else np.nan
+        q = _write_raw(tmp_path / f"bad{row}.h5", features=g, coords=_grid(300))
+        with pytest.raises(InputError, match=f"patch row {row}\\)"):
+            read_bag(q)
+
+
 def test_chunked_compressed_h5_is_read_via_h5py(tmp_path):
     f = _feats(100, 16)
     p = tmp_path / "gz.h5"
