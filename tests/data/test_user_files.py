@@ -73,6 +73,7 @@ def test_import_xena_rules(xena):
     back = Cohort.load(d / "out")
     assert validate_cohort(d / "out").ok
     assert back.splits["kfold3"].patients() == set(PIDS)
+    assert "stratified by task 'pam50'" in back.manifest.extra["splits"]["kfold3"]
 
 
 def test_xena_conflicting_rows_and_bad_labels_fail(xena):
@@ -160,10 +161,12 @@ def test_import_table_custom_suffix_and_splits(fake_shared, tmp_path):
     _, table = fake_shared
     one = table.drop_duplicates("case_id").rename(columns=lambda c: c.replace("_rnaseq", ".expr"))
     p = _wide(tmp_path, one)
-    pd.DataFrame({"fold": [0] * 10, "partition": ["train"] * 7 + ["test"] * 3, "patient_id": list(one["case_id"])}).to_csv(tmp_path / "sp.csv", index=False)
+    pd.DataFrame({"fold": [0] * 10, "partition": ["train"] * 6 + ["test"] * 3 + ["train"], "patient_id": list(one["case_id"])[:9] + ["GHOST"]}).to_csv(tmp_path / "sp.csv", index=False)
     c = import_table(p, "m", None, id_column="case_id", omics_suffixes={"expr": ".expr"}, survival=["os=survival_months,censorship"],
                      event_is_censorship=True, splits=tmp_path / "sp.csv")
-    assert set(c.omics) == {"expr"} and c.splits["sp"].folds[0].test == list(one["case_id"])[7:]
+    assert set(c.omics) == {"expr"} and c.splits["sp"].folds[0].test == list(one["case_id"])[6:9]
+    # split patients unknown to the cohort are removed and reported, as are cohort patients without a partition
+    assert c.manifest.extra["split_report"]["sp"] == {"split_patients_not_in_cohort": ["GHOST"], "cohort_patients_not_in_split": [one["case_id"].iloc[9]]}
 
 
 def test_import_porpoise_csv_any_path(fake_shared, tmp_path, capsys):

@@ -466,16 +466,17 @@ def _finish(
         first = rep.errors[0]
         more = f" (+{len(rep.errors) - 1} more problems)" if len(rep.errors) > 1 else ""
         raise InputError(f"{first.where}: {first.message}{more}", where=where, fix=first.fix or None)
+    extra = cohort.manifest.extra  # pydantic copied ``report``: record the splits on the manifest itself
     if splits is not None:
         split, split_report = _restrict_split(read_splits(splits), set(cohort.patient_ids))
         cohort.splits = {split.name: split}
-        report["split_report"] = {split.name: split_report}
+        extra["split_report"] = {split.name: split_report}
     elif n_folds:
         strata = task_strata(cohort, tasks[0].name)
         s = kfold_split(cohort.patient_ids, n_folds, seed=seed, labels=strata, name=f"kfold{n_folds}")
         s.protocol = f"patient-level {n_folds}-fold CV stratified by task '{tasks[0].name}', seed {seed}; held-out fold = test"
         cohort.splits = {s.name: s}
-    report["splits"] = {k: v.protocol for k, v in cohort.splits.items()}
+    extra["splits"] = {k: v.protocol for k, v in cohort.splits.items()}
     if out_dir is not None:
         save_with_splits(cohort, out_dir, overwrite=overwrite)
         cohort.root = Path(out_dir)
