@@ -155,10 +155,14 @@ def test_changed_config_is_never_silently_reused(cohort_copy, tmp_path):
         run_benchmark(changed, out, progress=False)
     assert "\n" not in str(ei.value)
     assert json.loads((out / "units" / uid / "unit.json").read_text())["config_hash"] == h0
-    # changed trainer / bins are caught too
-    for kw in ({"trainer": {**TRAINER, "lr": 1e-3}}, {"data": {"cohorts": [str(cohort_copy)], "bin_mode": "paper"}}):
-        with pytest.raises(ConfigError, match="different config"):
-            run_benchmark(_cfg(cohort_copy, **base, **kw), out, progress=False)
+    # changed trainer / bins / split patients are caught too
+    for kw in ({"trainer": {**TRAINER, "lr": 1e-3}}, {"data": {"cohorts": [str(cohort_copy)], "bin_mode": "paper"}}, {"split": {"kfold": 2, "seed": 1, "folds": [0]}}):
+        with pytest.raises(ConfigError, match="different config") as ei:
+            run_benchmark(_cfg(cohort_copy, **{**base, **kw}), out, progress=False)
+        assert ("fold_patients" in str(ei.value)) == ("split" in kw)
+    # running more folds is not a change: fold 0 is reused, fold 1 computed
+    more = run_benchmark(_cfg(cohort_copy, **{**base, "split": {"kfold": 2, "folds": [0, 1]}}), out, progress=False)
+    assert more.statuses[uid] == "skipped" and sorted(more.statuses.values()) == ["done", "skipped"]
     # changed data: the cohort's tables are hashed
     pt = pd.read_csv(cohort_copy / "patients.csv")
     pt.loc[0, "subtype"] = "B" if pt.loc[0, "subtype"] == "A" else "A"

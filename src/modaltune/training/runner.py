@@ -286,7 +286,11 @@ def run_unit(unit: Unit | dict, cfg: BenchmarkConfig | dict, out_dir: str | Path
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         cohort = sources.load_cohort(unit.cohort_path)
-        resolved = unit_config(unit, cfg, _data_hashes(out_dir, cohort, cfg))
+        tasks = list(unit.tasks)
+        all_tasks = list(dict.fromkeys(t for ts in cfg.task_sets([t.name for t in cohort.tasks]) for t in ts))
+        splits, _ = sources.make_splits(cohort, cfg.split, all_tasks)
+        fold = next(f for f in splits.folds if f.index == unit.fold)
+        resolved = unit_config(unit, cfg, _data_hashes(out_dir, cohort, cfg), fold)
         chash = config_hash(resolved)
         marker = work / "config_hash"
         if work.exists() and (not marker.exists() or marker.read_text().strip() != chash):
@@ -295,10 +299,6 @@ def run_unit(unit: Unit | dict, cfg: BenchmarkConfig | dict, out_dir: str | Path
             shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True, exist_ok=True)
         marker.write_text(chash)
-        tasks = list(unit.tasks)
-        all_tasks = list(dict.fromkeys(t for ts in cfg.task_sets([t.name for t in cohort.tasks]) for t in ts))
-        splits, _ = sources.make_splits(cohort, cfg.split, all_tasks)
-        fold = next(f for f in splits.folds if f.index == unit.fold)
         method = cfg.methods[unit.method_index]
         tcfg = cfg.trainer.model_copy(update={"seed": unit.seed, "progress_bar": bool(progress)})
         if launch.needs_launch(tcfg):
@@ -631,7 +631,20 @@ class _SpecInfo:
 
 
 # ---------------------------------------------------------------------------------------- entry
-def _check_finished_units(cfg: BenchmarkConfig, out: Path, units: list[Unit], hashes: dict[str, dict], force: bool) -> list[str]:
+def _unit_folds(cfg: BenchmarkConfig, cohort_paths: list[Path]) -> dict[tuple[str, int], Any]:
+    """(cohort name, fold index) -> Fold, made exactly as :func:`run_unit` makes them."""
+    from modaltune.training import sources
+
+    out = {}
+    for path in cohort_paths:
+        c = sources.load_cohort(path)
+        all_tasks = list(dict.fromkeys(t for ts in cfg.task_sets([t.name for t in c.tasks]) for t in ts))
+        for f in sources.make_splits(c, cfg.split, all_tasks)[0].folds:
+            out[(c.name, f.index)] = f
+    return out
+
+
+def _check_finished_units(cfg: BenchmarkConfig, out: Path, units: list[Unit], hashes: dict[str, dict], force: bool, folds: dict) -> list[str]:
     """Compare each finished unit's stored config hash with the current config.
 
     Returns the ids of finished units that stored no hash (made by an older version; reused and
@@ -650,7 +663,7 @@ def _check_finished_units(cfg: BenchmarkConfig, out: Path, units: list[Unit], ha
             stored = json.loads((d / "unit.json").read_text())
         except (OSError, ValueError):
             stored = {}
-        resolved = unit_config(u, cfg, hashes.get(u.cohort))
+        resolved = unit_config(u, cfg, hashes.get(u.cohort), folds.get((u.cohort, u.fold)))
         if "config_hash" not in stored:
             legacy.append(u.uid)
         elif stored["config_hash"] != config_hash(resolved):
@@ -720,8 +733,9 @@ def run_benchmark(
             if cfg.split.file:
                 split_file = sources._split_path(c, cfg.split.file)
             hashes[c.name] = cohort_hashes(c, split_file)
+        # before config.yaml is rewritten: a refused run must leave the folder describing its results
+        legacy = _check_finished_units(cfg, out, units, hashes, force, _unit_folds(cfg, paths))
         write_run_metadata(out, cfg, hashes)
-        legacy = _check_finished_units(cfg, out, units, hashes, force)
         log.info("benchmark %s: %d units (%d done already)", cfg.name, len(units), sum((out / "units" / u.uid / "DONE").exists() for u in units))
         serial = workers <= 1 and not ray_address
         if epoch_progress and not serial:

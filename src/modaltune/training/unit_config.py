@@ -4,9 +4,12 @@ was computed with different settings.
 A unit id (``Unit.uid``) names only method label, cohort, tasks, fold and seed. Its *resolved
 config* adds everything else that changes its numbers: the method's registry name, params and
 modalities; the trainer settings (except display-only ones: progress bar, logger, log interval,
-checkpointing, data-loader workers); the preprocessing (omics scaling, survival bin mode, pathway
-files); the split settings; the unit-level evaluation settings (metrics, time grid, tau,
-embeddings, probes); and the sha256 of the cohort's tables and split file (``data_hashes.json``).
+checkpointing, data-loader workers); the preprocessing (omics scaling, survival bin mode, sha256 of
+the pathway files); the fold's patients (a hash of its train/val/test id lists, so any change of
+split file, k, split seed, stratification or validation fraction is caught, while restricting
+``split.folds`` is not a change) and the evaluated partition; the unit-level evaluation settings
+(metrics, time grid, tau, embeddings, probes); and the sha256 of the cohort's tables
+(``data_hashes.json``).
 Table-level settings (bootstrap, CI level, comparisons, protocol text, ddof) are not part of it:
 they are recomputed from the stored predictions on every run.
 
@@ -19,21 +22,43 @@ import hashlib
 import json
 from typing import Any
 
-__all__ = ["unit_config", "config_hash", "config_diff", "DISPLAY_ONLY_TRAINER_KEYS"]
+__all__ = ["unit_config", "config_hash", "config_diff", "fold_hash", "DISPLAY_ONLY_TRAINER_KEYS"]
 
 #: trainer fields that do not change a unit's numbers
 DISPLAY_ONLY_TRAINER_KEYS = ("progress_bar", "logger", "log_every_n_steps", "checkpoint", "num_workers", "seed")
 
 
-def unit_config(unit: Any, cfg: Any, data_hashes: dict[str, Any] | None) -> dict[str, Any]:
+def _sha(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def fold_hash(fold: Any) -> str:
+    """Hash of a fold's sorted train / val / test patient id lists."""
+    return _sha({part: sorted(map(str, getattr(fold, part))) for part in ("train", "val", "test")})
+
+
+def _file_sha(path: str) -> str:
+    from modaltune.training.run_folder import sha256_file
+
+    try:
+        return sha256_file(path)[:16]
+    except OSError:
+        return f"missing:{path}"
+
+
+def unit_config(unit: Any, cfg: Any, data_hashes: dict[str, Any] | None, fold: Any = None) -> dict[str, Any]:
     """The resolved config of one unit (a JSON-able dict; see the module docstring).
 
     Args:
         unit: the :class:`~modaltune.training.runner.Unit`.
         cfg: the :class:`~modaltune.training.experiment_config.BenchmarkConfig`.
         data_hashes: ``{file: sha256}`` of the unit's cohort (``cohort_hashes``), or None.
+        fold: the unit's ``Fold`` (its patient lists are hashed).
     """
     m = cfg.methods[unit.method_index]
+    data = cfg.data.model_dump(mode="json", exclude_defaults=True, include={"omics_scaling", "bin_mode"})
+    if cfg.data.pathways:
+        data["pathways"] = {k: _file_sha(v) for k, v in sorted(cfg.data.pathways.items())}
     trainer = cfg.trainer.model_dump(mode="json", exclude_defaults=True)
     for k in DISPLAY_ONLY_TRAINER_KEYS:
         trainer.pop(k, None)
@@ -44,8 +69,8 @@ def unit_config(unit: Any, cfg: Any, data_hashes: dict[str, Any] | None) -> dict
         "fold": unit.fold,
         "seed": unit.seed,
         "trainer": trainer,
-        "data": cfg.data.model_dump(mode="json", exclude_defaults=True, include={"omics_scaling", "bin_mode", "pathways"}),
-        "split": cfg.split.model_dump(mode="json", exclude_defaults=True),
+        "data": data,
+        "split": {"eval_partition": cfg.split.eval_partition, "fold_patients": fold_hash(fold) if fold is not None else None},
         "evaluation": ev,
         "cohort_data": dict(sorted((data_hashes or {}).items())),
     }
@@ -53,7 +78,7 @@ def unit_config(unit: Any, cfg: Any, data_hashes: dict[str, Any] | None) -> dict
 
 def config_hash(resolved: dict[str, Any]) -> str:
     """sha256 (first 16 hex digits) of the canonical JSON of a resolved unit config."""
-    return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return _sha(resolved)
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
