@@ -1,13 +1,14 @@
 """Pydantic configs of one experiment (``modaltune fit``) and of a benchmark (``modaltune benchmark``).
 
-Sections (every key documented in ``configs/examples/*.yaml``)::
+Sections (every key documented in docs/training.md; examples in ``configs/examples/*.yaml``)::
 
     data:       where the cohort(s) come from: cohort directories, or simulated presets
     split:      a split file (path, or name under <cohort>/splits/) or seeded k-fold parameters
     method(s):  {name, params, modalities, label}; ``name`` is a registry name (``modaltune methods``)
     tasks:      task names of the cohort manifest (None = all); a benchmark may give task *sets*
     trainer:    Lightning settings (epochs, optimiser, schedule, accumulation, devices, seeds, logger)
-    evaluation: metric names, bootstrap size, protocol name, ddof of the fold std
+    evaluation: metrics, survival time grid and tau, bootstrap / comparisons, protocol name,
+                ddof of the fold std, saved embeddings, linear probes
 
 Relative paths are resolved against the directory of the YAML file.
 """
