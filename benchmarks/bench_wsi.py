@@ -44,6 +44,43 @@ def _peak_mb() -> float:
     return round(own, 1), round(kids, 1)
 
 
+class _RssSampler:
+    """Current resident memory of this process (MB), sampled every ``every`` s in a thread, with times."""
+
+    def __init__(self, every: float = 0.25):
+        import threading
+
+        self.every, self.samples = every, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def now_mb() -> float:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    def _run(self) -> None:
+        t0 = time.perf_counter()
+        while not self._stop.is_set():
+            self.samples.append((time.perf_counter() - t0, self.now_mb()))
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> "_RssSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def halves(self) -> tuple[float, float]:
+        """Highest RSS in the first and in the second half of the run (MB): equal when memory plateaus."""
+        if len(self.samples) < 4:
+            return float("nan"), float("nan")
+        mid = self.samples[-1][0] / 2
+        return (max(v for t, v in self.samples if t <= mid), max(v for t, v in self.samples if t > mid))
+
+
 def _phase(args) -> dict:
     """Run one measurement in this (fresh) process and return its numbers."""
     import torch
@@ -59,12 +96,15 @@ def _phase(args) -> dict:
         from modaltune.preprocess import extract_features
 
         t = time.perf_counter()
-        s = extract_features([args.slide], args.out, batch_size=32, workers=args.workers, progress=False, resume=False)
+        with _RssSampler() as rss:
+            s = extract_features([args.slide], args.out, batch_size=32, workers=args.workers, progress=False, resume=False)
+        first_half_mb, second_half_mb = rss.halves()
         r = s.slides[0]
         own, kids = _peak_mb()
         return {"status": r.status, "patches": r.n_patches, "seconds": time.perf_counter() - t,
                 "tiles_per_s": r.n_patches / (time.perf_counter() - t), "read_wait_s": r.read_wait_s, "encode_s": r.encode_s,
-                "peak_rss_mb": own, "peak_worker_rss_mb": kids, "baseline_rss_mb": base_mb, "error": r.error}
+                "peak_rss_mb": own, "peak_worker_rss_mb": kids, "baseline_rss_mb": base_mb, "error": r.error,
+                "rss_first_half_mb": round(first_half_mb, 1), "rss_second_half_mb": round(second_half_mb, 1)}
     with open_slide(args.slide) as wsi:
         tissue = detect_tissue(wsi, mask_long_side=ExtractConfig().mask_long_side)  # what extract_features uses
         plan = plan_tiles(wsi, tissue, patch_size=256, magnification=20)
@@ -189,18 +229,25 @@ def main() -> None:
 
 
 def _memory_sentence(ext: dict, raw_mb: float, small: dict | None, mask_h: int, mask_w: int) -> str:
-    """What the measured peak memory says; a claim about scaling needs a second slide size (``small``)."""
+    """What the measured memory says. Two measurements: whether resident memory plateaus during the
+    large slide (highest RSS in the first vs the second half of its run) and, when the real slide is
+    installed, how the peak compares with that of a slide 1/17 the size. Each claim follows its numbers."""
     mask = f"the {max(mask_h, mask_w):,}-px tissue mask ({mask_w} x {mask_h} px)"
-    if small is None or small.get("status") != "done":
-        return (f". Only one slide size was measured (the real slide is not installed), so this run makes no claim about "
-                f"how memory scales with slide size; by design it is batch x workers x prefetch tiles plus {mask}.")
-    grow = ext["peak_rss_mb"] - small["peak_rss_mb"]
-    factor = raw_mb / small["raw_mb"]
-    head = (f". The same run on CMU-1-Small-Region ({small['raw_mb']:.0f} MB raw, {small['patches']} patches) peaked at "
-            f"{small['peak_rss_mb']:.0f} MB: a {factor:.0f}x larger slide took {grow:+.0f} MB")
-    if grow < 0.25 * (raw_mb - small["raw_mb"]):
-        return head + f", so memory is bounded by batch x workers x prefetch tiles plus {mask}, not by slide size."
-    return head + f", i.e. memory grew with slide size in this run ({mask} included); investigate before trusting larger slides."
+    a, b = ext.get("rss_first_half_mb", float("nan")), ext.get("rss_second_half_mb", float("nan"))
+    flat = b - a <= max(32.0, 0.05 * a)
+    parts = [f". Resident memory peaked at {a:.0f} MB in the first half of that run and {b:.0f} MB in the second half "
+             + ("(flat while patches kept streaming)" if flat else f"(still growing, {b - a:+.0f} MB)")]
+    if small is not None and small.get("status") == "done":
+        parts.append(f"; the same run on CMU-1-Small-Region ({small['raw_mb']:.0f} MB raw, {small['patches']} patches) "
+                     f"peaked at {small['peak_rss_mb']:.0f} MB, {ext['peak_rss_mb'] - small['peak_rss_mb']:+.0f} MB for a "
+                     f"{raw_mb / small['raw_mb']:.0f}x larger slide with {ext['patches'] / max(1, small['patches']):.0f}x the patches")
+    if flat:
+        parts.append(f". Memory is therefore bounded by batch x workers x prefetch tiles plus {mask} (and the "
+                     f"allocator's working set), not by the slide's {raw_mb:.0f} MB.")
+    else:
+        parts.append(f". Memory kept growing during the run ({mask} is fixed), so this run does NOT show it bounded; "
+                     f"investigate before trusting much larger slides.")
+    return "".join(parts)
 
 
 def _ratio_sentence(ratios: list[float], labels: list[str]) -> str:
