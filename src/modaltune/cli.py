@@ -353,7 +353,7 @@ def demo_cmd(
     out: str | None = typer.Option(None, "--out", help="Run folder (default runs/demo-<timestamp>); rerun into it to resume."),
     fast: bool = typer.Option(False, "--fast", help="Tiny smoke run (numbers mean nothing)."),
     optional: bool = typer.Option(True, "--optional/--no-optional", help="Add the registered optional methods of configs/demo/simulated.yaml (e.g. ModalTune)."),
-    wsi: bool | None = typer.Option(None, "--wsi/--no-wsi", help="Optional WSI step: a real H&E slide to h5 features (default: when the [wsi] extra and the slide are installed)."),
+    wsi: bool | None = typer.Option(None, "--wsi/--no-wsi", help="Optional WSI step: a real H&E slide to h5 features (default: when the wsi extra and the slide are installed)."),
 ) -> None:
     """Benchmark baselines on a SIMULATED cohort and on REAL data (GSE7390 breast cancer); print both tables."""
     from modaltune.demo import run_demo
