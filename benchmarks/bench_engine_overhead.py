@@ -9,6 +9,12 @@ in a ``lightning.Trainer`` built by the engine (per-batch reseeding, dataset epo
 excluded on purpose: bags are tensors already in memory (on the device), so the difference is the
 engine's own cost. Runs alternate (engine, plain, engine, plain, ...) and the first epoch of each run
 is dropped as warm-up; the reported epoch time is the median over the remaining epochs of all runs.
+Each epoch is timed twice: wall clock, and the CPU time of this process (``time.process_time``). On
+a shared machine other jobs stretch wall time by whatever the load is at that moment, while CPU time
+counts only the work this process did (it still includes cache and memory-bandwidth contention and
+leaves out time spent waiting on the checkpoint write), so the CPU-time ratio is the steadier
+estimate of the engine's own cost there; on a quiet machine the two agree. The 1/5/15-minute load
+averages after each run are stored too.
 
     nice .venv/bin/python benchmarks/bench_engine_overhead.py [--bags 200 --patches 2048 --dim 512]
         [--device cpu|cuda] [--threads 1] [--out benchmarks/engine_overhead.json]
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import tempfile
@@ -76,15 +83,15 @@ def _loader(ds):
     return torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False, num_workers=0)  # items are already batches
 
 
-def plain_epochs(ds, dim, embed, device, epochs, accumulate, lr) -> list[float]:
+def plain_epochs(ds, dim, embed, device, epochs, accumulate, lr) -> tuple[list[float], list[float]]:
     model = _model(dim, embed, device)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-5)
     model.train()
-    times = []
+    times, cpu = [], []
     for _ in range(epochs):
         if device == "cuda":
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for i, batch in enumerate(_loader(ds)):
             out = model(batch)
             total, _ = model.loss(batch, out)
@@ -95,10 +102,11 @@ def plain_epochs(ds, dim, embed, device, epochs, accumulate, lr) -> list[float]:
         if device == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-    return times
+        cpu.append(time.process_time() - c0)
+    return times, cpu
 
 
-def engine_epochs(ds, dim, embed, device, epochs, accumulate, lr) -> list[float]:
+def engine_epochs(ds, dim, embed, device, epochs, accumulate, lr) -> tuple[list[float], list[float]]:
     import lightning as L
     from lightning.pytorch.callbacks import Callback
 
@@ -113,11 +121,13 @@ def engine_epochs(ds, dim, embed, device, epochs, accumulate, lr) -> list[float]
 
         def __init__(self):
             self.stamps: list[float] = []
+            self.cpu: list[float] = []
 
         def _stamp(self):
             if device == "cuda":
                 torch.cuda.synchronize()
             self.stamps.append(time.perf_counter())
+            self.cpu.append(time.process_time())
 
         def on_train_epoch_start(self, trainer, pl_module):
             self._stamp()
@@ -129,6 +139,10 @@ def engine_epochs(ds, dim, embed, device, epochs, accumulate, lr) -> list[float]
         def times(self) -> list[float]:
             return [b - a for a, b in zip(self.stamps[:-1], self.stamps[1:])]
 
+        @property
+        def cpu_times(self) -> list[float]:
+            return [b - a for a, b in zip(self.cpu[:-1], self.cpu[1:])]
+
     model = _model(dim, embed, device)
     module = MultiTaskLightningModule(model, {"label": _info(dim).tasks[0]}, optimizer="adam", lr=lr, weight_decay=1e-5)
     tcfg = TrainerConfig(max_epochs=epochs, accumulate_grad_batches=accumulate, accelerator="gpu" if device == "cuda" else "cpu", progress_bar=False, deterministic=False)
@@ -139,7 +153,7 @@ def engine_epochs(ds, dim, embed, device, epochs, accumulate, lr) -> list[float]
         with _quiet_lightning():
             trainer = _lightning_trainer(tcfg, out_dir=Path(tmp), callbacks=cbs, has_val=False, progress=False)
             trainer.fit(module, train_dataloaders=_loader(ds))
-    return timer.times
+    return timer.times, timer.cpu_times
 
 
 def main() -> None:
@@ -161,11 +175,15 @@ def main() -> None:
     labels = (feats[:, :, 0].mean(1) > 0).long()
     ds = _Bags(feats, labels)
     res = {"engine": [], "plain": []}
+    cpu = {"engine": [], "plain": []}
+    load = [os.getloadavg()]  # 1/5/15-min load averages: other jobs on a shared machine inflate epoch times
     for r in range(args.rounds):
         for name, fn in (("engine", engine_epochs), ("plain", plain_epochs)):
-            t = fn(ds, args.dim, args.embed, args.device, args.epochs, args.accumulate, 2e-4)
+            t, c = fn(ds, args.dim, args.embed, args.device, args.epochs, args.accumulate, 2e-4)
             res[name] += t[1:]
-            print(f"round {r} {name}: epochs {[round(x, 3) for x in t]} s", flush=True)
+            cpu[name] += c[1:]
+            load.append(os.getloadavg())
+            print(f"round {r} {name}: epochs {[round(x, 3) for x in t]} s wall, {[round(x, 3) for x in c]} s CPU (load {load[-1][0]:.2f})", flush=True)
     eng, pla = statistics.median(res["engine"]), statistics.median(res["plain"])
     out = {
         "bags": args.bags, "patches": args.patches, "dim": args.dim, "embed": args.embed, "accumulate": args.accumulate,
@@ -173,7 +191,13 @@ def main() -> None:
         "epoch_s_engine_median": eng, "epoch_s_plain_median": pla, "overhead_pct": 100 * (eng / pla - 1),
         "epoch_s_engine_min": min(res["engine"]), "epoch_s_plain_min": min(res["plain"]),
         "overhead_pct_min": 100 * (min(res["engine"]) / min(res["plain"]) - 1),
+        "cpu_s_engine_median": statistics.median(cpu["engine"]), "cpu_s_plain_median": statistics.median(cpu["plain"]),
+        "overhead_pct_cpu_median": 100 * (statistics.median(cpu["engine"]) / statistics.median(cpu["plain"]) - 1),
+        "overhead_pct_cpu_min": 100 * (min(cpu["engine"]) / min(cpu["plain"]) - 1),
+        "cpu_epochs_engine": cpu["engine"], "cpu_epochs_plain": cpu["plain"],
         "epochs_engine": res["engine"], "epochs_plain": res["plain"],
+        "rounds": args.rounds, "epochs_per_run": args.epochs, "cpu_count": os.cpu_count(),
+        "loadavg_1_5_15_after_each_run": [list(x) for x in load],
         "python": platform.python_version(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
