@@ -8,6 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 .PHONY: demo test venv install install-test clean
 
 $(VENV)/.created:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if (3, 10) <= sys.version_info[:2] <= (3, 12) else "modaltune needs Python 3.10-3.12, found " + sys.version.split()[0] + ": run make with PYTHON=python3.11 (or another 3.10-3.12)")'
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	# torch first, so that a CPU wheel satisfies every later "torch>=" requirement.

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from modaltune.config import load_config
+from modaltune.config import load_config, load_yaml
 from modaltune.methods.registry import get_method
 from modaltune.training.experiment_config import BenchmarkConfig
 
@@ -31,8 +31,14 @@ def test_every_config_is_listed_and_validates(tmp_path):
     assert names == sorted(run_tcga.CONFIGS)
     for name in names:
         path = CONFIG_DIR / f"{name}.yaml"
-        # the configs' cohorts are imported by run_tcga.py; point them at any directory to validate the rest
-        cfg = load_config(path, BenchmarkConfig, overrides=[f"data.cohorts=[{tmp_path}]"])
+        # the configs' cohorts are imported by run_tcga.py, and their pathway files live in ../shared:
+        # point both at stand-ins so that the rest of each config is validated without ../shared
+        stand_in = tmp_path / "pathways.csv"
+        stand_in.write_text("gene,P1\nTP53,1\n")
+        overrides = [f"data.cohorts=[{tmp_path}]"]
+        if "pathways" in (load_yaml(path).get("data") or {}):
+            overrides.append(f"data.pathways={{rna: {stand_in}}}")
+        cfg = load_config(path, BenchmarkConfig, overrides=overrides)
         assert cfg.methods, name
         for m in cfg.methods:
             get_method(m.name)  # a registered method name (raises otherwise)
