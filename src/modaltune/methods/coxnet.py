@@ -99,6 +99,8 @@ class CoxnetMethod(TaskTabularMethod):
         self.cv_scores: dict[str, dict[float, float]] = {}
         #: inner-CV mean C per l1_ratio and penalty strength (elastic net)
         self.cv_scores_by_l1: dict[str, dict[float, dict[float, float]]] = {}
+        #: per task: how the regularisation path was shortened where weak penalties diverged
+        self.path_notes: dict[str, str] = {}
 
     # -- estimators ------------------------------------------------------------------------------
     def _coxnet(self, alphas=None, l1_ratio: float | None = None):
@@ -135,10 +137,42 @@ class CoxnetMethod(TaskTabularMethod):
         strat = event.astype(int) if min(event.sum(), (1 - event).sum()) >= k else np.zeros(len(event), dtype=int)
         return list(skf.split(np.zeros((len(event), 1)), strat))
 
+    def _fit_path(self, Z, time, event, task: str, l1_ratio: float, alphas=None):
+        """Coxnet over a regularisation path, shortened at its weak-penalty end if the fit diverges there.
+
+        Coordinate descent diverges when a weak penalty lets weights grow without bound (p close to or
+        above the number of events); glmnet stops such a path early. Here the automatic path is refitted
+        with a larger ``alpha_min_ratio`` (up to 0.5), an explicit one loses its weakest alphas; the
+        shortened path is recorded in ``path_notes``. Raises InputError if even the strongest penalties diverge.
+        """
+        y = _surv(time, event)
+        if alphas is None:
+            ratios = [r for r in (self.alpha_min_ratio, 0.05, 0.1, 0.2, 0.5) if r >= self.alpha_min_ratio]
+            for i, r in enumerate(ratios):
+                try:
+                    from sksurv.linear_model import CoxnetSurvivalAnalysis
+
+                    m = CoxnetSurvivalAnalysis(l1_ratio=l1_ratio, n_alphas=self.n_alphas, alpha_min_ratio=r, max_iter=self.max_iter).fit(Z, y)
+                except ArithmeticError:
+                    if i == len(ratios) - 1:
+                        raise
+                    continue
+                if i:
+                    self.path_notes[task] = f"path diverged below alpha_min_ratio {ratios[i - 1]}; searched down to {r}"
+                return m
+        alphas = np.sort(np.asarray(alphas, dtype=float))[::-1]
+        while True:
+            try:
+                return self._coxnet(alphas, l1_ratio).fit(Z, y)
+            except ArithmeticError:
+                if len(alphas) <= 1:
+                    raise
+                alphas = alphas[: max(1, int(len(alphas) * 0.8))]  # drop the weakest fifth
+
     def _path_scores(self, Z, time, event, folds, task: str, l1_ratio: float) -> tuple[np.ndarray, np.ndarray]:
         """(path, mean inner-CV C per path entry; -inf where no inner fold gave a value)."""
         if self.penalty == "elasticnet":
-            path = self._guard(lambda: self._coxnet(l1_ratio=l1_ratio).fit(Z, _surv(time, event)), task).alphas_
+            path = self._guard(lambda: self._fit_path(Z, time, event, task, l1_ratio), task).alphas_
         else:
             path = np.array(_RIDGE_GRID)
         scores = np.full((len(folds), len(path)), np.nan)
@@ -147,14 +181,14 @@ class CoxnetMethod(TaskTabularMethod):
                 continue
             if self.penalty == "elasticnet":
                 try:
-                    m = self._coxnet(path, l1_ratio).fit(Z[tr], _surv(time[tr], event[tr]))
+                    m = self._fit_path(Z[tr], time[tr], event[tr], task, l1_ratio, alphas=path)
                 except ArithmeticError:
                     continue
+                fitted = set(np.round(m.alphas_, 12))
                 for j, a in enumerate(path):
-                    try:
-                        scores[f, j] = _cindex(time[va], event[va], m.predict(Z[va], alpha=a))
-                    except ValueError:  # alpha beyond the path the fold converged on
-                        pass
+                    if round(float(a), 12) not in fitted:  # beyond the part of the path this inner fold converged on
+                        continue
+                    scores[f, j] = _cindex(time[va], event[va], m.predict(Z[va], alpha=a))
             else:
                 for j, a in enumerate(path):
                     try:
@@ -203,7 +237,11 @@ class CoxnetMethod(TaskTabularMethod):
             alpha, ratio = self._inner_cv(Z, time, event, task)
         self.chosen_alpha[task], self.chosen_l1_ratio[task] = alpha, ratio
         if self.penalty == "elasticnet":
-            return self._guard(lambda: self._coxnet([alpha], ratio).fit(Z, _surv(time, event)), task)
+            path = self.cv_scores_by_l1.get(task, {}).get(ratio)
+            # a chosen alpha is fitted along its path, from the strongest penalty down (warm starts):
+            # a cold start at a weak penalty can diverge where the path converged (last alpha = prediction)
+            alphas = sorted((a for a in path if a >= alpha), reverse=True) if path else [alpha]
+            return self._guard(lambda: self._coxnet(alphas, ratio).fit(Z, _surv(time, event)), task)
         return self._guard(lambda: self._ridge(alpha).fit(Z, _surv(time, event)), task)
 
     def _predict_task(self, model: Any, Z: np.ndarray, task_info: Any) -> np.ndarray:
