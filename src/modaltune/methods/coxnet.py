@@ -19,6 +19,7 @@ task; a numerically diverging fit raises :class:`InputError` suggesting a strong
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,8 @@ from modaltune.methods._tabular import TaskTabularMethod
 from modaltune.methods.registry import register_method
 
 __all__ = ["CoxnetMethod", "build_coxnet"]
+
+log = logging.getLogger("modaltune.training")
 
 _RIDGE_GRID = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 
@@ -159,6 +162,7 @@ class CoxnetMethod(TaskTabularMethod):
                     continue
                 if i:
                     self.path_notes[task] = f"path diverged below alpha_min_ratio {ratios[i - 1]}; searched down to {r}"
+                    log.warning("coxnet task '%s': %s", task, self.path_notes[task])
                 return m
         alphas = np.sort(np.asarray(alphas, dtype=float))[::-1]
         while True:
