@@ -323,3 +323,13 @@ def test_config_errors_through_set(fit_yaml, tmp_path, capsys, cmd, override, ne
     assert rc == 2
     assert_one_line_error(err, str(fit_yaml), *needles)
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_methods_command_lists_the_registry(capsys):
+    from modaltune.methods.registry import list_methods
+
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in out] == sorted(list_methods())
+    row = next(line for line in out if line.startswith("coxnet "))
+    assert row.split()[1:3] == ["tabular", "omics,clinical"]

@@ -24,6 +24,14 @@ def doctor() -> None:
     typer.echo(doctor_report())
 
 
+@app.command("methods")
+def methods_cmd() -> None:
+    """List the registered methods (config ``name``), their kind, modalities and what they are."""
+    from modaltune.methods.registry import method_table
+
+    typer.echo(method_table())
+
+
 @app.command()
 def extract(
     slides: str = typer.Option(..., "--slides", help="Folder of slides (.svs, .tif, .ndpi, ...) or one slide file."),

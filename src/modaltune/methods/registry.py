@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from modaltune.errors import InputError
 
-__all__ = ["MethodEntry", "register_method", "get_method", "list_methods", "build_method"]
+__all__ = ["MethodEntry", "register_method", "get_method", "list_methods", "method_table", "build_method"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,14 @@ def _load_all() -> None:
 def list_methods() -> dict[str, MethodEntry]:
     _load_all()
     return dict(sorted(_REGISTRY.items()))
+
+
+def method_table() -> str:
+    """The registry as aligned text lines: name, kind (torch | tabular), modalities, description."""
+    entries = sorted(list_methods().values(), key=lambda e: e.name)
+    mods = {e.name: ",".join(e.modalities) or "-" for e in entries}
+    w, wm = max(len(e.name) for e in entries), max(len(m) for m in mods.values())
+    return "\n".join(f"{e.name:<{w}}  {e.kind:<7}  {mods[e.name]:<{wm}}  {e.description}" for e in entries)
 
 
 def get_method(name: str) -> MethodEntry:
