@@ -115,16 +115,14 @@ def load_demo_config(kind: str, *, fast: bool = False, include_optional: bool = 
         else:
             d["split"]["folds"] = [0, 1]
         d["evaluation"]["protocol"] = "FAST smoke run (numbers mean nothing): " + d["evaluation"].get("protocol", "")
+    from pydantic import ValidationError
+
+    from modaltune.config import format_validation_error
+
     try:
         return BenchmarkConfig.model_validate(d)
-    except Exception as exc:  # pydantic ValidationError -> one-line ConfigError
-        from pydantic import ValidationError
-
-        from modaltune.config import format_validation_error
-
-        if isinstance(exc, ValidationError):
-            raise ConfigError(format_validation_error(exc), where=path) from exc
-        raise
+    except ValidationError as exc:  # one-line ConfigError listing the allowed keys
+        raise ConfigError(format_validation_error(exc, BenchmarkConfig), where=path) from exc
 
 
 def _protocol_line(summary_md: Path) -> str:
