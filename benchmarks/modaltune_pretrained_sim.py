@@ -5,7 +5,8 @@ around the benchmark run::
 
     nice -n 10 python benchmarks/modaltune_pretrained_sim.py pretrain --out runs/mt_sim_pre
     nice -n 10 modaltune benchmark configs/modaltune/sim_pretrained.yaml --out runs/mt_sim_pre/bench --workers 2
-    nice -n 10 python benchmarks/modaltune_pretrained_sim.py analyse --out runs/mt_sim_pre [--random-bench runs/mt_sim]
+    nice -n 10 python benchmarks/modaltune_pretrained_sim.py analyse --out runs/mt_sim_pre \
+        --random-bench benchmarks/modaltune_results/sim_comparison_results.csv --contrast-config configs/modaltune/sim_comparison.yaml
 
 ``pretrain``: simulates the DISJOINT pretraining cohort (``simulate_cohort(preset="demo", seed=100,
 world_seed=0, n_patients=600)``: new patients in the slide world of the evaluated ``demo`` seed-0
@@ -105,6 +106,68 @@ def _oracle(cohort, folds) -> tuple[pd.DataFrame, dict]:
     return pd.DataFrame(rows), {m: (r.estimate, r.low, r.high) for m, r in pooled.items()}
 
 
+def _frozen_embedding(cohort, ckpt: Path) -> pd.DataFrame:
+    """(patients with a slide) x 64 frozen pretrained slide embeddings of ``cohort`` (deterministic 256-patch view)."""
+    import torch
+
+    from modaltune.encoders.slide import create_slide_encoder
+    from modaltune.modaltune.pretrain import _bags
+
+    enc = create_slide_encoder("small_transformer", checkpoint=ckpt, in_dim=int(cohort.manifest.modality("slide").feature_dim), **ENCODER).eval()
+    ids = [str(p) for p in cohort.patients.index]
+    bags = _bags(cohort, ids, 256)
+    ids = [p for p in ids if p in bags]
+    with torch.no_grad():
+        E = torch.cat([enc(bags[p][0][None], bags[p][1][None]) for p in ids]).numpy()
+    return pd.DataFrame(E, index=ids)
+
+
+def _embedding_probes(cohort, E: pd.DataFrame, folds) -> pd.DataFrame:
+    """POST-HOC diagnostic: the paper's linear probes (logistic C=1 / ridge Cox 0.1) on the frozen
+    pretrained slide embedding, per fold (patients without a slide are left out here)."""
+    from modaltune.evaluation.probes import probe_task_metrics
+    from modaltune.training.trainer import targets_frame
+
+    tasks = [cohort.manifest.task("subtype"), cohort.manifest.task("survival")]
+    from modaltune.data.dataset import TaskInfo
+
+    infos = [TaskInfo(t, 2 if t.kind == "classification" else 4, list(t.classes or []), None, {}) for t in tasks]
+    rows = []
+    for f in folds:
+        ev = list(f.test) or list(f.val)
+        tgt = targets_frame(cohort, list(f.train) + ev, [t.name for t in tasks])
+        for ti in infos:
+            g = tgt[(tgt["task"] == ti.spec.name) & tgt["labelled"].astype(bool)].set_index("patient_id")
+            tr = [p for p in f.train if p in g.index and p in E.index]
+            te = [p for p in ev if p in g.index and p in E.index]
+            for metric, (v, why) in probe_task_metrics(ti, E.loc[tr].to_numpy(), g.loc[tr], E.loc[te].to_numpy(), g.loc[te]).items():
+                rows.append({"fold": f.index, "task": ti.spec.name, "metric": metric, "value": v, "n_eval": len(te)})
+    return pd.DataFrame(rows)
+
+
+def _what_was_learned(cohort, preds: pd.DataFrame) -> pd.DataFrame:
+    """POST-HOC diagnostic: regress each method's out-of-fold subtype logit / survival risk on the
+    simulator's standardised ground-truth components; the coefficient of the slide x RNA
+    interaction term says whether a method uses the joint effect only a joint model can learn."""
+    gt = cohort.ground_truth.copy()
+    comps = {
+        "subtype": {"slide": gt["subtype_logit_slide"], "omics": gt["subtype_logit_omics"], "interaction": gt["subtype_logit_interaction"]},
+        "survival": {"slide": gt["z_slide_2"], "omics": gt["z_omics_2"], "interaction": gt["risk_interaction"], "clinical": gt["z_clinical"]},
+    }
+    rows = []
+    for (method, task), p in preds.groupby(["method", "task"]):
+        p = p.set_index("patient_id")
+        y = np.log(p["prob_B"].clip(1e-6, 1 - 1e-6) / p["prob_A"].clip(1e-6, 1 - 1e-6)) if task == "subtype" else p["risk"]
+        X = pd.DataFrame({k: v.loc[p.index] for k, v in comps[task].items()})
+        Xs = (X - X.mean()) / X.std()
+        ys = (y - y.mean()) / y.std()
+        A = np.column_stack([np.ones(len(Xs)), Xs.to_numpy()])
+        beta, *_ = np.linalg.lstsq(A, ys.to_numpy(), rcond=None)
+        r2 = 1 - ((ys.to_numpy() - A @ beta) ** 2).sum() / (ys.to_numpy() ** 2).sum()
+        rows.append({"method": method, "task": task, **{f"beta_{k}": float(b) for k, b in zip(X.columns, beta[1:])}, "r2": float(r2), "n": len(ys)})
+    return pd.DataFrame(rows)
+
+
 def _transfer_r2(cohort, ckpt: Path) -> dict[str, float]:
     """5-fold ridge R^2 of the evaluated cohort's slide factors from the frozen pretrained embedding."""
     import torch
@@ -128,19 +191,24 @@ def _transfer_r2(cohort, ckpt: Path) -> dict[str, float]:
     return out
 
 
-def _gates(cohort, cfg, fold, bench_metrics: pd.DataFrame, label: str) -> dict:
-    """Refit ModalTune on ``fold`` with the benchmark's settings; gate magnitudes and relative injection."""
+def _gates(cohort, cfg, fold, bench_metrics: pd.DataFrame, label: str, save_dir: Path) -> dict:
+    """Refit ModalTune on ``fold`` with the benchmark's settings (saved in ``save_dir`` and reused);
+    gate magnitudes and the relative size of the injected update."""
     import torch
 
     from modaltune.data.dataset import collate_patients
     from modaltune.evaluation import compute_metrics
-    from modaltune.training.trainer import fit, predict, targets_frame
+    from modaltune.evaluation.metrics import metric_names
+    from modaltune.training.trainer import FittedModel, fit, predict, targets_frame
 
     method = next(m for m in cfg.methods if m.display == label)
     tasks = cfg.task_sets([t.name for t in cohort.tasks])[0]
     tcfg = cfg.trainer.model_copy(update={"seed": 0, "progress_bar": False, "logger": "none"})
     t0 = time.time()
-    fitted = fit(cohort, fold, method, tasks=tasks, trainer=tcfg, data=cfg.data, progress=False)
+    if (save_dir / "model").exists():
+        fitted = FittedModel.load(save_dir / "model")
+    else:
+        fitted = fit(cohort, fold, method, tasks=tasks, trainer=tcfg, data=cfg.data, out_dir=save_dir, progress=False)
     seconds = time.time() - t0
     ids = list(fold.test) or list(fold.val)
     preds = predict(fitted, cohort, ids)
@@ -148,7 +216,8 @@ def _gates(cohort, cfg, fold, bench_metrics: pd.DataFrame, label: str) -> dict:
     refit = {}
     for t in fitted.info.tasks:
         p = preds[preds["task"] == t.spec.name].dropna(axis=1, how="all")
-        mv = compute_metrics(t, p, train_tgt[train_tgt["task"] == t.spec.name] if t.spec.kind == "survival" else None, cfg.evaluation.metrics)
+        wanted = [x for x in (cfg.evaluation.metrics or []) if x in metric_names(t.spec.kind)] or None
+        mv = compute_metrics(t, p, train_tgt[train_tgt["task"] == t.spec.name] if t.spec.kind == "survival" else None, wanted)
         refit.update({f"{t.spec.name}/{k}": float(v) for k, v in mv.items()})
     bm = bench_metrics[(bench_metrics["method"] == label) & (bench_metrics["fold"] == fold.index)]
     bench = {f"{r.task}/{r.metric}": float(r.value) for r in bm.itertuples()}
@@ -158,7 +227,9 @@ def _gates(cohort, cfg, fold, bench_metrics: pd.DataFrame, label: str) -> dict:
     ds_ids = ids[:32]
     from modaltune.data.dataset import PatientDataset
 
-    ds = PatientDataset(cohort, ds_ids, fitted.preprocessor, training=False, max_patches=cfg.trainer.max_patches)
+    from modaltune.training._prep import bind
+
+    ds = PatientDataset(cohort, ds_ids, bind(fitted.preprocessor, cohort), training=False, max_patches=cfg.trainer.max_patches)
     rel = [[] for _ in gam]
     hooks = []
     for gi, inj in enumerate(m.adapter.injectors):
@@ -185,7 +256,7 @@ def _summary_table(results: pd.DataFrame, ddof: int) -> pd.DataFrame:
     return pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=ddof), "n": g.count()}).reset_index()
 
 
-def cmd_analyse(out: Path, random_bench: Path | None, threads: int, skip_gates: bool) -> None:
+def cmd_analyse(out: Path, random_bench: Path | None, threads: int, skip_gates: bool, contrast_config: Path | None = None) -> None:
     import torch
 
     from modaltune.config import load_config
@@ -204,6 +275,16 @@ def cmd_analyse(out: Path, random_bench: Path | None, threads: int, skip_gates: 
     report["oracle_folds"] = oracle_folds.to_dict("records")
     report["oracle_pooled"] = oracle_pooled
     report["transfer_r2"] = _transfer_r2(cohort, out / "slide_encoder_pretrained.pt")
+    E = _frozen_embedding(cohort, out / "slide_encoder_pretrained.pt")
+    ep = _embedding_probes(cohort, E, splits.folds)
+    report["posthoc_embedding_probes"] = ep.groupby(["task", "metric"])["value"].agg(["mean", "std"]).reset_index().to_dict("records")
+    preds = pd.read_parquet(bench / "predictions.parquet")
+    extra = []
+    if random_bench is not None:
+        rp = (random_bench.parent if random_bench.suffix == ".csv" else random_bench) / "predictions.parquet"
+        if rp.exists():
+            extra.append(pd.read_parquet(rp).assign(method=lambda d: d["method"] + " [random backbone]"))
+    report["posthoc_what_was_learned"] = _what_was_learned(cohort, pd.concat([preds] + extra, ignore_index=True)).to_dict("records")
     table = _summary_table(results, cfg.evaluation.ddof)
     report["table"] = table.to_dict("records")
     # paired per-fold differences ModalTune - each other method
@@ -216,15 +297,19 @@ def cmd_analyse(out: Path, random_bench: Path | None, threads: int, skip_gates: 
         d = (piv[mt] - piv[other]).groupby(level=["task", "metric"])
         diffs[other] = {f"{t}/{m}": {"mean": float(v.mean()), "wins": int((v > 0).sum()), "folds": int(v.notna().sum())} for (t, m), v in d}
     report["paired_vs"] = diffs
-    if random_bench is not None and (random_bench / "results.csv").exists():
-        rr = pd.read_csv(random_bench / "results.csv")
+    if random_bench is not None:
+        rr = pd.read_csv(random_bench if random_bench.suffix == ".csv" else random_bench / "results.csv")
         rr = rr[rr["method"] == "modaltune"]
         report["random_backbone_modaltune"] = _summary_table(rr, cfg.evaluation.ddof).to_dict("records")
         both = piv[mt].reset_index().merge(rr.rename(columns={"value": "random"})[["task", "metric", "fold", "random"]], on=["task", "metric", "fold"])
         report["pretrained_minus_random"] = {f"{t}/{m}": float((g[mt] - g["random"]).mean()) for (t, m), g in both.groupby(["task", "metric"])}
     if not skip_gates:
         fold0 = next(f for f in splits.folds if f.index == 0)
-        report["gates"] = [_gates(cohort, cfg, fold0, results, mt)]
+        report["gates"] = [_gates(cohort, cfg, fold0, results, mt, out / "gates_fold0")]
+        if contrast_config is not None:  # the same refit for the RANDOM frozen backbone (sim_comparison.yaml)
+            ccfg = load_config(contrast_config, BenchmarkConfig)
+            rres = pd.read_csv(random_bench) if random_bench is not None and random_bench.suffix == ".csv" else pd.DataFrame(columns=["method", "fold", "task", "metric", "value"])
+            report["gates"].append(_gates(cohort, ccfg, fold0, rres, "modaltune", out / "gates_fold0_random_backbone"))
     (out / "analysis.json").write_text(json.dumps(report, indent=2, default=str))
     _write_md(out / "analysis.md", report)
     print((out / "analysis.md").read_text())
@@ -244,13 +329,22 @@ def _write_md(path: Path, r: dict) -> None:
               + ", ".join(f"{k} {v:.3f}" for k, v in r["transfer_r2"].items())]
     h = r["pretrain_history_last"]
     lines.append("Pretraining (last epoch, held-out pretraining patients): " + ", ".join(f"{k} {v:.3f}" for k, v in h.items() if k != "epoch"))
+    lines += ["", "POST-HOC (not pre-registered): the paper's linear probes (logistic C=1 / ridge Cox 0.1) on the frozen pretrained "
+              "slide embedding, per fold (patients with a slide): "
+              + "; ".join(f"{r['task']}/{r['metric']} {r['mean']:.3f} ± {r['std']:.3f}" for r in r["posthoc_embedding_probes"])]
+    lines += ["", "POST-HOC: standardised OLS coefficients of each method's out-of-fold subtype logit / survival risk on the simulator's "
+              "ground-truth components (interaction = the slide x RNA product only a joint model can use):", "",
+              "| method | task | slide | omics | interaction | clinical | R^2 |", "|---|---|---|---|---|---|---|"]
+    for w in r["posthoc_what_was_learned"]:
+        lines.append(f"| {w['method']} | {w['task']} | {w['beta_slide']:+.3f} | {w['beta_omics']:+.3f} | {w['beta_interaction']:+.3f} | "
+                     f"{w.get('beta_clinical', float('nan')):+.3f} | {w['r2']:.3f} |")
     lines += ["", "Paired per-fold differences, ModalTune (pretrained) minus:", ""]
     for other, d in r["paired_vs"].items():
         lines.append(f"- {other}: " + "; ".join(f"{k} {v['mean']:+.3f} ({v['wins']}/{v['folds']} folds better)" for k, v in d.items()))
     if "pretrained_minus_random" in r:
         lines.append("- ModalTune with the random frozen backbone (sim_comparison run): " + "; ".join(f"{k} {v:+.3f}" for k, v in r["pretrained_minus_random"].items()))
     for g in r.get("gates", []):
-        lines += ["", f"Gates after training (fold {g['fold']} refit, {g['refit_seconds']} s): mean |gamma| per group "
+        lines += ["", f"Gates after training, {g['label']} (fold {g['fold']} refit, {g['refit_seconds']} s, backbone {g['weights_source']}): mean |gamma| per group "
                   + ", ".join(f"{v:.4f}" for v in g["gamma_mean_abs"]) + "; max |gamma| " + ", ".join(f"{v:.4f}" for v in g["gamma_max_abs"])
                   + "; ||gamma * CrossAttn|| / ||x|| " + ", ".join(f"{v:.4f}" for v in g["injection_relative_norm"]),
                   "refit fold metrics " + json.dumps({k: round(v, 4) for k, v in g["refit_metrics"].items()})
@@ -267,14 +361,18 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     a = sub.add_parser("analyse")
     a.add_argument("--out", type=Path, required=True)
-    a.add_argument("--random-bench", type=Path, default=None, help="run folder of sim_comparison.yaml (random frozen backbone), for the paired contrast")
+    a.add_argument("--random-bench", type=Path, default=None,
+                   help="results.csv (or its run folder) of sim_comparison.yaml (random frozen backbone), for the paired contrast, "
+                        "e.g. benchmarks/modaltune_results/sim_comparison_results.csv")
     a.add_argument("--threads", type=int, default=1)
     a.add_argument("--skip-gates", action="store_true")
+    a.add_argument("--contrast-config", type=Path, default=None,
+                   help="also refit fold 0 of this config's 'modaltune' row (e.g. configs/modaltune/sim_comparison.yaml: random backbone) for its gates")
     args = ap.parse_args()
     if args.cmd == "pretrain":
         cmd_pretrain(args.out, args.epochs, args.threads)
     else:
-        cmd_analyse(args.out, args.random_bench, args.threads, args.skip_gates)
+        cmd_analyse(args.out, args.random_bench, args.threads, args.skip_gates, args.contrast_config)
 
 
 if __name__ == "__main__":
