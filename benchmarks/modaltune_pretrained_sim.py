@@ -277,7 +277,9 @@ def cmd_analyse(out: Path, random_bench: Path | None, threads: int, skip_gates: 
     report["transfer_r2"] = _transfer_r2(cohort, out / "slide_encoder_pretrained.pt")
     E = _frozen_embedding(cohort, out / "slide_encoder_pretrained.pt")
     ep = _embedding_probes(cohort, E, splits.folds)
-    report["posthoc_embedding_probes"] = ep.groupby(["task", "metric"])["value"].agg(["mean", "std"]).reset_index().to_dict("records")
+    g = ep.groupby(["task", "metric"])["value"]
+    report["posthoc_embedding_probes"] = pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=cfg.evaluation.ddof)}).reset_index().to_dict("records")
+    report["posthoc_embedding_probes_folds"] = ep.to_dict("records")
     preds = pd.read_parquet(bench / "predictions.parquet")
     extra = []
     if random_bench is not None:
