@@ -30,7 +30,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 
@@ -107,7 +106,6 @@ def plain_epochs(ds, dim, embed, device, epochs, accumulate, lr) -> tuple[list[f
 
 
 def engine_epochs(ds, dim, embed, device, epochs, accumulate, lr) -> tuple[list[float], list[float]]:
-    import lightning as L
     from lightning.pytorch.callbacks import Callback
 
     from modaltune.training.callbacks import SeedEachEpoch, SetEpoch, build_callbacks

@@ -43,7 +43,6 @@ def _child(n: int, ckpt: bool, steps: int) -> dict:
 
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    from types import SimpleNamespace
 
     from modaltune.data.cohort import TaskSpec
     from modaltune.data.dataset import CohortInfo, TaskInfo

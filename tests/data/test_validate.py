@@ -13,7 +13,7 @@ from modaltune.data.bags import write_bag_h5
 from modaltune.data.validate import validate_cohort
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _toy_cohort import D, PATIENTS, make_cohort  # noqa: E402
+from _toy_cohort import D, make_cohort  # noqa: E402
 
 
 def _msgs(problems) -> list[str]:

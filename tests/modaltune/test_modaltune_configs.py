@@ -19,14 +19,6 @@ REDUCED = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _load(path: Path, cohort_dir: Path | None = None, overrides: list[str] | None = None):
     """``load_config`` as the CLI does; the paper configs' cohort directories (cohorts/mt_*) are
     replaced by ``cohort_dir`` because the loader checks that they exist."""

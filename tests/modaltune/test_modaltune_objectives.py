@@ -3,7 +3,6 @@ text``, the Cox head, compressed pathway tokens, report-text tokens, description
 and zero-shot scoring of label names by a trained model."""
 from __future__ import annotations
 
-import copy
 import dataclasses
 import sys
 from pathlib import Path
@@ -24,14 +23,6 @@ from modaltune.methods import build_method  # noqa: E402
 SMALL = {"gene_mixer": {"token_dim": 8, "n_blocks": 1, "channel_hidden": 8}, "backbone_params": {"embed_dim": 16, "depth": 2, "num_heads": 2},
          "attn_dim": 8, "heads": 2, "ffn_dim": 8, "out_dim": 16, "drop_path": 0.0, "block_tokens": 2}
 DUCT, LOBULAR = "infiltrating duct carcinoma", "infiltrating lobular carcinoma"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _model(info, **kw):

@@ -14,14 +14,6 @@ ENC = {"embed_dim": 16, "depth": 2, "num_heads": 2}
 FACTORS = ["z_slide_1", "z_slide_2", "z_shared"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def cohorts(tmp_path_factory):
     root = tmp_path_factory.mktemp("pre")

@@ -26,14 +26,6 @@ SPOKEN = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def staged(tmp_path_factory):
     """A tiny simulated cohort whose patient table also carries raw AJCC stage / T / N / M strings."""
