@@ -140,8 +140,8 @@ def protocol_line(run_dir: Path) -> str:
     return ""
 
 
-def pooled_cis(run_dir: Path) -> pd.DataFrame:
-    """The bootstrap CI table of a run's summary.md as a frame (method, cohort, task, seed, metric, estimate, CI)."""
+def _summary_table(run_dir: Path, first: list[str]) -> pd.DataFrame:
+    """The markdown table of a run's summary.md whose header starts with ``first``, as a frame of strings."""
     s = run_dir / "summary.md"
     if not s.exists():
         return pd.DataFrame()
@@ -152,11 +152,45 @@ def pooled_cis(run_dir: Path) -> pd.DataFrame:
             if header is not None and rows:
                 break
             continue
-        if cells[:3] == ["method", "cohort", "task"] and "CI" in cells:
+        if header is None and cells[: len(first)] == first:
             header, rows = cells, []
         elif header is not None and len(cells) == len(header) and not set(line) <= set("|- "):
             rows.append(cells)
-    return pd.DataFrame(rows, columns=header) if header else pd.DataFrame()
+    if header is None:
+        return pd.DataFrame()
+    # duplicate header names (the paired table has A, B as labels and as values): make them unique
+    cols = [f"{c}_value" if c in header[:i] else c for i, c in enumerate(header)]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def pooled_cis(run_dir: Path) -> pd.DataFrame:
+    """The bootstrap CI table of a run's summary.md as a frame (method, cohort, task, seed, metric, estimate, CI)."""
+    t = _summary_table(run_dir, ["method", "cohort", "task", "seed", "metric", "estimate"])
+    return t if "CI" in t else pd.DataFrame()
+
+
+def paired_comparisons(run_dir: Path) -> pd.DataFrame:
+    """The paired-comparison table of a run's summary.md (A, B, cohort, task, seed, metric, A_value, B_value, difference, CI, p)."""
+    return _summary_table(run_dir, ["A", "B", "cohort", "task"])
+
+
+def paired_table(pairs: pd.DataFrame, task: str, metric: str) -> str:
+    """Rows = method A (vs B), columns = cohorts: difference A - B [95% CI] (p), seed 0 when several seeds."""
+    if pairs.empty:
+        return ""
+    r = pairs[(pairs["task"] == task) & (pairs["metric"] == metric)]
+    if r.empty:
+        return ""
+    r = r[r["seed"] == r["seed"].iloc[0]]
+    cohorts = list(dict.fromkeys(r["cohort"]))
+    lines = ["| A vs B | " + " | ".join(_cohort_label(c) for c in cohorts) + " |", "|---|" + "---|" * len(cohorts)]
+    for (a, b), g in r.groupby(["A", "B"], sort=False):
+        cells = []
+        for c in cohorts:
+            row = g[g["cohort"] == c]
+            cells.append(f"{row['difference'].iloc[0]} {row['CI'].iloc[0]} (p {row['p'].iloc[0]})" if len(row) else "")
+        lines.append(f"| {a} vs {b} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def ci_table(cis: pd.DataFrame, task: str, metric: str) -> str:
@@ -187,13 +221,16 @@ def tables(out: Path, names: list[str], cmd: str) -> str:
         res = pd.read_csv(run / "results.csv")
         failed = pd.read_csv(run / "failed_units.csv") if (run / "failed_units.csv").exists() else pd.DataFrame()
         parts += [f"### {name}", "", protocol_line(run), ""]
-        cis = pooled_cis(run)
+        cis, pairs = pooled_cis(run), paired_comparisons(run)
         for task, metric, pub in (("survival", "c_index", name.startswith("survival")), ("subtype", "balanced_accuracy", False), ("subtype", "macro_auc", False)):
             if ((res["task"] == task) & (res["metric"] == metric)).any():
                 parts += [f"**{task} · {metric}** (mean ± std over folds, ddof=0)", "", markdown_table(res, task, metric, published=pub)]
                 ci = ci_table(cis, task, metric)
                 if ci:
                     parts += [f"Bootstrap 95% CIs, {task} · {metric} (patients resampled from the pooled out-of-fold predictions; pooled estimates differ from fold means):", "", ci]
+                pt = paired_table(pairs, task, metric)
+                if pt:
+                    parts += [f"Paired bootstrap, {task} · {metric}: difference A - B on the pooled out-of-fold predictions of the same patients [95% CI] (two-sided p):", "", pt]
         if len(failed):
             per = failed.groupby(["method", "cohort"], sort=False).agg(n=("fold", "count"), reason=("reason", "first")).reset_index()
             parts += ["Failed units: " + "; ".join(f"{r.method} / {r.cohort}: {r.n} fold(s), {str(r.reason)[:110]}" for r in per.itertuples()), ""]

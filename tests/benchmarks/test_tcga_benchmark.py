@@ -67,6 +67,13 @@ def test_pooled_ci_table_is_read_from_summary(tmp_path):
         "## Bootstrap 95% CIs\n\n| method | cohort | task | seed | metric | estimate | CI |\n|---|---|---|---|---|---|---|\n"
         "| snn | porpoise_blca | survival | 0 | c_index | 0.565 | [0.515, 0.616] |\n"
         "| snn | porpoise_brca | survival | 0 | c_index | 0.542 | [0.480, 0.604] |\n\nafter\n")
+    with (tmp_path / "summary.md").open("a") as f:
+        f.write("\n## Paired comparisons\n\n| A | B | cohort | task | seed | metric | A | B | difference | CI | p |\n"
+                "|---|---|---|---|---|---|---|---|---|---|---|\n"
+                "| snn | coxnet | porpoise_blca | survival | 0 | c_index | 0.565 | 0.631 | -0.066 | [-0.110, -0.020] | 0.004 |\n")
+    pairs = run_tcga.paired_comparisons(tmp_path)
+    assert pairs[["A_value", "B_value", "difference"]].iloc[0].tolist() == ["0.565", "0.631", "-0.066"]
+    assert "| snn vs coxnet | -0.066 [-0.110, -0.020] (p 0.004) |" in run_tcga.paired_table(pairs, "survival", "c_index")
     cis = run_tcga.pooled_cis(tmp_path)
     assert list(cis["cohort"]) == ["porpoise_blca", "porpoise_brca"]
     table = run_tcga.ci_table(cis, "survival", "c_index")
