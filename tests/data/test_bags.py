@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from modaltune.data.bags import (
     Bag,
+    cap_patient_bag,
     load_patient_bag,
     merge_bags,
     open_bag,
@@ -321,3 +322,40 @@ def test_property_patch_indices(n, cap, seed, epoch, key):
     if n >= 2 * cap and cap >= 5:
         trs = {tuple(sample_patch_indices(n, cap, training=True, seed=seed, epoch=e, key=key)) for e in range(epoch, epoch + 3)}
         assert len(trs) > 1
+
+
+# ------------------------------------------------------------------ in-memory cap == capped disk read
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    sizes=st.lists(st.integers(1, 30), min_size=1, max_size=3),
+    cap=st.integers(1, 40),
+    training=st.booleans(),
+    seed=st.integers(0, 3),
+    epoch=st.integers(0, 4),
+)
+def test_cap_patient_bag_equals_capped_read(tmp_path_factory, sizes, cap, training, seed, epoch):
+    """The bag cache caps in memory: it must give the rows, coords and order of the capped disk read."""
+    paths = _slides(tmp_path_factory.mktemp("cap"), sizes)
+    disk = load_patient_bag(paths, max_patches=cap, training=training, seed=seed, epoch=epoch)
+    full = load_patient_bag(paths)
+    mem = cap_patient_bag(full, cap, training=training, seed=seed, epoch=epoch)
+    assert np.array_equal(mem.features, disk.features) and mem.features.dtype == disk.features.dtype
+    assert np.array_equal(mem.coords, disk.coords)
+    assert mem.n_patches == min(sum(sizes), cap)
+    if sum(sizes) <= cap:
+        assert mem is full
+    else:
+        assert np.array_equal(mem.attrs["patch_index"], disk.attrs["patch_index"])
+
+
+def test_capped_read_opens_each_file_once_for_metadata(tmp_path, monkeypatch):
+    """Attribute reads dominate small bags: open_bag + the row read must read each file's attrs once."""
+    from modaltune.data import bags
+
+    paths = _slides(tmp_path, [20, 10])
+    calls = []
+    real = bags._h5_attrs
+    monkeypatch.setattr(bags, "_h5_attrs", lambda f, p: calls.append(p) or real(f, p))
+    load_patient_bag(paths, max_patches=8, training=True)
+    load_patient_bag(paths)
+    assert calls == paths + paths  # one attrs read per file per load, capped or not

@@ -15,6 +15,7 @@ from modaltune.data.dataset import (
     CohortInfo,
     CohortPreprocessor,
     PatientDataset,
+    bag_cache_fits,
     collate_patients,
     summarize_exclusions,
 )
@@ -126,6 +127,56 @@ def test_patch_cap_in_dataset_eval_fixed_train_varies(cohort):
         tr.set_epoch(e)
         seen.add(tuple(tr[0]["slide"]["coords"].flatten().tolist()))
     assert len(seen) > 1
+
+
+def test_bag_cache_same_samples_and_no_rereads(cohort, monkeypatch):
+    """cache_bags=True: the same patches as reading from disk, every epoch, train and eval, capped or
+    not; files are read once per patient; the cached arrays are never handed out."""
+    import modaltune.data.dataset as dsmod
+
+    prep = CohortPreprocessor(cohort, modalities=["wsi"]).fit(TRAIN)
+    ids = ["P00", "P01", "P05", "P11"]  # P00 two slides, P01 no slide
+    for training, cap in [(True, 4), (False, 4), (True, None), (False, None)]:
+        plain = PatientDataset(cohort, ids, prep, training=training, max_patches=cap, seed=3)
+        cached = PatientDataset(cohort, ids, prep, training=training, max_patches=cap, seed=3, cache_bags=True)
+        for e in range(3):
+            plain.set_epoch(e)
+            cached.set_epoch(e)
+            for i in range(len(ids)):
+                a, b = plain[i]["slide"], cached[i]["slide"]
+                assert torch.equal(a["features"], b["features"]) and torch.equal(a["coords"], b["coords"])
+    reads = []
+    real = dsmod.load_patient_bag
+    monkeypatch.setattr(dsmod, "load_patient_bag", lambda paths, **kw: reads.append(tuple(paths)) or real(paths, **kw))
+    ds = PatientDataset(cohort, ids, prep, training=True, max_patches=4, cache_bags=True)
+    for e in range(3):
+        ds.set_epoch(e)
+        [ds[i] for i in range(len(ids))]
+    assert len(reads) == 3 and len(set(reads)) == 3  # 3 patients with slides, each read once
+    ev = PatientDataset(cohort, ["P05"], prep, training=False, cache_bags=True)
+    x = ev[0]["slide"]["features"]
+    x.zero_()  # a model writing into its input must not change the cache
+    assert ev[0]["slide"]["features"].abs().sum() > 0
+
+
+def test_bag_cache_fits_budget(cohort):
+    prep = CohortPreprocessor(cohort, modalities=["wsi"]).fit(TRAIN)
+    total = sum(Path(p).stat().st_size for pid in PATIENTS for p in (prep.slide_paths.get(pid) or []))
+    assert bag_cache_fits(prep, PATIENTS) and bag_cache_fits(prep, PATIENTS, budget_bytes=total)
+    assert not bag_cache_fits(prep, PATIENTS, budget_bytes=total - 1)
+    assert not bag_cache_fits(prep, ["P01", "P02"])  # no slides: nothing to cache
+
+
+def test_datamodule_cache_auto_only_without_workers(cohort):
+    from modaltune.training.datamodule import CohortDataModule
+
+    auto = CohortDataModule(cohort, TRAIN, TEST, modalities=["wsi"], tasks=["subtype"])
+    assert auto.dataset(TRAIN, True).cache_bags
+    assert not auto.predict_loader(TEST).dataset.cache_bags  # one pass: never cached
+    workers = CohortDataModule(cohort, TRAIN, TEST, modalities=["wsi"], tasks=["subtype"], num_workers=2)
+    assert not workers.dataset(TRAIN, True).cache_bags
+    off = CohortDataModule(cohort, TRAIN, TEST, modalities=["wsi"], tasks=["subtype"], cache_bags=False)
+    assert not off.dataset(TRAIN, True).cache_bags
 
 
 def test_dataloader_with_workers(cohort):

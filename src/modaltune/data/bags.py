@@ -42,6 +42,7 @@ __all__ = [
     "open_bag",
     "write_bag_h5",
     "load_patient_bag",
+    "cap_patient_bag",
     "merge_bags",
     "sample_patch_indices",
     "is_diagnostic_slide",
@@ -327,7 +328,9 @@ def _read_h5_dataset(ds, path: Path, *, check_finite: bool = False) -> tuple[np.
     return out, spec is not None
 
 
-def _read_h5(path: Path) -> Bag:
+def _read_h5(path: Path, attrs: dict[str, Any] | None = None) -> Bag:
+    """``attrs``: the file's attributes when already read (by :func:`open_bag`): h5py attribute
+    access costs ~2 ms per file, more than reading a small bag."""
     with _open_h5(path) as f:
         if "features" not in f:
             raise InputError(
@@ -335,7 +338,7 @@ def _read_h5(path: Path) -> Bag:
                 where=path,
                 fix="a TRIDENT bag needs datasets 'features' (N, D) and 'coords' (N, 2)",
             )
-        attrs = _h5_attrs(f, path)
+        attrs = dict(attrs) if attrs is not None else _h5_attrs(f, path)
         features, checked = _read_h5_dataset(f["features"], path, check_finite=True)
         # TRIDENT/CLAM sometimes store (1, N, D)
         if features.ndim == 3 and features.shape[0] == 1:
@@ -468,7 +471,8 @@ def open_bag(path: str | Path) -> BagHandle:
             shape = tuple(ds.shape)
             if len(shape) == 3 and shape[0] == 1:
                 shape = shape[1:]
-            return BagHandle(path, fmt, shape, ds.dtype, _h5_attrs(f, path).get("encoder"), "coords" in f, _h5_attrs(f, path))
+            attrs = _h5_attrs(f, path)
+            return BagHandle(path, fmt, shape, ds.dtype, attrs.get("encoder"), "coords" in f, attrs)
     feats, coords, attrs = _pt_parts(_load_pt(path, mmap=True), path)
     shape = tuple(feats.shape)
     if len(shape) == 3 and shape[0] == 1:
@@ -722,14 +726,14 @@ def _check_bag_memory(handles: list[BagHandle], n_keep: int, budget: int | None)
     return need
 
 
-def _read_rows_h5(path: Path, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
+def _read_rows_h5(path: Path, rows: np.ndarray, attrs: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
     """Features of the sorted ``rows`` only, all coords, attrs. A contiguous unfiltered dataset is
     memory-mapped at its file offset (only the touched pages are read); other layouts use h5py's
     fancy indexing, which reads just the selected rows."""
     with _open_h5(path) as f:
         if "features" not in f:
             raise InputError(f"no 'features' dataset (found {sorted(f.keys())})", where=path, fix="a TRIDENT bag needs datasets 'features' (N, D) and 'coords' (N, 2)")
-        attrs = _h5_attrs(f, path)
+        attrs = dict(attrs) if attrs is not None else _h5_attrs(f, path)
         ds = f["features"]
         squeeze = ds.ndim == 3 and ds.shape[0] == 1
         offset = None
@@ -763,7 +767,7 @@ def _read_rows(handle: BagHandle, rows: np.ndarray) -> Bag:
     (``features`` and ``coords`` then differ in length; :func:`load_patient_bag` indexes the coords)."""
     path = handle.path
     if handle.format == "h5":
-        features, coords, attrs = _read_rows_h5(path, rows)
+        features, coords, attrs = _read_rows_h5(path, rows, handle.attrs)
     else:
         feats, c, attrs = _pt_parts(_load_pt(path, mmap=True), path)  # mmap: indexing reads the rows only
         full = feats[0] if feats.ndim == 3 and feats.shape[0] == 1 else feats
@@ -829,7 +833,7 @@ def load_patient_bag(
             b = _read_rows(h, idx[lo:hi] - start)
             start += h.n_patches
         else:
-            b = read_bag(p)
+            b = _read_h5(p, h.attrs) if h.format == "h5" else read_bag(p)
         if expected_dim is not None and b.dim != expected_dim:
             raise InputError(
                 f"feature dim {b.dim} does not match the cohort's feature_dim {expected_dim}",
@@ -874,3 +878,23 @@ def load_patient_bag(
     if fallback:
         bag.attrs["diagnostic_fallback"] = True
     return bag
+
+
+def cap_patient_bag(bag: Bag, max_patches: int | None, *, training: bool = False, seed: int = 0, epoch: int = 0) -> Bag:
+    """Cap a patient bag that is already in memory: the same rows, coordinates and order that
+    :func:`load_patient_bag` with the same ``max_patches/training/seed/epoch`` reads from disk.
+
+    ``bag`` must be an uncapped bag from :func:`load_patient_bag` (its ``attrs["slides"]`` lists the
+    source files, which key the seeded sample). Used by the in-memory bag cache of
+    :class:`modaltune.data.dataset.PatientDataset`, so caching never changes which patches a model sees.
+    Returns ``bag`` itself when no cap applies (N <= max_patches).
+    """
+    n = bag.n_patches
+    if max_patches is None or n <= max_patches:
+        return bag
+    sources = [s for s, _, _ in bag.attrs.get("slides", [(bag.source, 0, n)])]
+    idx = sample_patch_indices(n, max_patches, training=training, seed=seed, epoch=epoch, key=_stable_key(sources))
+    attrs = dict(bag.attrs)
+    attrs["patch_index"] = idx
+    coords = bag.coords[idx] if bag.coords is not None else None
+    return Bag(bag.features[idx], coords, attrs, bag.source)

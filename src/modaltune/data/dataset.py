@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from modaltune.data.bags import is_diagnostic_slide, is_no_tissue_bag, load_patient_bag, open_bag
+from modaltune.data.bags import Bag, cap_patient_bag, is_diagnostic_slide, is_no_tissue_bag, load_patient_bag, open_bag
 from modaltune.data.clinical import ClinicalEncoder
 from modaltune.data.cohort import Cohort, TaskSpec, TaskTargets
 from modaltune.data.omics import OmicsScaler, PathwayTokens, tokenize_pathways
@@ -36,6 +36,7 @@ __all__ = [
     "CohortInfo",
     "CohortPreprocessor",
     "PatientDataset",
+    "bag_cache_fits",
     "collate_patients",
     "patient_records",
     "ExclusionReport",
@@ -312,6 +313,11 @@ class PatientDataset(Dataset):
         diagnostic_only: keep only DX1 slides (see :func:`modaltune.data.bags.load_patient_bag`).
         max_bag_bytes: memory budget of one patient bag in bytes (None: ``$MODALTUNE_MAX_BAG_BYTES``,
             else half the available RAM; see :func:`modaltune.data.bags.bag_memory_budget`).
+        cache_bags: keep each patient's full (uncapped) bag in memory after its first read and cap
+            it in memory on later reads (:func:`modaltune.data.bags.cap_patient_bag`: the same patches
+            as reading from disk). Worth it for several epochs over small bags, where opening an h5
+            file costs more than its data; each DataLoader worker process would hold its own copy, so
+            use it with ``num_workers=0`` (see :func:`bag_cache_fits` for the automatic choice).
     """
 
     def __init__(
@@ -325,6 +331,7 @@ class PatientDataset(Dataset):
         seed: int = 0,
         diagnostic_only: bool = False,
         max_bag_bytes: int | None = None,
+        cache_bags: bool = False,
     ):
         if not preprocessor.fitted:
             raise RuntimeError("PatientDataset needs a fitted CohortPreprocessor (call .fit(train_ids))")
@@ -340,6 +347,8 @@ class PatientDataset(Dataset):
         self.epoch = 0
         self.diagnostic_only = diagnostic_only
         self.max_bag_bytes = max_bag_bytes
+        self.cache_bags = bool(cache_bags)
+        self._bag_cache: dict[str, Any] = {}
         info = preprocessor.info
         self._sites = cohort.patients["site"].astype(str)
         avail = preprocessor.availability
@@ -358,22 +367,34 @@ class PatientDataset(Dataset):
         """Select the training patch subset of this epoch (no effect at evaluation)."""
         self.epoch = int(epoch)
 
-    def _slide(self, pid: str) -> tuple[dict[str, torch.Tensor], bool]:
-        prep, info = self.prep, self.prep.info
-        paths = prep.slide_paths.get(pid)
-        if not paths:
-            return {"features": torch.zeros((0, info.slide_dim or 0), dtype=prep.slide_dtype), "coords": torch.zeros((0, 2), dtype=torch.long)}, False
-        bag = load_patient_bag(
+    def _load(self, paths: list[str], max_patches: int | None):
+        info = self.prep.info
+        return load_patient_bag(
             paths,
-            max_patches=self.max_patches,
+            max_patches=max_patches,
             training=self.training,
             seed=self.seed,
             epoch=self.epoch,
             diagnostic_only=self.diagnostic_only,
             expected_dim=info.slide_dim,
-            expected_encoder=prep.slide_encoder,
+            expected_encoder=self.prep.slide_encoder,
             max_bag_bytes=self.max_bag_bytes,
         )
+
+    def _slide(self, pid: str) -> tuple[dict[str, torch.Tensor], bool]:
+        prep, info = self.prep, self.prep.info
+        paths = prep.slide_paths.get(pid)
+        if not paths:
+            return {"features": torch.zeros((0, info.slide_dim or 0), dtype=prep.slide_dtype), "coords": torch.zeros((0, 2), dtype=torch.long)}, False
+        if self.cache_bags:
+            full = self._bag_cache.get(pid)
+            if full is None:
+                full = self._bag_cache[pid] = self._load(paths, None)
+            bag = cap_patient_bag(full, self.max_patches, training=self.training, seed=self.seed, epoch=self.epoch)
+            if bag is full:  # never hand out the cached arrays themselves (a model could write to them)
+                bag = Bag(full.features.copy(), None if full.coords is None else full.coords.copy(), full.attrs, full.source)
+        else:
+            bag = self._load(paths, self.max_patches)
         feats = torch.from_numpy(np.ascontiguousarray(bag.features))
         coords = torch.from_numpy(bag.coords) if bag.coords is not None else torch.zeros((bag.n_patches, 2), dtype=torch.long)
         return {"features": feats, "coords": coords}, True
@@ -435,6 +456,38 @@ def patient_records(cohort: Cohort, patient_ids: list[str]) -> dict[str, dict[st
     tab = tab.reindex([p for p in patient_ids if p in tab.index])
     tab = tab.astype(object).where(tab.notna(), None)
     return {str(p): rec for p, rec in zip(tab.index, tab.to_dict("records"))}
+
+
+#: upper bound of the automatic in-memory bag cache of one dataset (bytes on disk)
+BAG_CACHE_MAX_BYTES = 4 << 30
+
+
+def bag_cache_fits(preprocessor: CohortPreprocessor, patient_ids: list[str], budget_bytes: int | None = None) -> bool:
+    """Whether the bag files of ``patient_ids`` fit the automatic bag cache: their total size on disk
+    is at most ``budget_bytes`` (default: the smaller of 4 GiB and 1/8 of the RAM available now).
+
+    On-disk size stands for in-memory size (modaltune and TRIDENT write uncompressed features);
+    False when no patient has a slide.
+    """
+    import os
+
+    from modaltune.data.bags import _available_ram_bytes
+
+    if budget_bytes is None:
+        avail = _available_ram_bytes()
+        budget_bytes = BAG_CACHE_MAX_BYTES if avail is None else min(BAG_CACHE_MAX_BYTES, avail // 8)
+    files = {str(p) for pid in patient_ids for p in (preprocessor.slide_paths.get(str(pid)) or [])}
+    if not files:
+        return False
+    total = 0
+    for f in files:
+        try:
+            total += os.path.getsize(f)
+        except OSError:  # reported by the reader with its own message
+            continue
+        if total > budget_bytes:
+            return False
+    return True
 
 
 def collate_patients(samples: list[dict[str, Any]]) -> dict[str, Any]:

@@ -61,6 +61,10 @@ class CohortDataModule(L.LightningDataModule):
         batch_size: patients per batch (padded bags when > 1).
         max_patches: patch cap per bag (random subset in training, deterministic otherwise).
         seed: seeds the training shuffle and patch sampling.
+        cache_bags: True / False / "auto": keep training and validation bags in memory after
+            their first read (:class:`~modaltune.data.dataset.PatientDataset`); "auto" = when
+            ``num_workers`` is 0 and the bag files fit :func:`~modaltune.data.dataset.bag_cache_fits`.
+            Prediction loaders (one pass) never cache.
     """
 
     def __init__(
@@ -78,6 +82,7 @@ class CohortDataModule(L.LightningDataModule):
         max_patches: int | None = None,
         num_workers: int = 0,
         seed: int = 0,
+        cache_bags: bool | str = "auto",
     ):
         super().__init__()
         self.cohort = cohort
@@ -89,6 +94,7 @@ class CohortDataModule(L.LightningDataModule):
         self.max_patches = max_patches
         self.num_workers = num_workers
         self.seed = seed
+        self.cache_bags = cache_bags
         self.preprocessor = preprocessor if preprocessor is not None else fit_preprocessor(
             cohort, self.train_ids, modalities=modalities, tasks=tasks, omics_scaling=omics_scaling, bin_mode=bin_mode
         )
@@ -98,10 +104,20 @@ class CohortDataModule(L.LightningDataModule):
     def info(self):
         return self.preprocessor.info
 
-    def dataset(self, ids: list[str], training: bool):
+    def _cache(self, ids: list[str]) -> bool:
+        if self.cache_bags != "auto":
+            return bool(self.cache_bags)
+        from modaltune.data.dataset import bag_cache_fits
+
+        return self.num_workers == 0 and bag_cache_fits(self.preprocessor, ids)
+
+    def dataset(self, ids: list[str], training: bool, *, cache: bool | None = None):
+        """A :class:`~modaltune.data.dataset.PatientDataset` of ``ids``; ``cache`` None = the
+        module's ``cache_bags`` setting."""
         from modaltune.data.dataset import PatientDataset
 
-        return PatientDataset(self.cohort, list(ids), self.preprocessor, training=training, max_patches=self.max_patches, seed=self.seed)
+        cache = self._cache(list(ids)) if cache is None else cache
+        return PatientDataset(self.cohort, list(ids), self.preprocessor, training=training, max_patches=self.max_patches, seed=self.seed, cache_bags=cache)
 
     def _loader(self, ds, shuffle: bool) -> DataLoader:
         from modaltune.data.dataset import collate_patients
@@ -129,7 +145,7 @@ class CohortDataModule(L.LightningDataModule):
         return self._loader(self.dataset(self.val_ids, training=False), shuffle=False)
 
     def predict_loader(self, ids: list[str], batch_size: int | None = None) -> DataLoader:
-        ds = self.dataset(ids, training=False)
+        ds = self.dataset(ids, training=False, cache=False)
         from modaltune.data.dataset import collate_patients
 
         return DataLoader(ds, batch_size=batch_size or self.batch_size, shuffle=False, collate_fn=collate_patients, num_workers=self.num_workers)

@@ -126,7 +126,10 @@ class TrainerConfig(StrictModel):
     deterministic in evaluation). ``warmup_epochs`` only applies with ``scheduler='cosine'``: the
     learning rate rises linearly to ``lr`` over that many epochs (from ``warmup_start_lr`` when
     given, e.g. the ModalTune paper's 5e-6 -> 1e-4 over 10 epochs; else from ``lr / warm-up steps``),
-    then follows a cosine decay to 0 at the last step.
+    then follows a cosine decay to 0 at the last step. ``cache_bags`` keeps each training/validation
+    patient's bag in memory after its first read, so later epochs do not reopen the files (same
+    patches, same numbers): ``auto`` turns it on when ``num_workers`` is 0 and the fold's bag files
+    total at most min(4 GiB, 1/8 of available RAM).
     """
 
     max_epochs: int = Field(20, ge=1)
@@ -149,6 +152,7 @@ class TrainerConfig(StrictModel):
     deterministic: bool = True
     early_stopping: EarlyStoppingConfig | None = None
     num_workers: int = Field(0, ge=0)
+    cache_bags: bool | Literal["auto"] = "auto"
     logger: Literal["csv", "tensorboard", "mlflow", "wandb", "none"] = "csv"
     checkpoint: bool = True
     log_every_n_steps: int = Field(50, ge=1)

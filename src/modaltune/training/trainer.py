@@ -411,7 +411,7 @@ def fit(
 
     L.seed_everything(tcfg.seed, workers=True, verbose=False)
     val_ids = sources.val_loop_ids(fold, eval_partition)
-    dm = CohortDataModule(cohort, train_ids, val_ids, preprocessor=pp, modalities=mods, tasks=task_names, batch_size=tcfg.batch_size, max_patches=tcfg.max_patches, num_workers=tcfg.num_workers, seed=tcfg.seed)
+    dm = CohortDataModule(cohort, train_ids, val_ids, preprocessor=pp, modalities=mods, tasks=task_names, batch_size=tcfg.batch_size, max_patches=tcfg.max_patches, num_workers=tcfg.num_workers, seed=tcfg.seed, cache_bags=tcfg.cache_bags)
     model = build_method(mcfg.name, pp.info, **mcfg.params)
     _check_cox_batch(model, tcfg)
     module = MultiTaskLightningModule(

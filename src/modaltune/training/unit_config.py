@@ -4,7 +4,7 @@ was computed with different settings.
 A unit id (``Unit.uid``) names only method label, cohort, tasks, fold and seed. Its *resolved
 config* adds everything else that changes its numbers: the method's registry name, params and
 modalities; the trainer settings (except display-only ones: progress bar, logger, log interval,
-checkpointing, data-loader workers); the preprocessing (omics scaling, survival bin mode, sha256 of
+checkpointing, data-loader workers, the in-memory bag cache); the preprocessing (omics scaling, survival bin mode, sha256 of
 the pathway files); the fold's patients (a hash of its train/val/test id lists, so any change of
 split file, k, split seed, stratification or validation fraction is caught, while restricting
 ``split.folds`` is not a change) and the evaluated partition; the unit-level evaluation settings
@@ -25,7 +25,7 @@ from typing import Any
 __all__ = ["unit_config", "config_hash", "config_diff", "fold_hash", "DISPLAY_ONLY_TRAINER_KEYS"]
 
 #: trainer fields that do not change a unit's numbers
-DISPLAY_ONLY_TRAINER_KEYS = ("progress_bar", "logger", "log_every_n_steps", "checkpoint", "num_workers", "seed")
+DISPLAY_ONLY_TRAINER_KEYS = ("progress_bar", "logger", "log_every_n_steps", "checkpoint", "num_workers", "cache_bags", "seed")
 
 
 def _sha(obj: Any) -> str:
