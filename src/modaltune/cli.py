@@ -362,11 +362,12 @@ def demo_cmd(
     fast: bool = typer.Option(False, "--fast", help="Tiny smoke run (numbers mean nothing)."),
     optional: bool = typer.Option(True, "--optional/--no-optional", help="Add the registered optional methods of configs/demo/simulated.yaml (e.g. ModalTune)."),
     wsi: bool | None = typer.Option(None, "--wsi/--no-wsi", help="Optional WSI step: a real H&E slide to h5 features (default: when the wsi extra and the slide are installed)."),
+    workers: int | None = typer.Option(None, "--workers", min=1, help="Parallel benchmark units (worker processes, 1 torch thread each); default min(2, CPU cores), 1 with --fast."),
 ) -> None:
     """Benchmark baselines on a SIMULATED cohort and on REAL data (GSE7390 breast cancer); print both tables."""
     from modaltune.demo import run_demo
 
-    run_demo(out, fast=fast, include_optional=optional, wsi=wsi)
+    run_demo(out, fast=fast, include_optional=optional, wsi=wsi, workers=workers)
 
 
 # ---------------------------------------------------------------- training (modaltune.training)

@@ -25,12 +25,14 @@ Both tables are printed (rich) with their protocol line and a SIMULATED / REAL l
 ``fast=True`` shrinks everything (tiny cohort, 2 epochs, fewer folds) for tests: the numbers of a
 fast run mean nothing.
 
-Torch runs single-threaded here: the models are small and on a shared CPU extra threads mostly
-spin (measured: a 5-epoch SNN unit took 8.9 s with default threads and 0.3 s with one thread on a
-loaded 2-core machine).
+Units run in ``min(2, CPU cores)`` spawned worker processes (``workers``) with one torch thread each
+on a 2-core machine: the models are small, and on a shared CPU extra threads mostly spin (measured:
+a 5-epoch SNN unit took 8.9 s with default threads and 0.3 s with one thread on a loaded 2-core
+machine). Every unit is seeded, so the numbers do not depend on the number of workers.
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,12 +157,12 @@ def results_table(results: pd.DataFrame, task_kinds: dict[str, str], ddof: int =
     return table
 
 
-def _part(kind: str, cfg: Any, run_dir: Path, progress: bool) -> DemoPart:
+def _part(kind: str, cfg: Any, run_dir: Path, progress: bool, workers: int = 1) -> DemoPart:
     from modaltune.training import sources
     from modaltune.training.runner import run_benchmark
 
     t0 = time.time()
-    res = run_benchmark(cfg, run_dir, progress=progress)
+    res = run_benchmark(cfg, run_dir, progress=progress, workers=workers)
     kinds: dict[str, str] = {}
     for p in sources.resolve_cohort_paths(cfg.data, run_dir):
         for t in sources.load_cohort(p).tasks:
@@ -185,7 +187,7 @@ def _print_part(console: Any, part: DemoPart) -> None:
 
 
 def run_demo(out_dir: str | Path | None = None, *, fast: bool = False, include_optional: bool = True, progress: bool = True, console: Any = None,
-             wsi: bool | None = None) -> DemoResult:
+             wsi: bool | None = None, workers: int | None = None) -> DemoResult:
     """Run both demo benchmarks, print their tables and return them.
 
     Args:
@@ -199,6 +201,9 @@ def run_demo(out_dir: str | Path | None = None, *, fast: bool = False, include_o
         wsi: the optional whole-slide step (:func:`run_wsi_demo`): None = run it when the ``[wsi]``
             extra and the slide are installed (never in ``fast`` mode), True = ask for it (a one-line
             note when it cannot run), False = skip it.
+        workers: benchmark units run in parallel (spawned worker processes, one torch thread each;
+            each unit is seeded, so the numbers do not depend on it). None = min(2, CPU cores), or 1
+            in ``fast`` mode (starting workers costs more than a tiny run).
     """
     import torch
     from rich.console import Console
@@ -208,17 +213,19 @@ def run_demo(out_dir: str | Path | None = None, *, fast: bool = False, include_o
     console = console or Console()
     run_dir = Path(out_dir) if out_dir is not None else Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
+    if workers is None:
+        workers = 1 if fast else max(1, min(2, os.cpu_count() or 1))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     t0 = time.time()
     try:
         console.print(f"[bold]modaltune demo[/bold]{' (FAST smoke mode: numbers mean nothing)' if fast else ''}: run folder {run_dir}")
         console.print("1/2 SIMULATED cohort (synthetic data, see docs/simulation.md) ...")
-        sim = _part("simulated", load_demo_config("simulated", fast=fast, include_optional=include_optional), run_dir / "simulated", progress)
+        sim = _part("simulated", load_demo_config("simulated", fast=fast, include_optional=include_optional), run_dir / "simulated", progress, workers)
         console.print("2/2 REAL cohort GSE7390 (scikit-survival's bundled breast cancer data) ...")
         cdir = run_dir / "cohorts" / "gse7390"
         import_cohort("sksurv-breast", "gse7390", out_dir=cdir, overwrite=True)
-        real = _part("real", load_demo_config("real", fast=fast, cohort_dir=cdir), run_dir / "real", progress)
+        real = _part("real", load_demo_config("real", fast=fast, cohort_dir=cdir), run_dir / "real", progress, workers)
     finally:
         torch.set_num_threads(threads)
     wsi_result = None
