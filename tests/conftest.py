@@ -11,6 +11,18 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test: tiny models are dominated by thread overhead on 2 shared cores.
+    Folders of tiny-model tests make it autouse in their conftest.py."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     """The real ``shared`` data folder (``$MODALTUNE_SHARED`` or ``<repo>/../shared``); tests that

@@ -2,13 +2,9 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread per test: the tiny models are dominated by thread overhead on 2 shared cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
+    """Every test here runs with one torch thread (``one_torch_thread`` in tests/conftest.py)."""
     yield
-    torch.set_num_threads(n)
