@@ -86,3 +86,64 @@ def test_summaries_state_ddof():
     assert seeds["units"].n == 4 and seeds["folds_of_seed_1"].mean == pytest.approx(0.8)
     with pytest.raises(InputError):
         summarize_folds([0.5], ddof=2)
+
+
+# ------------------------------------------------------------------ PooledMetric: the fast resampling path
+def _pooled_tables(n=120, seed=0):
+    """Survival, 3-class (labels as names, some masked) and regression tables with missing labels."""
+    rng = np.random.default_rng(seed)
+    ids = [f"P{i:03d}" for i in range(n)]
+    x = rng.normal(size=n)
+    t = rng.exponential(np.exp(-x)) * 10
+    t[:7] = np.nan  # patients without a survival label
+    surv = pd.DataFrame({"patient_id": ids, "time": t, "event": np.where(np.isnan(t), np.nan, (rng.random(n) < 0.6).astype(float)),
+                         "risk": x + rng.normal(scale=0.7, size=n)})
+    probs = rng.dirichlet([1, 1, 1], size=n)
+    lab = np.array(["a", "b", "c"], dtype=object)[rng.integers(0, 3, n)]
+    lab[:5] = None
+    cls = pd.DataFrame({"patient_id": ids, "label": lab, "prob_a": probs[:, 0], "prob_b": probs[:, 1], "prob_c": probs[:, 2]})
+    v = x * 2.0
+    v[:4] = np.nan
+    reg = pd.DataFrame({"patient_id": ids, "value": v, "prediction": x + rng.normal(size=n)})
+    return surv, cls, reg
+
+
+@pytest.mark.parametrize(("kind", "names"), [("survival", ["c_index"]), ("classification", ["balanced_accuracy", "macro_f1", "macro_auc", "accuracy"]),
+                                             ("regression", ["mse", "mae", "r2"])])
+def test_pooled_metric_bootstrap_equals_table_resampling(kind, names):
+    """The index path must give exactly the CI of resampling tables through compute_metrics."""
+    from _eval_task_info import make_task_info
+
+    from modaltune.evaluation.metrics import PooledMetric, compute_metrics
+
+    surv, cls, reg = _pooled_tables()
+    info = make_task_info(kind, classes=["a", "b", "c"] if kind == "classification" else None)
+    df = {"survival": surv, "classification": cls, "regression": reg}[kind]
+    for name in names:
+        slow = bootstrap_ci(df, lambda d, _n=name: compute_metrics(info, d, None, [_n])[_n], n=60, seed=2)
+        fast = bootstrap_ci(df, PooledMetric(info, name), n=60, seed=2)
+        assert fast == slow, name
+        other = df.assign(**({"risk": -df["risk"]} if kind == "survival" else {"prob_a": df["prob_c"], "prob_c": df["prob_a"]} if kind == "classification"
+                             else {"prediction": -df["prediction"]}))
+        ps = paired_bootstrap(df, other, lambda d, _n=name: compute_metrics(info, d, None, [_n])[_n], n=40, seed=1)
+        pf = paired_bootstrap(df, other, PooledMetric(info, name), n=40, seed=1)
+        assert pf == ps, name
+    bound = PooledMetric(info, names[0]).bind(df)
+    rows = np.array([3, 3, 10, 50, 51, 52, 80, 90, 100, 110, 111, 119])
+    assert bound(None) == pytest.approx(compute_metrics(info, df, None, [names[0]])[names[0]])
+    sub = df.iloc[rows].assign(patient_id=[f"x{i}" for i in range(len(rows))])
+    ref = compute_metrics(info, sub, None, [names[0]])[names[0]]
+    assert (np.isnan(ref) and np.isnan(bound(rows))) or bound(rows) == pytest.approx(ref)
+
+
+def test_pooled_metric_undefined_resample_is_nan_and_fold_metrics_are_refused():
+    from _eval_task_info import make_task_info
+
+    from modaltune.evaluation.metrics import PooledMetric
+
+    surv, _, _ = _pooled_tables()
+    info = make_task_info("survival")
+    f = PooledMetric(info, "c_index").bind(surv.assign(event=np.where(surv["time"].isna(), np.nan, 0.0)).iloc[:20])
+    assert np.isnan(f(np.arange(20)))  # no event: undefined, not an error
+    with pytest.raises(InputError, match="cannot be pooled"):
+        PooledMetric(info, "c_index_uno")

@@ -6,6 +6,8 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from _eval_task_info import make_task_info
 
 from modaltune.errors import InputError
@@ -170,6 +172,33 @@ def test_compute_metrics_survival_masks_and_reasons():
         compute_metrics(info, pred.drop(columns="risk"))
     with pytest.raises(InputError, match="more than one"):
         compute_metrics(info, pd.concat([pred, pred]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(2, 40),
+    c=st.integers(2, 4),
+    levels=st.integers(1, 4),
+    seed=st.integers(0, 10_000),
+)
+def test_numpy_classification_metrics_equal_sklearn(n, c, levels, seed):
+    """The bincount / rank-sum versions against scikit-learn, with heavy score ties (few distinct
+    probability levels), classes missing from the labels and classes predicted but absent."""
+    import warnings as _w
+
+    from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, c, n)
+    p = rng.integers(0, levels + 1, size=(n, c)).astype(float) + 1e-3 * np.arange(c)[::-1]  # ties; argmax prefers low classes
+    with _w.catch_warnings():
+        _w.simplefilter("ignore")
+        assert balanced_accuracy(y, p) == pytest.approx(balanced_accuracy_score(y, p.argmax(1)), abs=1e-12)
+    assert macro_f1(y, p) == pytest.approx(f1_score(y, p.argmax(1), average="macro", zero_division=0), abs=1e-12)
+    counts = np.bincount(y, minlength=c)
+    if (counts > 0).all() and (counts < n).all():
+        ref = roc_auc_score(y, p[:, 1]) if c == 2 else np.mean([roc_auc_score(y == k, p[:, k]) for k in range(c)])
+        assert macro_ovr_auc(y, p) == pytest.approx(ref, abs=1e-12)
 
 
 def test_classification_metrics_vs_sklearn():

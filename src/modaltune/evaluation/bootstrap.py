@@ -69,6 +69,16 @@ def _resample(df: pd.DataFrame, idx: np.ndarray, id_col: str | None) -> pd.DataF
     return out
 
 
+def _row_metric(metric_fn: MetricFn, df: pd.DataFrame, id_col: str | None) -> Callable[[np.ndarray | None], float]:
+    """``f(rows)`` = the metric of ``df``'s rows ``rows`` (None = all): ``metric_fn.bind(df)`` when the
+    metric offers it (:class:`~modaltune.evaluation.metrics.PooledMetric`: no table per resample),
+    else ``metric_fn`` on the resampled table."""
+    bind = getattr(metric_fn, "bind", None)
+    if bind is not None:
+        return bind(df)
+    return lambda rows: float(metric_fn(df)) if rows is None else _safe(metric_fn, _resample(df, rows, id_col))
+
+
 def _check_inputs(df: pd.DataFrame, n: int, level: float, what: str = "predictions") -> None:
     if not isinstance(df, pd.DataFrame) or len(df) == 0:
         raise InputError(f"{what} must be a non-empty DataFrame")
@@ -106,16 +116,19 @@ def bootstrap_ci(
         pred_df: one row per patient (e.g. columns time/event/risk).
         metric_fn: ``df -> float``, e.g. ``lambda d: harrell_c(d.time, d.event, d.risk)``; may raise
             :class:`~modaltune.evaluation.metrics.MetricUndefined` or return NaN on a resample, which
-            is then skipped and counted in ``n_failed``.
+            is then skipped and counted in ``n_failed``. A
+            :class:`~modaltune.evaluation.metrics.PooledMetric` gives the same values much faster
+            (it scores index arrays instead of resampled tables).
         n: number of resamples.
         level: confidence level (0.95 -> 2.5th and 97.5th percentiles).
         id_col: patient id column, made unique within a resample (``P1#0``, ``P1#7``).
     """
     _check_inputs(pred_df, n, level)
     estimate = float(metric_fn(pred_df))
+    at = _row_metric(metric_fn, pred_df, id_col)
     rng = np.random.default_rng(seed)
     m = len(pred_df)
-    vals = np.array([_safe(metric_fn, _resample(pred_df, rng.integers(0, m, m), id_col)) for _ in range(n)])
+    vals = np.array([at(rng.integers(0, m, m)) for _ in range(n)])
     lo, hi = _percentile_ci(vals, level, n)
     return BootstrapResult(estimate, lo, hi, level, n, int((~np.isfinite(vals)).sum()), seed)
 
@@ -159,12 +172,13 @@ def paired_bootstrap(
     a = pred_a.assign(**{id_col: pred_a[id_col].astype(str)}).sort_values(id_col).reset_index(drop=True)
     b = pred_b.assign(**{id_col: pred_b[id_col].astype(str)}).sort_values(id_col).reset_index(drop=True)
     delta = float(metric_fn(a)) - float(metric_fn(b))
+    at_a, at_b = _row_metric(metric_fn, a, id_col), _row_metric(metric_fn, b, id_col)
     rng = np.random.default_rng(seed)
     m = len(a)
     d = np.empty(n)
     for k in range(n):
         idx = rng.integers(0, m, m)
-        d[k] = _safe(metric_fn, _resample(a, idx, id_col)) - _safe(metric_fn, _resample(b, idx, id_col))
+        d[k] = at_a(idx) - at_b(idx)
     ok = d[np.isfinite(d)]
     lo, hi = _percentile_ci(d, level, n)
     if len(ok) < max(2, n // 2):

@@ -50,6 +50,7 @@ __all__ = [
     "macro_ovr_auc",
     "accuracy",
     "compute_metrics",
+    "PooledMetric",
 ]
 
 
@@ -369,13 +370,17 @@ def _check_cls(label, probs) -> tuple[np.ndarray, np.ndarray]:
 
 
 def balanced_accuracy(label, probs) -> float:
-    """Balanced accuracy (mean per-class recall over classes present in ``label``) of argmax(probs)."""
-    from sklearn.metrics import balanced_accuracy_score
+    """Balanced accuracy (mean per-class recall over classes present in ``label``) of argmax(probs).
 
+    Equal to scikit-learn's ``balanced_accuracy_score(label, argmax)`` (a test checks it), computed
+    with one ``bincount``: sklearn's input validation costs ~1 ms per call, which dominates bootstrap
+    resampling."""
     y, p = _check_cls(label, probs)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # sklearn warns when predictions contain classes absent from y
-        return float(balanced_accuracy_score(y, p.argmax(1)))
+    c = p.shape[1]
+    support = np.bincount(y, minlength=c)
+    hits = np.bincount(y[p.argmax(1) == y], minlength=c)
+    present = support > 0
+    return float(np.mean(hits[present] / support[present]))
 
 
 def accuracy(label, probs) -> float:
@@ -386,11 +391,15 @@ def accuracy(label, probs) -> float:
 
 def macro_f1(label, probs) -> float:
     """Macro-averaged F1 of argmax(probs) over the classes in ``label`` or the predictions
-    (scikit-learn's default label set; classes with no support and no prediction score 0)."""
-    from sklearn.metrics import f1_score
-
+    (scikit-learn's default label set): equal to ``f1_score(..., average="macro", zero_division=0)``
+    (tested), by ``bincount``, as fast as the bootstrap needs."""
     y, p = _check_cls(label, probs)
-    return float(f1_score(y, p.argmax(1), average="macro", zero_division=0))
+    c = p.shape[1]
+    pred = p.argmax(1)
+    tp = np.bincount(y[pred == y], minlength=c)
+    support, predicted = np.bincount(y, minlength=c), np.bincount(pred, minlength=c)
+    used = (support + predicted) > 0  # sklearn's label set: classes in y or in the predictions
+    return float(np.mean(2 * tp[used] / (support[used] + predicted[used])))
 
 
 def macro_ovr_auc(label, probs) -> float:
@@ -403,8 +412,6 @@ def macro_ovr_auc(label, probs) -> float:
     Raises:
         MetricUndefined: a class has no patient (its one-vs-rest AUC has no positives), naming it.
     """
-    from sklearn.metrics import roc_auc_score
-
     y, p = _check_cls(label, probs)
     counts = np.bincount(y, minlength=p.shape[1])
     absent = np.flatnonzero(counts == 0).tolist()
@@ -413,8 +420,19 @@ def macro_ovr_auc(label, probs) -> float:
     if (counts == len(y)).any():
         raise MetricUndefined("only one class among the evaluation patients")
     if p.shape[1] == 2:
-        return float(roc_auc_score(y, p[:, 1]))
-    return float(np.mean([roc_auc_score(y == c, p[:, c]) for c in range(p.shape[1])]))
+        return _binary_auc(y == 1, p[:, 1])
+    return float(np.mean([_binary_auc(y == c, p[:, c]) for c in range(p.shape[1])]))
+
+
+def _binary_auc(positive: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC by the Mann-Whitney rank sum with average ranks for ties: equal to scikit-learn's
+    ``roc_auc_score`` (tested), without its per-call validation overhead."""
+    from scipy.stats import rankdata
+
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    ranks = rankdata(score)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 # ---------------------------------------------------------------------------------- regression
@@ -484,6 +502,10 @@ DEFAULT_METRICS = {
 }
 
 
+_CLASS_FNS: dict[str, Callable] = {"balanced_accuracy": balanced_accuracy, "macro_f1": macro_f1, "macro_auc": macro_ovr_auc, "accuracy": accuracy}
+_REG_FNS: dict[str, Callable] = {"mse": _mse, "mae": _mae, "r2": _r2}
+
+
 def metric_names(kind: str | None = None) -> list[str]:
     """Registered metric names, optionally only those of one task kind."""
     return sorted(n for n, m in METRICS.items() if kind is None or m.kind == kind)
@@ -517,6 +539,93 @@ def _surv_columns(df: pd.DataFrame) -> list[str]:
         return sorted(cols, key=lambda c: int(c[5:]))
     except ValueError as exc:
         raise InputError(f"survival curve columns must be named surv_<bin index>, got {cols}") from exc
+
+
+def _class_arrays(task_info: "TaskInfo", predictions_df: pd.DataFrame, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """(y (N,) class index or -1 = no label, probs (N, C)) of a classification prediction table."""
+    classes = list(task_info.class_names or task_info.spec.classes)
+    pcols = [f"prob_{c}" for c in classes]
+    missing = [c for c in ["label", *pcols] if c not in predictions_df.columns]
+    if missing:
+        raise InputError(f"missing columns {missing}", where=where, fix=f"a classification prediction table needs {['label', *pcols]}")
+    lab = predictions_df["label"]
+    if lab.dtype == object:
+        idx = {c: i for i, c in enumerate(classes)}
+        unknown = sorted({str(v) for v in lab.dropna() if str(v) not in idx and str(v) != "-1"})
+        if unknown:
+            raise InputError(f"labels {unknown[:5]} are not classes of the task", where=where, fix=f"classes are {classes}")
+        y = lab.map(lambda v: idx.get(str(v), -1) if pd.notna(v) else -1).to_numpy(int)
+    else:
+        y = lab.fillna(-1).to_numpy(float)
+        if not np.all(np.mod(y, 1) == 0):
+            raise InputError("labels must be integer class indices or class names", where=where)
+        y = y.astype(int)
+    return y, predictions_df[pcols].to_numpy(float)
+
+
+class PooledMetric:
+    """One metric of one task as a function of a prediction table: ``PooledMetric(info, "c_index")(df)``
+    equals ``compute_metrics(info, df, None, ["c_index"])["c_index"]``.
+
+    For bootstrap resampling, ``bind(df)`` parses the table once and returns ``f(rows)``: the metric
+    of the table's rows ``rows`` (an index array, repeats allowed; None = all rows), equal to calling
+    the metric on ``df.iloc[rows]``, without building a table per resample (about 10x faster for
+    a 1,000-patient table). :func:`modaltune.evaluation.bootstrap_ci` and ``paired_bootstrap`` use
+    ``bind`` when the metric has it. Metrics that need a training fold (Uno's C, IBS, C/D AUC) are
+    not supported. An undefined value (e.g. no event drawn) is NaN, as in :func:`compute_metrics`.
+    """
+
+    def __init__(self, task_info: "TaskInfo", name: str):
+        kind = task_info.spec.kind
+        get_metric(name, kind)
+        if METRICS[name].needs_train or METRICS[name].needs_curves:
+            raise InputError(f"metric '{name}' needs the training fold or survival curves; it cannot be pooled", where=f"task '{task_info.spec.name}'")
+        self.info, self.name, self.kind = task_info, name, kind
+
+    def __call__(self, df: pd.DataFrame) -> float:
+        return compute_metrics(self.info, df, None, [self.name])[self.name]
+
+    def bind(self, df: pd.DataFrame) -> Callable[[np.ndarray | None], float]:
+        where = f"predictions of task '{self.info.spec.name}'"
+        if self.kind == "survival":
+            missing = [c for c in ("time", "event", "risk") if c not in df.columns]
+            if missing:
+                raise InputError(f"missing columns {missing}", where=where, fix="a survival prediction table needs ['time', 'event', 'risk']")
+            t, e, r = df["time"].to_numpy(float), df["event"].to_numpy(float), df["risk"].to_numpy(float)
+            has = ~(np.isnan(t) | np.isnan(e))
+            _check_survival(t[has], e[has], r[has])
+
+            def fn(rows):
+                k = np.arange(len(t)) if rows is None else np.asarray(rows)
+                k = k[has[k]]
+                return harrell_c(t[k], e[k], r[k])
+        elif self.kind == "classification":
+            y, p = _class_arrays(self.info, df, where)
+            f = _CLASS_FNS[self.name]
+
+            def fn(rows):
+                k = np.arange(len(y)) if rows is None else np.asarray(rows)
+                k = k[y[k] >= 0]
+                return f(y[k], p[k])
+        else:
+            for c in ("value", "prediction"):
+                if c not in df.columns:
+                    raise InputError(f"missing columns ['{c}']", where=where, fix="a regression prediction table needs ['value', 'prediction']")
+            v, q = df["value"].to_numpy(float), df["prediction"].to_numpy(float)
+            f = _REG_FNS[self.name]
+
+            def fn(rows):
+                k = np.arange(len(v)) if rows is None else np.asarray(rows)
+                k = k[~np.isnan(v[k])]
+                return f(v[k], q[k])
+
+        def safe(rows=None):
+            try:
+                return float(fn(rows))
+            except MetricUndefined:
+                return float("nan")
+
+        return safe
 
 
 def compute_metrics(
@@ -627,29 +736,13 @@ def compute_metrics(
         return out
 
     if kind == "classification":
-        classes = list(task_info.class_names or task_info.spec.classes)
-        pcols = [f"prob_{c}" for c in classes]
-        need(["label", *pcols])
-        lab = predictions_df["label"]
-        if lab.dtype == object:
-            idx = {c: i for i, c in enumerate(classes)}
-            unknown = sorted({str(v) for v in lab.dropna() if str(v) not in idx and str(v) != "-1"})
-            if unknown:
-                raise InputError(f"labels {unknown[:5]} are not classes of the task", where=where, fix=f"classes are {classes}")
-            y = lab.map(lambda v: idx.get(str(v), -1) if pd.notna(v) else -1).to_numpy(int)
-        else:
-            y = lab.fillna(-1).to_numpy(float)
-            if not np.all(np.mod(y, 1) == 0):
-                raise InputError("labels must be integer class indices or class names", where=where)
-            y = y.astype(int)
+        y, p_all = _class_arrays(task_info, predictions_df, where)
         has = y >= 0
         out.n_used, out.n_masked = int(has.sum()), int((~has).sum())
-        p = predictions_df.loc[has, pcols].to_numpy(float)
-        fns: dict[str, Callable] = {"balanced_accuracy": balanced_accuracy, "macro_f1": macro_f1,
-                                    "macro_auc": macro_ovr_auc, "accuracy": accuracy}
+        p = p_all[has]
         for m in names:
             try:
-                out[m] = fns[m](y[has], p)
+                out[m] = _CLASS_FNS[m](y[has], p)
             except MetricUndefined as exc:
                 out[m] = float("nan")
                 out.reasons[m] = exc.detail
@@ -661,10 +754,9 @@ def compute_metrics(
         out.n_used, out.n_masked = int(has.sum()), int((~has).sum())
         v = predictions_df.loc[has, "value"].to_numpy(float)
         q = predictions_df.loc[has, "prediction"].to_numpy(float)
-        fns = {"mse": _mse, "mae": _mae, "r2": _r2}
         for m in names:
             try:
-                out[m] = fns[m](v, q)
+                out[m] = _REG_FNS[m](v, q)
             except MetricUndefined as exc:
                 out[m] = float("nan")
                 out.reasons[m] = exc.detail

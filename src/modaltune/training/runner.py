@@ -464,7 +464,8 @@ def _read_units(out_dir: Path, units: list[Unit]) -> tuple[pd.DataFrame, pd.Data
 
 def _pooled_ci_lines(cfg: BenchmarkConfig, predictions: pd.DataFrame, infos: dict[tuple[str, str], Any]) -> list[str]:
     """Bootstrap 95% CIs (patients resampled) of each metric on pooled out-of-fold predictions."""
-    from modaltune.evaluation import bootstrap_ci, compute_metrics
+    from modaltune.evaluation import bootstrap_ci
+    from modaltune.evaluation.metrics import PooledMetric
 
     if cfg.evaluation.bootstrap <= 0 or predictions.empty:
         return []
@@ -491,8 +492,8 @@ def _pooled_ci_lines(cfg: BenchmarkConfig, predictions: pd.DataFrame, infos: dic
 
         names = [n for n in names if n in POOLABLE_METRICS]  # no train-fold metrics when pooling
         for name in names:
-            fn = (lambda d, _n=name, _i=info: compute_metrics(_i, d, None, [_n])[_n])
             try:
+                fn = PooledMetric(info, name)
                 r = bootstrap_ci(g, fn, n=cfg.evaluation.bootstrap, seed=0, level=level)
                 ci = f"[{r.low:.3f}, {r.high:.3f}]" if np.isfinite(r.low) else "n/a"
                 lines.append(f"| {method} | {cohort} | {task} | {seed} | {name} | {r.estimate:.3f} | {ci} |")

@@ -193,7 +193,8 @@ def comparison_lines(cfg: Any, predictions: pd.DataFrame, infos: dict[tuple[str,
     (:func:`modaltune.evaluation.paired_bootstrap`). A and B are matched on the same task set when
     both ran it, otherwise on their (single) task sets containing the task.
     """
-    from modaltune.evaluation import compute_metrics, paired_bootstrap
+    from modaltune.evaluation import paired_bootstrap
+    from modaltune.evaluation.metrics import PooledMetric
 
     pairs = cfg.comparison_pairs()
     if not pairs or predictions.empty:
@@ -223,8 +224,8 @@ def comparison_lines(cfg: Any, predictions: pd.DataFrame, infos: dict[tuple[str,
                 db = gb[gb["tasks"] == sb].dropna(axis=1, how="all")
                 label = task if sa == sb == task else f"{task} ({sa} vs {sb})"
                 for name in _metric_names(cfg, info.spec.kind):
-                    fn = (lambda d, _n=name, _i=info: compute_metrics(_i, d, None, [_n])[_n])
                     try:
+                        fn = PooledMetric(info, name)
                         r = paired_bootstrap(da, db, fn, n=cfg.evaluation.bootstrap, seed=0, level=level)
                         va, vb = fn(da), fn(db)
                         ci = f"[{r.ci[0]:.3f}, {r.ci[1]:.3f}]" if np.isfinite(r.ci[0]) else "n/a"
