@@ -69,14 +69,14 @@ def _resample(df: pd.DataFrame, idx: np.ndarray, id_col: str | None) -> pd.DataF
     return out
 
 
-def _row_metric(metric_fn: MetricFn, df: pd.DataFrame, id_col: str | None) -> Callable[[np.ndarray | None], float]:
-    """``f(rows)`` = the metric of ``df``'s rows ``rows`` (None = all): ``metric_fn.bind(df)`` when the
-    metric offers it (:class:`~modaltune.evaluation.metrics.PooledMetric`: no table per resample),
-    else ``metric_fn`` on the resampled table."""
+def _row_metric(metric_fn: MetricFn, df: pd.DataFrame, id_col: str | None) -> Callable[[np.ndarray], float]:
+    """``f(rows)`` = the metric of ``df``'s resampled rows: ``metric_fn.bind(df)`` when the metric
+    offers it (:class:`~modaltune.evaluation.metrics.PooledMetric`: no table per resample), else
+    ``metric_fn`` on the resampled table."""
     bind = getattr(metric_fn, "bind", None)
     if bind is not None:
         return bind(df)
-    return lambda rows: float(metric_fn(df)) if rows is None else _safe(metric_fn, _resample(df, rows, id_col))
+    return lambda rows: _safe(metric_fn, _resample(df, rows, id_col))
 
 
 def _check_inputs(df: pd.DataFrame, n: int, level: float, what: str = "predictions") -> None:

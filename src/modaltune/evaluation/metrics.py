@@ -569,8 +569,8 @@ class PooledMetric:
 
     For bootstrap resampling, ``bind(df)`` parses the table once and returns ``f(rows)``: the metric
     of the table's rows ``rows`` (an index array, repeats allowed; None = all rows), equal to calling
-    the metric on ``df.iloc[rows]``, without building a table per resample (about 10x faster for
-    a 1,000-patient table). :func:`modaltune.evaluation.bootstrap_ci` and ``paired_bootstrap`` use
+    the metric on ``df.iloc[rows]``, without building a table per resample (measured on 300
+    patients: 0.07-0.43 ms instead of 1.6-2.7 ms per resample). :func:`modaltune.evaluation.bootstrap_ci` and ``paired_bootstrap`` use
     ``bind`` when the metric has it. Metrics that need a training fold (Uno's C, IBS, C/D AUC) are
     not supported. An undefined value (e.g. no event drawn) is NaN, as in :func:`compute_metrics`.
     """
