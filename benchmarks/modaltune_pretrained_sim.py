@@ -168,25 +168,17 @@ def _what_was_learned(cohort, preds: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _transfer_r2(cohort, ckpt: Path) -> dict[str, float]:
-    """5-fold ridge R^2 of the evaluated cohort's slide factors from the frozen pretrained embedding."""
-    import torch
+def _transfer_r2(cohort, E: pd.DataFrame) -> dict[str, float]:
+    """5-fold ridge R^2 of the evaluated cohort's slide factors from the frozen pretrained embedding
+    ``E`` (:func:`_frozen_embedding`)."""
     from sklearn.linear_model import RidgeCV
     from sklearn.model_selection import cross_val_predict
 
-    from modaltune.encoders.slide import create_slide_encoder
-    from modaltune.modaltune.pretrain import _bags
-
-    enc = create_slide_encoder("small_transformer", checkpoint=ckpt, in_dim=int(cohort.manifest.modality("slide").feature_dim), **ENCODER).eval()
-    ids = [str(p) for p in cohort.patients.index]
-    bags = _bags(cohort, ids, 256)
-    ids = [p for p in ids if p in bags]
-    with torch.no_grad():
-        E = torch.cat([enc(bags[p][0][None], bags[p][1][None]) for p in ids]).numpy()
+    ids = list(E.index)
     out = {}
     for f in SLIDE_FACTORS:
         y = cohort.ground_truth.loc[ids, f].to_numpy()
-        pred = cross_val_predict(RidgeCV(alphas=np.logspace(-3, 3, 13)), E, y, cv=5)
+        pred = cross_val_predict(RidgeCV(alphas=np.logspace(-3, 3, 13)), E.to_numpy(), y, cv=5)
         out[f] = float(1 - ((y - pred) ** 2).sum() / ((y - y.mean()) ** 2).sum())
     return out
 
@@ -274,8 +266,8 @@ def cmd_analyse(out: Path, random_bench: Path | None, threads: int, skip_gates: 
     oracle_folds, oracle_pooled = _oracle(cohort, splits.folds)
     report["oracle_folds"] = oracle_folds.to_dict("records")
     report["oracle_pooled"] = oracle_pooled
-    report["transfer_r2"] = _transfer_r2(cohort, out / "slide_encoder_pretrained.pt")
     E = _frozen_embedding(cohort, out / "slide_encoder_pretrained.pt")
+    report["transfer_r2"] = _transfer_r2(cohort, E)
     ep = _embedding_probes(cohort, E, splits.folds)
     g = ep.groupby(["task", "metric"])["value"]
     report["posthoc_embedding_probes"] = pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=cfg.evaluation.ddof)}).reset_index().to_dict("records")
