@@ -174,42 +174,32 @@ def paired_comparisons(run_dir: Path) -> pd.DataFrame:
     return _summary_table(run_dir, ["A", "B", "cohort", "task"])
 
 
-def paired_table(pairs: pd.DataFrame, task: str, metric: str) -> str:
-    """Rows = method A (vs B), columns = cohorts: difference A - B [95% CI] (p), seed 0 when several seeds."""
-    if pairs.empty:
+def _cohort_grid(df: pd.DataFrame, task: str, metric: str, keys: list[str], head: str, label, cell) -> str:
+    """Markdown table of one task and metric: one row per ``keys`` group (first-appearance order,
+    labelled ``label(key tuple)``), one column per cohort, cells ``cell(row)``; seed 0 when several seeds."""
+    if df.empty:
         return ""
-    r = pairs[(pairs["task"] == task) & (pairs["metric"] == metric)]
+    r = df[(df["task"] == task) & (df["metric"] == metric)]
     if r.empty:
         return ""
     r = r[r["seed"] == r["seed"].iloc[0]]
     cohorts = list(dict.fromkeys(r["cohort"]))
-    lines = ["| A vs B | " + " | ".join(_cohort_label(c) for c in cohorts) + " |", "|---|" + "---|" * len(cohorts)]
-    for (a, b), g in r.groupby(["A", "B"], sort=False):
-        cells = []
-        for c in cohorts:
-            row = g[g["cohort"] == c]
-            cells.append(f"{row['difference'].iloc[0]} {row['CI'].iloc[0]} (p {row['p'].iloc[0]})" if len(row) else "")
-        lines.append(f"| {a} vs {b} | " + " | ".join(cells) + " |")
+    lines = [f"| {head} | " + " | ".join(_cohort_label(c) for c in cohorts) + " |", "|---|" + "---|" * len(cohorts)]
+    for key, g in r.groupby(keys, sort=False):
+        cells = [cell(g[g["cohort"] == c].iloc[0]) if (g["cohort"] == c).any() else "" for c in cohorts]
+        lines.append(f"| {label(key)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def paired_table(pairs: pd.DataFrame, task: str, metric: str) -> str:
+    """Rows = method A (vs B), columns = cohorts: difference A - B [95% CI] (p), seed 0 when several seeds."""
+    return _cohort_grid(pairs, task, metric, ["A", "B"], "A vs B", lambda k: f"{k[0]} vs {k[1]}",
+                        lambda row: f"{row['difference']} {row['CI']} (p {row['p']})")
 
 
 def ci_table(cis: pd.DataFrame, task: str, metric: str) -> str:
     """Rows = methods, columns = cohorts: pooled estimate [95% CI] (seed 0 when several seeds)."""
-    if cis.empty:
-        return ""
-    r = cis[(cis["task"] == task) & (cis["metric"] == metric)]
-    if r.empty:
-        return ""
-    r = r[r["seed"] == r["seed"].iloc[0]]
-    cohorts = list(dict.fromkeys(r["cohort"]))
-    lines = ["| method | " + " | ".join(_cohort_label(c) for c in cohorts) + " |", "|---|" + "---|" * len(cohorts)]
-    for m in dict.fromkeys(r["method"]):
-        cells = []
-        for c in cohorts:
-            row = r[(r["method"] == m) & (r["cohort"] == c)]
-            cells.append(f"{row['estimate'].iloc[0]} {row['CI'].iloc[0]}" if len(row) else "")
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return _cohort_grid(cis, task, metric, ["method"], "method", lambda k: k[0], lambda row: f"{row['estimate']} {row['CI']}")
 
 
 def tables(out: Path, names: list[str], cmd: str) -> str:
