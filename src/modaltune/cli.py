@@ -11,9 +11,69 @@ import typer
 
 from modaltune.errors import ModaltuneError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="modaltune: multi-modal, multi-task fine-tuning of slide foundation models.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]},
+                  help="modaltune: multi-modal, multi-task fine-tuning of slide foundation models.")
 data_app = typer.Typer(no_args_is_help=True, help="Cohort data: simulate, import, validate, summarise.")
 app.add_typer(data_app, name="data")
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from importlib import metadata
+
+        try:
+            v = metadata.version("modaltune")
+        except metadata.PackageNotFoundError:  # source checkout on PYTHONPATH without an install
+            v = "unknown (not installed)"
+        typer.echo(f"modaltune {v}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Lightning's start-up lines and library warnings."),
+) -> None:
+    """modaltune: multi-modal, multi-task fine-tuning of slide foundation models."""
+    from modaltune.quiet import quiet_startup
+
+    quiet_startup(verbose)
+
+
+def _auto_report(run_dir) -> None:
+    """The report at the end of `benchmark` / `demo`: a failure costs one warning line, never the run."""
+    try:
+        from modaltune.reports import build_report
+
+        typer.echo(f"report: {build_report(run_dir)}")
+    except Exception as exc:  # noqa: BLE001 - the run's tables are written; the report is extra
+        typer.echo(f"warning: report not written for {run_dir}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} (retry: modaltune report {run_dir})", err=True)
+
+
+def _print_results(results, title: str, run_dir) -> None:
+    """Mean ± std per method of the shown metrics (as `demo` prints), titled, with the protocol line."""
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from modaltune.demo import results_table
+    from modaltune.evaluation.metrics import METRICS
+    from modaltune.reports.run_files import load_run
+
+    kinds = {}
+    for task, metric in zip(results["task"], results["metric"]):
+        if metric in METRICS:
+            kinds.setdefault(task, METRICS[metric].kind)
+    table = results_table(results, kinds)
+    run = load_run(Path(run_dir))
+    t = Table(title=f"[bold]{title}[/bold]" + (f" [red]{run.label}[/red]" if run.label else ""), caption=run.protocol, caption_justify="left")
+    t.add_column("method")
+    for c in table.columns:
+        t.add_column(c, justify="right")
+    for method, row in table.iterrows():
+        t.add_row(str(method), *[str(v) for v in row.tolist()])
+    Console().print(t)
 
 
 @app.command()
@@ -363,11 +423,14 @@ def demo_cmd(
     optional: bool = typer.Option(True, "--optional/--no-optional", help="Add the registered optional methods of configs/demo/simulated.yaml (e.g. ModalTune)."),
     wsi: bool | None = typer.Option(None, "--wsi/--no-wsi", help="Optional WSI step: a real H&E slide to h5 features (default: when the wsi extra and the slide are installed)."),
     workers: int | None = typer.Option(None, "--workers", min=1, help="Parallel benchmark units (worker processes, 1 torch thread each); default min(2, CPU cores), 1 with --fast."),
+    no_report: bool = typer.Option(False, "--no-report", help="Do not write the HTML reports (RUN/simulated/report, RUN/real/report)."),
 ) -> None:
     """Benchmark baselines on a SIMULATED cohort and on REAL data (GSE7390 breast cancer); print both tables."""
     from modaltune.demo import run_demo
 
-    run_demo(out, fast=fast, include_optional=optional, wsi=wsi, workers=workers)
+    res = run_demo(out, fast=fast, include_optional=optional, wsi=wsi, workers=workers)
+    for part in ([] if no_report else [res.simulated, res.real]):
+        _auto_report(part.run_dir)
 
 
 # ---------------------------------------------------------------- training (modaltune.training)
@@ -440,15 +503,32 @@ def benchmark_cmd(
     no_resume: bool = typer.Option(False, "--no-resume", help="Recompute every unit."),
     force: bool = typer.Option(False, "--force", help="Recompute finished units whose config changed (their old results are deleted); without it such units stop the run."),
     epoch_progress: bool = typer.Option(False, "--epoch-progress", help="Show Lightning's epoch progress bars inside each unit (serial runs: --workers 1, no Ray)."),
+    no_report: bool = typer.Option(False, "--no-report", help="Do not write the HTML report (OUT/report/report.html)."),
 ) -> None:
     """Run methods x cohorts x tasks x folds x seeds; resumable; writes results.csv, summary.md, predictions.parquet."""
     from modaltune.training.runner import run_benchmark
 
     res = run_benchmark(config, out, workers=workers, ray_address=ray_address, resume=not no_resume, overrides=set_, force=force, epoch_progress=epoch_progress)
     n = len(res.statuses)
+    if not res.results.empty:
+        _print_results(res.results, f"benchmark {res.out_dir.name}", res.out_dir)
+    if not no_report:
+        _auto_report(res.out_dir)
     typer.echo(f"{n} units ({sum(s == 'skipped' for s in res.statuses.values())} already done, {len(res.failed)} failed); tables in {res.out_dir}")
     if res.failed:
         typer.echo("failed units (reasons in failed_units.csv and summary.md): " + ", ".join(res.failed[:5]) + (" ..." if len(res.failed) > 5 else ""), err=True)
+
+
+@app.command("report")
+def report_cmd(
+    run_dir: str = typer.Argument(..., help="A benchmark run folder (the --out of `modaltune benchmark`; for a demo: RUN/simulated or RUN/real)."),
+    out: str | None = typer.Option(None, "--out", help="HTML file to write (default RUN_DIR/report/report.html; PNGs in figures/ beside it)."),
+    km: str = typer.Option("median", "--km", help="Kaplan-Meier risk groups: median or tertiles (cut within each fold)."),
+) -> None:
+    """Figures (KM, time-dependent AUC, ROC/PR, confusion, reliability, forest, training curves) and one self-contained HTML file."""
+    from modaltune.reports import build_report
+
+    typer.echo(f"wrote {build_report(run_dir, out, km_scheme=km)}")
 
 
 def main(argv: list[str] | None = None) -> int:

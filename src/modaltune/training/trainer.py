@@ -102,7 +102,17 @@ class FittedModel:
 
     @classmethod
     def load(cls, path: str | Path) -> "FittedModel":
-        """Load a model saved by :meth:`save` (rebuilds the method from the registry)."""
+        """Load a model saved by :meth:`save` (rebuilds the method from the registry).
+
+        Example::
+
+            from modaltune.data.cohort import Cohort
+            model = FittedModel.load("runs/fit/model")   # the OUT/model folder of `modaltune fit`
+            preds = predict(model, Cohort.load("cohorts/brca"))  # one row per patient x task
+
+        Raises:
+            InputError: ``path`` holds no ``fitted.json`` (not a saved model folder).
+        """
         from modaltune.methods.registry import build_method
 
         path = Path(path)
