@@ -1,6 +1,13 @@
 """Modal Adapter: zero-gate identity, frozen backbone, masking of missing modal tokens."""
 import copy
 
+# fp32 tolerance for comparing two float code paths of the same model (adapter in train mode with
+# autograd vs the frozen backbone under no_grad): with a parameter that requires grad upstream the
+# backbone layers may pick other CPU kernels (SDPA, LayerNorm backward-ready variants), so the two
+# outputs agree to a few ulps per layer, not bit for bit. ~10 eps per layer for these 4-6 layer nets,
+# on O(1) LayerNorm outputs; a wrong zero-gate would differ by O(0.1).
+FP32_PATH_TOL = dict(rtol=1e-5, atol=1e-5)
+
 import pytest
 import torch
 
@@ -22,7 +29,7 @@ def _inputs(B=2, N=20, M=5, seed=1):
     return feats, coords, tokens, mask
 
 
-def test_zero_gates_reproduce_frozen_backbone_exactly():
+def test_zero_gates_reproduce_frozen_backbone():
     bb = _tiny_backbone()
     ref = copy.deepcopy(bb).eval()
     ad = ModalAdapter(bb, [[0, 1], [2, 3]], attn_dim=24, heads=4, ffn_dim=24)
@@ -31,7 +38,7 @@ def test_zero_gates_reproduce_frozen_backbone_exactly():
     slide, _ = ad(feats, coords, tokens, mask)
     with torch.no_grad():
         expect = ref(feats, coords)
-    assert torch.equal(slide.detach(), expect)
+    torch.testing.assert_close(slide.detach(), expect, **FP32_PATH_TOL)  # grad path vs no_grad path
 
 
 def test_backbone_parameters_bit_identical_after_training():
@@ -49,7 +56,9 @@ def test_backbone_parameters_bit_identical_after_training():
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    assert losses[-1] < losses[0]
+    # a random target can be approached by a LayerNorm output (a constant could not); measured fall
+    # 4.19 -> 2.72, so a 5 % margin is far above float noise
+    assert losses[-1] < 0.95 * losses[0], losses
     assert all(p.grad is None for p in bb.parameters())
     for k, v in bb.state_dict().items():
         assert torch.equal(v, before[k]), k
@@ -136,7 +145,8 @@ def test_titan_zero_gates_identity_and_one_training_step():
     slide, c = ad(feats, coords, tokens, mask)
     with torch.no_grad():
         expect = ref(feats, coords)
-    assert torch.equal(slide.detach(), expect)  # zero gates: exactly the frozen TITAN output
+    # zero gates: the frozen TITAN output, up to the kernel differences of train+autograd vs no_grad
+    torch.testing.assert_close(slide.detach(), expect, **FP32_PATH_TOL)
     opt = torch.optim.AdamW(ad.trainable_parameters(), lr=1e-2)
     loss = (slide - 1.0).pow(2).mean() + c.pow(2).mean()
     loss.backward()
@@ -156,12 +166,14 @@ def test_groups_starting_after_layer_zero_run_a_frozen_prefix():
     feats, coords, tokens, mask = _inputs()
     # the prefix state is embed + layers 0, 1 of the backbone, computed without a graph
     state = ad.embed(feats, coords)
-    ref = bb.run_layers(bb.embed(feats, coords), 0, 2)
+    with torch.no_grad():  # ad.embed runs under no_grad too: the same ops on the same inputs, so bit-equal
+        ref = bb.run_layers(bb.embed(feats, coords), 0, 2)
     torch.testing.assert_close(state.tokens, ref.tokens, rtol=0, atol=0)
     assert not state.tokens.requires_grad
-    # zero gates: still exactly the frozen backbone
+    # zero gates: still the frozen backbone; the adapter runs the layers in stages with injector/extractor
+    # work in between (another float path than one bb() call), so compare with the fp32 path tolerance
     with torch.no_grad():
-        torch.testing.assert_close(ad(feats, coords, tokens, mask)[0], bb(feats, coords), rtol=0, atol=0)
+        torch.testing.assert_close(ad(feats, coords, tokens, mask)[0], bb(feats, coords), **FP32_PATH_TOL)
     for inj in ad.injectors:
         torch.nn.init.normal_(inj.gamma, std=0.5)
     ad.eval()
@@ -173,15 +185,18 @@ def test_groups_starting_after_layer_zero_run_a_frozen_prefix():
     before = {k: v.clone() for k, v in bb.state_dict().items()}
     ad.train()
     opt = torch.optim.AdamW(ad.trainable_parameters(), lr=1e-2)
+    # the slide output leaves a LayerNorm with frozen affine, so mean((slide - 1)^2) stays ~2 whatever
+    # the adapter does; a random target vector can be approached (measured 2.44 -> 2.18 in 4 steps)
+    target = torch.randn(2, 64, generator=torch.Generator().manual_seed(5))
     losses = []
     for _ in range(4):
         slide, c = ad(feats, coords, tokens, mask)
-        loss = (slide - 1.0).pow(2).mean()
+        loss = (slide - target).pow(2).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
-    assert losses[-1] < losses[0]
+    assert losses[-1] < 0.95 * losses[0], losses
     assert all(torch.equal(v, before[k]) for k, v in bb.state_dict().items())
 
 

@@ -82,7 +82,9 @@ def test_text_cls_objective_is_cross_entropy_of_similarity_logits():
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
-    assert losses[-1] < losses[0]
+    # the text-similarity logits are trainable, so the loss can move: measured 1.35 -> 0.10 in 6 steps;
+    # halving is a margin far above float noise (a bare '<' could pass by rounding alone)
+    assert losses[-1] < 0.5 * losses[0], losses
 
 
 def test_cls_output_head_vs_text():

@@ -51,7 +51,8 @@ def test_regression_pretraining_learns_and_saves_a_loadable_backbone(cohorts, tm
     ev, pre, _ = cohorts
     res = pretrain_slide_encoder(pre, targets=pre.ground_truth[FACTORS], encoder_params=ENC, epochs=6, batch_size=8, max_patches=32, lr=3e-3, seed=0)
     h = res.history
-    assert len(h) == 6 and h["train_loss"].iloc[-1] < h["train_loss"].iloc[0]
+    # the regression targets are learnable factors: measured 1.06 -> 0.71 over 6 epochs; 10 % is far above float noise
+    assert len(h) == 6 and h["train_loss"].iloc[-1] < 0.9 * h["train_loss"].iloc[0], h["train_loss"].tolist()
     assert res.config["n_train"] + res.config["n_val"] == 60 - int(pre.ground_truth["missing_slide"].sum())
     path = res.save(tmp_path / "enc.pt")
     assert (tmp_path / "enc.pt.json").exists()
@@ -74,7 +75,9 @@ def test_regression_pretraining_learns_and_saves_a_loadable_backbone(cohorts, tm
 def test_contrastive_pretraining_and_bad_arguments(cohorts):
     _, pre, _ = cohorts
     res = pretrain_slide_encoder(pre, objective="contrastive", encoder_params=ENC, epochs=3, batch_size=8, max_patches=16, seed=1)
-    assert np.isfinite(res.history["train_loss"]).all() and res.history["train_loss"].iloc[-1] < res.history["train_loss"].iloc[0]
+    # measured 2.41 -> 2.24 over 3 epochs: a 2 % fall (0.05) is far above float noise
+    loss = res.history["train_loss"]
+    assert np.isfinite(loss).all() and loss.iloc[-1] < 0.98 * loss.iloc[0], loss.tolist()
     with pytest.raises(ConfigError, match="objective"):
         pretrain_slide_encoder(pre, objective="mae", encoder_params=ENC)
     with pytest.raises(ConfigError, match="targets"):

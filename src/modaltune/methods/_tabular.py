@@ -82,6 +82,16 @@ class TabularFeatures:
         self.scale_: np.ndarray | None = None
         self.feature_names: list[str] = []
 
+    def output_width(self, n_rows: int, use_pca: bool | None = None) -> int:
+        """Columns :meth:`fit` on ``n_rows`` training rows would produce (``use_pca`` None = as configured);
+        lets a method size its solver before fitting anything."""
+        use_pca = self.use_pca if use_pca is None else bool(use_pca)
+        omics = sum(self.layout[b].stop - self.layout[b].start for b in self.blocks if b != "clinical")
+        clin = sum(self.layout[b].stop - self.layout[b].start for b in self.blocks if b == "clinical")
+        if use_pca and omics > 0:
+            omics = min(self.n_components, omics, max(1, int(n_rows) - 1))
+        return omics + clin
+
     def _check(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.width:

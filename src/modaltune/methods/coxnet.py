@@ -16,10 +16,19 @@ lasso-like and ridge-like fits is made on the training fold, never on the evalua
 
 Failures are explicit: fewer events than ``min_events`` raises :class:`InputError` naming the
 task; a numerically diverging fit raises :class:`InputError` suggesting a stronger penalty.
+
+Memory guard: before any fit the peak memory of the solver is estimated (:func:`cox_fit_bytes`)
+and compared with a budget (:func:`cox_memory_budget`: ``max_memory_gb`` and half the RAM available
+now, shared by the parallel benchmark units). Ridge Cox keeps dense ``p x p`` Hessians, so with far
+more genes than patients (12,793 genes: about 10 GiB per fit) it is refused with a one-line
+:class:`ConfigError` naming the settings to change, or, with ``on_memory: pca``, fitted on
+``n_components`` principal components of the omics columns (fitted on the training patients). The
+decision is logged (the run's log) and kept in ``memory_notes``.
 """
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import numpy as np
@@ -33,6 +42,66 @@ __all__ = ["CoxnetMethod", "build_coxnet"]
 log = logging.getLogger("modaltune.training")
 
 _RIDGE_GRID = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
+
+#: benchmark worker processes sharing this machine's RAM (set by the local runner for its workers)
+PARALLEL_UNITS_ENV = "MODALTUNE_PARALLEL_UNITS"
+_RAM_FRACTION = 0.5  # one fit may take at most half the RAM available now (as the bag memory guard)
+_GIB = float(1 << 30)
+
+
+def cox_fit_bytes(n: int, p: int, penalty: str, n_alphas: int = 30) -> int:
+    """Estimated peak memory (bytes) of one scikit-survival fit on an ``(n, p)`` float64 matrix.
+
+    * ``ridge`` (``CoxPHSurvivalAnalysis``, Newton-Raphson): ``update`` keeps the Hessian, the two
+      risk-set ``p x p`` sums, the per-sample outer product and the ``a``, ``b``, ``a - b`` temporaries,
+      and ``scipy.linalg.solve`` copies the Hessian: peak ``~ 8 p^2 x 8`` bytes, plus ``2 n p x 8``.
+    * ``elasticnet`` (``CoxnetSurvivalAnalysis``, coordinate descent in C++): copies of ``X`` and the
+      coefficient path, no ``p x p`` term: peak ``~ (3 n p + p n_alphas) x 8`` bytes.
+
+    Calibrated with ``resource.getrusage`` (peak RSS growth during ``fit``) on random data, scikit-survival
+    0.28: ridge, n = 60, p = 500 / 1000 / 2000: 16.4 / 62.5 / 246 MiB = 8.1 p^2 float64 (tracemalloc,
+    numpy only: 7.0 p^2); elastic net, p = 8000, n = 50 / 100 / 200: 9.4 / 18.5 / 36.9 MiB = 3.0 n p
+    float64. For the 12,793 genes x 92 patients ridge fit of issue 12 this gives 9.8 GiB (11 GB seen).
+
+    >>> round(cox_fit_bytes(92, 12_793, "ridge") / 2**30, 1)
+    9.8
+    >>> round(cox_fit_bytes(200, 20_000, "elasticnet") / 2**20, 1)
+    96.1
+    """
+    n, p = int(n), int(p)
+    if penalty == "ridge":
+        return 8 * (8 * p * p + 2 * n * p)
+    return 8 * (3 * n * p + p * int(n_alphas))
+
+
+def _parallel_units() -> int:
+    """Benchmark units running side by side on this machine (``$MODALTUNE_PARALLEL_UNITS``, else 1)."""
+    try:
+        return max(1, int(os.environ.get(PARALLEL_UNITS_ENV, "1")))
+    except ValueError:
+        return 1
+
+
+def cox_memory_budget(max_memory_gb: float | None = None) -> tuple[float | None, str]:
+    """(bytes one Cox fit may use, where that number comes from); ``(None, ...)`` = no known limit.
+
+    The smaller of ``max_memory_gb`` (GiB) and half the RAM available now (``MemAvailable``) divided
+    by the parallel benchmark units (:data:`PARALLEL_UNITS_ENV`): several units fitting at once
+    each see the same free memory before any of them allocates.
+    """
+    from modaltune.data.bags import _available_ram_bytes
+
+    limits: list[tuple[float, str]] = []
+    if max_memory_gb is not None:
+        limits.append((float(max_memory_gb) * _GIB, "method.params.max_memory_gb"))
+    avail = _available_ram_bytes()
+    if avail is not None:
+        units = _parallel_units()
+        share = f" / {units} parallel units" if units > 1 else ""
+        limits.append((avail * _RAM_FRACTION / units, f"half the available RAM ({avail / _GIB:.3g} GiB){share}"))
+    if not limits:
+        return None, "no memory information"
+    return min(limits, key=lambda t: t[0])
 
 
 def _surv(time: np.ndarray, event: np.ndarray):
@@ -63,6 +132,11 @@ class CoxnetMethod(TaskTabularMethod):
         inner_folds: folds of the inner CV.
         min_events: fewest events a training fold may have (otherwise InputError).
         max_iter: coordinate-descent iterations of Coxnet.
+        max_memory_gb: cap (GiB) on the estimated peak memory of one fit; None = half the RAM
+            available, shared by parallel units (see :func:`cox_memory_budget`).
+        on_memory: what to do when the estimate exceeds the budget: ``refuse`` (ConfigError naming
+            the settings; default, so a result row always means the configured model) or ``pca``
+            (fit on ``n_components`` principal components of the omics columns, logged).
     """
 
     name = "coxnet"
@@ -80,9 +154,18 @@ class CoxnetMethod(TaskTabularMethod):
         inner_folds: int = 3,
         min_events: int = 5,
         max_iter: int = 100_000,
+        max_memory_gb: float | None = None,
+        on_memory: str = "refuse",
         **features: Any,
     ):
         super().__init__(info, **features)
+        if on_memory not in ("refuse", "pca"):
+            raise ConfigError(f"unknown on_memory '{on_memory}'", where="method.params.on_memory", fix="use 'refuse' or 'pca'")
+        if max_memory_gb is not None and not float(max_memory_gb) > 0:
+            raise ConfigError(f"max_memory_gb must be > 0, got {max_memory_gb}", where="method.params.max_memory_gb", fix="leave it unset for half the available RAM")
+        self.max_memory_gb, self.on_memory = (None if max_memory_gb is None else float(max_memory_gb)), on_memory
+        #: the memory guard's decision (estimate, budget, action), also written to the log
+        self.memory_notes: str = ""
         if penalty not in ("elasticnet", "ridge"):
             raise ConfigError(f"unknown Cox penalty '{penalty}'", where="method.params.penalty", fix="use 'elasticnet' or 'ridge'")
         ratios = [float(r) for r in (l1_ratio if isinstance(l1_ratio, (list, tuple)) else [l1_ratio])]
@@ -104,6 +187,42 @@ class CoxnetMethod(TaskTabularMethod):
         self.cv_scores_by_l1: dict[str, dict[float, dict[float, float]]] = {}
         #: per task: how the regularisation path was shortened where weak penalties diverged
         self.path_notes: dict[str, str] = {}
+
+    # -- memory guard -----------------------------------------------------------------------------
+    def fit(self, X: np.ndarray, targets: dict[str, Any], info: Any = None) -> "CoxnetMethod":
+        self._memory_guard(int(np.shape(X)[0]))
+        return super().fit(X, targets, info)
+
+    def _memory_guard(self, n: int) -> None:
+        """Estimate the peak of one fit on ``n`` training rows and refuse or switch to PCA if over budget.
+
+        Runs before any feature fitting or solver call, so a refused unit costs no time.
+        """
+        p = self.features.output_width(n)
+        need = cox_fit_bytes(n, p, self.penalty, self.n_alphas)
+        budget, source = cox_memory_budget(self.max_memory_gb)
+        what = f"coxnet {self.penalty} on {p} features x {n} patients needs about {need / _GIB:.3g} GiB per fit"
+        if budget is None or need <= budget:
+            self.memory_notes = what + (f" (budget {budget / _GIB:.3g} GiB: {source}): fitted as configured" if budget else ": no memory information, fitted as configured")
+            log.info(self.memory_notes)
+            return
+        over = f"{what}, over the budget of {budget / _GIB:.3g} GiB ({source})"
+        pca_p = self.features.output_width(n, use_pca=True)
+        if self.on_memory == "pca" and not self.features.use_pca and pca_p < p:
+            self.features.use_pca = True
+            self.memory_notes = f"{over}: switched to PCA ({pca_p} features, method.params.n_components) as method.params.on_memory: pca asks"
+            log.warning(self.memory_notes)
+            return
+        self.memory_notes = over + ": refused"
+        log.warning(self.memory_notes)
+        raise ConfigError(
+            over,
+            where="method.params",
+            fix=("set use_pca: true (n_components: 16) or on_memory: pca, " if not self.features.use_pca else "lower n_components, ")
+            + "pick fewer columns with modalities"
+            + (", or use penalty: elasticnet (no p x p matrix)" if self.penalty == "ridge" else "")
+            + "; raise max_memory_gb only if the machine has that memory",
+        )
 
     # -- estimators ------------------------------------------------------------------------------
     def _coxnet(self, alphas=None, l1_ratio: float | None = None):
@@ -255,5 +374,6 @@ class CoxnetMethod(TaskTabularMethod):
 @register_method("coxnet", kind="tabular", modalities=("omics", "clinical"), description="penalised (elastic-net / ridge) Cox on clinical + omics, optional PCA")
 def build_coxnet(info: Any, **params: Any) -> CoxnetMethod:
     """Params: ``penalty`` (elasticnet|ridge), ``l1_ratio`` (0.5, or a list chosen by inner CV), ``alpha`` (None = inner CV),
-    ``inner_folds`` (3), ``modalities``, ``use_pca`` (False), ``n_components`` (16), ``standardize`` (True)."""
+    ``inner_folds`` (3), ``modalities``, ``use_pca`` (False), ``n_components`` (16), ``standardize`` (True),
+    ``max_memory_gb`` (None = half the available RAM), ``on_memory`` (refuse|pca)."""
     return CoxnetMethod(info, **params)

@@ -256,6 +256,12 @@ def _probe_rows(fitted: Any, cohort: Any, fold: Any, eval_ids: list[str]) -> tup
     return rows, notes, full.loc[list(eval_ids)]
 
 
+def _note_parallel_units(n: int) -> None:
+    """Worker initializer: ``$MODALTUNE_PARALLEL_UNITS`` = how many units share this machine's RAM
+    (read by memory guards such as coxnet's, which divide the free RAM by it)."""
+    os.environ["MODALTUNE_PARALLEL_UNITS"] = str(int(n))
+
+
 def run_unit(unit: Unit | dict, cfg: BenchmarkConfig | dict, out_dir: str | Path, *, threads: int | None = None, progress: bool = False) -> dict[str, Any]:
     """Run one unit (or skip it when its ``DONE`` marker exists). Never raises for unit-level
     problems: they are written to ``units/<uid>/FAILED.json`` and returned as ``status='failed'``.
@@ -421,7 +427,9 @@ def _execute(units: list[Unit], cfg: BenchmarkConfig, out_dir: Path, workers: in
             from concurrent.futures import ProcessPoolExecutor, as_completed
 
             threads = max(1, (os.cpu_count() or 1) // workers)
-            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+            # the workers learn how many of them share the RAM (memory guards divide the free RAM by it)
+            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                                     initializer=_note_parallel_units, initargs=(workers,)) as pool:
                 futs = {pool.submit(_unit_entry, u.to_dict(), cfg_d, str(out_dir), threads): u for u in todo}
                 for fut in as_completed(futs):
                     u = futs[fut]

@@ -1,0 +1,140 @@
+"""Penalised Cox memory guard (issue 12, item 7): estimate before fitting, refuse or switch to PCA."""
+from __future__ import annotations
+
+import dataclasses
+import time
+import tracemalloc
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.decomposition import PCA
+from sklearn.preprocessing import StandardScaler
+from sksurv.linear_model import CoxPHSurvivalAnalysis
+from sksurv.util import Surv
+
+import modaltune.data.bags as bags
+from modaltune.errors import ConfigError
+from modaltune.methods import build_method
+from modaltune.methods.coxnet import PARALLEL_UNITS_ENV, cox_fit_bytes, cox_memory_budget
+from toy_cohort import CLIN_DIM, make_info
+
+
+def _wide(n: int, genes: int, seed: int = 0):
+    """An (n, genes + clinical) design matrix of a cohort with one omics block of ``genes`` columns."""
+    info = dataclasses.replace(make_info(omics=("rna",), pathways=False), omics_dims={"rna": genes}, omics_feature_names={"rna": [f"g{i}" for i in range(genes)]})
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, genes + CLIN_DIM))
+    lin = X[:, :3].sum(1)
+    t = rng.exponential(np.exp(-lin)) * 10
+    e = (rng.uniform(size=n) > 0.3).astype(float)
+    y = {"os": {"time": t, "event": e, "bin": np.zeros(n, int), "mask": np.ones(n, bool)}, "subtype": {"label": (lin > 0).astype(int), "mask": np.ones(n, bool)}}
+    return info, X, y
+
+
+def _no_fit(monkeypatch):
+    """Make any solver or feature fit an error, to show the guard decides before fitting."""
+    def boom(*a, **k):
+        raise AssertionError("a fit ran although the memory guard should have refused first")
+
+    monkeypatch.setattr(CoxPHSurvivalAnalysis, "fit", boom)
+    monkeypatch.setattr("modaltune.methods._tabular.TabularFeatures.fit", boom)
+
+
+def test_ridge_on_20000_genes_is_refused_quickly_without_fitting(monkeypatch):
+    info, X, y = _wide(200, 20_000)
+    _no_fit(monkeypatch)
+    m = build_method("coxnet", info, penalty="ridge", max_memory_gb=4)
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError) as exc:
+        m.fit(X, y, info)
+    assert time.perf_counter() - t0 < 2.0
+    msg = str(exc.value)
+    # 8 * (8 * 20005^2 + 2 * 200 * 20005) bytes = 23.9 GiB, p = 20,000 genes + 5 clinical columns
+    assert "ridge on 20005 features x 200 patients needs about 23.9 GiB" in msg and "budget of 4 GiB (method.params.max_memory_gb)" in msg
+    assert "use_pca: true" in msg and "penalty: elasticnet" in msg and "max_memory_gb" in msg and "\n" not in msg
+    assert m.memory_notes.endswith(": refused")
+
+
+def test_budget_is_half_the_available_ram_shared_by_parallel_units(monkeypatch):
+    monkeypatch.setattr(bags, "_available_ram_bytes", lambda: 16 << 30)
+    monkeypatch.setenv(PARALLEL_UNITS_ENV, "2")
+    assert cox_memory_budget(None) == (4 << 30, "half the available RAM (16 GiB) / 2 parallel units")
+    assert cox_memory_budget(1.5) == (1.5 * (1 << 30), "method.params.max_memory_gb")  # the smaller limit wins
+    monkeypatch.setenv(PARALLEL_UNITS_ENV, "junk")
+    assert cox_memory_budget(None)[0] == 8 << 30
+    info, X, y = _wide(200, 20_000)
+    _no_fit(monkeypatch)
+    monkeypatch.setenv(PARALLEL_UNITS_ENV, "3")
+    with pytest.raises(ConfigError, match=r"over the budget of 2.67 GiB \(half the available RAM \(16 GiB\) / 3 parallel units\)"):
+        build_method("coxnet", info, penalty="ridge").fit(X, y, info)
+
+
+def test_elastic_net_on_20000_genes_is_sized_without_a_p_squared_term(monkeypatch):
+    # Coxnet keeps no p x p matrix: 8 * (3 * 200 * 20005 + 20005 * 30) bytes = 96.1 MiB
+    assert cox_fit_bytes(200, 20_005, "elasticnet") == 8 * (3 * 200 * 20_005 + 20_005 * 30)
+    info, X, y = _wide(200, 20_000)
+    _no_fit(monkeypatch)
+    with pytest.raises(ConfigError, match=r"elasticnet on 20005 features x 200 patients needs about 0.0939 GiB per fit") as exc:
+        build_method("coxnet", info, max_memory_gb=0.05).fit(X, y, info)
+    assert "penalty: elasticnet" not in str(exc.value)  # the fix offers only what would change something
+
+
+def test_on_memory_pca_fits_the_same_model_as_use_pca(caplog):
+    info, X, y = _wide(60, 3000)
+    with caplog.at_level("WARNING", logger="modaltune.training"):
+        m = build_method("coxnet", info, penalty="ridge", alpha=1.0, max_memory_gb=0.1, on_memory="pca", n_components=4).fit(X, y, info)
+    assert "switched to PCA (9 features, method.params.n_components)" in m.memory_notes
+    assert m.memory_notes in caplog.text  # the decision is in the run's log
+    ref = build_method("coxnet", info, penalty="ridge", alpha=1.0, use_pca=True, n_components=4).fit(X, y, info)
+    np.testing.assert_array_equal(m.predict(X)["os"], ref.predict(X)["os"])  # same pipeline, same inputs
+    # and that is PCA (fitted on these training rows) + clinical, standardised, then CoxPH
+    Z = np.concatenate([PCA(n_components=4, random_state=0).fit_transform(X[:, :3000]), X[:, 3000:]], 1)
+    Z = StandardScaler().fit_transform(Z)
+    cox = CoxPHSurvivalAnalysis(alpha=1.0, ties="breslow").fit(Z, Surv.from_arrays(y["os"]["event"].astype(bool), y["os"]["time"]))
+    np.testing.assert_allclose(m.predict(X)["os"], cox.predict(Z), rtol=1e-6, atol=1e-8)
+
+
+def test_small_fits_run_as_configured_and_say_so():
+    info, X, y = _wide(80, 30)
+    m = build_method("coxnet", info, penalty="ridge", alpha=1.0, max_memory_gb=1).fit(X, y, info)
+    assert m.memory_notes.startswith("coxnet ridge on 35 features x 80 patients needs about") and m.memory_notes.endswith("fitted as configured")
+    assert not m.features.use_pca
+
+
+def test_bad_memory_settings_are_config_errors():
+    info = make_info()
+    with pytest.raises(ConfigError, match="on_memory"):
+        build_method("coxnet", info, on_memory="swap")
+    with pytest.raises(ConfigError, match="max_memory_gb must be > 0"):
+        build_method("coxnet", info, max_memory_gb=0)
+
+
+def test_ridge_estimate_bounds_the_measured_numpy_peak():
+    """The calibration in cox_fit_bytes' docstring, re-measured small: tracemalloc sees numpy's
+    allocations (7.0 p^2 float64 at this size); the estimate (8 p^2 + 2 n p) must cover it, not by 2x."""
+    n, p = 40, 400
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((n, p))
+    y = Surv.from_arrays(event=rng.uniform(size=n) < 0.6, time=rng.exponential(size=n) + rng.uniform(size=n))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one Newton step: "did not converge" is expected
+        tracemalloc.start()
+        try:
+            CoxPHSurvivalAnalysis(alpha=1.0, ties="breslow", n_iter=1).fit(X, y)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    est = cox_fit_bytes(n, p, "ridge")
+    assert 0.5 * est < peak <= est, (peak, est)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(2, 40), k=st.integers(1, 50), use_pca=st.booleans(), genes=st.integers(1, 60))
+def test_output_width_predicts_the_fitted_feature_count(n, k, use_pca, genes):
+    info, X, y = _wide(n, genes)
+    m = build_method("coxnet", info, use_pca=use_pca, n_components=k)
+    want = m.features.output_width(n)
+    assert m.features.fit(X).transform(X).shape[1] == want
