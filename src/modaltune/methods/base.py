@@ -16,9 +16,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-__all__ = ["MultiTaskModel", "TabularMethod"]
+__all__ = ["MethodParams", "MultiTaskModel", "TabularMethod"]
+
+
+class MethodParams(BaseModel):
+    """Base of every method's parameter model: unknown keys are errors (like the rest of the config).
+    Declare each parameter as ``name: type = Field(default, description="one-line meaning")``."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
 class MultiTaskModel(nn.Module):
