@@ -22,9 +22,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pydantic import Field
-
 import numpy as np
+from pydantic import Field
 
 from modaltune.errors import ConfigError, InputError
 from modaltune.methods._tabular import TabularParams, TaskTabularMethod

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
-
 import torch
+from pydantic import Field
 from torch import nn
 
 from modaltune.encoders.fusion import ModalityBranch, omics_branch

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
-
 import numpy as np
+from pydantic import Field
 
 from modaltune.errors import ConfigError, InputError
 from modaltune.methods._tabular import TabularParams, TaskTabularMethod

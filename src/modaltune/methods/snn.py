@@ -10,7 +10,7 @@ by an indicator column; a patient with no omics at all gets the learned missing 
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field
 
