@@ -85,11 +85,13 @@ def doctor() -> None:
 
 
 @app.command("methods")
-def methods_cmd() -> None:
+def methods_cmd(
+    params: str | None = typer.Option(None, "--params", metavar="NAME", help="Print the parameters of method NAME: name, type, default, meaning."),
+) -> None:
     """List the registered methods (config ``name``), their kind, modalities and what they are."""
-    from modaltune.methods.registry import method_table
+    from modaltune.methods.registry import method_table, params_text
 
-    typer.echo(method_table())
+    typer.echo(params_text(params) if params else method_table())
 
 
 @app.command()

@@ -181,10 +181,14 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel] | None 
         if typ == "extra_forbidden":
             parent = _model_at(model, raw_loc[:-1]) if model is not None else None
             parts.append(f"{loc}: {_unknown_key_message(raw_loc[-1] if raw_loc else '', parent)}")
+        elif typ == "method_params":  # problems inside method.params, each already named by its key
+            parts.extend(f"{loc}.{p}" for p in err.get("ctx", {}).get("problems", ()))
         elif typ.startswith("path_"):
             parts.append(f"{loc}: {err.get('msg')}")
         elif typ == "missing":
             parts.append(f"{loc}: required key is missing")
+        elif typ == "method_modality":
+            parts.append(f"{loc}: {err.get('msg')}" if raw_loc else str(err.get("msg")))
         else:
             msg = err.get("msg", "invalid value")
             inp = err.get("input")

@@ -159,7 +159,7 @@ def test_late_fusion_config():
         _build("late_fusion", info, modalities=["wsi"])
     with pytest.raises(ConfigError, match="unknown slide encoder"):
         _build("late_fusion", info, modalities=["slide"], slide_encoder="clam")
-    with pytest.raises(ConfigError, match="unknown late_fusion parameter"):
+    with pytest.raises(ConfigError, match=r"method\.params\.modalites: unknown key \(did you mean 'modalities'\?"):
         _build("late_fusion", info, modalites=["slide"])
     with pytest.raises(ConfigError, match="gene_mixer encodes one omics block"):
         _build("late_fusion", info, modalities=["omics"], omics_encoder="gene_mixer")

@@ -44,3 +44,21 @@ def test_missing_slide_padding_and_all_missing():
     loss, per = m.loss(batch, out)
     loss.backward()
     assert torch.isfinite(loss) and set(per) == {"subtype", "os"}
+
+
+def test_task_embeddings_protocol_modaltune_overrides_the_shared_default():
+    info = make_info()
+    torch.manual_seed(0)
+    m = build_method("modaltune", info, **SMALL).eval()
+    base = build_method("mean_pool", info).eval()
+    batch = make_batch(B=3, info=info)
+    with torch.no_grad():
+        own, out = m.task_embeddings(batch), m(batch)
+        shared = base.task_embeddings(batch)
+    cols = m.task_embedding_columns()
+    assert list(own) == list(cols) == ["subtype", "os"]
+    for t, sl in cols.items():  # each task's columns of the concatenated embedding are its own embedding
+        assert own[t].shape == (3, 16)
+        torch.testing.assert_close(out["embedding"][:, sl], own[t])
+    assert base.task_embedding_columns() is None
+    assert shared["subtype"] is shared["os"] and shared["os"].shape == (3, base.embed_dim)

@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import Callback
 
 from modaltune.data.cohort import Cohort
 from modaltune.data.splits import SplitSet
-from modaltune.errors import InputError, MissingExtraError
+from modaltune.errors import ConfigError, InputError, MissingExtraError
 from modaltune.training.module import MultiTaskLightningModule, _warmup_cosine, outputs_to_columns
 from modaltune.training.trainer import FittedModel, embed, fit, predict
 
@@ -152,7 +152,7 @@ def test_bad_inputs_raise_one_line_errors(tiny_cohort_dir):
         fit(cohort, fold, "mean_pol")
     with pytest.raises(InputError, match="unknown task 'nope'"):
         fit(cohort, fold, "mean_pool", tasks=["nope"])
-    with pytest.raises(InputError, match="unknown parameter"):
+    with pytest.raises(ConfigError, match=r"method\.params\.hiden: unknown key \(did you mean 'hidden'\?"):
         fit(cohort, fold, "mean_pool", params={"hiden": 3}, trainer=FAST)
 
 

@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from modaltune.layers.mlp import DropPath
+
 __all__ = ["CrossAttention", "Injector", "Extractor", "ModalSelfAttention", "ModalAdapter", "PAPER_GROUPS"]
 
 #: Interaction groups of the paper (inclusive layer indices).
@@ -46,21 +48,6 @@ PAPER_GROUPS = {
     "gigapath": [[0, 3], [4, 7], [8, 11]],
     "titan": [[0, 1], [2, 3], [4, 5]],
 }
-
-
-class DropPath(nn.Module):
-    """Stochastic depth on the residual branch (per sample)."""
-
-    def __init__(self, p: float = 0.0):
-        super().__init__()
-        self.p = float(p)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        keep = 1.0 - self.p
-        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
-        return x * x.new_empty(shape).bernoulli_(keep) / keep
 
 
 class CrossAttention(nn.Module):

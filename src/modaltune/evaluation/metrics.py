@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from modaltune.errors import InputError
+from modaltune.registry import Registry, did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover
     from modaltune.data.dataset import TaskInfo
@@ -478,22 +479,21 @@ class MetricDef:
     needs_curves: bool = False
 
 
-METRICS: dict[str, MetricDef] = {
-    m.name: m
-    for m in [
-        MetricDef("c_index", "survival", True, "Harrell's C-index (scikit-survival concordance_index_censored)"),
-        MetricDef("c_index_uno", "survival", True, "Uno's IPCW C-index, censoring KM from the training fold, tau clipped", needs_train=True),
-        MetricDef("ibs", "survival", False, "integrated Brier score on a grid clipped to the test follow-up", needs_train=True, needs_curves=True),
-        MetricDef("cd_auc", "survival", True, "mean cumulative/dynamic AUC on a grid clipped to the test follow-up", needs_train=True),
-        MetricDef("balanced_accuracy", "classification", True, "balanced accuracy of argmax probabilities"),
-        MetricDef("macro_f1", "classification", True, "macro-averaged F1 of argmax probabilities"),
-        MetricDef("macro_auc", "classification", True, "macro one-vs-rest ROC AUC"),
-        MetricDef("accuracy", "classification", True, "accuracy of argmax probabilities"),
-        MetricDef("mse", "regression", False, "mean squared error"),
-        MetricDef("mae", "regression", False, "mean absolute error"),
-        MetricDef("r2", "regression", True, "coefficient of determination"),
-    ]
-}
+METRICS: Registry[MetricDef] = Registry("metric", error=UnknownMetric)
+for _m in [
+    MetricDef("c_index", "survival", True, "Harrell's C-index (scikit-survival concordance_index_censored)"),
+    MetricDef("c_index_uno", "survival", True, "Uno's IPCW C-index, censoring KM from the training fold, tau clipped", needs_train=True),
+    MetricDef("ibs", "survival", False, "integrated Brier score on a grid clipped to the test follow-up", needs_train=True, needs_curves=True),
+    MetricDef("cd_auc", "survival", True, "mean cumulative/dynamic AUC on a grid clipped to the test follow-up", needs_train=True),
+    MetricDef("balanced_accuracy", "classification", True, "balanced accuracy of argmax probabilities"),
+    MetricDef("macro_f1", "classification", True, "macro-averaged F1 of argmax probabilities"),
+    MetricDef("macro_auc", "classification", True, "macro one-vs-rest ROC AUC"),
+    MetricDef("accuracy", "classification", True, "accuracy of argmax probabilities"),
+    MetricDef("mse", "regression", False, "mean squared error"),
+    MetricDef("mae", "regression", False, "mean absolute error"),
+    MetricDef("r2", "regression", True, "coefficient of determination"),
+]:
+    METRICS.register(_m.name, _m)
 
 DEFAULT_METRICS = {
     "survival": ["c_index", "c_index_uno", "ibs", "cd_auc"],
@@ -514,7 +514,8 @@ def metric_names(kind: str | None = None) -> list[str]:
 def get_metric(name: str, kind: str | None = None) -> MetricDef:
     """Look a metric up by name; :class:`UnknownMetric` lists the valid names."""
     if name not in METRICS:
-        raise UnknownMetric(f"unknown metric '{name}'", fix=f"valid metrics: {', '.join(metric_names(kind))}")
+        known = metric_names(kind)
+        raise UnknownMetric(f"unknown metric '{name}'", fix=f"{did_you_mean(name, known)}valid metrics: {', '.join(known)}")
     m = METRICS[name]
     if kind is not None and m.kind != kind:
         raise UnknownMetric(f"metric '{name}' is for {m.kind} tasks, not {kind}", fix=f"valid {kind} metrics: {', '.join(metric_names(kind))}")

@@ -14,11 +14,22 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
+from pydantic import Field
 
 from modaltune.errors import ConfigError, InputError
-from modaltune.methods.base import TabularMethod
+from modaltune.methods.base import MethodParams, TabularMethod
 
-__all__ = ["design_layout", "TabularFeatures", "TaskTabularMethod", "task_arrays"]
+__all__ = ["design_layout", "TabularFeatures", "TabularParams", "TaskTabularMethod", "task_arrays"]
+
+
+class TabularParams(MethodParams):
+    """Feature parameters shared by the tabular methods (:class:`TabularFeatures`)."""
+
+    modalities: str | list[str] | None = Field(None, description="omics block names, 'omics' (all) and/or 'clinical' (None: every column)")
+    use_pca: bool = Field(False, description="replace the selected omics columns by their first principal components")
+    n_components: int = Field(16, description="principal components (capped at min(n_train - 1, omics columns))")
+    standardize: bool = Field(True, description="z-score every column with training-fold statistics")
+    seed: int = Field(0, description="PCA random state")
 
 
 def design_layout(info: Any) -> dict[str, slice]:

@@ -12,16 +12,26 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
 from modaltune.encoders.fusion import slide_branch
-from modaltune.methods._torch_common import split_params, wrap
+from modaltune.methods._torch_common import HeadParams, split_params, wrap
 from modaltune.methods.registry import register_method
 
-__all__ = ["build_abmil"]
+__all__ = ["ABMILParams", "build_abmil"]
 
 
-@register_method("abmil", kind="torch", modalities=("slide",), description="gated-attention MIL on patch features (Ilse et al. 2018)")
+class ABMILParams(HeadParams):
+    """Parameters of ``abmil`` (+ the head/loss parameters of :class:`HeadParams`)."""
+
+    embed_dim: int = Field(512, description="width of the Linear(D -> embed_dim) patch projection")
+    attn_dim: int = Field(256, description="hidden width of the gated attention")
+    dropout: float = Field(0.25, description="dropout after the patch projection")
+
+
+@register_method("abmil", kind="torch", modalities=("slide",), requires=("slide",), params=ABMILParams,
+                 description="gated-attention MIL on patch features (Ilse et al. 2018)")
 def build_abmil(info: Any, **params: Any):
-    """Params: ``embed_dim`` (512), ``attn_dim`` (256), ``dropout`` (0.25) + head/loss params."""
+    """Params: :class:`ABMILParams` (validated, defaults filled)."""
     model_params, enc = split_params(params)
-    enc = {"embed_dim": 512, "attn_dim": 256, "dropout": 0.25, **enc}
     return wrap(info, slide_branch(info, "abmil", **enc), model_params, "abmil")

@@ -5,6 +5,11 @@ Torch methods are an *encoder* (modality encoders + fusion, ``forward(batch) -> 
 Methods whose forward is task-dependent (ModalTune runs once per task) override
 :meth:`MultiTaskModel.forward`. Tabular methods implement :class:`TabularMethod`.
 
+Task embeddings (what probes and embedding export read) come from one place of the protocol:
+:meth:`MultiTaskModel.task_embeddings` (``batch -> {task: (B, D)}``; default: the shared embedding
+for every task) and :meth:`MultiTaskModel.task_embedding_columns` (which columns of ``embed``'s
+(B, E) output are each task's; default ``None``: all of them). ModalTune overrides both.
+
 Output contract of ``MultiTaskModel.forward(batch)``::
 
     {"embedding": (B, E) float,
@@ -16,9 +21,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-__all__ = ["MultiTaskModel", "TabularMethod"]
+__all__ = ["MethodParams", "MultiTaskModel", "TabularMethod"]
+
+
+class MethodParams(BaseModel):
+    """Base of every method's parameter model: unknown keys are errors (like the rest of the config).
+    Declare each parameter as ``name: type = Field(default, description="one-line meaning")``."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
 class MultiTaskModel(nn.Module):
@@ -73,6 +86,16 @@ class MultiTaskModel(nn.Module):
     def embed(self, batch: dict) -> torch.Tensor:
         """(B, E) patient embedding (what linear probes read)."""
         return self.encoder(batch)
+
+    def task_embeddings(self, batch: dict) -> dict[str, torch.Tensor]:
+        """``{task: (B, E)}``: the shared patient embedding for every task (one tensor, not copies)."""
+        emb = self.embed(batch)
+        return {name: emb for name in self.task_infos}
+
+    def task_embedding_columns(self) -> dict[str, slice] | None:
+        """Columns of :meth:`embed`'s (B, E) output that are each task's embedding; ``None``: every
+        task reads all E columns (a shared embedding)."""
+        return None
 
     def forward(self, batch: dict) -> dict:
         emb = self.embed(batch)

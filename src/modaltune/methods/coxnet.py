@@ -29,15 +29,31 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
 from modaltune.errors import ConfigError, InputError
-from modaltune.methods._tabular import TaskTabularMethod
+from modaltune.methods._tabular import TabularParams, TaskTabularMethod
 from modaltune.methods.registry import register_method
 
-__all__ = ["CoxnetMethod", "build_coxnet"]
+__all__ = ["CoxnetMethod", "CoxnetParams", "build_coxnet"]
+
+
+class CoxnetParams(TabularParams):
+    """Parameters of ``coxnet`` (+ the feature parameters of :class:`TabularParams`)."""
+
+    penalty: str = Field("elasticnet", description="elasticnet (sksurv CoxnetSurvivalAnalysis) or ridge (CoxPHSurvivalAnalysis)")
+    l1_ratio: float | list[float] = Field(0.5, description="elastic-net mixing in (0, 1], or a list chosen by inner CV")
+    alpha: float | None = Field(None, description="penalty strength (None: chosen by inner CV)")
+    n_alphas: int = Field(30, description="length of the elastic-net alpha path")
+    alpha_min_ratio: float = Field(0.01, description="smallest alpha of the path / largest")
+    inner_folds: int = Field(3, description="folds of the inner cross-validation")
+    min_events: int = Field(5, description="fewest training events a fold may have")
+    max_iter: int = Field(100_000, description="coordinate-descent iterations")
+    max_memory_gb: float | None = Field(None, gt=0, description="cap (GiB) on one fit's estimated peak memory (None: half the available RAM / workers)")
+    on_memory: Literal["refuse", "pca"] = Field("refuse", description="over the memory budget: refuse with a one-line error, or fit on n_components PCs")
 
 log = logging.getLogger("modaltune.training")
 
@@ -371,9 +387,8 @@ class CoxnetMethod(TaskTabularMethod):
         return np.asarray(model.predict(Z), dtype=float)
 
 
-@register_method("coxnet", kind="tabular", modalities=("omics", "clinical"), description="penalised (elastic-net / ridge) Cox on clinical + omics, optional PCA")
+@register_method("coxnet", kind="tabular", modalities=("omics", "clinical"), params=CoxnetParams,
+                 description="penalised (elastic-net / ridge) Cox on clinical + omics, optional PCA")
 def build_coxnet(info: Any, **params: Any) -> CoxnetMethod:
-    """Params: ``penalty`` (elasticnet|ridge), ``l1_ratio`` (0.5, or a list chosen by inner CV), ``alpha`` (None = inner CV),
-    ``inner_folds`` (3), ``modalities``, ``use_pca`` (False), ``n_components`` (16), ``standardize`` (True),
-    ``max_memory_gb`` (None = half the available RAM), ``on_memory`` (refuse|pca)."""
+    """Params: :class:`CoxnetParams` (validated, defaults filled; memory guard: ``max_memory_gb``, ``on_memory``)."""
     return CoxnetMethod(info, **params)

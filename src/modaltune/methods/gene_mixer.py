@@ -15,14 +15,27 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from modaltune.encoders.fusion import ModalityBranch, omics_branch
 from modaltune.errors import ConfigError
-from modaltune.methods._torch_common import split_params, wrap
+from modaltune.methods._torch_common import HeadParams, split_params, wrap
 from modaltune.methods.registry import register_method
 
-__all__ = ["build_gene_mixer", "GeneMixerEncoder", "default_pathway_omics"]
+__all__ = ["GeneMixerParams", "build_gene_mixer", "GeneMixerEncoder", "default_pathway_omics"]
+
+
+class GeneMixerParams(HeadParams):
+    """Parameters of ``gene_mixer`` (+ the head/loss parameters of :class:`HeadParams`)."""
+
+    omics: str | None = Field(None, description="omics block with pathway lists (None: rna, or the only block with pathways)")
+    token_dim: int = Field(256, description="width of each pathway token")
+    n_blocks: int = Field(3, description="MLP-Mixer blocks")
+    token_hidden: int | None = Field(None, description="hidden width of token mixing (None: P // 2)")
+    channel_hidden: int = Field(128, description="hidden width of channel mixing")
+    dropout: float = Field(0.25, description="dropout of the pathway SNNs and the mixer")
+    n_compress: int | None = Field(None, description="learned P -> K token compression before the mean (None: off; paper 64)")
 
 
 def default_pathway_omics(info: Any) -> str:
@@ -75,11 +88,10 @@ class GeneMixerEncoder(nn.Module):
         return tokens, present
 
 
-@register_method("gene_mixer", kind="torch", modalities=("omics",), description="per-pathway SNNs + MLP-Mixer over pathway tokens (ModalTune Gene Mixer)")
+@register_method("gene_mixer", kind="torch", modalities=("omics",), requires=("omics",), params=GeneMixerParams,
+                 description="per-pathway SNNs + MLP-Mixer over pathway tokens (ModalTune Gene Mixer)")
 def build_gene_mixer(info: Any, **params: Any):
-    """Params: ``omics`` (block with pathways; default ``rna``), ``token_dim`` (256), ``n_blocks`` (3),
-    ``channel_hidden`` (128), ``token_hidden`` (P//2), ``dropout`` (0.25), ``n_compress`` (None)
-    + head/loss params."""
+    """Params: :class:`GeneMixerParams` (validated, defaults filled)."""
     model_params, enc = split_params(params)
     omics = enc.pop("omics", None) or default_pathway_omics(info)
     branch = omics_branch(info, "gene_mixer", omics=omics, **enc)

@@ -14,26 +14,35 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
 from modaltune.encoders.fusion import ConcatFusion, clinical_branch, omics_branch, resolve_modalities, slide_branch
 from modaltune.errors import ConfigError
-from modaltune.methods._torch_common import split_params, wrap
+from modaltune.methods._torch_common import HeadParams, split_params, wrap
 from modaltune.methods.registry import register_method
 
-__all__ = ["build_late_fusion"]
-
-_KEYS = {"modalities", "slide_encoder", "omics_encoder", "clinical_encoder", "slide_params", "omics_params", "clinical_params", "fusion_dim", "dropout"}
+__all__ = ["LateFusionParams", "build_late_fusion"]
 
 
-@register_method("late_fusion", kind="torch", modalities=("slide", "omics", "clinical"), description="concatenation late fusion of per-modality encoders")
+class LateFusionParams(HeadParams):
+    """Parameters of ``late_fusion`` (+ the head/loss parameters of :class:`HeadParams`)."""
+
+    modalities: list[str] | None = Field(None, description="branches: modality names, 'omics' = all omics blocks in one branch (None: all the cohort has)")
+    slide_encoder: str = Field("abmil", description="slide branch: abmil, transmil or mean")
+    omics_encoder: str | dict[str, str] = Field("snn", description="omics branch encoder (snn, mlp, gene_mixer), or a mapping block -> encoder")
+    clinical_encoder: str = Field("mlp", description="clinical branch encoder")
+    slide_params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the slide encoder")
+    omics_params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the omics encoder(s), or a mapping block -> arguments")
+    clinical_params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the clinical encoder")
+    fusion_dim: int | None = Field(256, description="width of the Linear -> ReLU -> Dropout fusion layer (None: plain concatenation)")
+    dropout: float = Field(0.25, description="dropout of the fusion layer")
+
+
+@register_method("late_fusion", kind="torch", modalities=("slide", "omics", "clinical"), params=LateFusionParams,
+                 description="concatenation late fusion of per-modality encoders")
 def build_late_fusion(info: Any, **params: Any):
-    """Params: ``modalities`` (list; default all the cohort has; ``omics`` = all omics blocks in one
-    branch), ``slide_encoder`` (abmil), ``omics_encoder`` (snn), ``clinical_encoder`` (mlp),
-    ``slide_params``/``omics_params``/``clinical_params`` (dicts passed to the encoders),
-    ``fusion_dim`` (256; null = plain concatenation), ``dropout`` (0.25) + head/loss params."""
+    """Params: :class:`LateFusionParams` (validated, defaults filled)."""
     model_params, enc = split_params(params)
-    unknown = set(enc) - _KEYS
-    if unknown:
-        raise ConfigError(f"unknown late_fusion parameter(s) {sorted(unknown)}", where="method.params", fix=f"use some of {sorted(_KEYS)}")
     branches = {}
     resolved = resolve_modalities(info, enc.get("modalities"))
     omics_names = [name for kind, name in resolved if kind == "omics"]

@@ -15,12 +15,23 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from modaltune.errors import ConfigError, InputError
-from modaltune.methods._tabular import TaskTabularMethod
+from modaltune.methods._tabular import TabularParams, TaskTabularMethod
 from modaltune.methods.registry import register_method
 
-__all__ = ["LogisticMethod", "build_logistic"]
+__all__ = ["LogisticMethod", "LogisticParams", "build_logistic"]
+
+
+class LogisticParams(TabularParams):
+    """Parameters of ``logistic`` (+ the feature parameters of :class:`TabularParams`)."""
+
+    C: float | str = Field(1.0, description="inverse L2 strength, or 'cv' for inner cross-validation over Cs")
+    class_weight: str | None = Field(None, description="None or 'balanced'")
+    max_iter: int = Field(2000, description="lbfgs iterations")
+    inner_folds: int = Field(3, description="folds of the inner cross-validation (C: cv)")
+    Cs: int = Field(10, description="grid size of the inner cross-validation (C: cv)")
 
 
 class LogisticMethod(TaskTabularMethod):
@@ -76,8 +87,8 @@ class LogisticMethod(TaskTabularMethod):
         return out
 
 
-@register_method("logistic", kind="tabular", modalities=("omics", "clinical"), description="logistic regression on clinical + omics, optional PCA")
+@register_method("logistic", kind="tabular", modalities=("omics", "clinical"), params=LogisticParams,
+                 description="logistic regression on clinical + omics, optional PCA")
 def build_logistic(info: Any, **params: Any) -> LogisticMethod:
-    """Params: ``C`` (1.0 | "cv"), ``class_weight`` (None | balanced), ``modalities``, ``use_pca`` (False),
-    ``n_components`` (16), ``standardize`` (True)."""
+    """Params: :class:`LogisticParams` (validated, defaults filled)."""
     return LogisticMethod(info, **params)

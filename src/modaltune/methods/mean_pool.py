@@ -10,16 +10,23 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from modaltune.errors import InputError
 from modaltune.layers.missing import MissingModalityEmbedding, masked_mean
+from modaltune.methods._torch_common import HeadParams, split_params
 from modaltune.methods.base import MultiTaskModel
 from modaltune.methods.registry import register_method
 
-__all__ = ["MeanPoolEncoder", "build_mean_pool"]
+__all__ = ["MeanPoolEncoder", "MeanPoolParams", "build_mean_pool"]
 
-_MODEL_KEYS = ("survival_head", "alpha", "task_weights", "class_weights", "head_hidden", "head_dropout")
+
+class MeanPoolParams(HeadParams):
+    """Parameters of ``mean_pool`` (+ the head/loss parameters of :class:`HeadParams`)."""
+
+    hidden: int = Field(0, ge=0, description="0 keeps the mean (E = D); > 0 adds Linear(D, hidden) -> ReLU -> Dropout")
+    dropout: float = Field(0.0, description="dropout after the projection")
 
 
 class MeanPoolEncoder(nn.Module):
@@ -51,15 +58,11 @@ class MeanPoolEncoder(nn.Module):
         return self.missing(emb, present)
 
 
-@register_method("mean_pool", kind="torch", modalities=("slide",), description="mean of patch features + linear heads (reference / smoke-test model)")
+@register_method("mean_pool", kind="torch", modalities=("slide",), requires=("slide",), params=MeanPoolParams, description="mean of patch features + linear heads (reference / smoke-test model)")
 def build_mean_pool(info: Any, **params: Any) -> MultiTaskModel:
-    """Params: ``hidden`` (0), ``dropout`` (0.0) + MultiTaskModel params (``survival_head``, ``alpha``, ...)."""
+    """Params: :class:`MeanPoolParams` (validated, defaults filled)."""
     if not getattr(info, "slide_dim", None):
         raise InputError("method 'mean_pool' needs a slide modality", where="method.modalities", fix="add the cohort's slide modality")
-    model_kw = {k: v for k, v in params.items() if k in _MODEL_KEYS}
-    enc_kw = {k: v for k, v in params.items() if k not in _MODEL_KEYS}
-    unknown = sorted(set(enc_kw) - {"hidden", "dropout"})
-    if unknown:
-        raise InputError(f"unknown parameter(s) {unknown} for method 'mean_pool'", where="method.params", fix="allowed: hidden, dropout, " + ", ".join(_MODEL_KEYS))
-    enc = MeanPoolEncoder(int(info.slide_dim), info.slide_modality, hidden=int(enc_kw.get("hidden", 0)), dropout=float(enc_kw.get("dropout", 0.0)))
+    model_kw, enc_kw = split_params(params)
+    enc = MeanPoolEncoder(int(info.slide_dim), info.slide_modality, hidden=enc_kw["hidden"], dropout=enc_kw["dropout"])
     return MultiTaskModel(info, enc, **model_kw)

@@ -3,54 +3,75 @@
 Ramanathan et al., "ModalTune", ICCV 2025 (shared/docs/MODALTUNE.md; docs/modaltune.md). The
 model lives in :mod:`modaltune.modaltune`; this module turns method params into it.
 
-Params (defaults in brackets):
-
-- ``backbone`` [small_transformer]: slide encoder name (``gigapath`` | ``titan`` |
-  ``small_transformer``); ``backbone_params`` [{}]: constructor kwargs (``in_dim`` defaults to the
-  cohort's patch-feature width); ``checkpoint`` [None] / ``random_init`` [False]: gigapath / titan
-  need a local checkpoint or an explicit ``random_init: true`` (recorded as
-  ``model.backbone.weights_source``); ``grad_checkpointing`` [False].
-- ``groups`` [paper groups for gigapath/titan, else up to 3 equal groups; the first may start at a
-  layer k > 0: layers before it are the frozen prefix, run without autograd and cached at
-  evaluation]; ``attn_dim`` / ``heads``
-  [192 / 12 for gigapath/titan, else 64 / 4]; ``ffn_dim`` [192 | 64]; ``extra_extractors`` [2];
-  ``drop_path`` [0.1].
-- modal tokens: ``omics_tokens`` [{}]: omics block -> ``pathways`` | ``block`` | ``none`` (default:
-  ``pathways`` when pathway lists exist for the block, else ``block``); ``pathways`` [None]: pathway
-  lists for ``pathway_omics`` when the run has none from ``data.pathways`` (the preferred place: it is
-  resolved relative to the config file and tokenised by the preprocessor): ``builtin`` (the
-  simulator's list) or a CSV/GMT file, absolute or relative to the working directory (a missing
-  file is a ConfigError; giving both is a ConfigError); ``pathway_omics`` [rna]; ``gene_mixer`` [{}]:
-  ``token_dim`` 256, ``n_blocks`` 3, ``channel_hidden`` 128, ``dropout`` 0.25, ``n_compress`` None
-  (paper 64); ``block_tokens`` [4]; ``use_clinical`` [True]; ``clinical_fields`` [None = all declared
-  fields; the paper used age, stage, T, N, M: list them, because a cohort may also declare fields
-  that restate a label, e.g. ``primary_diagnosis`` for the BRCA IDC/ILC subtype]; ``use_report`` [True].
-- ``out_dim`` [256]; ``fusion`` [sum; concat for titan].
-- objectives: ``kl`` [1.0], ``supervised`` [1.0], ``text_cls`` [0.0], ``kl_scale`` [10],
-  ``kl_temperature`` [1.0], ``text_temperature`` [0.07], ``templates`` [{}: task -> a template
-  name (general | diagnosis | survival | staging) or a fragment list such as ``[location, stage,
-  survival]``]; ``sentence_fields`` [{}: stage/t/n/m -> record column]; ``cls_output``
-  [auto]; ``survival_head`` [discrete]; ``alpha`` [0.0]; ``projector_seed`` [0].
-- ``text_model`` [None = packaged all-MiniLM-L6-v2]; ``cache_embed`` [True], ``cache_mb`` [1024]: the
-  evaluation cache of the frozen prefix (``adapter.embed`` outputs, MiB of tokens).
+Parameters: :class:`ModalTuneParams` (``modaltune methods --params modaltune`` prints them).
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from modaltune.errors import ConfigError
+from modaltune.methods._torch_common import HeadParams
+from modaltune.methods.base import MethodParams
 from modaltune.methods.registry import register_method
 
-__all__ = ["build_modaltune", "build_slide_fm", "default_groups"]
+__all__ = ["ModalTuneParams", "SlideFMParams", "build_modaltune", "build_slide_fm", "default_groups"]
 
-_KEYS = {
-    "backbone", "backbone_params", "checkpoint", "random_init", "grad_checkpointing", "groups", "attn_dim", "heads", "ffn_dim",
-    "extra_extractors", "drop_path", "omics_tokens", "pathways", "pathway_omics", "gene_mixer", "block_tokens", "use_clinical",
-    "use_report", "clinical_fields", "out_dim", "fusion", "kl", "supervised", "text_cls", "kl_scale", "kl_temperature", "text_temperature", "templates", "sentence_fields",
-    "cls_output", "survival_head", "alpha", "projector_seed", "text_model", "cache_embed", "cache_mb",
-}
 _FOUNDATION = ("gigapath", "titan")
+
+
+class _BackboneParams(MethodParams):
+    """The slide encoder a method starts from (shared by ``modaltune`` and ``slide_fm``)."""
+
+    backbone: str = Field("small_transformer", description="slide encoder: small_transformer, gigapath or titan")
+    backbone_params: dict[str, Any] = Field(default_factory=dict, description="slide-encoder constructor arguments (in_dim defaults to the patch-feature width)")
+    checkpoint: str | Path | None = Field(None, description="local weights of the backbone (gigapath / titan need one, or random_init)")
+    random_init: bool = Field(False, description="build gigapath / titan without weights (tests; recorded as weights_source)")
+    grad_checkpointing: bool = Field(False, description="activation checkpointing in the backbone")
+
+
+class ModalTuneParams(_BackboneParams):
+    """Parameters of ``modaltune``: one place for names, types, defaults and meanings."""
+
+    groups: list[list[int]] | None = Field(None, description="inclusive layer groups [first, last] (None: paper groups for gigapath/titan, else up to 3 equal groups; layers before the first group are a frozen prefix)")
+    attn_dim: int | None = Field(None, description="adapter attention width (None: 192 for gigapath/titan, else 64)")
+    heads: int | None = Field(None, description="adapter attention heads (None: 12 for gigapath/titan, else 4)")
+    ffn_dim: int | None = Field(None, description="adapter feed-forward width (None: 192 for gigapath/titan, else 64)")
+    extra_extractors: int = Field(2, description="extra extractor blocks after the last group")
+    drop_path: float = Field(0.1, description="stochastic-depth rate of the adapter")
+    omics_tokens: dict[str, str] = Field(default_factory=dict, description="omics block -> pathways | block | none (default: pathways when the block has pathway lists, else block)")
+    pathways: str | Path | None = Field(None, description="pathway lists for pathway_omics when the run has none from data.pathways: 'builtin' or a CSV/GMT file")
+    pathway_omics: str = Field("rna", description="the omics block the pathways parameter applies to")
+    gene_mixer: dict[str, Any] = Field(default_factory=dict, description="Gene Mixer arguments of pathway tokens (token_dim 256, n_blocks 3, channel_hidden 128, dropout 0.25, n_compress None)")
+    block_tokens: int = Field(4, description="tokens per omics block in block mode")
+    use_clinical: bool = Field(True, description="clinical fields as modal tokens")
+    clinical_fields: list[str] | None = Field(None, description="clinical fields to tokenise (None: every declared field; list them when a field restates a label)")
+    use_report: bool = Field(True, description="the report text as a modal token")
+    out_dim: int = Field(256, description="width of each task embedding")
+    fusion: Literal["sum", "concat"] | None = Field(None, description="how slide and modal outputs combine (None: concat for titan, else sum)")
+    kl: float = Field(1.0, description="weight of the KL objective to the text targets")
+    supervised: float = Field(1.0, description="weight of the supervised task losses")
+    text_cls: float = Field(0.0, description="weight of the text-embedded classification objective")
+    kl_scale: float = Field(10.0, description="scale of the KL objective")
+    kl_temperature: float = Field(1.0, description="temperature of the KL objective")
+    text_temperature: float = Field(0.07, description="temperature of the text-classification logits")
+    templates: dict[str, Any] = Field(default_factory=dict, description="task -> sentence template name (general | diagnosis | survival | staging) or fragment list")
+    sentence_fields: dict[str, str] = Field(default_factory=dict, description="stage/t/n/m -> record column used in the sentences")
+    cls_output: str = Field("auto", description="which head produces class outputs (auto, head or text)")
+    survival_head: str = Field("discrete", description="survival head: discrete or cox")
+    alpha: float = Field(0.0, description="weight of uncensored patients in the discrete-time NLL")
+    projector_seed: int = Field(0, description="seed of the fixed text projector")
+    text_model: str | None = Field(None, description="sentence encoder (None: the packaged all-MiniLM-L6-v2)")
+    cache_embed: bool = Field(True, description="cache the frozen prefix outputs at evaluation")
+    cache_mb: float = Field(1024.0, description="size of that cache in MiB of tokens")
+
+
+class SlideFMParams(_BackboneParams, HeadParams):
+    """Parameters of ``slide_fm`` (+ the head/loss parameters of :class:`HeadParams`)."""
+
+    tune: bool = Field(False, description="False: frozen backbone, linear heads only (a probe); True: tune the backbone")
 
 
 def default_groups(backbone: str, num_layers: int) -> list[list[int]]:
@@ -92,10 +113,11 @@ def _pathway_tokens_for(info: Any, omics: str, source: Any):
     return tokenize_pathways(source, list(info.omics_feature_names[omics]))
 
 
-@register_method("modaltune", kind="torch", modalities=("slide", "omics", "clinical", "text"),
+@register_method("modaltune", kind="torch", modalities=("slide", "omics", "clinical", "text"), requires=("slide",), params=ModalTuneParams,
                  description="ModalTune: Modal Adapter on a frozen slide encoder + text-embedded multi-task objectives")
 def build_modaltune(info: Any, **params: Any):
-    """Build a :class:`~modaltune.modaltune.model.ModalTuneModel` for ``info``; params in the module docstring."""
+    """Build a :class:`~modaltune.modaltune.model.ModalTuneModel` for ``info``; params: :class:`ModalTuneParams`
+    (validated, every default filled in; ``None`` values resolve per backbone here)."""
     from modaltune.adapters.modal_adapter import ModalAdapter
     from modaltune.encoders.fusion import clinical_modality_name
     from modaltune.encoders.slide import create_slide_encoder
@@ -103,46 +125,44 @@ def build_modaltune(info: Any, **params: Any):
     from modaltune.modaltune.text_targets import get_text_encoder
     from modaltune.modaltune.tokens import ClinicalTokenSet, ModalTokenizer, OmicsBlockTokenSet, PathwayTokenSet, ReportTextTokenSet, clinical_columns
 
-    unknown = set(params) - _KEYS
-    if unknown:
-        raise ConfigError(f"unknown modaltune parameter(s) {sorted(unknown)}", where="method.params", fix=f"use some of {sorted(_KEYS)}")
     if not getattr(info, "slide_dim", None):
         raise ConfigError("modaltune adapts a slide encoder but the cohort/run has no slide modality", where="method.modalities", fix="include the slide modality")
-    name = params.get("backbone", "small_transformer")
+    p = ModalTuneParams(**params)
+    name = p.backbone
     foundation = name in _FOUNDATION
-    bparams = {"in_dim": int(info.slide_dim), **dict(params.get("backbone_params") or {})}
+    bparams = {"in_dim": int(info.slide_dim), **dict(p.backbone_params)}
     if name == "small_transformer":
         bparams = {"embed_dim": 64, "depth": 3, "num_heads": 4, **bparams}
     if name == "titan" and "patch_size_level0" not in bparams:
         bparams["patch_size_level0"] = 512
-    backbone = create_slide_encoder(name, checkpoint=params.get("checkpoint"), random_init=bool(params.get("random_init", False)), **bparams)
-    if params.get("grad_checkpointing"):
+    backbone = create_slide_encoder(name, checkpoint=p.checkpoint, random_init=p.random_init, **bparams)
+    if p.grad_checkpointing:
         backbone.set_grad_checkpointing(True)
-    groups = params.get("groups") or default_groups(name, int(backbone.num_layers))
+    groups = p.groups or default_groups(name, int(backbone.num_layers))
     try:
         adapter = ModalAdapter(
             backbone,
             groups,
-            attn_dim=int(params.get("attn_dim", 192 if foundation else 64)),
-            heads=int(params.get("heads", 12 if foundation else 4)),
-            ffn_dim=int(params.get("ffn_dim", 192 if foundation else 64)),
-            extra_extractors=int(params.get("extra_extractors", 2)),
-            drop_path=float(params.get("drop_path", 0.1)),
+            attn_dim=(192 if foundation else 64) if p.attn_dim is None else p.attn_dim,
+            heads=(12 if foundation else 4) if p.heads is None else p.heads,
+            ffn_dim=(192 if foundation else 64) if p.ffn_dim is None else p.ffn_dim,
+            extra_extractors=p.extra_extractors,
+            drop_path=p.drop_path,
         )
     except ValueError as exc:
         raise ConfigError(str(exc), where="method.params.groups/attn_dim/heads",
                           fix=f"use contiguous inclusive groups ending at layer {int(backbone.num_layers) - 1} and attn_dim divisible by heads") from exc
     d = adapter.dim
-    text_model = params.get("text_model")
+    text_model = p.text_model
     text_dim = int(get_text_encoder(text_model).dim)
 
     # modal token sets
     sets = []
-    otok = dict(params.get("omics_tokens") or {})
-    gm = dict(params.get("gene_mixer") or {})
-    pw_omics = params.get("pathway_omics", "rna")
+    otok = dict(p.omics_tokens)
+    gm = dict(p.gene_mixer)
+    pw_omics = p.pathway_omics
     for om, g in dict(info.omics_dims).items():
-        pw_source = params.get("pathways") if om == pw_omics else None
+        pw_source = p.pathways if om == pw_omics else None
         pw = _pathway_tokens_for(info, om, pw_source)
         mode = otok.get(om, "pathways" if pw is not None else "block")
         if mode == "none":
@@ -153,25 +173,25 @@ def build_modaltune(info: Any, **params: Any):
                                   fix="set pathways: <pathway CSV/GMT> (or 'builtin' for simulated cohorts), or omics_tokens: {%s: block}" % om)
             sets.append(PathwayTokenSet(om, int(g), pw.gene_index, getattr(pw, "names", None), d, **gm))
         elif mode == "block":
-            sets.append(OmicsBlockTokenSet(om, int(g), d, n_tokens=int(params.get("block_tokens", 4))))
+            sets.append(OmicsBlockTokenSet(om, int(g), d, n_tokens=p.block_tokens))
         else:
             raise ConfigError(f"unknown omics token mode '{mode}' for '{om}'", where="method.params.omics_tokens", fix="use pathways, block or none")
-    if params.get("use_clinical", True) and int(getattr(info, "clinical_dim", 0) or 0) > 0:
-        cols = clinical_columns(info.clinical_feature_names, params.get("clinical_fields"))
+    if p.use_clinical and int(getattr(info, "clinical_dim", 0) or 0) > 0:
+        cols = clinical_columns(info.clinical_feature_names, p.clinical_fields)
         sets.append(ClinicalTokenSet(clinical_modality_name(info), int(info.clinical_dim), d, columns=cols))
-    if params.get("use_report", True) and getattr(info, "text", False):
+    if p.use_report and getattr(info, "text", False):
         sets.append(ReportTextTokenSet(getattr(info, "text_modality", None) or "text", text_dim, d, text_model))
     tokenizer = ModalTokenizer(sets)
 
     objectives = Objectives(
-        kl=float(params.get("kl", 1.0)),
-        supervised=float(params.get("supervised", 1.0)),
-        text_cls=float(params.get("text_cls", 0.0)),
-        kl_scale=float(params.get("kl_scale", 10.0)),
-        kl_temperature=float(params.get("kl_temperature", 1.0)),
-        text_temperature=float(params.get("text_temperature", 0.07)),
-        templates=dict(params.get("templates") or {}),
-        sentence_fields=dict(params.get("sentence_fields") or {}),
+        kl=p.kl,
+        supervised=p.supervised,
+        text_cls=p.text_cls,
+        kl_scale=p.kl_scale,
+        kl_temperature=p.kl_temperature,
+        text_temperature=p.text_temperature,
+        templates=dict(p.templates),
+        sentence_fields=dict(p.sentence_fields),
     )
     model = ModalTuneModel(
         info,
@@ -179,15 +199,15 @@ def build_modaltune(info: Any, **params: Any):
         tokenizer,
         text_dim=text_dim,
         text_model=text_model,
-        out_dim=int(params.get("out_dim", 256)),
-        fusion=params.get("fusion", "concat" if name == "titan" else "sum"),
+        out_dim=p.out_dim,
+        fusion=p.fusion or ("concat" if name == "titan" else "sum"),
         objectives=objectives,
-        cls_output=params.get("cls_output", "auto"),
-        survival_head=params.get("survival_head", "discrete"),
-        alpha=float(params.get("alpha", 0.0)),
-        projector_seed=int(params.get("projector_seed", 0)),
-        cache_embed=bool(params.get("cache_embed", True)),
-        cache_mb=float(params.get("cache_mb", 1024.0)),
+        cls_output=p.cls_output,
+        survival_head=p.survival_head,
+        alpha=p.alpha,
+        projector_seed=p.projector_seed,
+        cache_embed=p.cache_embed,
+        cache_mb=p.cache_mb,
     )
     model.weights_source = getattr(backbone, "weights_source", "random_init")
     return model
@@ -251,18 +271,13 @@ def _slide_fm_encoder(info: Any, backbone: str, checkpoint: Any, random_init: bo
 
 
 @register_method("slide_fm", kind="torch", modalities=("slide",),
+                 requires=("slide",), params=SlideFMParams,
                  description="slide foundation model embedding + heads: frozen (linear probe) or tuned (ModalTune paper comparison rows)")
 def build_slide_fm(info: Any, **params: Any):
-    """Params: ``backbone`` (small_transformer | gigapath | titan), ``checkpoint`` / ``random_init``
-    (foundation models need one), ``tune`` (False = frozen backbone, linear heads only),
-    ``backbone_params``, ``grad_checkpointing`` + head/loss params (``survival_head``, ``alpha`` ...)."""
+    """Params: :class:`SlideFMParams` (validated, defaults filled)."""
     from modaltune.methods._torch_common import split_params, wrap
 
     model_params, enc = split_params(params)
-    allowed = {"backbone", "checkpoint", "random_init", "tune", "backbone_params", "grad_checkpointing"}
-    unknown = set(enc) - allowed
-    if unknown:
-        raise ConfigError(f"unknown slide_fm parameter(s) {sorted(unknown)}", where="method.params", fix=f"use some of {sorted(allowed)}")
     if not getattr(info, "slide_dim", None):
         raise ConfigError("slide_fm needs the slide modality", where="method.modalities", fix="include the slide modality")
     e = _slide_fm_encoder(info, enc.get("backbone", "small_transformer"), enc.get("checkpoint"), bool(enc.get("random_init", False)),

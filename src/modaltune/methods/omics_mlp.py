@@ -7,18 +7,29 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
 from modaltune.encoders.fusion import omics_branch
-from modaltune.methods._torch_common import split_params, wrap
+from modaltune.methods._torch_common import HeadParams, split_params, wrap
 from modaltune.methods.registry import register_method
 
-__all__ = ["build_omics_mlp"]
+__all__ = ["OmicsMLPParams", "build_omics_mlp"]
 
 
-@register_method("omics_mlp", kind="torch", modalities=("omics",), description="MLP on omics blocks")
+class OmicsMLPParams(HeadParams):
+    """Parameters of ``omics_mlp`` (+ the head/loss parameters of :class:`HeadParams`)."""
+
+    omics: str | list[str] | None = Field(None, description="omics block name(s) to read (None: every block, concatenated)")
+    hidden: tuple[int, ...] = Field((256, 256), description="widths of the Linear -> activation -> Dropout blocks")
+    dropout: float = Field(0.25, description="dropout after each block")
+    activation: str = Field("relu", description="relu, gelu, elu or selu")
+    layer_norm: bool = Field(False, description="LayerNorm before each activation")
+
+
+@register_method("omics_mlp", kind="torch", modalities=("omics",), requires=("omics",), params=OmicsMLPParams,
+                 description="MLP on omics blocks")
 def build_omics_mlp(info: Any, **params: Any):
-    """Params: ``omics`` (block name(s); default all), ``hidden`` ([256, 256]), ``dropout`` (0.25),
-    ``activation`` (relu), ``layer_norm`` (False) + head/loss params."""
+    """Params: :class:`OmicsMLPParams` (validated, defaults filled)."""
     model_params, enc = split_params(params)
     omics = enc.pop("omics", None)
-    enc = {"hidden": (256, 256), "dropout": 0.25, **enc}
     return wrap(info, omics_branch(info, "mlp", omics=omics, **enc), model_params, "omics_mlp")

@@ -12,18 +12,28 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
 from modaltune.encoders.fusion import omics_branch
-from modaltune.methods._torch_common import split_params, wrap
+from modaltune.methods._torch_common import HeadParams, split_params, wrap
 from modaltune.methods.registry import register_method
 
-__all__ = ["build_snn"]
+__all__ = ["SNNParams", "build_snn"]
 
 
-@register_method("snn", kind="torch", modalities=("omics",), description="self-normalising network on omics (MCAT/PORPOISE SNN baseline)")
+class SNNParams(HeadParams):
+    """Parameters of ``snn`` (+ the head/loss parameters of :class:`HeadParams`)."""
+
+    omics: str | list[str] | None = Field(None, description="omics block name(s) to read (None: every block, concatenated)")
+    hidden: tuple[int, ...] = Field((256, 256), description="widths of the Linear -> ELU -> AlphaDropout blocks")
+    dropout: float = Field(0.25, description="alpha-dropout rate of each block")
+    activation: str = Field("elu", description="elu (MCAT/PORPOISE) or selu (Klambauer et al.)")
+
+
+@register_method("snn", kind="torch", modalities=("omics",), requires=("omics",), params=SNNParams,
+                 description="self-normalising network on omics (MCAT/PORPOISE SNN baseline)")
 def build_snn(info: Any, **params: Any):
-    """Params: ``omics`` (block name(s); default all), ``hidden`` ([256, 256]), ``dropout`` (0.25),
-    ``activation`` (``elu`` | ``selu``) + head/loss params."""
+    """Params: :class:`SNNParams` (validated, defaults filled)."""
     model_params, enc = split_params(params)
     omics = enc.pop("omics", None)
-    enc = {"hidden": (256, 256), "dropout": 0.25, "activation": "elu", **enc}
     return wrap(info, omics_branch(info, "snn", omics=omics, **enc), model_params, "snn")

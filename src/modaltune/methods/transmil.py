@@ -14,16 +14,26 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
 from modaltune.encoders.fusion import slide_branch
-from modaltune.methods._torch_common import split_params, wrap
+from modaltune.methods._torch_common import HeadParams, split_params, wrap
 from modaltune.methods.registry import register_method
 
-__all__ = ["build_transmil"]
+__all__ = ["TransMILParams", "build_transmil"]
 
 
-@register_method("transmil", kind="torch", modalities=("slide",), description="TransMIL: PPEG + 2 attention layers + CLS (Shao et al. 2021)")
+class TransMILParams(HeadParams):
+    """Parameters of ``transmil`` (+ the head/loss parameters of :class:`HeadParams`)."""
+
+    embed_dim: int = Field(512, description="token width after the Linear(D -> embed_dim) projection")
+    num_heads: int = Field(8, description="attention heads per layer")
+    dropout: float = Field(0.0, description="dropout after the patch projection")
+
+
+@register_method("transmil", kind="torch", modalities=("slide",), requires=("slide",), params=TransMILParams,
+                 description="TransMIL: PPEG + 2 attention layers + CLS (Shao et al. 2021)")
 def build_transmil(info: Any, **params: Any):
-    """Params: ``embed_dim`` (512), ``num_heads`` (8), ``dropout`` (0.0) + head/loss params."""
+    """Params: :class:`TransMILParams` (validated, defaults filled)."""
     model_params, enc = split_params(params)
-    enc = {"embed_dim": 512, "num_heads": 8, **enc}
     return wrap(info, slide_branch(info, "transmil", **enc), model_params, "transmil")

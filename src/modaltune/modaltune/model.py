@@ -172,6 +172,16 @@ class ModalTuneModel(nn.Module):
     def embed_dim(self) -> int:
         return self.out_dim * len(self.task_infos)
 
+    def task_embeddings(self, batch: dict) -> dict[str, torch.Tensor]:
+        """``{task: (B, out_dim)}``: each task's own embedding (the model protocol of
+        :class:`~modaltune.methods.base.MultiTaskModel`)."""
+        return self.forward(batch)["task_embeddings"]
+
+    def task_embedding_columns(self) -> dict[str, slice]:
+        """Task ``i`` (in model task order) owns columns ``[i * out_dim, (i + 1) * out_dim)`` of the
+        concatenated ``embedding``."""
+        return {t: slice(i * self.out_dim, (i + 1) * self.out_dim) for i, t in enumerate(self.task_infos)}
+
     @property
     def backbone(self) -> nn.Module:
         return self.adapter.backbone

@@ -9,7 +9,9 @@
   cohort (unseen site); probes are fitted on that cohort's training patients and scored on its
   evaluation patients. The model itself is never refitted.
 
-Works for any fitted torch method (the probed embedding is then the method's embedding, one block).
+Works for any fitted method (the probed embedding is then the method's embedding, one block). The
+fitted model (``modaltune.training.FittedModel``) brings its embeddings and targets
+(``fitted.task_embeddings`` / ``fitted.targets``), so this package never imports the training loop.
 """
 from __future__ import annotations
 
@@ -24,16 +26,9 @@ __all__ = ["task_embeddings", "probe_scores", "ood_probe_scores"]
 
 
 def task_embeddings(fitted: Any, cohort: Any, ids: Sequence[str]) -> dict[str, pd.DataFrame]:
-    """``{task: DataFrame (N, out_dim) indexed by patient_id}``; non-ModalTune models give their
-    single embedding under every task."""
-    from modaltune.training.trainer import embed
-
-    E = embed(fitted, cohort, list(ids))
-    tasks = [t.spec.name for t in fitted.info.tasks]
-    out_dim = getattr(fitted.model, "out_dim", None)
-    if getattr(fitted.model, "method_name", "") != "modaltune" or out_dim is None or E.shape[1] != out_dim * len(tasks):
-        return {t: E for t in tasks}
-    return {t: E.iloc[:, i * out_dim:(i + 1) * out_dim] for i, t in enumerate(tasks)}
+    """``{task: DataFrame (N, D) indexed by patient_id}`` (the model protocol's task embeddings;
+    methods with one shared embedding give it under every task)."""
+    return fitted.task_embeddings(cohort, list(ids))
 
 
 def _probe_one(kind: str, Xtr: np.ndarray, ytr: Any, Xev: np.ndarray, yev: Any, **kw: Any) -> tuple[float, str]:
@@ -71,12 +66,10 @@ def probe_scores(fitted: Any, cohort: Any, train_ids: Sequence[str], eval_ids: S
     Probes are fitted on ``train_ids`` only (the patients the model was trained on, or a new
     cohort's training patients) and scored on ``eval_ids``.
     """
-    from modaltune.training.trainer import targets_frame
-
     train_ids, eval_ids = [str(p) for p in train_ids], [str(p) for p in eval_ids]
     tasks = [t.spec.name for t in fitted.info.tasks]
     embs = task_embeddings(fitted, cohort, list(dict.fromkeys(train_ids + eval_ids)))
-    tgt_all = targets_frame(cohort, list(dict.fromkeys(train_ids + eval_ids)), tasks)
+    tgt_all = fitted.targets(cohort, list(dict.fromkeys(train_ids + eval_ids)), tasks)
     site_of = cohort.patients["site"].astype(str)
     rows = []
     for ti in fitted.info.tasks:

@@ -299,7 +299,7 @@ def _get_slide_encoder(cfg: ExtractConfig, in_dim: int, device: str):
 
         from modaltune.encoders.slide.registry import _REGISTRY, create_slide_encoder
 
-        entry = _REGISTRY.get(cfg.slide_encoder)
+        entry = _REGISTRY.get(cfg.slide_encoder, None)
         kw = {}
         if entry is not None and "in_dim" in inspect.signature(entry.builder).parameters:
             kw["in_dim"] = int(in_dim)

@@ -17,9 +17,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
-from modaltune.config import CohortDir, PathwayFile, StrictModel
+from modaltune.config import PATH_CHECK_CONTEXT, CohortDir, PathwayFile, StrictModel
 
 __all__ = [
     "SimulateSpec",
@@ -104,6 +105,24 @@ class MethodConfig(StrictModel):
     @property
     def display(self) -> str:
         return self.label or self.name
+
+    @field_validator("params")
+    @classmethod
+    def _typed_params(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """Check ``params`` against the method's parameter model at load time (an unknown method
+        name is left to the runner / fit, which name it with a did-you-mean). The dict is kept as
+        written, so saved configs and ``fitted.json`` stay as the user gave them."""
+        from modaltune.methods.registry import get_method, params_problems
+
+        name = info.data.get("name")
+        try:
+            get_method(name)
+        except Exception:
+            return params
+        problems = params_problems(name, params)
+        if problems:
+            raise PydanticCustomError("method_params", "{detail}", {"detail": "; ".join(problems), "problems": tuple(problems)})
+        return params
 
 
 class EarlyStoppingConfig(StrictModel):
@@ -235,6 +254,46 @@ class _PathsMixin:
                 split.file = str(cand)
 
 
+def _cohort_kinds(path: str) -> dict[str, list[str]] | None:
+    """``{kind: [modality names]}`` declared by the cohort at ``path`` (None when unreadable: the
+    cohort loader reports that itself, with its own message)."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load((Path(path) / "cohort.yaml").read_text()) or {}
+        kinds: dict[str, list[str]] = {}
+        for m in raw.get("modalities") or []:
+            kinds.setdefault(str(m["kind"]), []).append(str(m["name"]))
+        return kinds or None  # a manifest without modalities is the cohort loader's to report
+    except Exception:
+        return None
+
+
+def _check_required_modalities(methods: list[MethodConfig], data: DataConfig, info: ValidationInfo) -> None:
+    """Refuse, at config load, a method that needs a modality kind one of the cohorts lacks (only when
+    paths are checked, i.e. read by ``load_config``; simulated cohorts have every modality)."""
+    from modaltune.methods.registry import get_method
+
+    if not (info.context or {}).get(PATH_CHECK_CONTEXT):
+        return
+    for cohort in data.cohorts:
+        kinds = _cohort_kinds(cohort)
+        if kinds is None:
+            continue
+        for i, m in enumerate(methods):
+            try:
+                required = get_method(m.name).requires
+            except Exception:
+                continue  # unknown names are reported by the runner / fit with a did-you-mean
+            lacking = [k for k in required if k not in kinds]
+            if lacking:
+                raise PydanticCustomError(
+                    "method_modality",
+                    "method '{method}' needs {kind} data and cohort {cohort} has none (it has: {has})",
+                    {"method": m.name, "kind": lacking[0], "cohort": Path(cohort).name, "has": ", ".join(sorted(kinds)) or "none"},
+                )
+
+
 class ExperimentConfig(_PathsMixin, StrictModel):
     """One method trained on one fold of one cohort (``modaltune fit``).
 
@@ -251,6 +310,11 @@ class ExperimentConfig(_PathsMixin, StrictModel):
     tasks: list[str] | None = None
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+
+    @model_validator(mode="after")
+    def _modalities_present(self, info: ValidationInfo) -> "ExperimentConfig":
+        _check_required_modalities([self.method], self.data, info)
+        return self
 
     @property
     def several_folds(self) -> bool:
@@ -281,6 +345,11 @@ class BenchmarkConfig(_PathsMixin, StrictModel):
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     features: str | None = None
+
+    @model_validator(mode="after")
+    def _modalities_present(self, info: ValidationInfo) -> "BenchmarkConfig":
+        _check_required_modalities(self.methods, self.data, info)
+        return self
 
     @model_validator(mode="after")
     def _unique_labels(self) -> "BenchmarkConfig":

@@ -231,8 +231,7 @@ def _data_hashes(out_dir: Path, cohort: Any, cfg: BenchmarkConfig) -> dict[str, 
 def _probe_rows(fitted: Any, cohort: Any, fold: Any, eval_ids: list[str]) -> tuple[list[dict], dict[str, Any], Any]:
     """Linear-probe metric rows (evaluation.probes) and the (N, E) embeddings of ``eval_ids``."""
     from modaltune.evaluation.probes import PROBE_METRICS, probe_task_metrics
-    from modaltune.modaltune.probes import task_embeddings
-    from modaltune.training.trainer import targets_frame
+    from modaltune.training.trainer import targets_frame, task_embeddings
 
     ids = list(dict.fromkeys(list(fold.train) + list(eval_ids)))
     blocks = task_embeddings(fitted, cohort, ids)

