@@ -108,7 +108,7 @@ def test_bad_memory_settings_are_config_errors():
     info = make_info()
     with pytest.raises(ConfigError, match="on_memory"):
         build_method("coxnet", info, on_memory="swap")
-    with pytest.raises(ConfigError, match="max_memory_gb must be > 0"):
+    with pytest.raises(ConfigError, match="max_memory_gb.*greater than 0"):
         build_method("coxnet", info, max_memory_gb=0)
 
 
