@@ -151,7 +151,7 @@ def _read_meta(path: Path) -> dict:
     """``fitted.json`` of a model folder, refusing folders of the pickle era and newer formats."""
     pickles = sorted(p.name for p in path.glob("*.pkl"))
     if pickles:
-        raise InputError(f"{pickles[0]} was written by an older modaltune with pickle; modaltune never unpickles a model folder, so this model must be re-fitted",
+        raise InputError(f"{', '.join(pickles)}: written by an older modaltune with pickle; modaltune never unpickles a model folder, so this model must be re-fitted",
                          where=path / pickles[0], fix=_REFIT)
     try:
         meta = json.loads((path / "fitted.json").read_text())
