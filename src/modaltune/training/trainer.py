@@ -156,7 +156,9 @@ def _read_meta(path: Path) -> dict:
     try:
         meta = json.loads((path / "fitted.json").read_text())
         version = int(meta.get("format_version", 1))
-        meta["method"], meta["kind"], meta["tasks"], meta["trainer"]  # noqa: B018 - required keys
+        missing = [k for k in ("method", "kind", "tasks", "trainer") if k not in meta]
+        if missing:
+            raise KeyError(missing[0])
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise InputError(f"fitted.json is not a modaltune model description ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})", where=path / "fitted.json", fix=_REFIT) from None
     if version < FORMAT_VERSION:
@@ -176,7 +178,7 @@ def _load_part(path: Path, stem: str) -> Any:
         return load_state(path, stem)
     except FileNotFoundError as exc:
         raise InputError(f"{Path(exc.filename or stem).name} is missing from the model folder", where=path, fix=_REFIT) from None
-    except Exception as exc:  # any parse failure of an untrusted file: one line, never a traceback
+    except Exception as exc:  # noqa: BLE001 - any parse failure of an untrusted file: one line, never a traceback
         raise InputError(f"cannot read {stem}.json / {stem}.safetensors ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})", where=path / f"{stem}.json", fix=_REFIT) from None
 
 
@@ -188,7 +190,7 @@ def _load_tensors(file: Path) -> dict[str, torch.Tensor]:
         return load(file.read_bytes())
     except FileNotFoundError:
         raise InputError(f"{file.name} is missing from the model folder", where=file.parent, fix=_REFIT) from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - an untrusted file: one line
         raise InputError(f"{file.name} is not a safetensors file ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})", where=file, fix=_REFIT) from None
 
 
@@ -525,7 +527,7 @@ def check_checkpoint(path: str | Path) -> None:
         torch.load(p, map_location="cpu", weights_only=True, mmap=True)
     except FileNotFoundError:
         raise InputError("checkpoint to resume from does not exist", where=p, fix="check ckpt_path, or rerun without resuming") from None
-    except Exception as exc:  # an untrusted file: any failure is one line
+    except Exception as exc:  # noqa: BLE001 - an untrusted file: any failure is one line
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise InputError(f"{p.name} is not a checkpoint modaltune resumes from (it does not load as tensors and plain data: {type(exc).__name__}: {msg[:200]})",
                          where=p, fix="delete the checkpoints folder (or rerun with --no-resume) to start this fit over") from None
