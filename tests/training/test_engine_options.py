@@ -141,9 +141,9 @@ def test_fit_command_over_all_folds_and_resume(tiny_cohort_dir, tmp_path):
     for f in folds:
         meta = json.loads((out / f"fold{f.index}" / "model" / "fitted.json").read_text())
         assert sorted(meta["train_ids"]) == sorted(f.train)
-    mtime = (out / "fold1" / "model" / "model.pt").stat().st_mtime_ns
+    mtime = (out / "fold1" / "model" / "model.safetensors").stat().st_mtime_ns
     assert main(["fit", str(path), "--out", str(out), "--set", "fold=[1]"]) == 0  # done folds are loaded, not retrained
-    assert (out / "fold1" / "model" / "model.pt").stat().st_mtime_ns == mtime
+    assert (out / "fold1" / "model" / "model.safetensors").stat().st_mtime_ns == mtime
     with pytest.raises(ConfigError, match="fit_folds"):
         from modaltune.config import load_config
         from modaltune.training.experiment_config import ExperimentConfig

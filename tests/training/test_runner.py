@@ -148,7 +148,7 @@ def test_fit_and_predict_commands(tiny_cohort_dir, tmp_path):
 
     assert main(["fit", str(path), "--out", str(tmp_path / "m"), "--set", "trainer.lr=0.001", "--set", "trainer.progress_bar=false"]) == 0
     saved = yaml.safe_load((tmp_path / "m" / "config.yaml").read_text())
-    assert saved["trainer"]["lr"] == 0.001 and (tmp_path / "m" / "model" / "model.pt").exists()
+    assert saved["trainer"]["lr"] == 0.001 and (tmp_path / "m" / "model" / "model.safetensors").exists()
     meta = json.loads((tmp_path / "m" / "model" / "fitted.json").read_text())
     fold1 = SplitSet.load(tiny_cohort_dir / "splits" / "kfold3.csv").folds[1]
     assert sorted(meta["train_ids"]) == sorted(fold1.train)
@@ -188,7 +188,7 @@ def test_two_process_cpu_ddp_fit(tiny_cohort_dir, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": str(29500 + os.getpid() % 1000)}
     proc = subprocess.run([sys.executable, "-m", "modaltune.cli", "fit", str(path), "--out", str(tmp_path / "m")], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (tmp_path / "m" / "model" / "model.pt").exists() and (tmp_path / "m" / "checkpoints" / "last.ckpt").exists()
+    assert (tmp_path / "m" / "model" / "model.safetensors").exists() and (tmp_path / "m" / "checkpoints" / "last.ckpt").exists()
     log = pd.read_csv(tmp_path / "m" / "train" / "metrics.csv")
     assert log["epoch"].max() == 1
     # 20 training patients over 2 ranks -> 10 batches per rank per epoch, 5 optimiser steps (accumulate 2)

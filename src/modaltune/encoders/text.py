@@ -86,7 +86,7 @@ class TextEncoder:
             if self.cache_dir is not None:
                 f = self.cache_dir / f"{self._key(s)}.npy"
                 if f.exists():
-                    self._cache[s] = np.load(f)
+                    self._cache[s] = np.load(f, allow_pickle=False)  # a cache file is data, never code
                     continue
             todo.append(s)
         if todo:

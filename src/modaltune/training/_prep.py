@@ -19,11 +19,18 @@ _COHORT_STATE = ("cohort", "availability", "omics_scaled", "clinical_matrix", "_
 
 
 def detach(pp: Any) -> Any:
-    """A shallow copy of ``pp`` without the fit cohort and its cached tables (small to pickle)."""
+    """A shallow copy of ``pp`` without the fit cohort and its cached tables: only the learned
+    statistics remain (what :func:`modaltune.training._state.save_state` writes to a model folder).
+
+    The pathway *sources* (file paths or in-memory tables given to ``fit``) are dropped too: they
+    are only read by ``fit``, and the tokens made from them stay in ``pp.info.pathways``.
+    """
     out = copy.copy(pp)
     for k in _COHORT_STATE:
         if hasattr(out, k):
             setattr(out, k, None)
+    if hasattr(out, "pathway_sources"):
+        out.pathway_sources = {}
     return out
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -77,8 +76,16 @@ class FittedModel:
         return targets_frame(cohort, ids, list(self.tasks if tasks is None else tasks))
 
     def save(self, out_dir: str | Path) -> Path:
-        """Write ``fitted.json``, ``preprocessor.pkl`` (with the ``CohortInfo``), the model
-        (``model.pt`` state dict, or ``model.pkl`` for tabular methods) and ``config.yaml``."""
+        """Write the model folder without pickle (format :data:`FORMAT_VERSION`):
+
+        ``fitted.json`` (method, tasks, trainer, training ids), ``preprocessor.json`` +
+        ``preprocessor.safetensors`` (the fitted preprocessor with its ``CohortInfo``), the model
+        (``model.safetensors`` state dict of a torch method, or ``model.json`` +
+        ``model.safetensors`` for a tabular method) and ``config.yaml``. ``fitted.json`` is written
+        last: its presence means the folder is complete. See docs/trust.md.
+        """
+        from modaltune.training._prep import detach
+        from modaltune.training._state import save_state
         from modaltune.training.run_folder import atomic_write_bytes, atomic_write_text
 
         out = Path(out_dir)
@@ -89,19 +96,17 @@ class FittedModel:
             "tasks": self.tasks,
             "trainer": self.trainer.model_dump(mode="json"),
             "train_ids": self.train_ids,
-            "format_version": 1,
+            "format_version": FORMAT_VERSION,
         }
-        from modaltune.training._prep import detach
-
-        atomic_write_bytes(out / "preprocessor.pkl", pickle.dumps(detach(self.preprocessor)))
+        save_state(out, "preprocessor", detach(self.preprocessor))
         if self.kind == "torch":
-            import io
+            from safetensors.torch import save
 
-            buf = io.BytesIO()
-            torch.save({k: v.detach().cpu() for k, v in self.model.state_dict().items()}, buf)
-            atomic_write_bytes(out / "model.pt", buf.getvalue())
+            # clone: safetensors refuses tensors sharing storage (tied weights); load_state_dict re-ties them
+            state = {k: v.detach().cpu().contiguous().clone() for k, v in self.model.state_dict().items()}
+            atomic_write_bytes(out / "model.safetensors", save(state, metadata={"format": "pt"}))
         else:
-            atomic_write_bytes(out / "model.pkl", pickle.dumps(self.model))
+            save_state(out, "model", self.model)
         if self.config is not None:
             import yaml
 
@@ -113,6 +118,10 @@ class FittedModel:
     @classmethod
     def load(cls, path: str | Path) -> "FittedModel":
         """Load a model saved by :meth:`save` (rebuilds the method from the registry).
+
+        Nothing is unpickled: JSON, YAML (``safe_load``) and safetensors only. A folder written by
+        an older modaltune (``*.pkl`` files, ``format_version`` 1) is refused with an
+        :class:`InputError` asking for a re-fit; so is any file that does not parse.
 
         Example::
 
@@ -128,24 +137,80 @@ class FittedModel:
         path = Path(path)
         if not (path / "fitted.json").exists():
             raise InputError("no fitted.json here: not a saved modaltune model", where=path, fix="point at the 'model' folder written by `modaltune fit`")
-        meta = json.loads((path / "fitted.json").read_text())
+        meta = _read_meta(path)
         method = MethodConfig.model_validate(meta["method"])
-        with open(path / "preprocessor.pkl", "rb") as fh:
-            pp = pickle.load(fh)
+        pp = _load_part(path, "preprocessor")
         if meta["kind"] == "torch":
             model = build_method(method.name, pp.info, **method.params)
-            state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
-            model.load_state_dict(state)
+            state = _load_tensors(path / "model.safetensors")
+            try:
+                model.load_state_dict(state)
+            except RuntimeError as exc:
+                raise InputError(f"model.safetensors does not fit method '{method.name}': {str(exc).splitlines()[0]}", where=path / "model.safetensors",
+                                 fix="the folder was edited or mixes two models: re-fit it") from None
             model.eval()
         else:
-            with open(path / "model.pkl", "rb") as fh:
-                model = pickle.load(fh)
+            model = _load_part(path, "model")
         config = None
         if (path / "config.yaml").exists():
             import yaml
 
             config = yaml.safe_load((path / "config.yaml").read_text())
         return cls(method, meta["kind"], model, pp, list(meta["tasks"]), TrainerConfig.model_validate(meta["trainer"]), list(meta.get("train_ids", [])), config, path)
+
+
+#: version of the model-folder layout written by :meth:`FittedModel.save`. 1 = pickled
+#: preprocessor / tabular model (refused since 2: loading it could run code), 2 = JSON + safetensors.
+FORMAT_VERSION = 2
+
+_REFIT = "re-fit the model with this modaltune (`modaltune fit ...`); never load a model folder you do not trust with an older modaltune"
+
+
+def _read_meta(path: Path) -> dict:
+    """``fitted.json`` of a model folder, refusing folders of the pickle era and newer formats."""
+    pickles = sorted(p.name for p in path.glob("*.pkl"))
+    if pickles:
+        raise InputError(f"{', '.join(pickles)}: written by an older modaltune with pickle; modaltune never unpickles a model folder, so this model must be re-fitted",
+                         where=path / pickles[0], fix=_REFIT)
+    try:
+        meta = json.loads((path / "fitted.json").read_text())
+        version = int(meta.get("format_version", 1))
+        missing = [k for k in ("method", "kind", "tasks", "trainer") if k not in meta]
+        if missing:
+            raise KeyError(missing[0])
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise InputError(f"fitted.json is not a modaltune model description ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})", where=path / "fitted.json", fix=_REFIT) from None
+    if version < FORMAT_VERSION:
+        raise InputError(f"model folder format {version} was written by an older modaltune with pickle and must be re-fitted (it is never unpickled)", where=path / "fitted.json", fix=_REFIT)
+    if version > FORMAT_VERSION:
+        raise InputError(f"model folder format {version} is newer than this modaltune reads ({FORMAT_VERSION})", where=path / "fitted.json", fix="upgrade modaltune")
+    if meta["kind"] not in ("torch", "tabular"):
+        raise InputError(f"unknown model kind {meta['kind']!r}", where=path / "fitted.json", fix=_REFIT)
+    return meta
+
+
+def _load_part(path: Path, stem: str) -> Any:
+    """``<stem>.json`` + ``<stem>.safetensors`` of a model folder, with one-line errors naming the file."""
+    from modaltune.training._state import load_state
+
+    try:
+        return load_state(path, stem)
+    except FileNotFoundError as exc:
+        raise InputError(f"{Path(exc.filename or stem).name} is missing from the model folder", where=path, fix=_REFIT) from None
+    except Exception as exc:  # noqa: BLE001 - any parse failure of an untrusted file: one line, never a traceback
+        raise InputError(f"cannot read {stem}.json / {stem}.safetensors ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})", where=path / f"{stem}.json", fix=_REFIT) from None
+
+
+def _load_tensors(file: Path) -> dict[str, torch.Tensor]:
+    """A state dict from a ``.safetensors`` file (a JSON header and raw buffers; no pickle)."""
+    from safetensors.torch import load
+
+    try:
+        return load(file.read_bytes())
+    except FileNotFoundError:
+        raise InputError(f"{file.name} is missing from the model folder", where=file.parent, fix=_REFIT) from None
+    except Exception as exc:  # noqa: BLE001 - an untrusted file: one line
+        raise InputError(f"{file.name} is not a safetensors file ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})", where=file, fix=_REFIT) from None
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -450,9 +515,12 @@ def fit(
     if ckpt_path is None and resume and ckpt_dir is not None and (ckpt_dir / LAST_CKPT).exists():
         ckpt_path = ckpt_dir / LAST_CKPT
         log.info("resuming from %s", ckpt_path)
+    if ckpt_path is not None:
+        check_checkpoint(ckpt_path)
     with _quiet_lightning(progress is False):
         ltrainer = _lightning_trainer(tcfg, out_dir=out, callbacks=cbs, has_val=bool(val_ids), progress=progress)
-        ltrainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
+        # weights_only=True: Lightning would otherwise let torch unpickle arbitrary objects from last.ckpt
+        ltrainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
     if ltrainer.interrupted:  # Lightning swallows some interrupts; never save a half-trained model as done
         raise KeyboardInterrupt(f"training was interrupted; rerun with the same out_dir to resume from {ckpt_dir}/last.ckpt")
     if not ltrainer.is_global_zero:
@@ -462,6 +530,26 @@ def fit(
     if out is not None:
         fitted.save(out / "model")
     return fitted
+
+
+def check_checkpoint(path: str | Path) -> None:
+    """Refuse a training checkpoint that does not load with ``torch.load(weights_only=True)``.
+
+    Lightning resumes with the same restricted loader (``Trainer.fit(weights_only=True)``); this
+    check runs first so that a planted or foreign ``last.ckpt`` fails with one line naming the file
+    instead of a traceback from inside the training loop. ``weights_only`` loading only rebuilds
+    tensors and plain containers (torch >= 2.6 is required: earlier versions had a bypass,
+    CVE-2025-32434), so nothing in the file is executed.
+    """
+    p = Path(path)
+    try:
+        torch.load(p, map_location="cpu", weights_only=True, mmap=True)
+    except FileNotFoundError:
+        raise InputError("checkpoint to resume from does not exist", where=p, fix="check ckpt_path, or rerun without resuming") from None
+    except Exception as exc:  # noqa: BLE001 - an untrusted file: any failure is one line
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise InputError(f"{p.name} is not a checkpoint modaltune resumes from (it does not load as tensors and plain data: {type(exc).__name__}: {msg[:200]})",
+                         where=p, fix="delete the checkpoints folder (or rerun with --no-resume) to start this fit over") from None
 
 
 def _load_experiment(source: Any, out_dir: str | Path | None):
