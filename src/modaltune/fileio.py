@@ -45,6 +45,7 @@ __all__ = [
     "disk_error_from",
     "os_error_code",
     "DISK_ERRNOS",
+    "STOP_ERRNOS",
 ]
 
 # errno -> (what it means, what to do); the user-facing half of :class:`DiskError`
@@ -55,6 +56,9 @@ _DISK = {
     _errno.EACCES: ("permission denied", "make the folder writable or choose another --out"),
 }
 DISK_ERRNOS = frozenset(_DISK)
+#: conditions that stop a whole run (every later write would fail the same way); EACCES is left
+#: out because it also comes from reading one unreadable input file
+STOP_ERRNOS = frozenset({_errno.ENOSPC, _errno.EDQUOT, _errno.EROFS})
 
 
 class DiskError(ModaltuneError):
@@ -68,6 +72,9 @@ class DiskError(ModaltuneError):
         self.errno = code
         self.path = Path(path)
         super().__init__(f"{what} while writing {self.path}", fix=fix)
+
+    def __reduce__(self):  # crosses process boundaries (benchmark workers) intact
+        return (DiskError, (self.errno, str(self.path)))
 
 
 class OutputLocked(ModaltuneError):
@@ -99,12 +106,12 @@ def os_error_code(exc: BaseException | None) -> int | None:
     return None
 
 
-def disk_error_from(exc: BaseException, where: str | Path) -> DiskError | None:
-    """A :class:`DiskError` for ``exc`` when its errno is a disk condition, else None."""
-    if isinstance(exc, DiskError):
-        return exc
+def disk_error_from(exc: BaseException, where: str | Path, codes: frozenset = DISK_ERRNOS) -> DiskError | None:
+    """A :class:`DiskError` for ``exc`` when its errno is one of ``codes`` (disk conditions), else None."""
     code = os_error_code(exc)
-    return DiskError(code, where) if code in DISK_ERRNOS else None
+    if code not in codes:
+        return None
+    return exc if isinstance(exc, DiskError) else DiskError(code, where)
 
 
 @contextlib.contextmanager

@@ -562,7 +562,7 @@ def extract_features(slides: str | Path | Iterable[str | Path], out: str | Path,
 def _extract_locked(paths: list[Path], out: Path, cfg: ExtractConfig, ray_address: str | None, progress: bool) -> RunSummary:
     from tqdm.auto import tqdm
 
-    from modaltune.fileio import DISK_ERRNOS
+    from modaltune.fileio import STOP_ERRNOS
 
     from .encoders import get_patch_encoder_spec
 
@@ -584,7 +584,7 @@ def _extract_locked(paths: list[Path], out: Path, cfg: ExtractConfig, ray_addres
         for i, p in enumerate(bar):
             r = process_slide(p, out, cfg, encoder=enc)
             results.append(r)
-            if r.status == "failed" and r.errno in DISK_ERRNOS:
+            if r.status == "failed" and r.errno in STOP_ERRNOS:
                 # every later slide would fail the same way (after minutes of encoding each): stop
                 why = f"not processed: an earlier slide hit '{os.strerror(r.errno).lower()}' in {out}; fix it and rerun"
                 results += [SlideResult(slide=q.stem, path=str(q), status="not_processed", h5=None, error=why)
