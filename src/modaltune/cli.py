@@ -11,6 +11,11 @@ import typer
 
 from modaltune.errors import ModaltuneError
 
+# exit statuses (documented in the help of extract and benchmark, and in docs/cli.md)
+EXIT_ITEMS_FAILED = 1  # the run finished and wrote its tables, but a slide / unit failed
+EXIT_USER = 2  # a user mistake (ModaltuneError): config, input, another run holds --out
+EXIT_DISK = 3  # the output disk is full, over quota or read-only (DiskError)
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]},
                   help="modaltune: multi-modal, multi-task fine-tuning of slide foundation models.")
 data_app = typer.Typer(no_args_is_help=True, help="Cohort data: simulate, import, validate, summarise.")
@@ -121,7 +126,11 @@ def extract(
     slide_encoder_checkpoint: str | None = typer.Option(None, "--slide-encoder-checkpoint", help="Local weights of the slide encoder (never downloaded)."),
     slide_encoder_random_init: bool = typer.Option(False, "--slide-encoder-random-init", help="Build the slide encoder with seeded random weights (tests; explicit)."),
 ) -> None:
-    """Whole-slide preprocessing: tissue detection, tiling and patch features to TRIDENT h5."""
+    """Whole-slide preprocessing: tissue detection, tiling and patch features to TRIDENT h5.
+
+    Exit status: 0 all slides done/skipped; 1 a slide failed or was not processed; 2 a usage or
+    config error, or another run holds --out; 3 the disk is full, over quota or read-only.
+    """
     from modaltune.preprocess.pipeline import extract_features
 
     summary = extract_features(slides, out, encoder=encoder, weights=weights, magnification=mag, target_mpp=mpp,
@@ -136,8 +145,11 @@ def extract(
     for r in summary.slides:
         if r.status == "failed":
             typer.echo(f"failed: {r.slide}: {r.error}", err=True)
-    if t["failed"]:
-        raise typer.Exit(1)
+    for r in summary.slides:
+        if r.status == "not_processed":
+            typer.echo(f"not processed: {r.slide}: {r.error}", err=True)
+    if t["failed"] or t["not_processed"]:
+        raise typer.Exit(EXIT_ITEMS_FAILED)
 
 
 # ---------------------------------------------------------------- data commands (modaltune.data.workflows)
@@ -507,7 +519,12 @@ def benchmark_cmd(
     epoch_progress: bool = typer.Option(False, "--epoch-progress", help="Show Lightning's epoch progress bars inside each unit (serial runs: --workers 1, no Ray)."),
     no_report: bool = typer.Option(False, "--no-report", help="Do not write the HTML report (OUT/report/report.html)."),
 ) -> None:
-    """Run methods x cohorts x tasks x folds x seeds; resumable; writes results.csv, summary.md, predictions.parquet."""
+    """Run methods x cohorts x tasks x folds x seeds; resumable; writes results.csv, summary.md, predictions.parquet.
+
+    Exit status: 0 every unit done; 1 tables written but some unit failed (failed_units.csv);
+    2 a usage or config error, or another run holds --out; 3 the disk is full, over quota or
+    read-only; 130 / 143 stopped by SIGINT / SIGTERM (workers killed; rerun the command to resume).
+    """
     from modaltune.training.runner import run_benchmark
 
     res = run_benchmark(config, out, workers=workers, ray_address=ray_address, resume=not no_resume, overrides=set_, force=force, epoch_progress=epoch_progress)
@@ -519,6 +536,7 @@ def benchmark_cmd(
     typer.echo(f"{n} units ({sum(s == 'skipped' for s in res.statuses.values())} already done, {len(res.failed)} failed); tables in {res.out_dir}")
     if res.failed:
         typer.echo("failed units (reasons in failed_units.csv and summary.md): " + ", ".join(res.failed[:5]) + (" ..." if len(res.failed) > 5 else ""), err=True)
+        raise typer.Exit(EXIT_ITEMS_FAILED)
 
 
 @app.command("report")
@@ -535,11 +553,20 @@ def report_cmd(
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``modaltune`` script."""
+    from modaltune.fileio import DiskError
+    from modaltune.training.interrupt import RunInterrupted
+
     try:
         rv = app(args=argv, standalone_mode=False)
+    except DiskError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        return EXIT_DISK
     except ModaltuneError as exc:
         typer.echo(f"error: {exc}", err=True)
-        return 2
+        return EXIT_USER
+    except RunInterrupted as exc:
+        typer.echo(f"{exc}: finished units are kept; rerun the same command to resume", err=True)
+        return exc.exit_code
     except typer.Exit as exc:  # pragma: no cover - typer control flow
         return exc.exit_code
     except (typer.Abort, KeyboardInterrupt):

@@ -101,7 +101,7 @@ def test_failure_inside_commit_leaves_no_file(tmp_path, monkeypatch, step):
         real_replace = os.replace
 
         def failing_replace(src, dst, *a, **k):
-            if str(src).endswith(".h5.tmp"):
+            if str(src).endswith(".tmp"):  # process-unique temporary name
                 raise OSError(28, "No space left on device")
             return real_replace(src, dst, *a, **k)
 

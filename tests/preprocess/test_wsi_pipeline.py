@@ -245,7 +245,7 @@ def test_disk_full_inside_commit_leaves_no_h5_and_no_done_state(synth, tmp_path,
     monkeypatch.undo()
     r = s.slides[0]
     assert r.status == "failed" and r.h5 is None and s.done == 0
-    assert r.error.startswith("disk full while writing (ENOSPC: flushing late.h5.tmp failed: Can't write data")
+    assert r.error.startswith("disk full while writing (ENOSPC: flushing late.h5 failed: Can't write data")
     assert "no partial h5 was left" in r.error and "rerun" in r.error
     assert not list(out.glob("*.h5")) and not list(out.glob("*.tmp"))
     assert json.loads((out / "summary.json").read_text())["slides"][0]["status"] == "failed"

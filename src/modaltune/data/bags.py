@@ -24,7 +24,6 @@ chunk: no float conversion, no temporaries, no second pass over memory).
 from __future__ import annotations
 
 import os
-import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from modaltune.data._files import ensure_readable
+from modaltune.data.h5layout import py_value, read_attrs, read_status, write_bag
 from modaltune.errors import InputError
 
 __all__ = [
@@ -101,15 +101,7 @@ def _fix_for(path: Path) -> str:
     return f"re-extract the slide's features (`modaltune extract --slides <slide file> --out {path.parent}`) or remove the slide from slides.csv"
 
 
-def _py(v: Any) -> Any:
-    """h5 attribute value -> plain Python (bytes -> str, numpy scalar -> int/float)."""
-    if isinstance(v, bytes):
-        return v.decode("utf-8", "replace")
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return [_py(x) for x in v.tolist()] if v.dtype.kind in "SO" else v.tolist()
-    return v
+_py = py_value  # h5 attribute value -> plain Python (kept: used throughout this module)
 
 
 def _bag_format(path: Path) -> str:
@@ -251,25 +243,8 @@ def _open_h5(path: Path):
 
 
 def _h5_attrs(f, path: Path) -> dict[str, Any]:
-    """Root, ``features`` and ``coords`` attributes (first one wins) plus ``encoder``."""
-    attrs: dict[str, Any] = {}
-    feats = f.get("features")
-    per_obj: list[dict[str, Any]] = []
-    for obj in (feats, f, f.get("coords")):  # h5py attribute access is slow: read each object once
-        if obj is None:
-            per_obj.append({})
-            continue
-        try:
-            per_obj.append({k: _py(v) for k, v in obj.attrs.items()})
-        except (OSError, RuntimeError):  # unreadable attribute: ignore the metadata, not the data
-            per_obj.append({})
-    for d in (per_obj[1], per_obj[0], per_obj[2]):  # root first, as before
-        for k, v in d.items():
-            attrs.setdefault(k, v)
-    # the encoder name lives on features or the root; 'name' in TRIDENT is the slide name
-    enc = per_obj[0].get("encoder", per_obj[1].get("encoder"))
-    attrs["encoder"] = enc if enc is not None else _encoder_from_dir(path)
-    return attrs
+    """Root, ``features`` and ``coords`` attributes (root first) plus ``encoder`` (see :func:`h5layout.read_attrs`)."""
+    return read_attrs(f, fallback_encoder=_encoder_from_dir(path))
 
 
 #: bytes per ``readinto`` when reading and checking at once: the chunk just copied is still in cache
@@ -489,11 +464,9 @@ def is_no_tissue_bag(path: str | Path) -> bool:
         return False
     try:
         with _open_h5(path) as f:
-            status = f.attrs.get("status")
+            status = read_status(f)
     except InputError:
         return False
-    if isinstance(status, bytes):
-        status = status.decode()
     return status == "no_tissue"
 
 
@@ -509,7 +482,8 @@ def write_bag_h5(
     patch_size: int | None = None,
     extra_attrs: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a TRIDENT-layout bag atomically (temporary file in the same folder, then ``os.replace``).
+    """Write a TRIDENT-layout bag atomically (:func:`modaltune.data.h5layout.write_bag`: temporary file
+    in the same folder, then ``os.replace``; a full or read-only disk raises a one-line ``DiskError``).
 
     Args:
         features: (N, D) float16/float32, written as is (contiguous, uncompressed: fastest to read).
@@ -520,45 +494,22 @@ def write_bag_h5(
     Returns:
         The written path.
     """
-    import h5py
-
     path = Path(path)
     features = np.asarray(features)
     features = _normalise_features(features, path)
+    cattrs: dict[str, Any] = {"patch_size_level0": int(patch_size_level0)}
     if coords is not None:
         coords = _normalise_coords(coords, features.shape[0], path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["encoder"] = encoder
-            fds = f.create_dataset("features", data=features)
-            fds.attrs["encoder"] = encoder
-            if coords is not None:
-                cds = f.create_dataset("coords", data=coords)
-                cattrs = {
-                    "patch_size": int(patch_size if patch_size is not None else patch_size_level0),
-                    "patch_size_level0": int(patch_size_level0),
-                    "level0_magnification": level0_magnification,
-                    "target_magnification": target_magnification,
-                    "overlap": 0,
-                    "level0_width": int(coords[:, 0].max() + patch_size_level0),
-                    "level0_height": int(coords[:, 1].max() + patch_size_level0),
-                }
-                for k, v in cattrs.items():
-                    if v is not None:
-                        cds.attrs[k] = v
-            else:
-                f.attrs["patch_size_level0"] = int(patch_size_level0)
-            for k, v in (extra_attrs or {}).items():
-                f.attrs[k] = v
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+        cattrs = {
+            "patch_size": int(patch_size if patch_size is not None else patch_size_level0),
+            "patch_size_level0": int(patch_size_level0),
+            "level0_magnification": level0_magnification,
+            "target_magnification": target_magnification,
+            "overlap": 0,
+            "level0_width": int(coords[:, 0].max() + patch_size_level0) if len(coords) else None,
+            "level0_height": int(coords[:, 1].max() + patch_size_level0) if len(coords) else None,
+        }
+    return write_bag(path, features, coords, encoder=encoder, coords_attrs=cattrs, extra_attrs=extra_attrs)
 
 
 # ---------------------------------------------------------------------------------------- patients

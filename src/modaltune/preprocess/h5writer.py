@@ -1,35 +1,29 @@
 """Atomic, streaming writer of TRIDENT-format feature bags, and the check that a bag is finished.
 
-File layout (TRIDENT's, plus modaltune's root attributes):
+The file layout (datasets, attributes, dtypes) is defined once, in :mod:`modaltune.data.h5layout`;
+this module only streams rows into it.
 
-- ``features``: (N, D) float32 (or float16); attrs ``encoder``, ``name``, ``savetodir``.
-- ``coords``: (N, 2) int64, level-0 (x, y) top-left; attrs ``patch_size``, ``patch_size_level0``,
-  ``level0_magnification``, ``target_magnification``, ``overlap``, ``name``, ``savetodir``,
-  ``level0_width``, ``level0_height``.
-- root attrs: ``modaltune_version``, ``mpp``, ``status`` ('complete' | 'no_tissue'), ``encoder``,
-  ``embedding_dim``.
-
-Rows are written batch by batch to ``<name>.h5.tmp`` (memory stays at one batch); when the number
+Rows are written batch by batch to ``.<name>.h5.<pid>.<random>.tmp`` (process-unique, so two runs
+into one folder never delete each other's files; memory stays at one batch); when the number
 of rows is known up front (``n_rows``), datasets are contiguous and fixed-size, the layout TRIDENT
 writes and the fastest to read back; otherwise they are chunked and grow. Only
 :meth:`BagWriter.commit` renames the file to ``<name>.h5``. A crash, a kill or a full disk leaves at
-most a ``.tmp`` file, never a truncated ``.h5`` that looks complete; a write that fails (disk full,
+most a temporary file, never a truncated ``.h5`` that looks complete; a write that fails (disk full,
 quota, permissions, I/O error), including the final flush, close or rename, raises
 :class:`BagWriteError` after the temporary file is removed.
 """
 from __future__ import annotations
 
-import errno as _errno
 import os
-import re
 from pathlib import Path
 
 import numpy as np
 
+from modaltune.data import h5layout
+from modaltune.data.h5layout import FINISHED_STATUSES, bag_is_complete
+from modaltune.fileio import os_error_code, temp_path
+
 __all__ = ["BagWriter", "BagWriteError", "bag_is_complete", "FINISHED_STATUSES", "os_error_code"]
-
-FINISHED_STATUSES = ("complete", "no_tissue")
-
 
 class BagWriteError(OSError):
     """Writing ``path`` failed; ``errno`` is the underlying error code when one is known (else None).
@@ -50,39 +44,6 @@ class BagWriteError(OSError):
         return self.args[0]
 
 
-# h5py reports a failed write(2) as OSError without errno, naming it in the text:
-# "Can't write data (file write failed: ..., errno = 28, error message = 'No space left on device', ...)".
-_ERRNO_IN_TEXT = re.compile(r"errno\s*=\s*(\d+)")
-_STRERROR = {os.strerror(c).lower(): c for c in (_errno.ENOSPC, _errno.EDQUOT, _errno.EIO, _errno.EACCES, _errno.EROFS)}
-
-
-def os_error_code(exc: BaseException | None) -> int | None:
-    """The errno behind ``exc``: its own, one named in its message (h5py), or its cause's; None if unknown."""
-    seen = 0
-    while exc is not None and seen < 8:
-        code = getattr(exc, "errno", None)
-        if isinstance(code, int) and code > 0:
-            return code
-        text = str(exc)
-        m = _ERRNO_IN_TEXT.search(text)
-        if m:
-            return int(m.group(1))
-        low = text.lower()
-        for msg, c in _STRERROR.items():
-            if msg in low:
-                return c
-        exc, seen = exc.__cause__ or exc.__context__, seen + 1
-    return None
-
-
-def _version() -> str:
-    try:
-        from modaltune import __version__
-
-        return str(__version__)
-    except Exception:  # pragma: no cover - partial installs
-        return "unknown"
-
 
 class BagWriter:
     """Stream features and coords of one slide into ``path`` atomically.
@@ -100,48 +61,28 @@ class BagWriter:
         import h5py
 
         self.path = Path(path)
-        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        # process-unique: two runs into one folder never delete each other's temporary files
+        self.tmp = temp_path(self.path)
         self.n = 0
         self._committed = False
         self._file = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = h5py.File(self.tmp, "w")
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:  # h5py raises RuntimeError for some failed flushes
             self.abort()
-            raise BagWriteError(self.tmp, "creating", exc) from exc
+            raise BagWriteError(self.path, "creating", exc) from exc
         try:
             self._init_layout(embedding_dim, coords_attrs, encoder, mpp, dtype, n_rows, chunk_rows, extra_attrs)
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:  # h5py raises RuntimeError for some failed flushes
             self.abort()
-            raise BagWriteError(self.tmp, "creating", exc) from exc
+            raise BagWriteError(self.path, "creating", exc) from exc
 
     def _init_layout(self, embedding_dim, coords_attrs, encoder, mpp, dtype, n_rows, chunk_rows, extra_attrs) -> None:
-        d = int(embedding_dim)
         self.n_rows = None if n_rows is None else int(n_rows)
-        if self.n_rows is not None:
-            self._features = self._file.create_dataset("features", shape=(self.n_rows, d), dtype=dtype)
-            self._coords = self._file.create_dataset("coords", shape=(self.n_rows, 2), dtype="int64")
-        else:
-            rows = max(1, int(chunk_rows))
-            self._features = self._file.create_dataset("features", shape=(0, d), maxshape=(None, d), dtype=dtype, chunks=(rows, d))
-            self._coords = self._file.create_dataset("coords", shape=(0, 2), maxshape=(None, 2), dtype="int64", chunks=(rows, 2))
-        savetodir = str(self.path.parent)
-        for k, v in coords_attrs.items():
-            self._coords.attrs[k] = v
-        self._coords.attrs["savetodir"] = savetodir
-        name = coords_attrs.get("name", self.path.stem)
-        self._features.attrs["encoder"] = encoder
-        self._features.attrs["name"] = name
-        self._features.attrs["savetodir"] = savetodir
-        root = self._file.attrs
-        root["modaltune_version"] = _version()
-        root["mpp"] = float(mpp)
-        root["encoder"] = encoder
-        root["embedding_dim"] = d
-        root["status"] = "incomplete"
-        for k, v in (extra_attrs or {}).items():
-            root[k] = v
+        self._features, self._coords = h5layout.create_layout(
+            self._file, self.path, embedding_dim=embedding_dim, encoder=encoder, dtype=dtype, n_rows=self.n_rows,
+            chunk_rows=chunk_rows, coords_attrs=coords_attrs, mpp=mpp, extra_attrs=extra_attrs)
 
     def append(self, features: np.ndarray, coords: np.ndarray) -> None:
         """Append (B, D) features and their (B, 2) level-0 coords."""
@@ -158,8 +99,8 @@ class BagWriter:
                 self._coords.resize(self.n + b, axis=0)
             self._features[self.n:self.n + b] = features
             self._coords[self.n:self.n + b] = coords
-        except OSError as exc:
-            raise BagWriteError(self.tmp, "writing", exc) from exc
+        except (OSError, RuntimeError) as exc:  # h5py raises RuntimeError for some failed flushes
+            raise BagWriteError(self.path, "writing", exc) from exc
         self.n += b
 
     def rows(self) -> tuple[np.ndarray, np.ndarray]:
@@ -174,8 +115,8 @@ class BagWriter:
             ds = self._file.create_dataset(name, data=data)
             for k, v in (attrs or {}).items():
                 ds.attrs[k] = v
-        except OSError as exc:
-            raise BagWriteError(self.tmp, "writing", exc) from exc
+        except (OSError, RuntimeError) as exc:  # h5py raises RuntimeError for some failed flushes
+            raise BagWriteError(self.path, "writing", exc) from exc
 
     def commit(self, status: str = "complete", **root_attrs) -> Path:
         """Mark the bag ``status``, flush, close and atomically rename it to its final path.
@@ -186,36 +127,56 @@ class BagWriter:
         """
         if status not in FINISHED_STATUSES:
             raise ValueError(f"status must be one of {FINISHED_STATUSES}")
+        if self._file is None or not self._file.id.valid:
+            raise BagWriteError(self.path, "finishing", OSError("the bag was already closed"))
         if self.n_rows is not None and self.n != self.n_rows:
             raise ValueError(f"only {self.n} of {self.n_rows} rows were written; refusing to mark the bag {status}")
         step = "finishing"
         try:
-            self._file.attrs["status"] = status
-            self._file.attrs["num_patches"] = self.n
-            for k, v in root_attrs.items():
-                self._file.attrs[k] = v
+            h5layout.finish_layout(self._file, status=status, num_patches=self.n, root_attrs=root_attrs)
             step = "flushing"
             self._file.flush()
             step = "closing"
             self._file.close()
             step = "renaming"
             os.replace(self.tmp, self.path)
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:  # h5py raises RuntimeError for some failed flushes
             self.abort()
-            raise BagWriteError(self.tmp if step != "renaming" else self.path, step, exc) from exc
+            raise BagWriteError(self.path, step, exc) from exc
         self._committed = True
         return self.path
 
     def abort(self) -> None:
-        """Close and delete the temporary file (safe to call more than once)."""
-        try:
-            if self._file is not None and self._file.id.valid:
-                self._file.close()
-        except Exception:  # a failing disk may also fail the close; the file goes anyway
-            pass
+        """Close and delete the temporary file (safe to call more than once).
+
+        On a full disk HDF5 cannot close the file (flushing its caches fails) and retries when the
+        handles are garbage-collected or at interpreter exit, where it crashes the process (segfault,
+        rc 139). The file is discarded anyway, so it is first truncated to 0 bytes: that frees its
+        blocks and the final flush has room. Then handles are dropped, the file closed, and deleted.
+        """
+        f, self._file = self._file, None
+        if f is not None:
+            try:
+                os.truncate(self.tmp, 0)
+            except OSError:
+                pass
+        self._features = self._coords = None  # dataset handles keep the file id alive
+        if f is not None:
+            for _ in range(3):
+                try:
+                    if f.id.valid:
+                        f.close()
+                    break
+                except Exception:  # still failing: free the blocks again and retry
+                    try:
+                        os.truncate(self.tmp, 0)
+                    except OSError:
+                        pass
         try:
             self.tmp.unlink()
         except FileNotFoundError:
+            pass
+        except OSError:  # read-only disk: nothing could be written there either
             pass
 
     def __enter__(self) -> "BagWriter":
@@ -224,34 +185,3 @@ class BagWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if not self._committed:
             self.abort()
-
-
-def bag_is_complete(path: str | Path, encoder: str | None = None, coords_attrs: dict | None = None) -> bool:
-    """True when ``path`` is a finished bag: readable, ``status`` finished, features/coords rows agree,
-    and (when given) written by ``encoder`` with ``coords`` attributes equal to ``coords_attrs``
-    (e.g. the same patch size and magnification). Used by resume to skip slides already done."""
-    import h5py
-
-    path = Path(path)
-    if not path.is_file():
-        return False
-    try:
-        with h5py.File(path, "r") as f:
-            status = f.attrs.get("status")
-            status = status.decode() if isinstance(status, bytes) else status
-            if status not in FINISHED_STATUSES or "features" not in f or "coords" not in f:
-                return False
-            if f["features"].shape[0] != f["coords"].shape[0] or f["coords"].ndim != 2:
-                return False
-            if encoder is not None:
-                enc = f["features"].attrs.get("encoder")
-                enc = enc.decode() if isinstance(enc, bytes) else enc
-                if enc != encoder:
-                    return False
-            for k, v in (coords_attrs or {}).items():
-                have = f["coords"].attrs.get(k)
-                if have is None or abs(float(have) - float(v)) > 1e-6 * max(1.0, abs(float(v))):
-                    return False
-            return True
-    except (OSError, KeyError, TypeError, ValueError):
-        return False

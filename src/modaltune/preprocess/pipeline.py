@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import errno
 import inspect
-import json
 import os
 import shutil
 import time
@@ -29,7 +28,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from modaltune.data.h5layout import SLIDE_EMBEDDING
 from modaltune.errors import ConfigError, InputError
+from modaltune.fileio import OutputLock, atomic_write
 
 __all__ = ["ExtractConfig", "SlideResult", "RunSummary", "extract_features", "process_slide", "find_slides", "compute_slide_embedding"]
 
@@ -86,7 +87,8 @@ class ExtractConfig:
 
 @dataclass
 class SlideResult:
-    """Outcome of one slide. ``status``: 'done' | 'no_tissue' | 'skipped' (already complete) | 'failed'."""
+    """Outcome of one slide. ``status``: 'done' | 'no_tissue' | 'skipped' (already complete) | 'failed' |
+    'not_processed' (the run stopped before it: the output disk is full)."""
 
     slide: str
     path: str
@@ -99,6 +101,7 @@ class SlideResult:
     read_wait_s: float = 0.0
     encode_s: float = 0.0
     slide_embedding_dim: int = 0  # width of the stored ``slide_embedding`` (0: none)
+    errno: int | None = None  # OS error code of a failure, when there is one (ENOSPC stops the run)
 
 
 @dataclass
@@ -133,12 +136,16 @@ class RunSummary:
         return self.count("no_tissue")
 
     @property
+    def not_processed(self) -> int:
+        return self.count("not_processed")
+
+    @property
     def patches(self) -> int:
         return sum(r.n_patches for r in self.slides)
 
     def totals(self) -> dict:
         return {"slides": len(self.slides), "done": self.done, "no_tissue": self.no_tissue, "skipped": self.skipped,
-                "failed": self.failed, "patches": self.patches, "seconds": round(self.seconds, 3)}
+                "failed": self.failed, "not_processed": self.not_processed, "patches": self.patches, "seconds": round(self.seconds, 3)}
 
     def to_dict(self) -> dict:
         return {"out_dir": self.out_dir, "encoder": self.encoder, "embedding_dim": self.embedding_dim,
@@ -157,7 +164,7 @@ class RunSummary:
                f"{self.config.get('slide_encoder_checkpoint') or 'random_init'}); `slide_embedding` in each h5", ""]
               if self.config.get("slide_encoder") else []),
             f"Slides: {t['slides']} - done {t['done']}, no tissue {t['no_tissue']}, skipped (already complete) "
-            f"{t['skipped']}, failed {t['failed']}; patches {t['patches']}; time {t['seconds']:.1f} s",
+            f"{t['skipped']}, failed {t['failed']}, not processed {t['not_processed']}; patches {t['patches']}; time {t['seconds']:.1f} s",
             "",
             "| slide | status | patches | seconds | note |",
             "| --- | --- | ---: | ---: | --- |",
@@ -168,16 +175,12 @@ class RunSummary:
         return "\n".join(lines) + "\n"
 
     def write(self, out: str | Path | None = None) -> tuple[Path, Path]:
+        """Atomic writes; a full or read-only disk raises a one-line :class:`~modaltune.fileio.DiskError`."""
+        from modaltune.fileio import atomic_write_json, atomic_write_text
+
         out = Path(out or self.out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for name, text in (("summary.json", json.dumps(self.to_dict(), indent=2, default=str)), ("summary.md", self.to_markdown())):
-            p = out / name
-            tmp = p.with_name(name + ".tmp")
-            tmp.write_text(text)
-            tmp.replace(p)
-            paths.append(p)
-        return paths[0], paths[1]
+        return (atomic_write_json(out / "summary.json", self.to_dict(), default=str),
+                atomic_write_text(out / "summary.md", self.to_markdown()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,20 +363,17 @@ def _add_embedding_to_finished(h5: Path, slide_encoder, cfg: ExtractConfig) -> i
         feats, coords = f["features"][()], f["coords"][()]
         ps = f["coords"].attrs.get("patch_size_level0")
     emb = compute_slide_embedding(slide_encoder, feats, coords, ps)
-    tmp = h5.with_name(h5.name + ".tmp")
-    try:
+
+    def _write(tmp: Path) -> None:
         shutil.copyfile(h5, tmp)
         with h5py.File(tmp, "r+") as f:
-            if "slide_embedding" in f:
-                del f["slide_embedding"]
-            ds = f.create_dataset("slide_embedding", data=emb)
+            if SLIDE_EMBEDDING in f:
+                del f[SLIDE_EMBEDDING]
+            ds = f.create_dataset(SLIDE_EMBEDDING, data=emb)
             for k, v in want.items():
                 ds.attrs[k] = v
-        os.replace(tmp, h5)
-    except BaseException:
-        if tmp.exists():
-            tmp.unlink()
-        raise
+
+    atomic_write(h5, _write)
     return int(emb.shape[0])
 
 
@@ -383,11 +383,15 @@ _DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 def _describe(exc: BaseException) -> str:
     """One line for the summary: what failed and what to do. OS and HDF5 errors often carry no
     errno (h5py names it in the text only): :func:`~.h5writer.os_error_code` finds it anyway."""
+    from modaltune.fileio import DiskError
+
     from .h5writer import BagWriteError, os_error_code
 
     text = " ".join(str(exc).split())
     if isinstance(exc, (InputError, ConfigError)):
         return text
+    if isinstance(exc, DiskError):
+        return f"{text}; no partial file was left; rerun after fixing it (finished slides are skipped)"
     code = os_error_code(exc)
     name = errno.errorcode.get(code, "") if code else ""
     writing = isinstance(exc, BagWriteError)
@@ -498,7 +502,9 @@ def process_slide(path: str | Path, out_dir: str | Path, cfg: ExtractConfig, enc
             res.n_patches = w.n
         res.status = "done"
     except Exception as exc:  # per-slide isolation: report and go on with the next slide
-        res.status, res.error = "failed", _describe(exc)
+        from .h5writer import os_error_code
+
+        res.status, res.error, res.errno = "failed", _describe(exc), os_error_code(exc)
         res.h5 = None
     finally:
         if wsi is not None:
@@ -532,8 +538,6 @@ def extract_features(slides: str | Path | Iterable[str | Path], out: str | Path,
     embedding as ``slide_embedding`` in its h5, with weights from ``slide_encoder_checkpoint`` (a local
     file) or ``random_init=True`` (explicit; for tests). Foundation models without either raise ConfigError.
     """
-    from tqdm.auto import tqdm
-
     from .encoders import get_patch_encoder_spec
     from .slide import read_mpp_overrides
 
@@ -549,8 +553,19 @@ def extract_features(slides: str | Path | Iterable[str | Path], out: str | Path,
                         slide_encoder_random_init=bool(random_init))
     cfg.validate()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     paths = find_slides(slides)
+    # one run per output folder: two runs would overwrite each other's bags and summary
+    with OutputLock(out):
+        return _extract_locked(paths, out, cfg, ray_address, progress)
+
+
+def _extract_locked(paths: list[Path], out: Path, cfg: ExtractConfig, ray_address: str | None, progress: bool) -> RunSummary:
+    from tqdm.auto import tqdm
+
+    from modaltune.fileio import STOP_ERRNOS
+
+    from .encoders import get_patch_encoder_spec
+
     spec = get_patch_encoder_spec(cfg.encoder)
     _get_slide_encoder(cfg, spec.embedding_dim, _resolve_device(cfg.device))  # slide-encoder config errors before any slide
     t0 = time.perf_counter()
@@ -566,10 +581,17 @@ def extract_features(slides: str | Path | Iterable[str | Path], out: str | Path,
         enc = _get_encoder(cfg, _resolve_device(cfg.device))  # config errors (weights) surface before any slide
         results = []
         bar = tqdm(paths, desc="slides", unit="slide", disable=not progress)
-        for p in bar:
+        for i, p in enumerate(bar):
             r = process_slide(p, out, cfg, encoder=enc)
             results.append(r)
+            if r.status == "failed" and r.errno in STOP_ERRNOS:
+                # every later slide would fail the same way (after minutes of encoding each): stop
+                why = f"not processed: an earlier slide hit '{os.strerror(r.errno).lower()}' in {out}; fix it and rerun"
+                results += [SlideResult(slide=q.stem, path=str(q), status="not_processed", h5=None, error=why)
+                            for q in paths[i + 1:]]
+                break
             bar.set_postfix(done=sum(x.status == "done" for x in results), failed=sum(x.status == "failed" for x in results))
+        bar.close()
     summary = RunSummary(out_dir=str(out), encoder=spec.name, embedding_dim=spec.embedding_dim,
                          pathology_encoder=spec.pathology, config=asdict(cfg), slides=results,
                          seconds=time.perf_counter() - t0)

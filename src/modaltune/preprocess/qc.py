@@ -38,9 +38,7 @@ def draw_qc_thumbnail(rgb: np.ndarray, downsample: float, polygons: list, coords
     if title:
         cv2.putText(img, title, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 2, cv2.LINE_AA)
         cv2.putText(img, title, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    Image.fromarray(img).save(tmp)
-    tmp.replace(path)
-    return path
+    from modaltune.fileio import atomic_write
+
+    # the temporary name keeps ``.png``: PIL picks the format from it
+    return atomic_write(path, lambda tmp: Image.fromarray(img).save(tmp), suffix=".tmp.png")

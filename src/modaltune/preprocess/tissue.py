@@ -8,7 +8,6 @@ resolution the mask was computed at.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -154,9 +153,6 @@ def write_geojson(polygons: list, path: str | Path, *, slide_name: str = "") -> 
                 "classification": {"name": "Tissue", "color": [0, 160, 0]},
             },
         })
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
-    tmp.replace(path)
-    return path
+    from modaltune.fileio import atomic_write_json
+
+    return atomic_write_json(path, {"type": "FeatureCollection", "features": features}, indent=None)

@@ -137,6 +137,13 @@ class EarlyStoppingConfig(StrictModel):
     min_delta: float = Field(0.0, ge=0.0)
 
 
+#: values of ``trainer.precision`` that Lightning accepts (anything else fails deep inside it)
+PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "64", "16", "bf16",
+              "transformer-engine", "transformer-engine-float16")
+#: values of ``trainer.accelerator`` that Lightning knows
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")
+
+
 class TrainerConfig(StrictModel):
     """Training settings. ``accelerator/devices/strategy/precision`` go straight to ``lightning.Trainer``.
 
@@ -160,7 +167,7 @@ class TrainerConfig(StrictModel):
     warmup_start_lr: float | None = Field(None, gt=0)
     batch_size: int = Field(1, ge=1)
     accumulate_grad_batches: int = Field(1, ge=1)
-    gradient_clip_val: float | None = None
+    gradient_clip_val: float | None = Field(None, ge=0)  # 0 or None: no clipping
     max_patches: int | None = Field(None, ge=1)
     modality_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     accelerator: str = "cpu"
@@ -176,6 +183,36 @@ class TrainerConfig(StrictModel):
     checkpoint: bool = True
     log_every_n_steps: int = Field(50, ge=1)
     progress_bar: bool = True
+
+    @field_validator("precision")
+    @classmethod
+    def _precision(cls, v):
+        if str(v) not in PRECISIONS:
+            raise ValueError(f"precision {v!r} is not one of {', '.join(PRECISIONS)}")
+        return v
+
+    @field_validator("accelerator")
+    @classmethod
+    def _accelerator(cls, v: str) -> str:
+        if str(v).lower() not in ACCELERATORS:
+            raise ValueError(f"accelerator {v!r} is not one of {', '.join(ACCELERATORS)}")
+        return v
+
+    @field_validator("devices")
+    @classmethod
+    def _devices(cls, v):
+        allowed = "a count >= 1, -1 or 'auto' (all visible devices), a list of device indices like [0, 1], or '0,1'"
+        if isinstance(v, list):
+            ok = len(v) > 0 and all(int(i) >= 0 for i in v)
+        elif isinstance(v, str):
+            t = v.strip()
+            ok = t in ("auto", "-1") or (t.isdigit() and int(t) >= 1) or (
+                "," in t and all(x.strip().isdigit() for x in t.split(",") if x.strip()) and any(x.strip() for x in t.split(",")))
+        else:
+            ok = int(v) >= 1 or int(v) == -1
+        if not ok:
+            raise ValueError(f"devices {v!r} is not valid: use {allowed}")
+        return v
 
     @model_validator(mode="after")
     def _warmup(self) -> "TrainerConfig":

@@ -90,6 +90,7 @@ def fit_in_subprocess(unit: Any, cfg: Any, fold: Any, tcfg: Any, work: Path, *, 
 
     from modaltune.data.splits import SplitSet
     from modaltune.errors import ModaltuneError
+    from modaltune.fileio import atomic_write_text
     from modaltune.training.experiment_config import ExperimentConfig, SplitConfig
     from modaltune.training.trainer import FittedModel
 
@@ -108,7 +109,7 @@ def fit_in_subprocess(unit: Any, cfg: Any, fold: Any, tcfg: Any, work: Path, *, 
         tasks=list(unit.tasks),
         trainer=tcfg,
     )
-    (work / "fit.yaml").write_text(yaml.safe_dump(exp.model_dump(mode="json"), sort_keys=False))
+    atomic_write_text(work / "fit.yaml", yaml.safe_dump(exp.model_dump(mode="json"), sort_keys=False))
     env = dict(os.environ)
     n = num_processes(tcfg)
     if str(tcfg.accelerator).lower() == "cpu" and "OMP_NUM_THREADS" not in env:

@@ -1,22 +1,24 @@
 """Run folders: everything needed to know what a run did and to recompute its numbers.
 
 A run folder holds the resolved config, package versions, the git commit, sha256 hashes of the
-data tables it read, a log file, predictions and tables. Writes are atomic (write to a temporary
-name in the same directory, then ``os.replace``) so a killed run never leaves half a file behind.
+data tables it read, a log file, predictions and tables. Writes are atomic (through
+:mod:`modaltune.fileio`: a process-unique temporary name in the same directory, fsync, then
+``os.replace``) so a killed run never leaves half a file behind, and a full disk is one line.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import os
 import platform
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+# one atomic-write helper for the whole package (re-exported: other modules import them from here)
+from modaltune.fileio import atomic_write, atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "atomic_write_text",
@@ -32,35 +34,12 @@ __all__ = [
 ]
 
 
-def _atomic(path: Path, write) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    return _atomic(Path(path), lambda tmp: Path(tmp).write_text(text))
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    return _atomic(Path(path), lambda tmp: Path(tmp).write_bytes(data))
-
-
 def atomic_write_parquet(path: str | Path, df: pd.DataFrame) -> Path:
-    return _atomic(Path(path), lambda tmp: df.to_parquet(tmp, index=False))
+    return atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
 def atomic_write_csv(path: str | Path, df: pd.DataFrame) -> Path:
-    return _atomic(Path(path), lambda tmp: df.to_csv(tmp, index=False))
+    return atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
 
 
 def package_versions() -> dict[str, str]:

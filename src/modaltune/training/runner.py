@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 
 from modaltune.errors import ConfigError, InputError, ModaltuneError
+from modaltune.fileio import STOP_ERRNOS, DiskError, OutputLock, atomic_dir, disk_error_from, disk_errors
 from modaltune.training.experiment_config import BenchmarkConfig
 
 __all__ = ["Unit", "plan_units", "run_unit", "run_benchmark", "aggregate", "BenchmarkResult"]
@@ -261,6 +262,15 @@ def _note_parallel_units(n: int) -> None:
     os.environ["MODALTUNE_PARALLEL_UNITS"] = str(int(n))
 
 
+def _init_worker(n: int) -> None:
+    """Pool-worker initializer: ignore SIGINT (see :func:`~modaltune.training.interrupt.ignore_sigint`)
+    and note the number of parallel units (:func:`_note_parallel_units`)."""
+    from modaltune.training.interrupt import ignore_sigint
+
+    ignore_sigint()
+    _note_parallel_units(n)
+
+
 def run_unit(unit: Unit | dict, cfg: BenchmarkConfig | dict, out_dir: str | Path, *, threads: int | None = None, progress: bool = False) -> dict[str, Any]:
     """Run one unit (or skip it when its ``DONE`` marker exists). Never raises for unit-level
     problems: they are written to ``units/<uid>/FAILED.json`` and returned as ``status='failed'``.
@@ -273,7 +283,7 @@ def run_unit(unit: Unit | dict, cfg: BenchmarkConfig | dict, out_dir: str | Path
     import torch
 
     from modaltune.training import launch, sources
-    from modaltune.training.run_folder import atomic_write_csv, atomic_write_parquet, atomic_write_text
+    from modaltune.training.run_folder import atomic_write_text
     from modaltune.training.trainer import embed, fit, predict
     from modaltune.training.unit_config import config_hash, unit_config
 
@@ -287,8 +297,6 @@ def run_unit(unit: Unit | dict, cfg: BenchmarkConfig | dict, out_dir: str | Path
         torch.set_num_threads(threads)
     t0 = time.time()
     work = out_dir / "work" / unit.uid
-    tmp = out_dir / "units" / f".tmp-{unit.uid}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
         cohort = sources.load_cohort(unit.cohort_path)
         tasks = list(unit.tasks)
@@ -326,40 +334,15 @@ def run_unit(unit: Unit | dict, cfg: BenchmarkConfig | dict, out_dir: str | Path
         meta = {"method": unit.method, "cohort": unit.cohort, "fold": unit.fold, "seed": unit.seed}
         preds = preds.assign(**meta, partition=part)
         metrics = pd.DataFrame(rows).assign(**meta)
-        tmp.mkdir(parents=True, exist_ok=True)
-        atomic_write_parquet(tmp / "predictions.parquet", preds)
-        atomic_write_csv(tmp / "metrics.csv", metrics)
-        if cfg.evaluation.save_embeddings:
-            atomic_write_parquet(tmp / "embeddings.parquet", emb.reset_index().assign(**meta, partition=part))
-        if (work / "train" / "metrics.csv").exists():
-            shutil.copy(work / "train" / "metrics.csv", tmp / "train_log.csv")
-        if (work / "fit.log").exists():
-            shutil.copy(work / "fit.log", tmp / "fit.log")
-        info = {
-            "unit": unit.to_dict(),
-            "uid": unit.uid,
-            "status": "done",
-            "seconds": round(time.time() - t0, 3),
-            "config_hash": chash,
-            "config": resolved,
-            "partition": part,
-            "n_train": len(fold.train),
-            "n_eval": len(ids),
-            "modalities": fitted.method.modalities,
-            "weights_source": getattr(fitted.model, "weights_source", None) if fitted.kind == "torch" else None,
-            "processes": launch.num_processes(tcfg),
-            "tasks": notes,
-        }
-        if probe_notes is not None:
-            info["probes"] = probe_notes
-        atomic_write_text(tmp / "unit.json", json.dumps(info, indent=2, default=str))
-        (tmp / "DONE").write_text("")
-        shutil.rmtree(udir, ignore_errors=True)  # a previous failed attempt
-        os.replace(tmp, udir)
+        # the unit folder is built under a temporary name and renamed: complete (with DONE) or absent
+        with atomic_dir(udir) as tmp:
+            _write_unit_folder(tmp, cfg, preds, metrics, emb, meta, part, work, unit, t0, chash, resolved, fold, ids, fitted, tcfg, notes, probe_notes)
         shutil.rmtree(work, ignore_errors=True)
-        return {"uid": unit.uid, "status": "done", "reason": "", "seconds": info["seconds"]}
+        return {"uid": unit.uid, "status": "done", "reason": "", "seconds": round(time.time() - t0, 3)}
     except Exception as exc:  # noqa: BLE001 - a unit failure must not stop the benchmark
-        shutil.rmtree(tmp, ignore_errors=True)
+        stop = disk_error_from(exc, out_dir, STOP_ERRNOS)
+        if stop is not None:  # a full / read-only disk fails every later unit too: stop the run
+            raise stop from exc
         if work.exists() and not any(p.name != "config_hash" for p in work.iterdir()):
             shutil.rmtree(work, ignore_errors=True)  # nothing to resume from
         reason = str(exc).replace("\n", " ") or type(exc).__name__
@@ -370,6 +353,41 @@ def run_unit(unit: Unit | dict, cfg: BenchmarkConfig | dict, out_dir: str | Path
         atomic_write_text(udir / "FAILED.json", json.dumps(rec, indent=2, default=str))
         log.warning("unit %s failed: %s", unit.uid, reason)
         return {"uid": unit.uid, "status": "failed", "reason": reason, "seconds": round(time.time() - t0, 3)}
+
+
+def _write_unit_folder(tmp: Path, cfg, preds, metrics, emb, meta, part, work: Path, unit: Unit, t0: float, chash: str,
+                       resolved, fold, ids, fitted, tcfg, notes, probe_notes) -> None:
+    """Files of a finished unit into the (temporary) folder ``tmp``; ``DONE`` last."""
+    from modaltune.training import launch
+    from modaltune.training.run_folder import atomic_write_csv, atomic_write_parquet, atomic_write_text
+
+    atomic_write_parquet(tmp / "predictions.parquet", preds)
+    atomic_write_csv(tmp / "metrics.csv", metrics)
+    if cfg.evaluation.save_embeddings:
+        atomic_write_parquet(tmp / "embeddings.parquet", emb.reset_index().assign(**meta, partition=part))
+    if (work / "train" / "metrics.csv").exists():
+        shutil.copy(work / "train" / "metrics.csv", tmp / "train_log.csv")
+    if (work / "fit.log").exists():
+        shutil.copy(work / "fit.log", tmp / "fit.log")
+    info = {
+        "unit": unit.to_dict(),
+        "uid": unit.uid,
+        "status": "done",
+        "seconds": round(time.time() - t0, 3),
+        "config_hash": chash,
+        "config": resolved,
+        "partition": part,
+        "n_train": len(fold.train),
+        "n_eval": len(ids),
+        "modalities": fitted.method.modalities,
+        "weights_source": getattr(fitted.model, "weights_source", None) if fitted.kind == "torch" else None,
+        "processes": launch.num_processes(tcfg),
+        "tasks": notes,
+    }
+    if probe_notes is not None:
+        info["probes"] = probe_notes
+    atomic_write_text(tmp / "unit.json", json.dumps(info, indent=2, default=str))
+    (tmp / "DONE").write_text("")
 
 
 def _unit_entry(unit: dict, cfg: dict, out_dir: str, threads: int | None) -> dict[str, Any]:
@@ -425,18 +443,33 @@ def _execute(units: list[Unit], cfg: BenchmarkConfig, out_dir: Path, workers: in
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor, as_completed
 
+            from modaltune.training.interrupt import kill_tree
+
             threads = max(1, (os.cpu_count() or 1) // workers)
-            # the workers learn how many of them share the RAM (memory guards divide the free RAM by it)
-            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                                     initializer=_note_parallel_units, initargs=(workers,)) as pool:
+            # the workers ignore Ctrl-C (the main process stops them) and learn how many of them
+            # share the RAM (memory guards divide the free RAM by it)
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                                       initializer=_init_worker, initargs=(workers,))
+            try:
                 futs = {pool.submit(_unit_entry, u.to_dict(), cfg_d, str(out_dir), threads): u for u in todo}
                 for fut in as_completed(futs):
                     u = futs[fut]
                     try:
                         results[u.uid] = fut.result()
+                    except DiskError:
+                        raise
                     except Exception as exc:  # e.g. a worker killed by the OOM killer
                         results[u.uid] = {"uid": u.uid, "status": "failed", "reason": f"worker crashed: {type(exc).__name__}: {exc}".replace("\n", " ")}
                     bar.update(1)
+            except BaseException:
+                # SIGINT/SIGTERM (RunInterrupted) or a full disk: the running units cannot finish; kill
+                # the workers and their children now instead of waiting for them (their unit folders
+                # are only renamed into place when complete, so the run resumes cleanly)
+                procs = dict(getattr(pool, "_processes", None) or {})
+                pool.shutdown(wait=False, cancel_futures=True)
+                kill_tree(procs)
+                raise
+            pool.shutdown(wait=True)
         else:
             for u in todo:
                 bar.set_postfix_str(u.uid[:60])
@@ -717,13 +750,53 @@ def run_benchmark(
             and no Ray; otherwise ignored with a warning in run.log).
     """
     from modaltune.config import load_config
-    from modaltune.training.run_folder import attach_log_file, cohort_hashes, detach_log_file, write_run_metadata
 
     cfg = config if isinstance(config, BenchmarkConfig) else load_config(config, BenchmarkConfig, overrides=overrides)
     if isinstance(config, BenchmarkConfig) and overrides:
         cfg = load_config(None, BenchmarkConfig, overrides=overrides, base=config.model_dump(mode="json"))
     out = Path(out_dir) if out_dir is not None else Path("runs") / cfg.name
+    from modaltune.training.interrupt import stop_signals
+
+    # one run per folder (two runs would delete each other's units); SIGINT/SIGTERM stop the
+    # workers; a full or read-only disk is one line (DiskError)
+    with OutputLock(out), stop_signals(), disk_errors(out):
+        return _run_locked(cfg, out, workers=workers, ray_address=ray_address, resume=resume, progress=progress,
+                           force=force, epoch_progress=epoch_progress)
+
+
+def _clean_stale_temporaries(out: Path) -> None:
+    """Remove unit folders half-built by a killed run (we hold the lock: nobody else is writing)."""
+    units = out / "units"
+    if units.is_dir():
+        for p in units.iterdir():
+            if p.name.startswith(".") and (p.name.endswith(".tmpdir") or p.name.startswith(".tmp-")):
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def _copy_splits(cfg: BenchmarkConfig, out: Path, paths: list[Path]) -> None:
+    """``splits/<cohort>.csv``: the folds every unit used (a copy of the split file, or the generated
+    folds), so the run folder alone says which patient was in which fold."""
+    from modaltune.fileio import atomic_write, atomic_write_bytes
+    from modaltune.training import sources
+
+    for p in paths:
+        c = sources.load_cohort(p)
+        dest = out / "splits" / f"{c.name}.csv"
+        split_file = sources._split_path(c, cfg.split.file) if cfg.split.file else None
+        if split_file is not None and Path(split_file).is_file():
+            atomic_write_bytes(dest, Path(split_file).read_bytes())
+        else:
+            all_tasks = list(dict.fromkeys(t for ts in cfg.task_sets([t.name for t in c.tasks]) for t in ts))
+            splits = sources.make_splits(c, cfg.split, all_tasks)[0]
+            atomic_write(dest, lambda tmp, s=splits: s.save(tmp))
+
+
+def _run_locked(cfg: BenchmarkConfig, out: Path, *, workers: int, ray_address: str | None, resume: bool, progress: bool,
+                force: bool, epoch_progress: bool) -> BenchmarkResult:
+    from modaltune.training.run_folder import attach_log_file, cohort_hashes, detach_log_file, write_run_metadata
+
     out.mkdir(parents=True, exist_ok=True)
+    _clean_stale_temporaries(out)
     handler = attach_log_file(out / "run.log")
     try:
         _validate(cfg)
@@ -744,6 +817,7 @@ def run_benchmark(
         # before config.yaml is rewritten: a refused run must leave the folder describing its results
         legacy = _check_finished_units(cfg, out, units, hashes, force, _unit_folds(cfg, paths))
         write_run_metadata(out, cfg, hashes)
+        _copy_splits(cfg, out, paths)
         log.info("benchmark %s: %d units (%d done already)", cfg.name, len(units), sum((out / "units" / u.uid / "DONE").exists() for u in units))
         serial = workers <= 1 and not ray_address
         if epoch_progress and not serial:
