@@ -222,19 +222,22 @@ class _Zero(nn.Module):
         return torch.zeros(len(batch["patient_id"]), self.out_dim) + 0.0 * self.unused
 
 
-def _register_constant():
-    from modaltune.methods.registry import list_methods, register_method
+@pytest.fixture
+def constant_method():
+    """Registers the test-only ``constant_test`` method for one test and removes it afterwards (the
+    method registry is global: a leftover entry would leak into tests that list every method)."""
+    from modaltune.methods._torch_common import wrap
+    from modaltune.methods.registry import METHODS, register_method
 
-    if "constant_test" not in list_methods():
-        from modaltune.methods._torch_common import wrap
+    @register_method("constant_test", kind="torch", modalities=("slide",), description="test: constant predictions")
+    def _build(info, **params):
+        return wrap(info, _Zero(), params, "constant_test")
 
-        @register_method("constant_test", kind="torch", modalities=("slide",), description="test: constant predictions")
-        def _build(info, **params):
-            return wrap(info, _Zero(), params, "constant_test")
+    yield "constant_test"
+    del METHODS["constant_test"]
 
 
-def test_collapse_flag_appears_in_the_summary(tiny_cohort_dir, tmp_path):
-    _register_constant()
+def test_collapse_flag_appears_in_the_summary(tiny_cohort_dir, tmp_path, constant_method):
     cfg = _cfg(tiny_cohort_dir, methods=[{"name": "constant_test"}], tasks=["survival"], split={"kfold": 2, "folds": [0]})
     run_benchmark(cfg, tmp_path / "run", progress=False)
     md = _summary(tmp_path / "run")
