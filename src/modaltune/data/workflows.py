@@ -32,6 +32,7 @@ __all__ = [
     "render_summary",
     "split_cohort",
     "task_strata",
+    "task_split_kwargs",
     "list_splits",
 ]
 
@@ -210,6 +211,21 @@ def task_strata(cohort, task: str | None, n_time_bins: int = 4) -> np.ndarray | 
     return strata
 
 
+def task_split_kwargs(cohort, task: str | None) -> dict:
+    """Keyword arguments of :func:`~modaltune.data.splits.kfold_split` that stratify by ``task``.
+
+    classification: ``labels`` (class index, -1 = unlabelled); survival: ``time`` (NaN =
+    unlabelled) and ``event``, so rare event x time strata are merged by the splitter;
+    regression: ``labels`` = value quartile (-1 = unlabelled). ``None``: no stratification.
+    """
+    if task is None:
+        return {}
+    t = cohort.targets(task)
+    if t.task.kind == "survival":
+        return {"time": np.where(t.mask, t.time, np.nan), "event": np.where(t.mask, t.event, 0), "stratify_name": f"task '{task}'"}
+    return {"labels": task_strata(cohort, task), "stratify_name": f"task '{task}'"}
+
+
 def split_cohort(
     root: str | Path,
     n_folds: int = 5,
@@ -233,14 +249,11 @@ def split_cohort(
     cohort = Cohort.load(root)
     if not 0.0 <= val_fraction < 1.0:
         raise InputError(f"val fraction {val_fraction} outside [0, 1)", fix="e.g. --val-fraction 0.1")
-    strata = task_strata(cohort, task)
     name = name or f"{task or 'random'}_{n_folds}fold_seed{seed}"
     path = Path(root) / "splits" / f"{name}.csv"
     if path.exists() and not overwrite:
         raise InputError("split file already exists", where=path, fix="choose another --name or pass --overwrite")
-    s = kfold_split(cohort.patient_ids, n_folds, seed=seed, labels=strata, val_fraction_of_train=val_fraction, name=name)
-    if task is not None:
-        s.protocol = f"patient-level {n_folds}-fold CV stratified by task '{task}', seed {seed}"
+    s = kfold_split(cohort.patient_ids, n_folds, seed=seed, val_fraction_of_train=val_fraction, name=name, **task_split_kwargs(cohort, task))
     s.save(path)
     return s
 

@@ -438,7 +438,7 @@ def _finish(
 ) -> Cohort:
     from modaltune.data.sources.porpoise import save_with_splits
     from modaltune.data.validate import validate_cohort
-    from modaltune.data.workflows import task_strata
+    from modaltune.data.workflows import task_split_kwargs
 
     if not _NAME_RE.match(name):
         raise InputError(f"cohort name '{name}' must be letters, digits, '_', '-' or '.'", where="--name", fix="e.g. --name my_cohort")
@@ -472,9 +472,8 @@ def _finish(
         cohort.splits = {split.name: split}
         extra["split_report"] = {split.name: split_report}
     elif n_folds:
-        strata = task_strata(cohort, tasks[0].name)
-        s = kfold_split(cohort.patient_ids, n_folds, seed=seed, labels=strata, name=f"kfold{n_folds}")
-        s.protocol = f"patient-level {n_folds}-fold CV stratified by task '{tasks[0].name}', seed {seed}; held-out fold = test"
+        s = kfold_split(cohort.patient_ids, n_folds, seed=seed, name=f"kfold{n_folds}", **task_split_kwargs(cohort, tasks[0].name))
+        s.protocol += "; held-out fold = test"
         cohort.splits = {s.name: s}
     extra["splits"] = {k: v.protocol for k, v in cohort.splits.items()}
     if out_dir is not None:
