@@ -83,7 +83,7 @@ def test_too_few_events_falls_back_to_time_only_then_unstratified():
 def test_split_cohort_writes_fallback(tmp_path):
     from modaltune.data.workflows import split_cohort
 
-    make_cohort(tmp_path / "c").save(tmp_path / "c") if not (tmp_path / "c" / "cohort.yaml").exists() else None
+    make_cohort(tmp_path / "c")
     s = split_cohort(tmp_path / "c", 5, task="os")  # 11 labelled patients, 6 events, 5 censored
     assert "stratified by task 'os' (event x time quartile; rare strata merged" in s.protocol
     s = split_cohort(tmp_path / "c", 6, task="os", name="six")  # 5 censored < 6 folds

@@ -243,13 +243,14 @@ def split_cohort(
     ``val_fraction`` > 0 a validation part is carved out of each training part.
     Default name: ``<task or 'random'>_<n_folds>fold_seed<seed>``. Returns the :class:`SplitSet`.
     """
+    from modaltune.data._files import check_plain_name
     from modaltune.data.cohort import Cohort
     from modaltune.data.splits import kfold_split
 
     cohort = Cohort.load(root)
     if not 0.0 <= val_fraction < 1.0:
         raise InputError(f"val fraction {val_fraction} outside [0, 1)", fix="e.g. --val-fraction 0.1")
-    name = name or f"{task or 'random'}_{n_folds}fold_seed{seed}"
+    name = check_plain_name(name, "--name") if name is not None else f"{task or 'random'}_{n_folds}fold_seed{seed}"
     path = Path(root) / "splits" / f"{name}.csv"
     if path.exists() and not overwrite:
         raise InputError("split file already exists", where=path, fix="choose another --name or pass --overwrite")
