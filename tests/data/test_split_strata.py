@@ -99,7 +99,22 @@ def test_class_only_in_test_fold_is_noted(tmp_path):
     ss = SplitSet("s", [Fold(0, rest, [], ys), Fold(1, ys[:1] + rest[:6], [], ys[1:] + rest[6:])])
     cfg = SimpleNamespace(task_sets=lambda names: [["subtype"]], split=SimpleNamespace(eval_partition="auto", file=None))
     notes = test_only_class_notes(cfg, c, ss)
-    assert len(notes) == 1 and notes[0].startswith("toy / subtype / fold 0: class(es) ['y'] occur only in the evaluated 'test' patients (6 patient(s))")
+    assert len(notes) == 1 and notes[0].startswith("toy / subtype / fold 0: class(es) ['y'] occur only in the evaluated 'test' patients (6 patient(s)), never in its training patients, and are scored there")
     odd = SplitSet("k", [], protocol="patient-level 5-fold CV, UNSTRATIFIED (FALLBACK: x), seed 0")
     assert split_protocol_text(cfg, {"toy": odd}) == "; split made: toy: patient-level 5-fold CV, UNSTRATIFIED (FALLBACK: x), seed 0"
     assert split_protocol_text(cfg, {"toy": SplitSet("k", [], protocol="stratified by class")}) == ""
+
+
+def test_validate_warns_about_a_patient_absent_from_a_fold(tmp_path):
+    from modaltune.data.validate import validate_cohort
+
+    c = make_cohort(tmp_path / "c")
+    ids = c.patient_ids
+    full = kfold_split(ids, 3, seed=0)
+    full.save(tmp_path / "c" / "splits" / "full.csv")
+    df = full.to_frame()
+    df = df[~((df["fold"] == 1) & (df["patient_id"].isin(["P03", "P10"])))]  # two rows lost by hand
+    df.to_csv(tmp_path / "c" / "splits" / "holey.csv", index=False)
+    rep = validate_cohort(tmp_path / "c", check_bags=False)
+    msgs = [(Path(str(p.where)).name, p.message) for p in rep.warnings if "absent from some folds" in p.message]
+    assert msgs == [("holey.csv", "2 patient(s) absent from some folds (in no partition there): 'P03' (fold 1), 'P10' (fold 1)")]

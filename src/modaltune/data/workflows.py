@@ -223,7 +223,10 @@ def task_split_kwargs(cohort, task: str | None) -> dict:
     t = cohort.targets(task)
     if t.task.kind == "survival":
         return {"time": np.where(t.mask, t.time, np.nan), "event": np.where(t.mask, t.event, 0), "stratify_name": f"task '{task}'"}
-    return {"labels": task_strata(cohort, task), "stratify_name": f"task '{task}'"}
+    strata = task_strata(cohort, task)
+    if t.task.kind == "classification":  # class names, so a merge or fallback in the protocol names them
+        strata = np.array([t.task.classes[i] if i >= 0 else "(unlabelled)" for i in strata], dtype=object)
+    return {"labels": strata, "stratify_name": f"task '{task}'"}
 
 
 def split_cohort(

@@ -106,7 +106,8 @@ def make_splits(cohort: Any, split_cfg: Any, tasks: list[str]):
         if strat and strat != "none":
             tt = cohort.targets(strat)
             if tt.task.kind == "classification":
-                kw["labels"] = tt.label
+                # class names (not indices), so a merge or fallback in the protocol names the classes
+                kw["labels"] = np.array([tt.task.classes[i] if i >= 0 else "(unlabelled)" for i in tt.label], dtype=object)
             elif tt.task.kind == "survival":
                 # NaN time = unlabelled: its own stratum, merged by the splitter when small
                 kw["time"], kw["event"] = np.where(tt.mask, tt.time, np.nan), np.where(tt.mask, tt.event, 0)

@@ -42,7 +42,7 @@ def test_only_class_notes(cfg: Any, cohort: Any, ss: Any) -> list[str]:
                 n = sum(1 for p in ids if lab.get(p, -1) in set(only))
                 lines.append(
                     f"{cohort.name} / {task} / fold {f.index}: class(es) {names} occur only in the evaluated '{part}' patients "
-                    f"({n} patient(s)), never in training; they are scored all the same"
+                    f"({n} patient(s)), never in its training patients, and are scored there"
                 )
     return lines
 
