@@ -264,8 +264,9 @@ def kfold_split(
     splitter = StratifiedKFold(n_folds, shuffle=True, random_state=seed) if strata is not None else KFold(n_folds, shuffle=True, random_state=seed)
     # StratifiedKFold numbers strata by first appearance and deals them round-robin in that order;
     # presenting patients sorted by stratum code keeps the event strata adjacent, so every fold gets
-    # the same number of events within one
-    order = np.argsort(strata, kind="stable") if strata is not None else np.arange(len(ids))
+    # the same number of events within one (class strata need no reordering: each class is balanced)
+    survival = labels is None and strata is not None
+    order = np.argsort(strata, kind="stable") if survival else np.arange(len(ids))
     folds = []
     for k, (tr, te) in enumerate(splitter.split(ids[order], strata[order] if strata is not None else None)):
         tr, te = order[tr], order[te]
