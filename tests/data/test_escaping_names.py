@@ -14,7 +14,7 @@ from modaltune.errors import ConfigError
 from modaltune.training.experiment_config import BenchmarkConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _toy_cohort import make_cohort  # noqa: E402
+from _toy_cohort import make_cohort
 
 BAD = ["../../x", "/tmp/abs", "..", "a/b", "a\\b", "."]
 

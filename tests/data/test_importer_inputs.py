@@ -2,6 +2,8 @@
 labels, and the bag format found on disk."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,7 +18,7 @@ from modaltune.data.workflows import import_table, import_xena
 N = 8
 
 
-def _table(tmp_path, *, time_col="time", event_col="status") -> "Path":  # noqa: F821
+def _table(tmp_path: Path, *, time_col: str = "time", event_col: str = "status") -> Path:
     """8 patients; TP53_rnaseq written twice with different values; grade uses 'na' for missing."""
     rows = [f"patient_id,{time_col},{event_col},TP53_rnaseq,EGFR_rnaseq,TP53_rnaseq,grade,slide_id"]
     for i in range(N):

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from modaltune.data.splits import Fold, SplitSet, kfold_split
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _toy_cohort import make_cohort  # noqa: E402
+from _toy_cohort import make_cohort
 
 
 def _events_per_fold(s, ids, event):
@@ -88,10 +88,17 @@ def test_split_cohort_writes_fallback(tmp_path):
     assert "stratified by task 'os' (event x time quartile; rare strata merged" in s.protocol
     s = split_cohort(tmp_path / "c", 6, task="os", name="six")  # 5 censored < 6 folds
     assert "FALLBACK" in s.protocol and "task 'os'" in s.protocol
+    from modaltune.data.cohort import Cohort
+
+    recorded = Cohort.load(tmp_path / "c").manifest.extra["splits"]
+    assert recorded["six"] == s.protocol and "os_5fold_seed0" in recorded
 
 
 def test_class_only_in_test_fold_is_noted(tmp_path):
-    from modaltune.training.split_notes import split_protocol_text, test_only_class_notes
+    from modaltune.training.split_notes import (
+        split_protocol_text,
+        test_only_class_notes,
+    )
 
     c = make_cohort(tmp_path / "c")
     ys = [f"P{i:02d}" for i in (1, 3, 5, 7, 9, 11)]  # the class 'y' patients

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from modaltune.errors import InputError
 
-__all__ = ["UNREADABLE", "UNREADABLE_FIX", "is_unreadable", "ensure_readable", "name_problem", "check_plain_name"]
+__all__ = ["UNREADABLE", "UNREADABLE_FIX", "check_plain_name", "ensure_readable", "is_unreadable", "name_problem"]
 
 UNREADABLE = "file is unreadable (permission denied)"
 UNREADABLE_FIX = "make the file readable (chmod u+r) or run as its owner"

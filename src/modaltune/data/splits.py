@@ -135,7 +135,10 @@ def _merge_adjacent(bins: np.ndarray, n_min: int) -> tuple[np.ndarray, int]:
     group may still hold fewer than ``n_min`` members.
     """
     groups = [[b] for b in sorted(set(bins.tolist()))]
-    count = lambda g: int(np.isin(bins, g).sum())  # noqa: E731
+
+    def count(g: list[int]) -> int:
+        return int(np.isin(bins, g).sum())
+
     while len(groups) > 1 and min(count(g) for g in groups) < n_min:
         i = int(np.argmin([count(g) for g in groups]))
         if i == 0:

@@ -244,7 +244,9 @@ def split_cohort(
     Stratified by ``task`` (see :func:`task_strata`); every patient of the cohort is placed,
     including those without a label for ``task``. The held-out fold is ``test``; with
     ``val_fraction`` > 0 a validation part is carved out of each training part.
-    Default name: ``<task or 'random'>_<n_folds>fold_seed<seed>``. Returns the :class:`SplitSet`.
+    Default name: ``<task or 'random'>_<n_folds>fold_seed<seed>``. The split's protocol (with any
+    merge of rare strata or fallback) is recorded in ``cohort.yaml`` ``extra.splits``. Returns the
+    :class:`SplitSet`.
     """
     from modaltune.data._files import check_plain_name
     from modaltune.data.cohort import Cohort
@@ -259,5 +261,18 @@ def split_cohort(
         raise InputError("split file already exists", where=path, fix="choose another --name or pass --overwrite")
     s = kfold_split(cohort.patient_ids, n_folds, seed=seed, val_fraction_of_train=val_fraction, name=name, **task_split_kwargs(cohort, task))
     s.save(path)
+    _record_split_protocol(Path(root), name, s.protocol)
     return s
+
+
+def _record_split_protocol(root: Path, name: str, protocol: str) -> None:
+    """Write the split's description (how it was stratified, any merge or fallback) into
+    ``cohort.yaml`` ``extra.splits``, where the importers keep theirs."""
+    import yaml
+
+    from modaltune.data.cohort import MANIFEST_NAME, load_manifest
+
+    manifest = load_manifest(root)
+    manifest.extra["splits"] = {**(manifest.extra.get("splits") or {}), name: protocol}
+    (root / MANIFEST_NAME).write_text(yaml.safe_dump(manifest.model_dump(mode="json"), sort_keys=False))
 

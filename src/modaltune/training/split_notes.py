@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["split_protocol_text", "test_only_class_notes", "split_summary_lines"]
+__all__ = ["split_protocol_text", "split_summary_lines", "test_only_class_notes"]
 
 
 def _all_tasks(cfg: Any, cohort: Any) -> list[str]:
