@@ -159,6 +159,29 @@ data_app.add_typer(import_app, name="import")
 _SHARED_HELP = "Folder holding data/tcga (default: $MODALTUNE_SHARED, else ../shared)."
 
 
+_ENDPOINT_HELP = ("Survival endpoint, e.g. 'overall survival' (every survival task) or TASK=ENDPOINT (repeatable); "
+                  "default from the column names (OS.time: overall survival, PFI.time: progression-free interval, ...), else 'survival'.")
+_NA_HELP = "Extra missing-value codes of the table, e.g. --na-values na,'[Not Available]' (repeatable; read as empty cells, never as a class)."
+
+
+def _split_commas(items: list[str]) -> list[str]:
+    return [v.strip() for item in items for v in item.split(",") if v.strip()]
+
+
+def _parse_endpoints(items: list[str]) -> str | dict[str, str] | None:
+    """``--endpoint TEXT`` (all survival tasks) or ``--endpoint TASK=TEXT`` (repeatable)."""
+    if not items:
+        return None
+    named = [i for i in items if "=" in i]
+    if not named:
+        if len(items) > 1:
+            raise ModaltuneError(f"--endpoint given {len(items)} times without task names", where="--endpoint", fix="write --endpoint TASK=ENDPOINT for each survival task")
+        return items[0].strip()
+    if len(named) != len(items):
+        raise ModaltuneError("--endpoint mixes TEXT and TASK=TEXT", where="--endpoint", fix="name the task of every --endpoint: TASK=ENDPOINT")
+    return {k.strip(): v.strip() for k, v in (i.split("=", 1) for i in items)}
+
+
 def _print_import(cohort, out: str) -> None:
     s = cohort.summary()
     avail = ", ".join(f"{k} {v}" for k, v in s["modalities"].items())
@@ -166,6 +189,9 @@ def _print_import(cohort, out: str) -> None:
     absent = cohort.manifest.extra.get("absent_modalities") or {}
     for k, why in absent.items():
         typer.echo(f"absent modality {k}: {why}")
+    for d in cohort.manifest.extra.get("duplicate_columns") or []:
+        same = "identical values" if d["identical"] else "DIFFERENT values"
+        typer.echo(f"duplicate column {d['column']} ({d['copies']} copies, {same}): kept the first, dropped {d['copies'] - 1} (recorded in cohort.yaml extra.duplicate_columns)")
     for name, t in s["tasks"].items():
         masked = ", ".join(f"{r}: {n}" for r, n in t["masked"].items())
         typer.echo(f"task {name}: {t['labelled']} labelled" + (f" (masked: {masked})" if masked else ""))
@@ -233,6 +259,8 @@ def data_import_xena(
     exclude_value: list[str] = typer.Option([], "--exclude-value", help="Label value masked out of every classification task (e.g. -1; repeatable)."),
     event_is_censorship: bool = typer.Option(False, "--event-is-censorship", help="The survival event column holds 1 = censored (PORPOISE style)."),
     time_unit: str = typer.Option("days", "--time-unit", help="Unit of the survival times (Xena OS.time: days)."),
+    endpoint: list[str] = typer.Option([], "--endpoint", help=_ENDPOINT_HELP),
+    na_values: list[str] = typer.Option([], "--na-values", help=_NA_HELP),
     site: str | None = typer.Option(None, "--site", help="Site of every patient (default: the cohort name)."),
     site_column: str | None = typer.Option(None, "--site-column", help="Column of --labels holding each patient's site."),
     slides: str | None = typer.Option(None, "--slides", help="CSV patient_id,path[,slide_id] of patch-feature bags (paths relative to it)."),
@@ -254,7 +282,8 @@ def data_import_xena(
         mats[k.strip()] = v.strip()
     c = import_xena(name or Path(out).name, out, omics=mats, labels=labels, id_column=id_column, classification=classification, survival=survival,
                     regression=regression, clinical=clinical, exclude_values=exclude_value, event_is_censorship=event_is_censorship,
-                    time_unit=time_unit, site=site, site_column=site_column, slides=slides, splits=splits, n_folds=folds, seed=seed, overwrite=overwrite)
+                    time_unit=time_unit, endpoint=_parse_endpoints(endpoint), na_values=_split_commas(na_values), site=site, site_column=site_column,
+                    slides=slides, splits=splits, n_folds=folds, seed=seed, overwrite=overwrite)
     _print_import(c, out)
 
 
@@ -274,6 +303,8 @@ def data_import_table(
     exclude_value: list[str] = typer.Option([], "--exclude-value", help="Label value masked out of every classification task (repeatable)."),
     event_is_censorship: bool = typer.Option(False, "--event-is-censorship", help="The survival event column holds 1 = censored (PORPOISE 'censorship')."),
     time_unit: str = typer.Option("months", "--time-unit", help="Unit of the survival times."),
+    endpoint: list[str] = typer.Option([], "--endpoint", help=_ENDPOINT_HELP),
+    na_values: list[str] = typer.Option([], "--na-values", help=_NA_HELP),
     site: str | None = typer.Option(None, "--site", help="Site of every patient (default: the cohort name)."),
     site_column: str | None = typer.Option(None, "--site-column", help="Column holding each patient's site."),
     splits: str | None = typer.Option(None, "--splits", help="Split: fold,partition,patient_id CSV, a folder of splits_{k}.csv, or a folder of train/val/test.json."),
@@ -296,7 +327,8 @@ def data_import_table(
             suffixes[k.strip()] = v.strip()
     c = import_table(table, name or Path(out).name, out, id_column=id_column, slide_column=slide_column, features_dir=features_dir, omics_suffixes=suffixes,
                      classification=classification, survival=survival, regression=regression, clinical=clinical, exclude_values=exclude_value,
-                     event_is_censorship=event_is_censorship, time_unit=time_unit, site=site, site_column=site_column, splits=splits,
+                     event_is_censorship=event_is_censorship, time_unit=time_unit, endpoint=_parse_endpoints(endpoint),
+                     na_values=_split_commas(na_values), site=site, site_column=site_column, splits=splits,
                      n_folds=folds, seed=seed, overwrite=overwrite)
     _print_import(c, out)
 

@@ -228,15 +228,17 @@ def _slides(tmp: Path, sizes, d=8, encoder="e", names=None) -> list[Path]:
     return out
 
 
-def test_merge_offsets_x_by_previous_max_plus_patch_plus_gap(tmp_path):
+def test_merge_places_slides_on_the_squarest_grid(tmp_path):
     paths = _slides(tmp_path, [6, 4])
     b = load_patient_bag(paths)
     assert b.n_patches == 10 and b.features.dtype == np.float16
     first, second = b.coords[:6], b.coords[6:]
     assert np.array_equal(first, _grid(6, 256, 3))
-    # slide 0 max x = 2*256 = 512 -> slide 1 starts at 512 + 256 (patch) + 256 (gap) = 1024
-    assert second[:, 0].min() == 1024
-    assert np.array_equal(second[:, 1], _grid(4, 256, 4)[:, 1])
+    # boxes (patch included, + gap): slide 0 3x2 patches (768+256) x (512+256), slide 1 4x1
+    # (1024+256) x (256+256). One column: 1280 x 1280; two columns: 2304 x 768 -> one column,
+    # slide 1 below slide 0, starting at y = 256 (max y) + 256 (patch) + 256 (gap) = 768
+    assert np.array_equal(second[:, 0], _grid(4, 256, 4)[:, 0])
+    assert np.array_equal(second[:, 1], _grid(4, 256, 4)[:, 1] + 768)
     assert b.attrs["slides"][1][1:] == (6, 10)
 
 

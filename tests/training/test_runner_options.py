@@ -361,3 +361,22 @@ def test_ddp_units_train_in_a_fit_subprocess(tiny_cohort_dir, tmp_path, monkeypa
     assert log["epoch"].tolist() == [0, 1] and log["step"].tolist() == [3, 7]
     preds = pd.read_parquet(udir / "predictions.parquet")
     assert preds["patient_id"].nunique() == 15 and np.isfinite(preds["prob_A"]).all()
+
+
+def test_split_fallback_and_test_only_class_reach_the_summary(cohort_copy, tmp_path):
+    # two 'B' patients for 3 folds: the classes cannot fill two strata, so the split is unstratified
+    # and says so on the protocol line
+    p = pd.read_csv(cohort_copy / "patients.csv")
+    p["subtype"] = ["B" if i < 2 else "A" for i in range(len(p))]
+    p.to_csv(cohort_copy / "patients.csv", index=False)
+    cfg = _cfg(cohort_copy, methods=[{"name": "logistic", "modalities": ["rna", "clinical"]}], tasks=["subtype"], split={"kfold": 3, "seed": 0})
+    run_benchmark(cfg, tmp_path / "run", progress=False)
+    md = _summary(tmp_path / "run")
+    assert "; split made: sim_tiny_seed0: patient-level 3-fold CV, UNSTRATIFIED (FALLBACK for task 'subtype': the classes ['A', 'B'] cannot fill 3 folds in two strata), seed 0" in _header(md)
+    # a user split whose fold 0 evaluates both 'B' patients and trains on 'A' only: noted
+    ids = p["patient_id"].tolist()
+    rows = [(0, "test" if i < 2 or i >= 20 else "train", pid) for i, pid in enumerate(ids)]
+    pd.DataFrame(rows, columns=["fold", "partition", "patient_id"]).to_csv(tmp_path / "split.csv", index=False)
+    cfg = _cfg(cohort_copy, methods=[{"name": "logistic", "modalities": ["rna", "clinical"]}], tasks=["subtype"], split={"file": str(tmp_path / "split.csv")})
+    run_benchmark(cfg, tmp_path / "run2", progress=False)
+    assert "sim_tiny_seed0 / subtype / fold 0: class(es) ['B'] occur only in the evaluated 'test' patients (2 patient(s))" in _summary(tmp_path / "run2")

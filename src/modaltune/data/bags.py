@@ -534,14 +534,42 @@ def _patch_size_of(bag: Bag) -> int:
     return 1
 
 
+def _grid_layout(sizes: list[tuple[int, int]], gaps: list[int]) -> list[tuple[int, int]]:
+    """Origins ``(x, y)`` of boxes placed row by row on a near-square grid.
+
+    ``sizes[k]`` = (width, height) of box k, ``gaps[k]`` its gap to the next box. Every number of
+    columns 1..n is tried; the one whose bounding box has the smallest longer side wins (ties: fewer
+    columns), so the side grows like sqrt(n) instead of n and any number of slides of a patient
+    stays inside a square position grid (GigaPath: 1000 x 1000 cells) as long as their area fits.
+    Column k's x = sum of the widths (+ gaps) of the widest box of each column before it; row r's
+    y likewise with the tallest box of each row.
+    """
+    n = len(sizes)
+    best = None
+    for cols in range(1, n + 1):
+        rows = -(-n // cols)
+        col_w = [max(sizes[i][0] + gaps[i] for i in range(c, n, cols)) for c in range(cols)]
+        row_h = [max(sizes[i][1] + gaps[i] for i in range(r * cols, min(n, (r + 1) * cols))) for r in range(rows)]
+        xs = np.concatenate([[0], np.cumsum(col_w)[:-1]]).astype(np.int64)
+        ys = np.concatenate([[0], np.cumsum(row_h)[:-1]]).astype(np.int64)
+        side = max(sum(col_w), sum(row_h))
+        if best is None or side < best[0]:
+            best = (side, [(int(xs[i % cols]), int(ys[i // cols])) for i in range(n)])
+    return best[1]  # type: ignore[index]
+
+
 def merge_bags(bags: list[Bag], *, gap: int | None = None) -> Bag:
     """Concatenate slides of one patient into one bag.
 
-    Coordinate rule: slide 0 keeps its coordinates; slide k (k >= 1) is translated along x so that
-    its leftmost patch starts at ``(max x of the merged slides before it) + patch_size + gap``
-    (``patch_size`` = the previous slides' ``patch_size_level0``; ``gap`` defaults to one patch
-    size); y is unchanged. Bounding boxes of different slides are therefore disjoint. If any slide
-    lacks coordinates, the merged bag has ``coords=None``.
+    Coordinate rule (several slides with coordinates): each slide is translated so that its
+    bounding box (min corner to max corner + its patch size) sits in one cell of a near-square grid
+    of slides, row by row in file order (:func:`_grid_layout`), separated by ``gap`` level-0 pixels
+    (default: one patch size of the slide). The first slide starts at (0, 0). Bounding boxes of
+    different slides are therefore disjoint, and the merged extent grows like sqrt(number of slides),
+    so a patient with many slides stays inside an encoder's position grid (GigaPath's 1000 x 1000
+    cells; TITAN's dense patch grid stays near-square). Offsets are multiples of nothing in
+    particular: a patch keeps its offset within its slide. If any slide lacks coordinates, the
+    merged bag has ``coords=None``. One slide is returned unchanged.
     """
     if not bags:
         raise InputError("no slides to merge", fix="the patient has no readable bag files")
@@ -554,17 +582,22 @@ def merge_bags(bags: list[Bag], *, gap: int | None = None) -> Bag:
     features = np.concatenate([b.features for b in bags], axis=0).astype(dtype, copy=False)
     coords = None
     if all(b.coords is not None for b in bags):
-        parts = []
-        right = None  # max x reached so far, and the patch size there
+        lows, sizes, gaps = [], [], []
         for b in bags:
-            c = b.coords.copy()  # type: ignore[union-attr]
+            c = b.coords  # type: ignore[union-attr]
             ps = _patch_size_of(b)
-            if right is not None:
-                prev_max, prev_ps = right
-                g = prev_ps if gap is None else gap
-                c[:, 0] += prev_max + prev_ps + g - c[:, 0].min()
+            lo = c.min(axis=0) if len(c) else np.zeros(2, c.dtype)
+            hi = c.max(axis=0) if len(c) else np.zeros(2, c.dtype)
+            lows.append(lo)
+            sizes.append((int(hi[0] - lo[0]) + ps, int(hi[1] - lo[1]) + ps))
+            gaps.append(ps if gap is None else int(gap))
+        origins = _grid_layout(sizes, gaps)
+        parts = []
+        for b, lo, (ox, oy) in zip(bags, lows, origins):
+            c = b.coords.copy()  # type: ignore[union-attr]
+            c[:, 0] += ox - lo[0]
+            c[:, 1] += oy - lo[1]
             parts.append(c)
-            right = (int(c[:, 0].max()) if right is None else max(right[0], int(c[:, 0].max())), ps)
         coords = np.concatenate(parts, axis=0)
     ranges, start = [], 0
     for b in bags:

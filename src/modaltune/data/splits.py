@@ -127,6 +127,108 @@ def _strata_for_survival(time: np.ndarray, event: np.ndarray, n_time_bins: int =
     return event.astype(int) * n_time_bins + tbin
 
 
+def _merge_adjacent(bins: np.ndarray, n_min: int) -> tuple[np.ndarray, int]:
+    """Merge ordered bins (ints 0..B-1) until every non-empty bin has ``>= n_min`` members.
+
+    The smallest bin is merged into its smaller neighbour (time order is kept, so a merged stratum
+    is still a time interval). Returns ``(group index per member, number of groups)``; a single
+    group may still hold fewer than ``n_min`` members.
+    """
+    groups = [[b] for b in sorted(set(bins.tolist()))]
+
+    def count(g: list[int]) -> int:
+        return int(np.isin(bins, g).sum())
+
+    while len(groups) > 1 and min(count(g) for g in groups) < n_min:
+        i = int(np.argmin([count(g) for g in groups]))
+        if i == 0:
+            j = 1
+        elif i == len(groups) - 1:
+            j = i - 1
+        else:
+            j = i - 1 if count(groups[i - 1]) <= count(groups[i + 1]) else i + 1
+        lo, hi = min(i, j), max(i, j)
+        groups[lo:hi + 1] = [groups[lo] + groups[hi]]
+    out = np.empty(len(bins), dtype=np.int64)
+    for k, g in enumerate(groups):
+        out[np.isin(bins, g)] = k
+    return out, len(groups)
+
+
+def _survival_strata(time: np.ndarray, event: np.ndarray, n_folds: int, n_time_bins: int = 4) -> tuple[np.ndarray | None, str]:
+    """Event x time-quantile strata with rare strata merged, and a text saying what was done.
+
+    Patients with NaN time (unlabelled) form their own stratum. Steps, each recorded in the text:
+    (1) within each event group, adjacent time bins are merged until every stratum has
+    ``>= n_folds`` members; (2) if the events or the censored patients are fewer than ``n_folds``,
+    the event split is dropped (time bins only); (3) if fewer than two strata remain, no
+    stratification (``None``). Strata codes keep the censored group below the events so that
+    StratifiedKFold, which deals sorted strata round-robin, gives every fold the same number of
+    events within one.
+    """
+    lab = ~np.isnan(time)
+    t, e = time[lab], event[lab].astype(int)
+    edges = np.quantile(t, np.linspace(0, 1, n_time_bins + 1)[1:-1]) if len(t) else []
+    tbin = np.searchsorted(edges, t, side="right")
+    codes = np.full(len(time), -1, dtype=np.int64)
+    sub = np.empty(len(t), dtype=np.int64)
+    n_ev, n_cens = int((e == 1).sum()), int((e == 0).sum())
+    if min(n_ev, n_cens) >= n_folds:
+        merged = []
+        for ev in (0, 1):
+            m = e == ev
+            g, ng = _merge_adjacent(tbin[m], n_folds)
+            sub[m] = ev * 1000 + g
+            if ng < len(set(tbin[m].tolist())):
+                merged.append(f"{'events' if ev else 'censored'} {len(set(tbin[m].tolist()))} -> {ng} time bins")
+        text = "event x time quartile" + (f"; rare strata merged: {', '.join(merged)}" if merged else "")
+    else:
+        few = f"only {n_ev} events and {n_cens} censored patients for {n_folds} folds"
+        g, ng = _merge_adjacent(tbin, n_folds)
+        sub[:] = g
+        text = f"time quartile only; FALLBACK: {few}, event status not stratified"
+        if ng < 2:
+            return None, f"UNSTRATIFIED (FALLBACK: {few})"
+    codes[lab] = sub
+    n_unl = int((~lab).sum())
+    if 0 < n_unl < n_folds and lab.any():
+        # a tiny unlabelled stratum joins the largest censored stratum (never an event stratum,
+        # which would unbalance the events per fold)
+        vals, cnt = np.unique(codes[lab], return_counts=True)
+        cens = vals < 1000
+        target = vals[cens][np.argmax(cnt[cens])] if cens.any() else vals[np.argmax(cnt)]
+        codes[~lab] = target
+    if len(np.unique(codes)) < 2:
+        return None, "UNSTRATIFIED (FALLBACK: fewer than two strata)"
+    return codes, text
+
+
+def _class_strata(labels: np.ndarray, n_folds: int) -> tuple[np.ndarray | None, str]:
+    """Class strata with rare classes (``< n_folds`` members) merged, and a text saying what was done.
+
+    All rare classes form one stratum; if that stratum is still below ``n_folds`` it joins the
+    smallest common class. Fewer than two strata: no stratification (``None``).
+    """
+    vals, inv, counts = np.unique(np.asarray(labels).astype(str), return_inverse=True, return_counts=True)
+    codes = inv.astype(np.int64)
+    rare = counts < n_folds
+    text = "class"
+    if rare.any():
+        names = [str(v) for v in vals[rare]]
+        codes[rare[inv]] = len(vals)  # one stratum for all rare classes
+        n_rare = int(counts[rare].sum())
+        if n_rare < n_folds and (~rare).any():
+            common = np.flatnonzero(~rare)
+            host = common[np.argmin(counts[common])]
+            codes[codes == len(vals)] = host
+            text = f"class; rare classes {names} merged into class '{vals[host]}'"
+        else:
+            text = f"class; rare classes {names} merged into one stratum"
+    if len(np.unique(codes)) < 2:
+        return None, f"UNSTRATIFIED (FALLBACK: the classes {[str(v) for v in vals]} cannot fill {n_folds} folds in two strata)"
+    return codes, text
+
+
 def kfold_split(
     patient_ids: list[str],
     n_folds: int = 5,
@@ -137,13 +239,17 @@ def kfold_split(
     event: np.ndarray | None = None,
     val_fraction_of_train: float = 0.0,
     name: str | None = None,
+    stratify_name: str | None = None,
 ) -> SplitSet:
     """Patient-level k-fold CV.
 
-    Stratified by class when ``labels`` is given, by event x time-quartile when ``time``/``event``
-    are given, plain shuffled k-fold otherwise. Each fold's held-out part is ``test``; when
-    ``val_fraction_of_train`` > 0 a validation part is carved (stratified, seeded) out of train,
-    else ``val`` is empty. Deterministic for a given ``seed``.
+    Stratified by class when ``labels`` is given (rare classes merged, see :func:`_class_strata`),
+    by event x time-quartile when ``time``/``event`` are given (NaN time = unlabelled; rare strata
+    merged in steps, see :func:`_survival_strata`), plain shuffled k-fold otherwise. Any merge or
+    fallback is written into ``protocol`` (``stratify_name``, e.g. ``task 'os'``, names what was
+    asked for). Each fold's held-out part is ``test``; when ``val_fraction_of_train`` > 0 a
+    validation part is carved (stratified, seeded) out of train, else ``val`` is empty.
+    Deterministic for a given ``seed``.
     """
     from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
@@ -153,21 +259,20 @@ def kfold_split(
         raise InputError(f"patient '{dup}' appears twice in the id list", fix="de-duplicate patients before splitting")
     if n_folds < 2 or n_folds > len(ids):
         raise InputError(f"cannot make {n_folds} folds from {len(ids)} patients", fix="use 2 <= n_folds <= number of patients")
-    strata = None
+    strata, basis = None, ""
     if labels is not None:
-        strata = np.asarray(labels)
+        strata, basis = _class_strata(np.asarray(labels), n_folds)
     elif time is not None and event is not None:
-        strata = _strata_for_survival(np.asarray(time, float), np.asarray(event, int))
-    if strata is not None:
-        # rare strata (fewer members than folds) are merged so StratifiedKFold does not fail
-        vals, counts = np.unique(strata, return_counts=True)
-        rare = set(vals[counts < n_folds])
-        strata = np.array([-999 if s in rare else s for s in strata])
-        if len(np.unique(strata)) < 2 or np.unique(strata, return_counts=True)[1].min() < n_folds:
-            strata = None
+        strata, basis = _survival_strata(np.asarray(time, float), np.nan_to_num(np.asarray(event, float)).astype(int), n_folds)
     splitter = StratifiedKFold(n_folds, shuffle=True, random_state=seed) if strata is not None else KFold(n_folds, shuffle=True, random_state=seed)
+    # StratifiedKFold numbers strata by first appearance and deals them round-robin in that order;
+    # presenting patients sorted by stratum code keeps the event strata adjacent, so every fold gets
+    # the same number of events within one (class strata need no reordering: each class is balanced)
+    survival = labels is None and strata is not None
+    order = np.argsort(strata, kind="stable") if survival else np.arange(len(ids))
     folds = []
-    for k, (tr, te) in enumerate(splitter.split(ids, strata if strata is not None else None)):
+    for k, (tr, te) in enumerate(splitter.split(ids[order], strata[order] if strata is not None else None)):
+        tr, te = order[tr], order[te]
         train, val = ids[tr], np.array([], dtype=ids.dtype)
         if val_fraction_of_train > 0:
             st = strata[tr] if strata is not None else None
@@ -176,7 +281,13 @@ def kfold_split(
             except ValueError:
                 train, val = train_test_split(train, test_size=val_fraction_of_train, random_state=seed + k)
         folds.append(Fold(k, sorted(train.tolist()), sorted(val.tolist()), sorted(ids[te].tolist())))
-    kind = "stratified by class" if labels is not None else ("stratified by event x time" if time is not None else "unstratified")
+    on = f"{stratify_name} " if stratify_name else ""
+    if not basis:
+        kind = "unstratified"
+    elif strata is None:
+        kind = basis.replace("(FALLBACK: ", f"(FALLBACK for {stratify_name}: ") if stratify_name else basis
+    else:
+        kind = f"stratified by {on}{'(' + basis + ')' if on else basis}"
     return SplitSet(name or f"kfold{n_folds}_seed{seed}", folds, protocol=f"patient-level {n_folds}-fold CV, {kind}, seed {seed}")
 
 

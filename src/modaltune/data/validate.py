@@ -18,7 +18,7 @@ Checks (errors unless marked *warning*):
   declared fields absent (*warning*);
 - ``text.csv``: duplicate ids;
 - ``splits/*.csv``: columns, partition names, a patient in two partitions of one fold or twice in
-  one partition, patients not in the cohort.
+  one partition, patients not in the cohort, patients absent from some of the folds (*warning*).
 
 Problems are aggregated per file and kind, naming up to a few patients/files each, so a report on a
 10,000-patient cohort stays readable.
@@ -242,6 +242,26 @@ def _check_splits(report: ValidationReport, root: Path, known: set[str]) -> None
         unknown = sorted(set(df["patient_id"].astype(str)) - known)
         if unknown:
             report.add(path, f"{len(unknown)} patient(s) not in the cohort: {_examples(unknown)}", "re-create the split, or add the patients to patients.csv")
+        _check_split_coverage(report, path, df)
+
+
+def _check_split_coverage(report: ValidationReport, path: Path, df: pd.DataFrame) -> None:
+    """*Warning*: patients of the split file missing from some of its folds (in no partition of
+    that fold), named with the folds, so a hand-edited split that lost a row does not pass silently."""
+    if df["fold"].nunique() < 2:
+        return
+    ids = df["patient_id"].astype(str)
+    every = set(ids)
+    absent: dict[str, list] = defaultdict(list)
+    for fold, g in df.assign(patient_id=ids).groupby("fold", sort=True):
+        for pid in sorted(every - set(g["patient_id"])):
+            absent[pid].append(fold)
+    if absent:
+        names = sorted(absent)
+        desc = ", ".join(f"'{p}' (fold {', '.join(str(f) for f in absent[p])})" for p in names[:_EXAMPLES])
+        more = f" and {len(names) - _EXAMPLES} more" if len(names) > _EXAMPLES else ""
+        report.add(path, f"{len(names)} patient(s) absent from some folds (in no partition there): {desc}{more}",
+                   "add each patient to one partition of every fold, or remove it from all folds", severity="warning")
 
 
 # ------------------------------------------------------------------------------------ entry point

@@ -32,6 +32,7 @@ __all__ = [
     "render_summary",
     "split_cohort",
     "task_strata",
+    "task_split_kwargs",
     "list_splits",
 ]
 
@@ -210,6 +211,24 @@ def task_strata(cohort, task: str | None, n_time_bins: int = 4) -> np.ndarray | 
     return strata
 
 
+def task_split_kwargs(cohort, task: str | None) -> dict:
+    """Keyword arguments of :func:`~modaltune.data.splits.kfold_split` that stratify by ``task``.
+
+    classification: ``labels`` (class index, -1 = unlabelled); survival: ``time`` (NaN =
+    unlabelled) and ``event``, so rare event x time strata are merged by the splitter;
+    regression: ``labels`` = value quartile (-1 = unlabelled). ``None``: no stratification.
+    """
+    if task is None:
+        return {}
+    t = cohort.targets(task)
+    if t.task.kind == "survival":
+        return {"time": np.where(t.mask, t.time, np.nan), "event": np.where(t.mask, t.event, 0), "stratify_name": f"task '{task}'"}
+    strata = task_strata(cohort, task)
+    if t.task.kind == "classification":  # class names, so a merge or fallback in the protocol names them
+        strata = np.array([t.task.classes[i] if i >= 0 else "(unlabelled)" for i in strata], dtype=object)
+    return {"labels": strata, "stratify_name": f"task '{task}'"}
+
+
 def split_cohort(
     root: str | Path,
     n_folds: int = 5,
@@ -225,22 +244,35 @@ def split_cohort(
     Stratified by ``task`` (see :func:`task_strata`); every patient of the cohort is placed,
     including those without a label for ``task``. The held-out fold is ``test``; with
     ``val_fraction`` > 0 a validation part is carved out of each training part.
-    Default name: ``<task or 'random'>_<n_folds>fold_seed<seed>``. Returns the :class:`SplitSet`.
+    Default name: ``<task or 'random'>_<n_folds>fold_seed<seed>``. The split's protocol (with any
+    merge of rare strata or fallback) is recorded in ``cohort.yaml`` ``extra.splits``. Returns the
+    :class:`SplitSet`.
     """
+    from modaltune.data._files import check_plain_name
     from modaltune.data.cohort import Cohort
     from modaltune.data.splits import kfold_split
 
     cohort = Cohort.load(root)
     if not 0.0 <= val_fraction < 1.0:
         raise InputError(f"val fraction {val_fraction} outside [0, 1)", fix="e.g. --val-fraction 0.1")
-    strata = task_strata(cohort, task)
-    name = name or f"{task or 'random'}_{n_folds}fold_seed{seed}"
+    name = check_plain_name(name, "--name") if name is not None else f"{task or 'random'}_{n_folds}fold_seed{seed}"
     path = Path(root) / "splits" / f"{name}.csv"
     if path.exists() and not overwrite:
         raise InputError("split file already exists", where=path, fix="choose another --name or pass --overwrite")
-    s = kfold_split(cohort.patient_ids, n_folds, seed=seed, labels=strata, val_fraction_of_train=val_fraction, name=name)
-    if task is not None:
-        s.protocol = f"patient-level {n_folds}-fold CV stratified by task '{task}', seed {seed}"
+    s = kfold_split(cohort.patient_ids, n_folds, seed=seed, val_fraction_of_train=val_fraction, name=name, **task_split_kwargs(cohort, task))
     s.save(path)
+    _record_split_protocol(Path(root), name, s.protocol)
     return s
+
+
+def _record_split_protocol(root: Path, name: str, protocol: str) -> None:
+    """Write the split's description (how it was stratified, any merge or fallback) into
+    ``cohort.yaml`` ``extra.splits``, where the importers keep theirs."""
+    import yaml
+
+    from modaltune.data.cohort import MANIFEST_NAME, load_manifest
+
+    manifest = load_manifest(root)
+    manifest.extra["splits"] = {**(manifest.extra.get("splits") or {}), name: protocol}
+    (root / MANIFEST_NAME).write_text(yaml.safe_dump(manifest.model_dump(mode="json"), sort_keys=False))
 

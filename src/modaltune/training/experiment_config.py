@@ -43,6 +43,17 @@ class SimulateSpec(StrictModel):
     name: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("name")
+    @classmethod
+    def _inside_run_folder(cls, v: str | None) -> str | None:
+        # the cohort is written to <run>/cohorts/<name>: a name with '..' or '/' would escape --out
+        from modaltune.data._files import name_problem
+
+        why = name_problem(v) if v is not None else None
+        if why:
+            raise ValueError(f"cohort name {why}; it must name one folder inside the run folder (no '/', no '..')")
+        return v
+
 
 class DataConfig(StrictModel):
     """Cohort sources. ``cohorts`` are cohort directories; ``simulate`` adds synthetic cohorts.

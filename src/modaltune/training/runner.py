@@ -50,6 +50,7 @@ import pandas as pd
 from modaltune.errors import ConfigError, InputError, ModaltuneError
 from modaltune.fileio import STOP_ERRNOS, DiskError, OutputLock, atomic_dir, disk_error_from, disk_errors
 from modaltune.training.experiment_config import BenchmarkConfig
+from modaltune.training.split_notes import split_summary_lines
 
 __all__ = ["Unit", "plan_units", "run_unit", "run_benchmark", "aggregate", "BenchmarkResult"]
 
@@ -623,6 +624,8 @@ def aggregate(cfg: BenchmarkConfig, out_dir: str | Path, units: list[Unit], coho
     used = {c.name: _used_modalities(cfg, c) for c in cohorts}
     feature_text = summary_parts.feature_sources(cfg, cohorts, used)
     protocol = summary_parts.protocol_text(cfg)
+    split_protocol, split_notes = split_summary_lines(cfg, cohorts)
+    protocol += split_protocol
     if feature_text.startswith("SIMULATED"):
         protocol += "; SIMULATED slide features (see Features)"
     notes = _collapse_notes(predictions, infos)
@@ -642,7 +645,7 @@ def aggregate(cfg: BenchmarkConfig, out_dir: str | Path, units: list[Unit], coho
         feature_sources=feature_text,
         ddof=cfg.evaluation.ddof,
         failures=failed if len(failed) else None,
-        notes=notes + masked + summary_parts.weights_lines(out_dir, units) + summary_parts.evaluation_note_lines(out_dir, units) + list(extra_notes or []) + method_lines,
+        notes=notes + split_notes + masked + summary_parts.weights_lines(out_dir, units) + summary_parts.evaluation_note_lines(out_dir, units) + list(extra_notes or []) + method_lines,
         title=f"Benchmark {cfg.name}",
     )
     text += "\n" + "\n".join(_pooled_ci_lines(cfg, predictions, infos))

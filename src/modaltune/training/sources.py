@@ -106,10 +106,13 @@ def make_splits(cohort: Any, split_cfg: Any, tasks: list[str]):
         if strat and strat != "none":
             tt = cohort.targets(strat)
             if tt.task.kind == "classification":
-                kw["labels"] = tt.label
+                # class names (not indices), so a merge or fallback in the protocol names the classes
+                kw["labels"] = np.array([tt.task.classes[i] if i >= 0 else "(unlabelled)" for i in tt.label], dtype=object)
             elif tt.task.kind == "survival":
-                t = np.where(np.isnan(tt.time), np.nanmedian(tt.time) if tt.mask.any() else 0.0, tt.time)
-                kw["time"], kw["event"] = t, tt.event
+                # NaN time = unlabelled: its own stratum, merged by the splitter when small
+                kw["time"], kw["event"] = np.where(tt.mask, tt.time, np.nan), np.where(tt.mask, tt.event, 0)
+            if kw:
+                kw["stratify_name"] = f"task '{strat}'"
         ss = kfold_split(cohort.patient_ids, split_cfg.kfold, seed=split_cfg.seed, val_fraction_of_train=split_cfg.val_fraction, **kw)
     if split_cfg.folds is not None:
         have = {f.index for f in ss.folds}

@@ -27,6 +27,9 @@ __all__ = [
     "split_omics_columns",
     "pool_omics",
     "feature_path",
+    "resolve_bag_suffixes",
+    "endpoint_from_columns",
+    "drop_duplicate_columns",
 ]
 
 #: The 14 TCGA cohorts of the PORPOISE/MCAT tables.
@@ -219,3 +222,105 @@ def feature_path(features_dir: str, slide_name: str, ext: str = ".h5") -> str:
     root, ext0 = os.path.splitext(slide_name)
     stem = root if ext0.lower() in (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn") else slide_name
     return f"{features_dir.rstrip('/')}/{stem}{ext}"
+
+
+def resolve_bag_suffixes(paths: Iterable[str], base: str | Path | None) -> tuple[list[str], dict]:
+    """Expected bag paths with the suffix of the files actually found on disk.
+
+    The importers expect ``<features_dir>/<slide stem>.h5`` (TRIDENT); a folder of CLAM ``.pt``
+    bags would then be listed as missing ``.h5`` files. For each path (relative to ``base``
+    unless absolute) whose file is absent, a file with the same stem and another bag suffix
+    (:data:`~modaltune.data.bags.BAG_SUFFIXES`) is used when it exists; when none exists, the
+    suffix most common in that folder (if it holds any bag) is assumed. Returns ``(paths,
+    report)`` with ``report = {"found": {suffix: n}, "assumed": {suffix: n}}``.
+    """
+    from modaltune.data.bags import BAG_SUFFIXES
+
+    base_p = Path(base) if base is not None else Path.cwd()
+    listing: dict[Path, dict[str, str]] = {}  # folder -> stem -> suffix of the bag files in it
+
+    def folder(d: Path) -> dict[str, str]:
+        if d not in listing:
+            found: dict[str, str] = {}
+            if d.is_dir():
+                for f in sorted(d.iterdir()):
+                    suf = f.suffix.lower()
+                    if suf in BAG_SUFFIXES and f.is_file():
+                        found.setdefault(f.stem, f.suffix)
+            listing[d] = found
+        return listing[d]
+
+    out, found_n, assumed_n = [], {}, {}
+    for p in paths:
+        rel = Path(str(p))
+        full = rel if rel.is_absolute() else base_p / rel
+        stem, suf = rel.stem, rel.suffix
+        have = folder(full.parent)
+        if full.exists() or not have:
+            out.append(str(p))
+            continue
+        if stem in have:
+            new = have[stem]
+            found_n[new] = found_n.get(new, 0) + 1
+        else:
+            new = pd.Series(list(have.values())).mode().iloc[0]
+            assumed_n[new] = assumed_n.get(new, 0) + 1
+        out.append(str(rel.with_suffix(new)) if suf else str(p) + new)
+    return out, {"found": found_n, "assumed": assumed_n}
+
+
+#: words in a survival time/event column name -> the endpoint they stand for (checked in order)
+_ENDPOINT_WORDS = (
+    ("dmfs", "distant metastasis-free survival"),
+    ("pfs", "progression-free survival"),
+    ("pfi", "progression-free interval"),
+    ("dss", "disease-specific survival"),
+    ("dfs", "disease-free survival"),
+    ("dfi", "disease-free interval"),
+    ("rfs", "relapse-free survival"),
+    ("efs", "event-free survival"),
+    ("os", "overall survival"),
+    ("overall", "overall survival"),
+)
+
+
+def endpoint_from_columns(*names: str) -> str:
+    """Survival endpoint read from column/task names (``OS.time`` -> ``overall survival``,
+    ``PFI.time`` -> ``progression-free interval``, ``DMFS_days`` -> ``distant metastasis-free
+    survival``); ``"survival"`` when no name says which (never guessed as overall survival)."""
+    import re
+
+    for name in names:
+        words = [w for w in re.split(r"[^a-z]+", str(name).lower()) if w]
+        for key, endpoint in _ENDPOINT_WORDS:
+            if key in words:
+                return endpoint
+    return "survival"
+
+
+def drop_duplicate_columns(df: pd.DataFrame, header: list[str], source: str | Path) -> tuple[pd.DataFrame, list[dict]]:
+    """Keep the first of each repeated column name (``header``: the names as written in the file;
+    pandas read the repeats as ``NAME.1``, ``NAME.2``). Returns ``(table, record)``; the record
+    lists each repeated name, its number of copies, the columns dropped and whether their values
+    equal the kept column's, for ``cohort.yaml`` ``extra.duplicate_columns``."""
+    if len(header) != df.shape[1]:  # header not aligned with the parsed columns: nothing to match
+        return df, []
+    seen: dict[str, int] = {}
+    for name in header:
+        seen[name] = seen.get(name, 0) + 1
+    record = []
+    drop = []
+    cols = list(df.columns)
+    for name, n in seen.items():
+        if n < 2:
+            continue
+        idx = [i for i, h in enumerate(header) if h == name]
+        kept = df.iloc[:, idx[0]]
+        dropped_names = [cols[i] for i in idx[1:]]
+        same = all(kept.equals(df.iloc[:, i]) for i in idx[1:])
+        record.append({"column": name, "copies": n, "kept": "first", "dropped": dropped_names, "identical": bool(same)})
+        drop += idx[1:]
+    if not drop:
+        return df, []
+    keep = [i for i in range(df.shape[1]) if i not in set(drop)]
+    return df.iloc[:, keep], record

@@ -46,6 +46,7 @@ from modaltune.data.sources._common import (
     pool_omics,
     read_porpoise_csv,
     read_porpoise_table,
+    resolve_bag_suffixes,
     resolve_shared_dir,
     split_omics_columns,
 )
@@ -348,6 +349,9 @@ def import_porpoise(
     patients = pd.concat([b[0] for b in blocks])
     clinical = pd.concat([b[1] for b in blocks])
     slides = pd.concat([b[2] for b in blocks], ignore_index=True)
+    # TRIDENT .h5 is expected; a folder already holding CLAM .pt bags keeps their suffix
+    paths, bag_report = resolve_bag_suffixes(slides["path"].tolist(), out_dir)
+    slides["path"] = paths
     dup = patients.index[patients.index.duplicated()]
     if len(dup):
         raise InputError(f"patient '{dup[0]}' appears in more than one source table {list(sources)}", fix="pool cohorts whose patients are disjoint")
@@ -433,6 +437,7 @@ def import_porpoise(
             "slide_conflicts": {s: c for s, c in conflicts.items() if c},
             "tasks": task_report,
             "features_dir": features_dir,
+            **({"bag_files": bag_report} if any(bag_report.values()) else {}),
             "zscores_per_cohort": True,
             **({"table": str(Path(table).resolve())} if table is not None else {}),
             **({"splits_dir": str(Path(splits_dir).resolve())} if splits_dir is not None else {}),
@@ -483,11 +488,6 @@ def import_porpoise_csv(
                            subtype_task=subtype_task, features_dir=features_dir, on_conflict=on_conflict, overwrite=overwrite, table_cache=table_cache)
 
 
-def _time_quartile(time: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    edges = np.quantile(time[mask], [0.25, 0.5, 0.75]) if mask.any() else []
-    return np.searchsorted(edges, np.where(mask, time, 0.0), side="right")
-
-
 def _build_splits(cohort: Cohort, raw_folds: dict[str, list] | None, with_subtype: bool, *, n_folds: int = 5, seed: int = 0) -> tuple[dict[str, SplitSet], dict]:
     """``porpoise_<k>fold`` (given folds ``{source: [(train, val), ...]}``, united fold by fold;
     ``val`` = held-out fold) or, without folds, a seeded ``kfold<n>`` split stratified by event x
@@ -499,9 +499,10 @@ def _build_splits(cohort: Cohort, raw_folds: dict[str, list] | None, with_subtyp
     if raw_folds is None:
         if n_folds:
             t = cohort.targets("survival")
-            strata = np.where(t.mask, t.event * 4 + _time_quartile(t.time, t.mask), -1)
-            s = kfold_split(cohort.patient_ids, n_folds, seed=seed, labels=strata, name=f"kfold{n_folds}")
-            s.protocol = f"patient-level {n_folds}-fold CV stratified by event x time quartile, seed {seed}; held-out fold = test"
+            # event x time quartile, rare strata merged by the splitter (any fallback lands in the protocol)
+            s = kfold_split(cohort.patient_ids, n_folds, seed=seed, time=np.where(t.mask, t.time, np.nan), event=np.where(t.mask, t.event, 0),
+                            name=f"kfold{n_folds}", stratify_name="task 'survival'")
+            s.protocol += "; held-out fold = test"
             splits[s.name] = s
     else:
         per_fold: list[tuple[list[str], list[str]]] = []
@@ -531,7 +532,7 @@ def _build_splits(cohort: Cohort, raw_folds: dict[str, list] | None, with_subtyp
         label = cohort.patients["subtype"]
         classes = cohort.manifest.task("subtype").classes
         strata = np.array([v if v in classes else "__other__" for v in label.fillna("__other__")])
-        s = kfold_split(cohort.patient_ids, 5, seed=0, labels=strata, name="subtype_5fold")
+        s = kfold_split(cohort.patient_ids, 5, seed=0, labels=strata, name="subtype_5fold", stratify_name="task 'subtype'")
         splits["subtype_5fold"] = s
     return splits, report
 

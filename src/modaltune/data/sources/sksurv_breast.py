@@ -149,8 +149,8 @@ def import_sksurv_breast(
     # strata ER x event: each held-out fold gets both ER classes and some events
     strata = (er + "_" + df["event"].astype(int).astype(str)).to_numpy()
     name = f"kfold{n_folds}"
-    split = kfold_split(result.patient_ids, n_folds, seed=seed, labels=strata, name=name)
-    split.protocol = f"patient-level stratified {n_folds}-fold CV (ER status x event, seed {seed}); held-out fold = test"
+    split = kfold_split(result.patient_ids, n_folds, seed=seed, labels=strata, name=name, stratify_name="ER status x event")
+    split.protocol += "; held-out fold = test"
     result.splits = {name: split}
     manifest.extra["splits"] = {name: split.protocol}
     if out_dir is not None:

@@ -49,6 +49,7 @@ from modaltune.data._files import ensure_readable
 from modaltune.data.cohort import ClinicalField, Cohort, CohortManifest, ModalitySpec, TaskSpec
 from modaltune.data.labels import given_mask, label_str
 from modaltune.data.omics import read_xena_matrix, resolve_duplicate_samples, split_suffix_columns, tcga_patient_id
+from modaltune.data.sources._common import endpoint_from_columns
 from modaltune.data.splits import Fold, SplitSet, kfold_split
 from modaltune.errors import InputError
 
@@ -75,13 +76,19 @@ def _sep_for(path: Path) -> str:
     return "\t" if name.endswith((".tsv", ".txt", ".tab")) else ","
 
 
-def read_user_table(path: str | Path, *, what: str = "table", str_columns: Iterable[str] = ()) -> pd.DataFrame:
+def read_user_table(path: str | Path, *, what: str = "table", str_columns: Iterable[str] = (), na_values: Iterable[str] = ()) -> pd.DataFrame:
     """A CSV/TSV table at any path (``.tsv``/``.txt``/``.tab`` are tab-separated, everything else
     comma-separated; ``.gz``/``.zip``/``.bz2``/``.xz`` compression from the suffix).
 
     Every cell is read as text, then each column whose non-empty cells are all numbers becomes
     numeric (so ids like ``007`` and classes like ``1`` survive); ``str_columns`` stay text.
+    ``na_values`` are extra missing-value codes (e.g. ``na``, ``[Not Available]``), read as empty
+    cells on top of pandas' defaults, so they never become a class or category. A column name
+    written twice keeps its first column; ``df.attrs["duplicate_columns"]`` records the rest
+    (see :func:`~modaltune.data.sources._common.drop_duplicate_columns`).
     """
+    from modaltune.data.sources._common import drop_duplicate_columns
+
     path = Path(path)
     if not path.exists():
         raise InputError(f"{what} not found", where=path, fix="check the path")
@@ -89,13 +96,15 @@ def read_user_table(path: str | Path, *, what: str = "table", str_columns: Itera
         raise InputError(f"expected a {what} file, found a directory", where=path, fix="point at the file")
     ensure_readable(path)
     try:
-        df = pd.read_csv(path, sep=_sep_for(path), dtype=str, keep_default_na=True)
+        df = pd.read_csv(path, sep=_sep_for(path), dtype=str, keep_default_na=True, na_values=list(na_values) or None)
+        header = pd.read_csv(path, sep=_sep_for(path), dtype=str, header=None, nrows=1, keep_default_na=False).iloc[0].tolist() if len(df.columns) else []
     except PermissionError as exc:
         raise InputError("file is unreadable (permission denied)", where=path, fix="make the file readable (chmod u+r) or run as its owner") from exc
     except Exception as exc:
         first = str(exc).splitlines()[0][:120] if str(exc) else ""
         raise InputError(f"cannot read {what} ({type(exc).__name__}: {first})", where=path, fix="give a CSV, or a TSV named .tsv/.txt") from exc
     df.columns = [str(c).strip() for c in df.columns]
+    df, dups = drop_duplicate_columns(df, [str(h).strip() for h in header], path)
     keep = set(str_columns)
     for c in df.columns:
         if c in keep:
@@ -104,6 +113,7 @@ def read_user_table(path: str | Path, *, what: str = "table", str_columns: Itera
         given = given_mask(df[c])
         if given.any() and num[given].notna().all():
             df[c] = num
+    df.attrs["duplicate_columns"] = dups
     return df
 
 
@@ -192,10 +202,14 @@ def parse_task_specs(
     exclude_values: Iterable[str] = (),
     event_is_censorship: bool = False,
     time_unit: str = "days",
-    endpoint: str = "overall survival",
+    endpoint: str | dict[str, str] | None = None,
     where: str | Path = "table",
 ) -> tuple[list[TaskSpec], pd.DataFrame, dict]:
     """Task specs (see the module docstring) -> ``(tasks, label columns, report)``.
+
+    ``endpoint``: the survival endpoint of every survival task, or task name -> endpoint; a task
+    without one gets it from its column names (:func:`~modaltune.data.sources._common.endpoint_from_columns`:
+    ``OS.time`` -> overall survival, ``PFI.time`` -> progression-free interval, else ``survival``).
 
     The label columns are named after the task (``<task>``; survival ``<task>_time`` and
     ``<task>_event``) and indexed like ``table``. ``report[task]`` records the source columns and,
@@ -239,10 +253,13 @@ def parse_task_specs(
         if event_is_censorship:
             num = pd.to_numeric(event, errors="coerce")
             event = event.where(~num.isin([0, 1]), 1 - num)  # only 0/1 are flipped; anything else stays wrong and is reported
-        tasks.append(TaskSpec(name=name, kind="survival", time_column=f"{name}_time", event_column=f"{name}_event", endpoint=endpoint, time_unit=time_unit,
-                              description=f"Predict {endpoint} ({time_unit})."))
+        given_ep = endpoint.get(name) if isinstance(endpoint, dict) else endpoint
+        ep = given_ep or endpoint_from_columns(tcol, ecol, name)
+        tasks.append(TaskSpec(name=name, kind="survival", time_column=f"{name}_time", event_column=f"{name}_event", endpoint=ep, time_unit=time_unit,
+                              description=f"Predict {ep} ({time_unit})."))
         cols[f"{name}_time"], cols[f"{name}_event"] = time, event
-        report[name] = {"time_column": tcol, "event_column": ecol, "event_is_censorship": bool(event_is_censorship)}
+        report[name] = {"time_column": tcol, "event_column": ecol, "event_is_censorship": bool(event_is_censorship),
+                        "endpoint": ep, "endpoint_from": "--endpoint" if given_ep else "column names"}
     for spec in regression:
         name, col = _name_and_rest(spec, "regression")
         _need(table, col, where, "regression")
@@ -438,7 +455,7 @@ def _finish(
 ) -> Cohort:
     from modaltune.data.sources.porpoise import save_with_splits
     from modaltune.data.validate import validate_cohort
-    from modaltune.data.workflows import task_strata
+    from modaltune.data.workflows import task_split_kwargs
 
     if not _NAME_RE.match(name):
         raise InputError(f"cohort name '{name}' must be letters, digits, '_', '-' or '.'", where="--name", fix="e.g. --name my_cohort")
@@ -472,9 +489,8 @@ def _finish(
         cohort.splits = {split.name: split}
         extra["split_report"] = {split.name: split_report}
     elif n_folds:
-        strata = task_strata(cohort, tasks[0].name)
-        s = kfold_split(cohort.patient_ids, n_folds, seed=seed, labels=strata, name=f"kfold{n_folds}")
-        s.protocol = f"patient-level {n_folds}-fold CV stratified by task '{tasks[0].name}', seed {seed}; held-out fold = test"
+        s = kfold_split(cohort.patient_ids, n_folds, seed=seed, name=f"kfold{n_folds}", **task_split_kwargs(cohort, tasks[0].name))
+        s.protocol += "; held-out fold = test"
         cohort.splits = {s.name: s}
     extra["splits"] = {k: v.protocol for k, v in cohort.splits.items()}
     if out_dir is not None:
@@ -497,7 +513,8 @@ def import_xena(
     exclude_values: Iterable[str] = (),
     event_is_censorship: bool = False,
     time_unit: str = "days",
-    endpoint: str = "overall survival",
+    endpoint: str | dict[str, str] | None = None,
+    na_values: Iterable[str] = (),
     site: str | None = None,
     site_column: str | None = None,
     slides: str | Path | None = None,
@@ -518,7 +535,9 @@ def import_xena(
         classification, survival, regression, clinical: specs (module docstring).
         exclude_values: values masked out of every classification task (e.g. ``-1``).
         event_is_censorship: the survival event column holds 1 = censored (PORPOISE style).
-        time_unit, endpoint: of the survival tasks (Xena ``OS.time`` is in days).
+        time_unit, endpoint: of the survival tasks (Xena ``OS.time`` is in days); ``endpoint`` (text, or
+            task name -> text) defaults to what the column names say, else ``survival``.
+        na_values: extra missing-value codes of the label table (e.g. ``["na", "[Not Available]"]``).
         site / site_column: the site of every patient, or the column holding it (default: NAME).
         slides: optional CSV ``patient_id,path[,slide_id]`` of patch-feature bags (paths relative to it).
         splits: a split in any layout of :func:`read_splits`; else ``n_folds`` stratified by the
@@ -527,7 +546,7 @@ def import_xena(
     """
     if not omics:
         raise InputError("no omics matrix given", fix="pass --omics NAME=MATRIX.tsv (repeatable), e.g. --omics rna=HiSeqV2.tsv")
-    table = read_user_table(labels, what="label table", str_columns={*ID_COLUMNS, *([id_column] if id_column else [])})
+    table = read_user_table(labels, what="label table", str_columns={*ID_COLUMNS, *([id_column] if id_column else [])}, na_values=na_values)
     id_col = _pick_id_column(table, id_column, labels)
     tasks, label_cols, task_report = parse_task_specs(table, classification=classification, survival=survival, regression=regression,
                                                       exclude_values=exclude_values, event_is_censorship=event_is_censorship,
@@ -542,7 +561,8 @@ def import_xena(
     known = set(label_table.index)
     excluded: list[tuple[str, str]] = []
     report: dict[str, Any] = {"labels": str(Path(labels).resolve()), "id_column": id_col,
-                              "label_rows_dropped": dropped_rows.to_dict("records"), "omics_files": {}}
+                              "label_rows_dropped": dropped_rows.to_dict("records"), "omics_files": {},
+                              "duplicate_columns": table.attrs.get("duplicate_columns", []), "na_values": list(na_values)}
     tables, desc = {}, {}
     for m, path in omics.items():
         if not _NAME_RE.match(m):
@@ -580,7 +600,8 @@ def import_table(
     exclude_values: Iterable[str] = (),
     event_is_censorship: bool = False,
     time_unit: str = "months",
-    endpoint: str = "overall survival",
+    endpoint: str | dict[str, str] | None = None,
+    na_values: Iterable[str] = (),
     site: str | None = None,
     site_column: str | None = None,
     splits: str | Path | None = None,
@@ -592,13 +613,14 @@ def import_table(
     modality -> suffix; default PORPOISE's ``rna=_rnaseq, cnv=_cnv, mut=_mut``) become one
     modality each. With ``slide_column`` the rows are slides: a patient's rows must agree on
     every other declared column, and ``slides.csv`` lists ``<features_dir>/<slide stem>.h5`` as the
-    expected bag of each slide. Without it, the id column must be unique per row (TCGA sample
+    expected bag of each slide (``.pt`` etc. when the folder already holds bags of that format:
+    :func:`~modaltune.data.sources._common.resolve_bag_suffixes`). Without it, the id column must be unique per row (TCGA sample
     barcodes of one patient follow the primary-tumour rule). Other arguments as :func:`import_xena`.
     """
-    from modaltune.data.sources._common import feature_path
+    from modaltune.data.sources._common import feature_path, resolve_bag_suffixes
 
     suffixes = omics_suffixes or {"rna": "_rnaseq", "cnv": "_cnv", "mut": "_mut"}
-    table = read_user_table(path, what="table", str_columns={*ID_COLUMNS, *(c for c in (id_column, slide_column) if c)})
+    table = read_user_table(path, what="table", str_columns={*ID_COLUMNS, *(c for c in (id_column, slide_column) if c)}, na_values=na_values)
     id_col = _pick_id_column(table, id_column, path)
     tasks, label_cols, task_report = parse_task_specs(table, classification=classification, survival=survival, regression=regression,
                                                       exclude_values=exclude_values, event_is_censorship=event_is_censorship,
@@ -609,6 +631,7 @@ def import_table(
     wide = pd.concat([table[keep], label_cols, clin.add_prefix("__clin__"),
                       *[b.add_prefix(f"__{m}__") for m, b in blocks.items()]], axis=1)
     slides = None
+    bag_report: dict = {}
     excluded: list[tuple[str, str]] = []
     if slide_column:
         if slide_column not in table.columns:
@@ -621,8 +644,9 @@ def import_table(
             if diff:
                 show = [c.split("__")[-1] for c in diff[:4]]
                 raise InputError(f"patient '{pid}' has slide rows with different values of {show}", where=path, fix="patient-level columns must be equal on all of a patient's slide rows")
-        slides = pd.DataFrame({"patient_id": rows[id_col].astype(str), "slide_id": rows[slide_column],
-                               "path": [feature_path(features_dir, s) for s in rows[slide_column]]})
+        # the bags' format (TRIDENT .h5, CLAM .pt) is read off the files already in the folder
+        bag_paths, bag_report = resolve_bag_suffixes([feature_path(features_dir, s) for s in rows[slide_column]], out_dir)
+        slides = pd.DataFrame({"patient_id": rows[id_col].astype(str), "slide_id": rows[slide_column], "path": bag_paths})
         wide = rows.drop(columns=[slide_column]).drop_duplicates(id_col).set_index(id_col)
         wide.index = wide.index.astype(str).rename("patient_id")
         dropped = pd.DataFrame()
@@ -631,7 +655,9 @@ def import_table(
         wide = wide.drop(columns=[id_col])
     known = set(wide.index)
     report: dict[str, Any] = {"table": str(Path(path).resolve()), "id_column": id_col, "omics_suffixes": suffixes,
-                              "rows_dropped": dropped.to_dict("records") if len(dropped) else [], "features_dir": features_dir}
+                              "rows_dropped": dropped.to_dict("records") if len(dropped) else [], "features_dir": features_dir,
+                              "duplicate_columns": table.attrs.get("duplicate_columns", []), "na_values": list(na_values),
+                              **({"bag_files": bag_report} if any(bag_report.values()) else {})}
     tables, desc = {}, {}
     for m in blocks:
         tab = wide[[f"__{m}__{g}" for g in blocks[m].columns]]
