@@ -4,7 +4,9 @@
 cache and shared-data locations) as a dict; :func:`doctor_report` renders them as text. Nothing
 here imports heavy optional packages: presence is checked with ``importlib.util.find_spec`` and
 versions are read from package metadata, so the doctor stays fast and cannot crash on a broken
-extra.
+extra. timm is the exception: it is imported in a child process, because it is present but broken
+whenever torchvision is missing or built for another torch. The patch-encoder table reads the
+encoder registry (specs only; no model is built, no weights file is read).
 """
 from __future__ import annotations
 
@@ -107,7 +109,7 @@ def _importable(import_name: str) -> bool:
     # a child process: a half-failed import of torchvision leaves torch's op registry altered
     code = f"import {import_name}"
     try:
-        return subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120).returncode == 0
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120, check=False).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
 
@@ -116,8 +118,8 @@ def patch_encoder_status() -> dict[str, dict[str, Any]]:
     """Per registered patch encoder: the packages it needs and whether they import (``usable``), the
     extra installing them, its tile size / magnification, and whether its weights are where
     modaltune looks (``$MODALTUNE_WEIGHTS_DIR/<name>/``; efficientnet_lite0's ship in a package)."""
-    from modaltune.preprocess.encoders import check_patch_encoder, list_patch_encoders
     from modaltune.errors import ModaltuneError
+    from modaltune.preprocess.encoders import check_patch_encoder, list_patch_encoders
 
     imports: dict[str, bool] = {}
     out = {}

@@ -321,3 +321,49 @@ def test_entry_point_registers_a_spec(tmp_path, user_module, monkeypatch):
     monkeypatch.setattr(reg, "_entry_points_loaded", False)
     with pytest.raises(ConfigError, match=r"entry point 'plugin_encoder = pkg:spec' failed to load \(ImportError"):
         get_patch_encoder_spec("not_there")
+
+
+def test_custom_config_weights_are_what_check_patch_encoder_finds(tmp_path, user_module):
+    from modaltune.preprocess.encoders import check_patch_encoder
+
+    register_patch_encoder(custom_encoder_spec(_config(tmp_path)))
+    assert check_patch_encoder("my_encoder") == tmp_path / "user.pth"  # the driver's check before Ray tasks
+    assert check_patch_encoder("my_encoder", tmp_path / "user.pth") == tmp_path / "user.pth"
+
+
+# ------------------------------------------------------------- timm families (only where timm imports)
+def _timm_or_skip():
+    import subprocess
+    import sys
+
+    if subprocess.run([sys.executable, "-c", "import timm"], capture_output=True, check=False).returncode != 0:
+        pytest.skip("timm does not import here (needs torchvision built for this torch)")
+    import timm
+
+    return timm
+
+
+@pytest.mark.parametrize("name,arch,kw", [
+    ("uni", "vit_large_patch16_224", dict(img_size=32, patch_size=16, embed_dim=32, depth=1, num_heads=2, init_values=1e-5,
+                                          num_classes=0, dynamic_img_size=True)),
+    ("virchow2", "vit_huge_patch14_224", dict(img_size=28, patch_size=14, embed_dim=32, depth=1, num_heads=2, init_values=1e-5,
+                                              num_classes=0, mlp_ratio=5.3375, global_pool="", dynamic_img_size=True,
+                                              mlp_layer=reg._TimmAttr("layers.SwiGLUPacked"), act_layer=torch.nn.SiLU, reg_tokens=4)),
+])
+def test_tiny_timm_families_load_strictly(tmp_path, name, arch, kw):
+    timm = _timm_or_skip()
+    build = reg._timm_builder(arch, forward=reg._virchow_forward if name == "virchow2" else None, **kw)
+    dim = 64 if name == "virchow2" else 32  # Virchow2: class token ++ mean patch token
+    spec = dataclasses.replace(PATCH_ENCODERS[name], embedding_dim=dim, input_size=kw["img_size"], resize_size=None, _build=build)
+    ref_kw = {k: (timm.layers.SwiGLUPacked if isinstance(v, reg._TimmAttr) else v) for k, v in kw.items()}
+    torch.manual_seed(0)
+    ref = timm.create_model(arch, pretrained=False, **ref_kw).eval()
+    torch.save(ref.state_dict(), tmp_path / "w.bin")
+    enc = reg.PatchEncoder(spec, *build(spec, tmp_path / "w.bin"))
+    x = torch.randint(0, 256, (2, kw["img_size"], kw["img_size"], 3), dtype=torch.uint8)
+    assert enc.encode(x).shape == (2, dim)
+    sd = ref.state_dict()
+    sd.pop(next(iter(sd)))
+    torch.save(sd, tmp_path / "bad.bin")
+    with pytest.raises(InputError, match=f"weights do not fit encoder '{name}' \\(missing keys"):
+        build(spec, tmp_path / "bad.bin")

@@ -4,6 +4,8 @@ Plain-PyTorch models live in their own modules: :mod:`.efficientnet_lite` (defau
 CTransPath's stem (:mod:`.ctranspath`); :mod:`.pairing` checks a run's tile size / magnification against the
 encoder's; :mod:`.custom` builds a user encoder from a config (``module:function`` + weights + transform).
 """
+from .custom import custom_encoder_spec, read_encoder_config
+from .pairing import EncoderPairingWarning, check_pairing, pairing_problem
 from .registry import (
     ALIASES,
     ENTRY_POINT_GROUP,
@@ -20,8 +22,6 @@ from .registry import (
     register_patch_encoder,
     strip_prefix_filter,
 )
-from .custom import custom_encoder_spec, read_encoder_config
-from .pairing import EncoderPairingWarning, check_pairing, pairing_problem
 
 __all__ = [
     "ALIASES",

@@ -25,9 +25,17 @@ from pathlib import Path
 
 from torch import nn
 
-from modaltune.errors import ConfigError, InputError
+from modaltune.errors import ConfigError
 
-from .registry import IMAGENET_MEAN, IMAGENET_STD, PATCH_ENCODERS, PatchEncoderSpec, _resolve_weights, load_state_dict_strict, strip_prefix_filter
+from .registry import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PATCH_ENCODERS,
+    PatchEncoderSpec,
+    _resolve_weights,
+    load_state_dict_strict,
+    strip_prefix_filter,
+)
 
 __all__ = ["custom_encoder_spec", "read_encoder_config", "import_builder"]
 
@@ -95,7 +103,7 @@ def import_builder(target: str, where: str = "builder"):
 
 def _builder(target: str, strip: str | None):
     def build(spec: PatchEncoderSpec, weights):
-        path = _resolve_weights(spec, weights if weights is not None else spec_weights.get(spec.name))
+        path = _resolve_weights(spec, weights)
         model = import_builder(target)()
         if not isinstance(model, nn.Module):
             raise ConfigError(f"builder '{target}' returned a {type(model).__name__}, not a torch nn.Module",
@@ -103,9 +111,6 @@ def _builder(target: str, strip: str | None):
         load_state_dict_strict(model, path, encoder=spec.name, filter_fn=strip_prefix_filter(strip) if strip else None)
         return model, None
     return build
-
-
-spec_weights: dict[str, str] = {}  # name -> the config's weights path (the spec itself stays hashable)
 
 
 def custom_encoder_spec(config: dict | str | Path) -> PatchEncoderSpec:
@@ -140,12 +145,10 @@ def custom_encoder_spec(config: dict | str | Path) -> PatchEncoderSpec:
     if precision not in ("float32", "float16", "bfloat16"):
         raise ConfigError(f"precision '{precision}' is not float32, float16 or bfloat16", where=where)
     import_builder(str(cfg["builder"]), where)  # fail now, not on the first slide
-    if cfg.get("weights"):
-        spec_weights[name] = str(Path(str(cfg["weights"])).expanduser())
     strip = cfg.get("strip_prefix") or None
     return PatchEncoderSpec(
         name=name, embedding_dim=dim, precision=precision, input_size=size, mean=mean, std=std, interpolation=interp,
         pathology=bool(cfg.get("pathology", True)), description=str(cfg.get("description") or f"user encoder {cfg['builder']}"),
         source="custom encoder config", requires=(), resize_size=resize, _build=_builder(str(cfg["builder"]), strip),
         tile_px=tile, magnification=mag, mpp=round(10.0 / mag, 4), architecture=f"user builder {cfg['builder']}",
-        strip_prefix=strip)
+        strip_prefix=strip, default_weights=str(Path(str(cfg["weights"])).expanduser()) if cfg.get("weights") else None)

@@ -92,6 +92,7 @@ class PatchEncoderSpec:
     architecture: str = ""  # what the builder makes, in words (e.g. 'timm vit_large_patch16_224')
     extra: str | None = None  # the modaltune extra installing ``requires`` ('timm'); None: core or outside PyPI
     strip_prefix: str | None = None  # state-dict key prefix removed before the strict load
+    default_weights: str | None = None  # weights used when none are passed (a custom config's ``weights``)
 
 
 def default_weights_dir(name: str) -> Path:
@@ -236,6 +237,8 @@ def load_state_dict_strict(model: nn.Module, path: str | Path, *, encoder: str,
 
 def _resolve_weights(spec: PatchEncoderSpec, weights: str | Path | None) -> Path:
     """The weights file (or, for ``weights_kind='dir'``, model folder) of ``spec``; ConfigError saying where to put it."""
+    if weights is None and spec.default_weights:
+        weights = spec.default_weights
     where = Path(weights).expanduser() if weights is not None else default_weights_dir(spec.name)
     names = spec.weight_files or _WEIGHT_FILES
     if spec.weights_kind == "dir":
