@@ -61,8 +61,8 @@ def check_pairing(spec: PatchEncoderSpec, patch_size: int, magnification: float 
     problem = pairing_problem(spec, patch_size, magnification, target_mpp)
     if problem is None:
         return None
-    fix = (f"use --patch-size {spec.tile_px} --mag {spec.magnification:g} (the default for '{spec.name}': leave both unset)")
+    fix = f"use --patch-size {spec.tile_px} --mag {spec.magnification:g}, the default for '{spec.name}' when both are left unset"
     if strict:
         raise ConfigError(problem, fix=f"{fix}, or drop --strict-pairing to run anyway")
-    warnings.warn(f"{problem}; features may be worse than the encoder's ({fix})", EncoderPairingWarning, stacklevel=3)
+    warnings.warn(f"{problem}; features may be worse ({fix})", EncoderPairingWarning, stacklevel=3)
     return problem
