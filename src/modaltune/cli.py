@@ -103,11 +103,13 @@ def methods_cmd(
 def extract(
     slides: str = typer.Option(..., "--slides", help="Folder of slides (.svs, .tif, .ndpi, ...) or one slide file."),
     out: str = typer.Option(..., "--out", help="Output folder: <slide>.h5, qc/, summary.json/.md."),
-    encoder: str = typer.Option("efficientnet_lite0", "--encoder", help="Patch encoder (efficientnet_lite0, uni, uni2, conch_v15, gigapath, virchow2, hoptimus0, phikon)."),
+    encoder: str = typer.Option("efficientnet_lite0", "--encoder", help="Patch encoder (efficientnet_lite0, uni, uni2, conch_v1, conch_v15, gigapath, virchow2, hoptimus0, hoptimus1, phikon, phikon_v2, ctranspath; `modaltune doctor` lists what is usable)."),
+    encoder_config: str | None = typer.Option(None, "--encoder-config", help="JSON/YAML of your own encoder: builder 'module:function', weights, mean/std, tile_px, magnification (docs/preprocess.md)."),
     weights: str | None = typer.Option(None, "--weights", help="Local weights file/folder of the encoder."),
-    mag: float = typer.Option(20.0, "--mag", help="Target magnification of patches."),
+    mag: float | None = typer.Option(None, "--mag", help="Target magnification of patches (default: the encoder's, 20x for all built-ins)."),
     mpp: float | None = typer.Option(None, "--mpp", help="Target µm/px of patches (overrides --mag)."),
-    patch_size: int = typer.Option(256, "--patch-size", help="Patch side in px at the target resolution."),
+    patch_size: int | None = typer.Option(None, "--patch-size", help="Patch side in px at the target resolution (default: the encoder's training tile, e.g. 512 for conch_v15; 256 when it declares none)."),
+    strict_pairing: bool = typer.Option(False, "--strict-pairing", help="Refuse a patch size / magnification the encoder was not trained with (default: warn)."),
     overlap: int = typer.Option(0, "--overlap", help="Overlap between neighbouring patches, px."),
     min_tissue: float = typer.Option(0.25, "--min-tissue", help="Minimum tissue fraction of a kept patch (0-1)."),
     mpp_overrides: str | None = typer.Option(None, "--mpp-overrides", help="CSV slide,mpp for slides without pixel size."),
@@ -131,14 +133,29 @@ def extract(
     Exit status: 0 all slides done/skipped; 1 a slide failed or was not processed; 2 a usage or
     config error, or another run holds --out; 3 the disk is full, over quota or read-only.
     """
+    import warnings
+
+    from modaltune.preprocess.encoders import EncoderPairingWarning
     from modaltune.preprocess.pipeline import extract_features
 
-    summary = extract_features(slides, out, encoder=encoder, weights=weights, magnification=mag, target_mpp=mpp,
-                               patch_size=patch_size, overlap=overlap, min_tissue=min_tissue, mpp_overrides=mpp_overrides,
-                               batch_size=batch_size, workers=workers, device=device, resume=resume, backend=backend,
-                               no_tissue=no_tissue, ray_address=ray_address, features_dtype=features_dtype, save_qc=qc,
-                               progress=progress, mask_long_side=mask_long_side, slide_encoder=slide_encoder,
-                               slide_encoder_checkpoint=slide_encoder_checkpoint, random_init=slide_encoder_random_init)
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, EncoderPairingWarning):  # a user-facing fact, not a code location
+            typer.echo(f"warning: {message}", err=True)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    show = warnings.showwarning
+    warnings.showwarning = one_line
+    try:
+        summary = extract_features(slides, out, encoder=encoder, weights=weights, magnification=mag, target_mpp=mpp,
+                                   patch_size=patch_size, overlap=overlap, min_tissue=min_tissue, mpp_overrides=mpp_overrides,
+                                   batch_size=batch_size, workers=workers, device=device, resume=resume, backend=backend,
+                                   no_tissue=no_tissue, ray_address=ray_address, features_dtype=features_dtype, save_qc=qc,
+                                   progress=progress, mask_long_side=mask_long_side, slide_encoder=slide_encoder,
+                                   slide_encoder_checkpoint=slide_encoder_checkpoint, random_init=slide_encoder_random_init,
+                                   encoder_config=encoder_config, strict_pairing=strict_pairing)
+    finally:
+        warnings.showwarning = show
     t = summary.totals()
     typer.echo(f"{t['done']} done, {t['no_tissue']} no tissue, {t['skipped']} skipped, {t['failed']} failed; "
                f"{t['patches']} patches in {t['seconds']:.1f} s; summary: {out}/summary.md")
