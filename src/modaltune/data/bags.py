@@ -24,6 +24,7 @@ chunk: no float conversion, no temporaries, no second pass over memory).
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 import zlib
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ __all__ = [
     "is_diagnostic_slide",
     "bag_memory_budget",
     "BAG_SUFFIXES",
+    "not_a_regular_file",
     "MAX_BAG_BYTES_ENV",
 ]
 
@@ -125,11 +127,21 @@ def _bag_format(path: Path) -> str:
     )
 
 
+def not_a_regular_file(path: Path) -> str:
+    """Message for a path that exists but is no regular file (FIFO, socket, device): opening a
+    FIFO blocks until a writer appears, so such a bag would hang validation and training."""
+    mode = path.stat().st_mode
+    kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device" if (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)) else "not a regular file"
+    return f"bag path is {kind}, not a feature file"
+
+
 def _check_exists(path: Path) -> None:
     if not path.exists():
         raise InputError("feature file not found", where=path, fix="check slides.csv paths, or extract the features first")
     if path.is_dir():
         raise InputError("expected a feature file, found a directory", where=path, fix="point at the .h5/.pt file")
+    if not path.is_file():  # checked before any open(): a FIFO would block the reader forever
+        raise InputError(not_a_regular_file(path), where=path, fix="list regular .h5/.pt files in slides.csv")
     ensure_readable(path)
 
 
@@ -196,9 +208,12 @@ def _normalise_features(features: np.ndarray, path: Path | str, *, finite_checke
     if features.shape[1] == 0:
         raise InputError("features have 0 dimensions", where=path, fix="re-extract the features")
     if features.dtype not in (np.float16, np.float32):
-        if features.dtype.kind not in "fiub":
-            raise InputError(f"features have non-numeric dtype {features.dtype}", where=path, fix="store float16/float32 features")
-        finite_checked = finite_checked and features.dtype.kind == "f"
+        if features.dtype.kind != "f":
+            # integer/bool "features" are labels or masks saved by mistake, never embeddings
+            what = "non-numeric" if features.dtype.kind not in "iub" else "integer/bool"
+            raise InputError(f"features have {what} dtype {features.dtype}, not float", where=path, fix="store the patch encoder's float16/float32 embeddings")
+        # float64 (or bfloat16 read as float32) -> float32: values beyond float32 become inf, so check after the cast
+        finite_checked = False
         features = features.astype(np.float32)
     if not finite_checked:
         row = _first_nonfinite_row(features)
@@ -395,6 +410,10 @@ def _pt_parts(obj: Any, path: Path) -> tuple[Any, Any, dict[str, Any]]:
                 fix="save {'features': (N, D) tensor, 'coords': (N, 2) tensor}",
             )
         attrs = {k: v for k, v in obj.items() if k not in ("features", "coords") and isinstance(v, (str, int, float, bool))}
+        for key in ("features", "coords"):
+            v = obj.get(key)
+            if v is not None and not isinstance(v, (torch.Tensor, np.ndarray)):
+                raise InputError(f"dict .pt file: '{key}' is a {type(v).__name__}, not a tensor", where=path, fix=f"save '{key}' as one torch tensor (torch.stack a list first)")
         return obj["features"], obj.get("coords"), attrs
     raise InputError(f".pt file holds a {type(obj).__name__}", where=path, fix="save a tensor (N, D) or a dict with 'features' and 'coords'")
 
@@ -485,7 +504,7 @@ def is_no_tissue_bag(path: str | Path) -> bool:
     """True when ``path`` is an h5 bag that ``modaltune extract`` flagged ``status='no_tissue'``
     (a valid file with 0 patches). Such slides are treated as *missing* and reported, not as errors."""
     path = Path(path)
-    if _bag_format(path) != "h5":
+    if _bag_format(path) != "h5" or not path.is_file():
         return False
     try:
         with _open_h5(path) as f:
