@@ -333,3 +333,26 @@ def test_sigkill_during_simulate_then_rerun_equals_the_uninterrupted_run(tmp_pat
     ref = simulate_cohort(tmp_path / "ref", preset="tiny", seed=3, name="sim", n_folds=2).root
     _same_cohort(target, ref)
     assert validate_cohort(target).ok
+
+
+def test_over_the_read_budget_bags_are_checked_from_headers_and_nan_is_caught_on_read(toy, monkeypatch):
+    """``check_bags="auto"`` (the training gate) reads every bag up to $MODALTUNE_VALIDATE_READ_BYTES;
+    above it, header checks still refuse an int bag, and a NaN bag fails when training reads it."""
+    from modaltune.data.bags import load_patient_bag
+    from modaltune.data.validate import check_trainable
+
+    nan = np.zeros((3, D), np.float16)
+    nan[1, 1] = np.nan
+    with h5py.File(toy / "bags/P05_0.h5", "w") as h:
+        h["features"], h["coords"] = nan, np.zeros((3, 2), np.int64)
+    assert "features contain NaN/inf" in validate_cohort(toy, check_bags="auto").errors[0].message
+    monkeypatch.setenv("MODALTUNE_VALIDATE_READ_BYTES", "100")
+    rep = validate_cohort(toy, check_bags="auto")
+    assert rep.ok and any("checked from their headers only" in w.message for w in rep.warnings)
+    cohort = Cohort.load(toy)
+    check_trainable(cohort)  # headers are fine
+    with pytest.raises(InputError, match="features contain NaN/inf"):
+        load_patient_bag(cohort.slide_paths("P05"))
+    with h5py.File(toy / "bags/P06_0.h5", "w") as h:
+        h["features"], h["coords"] = np.ones((3, D), np.int64), np.zeros((3, 2), np.int64)
+    assert "integer/bool dtype" in validate_cohort(toy, check_bags="header").errors[0].message

@@ -50,6 +50,7 @@ __all__ = [
     "bag_memory_budget",
     "BAG_SUFFIXES",
     "not_a_regular_file",
+    "check_bag_header",
     "MAX_BAG_BYTES_ENV",
 ]
 
@@ -194,24 +195,39 @@ def _raise_nonfinite(path: Path | str, row: int) -> None:
     )
 
 
-def _normalise_features(features: np.ndarray, path: Path | str, *, finite_checked: bool = False) -> np.ndarray:
-    """Validate (N, D) features; float16/float32 kept as stored, other dtypes become float32.
-    ``finite_checked``: the reader already ran the NaN/inf test on these values."""
-    if features.ndim != 2:
+def _check_feature_layout(shape: tuple[int, ...], dtype: np.dtype, path: Path | str) -> None:
+    """Shape (N, D) with N, D > 0 and a float dtype, else InputError (shared by the full reader and
+    :func:`check_bag_header`, so both give the same messages)."""
+    if len(shape) != 2:
         raise InputError(
-            f"features must be 2-D (N patches, D dims), got shape {tuple(features.shape)}",
+            f"features must be 2-D (N patches, D dims), got shape {tuple(shape)}",
             where=path,
             fix="store one row per patch; squeeze a leading batch axis of size 1 before saving",
         )
-    if features.shape[0] == 0:
+    if shape[0] == 0:
         raise InputError("empty bag: 0 patches", where=path, fix="re-run tissue detection/extraction, or remove the slide from slides.csv")
-    if features.shape[1] == 0:
+    if shape[1] == 0:
         raise InputError("features have 0 dimensions", where=path, fix="re-extract the features")
+    if np.dtype(dtype).kind != "f":
+        # integer/bool "features" are labels or masks saved by mistake, never embeddings
+        what = "non-numeric" if np.dtype(dtype).kind not in "iub" else "integer/bool"
+        raise InputError(f"features have {what} dtype {dtype}, not float", where=path, fix="store the patch encoder's float16/float32 embeddings")
+
+
+def check_bag_header(path: str | Path) -> "BagHandle":
+    """Every check of :func:`read_bag` that needs no feature values (file type, format, ``features``
+    present, shape, dtype, coords present with N rows), from the file's header only. The values
+    (NaN/inf) are checked whenever the features are read."""
+    h = open_bag(path)
+    _check_feature_layout(h.shape, h.dtype, h.path)
+    return h
+
+
+def _normalise_features(features: np.ndarray, path: Path | str, *, finite_checked: bool = False) -> np.ndarray:
+    """Validate (N, D) features; float16/float32 kept as stored, other dtypes become float32.
+    ``finite_checked``: the reader already ran the NaN/inf test on these values."""
+    _check_feature_layout(tuple(features.shape), features.dtype, path)
     if features.dtype not in (np.float16, np.float32):
-        if features.dtype.kind != "f":
-            # integer/bool "features" are labels or masks saved by mistake, never embeddings
-            what = "non-numeric" if features.dtype.kind not in "iub" else "integer/bool"
-            raise InputError(f"features have {what} dtype {features.dtype}, not float", where=path, fix="store the patch encoder's float16/float32 embeddings")
         # float64 (or bfloat16 read as float32) -> float32: values beyond float32 become inf, so check after the cast
         finite_checked = False
         features = features.astype(np.float32)

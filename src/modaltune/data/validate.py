@@ -25,6 +25,7 @@ Problems are aggregated per file and kind, naming up to a few patients/files eac
 """
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from collections import defaultdict
@@ -35,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from modaltune.data._files import UNREADABLE, UNREADABLE_FIX, is_unreadable
-from modaltune.data.bags import BAG_SUFFIXES, is_no_tissue_bag, not_a_regular_file, read_bag
+from modaltune.data.bags import BAG_SUFFIXES, check_bag_header, is_no_tissue_bag, not_a_regular_file, read_bag
 from modaltune.data.clinical import check_clinical_value
 from modaltune.data.cohort import MANIFEST_NAME, Cohort, CohortManifest, load_manifest, missing_declared_files
 from modaltune.data.labels import label_problems
@@ -43,6 +44,8 @@ from modaltune.data.splits import PARTITIONS
 from modaltune.errors import InputError, ValidationReport
 
 __all__ = ["validate_cohort", "check_trainable", "ValidationReport"]
+
+log = logging.getLogger(__name__)
 
 _EXAMPLES = 5
 _F32_MAX = float(np.finfo(np.float32).max)
@@ -245,9 +248,18 @@ def _check_slides(report: ValidationReport, cohort_like: dict[str, Any], manifes
             severity="warning",
         )
         existing = [(pid, p) for pid, p in existing if (pid, p) not in flagged]
+    mode, why = _bag_mode(check_bags, existing)
+    if mode == "header":
+        log.warning("%d bag files checked from their headers only (%s); NaN/inf features are reported when they are read", len(existing), why)
+        report.add(
+            where,
+            f"{len(existing)} bag file(s) checked from their headers only ({why}): their values (NaN/inf) are checked when they are read",
+            f"run `modaltune data validate` (reads every bag) or raise {FULL_READ_BYTES_ENV}",
+            severity="warning",
+        )
     for pid, p in existing:
         try:
-            bag = read_bag(p)
+            bag = read_bag(p) if mode == "full" else check_bag_header(p)
         except InputError as exc:
             report.add(exc.where or p, f"patient '{pid}': {exc.detail}", exc.fix or "")
             continue
@@ -264,6 +276,35 @@ def _check_slides(report: ValidationReport, cohort_like: dict[str, Any], manifes
     if expected_enc is None and len(encs) > 1:
         desc = "; ".join(f"'{e}': {len(fs)} file(s), e.g. {fs[0]}" for e, fs in sorted(encs.items()))
         report.add(where, f"mixed encoders across the cohort ({desc})", "use one patch encoder for the whole cohort and set encoder in cohort.yaml")
+
+
+#: ``check_bags="auto"`` reads every bag when their features total at most this many bytes
+FULL_READ_BYTES_ENV = "MODALTUNE_VALIDATE_READ_BYTES"
+_DEFAULT_FULL_READ = 2 << 30
+
+
+def _full_read_budget() -> int:
+    v = os.environ.get(FULL_READ_BYTES_ENV)
+    return int(float(v)) if v else _DEFAULT_FULL_READ
+
+
+def _gib(n: float) -> str:
+    return f"{n / (1 << 30):.3g} GiB"
+
+
+def _bag_mode(check_bags: bool | str, existing: list[tuple[str, Path]]) -> tuple[str, str]:
+    """(``full`` | ``header``, why): ``full`` reads every bag (values too), ``header`` checks shapes,
+    dtype and format only. ``auto``: full unless the bag files add up to more than
+    :data:`FULL_READ_BYTES_ENV` bytes (default 2 GiB)."""
+    if check_bags is True or check_bags == "full":
+        return "full", ""
+    if check_bags == "header":
+        return "header", "check_bags='header'"
+    # file sizes stand for the feature bytes (features dominate a bag file), at the cost of one stat each
+    total, budget = sum(p.stat().st_size for _, p in existing), _full_read_budget()
+    if total > budget:
+        return "header", f"the bag files total {_gib(total)}, over the full-read budget of {_gib(budget)}"
+    return "full", ""
 
 
 def _check_shared_files(report: ValidationReport, where: Path | str, pids: pd.Series, paths: list[Path | None]) -> None:
@@ -323,13 +364,16 @@ def _check_splits(report: ValidationReport, root: Path, known: set[str]) -> None
 
 # ------------------------------------------------------------------------------------ entry point
 def validate_cohort(
-    root_or_cohort: str | Path | Cohort, *, check_bags: bool = True, max_bags: int | None = None, modalities: list[str] | None = None
+    root_or_cohort: str | Path | Cohort, *, check_bags: bool | str = True, max_bags: int | None = None, modalities: list[str] | None = None
 ) -> ValidationReport:
     """Check a cohort directory (or an in-memory :class:`Cohort`) and return **all** problems.
 
     Args:
         root_or_cohort: cohort directory (with ``cohort.yaml``) or a Cohort object.
-        check_bags: read every existing bag file (full validation incl. NaN check).
+        check_bags: ``True``/``"full"``: read every existing bag file (full validation incl. the
+            NaN/inf check); ``"header"``: every check that needs no feature values (file type,
+            format, shape, dtype, dims, encoder); ``"auto"``: full unless the features total more
+            than ``$MODALTUNE_VALIDATE_READ_BYTES`` (default 2 GiB); ``False``: bags not opened.
         max_bags: read at most this many bag files (a warning says so).
         modalities: check only these modalities' files (omics tables, clinical, text, slides);
             None = all. Patients, tasks, splits and declared files are always checked.
@@ -420,7 +464,7 @@ def validate_cohort(
     return report
 
 
-def check_trainable(cohort: Cohort, *, modalities: list[str] | None = None, check_bags: bool = True) -> ValidationReport:
+def check_trainable(cohort: Cohort, *, modalities: list[str] | None = None, check_bags: bool | str = "auto") -> ValidationReport:
     """The training-time gate: run :func:`validate_cohort` on the cohort as loaded, limited to the
     ``modalities`` a method reads (None = all), and raise the first error as a one-line
     :class:`InputError` with the same where / message / fix that ``modaltune data validate`` prints.
@@ -429,11 +473,13 @@ def check_trainable(cohort: Cohort, *, modalities: list[str] | None = None, chec
 
     Called by ``fit`` (hence by every benchmark unit); the report is remembered on the cohort object
     per modality set, so cross-validation folds and units of one loaded cohort check it once.
-    ``check_bags`` reads every bag file once (shapes, dtype, NaN/inf; docs/data.md gives the cost).
+    ``check_bags="auto"`` reads every bag file once (shapes, dtype, NaN/inf) when they total at most
+    2 GiB of features (measured on the demo cohort: about one epoch of bag reads, once per process),
+    else checks their headers only and leaves the NaN/inf test to the reader (docs/data.md).
     Returns the report (warnings only) when the cohort is usable.
     """
     memo = cohort.__dict__.setdefault("_trainable_reports", {})
-    key = (None if modalities is None else tuple(sorted(modalities)), bool(check_bags))
+    key = (None if modalities is None else tuple(sorted(modalities)), str(check_bags))
     if key not in memo:
         report = validate_cohort(cohort, check_bags=check_bags, modalities=modalities)
         report.raise_if_errors()
