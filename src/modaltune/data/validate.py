@@ -7,13 +7,16 @@ Checks (errors unless marked *warning*):
   class labels; survival time negative / NaN / inf / non-numeric (with an event recorded) and
   events not in {0, 1}; non-numeric regression values; sites not declared in the manifest (*warning*);
   tasks without any usable label (*warning*);
-- ``slides.csv``: unknown patients; bag files listed but absent (*warning*, counted per slide
-  modality: the TCGA importers record expected paths that do not exist here); with ``check_bags``:
-  unreadable / corrupt / truncated files, no ``features``, features not 2-D, NaN/inf, empty bags,
+- ``cohort.yaml``'s ``files`` (written by ``Cohort.save``): every listed file present;
+- ``slides.csv``: unknown patients; one bag file listed twice (for one patient: a doubled bag; for
+  two: leakage); bag files listed but absent (*warning*, counted per slide modality: the TCGA
+  importers record expected paths that do not exist here), an error when none exists; a FIFO /
+  socket / device as a bag (never opened); with ``check_bags``: unreadable / corrupt / truncated
+  files, no ``features``, features not 2-D or not float (int/bool), NaN/inf, empty bags,
   coords of the wrong shape or non-integral, feature dim or encoder different from the manifest's
   ``feature_dim`` / ``encoder`` or (when the manifest declares none) mixed across the cohort;
 - omics tables: missing file, duplicate patient ids, unknown patients (*warning*), non-numeric
-  columns, NaN/inf cells;
+  columns, NaN/inf cells, values beyond the float32 range, extreme outliers (*warning*);
 - ``clinical.csv``: duplicate ids, unknown patients (*warning*), values outside each field's schema,
   declared fields absent (*warning*);
 - ``text.csv``: duplicate ids;
