@@ -356,3 +356,16 @@ def test_over_the_read_budget_bags_are_checked_from_headers_and_nan_is_caught_on
     with h5py.File(toy / "bags/P06_0.h5", "w") as h:
         h["features"], h["coords"] = np.ones((3, D), np.int64), np.zeros((3, 2), np.int64)
     assert "integer/bool dtype" in validate_cohort(toy, check_bags="header").errors[0].message
+
+
+def test_import_into_an_interrupted_cohort_folder_needs_overwrite_then_clears_it(tmp_path):
+    from modaltune.data.sources.porpoise import prepare_out_dir
+
+    out = tmp_path / "imp"
+    (out / "features").mkdir(parents=True)
+    (out / "features/a.h5").write_bytes(b"x")
+    (out / "patients.csv").write_text("patient_id\nP0\n")  # a save killed before cohort.yaml
+    with pytest.raises(InputError, match="interrupted cohort write"):
+        prepare_out_dir(out)
+    prepare_out_dir(out, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["features"] and (out / "features/a.h5").exists()
