@@ -502,6 +502,7 @@ def simulate_cohort(
     # when complete, so a killed run leaves no folder at `out` that a rerun would take as done
     out_dir = staging_dir(final_dir)  # removed again if this call raises (@removes_staging_on_error)
 
+    # ---------------------------------------------------------------- slides
     K = len(TISSUE_TYPES)
     protos = r_proto.normal(0, 1.5, (K, dim))
     v1, v2, v3 = r_proto.standard_normal((3, dim))
