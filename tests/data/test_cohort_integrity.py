@@ -20,7 +20,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modaltune.data.bags import write_bag_h5
 from modaltune.data.cohort import Cohort
 from modaltune.data.omics import OmicsScaler
 from modaltune.data.splits import kfold_split
@@ -28,7 +27,7 @@ from modaltune.data.validate import validate_cohort
 from modaltune.errors import InputError
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _toy_cohort import D, PATIENTS, make_cohort  # noqa: E402
+from _toy_cohort import D, make_cohort  # noqa: E402
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 FAST = {"max_epochs": 1, "batch_size": 4, "accelerator": "cpu", "progress_bar": False}
@@ -201,7 +200,7 @@ def test_all_bags_missing_is_an_error_with_nonzero_exit(toy):
     s["path"] = s["path"].str.replace("bags/", "nowhere/")
     s.to_csv(toy / "slides.csv", index=False)
     _assert_fit_refuses_like_validate(toy, "none of the 12 listed feature files exists")
-    out = subprocess.run([sys.executable, "-m", "modaltune.cli", "data", "validate", str(toy)], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "modaltune.cli", "data", "validate", str(toy)], check=False, capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": SRC}, timeout=120)
     assert out.returncode == 1 and "none of the 12 listed feature files exists" in out.stderr
     # an omics-only method does not read the slides: it trains
@@ -213,7 +212,7 @@ def test_fifo_bag_is_an_error_without_hanging(toy):
     fifo = toy / "bags/P05_0.h5"
     fifo.unlink()
     os.mkfifo(fifo)  # opening it for reading would block until a writer appears
-    out = subprocess.run([sys.executable, "-m", "modaltune.cli", "data", "validate", str(toy)], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "modaltune.cli", "data", "validate", str(toy)], check=False, capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": SRC}, timeout=60)
     assert out.returncode == 1 and "bag path is a FIFO (named pipe), not a feature file" in out.stderr
     msg = _assert_fit_refuses_like_validate(toy, "FIFO")

@@ -16,8 +16,8 @@ import functools
 import os
 import shutil
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 __all__ = ["atomic_file", "atomic_write_text", "staging_dir", "publish_dir", "remove_stale_staging", "removes_staging_on_error"]
 

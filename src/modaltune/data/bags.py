@@ -214,7 +214,7 @@ def _check_feature_layout(shape: tuple[int, ...], dtype: np.dtype, path: Path | 
         raise InputError(f"features have {what} dtype {dtype}, not float", where=path, fix="store the patch encoder's float16/float32 embeddings")
 
 
-def check_bag_header(path: str | Path) -> "BagHandle":
+def check_bag_header(path: str | Path) -> BagHandle:
     """Every check of :func:`read_bag` that needs no feature values (file type, format, ``features``
     present, shape, dtype, coords present with N rows), from the file's header only. The values
     (NaN/inf) are checked whenever the features are read."""

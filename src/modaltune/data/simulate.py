@@ -22,7 +22,6 @@ Public entry point: :func:`simulate_cohort`. It writes a cohort directory (see
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from dataclasses import asdict, dataclass, fields
 from importlib import resources
