@@ -22,7 +22,6 @@ Public entry point: :func:`simulate_cohort`. It writes a cohort directory (see
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from dataclasses import asdict, dataclass, fields
 from importlib import resources
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from modaltune.fileio import publish_dir, removes_staging_on_error, staging_dir
 from modaltune.errors import ConfigError, InputError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -338,12 +338,13 @@ def _prepare_out(out: str | Path | None, overwrite: bool | None) -> Path:
                 where=out,
                 fix="choose a new --out directory" + (" or pass overwrite=True" if manifest.exists() else ""),
             )
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+        # the old cohort stays until the new one is complete (publish_dir swaps them)
+    out.parent.mkdir(parents=True, exist_ok=True)
     return out
 
 
 # ------------------------------------------------------------------------------------------ main
+@removes_staging_on_error
 def simulate_cohort(
     out: str | Path | None = None,
     *,
@@ -495,7 +496,10 @@ def simulate_cohort(
         miss[k] = _pick(r_miss, n, rates[k], k) if k in rates else miss["rna"].copy()
     field_miss = {f: _pick(r_miss, n, rates["clinical_field"], f"clinical_field:{f}") for f in ("age", "stage", "sex", "grade")}
 
-    out_dir = _prepare_out(out, overwrite)
+    final_dir = _prepare_out(out, overwrite)
+    # crash safety: the cohort is built in a process-unique sibling folder and renamed into place
+    # when complete, so a killed run leaves no folder at `out` that a rerun would take as done
+    out_dir = staging_dir(final_dir)  # removed again if this call raises (@removes_staging_on_error)
 
     # ---------------------------------------------------------------- slides
     K = len(TISSUE_TYPES)
@@ -696,12 +700,13 @@ def simulate_cohort(
         },
     )
     cohort = Cohort(manifest, patients, slides=slides, omics=omics, clinical=clinical, text=text, ground_truth=gt, root=out_dir)
-    cohort.save(out_dir)
     if n_folds and n_folds >= 2 and n >= n_folds:
         from modaltune.data.splits import kfold_split
 
-        kfold_split(list(pids), n_folds, seed=seed, labels=subtype, name=f"kfold{n_folds}").save(out_dir / "splits" / f"kfold{n_folds}.csv")
-    return Cohort.load(out_dir)
+        # written by save, before the manifest (a split written after it could be lost to a crash)
+        cohort.splits[f"kfold{n_folds}"] = kfold_split(list(pids), n_folds, seed=seed, labels=subtype, name=f"kfold{n_folds}")
+    cohort.save(out_dir)
+    return Cohort.load(publish_dir(out_dir, final_dir))
 
 
 # ------------------------------------------------------------------------------------------ signal check

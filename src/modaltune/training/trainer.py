@@ -460,6 +460,9 @@ def fit(
     task_names = sources.check_tasks(cohort, tasks)
     mods = sources.resolve_modalities(cohort, mcfg.modalities or list(entry.modalities) or None)
     mcfg = mcfg.model_copy(update={"modalities": mods})
+    from modaltune.data.validate import check_trainable
+
+    check_trainable(cohort, modalities=mods)  # what `data validate` rejects never trains (once per cohort object)
     train_ids = list(fold.train)
     if not train_ids:
         raise InputError(f"fold {fold.index} has no training patients", where="split", fix="check the split")
