@@ -66,6 +66,14 @@ class FittedModel:
     def info(self):
         return self.preprocessor.info
 
+    @property
+    def slide_features(self) -> dict | None:
+        """What the model's slide input was made with, or None without a slide modality:
+        ``{"modality", "encoder" (patch encoder name or None), "feature_dim", "patch_size",
+        "patch_size_level0", "target_magnification"}`` (tiling keys None when the bags did not say).
+        Recorded in ``fitted.json`` so features of new slides can be checked (and extracted) alike."""
+        return slide_feature_record(self.preprocessor)
+
     def save(self, out_dir: str | Path) -> Path:
         """Write ``fitted.json``, ``preprocessor.pkl`` (with the ``CohortInfo``), the model
         (``model.pt`` state dict, or ``model.pkl`` for tabular methods) and ``config.yaml``."""
@@ -79,6 +87,7 @@ class FittedModel:
             "tasks": self.tasks,
             "trainer": self.trainer.model_dump(mode="json"),
             "train_ids": self.train_ids,
+            "slide_features": self.slide_features,
             "format_version": 1,
         }
         from modaltune.training._prep import detach
@@ -129,6 +138,20 @@ class FittedModel:
 
 
 # ---------------------------------------------------------------------------------------- helpers
+_TILING_KEYS = ("patch_size", "patch_size_level0", "target_magnification")
+
+
+def slide_feature_record(preprocessor: Any) -> dict | None:
+    """The slide-feature contract of a fitted preprocessor (see :attr:`FittedModel.slide_features`)."""
+    info = preprocessor.info
+    if not getattr(info, "slide_modality", None):
+        return None
+    rec: dict[str, Any] = {"modality": info.slide_modality, "encoder": getattr(preprocessor, "slide_encoder", None),
+                           "feature_dim": int(info.slide_dim) if info.slide_dim else None, **{k: None for k in _TILING_KEYS}}
+    rec.update(getattr(preprocessor, "slide_tiling", None) or {})
+    return rec
+
+
 def _as_method(method: str | MethodConfig | dict | None, params: dict | None, modalities: list[str] | None) -> MethodConfig:
     if method is None:
         raise InputError("no method given", where="fit", fix="pass a method name (see `modaltune methods`)")
