@@ -11,7 +11,7 @@ from PIL import Image
 
 from modaltune.data.bags import read_bag
 from modaltune.interpret import explain_patients, patient_batch, slide_attention
-from modaltune.interpret.heatmap import GRID_CELL_PX
+from modaltune.interpret.heatmap import grid_cell_px
 from modaltune.interpret.slide_attention import _fold_square
 
 
@@ -91,8 +91,9 @@ def test_explain_writes_heatmaps_at_the_h5_coords(tiny_cohort, fitted_models, tm
         att = pd.read_csv(tmp_path / pid / f"attention_abmil_{h5.stem}.csv")
         np.testing.assert_array_equal(att[["x", "y"]].to_numpy(), bag.coords)
         # pixel box of patch j on the grid: coords / patch size * cell size (hand formula)
-        g = GRID_CELL_PX
+        g = grid_cell_px(bag.coords, ps)
         cells = np.concatenate([bag.coords * g // ps, bag.coords * g // ps + g], axis=1)
+        assert img.shape[:2] == (cells[:, 3].max(), cells[:, 2].max()) and g > 4  # a readable cell size
         drawn = np.zeros(img.shape[:2], bool)
         for x0, y0, x1, y1 in cells:
             drawn[y0:y1, x0:x1] = True
@@ -125,3 +126,30 @@ def test_explain_cli_fold(tiny_cohort, fitted_models, tmp_path, capsys):
     assert sorted(idx["patients"]) == sorted(tiny_cohort.splits["kfold3"].folds[0].test) and idx["attention_sources"] == ["abmil"]
     assert main(["explain", str(fm.path), "--cohort", str(tiny_cohort.root), "--out", str(tmp_path / "ex2")]) == 2
     assert "give either --patients or --fold" in capsys.readouterr().err
+
+
+def test_modaltune_task_token_map_and_pathway_tokens(tiny_cohort, tmp_path):
+    """ModalTune: the heatmap CSV holds the last extractor's task-token row; pathway-token IG is written."""
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("captum")
+    from modaltune.data.dataset import CohortPreprocessor
+    from modaltune.interpret import attention_maps
+    from modaltune.methods import build_method
+    from modaltune.training import FittedModel
+    from modaltune.training.experiment_config import MethodConfig, TrainerConfig
+
+    small = {"pathways": "builtin", "gene_mixer": {"token_dim": 8, "n_blocks": 1, "channel_hidden": 8},
+             "backbone_params": {"embed_dim": 32, "depth": 2, "num_heads": 2}, "attn_dim": 16, "heads": 2, "ffn_dim": 16, "out_dim": 16, "drop_path": 0.0}
+    pp = CohortPreprocessor(tiny_cohort).fit(list(tiny_cohort.patient_ids))
+    torch.manual_seed(0)
+    net = build_method("modaltune", pp.info, **small).eval()
+    fm = FittedModel(MethodConfig(name="modaltune", params=small), "torch", net, pp, ["subtype", "survival"], TrainerConfig())
+    rna = set(tiny_cohort.omics["rna"].index)
+    pid = next(p for p in _with_slide(tiny_cohort, 10) if p in rna)
+    idx = explain_patients(fm, tiny_cohort, [pid], tmp_path, task="survival", n_steps=4)
+    stem = tiny_cohort.slide_paths(pid)[0].stem
+    assert idx["attention_sources"] == ["modaltune"]
+    assert {f"{pid}/heatmap_modaltune_{stem}.png", f"{pid}/pathway_tokens_survival.csv", f"{pid}/attributions_survival.csv"} <= set(idx["patients"][pid]["files"])
+    att = pd.read_csv(tmp_path / pid / f"attention_modaltune_{stem}.csv")
+    ref = attention_maps(net, patient_batch(fm, tiny_cohort, [pid]), "survival")["extractor"][-1][0, 0].double().numpy()
+    np.testing.assert_allclose(att["weight"], ref / ref.sum(), rtol=1e-5)

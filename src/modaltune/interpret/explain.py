@@ -9,7 +9,8 @@ For each patient (folder ``OUT/<patient>/``):
   ``topk_<source>_<slide>.png`` (the top-k patches read from the slide, when it is available);
 - ``attributions_<task>.csv`` (integrated gradients per omics gene / clinical field, captum),
   ``attributions_<task>.png`` (bar chart of the largest |attributions|) and, when the cohort
-  declares pathways, ``pathways_<task>.csv`` / ``pathways_<task>.png``.
+  declares pathways, ``pathways_<task>.csv`` / ``pathways_<task>.png``; for ModalTune with pathway
+  tokens and a survival task, ``pathway_tokens_<task>.csv`` / ``.png`` (IG over the tokens).
 
 ``OUT/explain.json`` lists every file written and, per patient, what was skipped and why.
 """
@@ -87,6 +88,24 @@ def _slide_parts(paths: list[Path], n: int, coords: np.ndarray) -> list[tuple[st
     return out
 
 
+def _pathway_token_files(net: Any, batch: dict, task: str, n_steps: int, pid: str, pdir: Path, out: Path) -> list[str]:
+    """ModalTune: IG over its pathway tokens (:func:`~modaltune.interpret.pathway_attributions`), when it has them."""
+    from modaltune.errors import ConfigError
+
+    from .integrated_gradients import pathway_attributions
+
+    try:
+        df = pathway_attributions(net, batch, task, n_steps=n_steps)
+    except ConfigError:  # no pathway tokens in this model
+        return []
+    if df.empty:
+        return []
+    cp = pdir / f"pathway_tokens_{_safe(task)}.csv"
+    df.to_csv(cp, index=False)
+    bp = _bar_chart(df, "pathway", "attribution", f"{pid}, {task}: IG over ModalTune pathway tokens", pdir / f"pathway_tokens_{_safe(task)}.png")
+    return [str(cp.relative_to(out)), str(bp.relative_to(out))]
+
+
 def explain_patients(model: Any, cohort: Any, patients: Sequence[str], out: str | Path, *, task: str | None = None,
                      slides_dir: str | Path | None = None, top_k: int = 8, n_steps: int = 64, max_patches: int | None = None,
                      attributions: bool = True) -> dict:
@@ -112,7 +131,7 @@ def explain_patients(model: Any, cohort: Any, patients: Sequence[str], out: str 
 
     from .attributions import attributable_blocks, input_attributions, pathway_totals
     from .batch import patient_batch
-    from .heatmap import find_slide, infer_patch_size, render_heatmap, slide_thumbnail, topk_tiles
+    from .heatmap import find_slide, grid_cell_px, infer_patch_size, render_heatmap, slide_thumbnail, topk_tiles
     from .slide_attention import attention_sources, slide_attention
 
     fitted = model if isinstance(model, FittedModel) else FittedModel.load(model)
@@ -153,7 +172,7 @@ def explain_patients(model: Any, cohort: Any, patients: Sequence[str], out: str 
                     bg, ds = thumbs[slide]
                     img, _ = render_heatmap(w, coords, ps, background=bg, downsample=ds)
                 else:
-                    img, _ = render_heatmap(w, coords, ps)
+                    img, _ = render_heatmap(w, coords, ps, cell_px=grid_cell_px(coords, ps))
                     if slides_dir is not None:
                         rec["skipped"].append(f"slide file '{stem}.*' not found under {slides_dir}: heatmap over the patch grid")
                 from PIL import Image
@@ -186,6 +205,8 @@ def explain_patients(model: Any, cohort: Any, patients: Sequence[str], out: str 
                     pw.to_csv(pp_, index=False)
                     pb = _bar_chart(pw, "pathway", "attribution", f"{pid}, {task}: gene attributions summed per pathway", pdir / f"pathways_{_safe(task)}.png")
                     rec["files"] += [str(pp_.relative_to(out)), str(pb.relative_to(out))]
+        if attributions and hasattr(net, "tokenizer") and net.task_infos[task].spec.kind == "survival":
+            rec["files"] += _pathway_token_files(net, batch, task, n_steps, pid, pdir, out)
         index["patients"][pid] = rec
     (out / "explain.json").write_text(json.dumps(index, indent=2))
     return index

@@ -14,10 +14,24 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["patch_cells", "render_heatmap", "slide_thumbnail", "topk_tiles", "infer_patch_size", "find_slide"]
+__all__ = ["patch_cells", "grid_cell_px", "render_heatmap", "slide_thumbnail", "topk_tiles", "infer_patch_size", "find_slide"]
 
-#: pixel side of one patch when there is no slide to draw on
+#: pixel side of one patch when there is no slide to draw on (default of :func:`render_heatmap`)
 GRID_CELL_PX = 16
+
+
+def grid_cell_px(coords: np.ndarray, patch_size_level0: int, long_side: int = 512) -> int:
+    """Cell side (px) that makes a grid heatmap about ``long_side`` px long: ``clip(long_side // n, 4, 48)``
+    with ``n`` the extent of the bag in patches along its longer axis.
+
+    >>> grid_cell_px(np.array([[0, 0], [256 * 19, 256 * 3]]), 256)   # 20 x 4 patches: 512 // 20
+    25
+    >>> grid_cell_px(np.array([[0, 0], [256 * 9, 0]]), 256)   # 10 patches: 51, capped at 48
+    48
+    """
+    c = np.asarray(coords, dtype=np.int64)
+    n = int(((c.max(0) - c.min(0)) // max(1, patch_size_level0) + 1).max()) if len(c) else 1
+    return int(np.clip(long_side // n, 4, 48))
 
 
 def infer_patch_size(coords: np.ndarray) -> int:
@@ -52,7 +66,7 @@ def _normalise(weights: np.ndarray) -> np.ndarray:
 
 
 def render_heatmap(weights: np.ndarray, coords: np.ndarray, patch_size_level0: int, *, background: np.ndarray | None = None,
-                   downsample: float | None = None, cmap: str = "inferno", alpha: float = 0.55) -> tuple[np.ndarray, np.ndarray]:
+                   downsample: float | None = None, cmap: str = "inferno", alpha: float = 0.55, cell_px: int = GRID_CELL_PX) -> tuple[np.ndarray, np.ndarray]:
     """RGB heatmap image and the patch cells drawn.
 
     Args:
@@ -61,7 +75,7 @@ def render_heatmap(weights: np.ndarray, coords: np.ndarray, patch_size_level0: i
         patch_size_level0: patch side in level-0 px.
         background: (H, W, 3) uint8 slide thumbnail, or None for the bare patch grid (white).
         downsample: level-0 px per image px; required with ``background``; without it, each patch
-            is drawn :data:`GRID_CELL_PX` px wide.
+            is drawn ``cell_px`` px wide (default :data:`GRID_CELL_PX`).
         cmap: matplotlib colormap name; alpha: opacity of the cells over the thumbnail (1 on the grid).
 
     Returns:
@@ -71,7 +85,7 @@ def render_heatmap(weights: np.ndarray, coords: np.ndarray, patch_size_level0: i
 
     coords = np.asarray(coords, dtype=np.int64)
     if background is None:
-        downsample = patch_size_level0 / GRID_CELL_PX if downsample is None else downsample
+        downsample = patch_size_level0 / cell_px if downsample is None else downsample
         cells = patch_cells(coords, patch_size_level0, downsample)
         h, w = (int(cells[:, 3].max()), int(cells[:, 2].max())) if len(cells) else (1, 1)
         img = np.full((h, w, 3), 255.0)
