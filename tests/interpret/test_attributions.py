@@ -8,7 +8,7 @@ import torch
 
 pytest.importorskip("captum")
 
-from modaltune.interpret import input_attributions, patient_batch, pathway_totals  # noqa: E402
+from modaltune.interpret import input_attributions, pathway_totals, patient_batch
 
 
 def _with_rna(cohort, fm, n=2):

@@ -28,7 +28,6 @@ def test_fold_square_adds_repeated_tokens_back():
 
 def test_abmil_map_is_the_pooling_softmax(tiny_cohort, fitted_models):
     from modaltune.encoders.slide.abmil import ABMILSlideEncoder
-    from modaltune.encoders.slide.base import TokenState
 
     fm = fitted_models["abmil"]
     pid = _with_slide(tiny_cohort, 1)[0]

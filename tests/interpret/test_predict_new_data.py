@@ -70,7 +70,7 @@ def test_cli_features_writes_one_row_per_file(fitted_models, tiny_cohort, tmp_pa
     from modaltune.cli import main
 
     fm = fitted_models["transmil"]
-    one = sorted((tiny_cohort.root / "slides").glob("*.h5"))[0]
+    one = min((tiny_cohort.root / "slides").glob("*.h5"))
     assert main(["predict", str(fm.path), "--features", str(one), "--out", str(tmp_path / "p.csv")]) == 0
     p = pd.read_csv(tmp_path / "p.csv")
     assert p["patient_id"].tolist() == [one.stem] * 2 and set(p["task"]) == {"subtype", "survival"}

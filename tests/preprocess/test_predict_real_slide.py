@@ -13,7 +13,7 @@ from modaltune.data.bags import read_bag
 from modaltune.preprocess import extract_features
 from modaltune.training import predict
 
-FAST = dict(batch_size=16, progress=False, save_qc=False)
+FAST = {"batch_size": 16, "progress": False, "save_qc": False}
 TILING = {"patch_size": 256, "patch_size_level0": 256, "target_magnification": 20.0}
 
 
@@ -92,9 +92,10 @@ def test_predict_features_and_slides_on_the_extracted_h5(cmu_slide, cmu_h5, tmp_
     assert len(err.splitlines()) == 1
 
     # explain draws the attention over the slide thumbnail at the patches' level-0 positions
+    from PIL import Image
+
     from modaltune.interpret import explain_patients
     from modaltune.interpret.heatmap import patch_cells, slide_thumbnail
-    from PIL import Image
 
     out = tmp_path / "explain"
     idx = explain_patients(fm, cohort, ["P_cmu"], out, slides_dir=cmu_slide.parent, top_k=4)

@@ -28,5 +28,17 @@ def pathway_attributions(*args, **kwargs):
     return _pa(*args, **kwargs)
 
 
-__all__ = ["explain_patients", "fold_patients", "patient_batch", "slide_attention", "PatchAttention", "render_heatmap", "patch_cells",
-           "input_attributions", "pathway_totals", "attention_maps", "recording", "pathway_attributions"]
+__all__ = [
+    "PatchAttention",
+    "attention_maps",
+    "explain_patients",
+    "fold_patients",
+    "input_attributions",
+    "patch_cells",
+    "pathway_attributions",
+    "pathway_totals",
+    "patient_batch",
+    "recording",
+    "render_heatmap",
+    "slide_attention",
+]

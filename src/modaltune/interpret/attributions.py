@@ -25,7 +25,7 @@ import torch
 
 from modaltune.errors import require
 
-__all__ = ["input_attributions", "pathway_totals", "attributable_blocks"]
+__all__ = ["attributable_blocks", "input_attributions", "pathway_totals"]
 
 
 def attributable_blocks(model: Any, batch: dict) -> list[str]:
@@ -91,11 +91,11 @@ def input_attributions(model: Any, batch: dict, task: str | None = None, *, n_st
                 continue
             xs = tuple((one["clinical"] if k == "clinical" else one["omics"][k]).float() for k in present)
 
-            def forward(*inp: torch.Tensor, _one=one, _cls=None) -> torch.Tensor:
+            def forward(*inp: torch.Tensor, _one=one, _present=present, _cls=None) -> torch.Tensor:
                 outs = []
                 for i in range(inp[0].shape[0]):  # one forward per IG step: other inputs keep batch size 1
                     bb = {**_one, "omics": dict(_one.get("omics") or {})}
-                    for k, x in zip(present, inp):
+                    for k, x in zip(_present, inp):
                         if k == "clinical":
                             bb["clinical"] = x[i : i + 1]
                         else:
@@ -107,7 +107,7 @@ def input_attributions(model: Any, batch: dict, task: str | None = None, *, n_st
             if kind == "classification":
                 with torch.no_grad():
                     cls = int(model(one)["outputs"][task].argmax(-1)[0])
-            f = lambda *inp, _c=cls: forward(*inp, _cls=_c)  # noqa: E731
+            f = lambda *inp, _c=cls: forward(*inp, _cls=_c)
             base = tuple(torch.zeros_like(x) for x in xs)
             ig = captum_attr.IntegratedGradients(f)
             attrs, delta = ig.attribute(xs, baselines=base, n_steps=n_steps, return_convergence_delta=True, internal_batch_size=n_steps)

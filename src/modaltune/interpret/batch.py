@@ -6,7 +6,8 @@ bins; nothing is refitted), and each patient's slide bags are read and merged in
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from modaltune.errors import InputError
 

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -131,7 +132,14 @@ def explain_patients(model: Any, cohort: Any, patients: Sequence[str], out: str 
 
     from .attributions import attributable_blocks, input_attributions, pathway_totals
     from .batch import patient_batch
-    from .heatmap import find_slide, grid_cell_px, infer_patch_size, render_heatmap, slide_thumbnail, topk_tiles
+    from .heatmap import (
+        find_slide,
+        grid_cell_px,
+        infer_patch_size,
+        render_heatmap,
+        slide_thumbnail,
+        topk_tiles,
+    )
     from .slide_attention import attention_sources, slide_attention
 
     fitted = model if isinstance(model, FittedModel) else FittedModel.load(model)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["patch_cells", "grid_cell_px", "render_heatmap", "slide_thumbnail", "topk_tiles", "infer_patch_size", "find_slide"]
+__all__ = ["find_slide", "grid_cell_px", "infer_patch_size", "patch_cells", "render_heatmap", "slide_thumbnail", "topk_tiles"]
 
 #: pixel side of one patch when there is no slide to draw on (default of :func:`render_heatmap`)
 GRID_CELL_PX = 16

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["PatchAttention", "slide_attention", "attention_sources"]
+__all__ = ["PatchAttention", "attention_sources", "slide_attention"]
 
 
 @dataclass
@@ -100,9 +100,9 @@ def _run_recorded(model: Any, one: dict, task: str) -> list[tuple[str, torch.Ten
             m.attention = rec  # instance attribute shadows the method; removed below
             patched.append(m)
         elif isinstance(m, TransMILSlideEncoder):
-            def hook(mod, args, _out, _enc=m):
+            def hook(mod, args, _out):
                 x, pad = args[0], (args[1] if len(args) > 1 else None)
-                seen.append(("transmil", (_transmil_cls_attention(mod, x, pad).detach(), _enc)))
+                seen.append(("transmil", _transmil_cls_attention(mod, x, pad).detach()))
 
             hooks.append(m.layer2.register_forward_hook(hook))
     try:
@@ -157,9 +157,8 @@ def slide_attention(model: Any, batch: dict, task: str | None = None) -> list[Pa
                 if source == "abmil":
                     w = raw[0, :n].double().cpu().numpy()
                 else:
-                    att, enc = raw
                     s = int(np.ceil(np.sqrt(n)))
-                    w = _fold_square(att[0, 1 : 1 + s * s], n)
+                    w = _fold_square(raw[0, 1 : 1 + s * s], n)
                 out.append(PatchAttention(str(pid), source, w / w.sum(), coords))
     finally:
         model.train(was_training)

@@ -9,14 +9,15 @@ are refused up front with one line naming the file.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pandas as pd
 
 from modaltune.errors import InputError
 
-__all__ = ["feature_files", "check_features", "features_cohort", "predict_features", "predict_slides"]
+__all__ = ["check_features", "feature_files", "features_cohort", "predict_features", "predict_slides"]
 
 
 def feature_files(features: str | Path) -> list[Path]:
@@ -162,9 +163,8 @@ def predict_slides(fitted: Any, slides: str | Path, work_dir: str | Path, *, omi
     if rec is None:
         check_features(fitted, [])  # raises the no-slide-input error
     enc = rec.get("encoder")
-    from modaltune.preprocess.encoders import get_patch_encoder_spec
-
     from modaltune.errors import ModaltuneError
+    from modaltune.preprocess.encoders import get_patch_encoder_spec
 
     try:
         get_patch_encoder_spec(enc)
