@@ -12,14 +12,19 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from toy_cohort import PATHWAYS, make_batch, make_info
 
 from modaltune.data.cohort import TaskSpec
 from modaltune.data.dataset import TaskInfo
 from modaltune.data.omics import PathwayTokens
 from modaltune.errors import ConfigError, InputError
 from modaltune.methods import build_method, list_methods
-from modaltune.methods.survpath import MMAttention, SurvPathNet, load_official_state_dict, survpath_attention_mask
-from toy_cohort import PATHWAYS, make_batch, make_info
+from modaltune.methods.survpath import (
+    MMAttention,
+    SurvPathNet,
+    load_official_state_dict,
+    survpath_attention_mask,
+)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "survpath_official_keys.json"
 T, F = True, False
@@ -227,3 +232,21 @@ def test_pathway_file_without_overlap_is_one_clear_error(tmp_path):
         tokenize_pathways(f, ["X1", "X2", "X3"])
     msg = str(ei.value)
     assert "\n" not in msg and str(f) in msg and "overlap 0 of 2 pathway genes" in msg
+
+
+@pytest.mark.parametrize("drop", ["omics", "slide"])
+def test_config_without_a_required_modality_is_refused_at_load(tmp_path, drop):
+    import yaml
+
+    from modaltune.config import load_config
+    from modaltune.data.simulate import simulate_cohort
+    from modaltune.training.experiment_config import BenchmarkConfig
+
+    simulate_cohort(tmp_path / "c", preset="tiny", n_patients=8, patches=(4, 8), n_folds=0)
+    man = yaml.safe_load((tmp_path / "c" / "cohort.yaml").read_text())
+    man["modalities"] = [m for m in man["modalities"] if m["kind"] != drop]
+    (tmp_path / "c" / "cohort.yaml").write_text(yaml.safe_dump(man))
+    cfg = tmp_path / "b.yaml"
+    cfg.write_text("data: {cohorts: [c]}\nmethods: [{name: survpath}]\n")
+    with pytest.raises(ConfigError, match=f"method 'survpath' needs {drop} data and cohort c has none"):
+        load_config(cfg, BenchmarkConfig)

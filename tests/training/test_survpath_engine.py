@@ -35,5 +35,5 @@ def test_survpath_trains_and_predicts_on_the_tiny_cohort_with_missing_modalities
     assert test["missing_slide"].sum() > 0 or test["missing_rna"].sum() > 0
     train = gt.set_index("patient_id").loc[list(fold.train)]
     assert train["missing_slide"].sum() > 0 and train["missing_rna"].sum() > 0
-    risk = preds[[c for c in preds.columns if c.startswith("risk")][0]].to_numpy(float)
+    risk = preds[next(c for c in preds.columns if c.startswith("risk"))].to_numpy(float)
     assert np.isfinite(risk).all() and np.ptp(risk) > 0

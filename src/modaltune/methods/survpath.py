@@ -41,7 +41,8 @@ The learned missing-modality parameters live outside the official layout (``enco
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,8 +56,15 @@ from modaltune.methods._torch_common import HeadParams, split_params, wrap
 from modaltune.methods.registry import register_method
 
 __all__ = [
-    "SurvPathParams", "SurvPathNet", "SurvPathEncoder", "MMAttention", "MMAttentionLayer", "FeedForward",
-    "survpath_attention_mask", "load_official_state_dict", "build_survpath",
+    "FeedForward",
+    "MMAttention",
+    "MMAttentionLayer",
+    "SurvPathEncoder",
+    "SurvPathNet",
+    "SurvPathParams",
+    "build_survpath",
+    "load_official_state_dict",
+    "survpath_attention_mask",
 ]
 
 
