@@ -222,6 +222,7 @@ SMALL = {
     "omics_mlp": {"hidden": [16]},
     "slide_fm": {"backbone_params": {"embed_dim": 16, "depth": 1, "num_heads": 2}, "tune": True},
     "snn": {"hidden": [16, 16]},
+    "survpath": {"wsi_projection_dim": 16},
     "transmil": {"embed_dim": 16, "num_heads": 2},
     "coxnet_ridge": {"penalty": "ridge", "min_events": 2},
 }
@@ -241,7 +242,7 @@ def test_predictions_after_load_equal_predictions_before_save(tiny_cohort_dir, t
     torch.set_num_threads(1)
     cohort, fold = Cohort.load(tiny_cohort_dir), _fold(tiny_cohort_dir)
     data = None
-    if name == "gene_mixer":
+    if name in ("gene_mixer", "survpath"):
         from importlib import resources
 
         data = {"cohorts": [str(tiny_cohort_dir)], "pathways": {"rna": str(resources.files("modaltune") / "resources" / "sim_pathways.csv")}}

@@ -309,8 +309,10 @@ def tokenize_pathways(membership: "str | Path | pd.DataFrame | PathwaySet", gene
             dropped.append(name)
     coverage = pd.DataFrame(rows, columns=["pathway", "n_expected", "n_found", "fraction"]).set_index("pathway")
     if not names:
+        pw_genes = {g for members in ps.members.values() for g in members}
         raise InputError(
-            f"none of the {len(ps)} pathways has >= {max(min_genes, 1)} gene(s) in the omics table ({len(pos)} genes)",
+            f"none of the {len(ps)} pathways has >= {max(min_genes, 1)} gene(s) in the omics table ({len(pos)} genes; "
+            f"overlap {len(pw_genes & set(pos))} of {len(pw_genes)} pathway genes)",
             where=ps.source or "pathways",
             fix="check that gene symbols match (e.g. use gene_pathway_xena_matched.csv for Xena naming)",
         )

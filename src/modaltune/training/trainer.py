@@ -503,6 +503,10 @@ def fit(
         out.mkdir(parents=True, exist_ok=True)
         for name, tok in pp.info.pathways.items():
             tok.coverage.to_csv(out / f"pathway_coverage_{name}.csv")
+    for name, tok in (pp.info.pathways or {}).items():
+        cov = tok.coverage
+        found, expected = int(cov["n_found"].sum()), int(cov["n_expected"].sum())
+        log.info("pathway coverage of '%s': %s; %d of %d pathway memberships found (%.0f%%)", name, tok.summary(), found, expected, 100.0 * found / max(expected, 1))
 
     _check_training_labels(pp.info, fold.index)
 
