@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
         for n in args.sizes:
             cmd = [sys.executable, str(Path(__file__).resolve()), "--methods", m, "--child", m, str(n), "--steps", str(args.steps), "--slide-dim", str(args.slide_dim),
                    "--pathways", args.pathways, "--rna-dim", str(args.rna_dim), "--threads", str(args.threads)]
-            p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+            p = subprocess.run(cmd, check=False, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
             line = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
             if p.returncode != 0 or not line:
                 err = (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1]

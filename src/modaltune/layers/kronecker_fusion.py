@@ -34,7 +34,7 @@ from torch import nn
 
 from modaltune.errors import ConfigError, InputError
 
-__all__ = ["GatedKroneckerFusion", "snn_block", "init_max_weights_"]
+__all__ = ["GatedKroneckerFusion", "init_max_weights_", "snn_block"]
 
 
 def snn_block(in_dim: int, out_dim: int, dropout: float = 0.25) -> nn.Sequential:

@@ -31,20 +31,26 @@ parameters). The official code assumes both.
 """
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 import torch
 from pydantic import Field
 from torch import nn
 
-from modaltune.encoders.fusion import _omics_names, _omics_reader, _slide_reader, slide_modality_name
+from modaltune.encoders.fusion import (
+    _omics_names,
+    _omics_reader,
+    _slide_reader,
+    slide_modality_name,
+)
 from modaltune.errors import ConfigError
 from modaltune.layers.gated_attention import attention_mil_net, attention_pool
 from modaltune.layers.kronecker_fusion import GatedKroneckerFusion, snn_block
 from modaltune.methods._torch_common import HeadParams, split_params, wrap
 from modaltune.methods.registry import register_method
 
-__all__ = ["PathomicFusionParams", "PathomicFusionEncoder", "build_pathomic_fusion", "official_state_dict"]
+__all__ = ["PathomicFusionEncoder", "PathomicFusionParams", "build_pathomic_fusion", "official_state_dict"]
 
 
 class PathomicFusionParams(HeadParams):
@@ -73,7 +79,7 @@ class MaxNet(nn.Module):
     def __init__(self, in_dim: int, hidden: tuple[int, ...], omic_dim: int, dropout: float, label_dim: int = 1):
         super().__init__()
         widths = [in_dim, *[int(h) for h in hidden], omic_dim]
-        self.encoder = nn.Sequential(*[snn_block(a, b, dropout) for a, b in zip(widths[:-1], widths[1:])])
+        self.encoder = nn.Sequential(*[snn_block(a, b, dropout) for a, b in pairwise(widths)])
         self.classifier = nn.Sequential(nn.Linear(omic_dim, label_dim))  # unused: checkpoint compatibility
         self.output_range = nn.Parameter(torch.tensor([6.0]), requires_grad=False)
         self.output_shift = nn.Parameter(torch.tensor([-3.0]), requires_grad=False)

@@ -27,20 +27,26 @@ gate of the present modality then reads zeros for the absent one. With ``fusion:
 """
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any, Literal
 
 import torch
 from pydantic import Field
 from torch import nn
 
-from modaltune.encoders.fusion import _omics_names, _omics_reader, _slide_reader, slide_modality_name
+from modaltune.encoders.fusion import (
+    _omics_names,
+    _omics_reader,
+    _slide_reader,
+    slide_modality_name,
+)
 from modaltune.errors import ConfigError
 from modaltune.layers.gated_attention import attention_mil_net, attention_pool
 from modaltune.layers.kronecker_fusion import GatedKroneckerFusion, snn_block
 from modaltune.methods._torch_common import HeadParams, split_params, wrap
 from modaltune.methods.registry import register_method
 
-__all__ = ["PorpoiseParams", "PorpoiseEncoder", "build_porpoise", "official_state_dict"]
+__all__ = ["PorpoiseEncoder", "PorpoiseParams", "build_porpoise", "official_state_dict"]
 
 
 class PorpoiseParams(HeadParams):
@@ -83,7 +89,7 @@ class PorpoiseEncoder(nn.Module):
         self.rho = nn.Sequential(nn.Linear(path_hidden, attn_dim), nn.ReLU(), nn.Dropout(dropout))
         block = (lambda i, o: nn.Sequential(nn.Linear(i, o), nn.ReLU(), nn.Dropout(0.25))) if use_mlp else (lambda i, o: snn_block(i, o, 0.25))
         widths = [g] + [int(h) for h in omic_hidden]
-        self.fc_omic = nn.Sequential(*[block(a, b) for a, b in zip(widths[:-1], widths[1:])])
+        self.fc_omic = nn.Sequential(*[block(a, b) for a, b in pairwise(widths)])
         if fusion == "bilinear":
             self.mm: nn.Module = GatedKroneckerFusion(attn_dim, attn_dim, scale_dim1=scale_dim1, scale_dim2=scale_dim2, mmhid=attn_dim, hidden1=256,
                                                       gate1=gate_path, gate2=gate_omic, skip="inputs" if skip else None, dropout=dropout,
