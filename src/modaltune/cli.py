@@ -11,7 +11,7 @@ import typer
 
 from modaltune.errors import ModaltuneError
 
-# exit statuses (documented in the help of extract and benchmark, and in docs/cli.md)
+# exit statuses (documented in the help of extract and benchmark, and in docs/training.md, docs/preprocess.md)
 EXIT_ITEMS_FAILED = 1  # the run finished and wrote its tables, but a slide / unit failed
 EXIT_USER = 2  # a user mistake (ModaltuneError): config, input, another run holds --out
 EXIT_DISK = 3  # the output disk is full, over quota or read-only (DiskError)
