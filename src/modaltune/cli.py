@@ -81,6 +81,44 @@ def _print_results(results, title: str, run_dir) -> None:
     Console().print(t)
 
 
+def _print_metrics(metrics, title: str, caption: str) -> None:
+    """A rich table of a metrics table (``modaltune.training.scoring``): one row per (fold,) task,
+    one column per metric; with several folds a mean ± std row (ddof 0) per task follows."""
+    import math
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from modaltune.training.scoring import mean_over_folds
+
+    def fmt(v: float) -> str:
+        return "n/a" if not math.isfinite(v) else f"{v:.3f}"
+
+    names = list(dict.fromkeys(metrics["metric"]))
+    by_fold = "fold" in metrics.columns
+    t = Table(title=f"[bold]{title}[/bold]", caption=caption, caption_justify="left")
+    for c in (["fold"] if by_fold else []) + ["task", "n"]:
+        t.add_column(c, justify="right" if c == "n" else "left")
+    for c in names:
+        t.add_column(c, justify="right")
+    keys = ["fold", "task"] if by_fold else ["task"]
+    for key, g in metrics.groupby(keys, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        vals = dict(zip(g["metric"], g["value"]))
+        t.add_row(*[str(k) for k in key], str(int(g["n_used"].iloc[0])), *[fmt(vals[m]) if m in vals else "" for m in names])
+    if by_fold and metrics["fold"].nunique() > 1:
+        summ = mean_over_folds(metrics)
+        for task, g in summ.groupby("task", sort=False):
+            vals = {r.metric: f"{fmt(r.mean)} ± {fmt(r.std)}" for r in g.itertuples()}
+            t.add_row("mean ± std", str(task), "", *[vals.get(m, "") for m in names])
+    console = Console()
+    if not console.is_terminal:  # a log or pipe: rich's default 80 columns would cut metric names
+        console = Console(width=140)
+    console.print(t)
+    for r in metrics[metrics["reason"].astype(str).str.len() > 0].itertuples():
+        typer.echo(f"{r.task} {r.metric}" + (f" (fold {r.fold})" if by_fold else "") + f": n/a, {r.reason}")
+
+
 @app.command()
 def doctor() -> None:
     """Print versions, optional extras, torch threads/devices and cache locations."""
@@ -518,6 +556,19 @@ def fit_cmd(
     for k, f in fitted.items():
         where = f"{out}/fold{k}/model" if cfg.several_folds else f"{out}/model"
         typer.echo(f"saved {f.method.name} ({f.kind}) trained on {len(f.train_ids)} patients of fold {k} to {where}")
+    from pathlib import Path
+
+    from modaltune.training.run_folder import atomic_write_text
+    from modaltune.training.scoring import heldout_metrics, write_metrics
+
+    held = heldout_metrics(cfg, fitted, out)
+    if held is None:
+        typer.echo("no held-out metrics: the fitted fold(s) keep no labelled patient out of training")
+        return
+    atomic_write_text(Path(out) / "heldout_predictions.csv", held.predictions.to_csv(index=False))
+    write_metrics(held.metrics, Path(out) / "metrics.csv", held.protocol)
+    _print_metrics(held.metrics, f"fit {cfg.name}: held-out metrics per fold", held.protocol)
+    typer.echo(f"held-out metrics: {out}/metrics.csv (predictions: {out}/heldout_predictions.csv)")
 
 
 def _named_tables(items: list[str], flag: str) -> dict[str, str]:
@@ -542,11 +593,16 @@ def predict_cmd(
     slides: str | None = typer.Option(None, "--slides", help="Folder of slides (or one slide): extract features with the model's recorded patch encoder, then predict."),
     omics: list[str] = typer.Option([], "--omics", help="With --features/--slides: NAME=TABLE omics table of the model's block NAME, rows = file stems (repeatable)."),
     clinical: str | None = typer.Option(None, "--clinical", help="With --features/--slides: table of the model's clinical fields, rows = file stems."),
+    labels: str | None = typer.Option(None, "--labels", help="With --features/--slides: table of the tasks' label columns (as in the training cohort), rows = file stems; scores the predictions (default: label columns of --clinical)."),
     work_dir: str | None = typer.Option(None, "--work-dir", help="With --slides: where extracted features go (default: next to --out)."),
     weights: str | None = typer.Option(None, "--weights", help="With --slides: local weights of the patch encoder."),
     device: str = typer.Option("auto", "--device", help="With --slides: device of the patch encoder."),
 ) -> None:
-    """Apply a saved model to a cohort, to feature files (--features) or to slides (--slides): one row per patient x task."""
+    """Apply a saved model to a cohort, to feature files (--features) or to slides (--slides): one row per patient x task.
+
+    When the patients carry labels of the model's tasks (cohort label columns, or --labels), the
+    predictions are scored and the metrics written to metrics.csv next to --out.
+    """
     from pathlib import Path
 
     from modaltune.training.trainer import FittedModel, predict
@@ -561,10 +617,10 @@ def predict_cmd(
 
         tables = _named_tables(omics, "--omics")
         if features:
-            df = predict_features(fitted, features, omics=tables, clinical=clinical)
+            df = predict_features(fitted, features, omics=tables, clinical=clinical, labels=labels)
         else:
             wd = Path(work_dir) if work_dir else Path(out).parent / (Path(out).stem + "_work")
-            df = predict_slides(fitted, slides, wd, omics=tables, clinical=clinical, weights=weights, device=device)
+            df = predict_slides(fitted, slides, wd, omics=tables, clinical=clinical, labels=labels, weights=weights, device=device)
     else:
         from modaltune.data.cohort import Cohort
 
@@ -586,6 +642,26 @@ def predict_cmd(
     path.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(path, index=False) if path.suffix == ".csv" else df.to_parquet(path, index=False)
     typer.echo(f"wrote {len(df)} prediction rows ({df['patient_id'].nunique()} patients) to {out}")
+    _score_predict(fitted, df, path, source=cohort_dir or features or slides)
+
+
+def _score_predict(fitted, df, path, source: str) -> None:
+    """Score `predict`'s rows when they carry labels (metrics.csv beside the predictions), else say why not."""
+    from modaltune.training.scoring import score_predictions, write_metrics
+
+    metrics = score_predictions(fitted, df)
+    if metrics is None:
+        typer.echo(f"predictions are unscored: {source} carries no label of the model's tasks {fitted.tasks}")
+        return
+    pids = set(df["patient_id"].astype(str))
+    train = set(fitted.train_ids)
+    # --features ids are file stems: TCGA-AB-1234-01Z-00-DX1 is a slide of training patient TCGA-AB-1234
+    seen = sum(p in train or any(p.startswith(t) and p[len(t)] in "-_." for t in train if len(p) > len(t)) for p in pids)
+    caption = f"{len(pids)} patients of {source}; model {fitted.method.name} trained on {len(fitted.train_ids)} patients"
+    caption += f"; WARNING: {seen} of these patients were training patients, so these are not held-out metrics" if seen else "; none of them a training patient"
+    mpath = write_metrics(metrics, path.parent / "metrics.csv", caption)
+    _print_metrics(metrics, f"predict: metrics of {path.name}", caption)
+    typer.echo(f"metrics: {mpath}")
 
 
 @app.command("explain")

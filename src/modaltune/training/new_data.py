@@ -93,14 +93,32 @@ def _match_rows(tab: pd.DataFrame, ids: list[str], what: str) -> pd.DataFrame:
     return out
 
 
-def features_cohort(fitted: Any, features: str | Path, *, omics: Mapping[str, Any] | None = None, clinical: Any = None):
+def _label_rows(pp: Any, ids: list[str], labels: Any, clinical: Any) -> pd.DataFrame | None:
+    """Label columns of the model's tasks for the file stems ``ids`` (rows matched as for omics),
+    from ``labels``, else from the ``clinical`` table when it carries any of them; None = no labels.
+    Columns the table lacks, and files without a row, are NaN (unlabelled for that task)."""
+    cols = list(dict.fromkeys(c for spec in pp.task_specs for c in spec.columns))
+    if labels is None and clinical is None:
+        return None
+    tab = _read_table(labels if labels is not None else clinical, "labels" if labels is not None else "clinical")
+    if not any(c in tab.columns for c in cols):
+        if labels is not None:
+            raise InputError(f"the labels table has none of the model's label columns {cols}", where="--labels",
+                             fix="name the columns as in the training cohort's task definitions")
+        return None
+    return _match_rows(tab, ids, "labels").reindex(index=ids, columns=cols)
+
+
+def features_cohort(fitted: Any, features: str | Path, *, omics: Mapping[str, Any] | None = None, clinical: Any = None, labels: Any = None):
     """An in-memory cohort over feature files with the model's modality names and task specs.
 
     Each file is one patient (``patient_id`` = file stem); ``omics`` maps the model's omics block
     names to tables (path or DataFrame, rows = ids, columns = genes; absent ids/blocks are treated
     as missing), ``clinical`` is a table of the model's raw clinical fields. A table row matches the
     file of the same stem, or files whose stem starts with its id and ``-``/``_``/``.`` (patient
-    ``TCGA-AB-1234`` for ``TCGA-AB-1234-01Z-00-DX1.h5``). No label columns: predictions only.
+    ``TCGA-AB-1234`` for ``TCGA-AB-1234-01Z-00-DX1.h5``). ``labels`` is a table (same row rule) with
+    the label columns of the model's tasks (e.g. ``OS.time``, ``OS.event``, ``subtype``); without it,
+    label columns found in the ``clinical`` table are used; with neither, the cohort has no labels.
     """
     from modaltune.data.cohort import Cohort, CohortManifest, ModalitySpec
 
@@ -125,6 +143,10 @@ def features_cohort(fitted: Any, features: str | Path, *, omics: Mapping[str, An
     fields = list(pp.clinical_encoder.fields) if pp.clinical_modality else []
     manifest = CohortManifest(name="new_slides", tasks=list(pp.task_specs), modalities=mods, clinical_fields=fields)
     patients = pd.DataFrame({"patient_id": ids, "site": "new"})
+    lab = _label_rows(pp, ids, labels, clinical)
+    if lab is not None:
+        for c in lab.columns:
+            patients[c] = lab[c].to_numpy()
     slides = pd.DataFrame({"patient_id": ids, "slide_id": ids, "path": [str(f.resolve()) for f in files]})
     om = {}
     for m in pp.omics_modalities:
@@ -145,15 +167,18 @@ def features_cohort(fitted: Any, features: str | Path, *, omics: Mapping[str, An
     return Cohort(manifest, patients, slides=slides, omics=om, clinical=clin)
 
 
-def predict_features(fitted: Any, features: str | Path, *, omics: Mapping[str, Any] | None = None, clinical: Any = None) -> pd.DataFrame:
-    """Predictions for every feature file: one row per file x task (columns of :func:`predict`)."""
+def predict_features(fitted: Any, features: str | Path, *, omics: Mapping[str, Any] | None = None, clinical: Any = None,
+                     labels: Any = None) -> pd.DataFrame:
+    """Predictions for every feature file: one row per file x task (columns of :func:`predict`,
+    with the target columns when ``labels`` (or the clinical table) carries the tasks' label columns)."""
     from modaltune.training.trainer import predict
 
-    cohort = features_cohort(fitted, features, omics=omics, clinical=clinical)
-    return predict(fitted, cohort, with_targets=False)
+    cohort = features_cohort(fitted, features, omics=omics, clinical=clinical, labels=labels)
+    has_labels = any(c in cohort.patients.columns for spec in fitted.preprocessor.task_specs for c in spec.columns)
+    return predict(fitted, cohort, with_targets=has_labels)
 
 
-def predict_slides(fitted: Any, slides: str | Path, work_dir: str | Path, *, omics: Mapping[str, Any] | None = None, clinical: Any = None,
+def predict_slides(fitted: Any, slides: str | Path, work_dir: str | Path, *, omics: Mapping[str, Any] | None = None, clinical: Any = None, labels: Any = None,
                    weights: str | Path | None = None, device: str = "auto", progress: bool = False, **extract_kw: Any) -> pd.DataFrame:
     """Extract patch features of ``slides`` with the model's recorded encoder and tiling into
     ``work_dir/features``, then :func:`predict_features` (slides without tissue get no row)."""
@@ -178,4 +203,4 @@ def predict_slides(fitted: Any, slides: str | Path, work_dir: str | Path, *, omi
     failed = [r for r in summary.slides if r.status == "failed"]
     if failed:
         raise InputError(f"feature extraction failed for {len(failed)} slide(s): {failed[0].error}", where=failed[0].slide, fix=f"see {out}/summary.md")
-    return predict_features(fitted, out, omics=omics, clinical=clinical)
+    return predict_features(fitted, out, omics=omics, clinical=clinical, labels=labels)

@@ -31,7 +31,7 @@ from modaltune.errors import InputError
 from modaltune.training.callbacks import seed_all
 from modaltune.training.experiment_config import DataConfig, ExperimentConfig, MethodConfig, TrainerConfig
 
-__all__ = ["FittedModel", "fit", "fit_folds", "predict", "embed", "design_matrix", "targets_frame", "cox_tasks"]
+__all__ = ["FittedModel", "fit", "fit_folds", "predict", "evaluate", "embed", "design_matrix", "targets_frame", "cox_tasks"]
 
 log = logging.getLogger("modaltune.training")
 
@@ -737,6 +737,15 @@ def predict(fitted: FittedModel, cohort: Any, ids: Sequence[str] | None = None, 
             tgt = targets_frame(cohort, ids, fitted.tasks)
             df = tgt.merge(df, on=["patient_id", "task"], how="right")
     return df
+
+
+def evaluate(fitted: FittedModel, cohort: Any, ids: Sequence[str] | None = None, *, metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """Predict ``ids`` of ``cohort`` and score them against the cohort's labels: one row per task x
+    metric (``task, metric, value, n_used, n_masked, reason``); C-index for survival, balanced
+    accuracy and macro AUC for classification by default. See :func:`modaltune.training.scoring.evaluate`."""
+    from modaltune.training.scoring import evaluate as _evaluate
+
+    return _evaluate(fitted, cohort, ids, metrics=metrics)
 
 
 def task_embeddings(fitted: FittedModel, cohort: Any, ids: Sequence[str]) -> dict[str, pd.DataFrame]:
