@@ -220,6 +220,8 @@ SMALL = {
     "modaltune": {"pathways": "builtin", "gene_mixer": {"token_dim": 8, "n_blocks": 1, "channel_hidden": 8},
                   "backbone_params": {"embed_dim": 16, "depth": 1, "num_heads": 2}, "attn_dim": 8, "heads": 2, "ffn_dim": 8, "out_dim": 16},
     "omics_mlp": {"hidden": [16]},
+    "pathomic_fusion": {"path_dim": 8, "omic_dim": 8, "mmhid": 8},
+    "porpoise": {"path_hidden": 16, "attn_dim": 16, "omic_hidden": [16, 16]},
     "slide_fm": {"backbone_params": {"embed_dim": 16, "depth": 1, "num_heads": 2}, "tune": True},
     "snn": {"hidden": [16, 16]},
     "survpath": {"wsi_projection_dim": 16},
