@@ -83,8 +83,9 @@ def test_missing_shared_dir_says_how_to_fix(tmp_path, capsys, monkeypatch):
 
 
 def test_validate_ok_and_broken(blca_dir, capsys):
-    rc, out, _ = run(capsys, "data", "validate", str(blca_dir))
-    assert rc == 0 and "0 error(s)" in out
+    rc, out, err = run(capsys, "data", "validate", str(blca_dir))
+    # the imported bags are not extracted here: none of the listed files exists, the one error (issue 12, item 10)
+    assert rc == 1 and "1 error(s)" in out and "listed feature files exists" in err
     # break two things at once: validation must list problems and exit non-zero
     (blca_dir / "patients.csv").write_text("patient_id,site\nP1,BLCA\nP1,BLCA\n")
     rc, out, err = run(capsys, "data", "validate", str(blca_dir))

@@ -50,3 +50,35 @@ def test_cache_and_shared_locations(tmp_path, monkeypatch):
     assert not doctor_info(tmp_path / "nowhere")["shared_found"]
     monkeypatch.setenv("MODALTUNE_SHARED", str(tmp_path / "nowhere"))
     assert "NOT found" in doctor_report()
+
+
+def test_timm_extra_and_patch_encoders_reflect_what_imports(monkeypatch, tmp_path):
+    import importlib.util
+    import subprocess
+    import sys
+
+    from modaltune import doctor
+
+    timm_imports = subprocess.run([sys.executable, "-c", "import timm"], capture_output=True, check=False).returncode == 0
+    monkeypatch.setenv("MODALTUNE_WEIGHTS_DIR", str(tmp_path))
+    (tmp_path / "conch_v15").mkdir()
+    (tmp_path / "conch_v15" / "conch_v1_5_pytorch_model.bin").write_bytes(b"x")  # found, not read
+    info = doctor_info()
+    enc = info["patch_encoders"]
+    assert info["extras"]["timm"]["usable"] == timm_imports
+    assert enc["uni"]["usable"] == timm_imports and enc["uni"]["extra"] == "timm"
+    assert ("timm" in enc["uni"]["missing"]) is (not timm_imports)
+    assert enc["conch_v15"] == {"usable": True, "missing": [], "extra": None, "weights_found": True, "tile_px": 512,
+                                "magnification": 20.0, "embedding_dim": 768}
+    assert enc["efficientnet_lite0"]["weights_found"] is True and enc["efficientnet_lite0"]["tile_px"] is None
+    report = doctor_report()
+    assert "  conch_v15          yes  weights found  768-d, 512 px @ 20x" in report
+    if not timm_imports:
+        assert "pip install 'modaltune[timm]'" in report.split("patch encoders")[1]
+    # a present but broken timm (e.g. a torchvision built for another torch) is reported unusable
+    monkeypatch.setattr(doctor, "_importable", lambda name: False)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a, **k: object() if name in ("timm", "torchvision") else real(name, *a, **k))
+    monkeypatch.setattr(doctor, "_version", lambda imp, dist: "1.0" if imp in ("timm", "torchvision") else real(imp) and "x")
+    info = doctor_info()
+    assert info["extras"]["timm"]["usable"] is False and info["patch_encoders"]["gigapath"]["usable"] is False

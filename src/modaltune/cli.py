@@ -103,11 +103,13 @@ def methods_cmd(
 def extract(
     slides: str = typer.Option(..., "--slides", help="Folder of slides (.svs, .tif, .ndpi, ...) or one slide file."),
     out: str = typer.Option(..., "--out", help="Output folder: <slide>.h5, qc/, summary.json/.md."),
-    encoder: str = typer.Option("efficientnet_lite0", "--encoder", help="Patch encoder (efficientnet_lite0, uni, uni2, conch_v15, gigapath, virchow2, hoptimus0, phikon)."),
+    encoder: str = typer.Option("efficientnet_lite0", "--encoder", help="Patch encoder (efficientnet_lite0, uni, uni2, conch_v1, conch_v15, gigapath, virchow2, hoptimus0, hoptimus1, phikon, phikon_v2, ctranspath; `modaltune doctor` lists what is usable)."),
+    encoder_config: str | None = typer.Option(None, "--encoder-config", help="JSON/YAML of your own encoder: builder 'module:function', weights, mean/std, tile_px, magnification (docs/preprocess.md)."),
     weights: str | None = typer.Option(None, "--weights", help="Local weights file/folder of the encoder."),
-    mag: float = typer.Option(20.0, "--mag", help="Target magnification of patches."),
+    mag: float | None = typer.Option(None, "--mag", help="Target magnification of patches (default: the encoder's, 20x for all built-ins)."),
     mpp: float | None = typer.Option(None, "--mpp", help="Target µm/px of patches (overrides --mag)."),
-    patch_size: int = typer.Option(256, "--patch-size", help="Patch side in px at the target resolution."),
+    patch_size: int | None = typer.Option(None, "--patch-size", help="Patch side in px at the target resolution (default: the encoder's training tile, e.g. 512 for conch_v15; 256 when it declares none)."),
+    strict_pairing: bool = typer.Option(False, "--strict-pairing", help="Refuse a patch size / magnification the encoder was not trained with (default: warn)."),
     overlap: int = typer.Option(0, "--overlap", help="Overlap between neighbouring patches, px."),
     min_tissue: float = typer.Option(0.25, "--min-tissue", help="Minimum tissue fraction of a kept patch (0-1)."),
     mpp_overrides: str | None = typer.Option(None, "--mpp-overrides", help="CSV slide,mpp for slides without pixel size."),
@@ -131,14 +133,29 @@ def extract(
     Exit status: 0 all slides done/skipped; 1 a slide failed or was not processed; 2 a usage or
     config error, or another run holds --out; 3 the disk is full, over quota or read-only.
     """
+    import warnings
+
+    from modaltune.preprocess.encoders import EncoderPairingWarning
     from modaltune.preprocess.pipeline import extract_features
 
-    summary = extract_features(slides, out, encoder=encoder, weights=weights, magnification=mag, target_mpp=mpp,
-                               patch_size=patch_size, overlap=overlap, min_tissue=min_tissue, mpp_overrides=mpp_overrides,
-                               batch_size=batch_size, workers=workers, device=device, resume=resume, backend=backend,
-                               no_tissue=no_tissue, ray_address=ray_address, features_dtype=features_dtype, save_qc=qc,
-                               progress=progress, mask_long_side=mask_long_side, slide_encoder=slide_encoder,
-                               slide_encoder_checkpoint=slide_encoder_checkpoint, random_init=slide_encoder_random_init)
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, EncoderPairingWarning):  # a user-facing fact, not a code location
+            typer.echo(f"warning: {message}", err=True)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    show = warnings.showwarning
+    warnings.showwarning = one_line
+    try:
+        summary = extract_features(slides, out, encoder=encoder, weights=weights, magnification=mag, target_mpp=mpp,
+                                   patch_size=patch_size, overlap=overlap, min_tissue=min_tissue, mpp_overrides=mpp_overrides,
+                                   batch_size=batch_size, workers=workers, device=device, resume=resume, backend=backend,
+                                   no_tissue=no_tissue, ray_address=ray_address, features_dtype=features_dtype, save_qc=qc,
+                                   progress=progress, mask_long_side=mask_long_side, slide_encoder=slide_encoder,
+                                   slide_encoder_checkpoint=slide_encoder_checkpoint, random_init=slide_encoder_random_init,
+                                   encoder_config=encoder_config, strict_pairing=strict_pairing)
+    finally:
+        warnings.showwarning = show
     t = summary.totals()
     typer.echo(f"{t['done']} done, {t['no_tissue']} no tissue, {t['skipped']} skipped, {t['failed']} failed; "
                f"{t['patches']} patches in {t['seconds']:.1f} s; summary: {out}/summary.md")
@@ -503,40 +520,103 @@ def fit_cmd(
         typer.echo(f"saved {f.method.name} ({f.kind}) trained on {len(f.train_ids)} patients of fold {k} to {where}")
 
 
+def _named_tables(items: list[str], flag: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ModaltuneError(f"{flag} '{item}' is not NAME=TABLE", where=flag, fix=f"e.g. {flag} rna=rna.csv")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
 @app.command("predict")
 def predict_cmd(
     model_dir: str = typer.Argument(..., help="A saved model folder (OUT/model of `modaltune fit`)."),
-    cohort_dir: str = typer.Argument(..., help="Cohort directory to predict."),
+    cohort_dir: str | None = typer.Argument(None, help="Cohort directory to predict (or use --features / --slides)."),
     out: str = typer.Option(..., "--out", help="Predictions file (.parquet or .csv)."),
     split: str | None = typer.Option(None, "--split", help="Split file or name under <cohort>/splits/ (default: all patients)."),
     fold: int = typer.Option(0, "--fold", help="Fold of --split."),
     partition: str = typer.Option("test", "--partition", help="train, val or test (with --split)."),
+    features: str | None = typer.Option(None, "--features", help="Folder of TRIDENT/CLAM .h5/.pt feature files, or one file: one row per file (id = file stem) x task."),
+    slides: str | None = typer.Option(None, "--slides", help="Folder of slides (or one slide): extract features with the model's recorded patch encoder, then predict."),
+    omics: list[str] = typer.Option([], "--omics", help="With --features/--slides: NAME=TABLE omics table of the model's block NAME, rows = file stems (repeatable)."),
+    clinical: str | None = typer.Option(None, "--clinical", help="With --features/--slides: table of the model's clinical fields, rows = file stems."),
+    work_dir: str | None = typer.Option(None, "--work-dir", help="With --slides: where extracted features go (default: next to --out)."),
+    weights: str | None = typer.Option(None, "--weights", help="With --slides: local weights of the patch encoder."),
+    device: str = typer.Option("auto", "--device", help="With --slides: device of the patch encoder."),
 ) -> None:
-    """Apply a saved model to a cohort: one row per patient x task."""
+    """Apply a saved model to a cohort, to feature files (--features) or to slides (--slides): one row per patient x task."""
     from pathlib import Path
 
-    from modaltune.data.cohort import Cohort
     from modaltune.training.trainer import FittedModel, predict
 
+    given = [n for n, v in (("COHORT_DIR", cohort_dir), ("--features", features), ("--slides", slides)) if v]
+    if len(given) != 1:
+        raise ModaltuneError(f"give exactly one of COHORT_DIR, --features, --slides (got {given or 'none'})", where="predict",
+                             fix="e.g. modaltune predict MODEL --features feats/ --out preds.csv")
     fitted = FittedModel.load(model_dir)
-    cohort = Cohort.load(cohort_dir)
-    ids = None
-    if split:
-        from modaltune.data.splits import SplitSet
-        from modaltune.training.sources import _split_path
+    if features or slides:
+        from modaltune.training.new_data import predict_features, predict_slides
 
-        ss = SplitSet.load(_split_path(cohort, split))
-        folds = {f.index: f for f in ss.folds}
-        if fold not in folds:
-            raise ModaltuneError(f"fold {fold} is not in the split (folds {sorted(folds)})", where="--fold")
-        if partition not in ("train", "val", "test"):
-            raise ModaltuneError(f"unknown partition '{partition}'", where="--partition", fix="use train, val or test")
-        ids = getattr(folds[fold], partition)
-    df = predict(fitted, cohort, ids)
+        tables = _named_tables(omics, "--omics")
+        if features:
+            df = predict_features(fitted, features, omics=tables, clinical=clinical)
+        else:
+            wd = Path(work_dir) if work_dir else Path(out).parent / (Path(out).stem + "_work")
+            df = predict_slides(fitted, slides, wd, omics=tables, clinical=clinical, weights=weights, device=device)
+    else:
+        from modaltune.data.cohort import Cohort
+
+        cohort = Cohort.load(cohort_dir)
+        ids = None
+        if split:
+            from modaltune.data.splits import SplitSet
+            from modaltune.training.sources import _split_path
+
+            ss = SplitSet.load(_split_path(cohort, split))
+            folds = {f.index: f for f in ss.folds}
+            if fold not in folds:
+                raise ModaltuneError(f"fold {fold} is not in the split (folds {sorted(folds)})", where="--fold")
+            if partition not in ("train", "val", "test"):
+                raise ModaltuneError(f"unknown partition '{partition}'", where="--partition", fix="use train, val or test")
+            ids = getattr(folds[fold], partition)
+        df = predict(fitted, cohort, ids)
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(path, index=False) if path.suffix == ".csv" else df.to_parquet(path, index=False)
     typer.echo(f"wrote {len(df)} prediction rows ({df['patient_id'].nunique()} patients) to {out}")
+
+
+@app.command("explain")
+def explain_cmd(
+    model_dir: str = typer.Argument(..., help="A saved model folder (OUT/model of `modaltune fit`)."),
+    cohort: str = typer.Option(..., "--cohort", help="Cohort directory holding the patients."),
+    out: str = typer.Option(..., "--out", help="Output folder: <patient>/heatmap_*.png, attention_*.csv, topk_*.png, attributions_*.csv/.png, explain.json."),
+    patients: list[str] = typer.Option([], "--patients", help="Patient id (repeatable)."),
+    fold: int | None = typer.Option(None, "--fold", help="Explain every test patient of this fold (of --split)."),
+    split: str | None = typer.Option(None, "--split", help="Split name with --fold (default: the cohort's first split)."),
+    task: str | None = typer.Option(None, "--task", help="Task to explain (default: the model's first task)."),
+    slides_dir: str | None = typer.Option(None, "--slides", help="Folder of the whole-slide images: heatmaps over thumbnails and top-k tiles (else over the patch grid)."),
+    top_k: int = typer.Option(8, "--top-k", help="Highest-attention patches to cut from the slide."),
+    n_steps: int = typer.Option(64, "--ig-steps", help="Integrated-gradients steps."),
+    ig: bool = typer.Option(True, "--ig/--no-ig", help="Integrated gradients over omics genes / clinical fields (needs captum)."),
+) -> None:
+    """Attention heatmaps (ABMIL, TransMIL, ModalTune) and integrated-gradients attributions for patients of a cohort."""
+    from modaltune.data.cohort import Cohort
+    from modaltune.interpret import explain_patients, fold_patients
+
+    c = Cohort.load(cohort)
+    if bool(patients) == (fold is not None):
+        raise ModaltuneError("give either --patients or --fold", where="explain", fix="e.g. --patients P1 --patients P2, or --fold 0")
+    ids = list(patients) if patients else fold_patients(c, fold, split=split)
+    idx = explain_patients(model_dir, c, ids, out, task=task, slides_dir=slides_dir, top_k=top_k, n_steps=n_steps, attributions=ig)
+    n_files = sum(len(r["files"]) for r in idx["patients"].values())
+    typer.echo(f"explained {len(ids)} patient(s) ({idx['method']}, task {idx['task']}; attention: {', '.join(idx['attention_sources']) or 'none'}): "
+               f"{n_files} files in {out} (index: {out}/explain.json)")
+    for pid, r in idx["patients"].items():
+        for why in r["skipped"]:
+            typer.echo(f"{pid}: {why}", err=True)
 
 
 @app.command("benchmark")

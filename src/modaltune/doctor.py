@@ -4,7 +4,9 @@
 cache and shared-data locations) as a dict; :func:`doctor_report` renders them as text. Nothing
 here imports heavy optional packages: presence is checked with ``importlib.util.find_spec`` and
 versions are read from package metadata, so the doctor stays fast and cannot crash on a broken
-extra.
+extra. timm is the exception: it is imported in a child process, because it is present but broken
+whenever torchvision is missing or built for another torch. The patch-encoder table reads the
+encoder registry (specs only; no model is built, no weights file is read).
 """
 from __future__ import annotations
 
@@ -41,6 +43,10 @@ EXTRAS: dict[str, list[tuple[str, str, str]]] = {
         ("tiffslide", "tiffslide", "whole-slide reading (pure Python)"),
     ],
     "distributed": [("ray", "ray", "parallel benchmarks")],
+    "timm": [
+        ("timm", "timm", "UNI, UNI2-h, GigaPath tile, Virchow2, H-optimus, CTransPath patch encoders"),
+        ("torchvision", "torchvision", "imported by timm"),
+    ],
     "interpret": [("captum", "captum", "attributions")],
     "loggers": [
         ("tensorboard", "tensorboard", "TensorBoard logging"),
@@ -93,6 +99,47 @@ def _torch_info() -> dict[str, Any]:
     return info
 
 
+def _importable(import_name: str) -> bool:
+    """True when ``import_name`` imports. Used for timm, whose presence is not enough: its import
+    fails when torchvision is missing or built for another torch (its compiled ops do not register)."""
+    import subprocess
+
+    if importlib.util.find_spec(import_name) is None:
+        return False
+    # a child process: a half-failed import of torchvision leaves torch's op registry altered
+    code = f"import {import_name}"
+    try:
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120, check=False).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def patch_encoder_status() -> dict[str, dict[str, Any]]:
+    """Per registered patch encoder: the packages it needs and whether they import (``usable``), the
+    extra installing them, its tile size / magnification, and whether its weights are where
+    modaltune looks (``$MODALTUNE_WEIGHTS_DIR/<name>/``; efficientnet_lite0's ship in a package)."""
+    from modaltune.errors import ModaltuneError
+    from modaltune.preprocess.encoders import check_patch_encoder, list_patch_encoders
+
+    imports: dict[str, bool] = {}
+    out = {}
+    for spec in list_patch_encoders():
+        missing = []
+        for module in spec.requires:
+            if module not in imports:
+                imports[module] = _importable(module) if module in ("timm", "torchvision") else importlib.util.find_spec(module) is not None
+            if not imports[module]:
+                missing.append(module)
+        try:
+            check_patch_encoder(spec.name) if not missing else None
+            weights = not missing
+        except ModaltuneError:
+            weights = False
+        out[spec.name] = {"usable": not missing, "missing": missing, "extra": spec.extra, "weights_found": bool(weights),
+                          "tile_px": spec.tile_px, "magnification": spec.magnification, "embedding_dim": spec.embedding_dim}
+    return out
+
+
 def doctor_info(shared_dir: str | Path | None = None) -> dict[str, Any]:
     """Facts about this installation as a dict (see module docstring)."""
     from modaltune import __version__ as mt_version
@@ -103,6 +150,8 @@ def doctor_info(shared_dir: str | Path | None = None) -> dict[str, Any]:
     for extra, pkgs in EXTRAS.items():
         found = {dist: _version(imp, dist) for imp, dist, _ in pkgs}
         ok = any(found.values()) if extra in _ANY_OF else all(found.values())
+        if extra == "timm" and ok:  # present is not enough: timm must import (torchvision matching torch)
+            ok = _importable("timm")
         extras[extra] = {"usable": bool(ok), "packages": found}
     shared = resolve_shared_dir(shared_dir, must_exist=False)
     tcga = shared / "data" / "tcga"
@@ -114,6 +163,7 @@ def doctor_info(shared_dir: str | Path | None = None) -> dict[str, Any]:
         "core": core,
         "extras": extras,
         "torch": _torch_info(),
+        "patch_encoders": patch_encoder_status(),
         "cpu_count": os.cpu_count(),
         "cache_dir": str(cache),
         "cache_dir_exists": cache.is_dir(),
@@ -138,6 +188,12 @@ def doctor_report(shared_dir: str | Path | None = None) -> str:
     for extra, e in info["extras"].items():
         pk = ", ".join(f"{d} {v}" if v else f"{d} missing" for d, v in e["packages"].items())
         lines.append(f"  [{extra}] {'yes' if e['usable'] else 'no '}  {pk}")
+    lines += ["", "patch encoders (--encoder NAME; usable = packages import; weights = found where modaltune looks):"]
+    for name, e in info["patch_encoders"].items():
+        geo = f"{e['tile_px']} px @ {e['magnification']:g}x" if e["tile_px"] else "any tiling"
+        need = "" if e["usable"] else f"  needs {', '.join(e['missing'])}" + (f" (pip install 'modaltune[{e['extra']}]')" if e["extra"] else "")
+        lines.append(f"  {name:<18} {'yes' if e['usable'] else 'no '}  weights {'found' if e['weights_found'] else 'not found'}  "
+                     f"{e['embedding_dim']}-d, {geo}{need}")
     t = info["torch"]
     lines += ["", "torch:"]
     if t.get("available"):

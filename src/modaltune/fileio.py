@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import errno as _errno
+import functools
 import json
 import os
 import re
@@ -27,7 +28,8 @@ import shutil
 import socket
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from modaltune.errors import ModaltuneError
 
@@ -41,6 +43,11 @@ __all__ = [
     "atomic_write_text",
     "atomic_write_json",
     "atomic_dir",
+    "atomic_file",
+    "staging_dir",
+    "publish_dir",
+    "remove_stale_staging",
+    "removes_staging_on_error",
     "disk_errors",
     "disk_error_from",
     "os_error_code",
@@ -207,6 +214,113 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """``with atomic_file(p) as tmp: write(tmp)``: the context-manager form of :func:`atomic_write`
+    for writers that take a path (pandas, h5py). ``p`` is replaced only if the block finishes."""
+    path = Path(path)
+    tmp = temp_path(path, suffix)
+    try:
+        with disk_errors(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        yield tmp
+        with disk_errors(path):
+            os.replace(tmp, path)
+    except BaseException:
+        _unlink(tmp)
+        raise
+
+
+# ------------------------------------------------------------------ staged folders (cohorts)
+# A folder built in a process-unique sibling ``.<name>.partial-<pid>-<random>`` and renamed into
+# place when complete. Unlike :func:`atomic_dir` (one block), building may span functions
+# (``simulate_cohort`` writes bags, then the cohort), and a ``kill -9`` runs no cleanup, so the next
+# writer removes staging folders whose process is gone.
+_PARTIAL = ".partial-"
+#: staging folders this process created and has not published yet (newest last)
+_ACTIVE: list[Path] = []
+
+
+def _staging_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}{_PARTIAL}{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_staging(target: str | Path) -> list[Path]:
+    """Delete ``.<name>.partial-<pid>-*`` siblings of ``target`` whose process is gone; returns them."""
+    target = Path(target)
+    removed: list[Path] = []
+    if not target.parent.is_dir():
+        return removed
+    prefix = f".{target.name}{_PARTIAL}"
+    for p in target.parent.glob(f"{prefix}*"):
+        try:
+            pid = int(p.name[len(prefix):].split("-")[0])
+        except ValueError:
+            continue
+        if pid != os.getpid() and not _pid_alive(pid):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def staging_dir(target: str | Path) -> Path:
+    """A new empty process-unique sibling folder of ``target`` to build it in (stale ones removed)."""
+    target = Path(target)
+    with disk_errors(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_staging(target)
+        tmp = _staging_name(target)
+        tmp.mkdir()
+    _ACTIVE.append(tmp)
+    return tmp
+
+
+def removes_staging_on_error(fn: Callable) -> Callable:
+    """Decorator: staging folders that ``fn`` created and did not publish are deleted if it raises."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        n = len(_ACTIVE)
+        try:
+            return fn(*args, **kwargs)
+        except BaseException:
+            while len(_ACTIVE) > n:
+                shutil.rmtree(_ACTIVE.pop(), ignore_errors=True)
+            raise
+
+    return wrapper
+
+
+def publish_dir(staging: str | Path, target: str | Path) -> Path:
+    """Rename the complete ``staging`` folder to ``target``; an existing ``target`` is moved aside
+    first and deleted after (a crash in between leaves no ``target``, never a mixed one)."""
+    staging, target = Path(staging), Path(target)
+    if staging in _ACTIVE:
+        _ACTIVE.remove(staging)
+    old = None
+    with disk_errors(target):
+        if target.exists():
+            old = _staging_name(target)
+            os.replace(target, old)
+        os.replace(staging, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
 
 
 LOCK_NAME = ".modaltune.lock"

@@ -234,8 +234,12 @@ def test_real_cohorts_save_load_validate(porpoise, modaltune, tmp_path):
             loaded = SplitSet.load(root / "splits" / f"{sname}.csv")
             assert [sorted(f.val) for f in loaded.folds] == [sorted(f.val) for f in s.folds]
         report = validate_dir(root)
-        # the slide feature files do not exist here: reported, but not an error
-        assert report.ok, str(report)
+        # the slide feature files do not exist here: with none of them present that is an error
+        # (issue 12, item 10), and the omics, clinical and text parts validate (what omics methods train on)
+        assert [("none of the" in e.message and "listed feature files exists" in e.message) for e in report.errors] == [True], str(report)
+        from modaltune.data.validate import validate_cohort
+
+        assert validate_cohort(root, modalities=[m.name for m in back.modalities if m.kind != "slide"]).ok
 
 
 # ----------------------------------------------------------------------------- helpers (no real data needed)

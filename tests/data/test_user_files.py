@@ -146,7 +146,9 @@ def test_import_table_with_slides(fake_shared, tmp_path):
     assert c.slides["path"].iloc[0].startswith("features/") and c.slides["path"].iloc[0].endswith(".h5")
     assert c.clinical["is_female"].dropna().isin(["0", "1"]).all()
     assert c.manifest.task("survival").time_unit == "months"
-    assert validate_cohort(tmp_path / "out").ok  # missing bags are a warning only
+    # some missing bags are a warning; every listed bag missing (features not extracted yet) is an error (issue 12, item 10)
+    errors = validate_cohort(tmp_path / "out").errors
+    assert len(errors) == 1 and "none of the 12 listed feature files exists" in errors[0].message
     # a patient whose slide rows disagree is an error naming the patient
     bad = table.copy()
     bad.loc[10, "age"] = 99

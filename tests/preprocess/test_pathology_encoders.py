@@ -45,6 +45,10 @@ def test_preprocessing_and_precision_follow_trident():
         "hoptimus0": (224, None, "bilinear", "float16", 0.707223),
         "phikon": (224, None, "bilinear", "float32", IMAGENET[0]),
         "efficientnet_lite0": (224, None, "bilinear", "float32", 0.5),
+        "conch_v1": (448, None, "bicubic", "float32", 0.48145466),  # CONCH's open_clip transform (OpenAI CLIP statistics)
+        "hoptimus1": (224, None, "bilinear", "float16", 0.707223),
+        "phikon_v2": (224, None, "bilinear", "float32", IMAGENET[0]),
+        "ctranspath": (224, None, "bilinear", "float32", IMAGENET[0]),
     }
     got = {n: (s.input_size, s.resize_size, s.interpolation, s.precision, s.mean[0]) for n, s in PATCH_ENCODERS.items()}
     assert got == want

@@ -47,7 +47,8 @@ def test_encode_shape_dtype_and_preprocessing(effnet):
 def test_registry_declares_pathology_models():
     dims = {n: s.embedding_dim for n, s in PATCH_ENCODERS.items()}
     assert dims == {"efficientnet_lite0": 1280, "uni": 1024, "uni2": 1536, "conch_v15": 768, "gigapath": 1536,
-                    "virchow2": 2560, "hoptimus0": 1536, "phikon": 768}
+                    "virchow2": 2560, "hoptimus0": 1536, "phikon": 768, "conch_v1": 512, "hoptimus1": 1536,
+                    "phikon_v2": 1024, "ctranspath": 768}
     assert get_patch_encoder_spec("UNI").precision == "float16"
     assert get_patch_encoder_spec("conch-v15").input_size == 448
     assert all(s.pathology for n, s in PATCH_ENCODERS.items() if n != "efficientnet_lite0")

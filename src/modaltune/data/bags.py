@@ -24,6 +24,7 @@ chunk: no float conversion, no temporaries, no second pass over memory).
 from __future__ import annotations
 
 import os
+import stat
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,8 @@ __all__ = [
     "is_diagnostic_slide",
     "bag_memory_budget",
     "BAG_SUFFIXES",
+    "not_a_regular_file",
+    "check_bag_header",
     "MAX_BAG_BYTES_ENV",
 ]
 
@@ -117,11 +120,21 @@ def _bag_format(path: Path) -> str:
     )
 
 
+def not_a_regular_file(path: Path) -> str:
+    """Message for a path that exists but is no regular file (FIFO, socket, device): opening a
+    FIFO blocks until a writer appears, so such a bag would hang validation and training."""
+    mode = path.stat().st_mode
+    kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device" if (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)) else "not a regular file"
+    return f"bag path is {kind}, not a feature file"
+
+
 def _check_exists(path: Path) -> None:
     if not path.exists():
         raise InputError("feature file not found", where=path, fix="check slides.csv paths, or extract the features first")
     if path.is_dir():
         raise InputError("expected a feature file, found a directory", where=path, fix="point at the .h5/.pt file")
+    if not path.is_file():  # checked before any open(): a FIFO would block the reader forever
+        raise InputError(not_a_regular_file(path), where=path, fix="list regular .h5/.pt files in slides.csv")
     ensure_readable(path)
 
 
@@ -174,23 +187,41 @@ def _raise_nonfinite(path: Path | str, row: int) -> None:
     )
 
 
-def _normalise_features(features: np.ndarray, path: Path | str, *, finite_checked: bool = False) -> np.ndarray:
-    """Validate (N, D) features; float16/float32 kept as stored, other dtypes become float32.
-    ``finite_checked``: the reader already ran the NaN/inf test on these values."""
-    if features.ndim != 2:
+def _check_feature_layout(shape: tuple[int, ...], dtype: np.dtype, path: Path | str) -> None:
+    """Shape (N, D) with N, D > 0 and a float dtype, else InputError (shared by the full reader and
+    :func:`check_bag_header`, so both give the same messages)."""
+    if len(shape) != 2:
         raise InputError(
-            f"features must be 2-D (N patches, D dims), got shape {tuple(features.shape)}",
+            f"features must be 2-D (N patches, D dims), got shape {tuple(shape)}",
             where=path,
             fix="store one row per patch; squeeze a leading batch axis of size 1 before saving",
         )
-    if features.shape[0] == 0:
+    if shape[0] == 0:
         raise InputError("empty bag: 0 patches", where=path, fix="re-run tissue detection/extraction, or remove the slide from slides.csv")
-    if features.shape[1] == 0:
+    if shape[1] == 0:
         raise InputError("features have 0 dimensions", where=path, fix="re-extract the features")
+    if np.dtype(dtype).kind != "f":
+        # integer/bool "features" are labels or masks saved by mistake, never embeddings
+        what = "non-numeric" if np.dtype(dtype).kind not in "iub" else "integer/bool"
+        raise InputError(f"features have {what} dtype {dtype}, not float", where=path, fix="store the patch encoder's float16/float32 embeddings")
+
+
+def check_bag_header(path: str | Path) -> BagHandle:
+    """Every check of :func:`read_bag` that needs no feature values (file type, format, ``features``
+    present, shape, dtype, coords present with N rows), from the file's header only. The values
+    (NaN/inf) are checked whenever the features are read."""
+    h = open_bag(path)
+    _check_feature_layout(h.shape, h.dtype, h.path)
+    return h
+
+
+def _normalise_features(features: np.ndarray, path: Path | str, *, finite_checked: bool = False) -> np.ndarray:
+    """Validate (N, D) features; float16/float32 kept as stored, other dtypes become float32.
+    ``finite_checked``: the reader already ran the NaN/inf test on these values."""
+    _check_feature_layout(tuple(features.shape), features.dtype, path)
     if features.dtype not in (np.float16, np.float32):
-        if features.dtype.kind not in "fiub":
-            raise InputError(f"features have non-numeric dtype {features.dtype}", where=path, fix="store float16/float32 features")
-        finite_checked = finite_checked and features.dtype.kind == "f"
+        # float64 (or bfloat16 read as float32) -> float32: values beyond float32 become inf, so check after the cast
+        finite_checked = False
         features = features.astype(np.float32)
     if not finite_checked:
         row = _first_nonfinite_row(features)
@@ -370,6 +401,10 @@ def _pt_parts(obj: Any, path: Path) -> tuple[Any, Any, dict[str, Any]]:
                 fix="save {'features': (N, D) tensor, 'coords': (N, 2) tensor}",
             )
         attrs = {k: v for k, v in obj.items() if k not in ("features", "coords") and isinstance(v, (str, int, float, bool))}
+        for key in ("features", "coords"):
+            v = obj.get(key)
+            if v is not None and not isinstance(v, (torch.Tensor, np.ndarray)):
+                raise InputError(f"dict .pt file: '{key}' is a {type(v).__name__}, not a tensor", where=path, fix=f"save '{key}' as one torch tensor (torch.stack a list first)")
         return obj["features"], obj.get("coords"), attrs
     raise InputError(f".pt file holds a {type(obj).__name__}", where=path, fix="save a tensor (N, D) or a dict with 'features' and 'coords'")
 
@@ -460,7 +495,7 @@ def is_no_tissue_bag(path: str | Path) -> bool:
     """True when ``path`` is an h5 bag that ``modaltune extract`` flagged ``status='no_tissue'``
     (a valid file with 0 patches). Such slides are treated as *missing* and reported, not as errors."""
     path = Path(path)
-    if _bag_format(path) != "h5":
+    if _bag_format(path) != "h5" or not path.is_file():
         return False
     try:
         with _open_h5(path) as f:

@@ -39,6 +39,7 @@ __all__ = [
     "Cohort",
     "TaskTargets",
     "MANIFEST_NAME",
+    "missing_declared_files",
 ]
 
 MANIFEST_NAME = "cohort.yaml"
@@ -154,6 +155,9 @@ class CohortManifest(_Strict):
     modalities: list[ModalitySpec] = Field(default_factory=list)
     clinical_fields: list[ClinicalField] = Field(default_factory=list)
     extra: dict[str, Any] = Field(default_factory=dict)
+    #: files written with the manifest (paths relative to the cohort folder). ``Cohort.save`` fills
+    #: it; ``Cohort.load`` and ``validate_cohort`` refuse a cohort that lacks any of them.
+    files: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unique_names(self) -> "CohortManifest":
@@ -444,33 +448,47 @@ class Cohort:
 
     # ------------------------------------------------------------------ persistence
     def save(self, root: str | Path) -> Path:
-        """Write the cohort directory (see module docstring). Returns the directory."""
+        """Write the cohort directory (see module docstring). Returns the directory.
+
+        Crash-safe: an existing ``cohort.yaml`` is removed first, every file is written to a
+        temporary name and renamed into place, and the manifest, listing every file written
+        (``files``), comes **last**. A folder whose write was interrupted therefore has no manifest,
+        which :meth:`load` and ``validate_cohort`` refuse, and is never mistaken for a cohort.
+        """
+        from modaltune import fileio
+
         root = Path(root)
         root.mkdir(parents=True, exist_ok=True)
-        (root / MANIFEST_NAME).write_text(yaml.safe_dump(self.manifest.model_dump(mode="json"), sort_keys=False))
-        self.patients.reset_index().to_csv(root / "patients.csv", index=False)
-        self.slides.to_csv(root / "slides.csv", index=False)
-        if self.omics:
-            (root / "omics").mkdir(exist_ok=True)
+        (root / MANIFEST_NAME).unlink(missing_ok=True)  # "done" marker goes until everything is written
+        written: list[str] = []
+
+        def put(rel: str, write) -> None:
+            with fileio.atomic_file(root / rel) as tmp:
+                write(tmp)
+            written.append(rel)
+
+        put("patients.csv", lambda t: self.patients.reset_index().to_csv(t, index=False))
+        put("slides.csv", lambda t: self.slides.to_csv(t, index=False))
         for m in self.modalities:
             if m.kind == "omics" and m.name in self.omics:
-                path = root / (m.path or f"omics/{m.name}.parquet")
-                path.parent.mkdir(parents=True, exist_ok=True)
                 tab = self.omics[m.name].copy()
                 tab.index.name = "patient_id"
                 tab.columns = [str(c) for c in tab.columns]
-                tab.to_parquet(path)
+                put(m.path or f"omics/{m.name}.parquet", tab.to_parquet)
         if len(self.clinical.columns):
             c = self.clinical.copy()
             c.index.name = "patient_id"
-            c.reset_index().to_csv(root / "clinical.csv", index=False)
+            put("clinical.csv", lambda t: c.reset_index().to_csv(t, index=False))
         if len(self.text):
-            self.text.rename("text").rename_axis("patient_id").reset_index().to_csv(root / "text.csv", index=False)
-        self.excluded.to_csv(root / "excluded.csv", index=False)
+            put("text.csv", lambda t: self.text.rename("text").rename_axis("patient_id").reset_index().to_csv(t, index=False))
+        put("excluded.csv", lambda t: self.excluded.to_csv(t, index=False))
         if self.ground_truth is not None:
-            self.ground_truth.rename_axis("patient_id").reset_index().to_csv(root / "ground_truth.csv", index=False)
+            put("ground_truth.csv", lambda t: self.ground_truth.rename_axis("patient_id").reset_index().to_csv(t, index=False))
         for split_name, split in self.splits.items():
-            split.save(root / "splits" / f"{split_name}.csv")
+            put(f"splits/{split_name}.csv", split.save)
+        manifest = self.manifest.model_copy(update={"files": written})
+        fileio.atomic_write_text(root / MANIFEST_NAME, yaml.safe_dump(manifest.model_dump(mode="json"), sort_keys=False))
+        self.manifest = manifest
         self.root = root
         return root
 
@@ -493,6 +511,13 @@ class Cohort:
         :func:`modaltune.data.validate.validate_cohort` to list every problem at once."""
         root = Path(root)
         manifest = load_manifest(root)
+        missing = missing_declared_files(manifest, root)
+        if missing:
+            raise InputError(
+                f"{len(missing)} file(s) that cohort.yaml declares are missing: {examples(missing)}",
+                where=root,
+                fix="re-create the cohort (`modaltune data simulate/import`), or restore the files",
+            )
         patients = _read_table(root / "patients.csv")
         slides_path = root / "slides.csv"
         slides = pd.read_csv(slides_path, dtype=str) if slides_path.exists() else None
@@ -569,6 +594,19 @@ def _label_str_or_nan(v: Any) -> Any:
     return _label_str(v)
 
 
+def missing_declared_files(manifest: CohortManifest, root: str | Path) -> list[str]:
+    """Files the manifest declares (``files`` and omics modality paths), relative to ``root``,
+    that do not exist."""
+    root = Path(root)
+    declared = list(manifest.files) + [m.path or f"omics/{m.name}.parquet" for m in manifest.modalities if m.kind == "omics"]
+    return [f for f in dict.fromkeys(declared) if not (root / f).exists()]
+
+
+#: files a cohort folder holds besides the manifest: their presence without cohort.yaml means an
+#: interrupted write (``Cohort.save`` writes the manifest last)
+_COHORT_DATA_FILES = ("patients.csv", "slides.csv", "clinical.csv", "text.csv", "excluded.csv", "omics", "splits")
+
+
 def load_manifest(root: str | Path) -> CohortManifest:
     """Read and validate ``<root>/cohort.yaml`` with one-line error messages."""
     root = Path(root)
@@ -576,6 +614,12 @@ def load_manifest(root: str | Path) -> CohortManifest:
     if not root.exists():
         raise InputError("cohort directory not found", where=root, fix="create it with `modaltune data simulate` or `modaltune data import`")
     if not path.exists():
+        if any((root / f).exists() for f in _COHORT_DATA_FILES):
+            raise InputError(
+                "cohort files without cohort.yaml: the cohort's write was interrupted (the manifest is written last)",
+                where=root,
+                fix="delete the folder and re-create the cohort with `modaltune data simulate/import`",
+            )
         raise InputError("no cohort.yaml manifest in this directory", where=root, fix="point at a cohort directory written by modaltune")
     ensure_readable(path)
     try:

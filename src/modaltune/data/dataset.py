@@ -113,6 +113,11 @@ class CohortInfo:
         raise KeyError(name)
 
 
+def _py_scalar(v: Any) -> Any:
+    """A numpy scalar as a plain int / float (JSON-friendly)."""
+    return v.item() if hasattr(v, "item") else v
+
+
 class CohortPreprocessor:
     """Fit everything that must be learned from training patients only, then serve encoded values.
 
@@ -235,6 +240,7 @@ class CohortPreprocessor:
         slide_dim = None
         self.slide_dtype = torch.float32
         self.slide_encoder: str | None = None
+        self.slide_tiling: dict[str, float | int] = {}
         self.slide_paths: dict[str, list[Path]] = {}
         if self.slide_modality:
             spec = c.manifest.modality(self.slide_modality)
@@ -254,6 +260,8 @@ class CohortPreprocessor:
                     slide_dim = h.dim
                 if self.slide_encoder is None:  # the cohort's encoder: the manifest's, else the first bag's
                     self.slide_encoder = h.encoder
+                # tiling of the training bags, so new slides can be extracted the same way (FittedModel.slide_features)
+                self.slide_tiling = {k: _py_scalar(h.attrs[k]) for k in ("patch_size", "patch_size_level0", "target_magnification") if h.attrs.get(k) is not None}
                 if h.dtype in (np.float16, np.float32):
                     self.slide_dtype = torch.float16 if h.dtype == np.float16 else torch.float32
             if slide_dim is None:

@@ -329,6 +329,12 @@ class OmicsScaler:
 
     Constant genes in training (std or range 0) map to 0. Missing cells (NaN) map to 0, i.e. to the
     training mean for ``zscore``. Output is float32 and never contains NaN/inf.
+
+    Statistics are computed in float64 on each gene divided by its largest magnitude, so any finite
+    input (even 1e300) gives a finite mean and std (no overflow of the squares). Cohorts are refused
+    earlier (``validate_cohort``, also run before training) when a value is beyond the float32 range
+    (|x| > 3.4e38), and warned about when one value is over 1e6 interquartile ranges from its gene's
+    median (it would flatten the other patients of that gene).
     """
 
     def __init__(self, method: Literal["zscore", "minmax", "none"] = "zscore"):
@@ -346,10 +352,15 @@ class OmicsScaler:
         x = train.to_numpy(dtype=np.float64)
         x = np.where(np.isfinite(x), x, np.nan)
         with np.errstate(all="ignore"), _quiet():
+            # overflow-safe: statistics of x / m with m = max |x| per gene (values in [-1, 1]),
+            # scaled back by m, so a finite 1e300 cannot overflow the squares of the std
+            m = np.nanmax(np.abs(x), 0)
+            m = np.where(np.isfinite(m) & (m > 0), m, 1.0)
+            u = x / m
             if self.method == "zscore":
-                center, scale = np.nanmean(x, 0), np.nanstd(x, 0)
+                center, scale = np.nanmean(u, 0) * m, np.nanstd(u, 0) * m
             elif self.method == "minmax":
-                center, scale = np.nanmin(x, 0), np.nanmax(x, 0) - np.nanmin(x, 0)
+                center, scale = np.nanmin(x, 0), (np.nanmax(u, 0) - np.nanmin(u, 0)) * m
             else:
                 center, scale = np.zeros(x.shape[1]), np.ones(x.shape[1])
         center = np.where(np.isfinite(center), center, 0.0)

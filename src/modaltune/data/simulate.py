@@ -28,37 +28,56 @@ and outputs; ``docs/simulation.md``, "Stages"): :func:`resolve_settings` ->
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from modaltune.errors import ConfigError, InputError
+from modaltune.fileio import publish_dir, removes_staging_on_error, staging_dir
 
 if TYPE_CHECKING:  # pragma: no cover
     from modaltune.data.cohort import Cohort, CohortManifest
 
 __all__ = [
-    "SignalSpec",
-    "PRESETS",
-    "LATENT_FACTORS",
-    "TISSUE_TYPES",
     "DEFAULT_MISSING_RATES",
-    "simulate_cohort",
+    "LATENT_FACTORS",
+    "PRESETS",
+    "TISSUE_TYPES",
+    "ClinicalValues",
+    "CohortTables",
+    "LatentState",
+    "Missingness",
+    "OmicsData",
+    "RandomStreams",
+    "SignalSpec",
+    "SimSettings",
+    "SlideBag",
+    "SlideWorld",
+    "TaskOutcomes",
+    "build_manifest",
+    "build_tables",
     "builtin_pathways",
     "load_pathway_matrix",
+    "resolve_settings",
     "signal_check",
-    # stages of simulate_cohort, in pipeline order (docs/simulation.md, "Stages")
-    "SimSettings", "RandomStreams", "LatentState", "ClinicalValues", "TaskOutcomes", "Missingness", "SlideWorld",
-    "SlideBag", "OmicsData", "CohortTables",
-    "resolve_settings", "simulate_latent", "simulate_clinical_values", "simulate_tasks", "simulate_missingness",
-    "simulate_slide_world", "tissue_logits", "simulate_slide_bags", "write_slide_bags", "simulate_omics",
-    "simulate_reports", "build_tables", "build_manifest", "write_tables",
+    "simulate_clinical_values",
+    "simulate_cohort",
+    "simulate_latent",
+    "simulate_missingness",
+    "simulate_omics",
+    "simulate_reports",
+    "simulate_slide_bags",
+    "simulate_slide_world",
+    "simulate_tasks",
+    "tissue_logits",
+    "write_slide_bags",
+    "write_tables",
 ]
 
 #: Bumped whenever the same arguments + seed would give different data.
@@ -157,7 +176,7 @@ class SignalSpec:
     pathway_noise: float = 0.4
 
     @classmethod
-    def from_any(cls, value: "SignalSpec | Mapping[str, float] | None") -> "SignalSpec":
+    def from_any(cls, value: SignalSpec | Mapping[str, float] | None) -> SignalSpec:
         if value is None:
             return cls()
         if isinstance(value, SignalSpec):
@@ -350,8 +369,8 @@ def _prepare_out(out: str | Path | None, overwrite: bool | None) -> Path:
                 where=out,
                 fix="choose a new --out directory" + (" or pass overwrite=True" if manifest.exists() else ""),
             )
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+        # the old cohort stays until the new one is complete (publish_dir swaps them)
+    out.parent.mkdir(parents=True, exist_ok=True)
     return out
 
 
@@ -409,7 +428,7 @@ class RandomStreams:
     proto: np.random.Generator
 
     @classmethod
-    def from_seed(cls, seed: int, world_seed: int | None = None) -> "RandomStreams":
+    def from_seed(cls, seed: int, world_seed: int | None = None) -> RandomStreams:
         gens = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(10)]
         if world_seed is not None and int(world_seed) != int(seed):
             world = np.random.SeedSequence(int(world_seed)).spawn(10)
@@ -876,11 +895,16 @@ def build_tables(latent: LatentState, clinical: ClinicalValues, tasks: TaskOutco
     return CohortTables(patients=patients, clinical=clin, omics=omics_tables, ground_truth=gt)
 
 
-def build_manifest(settings: SimSettings, n_genes: int, n_pathways: int) -> "CohortManifest":
+def build_manifest(settings: SimSettings, n_genes: int, n_pathways: int) -> CohortManifest:
     """Stage 9: the cohort manifest (tasks, modalities, clinical fields; ``extra.simulation`` records
     every setting, so the cohort can be regenerated). ``n_genes``/``n_pathways``: RNA genes and
     pathways actually used (after any gene subset)."""
-    from modaltune.data.cohort import ClinicalField, CohortManifest, ModalitySpec, TaskSpec
+    from modaltune.data.cohort import (
+        ClinicalField,
+        CohortManifest,
+        ModalitySpec,
+        TaskSpec,
+    )
 
     s = settings
     tasks = [
@@ -944,9 +968,10 @@ def build_manifest(settings: SimSettings, n_genes: int, n_pathways: int) -> "Coh
 
 def write_tables(out_dir: Path, settings: SimSettings, latent: LatentState, tasks: TaskOutcomes, omics: OmicsData,
                  tables: CohortTables, slides: pd.DataFrame, text: pd.Series) -> None:
-    """Stage 10: write ``pathways.csv``, ``pathway_loadings.csv``, the cohort (manifest and tables,
-    :meth:`Cohort.save`) and, when ``settings.n_folds >= 2`` and there are enough patients,
-    ``splits/kfold<k>.csv`` stratified by the subtype."""
+    """Stage 10: write into ``out_dir`` (the staging folder) ``pathways.csv``,
+    ``pathway_loadings.csv`` and the cohort (tables, then the manifest last: :meth:`Cohort.save`)
+    with, when ``settings.n_folds >= 2`` and there are enough patients, ``splits/kfold<k>.csv``
+    stratified by the subtype."""
     from modaltune.data.cohort import Cohort
 
     pw = omics.pathways
@@ -957,15 +982,17 @@ def write_tables(out_dir: Path, settings: SimSettings, latent: LatentState, task
     manifest = build_manifest(settings, n_genes=len(pw.index), n_pathways=pw.shape[1])
     cohort = Cohort(manifest, tables.patients, slides=slides, omics=tables.omics, clinical=tables.clinical, text=text,
                     ground_truth=tables.ground_truth, root=out_dir)
-    cohort.save(out_dir)
     n, k = settings.n_patients, settings.n_folds
     if k and k >= 2 and n >= k:
         from modaltune.data.splits import kfold_split
 
-        kfold_split(list(latent.patient_ids), k, seed=settings.seed, labels=tasks.subtype, name=f"kfold{k}").save(out_dir / "splits" / f"kfold{k}.csv")
+        # written by save, before the manifest (a split written after it could be lost to a crash)
+        cohort.splits[f"kfold{k}"] = kfold_split(list(latent.patient_ids), k, seed=settings.seed, labels=tasks.subtype, name=f"kfold{k}")
+    cohort.save(out_dir)
 
 
 # ------------------------------------------------------------------------------------------ main
+@removes_staging_on_error
 def simulate_cohort(
     out: str | Path | None = None,
     *,
@@ -989,7 +1016,7 @@ def simulate_cohort(
     name: str | None = None,
     overwrite: bool | None = None,
     world_seed: int | None = None,
-) -> "Cohort":
+) -> Cohort:
     """Simulate a seeded synthetic multi-site cohort and write it to ``out``.
 
     Args:
@@ -1052,7 +1079,10 @@ def simulate_cohort(
     tasks = simulate_tasks(latent, clinical, s.signal, s.censoring_rate, s.max_follow_up_months, rng.survival)
     missing = simulate_missingness(s.n_patients, s.missing_rates, rng.missing)
 
-    out_dir = _prepare_out(out, overwrite)
+    final_dir = _prepare_out(out, overwrite)
+    # crash safety: the cohort is built in a process-unique sibling folder and renamed into place
+    # when complete, so a killed run leaves no folder at `out` that a rerun would take as done
+    out_dir = staging_dir(final_dir)  # removed again if this call raises (@removes_staging_on_error)
     world = simulate_slide_world(s.feature_dim, rng.proto)
     bags = simulate_slide_bags(latent, world, s.slides_per_patient, s.patches, s.signal, rng.slide)
     slides = write_slide_bags(out_dir, bags, latent.patient_ids, missing.modality["slide"], float16=s.float16,
@@ -1061,11 +1091,11 @@ def simulate_cohort(
     text = simulate_reports(latent, clinical, missing.modality["text"], rng.text)
     tables = build_tables(latent, clinical, tasks, missing, omics, s.signal, include_stage_task=s.include_stage_task)
     write_tables(out_dir, s, latent, tasks, omics, tables, slides, text)
-    return Cohort.load(out_dir)
+    return Cohort.load(publish_dir(out_dir, final_dir))
 
 
 # ------------------------------------------------------------------------------------------ signal check
-def _modality_matrices(cohort: "Cohort", ids: list[str]) -> dict[str, np.ndarray]:
+def _modality_matrices(cohort: Cohort, ids: list[str]) -> dict[str, np.ndarray]:
     """Simple per-patient features: bag-mean patch features (all slides pooled), pathway-mean
     z-scored RNA, encoded clinical fields (mean-imputed + missing indicators), site one-hot."""
     import h5py
@@ -1096,7 +1126,7 @@ def _modality_matrices(cohort: "Cohort", ids: list[str]) -> dict[str, np.ndarray
     return {"slide": np.asarray(bag), "omics": omics, "clinical": np.column_stack(cols), "site": site}
 
 
-def signal_check(cohort: "Cohort", *, n_folds: int = 5, seed: int = 0) -> pd.DataFrame:
+def signal_check(cohort: Cohort, *, n_folds: int = 5, seed: int = 0) -> pd.DataFrame:
     """Quick baselines showing how the signal is split across modalities.
 
     On patients with slide, RNA and clinical data, fits (in stratified ``n_folds``-fold CV) an L2

@@ -7,13 +7,16 @@ Checks (errors unless marked *warning*):
   class labels; survival time negative / NaN / inf / non-numeric (with an event recorded) and
   events not in {0, 1}; non-numeric regression values; sites not declared in the manifest (*warning*);
   tasks without any usable label (*warning*);
-- ``slides.csv``: unknown patients; bag files listed but absent (*warning*, counted per slide
-  modality: the TCGA importers record expected paths that do not exist here); with ``check_bags``:
-  unreadable / corrupt / truncated files, no ``features``, features not 2-D, NaN/inf, empty bags,
+- ``cohort.yaml``'s ``files`` (written by ``Cohort.save``): every listed file present;
+- ``slides.csv``: unknown patients; one bag file listed twice (for one patient: a doubled bag; for
+  two: leakage); bag files listed but absent (*warning*, counted per slide modality: the TCGA
+  importers record expected paths that do not exist here), an error when none exists; a FIFO /
+  socket / device as a bag (never opened); with ``check_bags``: unreadable / corrupt / truncated
+  files, no ``features``, features not 2-D or not float (int/bool), NaN/inf, empty bags,
   coords of the wrong shape or non-integral, feature dim or encoder different from the manifest's
   ``feature_dim`` / ``encoder`` or (when the manifest declares none) mixed across the cohort;
 - omics tables: missing file, duplicate patient ids, unknown patients (*warning*), non-numeric
-  columns, NaN/inf cells;
+  columns, NaN/inf cells, values beyond the float32 range, extreme outliers (*warning*);
 - ``clinical.csv``: duplicate ids, unknown patients (*warning*), values outside each field's schema,
   declared fields absent (*warning*);
 - ``text.csv``: duplicate ids;
@@ -25,6 +28,9 @@ Problems are aggregated per file and kind, naming up to a few patients/files eac
 """
 from __future__ import annotations
 
+import logging
+import os
+import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -33,16 +39,20 @@ import numpy as np
 import pandas as pd
 
 from modaltune.data._files import UNREADABLE, UNREADABLE_FIX, is_unreadable
-from modaltune.data.bags import BAG_SUFFIXES, is_no_tissue_bag, read_bag
+from modaltune.data.bags import BAG_SUFFIXES, check_bag_header, is_no_tissue_bag, not_a_regular_file, read_bag
 from modaltune.data.clinical import check_clinical_value
-from modaltune.data.cohort import MANIFEST_NAME, Cohort, CohortManifest, load_manifest
+from modaltune.data.cohort import MANIFEST_NAME, Cohort, CohortManifest, load_manifest, missing_declared_files
 from modaltune.data.labels import label_problems
 from modaltune.data.splits import PARTITIONS
 from modaltune.errors import InputError, ValidationReport
 
-__all__ = ["validate_cohort", "ValidationReport"]
+__all__ = ["validate_cohort", "check_trainable", "ValidationReport"]
+
+log = logging.getLogger(__name__)
 
 _EXAMPLES = 5
+_F32_MAX = float(np.finfo(np.float32).max)
+_OUTLIER_IQRS = 1e6
 
 
 def _examples(items: list[Any], k: int = _EXAMPLES) -> str:
@@ -112,6 +122,39 @@ def _check_omics(report: ValidationReport, name: str, tab: pd.DataFrame, where: 
                 f"omics '{name}': {int(bad.sum())} NaN/inf value(s) in {len(rows)} patient(s) ({_examples([str(num.index[r]) for r in rows])}) and {len(cols)} feature(s) ({_examples([str(num.columns[c]) for c in cols])})",
                 "impute or remove the values; a patient without this modality must have no row at all",
             )
+        # models read omics as float32: a larger finite value would become inf there
+        huge = np.isfinite(x) & (np.abs(x) > _F32_MAX)
+        if huge.any():
+            rows = np.flatnonzero(huge.any(axis=1))
+            cols = np.flatnonzero(huge.any(axis=0))
+            report.add(
+                where,
+                f"omics '{name}': {int(huge.sum())} value(s) beyond the float32 range (|x| > 3.4e38) in {len(rows)} patient(s) ({_examples([str(num.index[r]) for r in rows])}) and {len(cols)} feature(s) ({_examples([str(num.columns[c]) for c in cols])})",
+                "omics values are read as float32: correct the values (a unit or log-transform error?) or remove them",
+            )
+        _check_outliers(report, name, num, x, where)
+
+
+def _check_outliers(report: ValidationReport, name: str, num: pd.DataFrame, x: np.ndarray, where: Path | str) -> None:
+    """*Warning*: a value more than 1e6 interquartile ranges from its gene's median dominates the
+    z-score standard deviation, so every other patient of that gene scales to (nearly) one value."""
+    xf = np.where(np.isfinite(x) & (np.abs(x) <= _F32_MAX), x, np.nan)
+    if not np.isfinite(xf).any():
+        return
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        q25, med, q75 = np.nanpercentile(xf, [25, 50, 75], axis=0)
+        far = np.abs(xf - med) > _OUTLIER_IQRS * (q75 - q25)
+    far &= (q75 - q25 > 0)[None, :]
+    if far.any():
+        rows = np.flatnonzero(far.any(axis=1))
+        cols = np.flatnonzero(far.any(axis=0))
+        report.add(
+            where,
+            f"omics '{name}': {int(far.sum())} extreme value(s) (over 1e6 interquartile ranges from the gene's median) in {len(rows)} patient(s) ({_examples([str(num.index[r]) for r in rows])}) and {len(cols)} feature(s) ({_examples([str(num.columns[c]) for c in cols])}); z-scoring flattens the other patients of these genes",
+            "check the values (a unit, parse or log-transform error?); the cohort still trains",
+            severity="warning",
+        )
 
 
 def _check_clinical(report: ValidationReport, manifest: CohortManifest, clin: pd.DataFrame, where: Path | str, known: set[str]) -> None:
@@ -157,7 +200,17 @@ def _check_slides(report: ValidationReport, cohort_like: dict[str, Any], manifes
         return q if q.is_absolute() or root is None else root / q
 
     paths = [resolve(str(p)) if isinstance(p, str) and p.strip() else None for p in slides["path"]]
+    _check_shared_files(report, where, pids, paths)
     absent_slides = [i for i, p in enumerate(paths) if p is None or not p.exists()]
+    # (an in-memory cohort not yet saved cannot resolve relative paths: only the warning below)
+    resolvable = root is not None or all(p is not None and p.is_absolute() for p in paths)
+    if absent_slides and len(absent_slides) == len(paths) and resolvable:
+        report.add(
+            where,
+            f"slide modality '{name}': none of the {len(paths)} listed feature files exists, e.g. {_examples([str(p) if p else '<empty path>' for p in paths], 2)}",
+            "extract the features (`modaltune extract`), fix the paths in slides.csv (relative to the cohort folder), or remove the slide modality",
+        )
+        return
     if absent_slides:
         by_patient = defaultdict(int)
         for i in absent_slides:
@@ -177,6 +230,11 @@ def _check_slides(report: ValidationReport, cohort_like: dict[str, Any], manifes
     if not check_bags:
         return
     existing = [(pids.iloc[i], p) for i, p in enumerate(paths) if p is not None and p.exists() and p.suffix.lower() in BAG_SUFFIXES]
+    # a FIFO or device listed as a bag would block the reader forever: report it, never open it
+    special = [(pid, p) for pid, p in existing if not p.is_file()]
+    for pid, p in special[:_EXAMPLES]:
+        report.add(p, f"patient '{pid}': {not_a_regular_file(p)}", "list regular .h5/.pt files in slides.csv")
+    existing = [(pid, p) for pid, p in existing if p.is_file()]
     if max_bags is not None and len(existing) > max_bags:
         report.add(where, f"checked {max_bags} of {len(existing)} bag files (max_bags)", "run without max_bags to check every file", severity="warning")
         existing = existing[:max_bags]
@@ -193,9 +251,18 @@ def _check_slides(report: ValidationReport, cohort_like: dict[str, Any], manifes
             severity="warning",
         )
         existing = [(pid, p) for pid, p in existing if (pid, p) not in flagged]
+    mode, why = _bag_mode(check_bags, existing)
+    if mode == "header":
+        log.warning("%d bag files checked from their headers only (%s); NaN/inf features are reported when they are read", len(existing), why)
+        report.add(
+            where,
+            f"{len(existing)} bag file(s) checked from their headers only ({why}): their values (NaN/inf) are checked when they are read",
+            f"run `modaltune data validate` (reads every bag) or raise {FULL_READ_BYTES_ENV}",
+            severity="warning",
+        )
     for pid, p in existing:
         try:
-            bag = read_bag(p)
+            bag = read_bag(p) if mode == "full" else check_bag_header(p)
         except InputError as exc:
             report.add(exc.where or p, f"patient '{pid}': {exc.detail}", exc.fix or "")
             continue
@@ -212,6 +279,60 @@ def _check_slides(report: ValidationReport, cohort_like: dict[str, Any], manifes
     if expected_enc is None and len(encs) > 1:
         desc = "; ".join(f"'{e}': {len(fs)} file(s), e.g. {fs[0]}" for e, fs in sorted(encs.items()))
         report.add(where, f"mixed encoders across the cohort ({desc})", "use one patch encoder for the whole cohort and set encoder in cohort.yaml")
+
+
+#: ``check_bags="auto"`` reads every bag when their features total at most this many bytes
+FULL_READ_BYTES_ENV = "MODALTUNE_VALIDATE_READ_BYTES"
+_DEFAULT_FULL_READ = 2 << 30
+
+
+def _full_read_budget() -> int:
+    v = os.environ.get(FULL_READ_BYTES_ENV)
+    return int(float(v)) if v else _DEFAULT_FULL_READ
+
+
+def _gib(n: float) -> str:
+    return f"{n / (1 << 30):.3g} GiB"
+
+
+def _bag_mode(check_bags: bool | str, existing: list[tuple[str, Path]]) -> tuple[str, str]:
+    """(``full`` | ``header``, why): ``full`` reads every bag (values too), ``header`` checks shapes,
+    dtype and format only. ``auto``: full unless the bag files add up to more than
+    :data:`FULL_READ_BYTES_ENV` bytes (default 2 GiB)."""
+    if check_bags is True or check_bags == "full":
+        return "full", ""
+    if check_bags == "header":
+        return "header", "check_bags='header'"
+    # file sizes stand for the feature bytes (features dominate a bag file), at the cost of one stat each
+    total, budget = sum(p.stat().st_size for _, p in existing), _full_read_budget()
+    if total > budget:
+        return "header", f"the bag files total {_gib(total)}, over the full-read budget of {_gib(budget)}"
+    return "full", ""
+
+
+def _check_shared_files(report: ValidationReport, where: Path | str, pids: pd.Series, paths: list[Path | None]) -> None:
+    """One bag file listed twice: for one patient it doubles the bag; for two patients it leaks
+    one slide into both (train/test leakage when they land in different partitions)."""
+    owners: dict[str, list[str]] = defaultdict(list)
+    for pid, p in zip(pids.tolist(), paths):
+        if p is not None:
+            owners[os.path.normpath(str(p.resolve() if p.exists() else p))].append(str(pid))
+    twice = sorted((f, ps) for f, ps in owners.items() if len(ps) > 1 and len(set(ps)) == 1)
+    shared = sorted((f, ps) for f, ps in owners.items() if len(set(ps)) > 1)
+    if twice:
+        desc = ", ".join(f"'{f}' ({len(ps)}x for '{ps[0]}')" for f, ps in twice[:2])
+        report.add(where, f"{len(twice)} bag file(s) listed more than once for one patient (the bag would be doubled): {desc}", "keep one slides.csv row per slide")
+    if shared:
+        desc = ", ".join(f"'{f}' for {sorted(set(ps))}" for f, ps in shared[:2])
+        report.add(where, f"{len(shared)} bag file(s) shared by several patients (train/test leakage): {desc}", "each slide belongs to one patient: fix the patient_id or the path of these rows")
+
+
+def _check_declared_files(report: ValidationReport, manifest: CohortManifest, root: Path) -> None:
+    """Files that cohort.yaml lists (``files``) must exist (an omics table is reported by its own check)."""
+    omics_paths = {m.path or f"omics/{m.name}.parquet" for m in manifest.modalities if m.kind == "omics"}
+    missing = [f for f in missing_declared_files(manifest, root) if f not in omics_paths]
+    if missing:
+        report.add(root, f"{len(missing)} file(s) that cohort.yaml declares are missing: {_examples(missing)}", "re-create the cohort (`modaltune data simulate/import`), or restore the files")
 
 
 def _check_splits(report: ValidationReport, root: Path, known: set[str]) -> None:
@@ -265,13 +386,20 @@ def _check_split_coverage(report: ValidationReport, path: Path, df: pd.DataFrame
 
 
 # ------------------------------------------------------------------------------------ entry point
-def validate_cohort(root_or_cohort: str | Path | Cohort, *, check_bags: bool = True, max_bags: int | None = None) -> ValidationReport:
+def validate_cohort(
+    root_or_cohort: str | Path | Cohort, *, check_bags: bool | str = True, max_bags: int | None = None, modalities: list[str] | None = None
+) -> ValidationReport:
     """Check a cohort directory (or an in-memory :class:`Cohort`) and return **all** problems.
 
     Args:
         root_or_cohort: cohort directory (with ``cohort.yaml``) or a Cohort object.
-        check_bags: read every existing bag file (full validation incl. NaN check).
+        check_bags: ``True``/``"full"``: read every existing bag file (full validation incl. the
+            NaN/inf check); ``"header"``: every check that needs no feature values (file type,
+            format, shape, dtype, dims, encoder); ``"auto"``: full unless the features total more
+            than ``$MODALTUNE_VALIDATE_READ_BYTES`` (default 2 GiB); ``False``: bags not opened.
         max_bags: read at most this many bag files (a warning says so).
+        modalities: check only these modalities' files (omics tables, clinical, text, slides);
+            None = all. Patients, tasks, splits and declared files are always checked.
     Returns:
         :class:`~modaltune.errors.ValidationReport`; ``report.ok`` is False when there are errors.
     """
@@ -328,6 +456,12 @@ def validate_cohort(root_or_cohort: str | Path | Cohort, *, check_bags: bool = T
 
     if patients is None:
         return report  # nothing else can be cross-checked without patients
+    kinds = {m.kind for m in manifest.modalities if modalities is None or m.name in modalities}
+    if modalities is not None:
+        omics = {k: v for k, v in omics.items() if k in modalities}
+        clin = clin if "clinical" in kinds else None
+        text = text if "text" in kinds else None
+        slides = slides if "slide" in kinds else None
     known = set(patients.index.astype(str))
     _duplicates(report, where_p, patients.index)
     if manifest.sites and "site" in patients.columns:
@@ -340,12 +474,37 @@ def validate_cohort(root_or_cohort: str | Path | Cohort, *, check_bags: bool = T
             _check_omics(report, name, tab, w, known)
     if clin is not None and (len(clin.columns) or manifest.clinical_fields):
         _check_clinical(report, manifest, clin, (root / "clinical.csv") if root else "clinical", known)
-    elif manifest.clinical_fields and any(m.kind == "clinical" for m in manifest.modalities):
+    elif manifest.clinical_fields and "clinical" in kinds:
         report.add((root / "clinical.csv") if root else "clinical", "clinical fields are declared but there is no clinical table", "add clinical.csv or remove the clinical modality", severity="warning")
     if text is not None and len(text):
         if "patient_id" in text.columns:
             _duplicates(report, (root / "text.csv") if root else "text", text["patient_id"])
-    _check_slides(report, {"slides": slides, "slides_where": (root / "slides.csv") if root else "slides", "root": root}, manifest, known, check_bags, max_bags)
+    if "slide" in kinds:
+        _check_slides(report, {"slides": slides, "slides_where": (root / "slides.csv") if root else "slides", "root": root}, manifest, known, check_bags, max_bags)
     if root is not None:
+        _check_declared_files(report, manifest, root)
         _check_splits(report, root, known)
     return report
+
+
+def check_trainable(cohort: Cohort, *, modalities: list[str] | None = None, check_bags: bool | str = "auto") -> ValidationReport:
+    """The training-time gate: run :func:`validate_cohort` on the cohort as loaded, limited to the
+    ``modalities`` a method reads (None = all), and raise the first error as a one-line
+    :class:`InputError` with the same where / message / fix that ``modaltune data validate`` prints.
+    So a cohort that validates is exactly a cohort that trains (an omics-only method also trains on
+    a cohort whose slide features are not extracted yet).
+
+    Called by ``fit`` (hence by every benchmark unit); the report is remembered on the cohort object
+    per modality set, so cross-validation folds and units of one loaded cohort check it once.
+    ``check_bags="auto"`` reads every bag file once (shapes, dtype, NaN/inf) when they total at most
+    2 GiB of features (measured on the demo cohort: about one epoch of bag reads, once per process),
+    else checks their headers only and leaves the NaN/inf test to the reader (docs/data.md).
+    Returns the report (warnings only) when the cohort is usable.
+    """
+    memo = cohort.__dict__.setdefault("_trainable_reports", {})
+    key = (None if modalities is None else tuple(sorted(modalities)), str(check_bags))
+    if key not in memo:
+        report = validate_cohort(cohort, check_bags=check_bags, modalities=modalities)
+        report.raise_if_errors()
+        memo[key] = report
+    return memo[key]

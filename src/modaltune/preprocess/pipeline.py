@@ -71,6 +71,8 @@ class ExtractConfig:
     slide_encoder: str | None = None
     slide_encoder_checkpoint: str | None = None
     slide_encoder_random_init: bool = False
+    encoder_config: dict | None = None  # a user encoder's config (see modaltune.preprocess.encoders.custom)
+    strict_pairing: bool = False
 
     def validate(self) -> None:
         if self.no_tissue not in ("write", "skip"):
@@ -276,11 +278,20 @@ def _get_encoder(cfg: ExtractConfig, device: str):
     """Load (once per process) the configured encoder; Ray workers reuse it across slides."""
     from .encoders import load_patch_encoder
 
+    _register_custom(cfg)
     key = (cfg.encoder, cfg.weights, device)
     if key not in _ENCODER_CACHE:
         _ENCODER_CACHE.clear()
         _ENCODER_CACHE[key] = load_patch_encoder(cfg.encoder, weights=cfg.weights, device=device)
     return _ENCODER_CACHE[key]
+
+
+def _register_custom(cfg: ExtractConfig) -> None:
+    """Register the run's user encoder (from ``cfg.encoder_config``) in this process: Ray workers too."""
+    if cfg.encoder_config:
+        from .encoders import custom_encoder_spec, register_patch_encoder
+
+        register_patch_encoder(custom_encoder_spec(cfg.encoder_config), replace=True)
 
 
 _SLIDE_ENCODER_CACHE: dict = {}
@@ -517,13 +528,14 @@ def process_slide(path: str | Path, out_dir: str | Path, cfg: ExtractConfig, enc
 # a run
 # ---------------------------------------------------------------------------------------------
 def extract_features(slides: str | Path | Iterable[str | Path], out: str | Path, *, encoder: str = "efficientnet_lite0",
-                     weights: str | Path | None = None, magnification: float | None = 20.0, target_mpp: float | None = None,
-                     patch_size: int = 256, overlap: int = 0, min_tissue: float = 0.25,
+                     weights: str | Path | None = None, magnification: float | None = None, target_mpp: float | None = None,
+                     patch_size: int | None = None, overlap: int = 0, min_tissue: float = 0.25,
                      mpp_overrides: str | Path | dict | None = None, batch_size: int = 64, workers: int = 0,
                      device: str = "auto", resume: bool = True, backend: str = "auto", no_tissue: str = "write",
                      features_dtype: str = "float32", ray_address: str | None = None, progress: bool = True,
                      save_qc: bool = True, mask_long_side: int = 2048, slide_encoder: str | None = None,
-                     slide_encoder_checkpoint: str | Path | None = None, random_init: bool = False) -> RunSummary:
+                     slide_encoder_checkpoint: str | Path | None = None, random_init: bool = False,
+                     encoder_config: str | Path | dict | None = None, strict_pairing: bool = False) -> RunSummary:
     """Extract patch features of every slide in ``slides`` (folder or list of paths) into ``out``.
 
     Returns the :class:`RunSummary` (also written to ``out/summary.json`` and ``out/summary.md``).
@@ -537,21 +549,42 @@ def extract_features(slides: str | Path | Iterable[str | Path], out: str | Path,
     ``slide_encoder`` (e.g. ``'gigapath'``, ``'titan'``, ``'small_transformer'``): also store each slide's
     embedding as ``slide_embedding`` in its h5, with weights from ``slide_encoder_checkpoint`` (a local
     file) or ``random_init=True`` (explicit; for tests). Foundation models without either raise ConfigError.
+
+    Tiling defaults to the encoder's training geometry: ``patch_size`` None takes ``spec.tile_px`` (256
+    for encoders declaring none) and ``magnification`` None (with no ``target_mpp``) takes
+    ``spec.magnification`` (20x when none); e.g. ``conch_v15`` tiles 512 px at 20x. Another pairing
+    warns once (:class:`~.encoders.EncoderPairingWarning`), or raises ConfigError with ``strict_pairing``.
+    ``encoder_config`` (a dict or JSON/YAML file: ``builder 'module:function'``, weights, mean/std,
+    tile_px, magnification, ...; see :mod:`.encoders.custom`) registers a user encoder and uses it.
     """
     from .encoders import get_patch_encoder_spec
     from .slide import read_mpp_overrides
 
     if isinstance(mpp_overrides, (str, Path)):
         mpp_overrides = read_mpp_overrides(mpp_overrides)
-    cfg = ExtractConfig(encoder=get_patch_encoder_spec(encoder).name, weights=str(weights) if weights else None,
+    custom = None
+    if encoder_config is not None:
+        from .encoders import custom_encoder_spec, read_encoder_config, register_patch_encoder
+
+        custom = read_encoder_config(encoder_config) if isinstance(encoder_config, (str, Path)) else dict(encoder_config)
+        encoder = register_patch_encoder(custom_encoder_spec(custom), replace=True).name
+    spec = get_patch_encoder_spec(encoder)
+    if patch_size is None:
+        patch_size = spec.tile_px or 256
+    if magnification is None and target_mpp is None:
+        magnification = spec.magnification or 20.0
+    cfg = ExtractConfig(encoder=spec.name, weights=str(weights) if weights else None,
                         magnification=magnification, target_mpp=target_mpp, patch_size=patch_size, overlap=overlap,
                         min_tissue=min_tissue, batch_size=batch_size, workers=workers, device=device, resume=resume,
                         backend=backend, mpp_overrides=dict(mpp_overrides or {}), no_tissue=no_tissue,
                         features_dtype=features_dtype, progress=progress, save_qc=save_qc, mask_long_side=int(mask_long_side),
                         slide_encoder=slide_encoder or None,
                         slide_encoder_checkpoint=str(slide_encoder_checkpoint) if slide_encoder_checkpoint else None,
-                        slide_encoder_random_init=bool(random_init))
+                        slide_encoder_random_init=bool(random_init), encoder_config=custom, strict_pairing=bool(strict_pairing))
     cfg.validate()
+    from .encoders import check_pairing
+
+    check_pairing(spec, cfg.patch_size, cfg.magnification, cfg.target_mpp, strict=cfg.strict_pairing)
     out = Path(out)
     paths = find_slides(slides)
     # one run per output folder: two runs would overwrite each other's bags and summary

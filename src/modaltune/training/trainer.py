@@ -75,6 +75,14 @@ class FittedModel:
         """:func:`targets_frame` of ``ids`` for ``tasks`` (default: the model's tasks)."""
         return targets_frame(cohort, ids, list(self.tasks if tasks is None else tasks))
 
+    @property
+    def slide_features(self) -> dict | None:
+        """What the model's slide input was made with, or None without a slide modality:
+        ``{"modality", "encoder" (patch encoder name or None), "feature_dim", "patch_size",
+        "patch_size_level0", "target_magnification"}`` (tiling keys None when the bags did not say).
+        Recorded in ``fitted.json`` so features of new slides can be checked (and extracted) alike."""
+        return slide_feature_record(self.preprocessor)
+
     def save(self, out_dir: str | Path) -> Path:
         """Write the model folder without pickle (format :data:`FORMAT_VERSION`):
 
@@ -96,6 +104,7 @@ class FittedModel:
             "tasks": self.tasks,
             "trainer": self.trainer.model_dump(mode="json"),
             "train_ids": self.train_ids,
+            "slide_features": self.slide_features,
             "format_version": FORMAT_VERSION,
         }
         save_state(out, "preprocessor", detach(self.preprocessor))
@@ -214,6 +223,20 @@ def _load_tensors(file: Path) -> dict[str, torch.Tensor]:
 
 
 # ---------------------------------------------------------------------------------------- helpers
+_TILING_KEYS = ("patch_size", "patch_size_level0", "target_magnification")
+
+
+def slide_feature_record(preprocessor: Any) -> dict | None:
+    """The slide-feature contract of a fitted preprocessor (see :attr:`FittedModel.slide_features`)."""
+    info = preprocessor.info
+    if not getattr(info, "slide_modality", None):
+        return None
+    rec: dict[str, Any] = {"modality": info.slide_modality, "encoder": getattr(preprocessor, "slide_encoder", None),
+                           "feature_dim": int(info.slide_dim) if info.slide_dim else None, **{k: None for k in _TILING_KEYS}}
+    rec.update(getattr(preprocessor, "slide_tiling", None) or {})
+    return rec
+
+
 def _as_method(method: str | MethodConfig | dict | None, params: dict | None, modalities: list[str] | None) -> MethodConfig:
     if method is None:
         raise InputError("no method given", where="fit", fix="pass a method name (see `modaltune methods`)")
@@ -460,6 +483,9 @@ def fit(
     task_names = sources.check_tasks(cohort, tasks)
     mods = sources.resolve_modalities(cohort, mcfg.modalities or list(entry.modalities) or None)
     mcfg = mcfg.model_copy(update={"modalities": mods})
+    from modaltune.data.validate import check_trainable
+
+    check_trainable(cohort, modalities=mods)  # what `data validate` rejects never trains (once per cohort object)
     train_ids = list(fold.train)
     if not train_ids:
         raise InputError(f"fold {fold.index} has no training patients", where="split", fix="check the split")

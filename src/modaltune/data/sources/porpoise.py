@@ -556,10 +556,14 @@ def prepare_out_dir(out_dir: str | Path, *, overwrite: bool = False, keep: str |
     others = [p for p in out.iterdir() if p.name != keep_name] if out.is_dir() else []
     if not others:
         return out
-    if not (out / "cohort.yaml").exists():
+    # cohort files without the manifest: an interrupted write (Cohort.save writes cohort.yaml last),
+    # cleared like a cohort with --overwrite
+    interrupted = not (out / "cohort.yaml").exists() and any((out / n).exists() for n in _COHORT_FILES[1:])
+    if not (out / "cohort.yaml").exists() and not interrupted:
         raise InputError("output directory is not empty and holds no cohort", where=out, fix="choose a new or empty --out directory")
     if not overwrite:
-        raise InputError("output directory already holds a cohort", where=out, fix="pass --overwrite (keeps the features folder) or choose another --out")
+        what = "the files of an interrupted cohort write (no cohort.yaml)" if interrupted else "a cohort"
+        raise InputError(f"output directory already holds {what}", where=out, fix="pass --overwrite (keeps the features folder) or choose another --out")
     for name in _COHORT_FILES:
         (out / name).unlink(missing_ok=True)
     for sub in ("omics", "splits"):
