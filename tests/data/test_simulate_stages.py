@@ -81,10 +81,10 @@ def _cohort_digest(root: Path) -> dict[str, str]:
 # stages. A change here means the same seed no longer gives the same cohort: bump GENERATOR_VERSION
 # and recompute only when that is intended.
 PINNED = [
-    (dict(preset="tiny", n_patients=10, seed=21, patches=(4, 12), feature_dim=8, n_folds=2),
+    ({"preset": "tiny", "n_patients": 10, "seed": 21, "patches": (4, 12), "feature_dim": 8, "n_folds": 2},
      29, "a15c0a22c17f9462f245cad751c7d411841f4615f7b533d52cc8b58bccd8fc4f"),
-    (dict(preset="tiny", n_patients=14, seed=9, sites=("BRCA", "XYZ"), patches=(4, 12), feature_dim=8, slides_per_patient=(1, 3),
-          include_stage_task=True, world_seed=2, n_genes=50, float16=False, missing_rates={"slide": 0.3, "cnv": 0.2, "clinical_field": 0.2}),
+    ({"preset": "tiny", "n_patients": 14, "seed": 9, "sites": ("BRCA", "XYZ"), "patches": (4, 12), "feature_dim": 8, "slides_per_patient": (1, 3),
+          "include_stage_task": True, "world_seed": 2, "n_genes": 50, "float16": False, "missing_rates": {"slide": 0.3, "cnv": 0.2, "clinical_field": 0.2}},
      37, "9055754dcde29d7f7bb954368d68c50c75a8d28ab0401ba0f2f9e52bfcfb82ed"),
 ]
 
@@ -202,14 +202,14 @@ def test_missingness_exact_counts(n, slide, rna, field, mut, seed):
         rates["mut"] = mut
     m = simulate_missingness(n, rates, _rng(seed))
     for k in ("slide", "rna", "clinical", "text"):
-        assert m.modality[k].shape == (n,) and m.modality[k].sum() == int(round(rates[k] * n))
+        assert m.modality[k].shape == (n,) and m.modality[k].sum() == round(rates[k] * n)
     for f in ("age", "stage", "sex", "grade"):
-        assert m.fields[f].sum() == int(round(field * n))
+        assert m.fields[f].sum() == round(field * n)
     np.testing.assert_array_equal(m.modality["cnv"], m.modality["rna"])  # cnv not given: follows RNA
     if mut is None:
         np.testing.assert_array_equal(m.modality["mut"], m.modality["rna"])
     else:
-        assert m.modality["mut"].sum() == int(round(mut * n))
+        assert m.modality["mut"].sum() == round(mut * n)
 
 
 def test_missingness_masks_are_independent_and_seeded():

@@ -639,13 +639,13 @@ def simulate_latent(n: int, sites: Sequence[str], feature_dim: int, signal: Sign
 
 
 def simulate_clinical_values(latent: LatentState, rng: np.random.Generator) -> ClinicalValues:
-    """Stage 2: true stage (from ``clinical``, corr 0.9; cut to about 25/35/25/15 %), age in years
+    """Stage 2: true stage (from ``clinical``, corr 0.9; cut to about 25/40/20/15 %), age in years
     (``60 + 11 * (0.45 z_clinical + noise)``, clipped to 20-90), grade (weakly ``slide_2``) and sex
     (BRCA 99 % female, else 50 %). Draws: ``rng`` (the clinical stream)."""
     n = latent.n
     z_clin = latent.factor("clinical")
     stage_latent = 0.9 * z_clin + np.sqrt(1 - 0.81) * rng.standard_normal(n)
-    stage_idx = np.digitize(stage_latent, [-0.67, 0.39, 1.04])  # ~25/35/25/15 %
+    stage_idx = np.digitize(stage_latent, [-0.67, 0.39, 1.04])  # ~25/40/20/15 % (normal cdf at the cut points)
     age = np.clip(np.round(60 + 11 * (0.45 * z_clin + np.sqrt(1 - 0.45**2) * rng.standard_normal(n))), 20, 90)
     grade_latent = 0.4 * latent.factor("slide_2") + np.sqrt(1 - 0.16) * rng.standard_normal(n)
     grade_idx = np.digitize(grade_latent, [-0.5, 0.6])
