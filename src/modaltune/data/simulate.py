@@ -18,35 +18,66 @@ modality alone is informative but incomplete, and fusion helps.
 
 Public entry point: :func:`simulate_cohort`. It writes a cohort directory (see
 :mod:`modaltune.data.cohort`) and returns the loaded :class:`~modaltune.data.cohort.Cohort`.
+It is a short pipeline of stage functions, each usable and testable alone (typed dataclass inputs
+and outputs; ``docs/simulation.md``, "Stages"): :func:`resolve_settings` ->
+:func:`simulate_latent` -> :func:`simulate_clinical_values` -> :func:`simulate_tasks` ->
+:func:`simulate_missingness` -> :func:`simulate_slide_world` / :func:`simulate_slide_bags` /
+:func:`write_slide_bags` -> :func:`simulate_omics` -> :func:`simulate_reports` ->
+:func:`build_tables` -> :func:`write_tables` (with :func:`build_manifest`).
 """
 from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from modaltune.fileio import publish_dir, removes_staging_on_error, staging_dir
 from modaltune.errors import ConfigError, InputError
+from modaltune.fileio import publish_dir, removes_staging_on_error, staging_dir
 
 if TYPE_CHECKING:  # pragma: no cover
-    from modaltune.data.cohort import Cohort
+    from modaltune.data.cohort import Cohort, CohortManifest
 
 __all__ = [
-    "SignalSpec",
-    "PRESETS",
-    "LATENT_FACTORS",
-    "TISSUE_TYPES",
     "DEFAULT_MISSING_RATES",
-    "simulate_cohort",
+    "LATENT_FACTORS",
+    "PRESETS",
+    "TISSUE_TYPES",
+    "ClinicalValues",
+    "CohortTables",
+    "LatentState",
+    "Missingness",
+    "OmicsData",
+    "RandomStreams",
+    "SignalSpec",
+    "SimSettings",
+    "SlideBag",
+    "SlideWorld",
+    "TaskOutcomes",
+    "build_manifest",
+    "build_tables",
     "builtin_pathways",
     "load_pathway_matrix",
+    "resolve_settings",
     "signal_check",
+    "simulate_clinical_values",
+    "simulate_cohort",
+    "simulate_latent",
+    "simulate_missingness",
+    "simulate_omics",
+    "simulate_reports",
+    "simulate_slide_bags",
+    "simulate_slide_world",
+    "simulate_tasks",
+    "tissue_logits",
+    "write_slide_bags",
+    "write_tables",
 ]
 
 #: Bumped whenever the same arguments + seed would give different data.
@@ -145,7 +176,7 @@ class SignalSpec:
     pathway_noise: float = 0.4
 
     @classmethod
-    def from_any(cls, value: "SignalSpec | Mapping[str, float] | None") -> "SignalSpec":
+    def from_any(cls, value: SignalSpec | Mapping[str, float] | None) -> SignalSpec:
         if value is None:
             return cls()
         if isinstance(value, SignalSpec):
@@ -343,6 +374,623 @@ def _prepare_out(out: str | Path | None, overwrite: bool | None) -> Path:
     return out
 
 
+# ------------------------------------------------------------------------------------------ stage types
+# simulate_cohort is a pipeline of stages, each a function of typed inputs that can be run and tested
+# alone. Draw order is part of the output: every stage draws only from its own stream(s) of
+# RandomStreams, so the files stay byte-identical to the single-function version (GENERATOR_VERSION 2).
+@dataclass(frozen=True)
+class SimSettings:
+    """Validated arguments of :func:`simulate_cohort` with the preset resolved.
+
+    Values the user passed are kept as given (not re-cast) because they are echoed into
+    ``cohort.yaml`` (``extra.simulation``), whose bytes must not change.
+    """
+
+    preset: str
+    seed: int
+    n_patients: int
+    sites: list[str]
+    feature_dim: int
+    patches: tuple[int, int]
+    slides_per_patient: tuple[int, int]
+    n_genes: int | None
+    pathways_file: str | Path | None
+    missing_rates: dict[str, float]
+    censoring_rate: float
+    max_follow_up_months: float
+    signal: SignalSpec
+    float16: bool
+    patch_size_level0: int
+    include_stage_task: bool
+    n_folds: int
+    name: str
+    world_seed: int | None
+
+
+@dataclass
+class RandomStreams:
+    """One seeded generator per block of draws (``SeedSequence(seed).spawn(10)``, in this order).
+
+    Independent streams make the blocks independent: changing e.g. the missing rates does not change
+    the latent state. With a ``world_seed`` different from ``seed``, ``site`` and ``proto`` (the slide
+    *world*: site effects, tissue prototypes, tumour directions) come from ``world_seed`` instead.
+    """
+
+    latent: np.random.Generator
+    site: np.random.Generator
+    slide: np.random.Generator
+    rna: np.random.Generator
+    cnv_mut: np.random.Generator
+    clinical: np.random.Generator
+    survival: np.random.Generator
+    missing: np.random.Generator
+    text: np.random.Generator
+    proto: np.random.Generator
+
+    @classmethod
+    def from_seed(cls, seed: int, world_seed: int | None = None) -> RandomStreams:
+        gens = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(10)]
+        if world_seed is not None and int(world_seed) != int(seed):
+            world = np.random.SeedSequence(int(world_seed)).spawn(10)
+            gens[1], gens[9] = np.random.default_rng(world[1]), np.random.default_rng(world[9])
+        return cls(*gens)
+
+
+@dataclass
+class LatentState:
+    """Patients, their sites and latent factors, and the site effects.
+
+    ``sites`` (S,) site names; ``site_idx`` (n,) int index into ``sites``; ``site_of_patient`` (n,)
+    str; ``patient_ids`` (n,) str ``SIM-<site>-<number>``; ``Z`` (n, 6) float standard-normal
+    factors in :data:`LATENT_FACTORS` order; site effects: ``site_subtype`` (S,) subtype-logit
+    offset, ``site_hazard`` (S,) log-hazard offset, ``site_feature`` (S, D) patch-feature shift,
+    ``site_tissue`` (S, K) tissue-composition logit offsets (K = len(TISSUE_TYPES)).
+    """
+
+    sites: list[str]
+    site_idx: np.ndarray
+    site_of_patient: np.ndarray
+    patient_ids: np.ndarray
+    Z: np.ndarray
+    site_subtype: np.ndarray
+    site_hazard: np.ndarray
+    site_feature: np.ndarray
+    site_tissue: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return len(self.patient_ids)
+
+    def factor(self, name: str) -> np.ndarray:
+        """(n,) values of one latent factor (a name of :data:`LATENT_FACTORS`)."""
+        return self.Z[:, LATENT_FACTORS.index(name)]
+
+
+@dataclass
+class ClinicalValues:
+    """True clinical values (before missingness): ``stage_idx`` (n,) int 0..3 (index into stages
+    I-IV), ``age`` (n,) float years (whole, 20-90), ``grade_idx`` (n,) int 0..2 (G1-G3),
+    ``sex_idx`` (n,) int 0/1 (female/male)."""
+
+    stage_idx: np.ndarray
+    age: np.ndarray
+    grade_idx: np.ndarray
+    sex_idx: np.ndarray
+
+
+@dataclass
+class TaskOutcomes:
+    """Labels and their generative quantities, all (n,): ``subtype_logit`` / ``subtype_prob``
+    (P(subtype B)), ``subtype`` int 0 = A / 1 = B; ``risk`` true log-hazard; ``event_time`` and
+    ``censor_time`` months (censor time may be inf); ``event`` int 0/1; ``time`` observed months
+    (rounded to 0.1, at least 0.1)."""
+
+    subtype_logit: np.ndarray
+    subtype_prob: np.ndarray
+    subtype: np.ndarray
+    risk: np.ndarray
+    event_time: np.ndarray
+    censor_time: np.ndarray
+    event: np.ndarray
+    time: np.ndarray
+
+
+@dataclass
+class Missingness:
+    """Which patients lack what, boolean (n,) arrays (True = missing): ``modality`` keyed by
+    ``slide, rna, clinical, text, cnv, mut``; ``fields`` keyed by clinical field
+    (``age, stage, sex, grade``: a single empty cell)."""
+
+    modality: dict[str, np.ndarray]
+    fields: dict[str, np.ndarray]
+
+
+@dataclass
+class SlideWorld:
+    """The simulated patch encoder's feature space: ``prototypes`` (K, D) one mean feature vector
+    per tissue type, ``directions`` (3, D) the tumour-appearance directions v1, v2 (``slide_1``,
+    ``slide_2``) and the lymphocyte direction v3 (``shared``)."""
+
+    prototypes: np.ndarray
+    directions: np.ndarray
+
+
+@dataclass
+class SlideBag:
+    """One simulated slide: patient ``patient`` (row index), slide number ``slide`` (0-based),
+    ``features`` (M, D) float64 (cast to float16/32 when written), ``grid`` (M, 2) int64 patch
+    cells (col, row) in raster order (level-0 px = (grid + 2) * patch_size_level0), ``tissue`` (M,)
+    int8 tissue-type index."""
+
+    patient: int
+    slide: int
+    features: np.ndarray
+    grid: np.ndarray
+    tissue: np.ndarray
+
+
+@dataclass
+class OmicsData:
+    """Omics of every patient (before missingness): ``pathways`` the gene x pathway 0/1 matrix used
+    (G, P) int8 DataFrame; ``loadings`` (P, 6) float pathway activity on each latent factor;
+    ``rna`` (n, G) float32 log2-expression-like; ``cnv`` (n, G_cnv) float32 in -2..2; ``mut``
+    (n, G_mut) float32 0/1; tables indexed by ``patient_id``."""
+
+    pathways: pd.DataFrame
+    loadings: np.ndarray
+    rna: pd.DataFrame
+    cnv: pd.DataFrame
+    mut: pd.DataFrame
+
+
+@dataclass
+class CohortTables:
+    """The cohort tables with missingness applied: ``patients`` (n rows: site, subtype, survival,
+    optional stage), ``clinical`` (n rows, empty cells where missing), ``omics`` (rows of patients
+    that have each omics modality), ``ground_truth`` (n rows: latent factors, true logits/risk,
+    event/censor times, missing_* flags)."""
+
+    patients: pd.DataFrame
+    clinical: pd.DataFrame
+    omics: dict[str, pd.DataFrame]
+    ground_truth: pd.DataFrame
+
+
+# ------------------------------------------------------------------------------------------ stages
+def resolve_settings(
+    *,
+    preset: str = "demo",
+    n_patients: int | None = None,
+    sites: Sequence[str] = ("BRCA", "LUAD", "KIRC"),
+    seed: int = 0,
+    feature_dim: int | None = None,
+    patches: tuple[int, int] | None = None,
+    slides_per_patient: tuple[int, int] | None = None,
+    n_genes: int | None = None,
+    pathways_file: str | Path | None = None,
+    missing_rates: Mapping[str, float] | None = None,
+    censoring_rate: float = 0.4,
+    max_follow_up_months: float = 180.0,
+    signal: SignalSpec | Mapping[str, float] | None = None,
+    float16: bool = True,
+    patch_size_level0: int = 256,
+    include_stage_task: bool = False,
+    n_folds: int = 5,
+    name: str | None = None,
+    world_seed: int | None = None,
+) -> SimSettings:
+    """Check :func:`simulate_cohort`'s arguments (one-line :class:`ConfigError` on a bad one) and
+    resolve the preset. Draws nothing."""
+    cfg = _resolve(preset, n_patients=n_patients, feature_dim=feature_dim, patches=patches, slides_per_patient=slides_per_patient)
+    n = int(cfg["n_patients"])
+    dim = int(cfg["feature_dim"])
+    pmin, pmax = (int(v) for v in cfg["patches"])
+    smin, smax = (int(v) for v in cfg["slides_per_patient"])
+    sites = [str(s) for s in sites]
+    if n < 2:
+        raise ConfigError(f"n_patients={n} is too small", where="simulate_cohort(n_patients=...)", fix="use at least 2 patients")
+    if not sites or len(set(sites)) != len(sites):
+        raise ConfigError(f"sites {sites} must be a non-empty list of distinct names", where="simulate_cohort(sites=...)", fix="e.g. sites=('BRCA', 'LUAD')")
+    if not (1 <= pmin <= pmax):
+        raise ConfigError(f"patches={cfg['patches']} must satisfy 1 <= min <= max", where="simulate_cohort(patches=...)", fix="e.g. patches=(64, 512)")
+    if not (1 <= smin <= smax):
+        raise ConfigError(f"slides_per_patient={cfg['slides_per_patient']} must satisfy 1 <= min <= max", where="simulate_cohort(slides_per_patient=...)", fix="e.g. (1, 2)")
+    if dim < 4:
+        raise ConfigError(f"feature_dim={dim} is too small", where="simulate_cohort(feature_dim=...)", fix="use feature_dim >= 4")
+    if not 0.0 <= censoring_rate < 1.0:
+        raise ConfigError(f"censoring_rate={censoring_rate} outside [0, 1)", where="simulate_cohort(censoring_rate=...)", fix="e.g. 0.4")
+    if not max_follow_up_months > 0:
+        raise ConfigError(f"max_follow_up_months={max_follow_up_months} must be > 0", where="simulate_cohort(max_follow_up_months=...)", fix="e.g. 180 (or inf for none)")
+    rates = dict(DEFAULT_MISSING_RATES)
+    if missing_rates:
+        unknown = sorted(set(missing_rates) - {"slide", "rna", "cnv", "mut", "clinical", "text", "clinical_field"})
+        if unknown:
+            raise ConfigError(f"unknown missing-rate key(s) {unknown}", where="simulate_cohort(missing_rates=...)", fix="use slide, rna, cnv, mut, clinical, text, clinical_field")
+        rates.update({k: float(v) for k, v in missing_rates.items()})
+    return SimSettings(
+        preset=preset, seed=seed, n_patients=n, sites=sites, feature_dim=dim, patches=(pmin, pmax), slides_per_patient=(smin, smax),
+        n_genes=n_genes, pathways_file=pathways_file, missing_rates=rates, censoring_rate=censoring_rate,
+        max_follow_up_months=max_follow_up_months, signal=SignalSpec.from_any(signal), float16=float16,
+        patch_size_level0=patch_size_level0, include_stage_task=include_stage_task, n_folds=n_folds,
+        name=name or f"sim_{preset}_seed{seed}", world_seed=world_seed,
+    )
+
+
+def simulate_latent(n: int, sites: Sequence[str], feature_dim: int, signal: SignalSpec,
+                    latent_rng: np.random.Generator, site_rng: np.random.Generator) -> LatentState:
+    """Stage 1: patients split evenly over ``sites`` (shuffled), their latent factors
+    ``Z ~ N(0, I_6)`` (n, 6), and the site effects (subtype offset sd ``signal.sub_site_sd``,
+    log-hazard offset sd ``signal.surv_site_sd``, feature shift (S, ``feature_dim``) sd 0.3, tissue
+    logit offsets (S, K) sd 0.25). Draws: ``latent_rng`` (shuffle, then Z), ``site_rng``."""
+    sites = [str(s) for s in sites]
+    site_idx = np.sort(np.arange(n) % len(sites))
+    latent_rng.shuffle(site_idx)
+    site_arr = np.array(sites)[site_idx]
+    width = max(4, len(str(n)))
+    pids = np.array([f"SIM-{s}-{i:0{width}d}" for i, s in enumerate(site_arr)])
+    Z = latent_rng.standard_normal((n, len(LATENT_FACTORS)))
+    S = len(sites)
+    site_sub = site_rng.normal(0, signal.sub_site_sd, S)
+    site_haz = site_rng.normal(0, signal.surv_site_sd, S)
+    site_feat = site_rng.normal(0, 0.3, (S, feature_dim))
+    site_props = site_rng.normal(0, 0.25, (S, len(TISSUE_TYPES)))
+    return LatentState(sites=sites, site_idx=site_idx, site_of_patient=site_arr, patient_ids=pids, Z=Z, site_subtype=site_sub,
+                       site_hazard=site_haz, site_feature=site_feat, site_tissue=site_props)
+
+
+def simulate_clinical_values(latent: LatentState, rng: np.random.Generator) -> ClinicalValues:
+    """Stage 2: true stage (from ``clinical``, corr 0.9; cut to about 25/40/20/15 %), age in years
+    (``60 + 11 * (0.45 z_clinical + noise)``, clipped to 20-90), grade (weakly ``slide_2``) and sex
+    (BRCA 99 % female, else 50 %). Draws: ``rng`` (the clinical stream)."""
+    n = latent.n
+    z_clin = latent.factor("clinical")
+    stage_latent = 0.9 * z_clin + np.sqrt(1 - 0.81) * rng.standard_normal(n)
+    stage_idx = np.digitize(stage_latent, [-0.67, 0.39, 1.04])  # ~25/40/20/15 % (normal cdf at the cut points)
+    age = np.clip(np.round(60 + 11 * (0.45 * z_clin + np.sqrt(1 - 0.45**2) * rng.standard_normal(n))), 20, 90)
+    grade_latent = 0.4 * latent.factor("slide_2") + np.sqrt(1 - 0.16) * rng.standard_normal(n)
+    grade_idx = np.digitize(grade_latent, [-0.5, 0.6])
+    p_female = np.where(latent.site_of_patient == "BRCA", 0.99, 0.5)
+    sex_idx = (rng.random(n) >= p_female).astype(int)
+    return ClinicalValues(stage_idx=stage_idx, age=age, grade_idx=grade_idx, sex_idx=sex_idx)
+
+
+def simulate_tasks(latent: LatentState, clinical: ClinicalValues, signal: SignalSpec, censoring_rate: float,
+                   max_follow_up_months: float, rng: np.random.Generator) -> TaskOutcomes:
+    """Stage 3: the subtype (Bernoulli of the logit in :class:`SignalSpec`) and Weibull survival
+    (months) with independent exponential censoring whose scale is calibrated so that the censored
+    fraction is ``censoring_rate``, capped at ``max_follow_up_months``. Draws: ``rng`` (the
+    survival stream: subtype uniforms, event exponentials, censoring exponentials)."""
+    n = latent.n
+    zi = {f: latent.factor(f) for f in LATENT_FACTORS}
+    sig = signal
+    # main effects from one slide/omics factor pair, interaction from the other pair (see SignalSpec)
+    sub_logit = (sig.sub_slide * zi["slide_1"] + sig.sub_omics * zi["omics_1"] + sig.sub_interaction * zi["slide_2"] * zi["omics_2"]
+                 + sig.sub_shared * zi["shared"] + latent.site_subtype[latent.site_idx])
+    sub_prob = _sigmoid(sub_logit)
+    subtype = (rng.random(n) < sub_prob).astype(int)
+    risk = (sig.surv_slide * zi["slide_2"] + sig.surv_omics * zi["omics_2"] + sig.surv_interaction * zi["slide_1"] * zi["omics_1"]
+            + sig.surv_stage * (clinical.stage_idx - 1.5) + sig.surv_age * (clinical.age - 60) / 10 + sig.surv_shared * zi["shared"]
+            + latent.site_hazard[latent.site_idx])
+    # Weibull proportional hazards: S(t) = exp(-(t/scale)^k * exp(risk))
+    t_event = sig.baseline_scale_months * (rng.exponential(1.0, n) / np.exp(risk)) ** (1 / sig.weibull_shape)
+    e_cens = rng.exponential(1.0, n)
+    rate = _calibrate_censoring(t_event, e_cens, censoring_rate, max_follow_up_months)
+    t_cens = np.minimum(e_cens / rate if rate > 0 else np.full(n, np.inf), max_follow_up_months)
+    event = (t_event <= t_cens).astype(int)
+    time = np.maximum(np.round(np.minimum(t_event, t_cens), 1), 0.1)
+    return TaskOutcomes(subtype_logit=sub_logit, subtype_prob=sub_prob, subtype=subtype, risk=risk, event_time=t_event,
+                        censor_time=t_cens, event=event, time=time)
+
+
+def simulate_missingness(n: int, rates: Mapping[str, float], rng: np.random.Generator) -> Missingness:
+    """Stage 4: exactly ``round(rate * n)`` missing patients per modality (``slide, rna, clinical,
+    text``; ``cnv``/``mut`` drawn only when in ``rates``, else a copy of the RNA mask) and per
+    clinical field (``clinical_field`` rate each). ``rates`` needs ``slide, rna, clinical, text,
+    clinical_field``. Draws: ``rng`` (the missingness stream), in that order."""
+    miss = {k: _pick(rng, n, rates[k], k) for k in ("slide", "rna", "clinical", "text")}
+    for k in ("cnv", "mut"):
+        miss[k] = _pick(rng, n, rates[k], k) if k in rates else miss["rna"].copy()
+    field_miss = {f: _pick(rng, n, rates["clinical_field"], f"clinical_field:{f}") for f in ("age", "stage", "sex", "grade")}
+    return Missingness(modality=miss, fields=field_miss)
+
+
+def simulate_slide_world(feature_dim: int, rng: np.random.Generator) -> SlideWorld:
+    """Stage 5a: tissue prototypes (K, D) ~ N(0, 1.5^2) and three unit-variance directions (3, D).
+    Draws: ``rng`` (the prototype stream, from ``world_seed`` when given)."""
+    protos = rng.normal(0, 1.5, (len(TISSUE_TYPES), feature_dim))
+    directions = rng.standard_normal((3, feature_dim))
+    return SlideWorld(prototypes=protos, directions=directions)
+
+
+# Tissue-composition logits: baseline per type, and the effect of each latent factor on each type.
+_TISSUE_BASE_LOGITS = np.array([1.2, 0.8, 0.0, -1.2, -0.2, -0.8])
+_TISSUE_EFFECTS = np.zeros((len(TISSUE_TYPES), len(LATENT_FACTORS)))
+_TISSUE_EFFECTS[0, 0], _TISSUE_EFFECTS[1, 0] = 0.8, -0.8  # slide_1: tumour vs stroma
+_TISSUE_EFFECTS[3, 1] = 1.0                                # slide_2: necrosis
+_TISSUE_EFFECTS[2, 5] = 1.0                                # shared: lymphocytes
+
+
+def tissue_logits(latent: LatentState) -> np.ndarray:
+    """(n, K) patient tissue-composition logits ``beta + E z_i + gamma_site`` (softmax = proportions)."""
+    return _TISSUE_BASE_LOGITS + latent.Z @ _TISSUE_EFFECTS.T + latent.site_tissue[latent.site_idx]
+
+
+def simulate_slide_bags(latent: LatentState, world: SlideWorld, slides_per_patient: tuple[int, int], patches: tuple[int, int],
+                        signal: SignalSpec, rng: np.random.Generator) -> Iterator[SlideBag]:
+    """Stage 5b: every slide of every patient, in patient then slide order (lazily: a large cohort
+    is never held in memory). Missing-slide patients get bags too, so that missingness never shifts
+    another patient's draws; the writer drops them. Patch count ~ log-uniform in ``patches``; see
+    :class:`SlideBag`. Draws: ``rng`` (the slide stream: slide counts first, then per slide)."""
+    smin, smax = slides_per_patient
+    pmin, pmax = patches
+    K, dim = world.prototypes.shape
+    v1, v2, v3 = world.directions
+    logits = tissue_logits(latent)
+    z1, z2, zsh = latent.factor("slide_1"), latent.factor("slide_2"), latent.factor("shared")
+    n_slides = rng.integers(smin, smax + 1, latent.n)
+    for i in range(latent.n):
+        for j in range(int(n_slides[i])):
+            n_target = int(np.round(np.exp(rng.uniform(np.log(pmin), np.log(pmax)))))
+            grid = _tissue_grid(rng, n_target, pmin, pmax)
+            lg = logits[i] + rng.normal(0, 0.2, K)
+            props = np.exp(lg - lg.max())
+            props /= props.sum()
+            ttype = _tissue_types(rng, grid, props)
+            m = len(grid)
+            feats = world.prototypes[ttype] + latent.site_feature[latent.site_idx[i]] + rng.normal(0, 0.15, dim)
+            tum = ttype == 0
+            feats[tum] += signal.tumour_shift * (z1[i] * v1 + z2[i] * v2)
+            feats[ttype == 2] += 0.3 * zsh[i] * v3
+            feats += rng.normal(0, signal.slide_noise, (m, dim))
+            yield SlideBag(patient=i, slide=j, features=feats, grid=grid, tissue=ttype)
+
+
+def write_slide_bags(out_dir: Path, bags: Iterable[SlideBag], patient_ids: Sequence[str], missing: np.ndarray, *,
+                     float16: bool = True, patch_size_level0: int = 256) -> pd.DataFrame:
+    """Write each bag of a patient with a slide (``missing`` (n,) bool False) as
+    ``slides/<patient>-DX<j+1>.h5`` (TRIDENT layout, float16 or float32 features, int64 level-0
+    coords) and its tissue types into ``ground_truth_patches.h5``. Consumes every bag (the draws of
+    missing patients happen too). Returns the ``slides`` table (patient_id, slide_id, path)."""
+    import h5py
+
+    from modaltune.data.bags import write_bag_h5
+
+    slide_rows = []
+    (out_dir / "slides").mkdir(exist_ok=True)
+    with h5py.File(out_dir / "ground_truth_patches.h5", "w") as gtp:
+        gtp.attrs["tissue_types"] = json.dumps(list(TISSUE_TYPES))
+        for bag in bags:
+            if missing[bag.patient]:
+                continue
+            sid = f"{patient_ids[bag.patient]}-DX{bag.slide + 1}"
+            coords = (bag.grid + 2) * patch_size_level0
+            rel = f"slides/{sid}.h5"
+            write_bag_h5(
+                out_dir / rel,
+                bag.features.astype(np.float16 if float16 else np.float32),
+                coords.astype(np.int64),
+                patch_size_level0=patch_size_level0,
+                encoder="simulated",
+                level0_magnification=20.0,
+                target_magnification=20.0,
+                patch_size=patch_size_level0,
+                extra_attrs={"synthetic": True},
+            )
+            gtp.create_dataset(sid, data=bag.tissue, track_times=False)
+            slide_rows.append((patient_ids[bag.patient], sid, rel))
+    return pd.DataFrame(slide_rows, columns=["patient_id", "slide_id", "path"])
+
+
+def _check_n_genes(n_genes: int | None, n_available: int) -> None:
+    if n_genes is not None and not 1 <= n_genes <= n_available:
+        raise ConfigError(f"n_genes={n_genes} but the pathway matrix has {n_available} genes", where="simulate_cohort(n_genes=...)", fix=f"use 1..{n_available} or None")
+
+
+def simulate_omics(latent: LatentState, pathways: pd.DataFrame, n_genes: int | None, signal: SignalSpec,
+                   rna_rng: np.random.Generator, cnv_mut_rng: np.random.Generator) -> OmicsData:
+    """Stage 6: RNA from pathway activities (``A = Z L^T + site + noise``, genes average the
+    activities of their pathways, see ``docs/simulation.md``), CNV driven weakly by ``omics_2`` and
+    mutations weakly by ``omics_1``, for every patient. ``n_genes`` keeps a seeded subset of the
+    ``pathways`` genes (pathways left without a gene are dropped). Draws: ``rna_rng`` (gene subset,
+    loadings fallback, activities, gene parameters, noise), ``cnv_mut_rng``. See :class:`OmicsData`."""
+    n, S = latent.n, len(latent.sites)
+    site_idx = latent.site_idx
+    pw = pathways
+    _check_n_genes(n_genes, len(pw))
+    if n_genes is not None:
+        keep = np.sort(rna_rng.choice(len(pw), size=n_genes, replace=False))
+        pw = pw.iloc[keep]
+        pw = pw.loc[:, pw.sum(axis=0) > 0]
+    genes = list(pw.index)
+    M = pw.to_numpy(dtype=float)  # (G, P)
+    L = _factor_loadings(list(pw.columns), rna_rng)  # (P, F)
+    P = M.shape[1]
+    activity = latent.Z @ L.T + rna_rng.normal(0, 0.3, (S, P))[site_idx] + rna_rng.normal(0, signal.pathway_noise, (n, P))
+    n_memb = M.sum(1)
+    gene_signal = (activity @ M.T) / np.maximum(n_memb, 1)  # genes in several pathways average them
+    load = rna_rng.uniform(0.6, 1.2, len(genes)) * np.where(rna_rng.random(len(genes)) < 0.9, 1.0, -1.0)
+    mu = rna_rng.uniform(2.0, 10.0, len(genes))
+    sd = rna_rng.uniform(0.5, 1.5, len(genes))
+    gene_site = rna_rng.normal(0, 0.2, (S, len(genes)))
+    expr = mu + sd * (gene_signal * load + gene_site[site_idx] + rna_rng.normal(0, signal.rna_noise, (n, len(genes))))
+    rna = pd.DataFrame(expr.astype(np.float32), index=pd.Index(latent.patient_ids, name="patient_id"), columns=genes)
+
+    # CNV (-2..2) and mutations (0/1): weakly informative (omics_2 / omics_1), their own modalities.
+    cnv_genes = [g for g in _CNV_GENES if g in set(genes)] or genes[: min(30, len(genes))]
+    instab = 0.5 * latent.factor("omics_2") + np.sqrt(0.75) * cnv_mut_rng.standard_normal(n)
+    cnv_sign = np.where(cnv_mut_rng.random(len(cnv_genes)) < 0.5, -1.0, 1.0)
+    cnv_val = np.clip(np.round(0.7 * instab[:, None] * cnv_sign + cnv_mut_rng.normal(0, 0.7, (n, len(cnv_genes)))), -2, 2)
+    cnv = pd.DataFrame(cnv_val.astype(np.float32), index=rna.index, columns=cnv_genes)
+    mut_genes = [g for g in _MUT_GENES if g in set(genes)] or genes[: min(20, len(genes))]
+    mut_p = _sigmoid(cnv_mut_rng.uniform(-3.0, -1.2, len(mut_genes)) + 0.6 * latent.factor("omics_1")[:, None])
+    mut = pd.DataFrame((cnv_mut_rng.random((n, len(mut_genes))) < mut_p).astype(np.float32), index=rna.index, columns=mut_genes)
+    return OmicsData(pathways=pw, loadings=L, rna=rna, cnv=cnv, mut=mut)
+
+
+def simulate_reports(latent: LatentState, clinical: ClinicalValues, missing_text: np.ndarray, rng: np.random.Generator) -> pd.Series:
+    """Stage 7: one report per patient without missing text (``missing_text`` (n,) bool): site
+    location and diagnosis, then stage, grade and age, each dropped with probability 0.15; never
+    the subtype. Returns a ``text`` Series indexed by ``patient_id``. Draws: ``rng`` (the text
+    stream; 3 uniforms for every patient, so missingness does not shift other reports)."""
+    texts = {}
+    for i in range(latent.n):
+        site = latent.sites[latent.site_idx[i]]
+        loc, diag = _SITE_INFO.get(site.upper(), (site.lower(), f"carcinoma of the {site.lower()}"))
+        parts = [f"Cancer location: {loc};", f"Cancer diagnosis: {diag};"]
+        keep = rng.random(3) >= 0.15
+        if keep[0]:
+            parts.append(f"Overall stage: stage {_STAGE_WORDS[clinical.stage_idx[i]]};")
+        if keep[1]:
+            parts.append(f"Histologic grade: grade {clinical.grade_idx[i] + 1};")
+        if keep[2]:
+            parts.append(f"Age at diagnosis: {int(clinical.age[i])} years;")
+        if not missing_text[i]:
+            texts[latent.patient_ids[i]] = " ".join(parts)
+    text = pd.Series(texts, name="text", dtype=object)
+    text.index.name = "patient_id"
+    return text
+
+
+def build_tables(latent: LatentState, clinical: ClinicalValues, tasks: TaskOutcomes, missing: Missingness, omics: OmicsData,
+                 signal: SignalSpec, *, include_stage_task: bool = False) -> CohortTables:
+    """Stage 8: assemble the patient, clinical, omics and ground-truth tables with missingness
+    applied (missing data are recorded as absent rows or empty cells, never dropped patients).
+    Draws nothing. See :class:`CohortTables`."""
+    pids = latent.patient_ids
+    miss, sig = missing.modality, signal
+    zi = {f: latent.factor(f) for f in LATENT_FACTORS}
+    omics_tables = {"rna": omics.rna[~miss["rna"]], "cnv": omics.cnv[~miss["cnv"]], "mut": omics.mut[~miss["mut"]]}
+    clin = pd.DataFrame(
+        {
+            "age": clinical.age.astype(float),
+            "stage": np.array(_STAGES, dtype=object)[clinical.stage_idx],
+            "sex": np.array(_SEXES, dtype=object)[clinical.sex_idx],
+            "grade": np.array(_GRADES, dtype=object)[clinical.grade_idx],
+        },
+        index=pd.Index(pids, name="patient_id"),
+    )
+    for f, mk in missing.fields.items():
+        clin.loc[mk, f] = np.nan
+    clin.loc[miss["clinical"], :] = np.nan
+
+    patients = pd.DataFrame(
+        {"site": latent.site_of_patient, "subtype": np.array(["A", "B"])[tasks.subtype], "survival_months": tasks.time, "event": tasks.event},
+        index=pd.Index(pids, name="patient_id"),
+    )
+    if include_stage_task:
+        patients["stage"] = np.array(_STAGES, dtype=object)[clinical.stage_idx]
+    gt = pd.DataFrame({f"z_{f}": latent.Z[:, j] for j, f in enumerate(LATENT_FACTORS)}, index=pd.Index(pids, name="patient_id"))
+    gt["subtype_logit"] = tasks.subtype_logit
+    gt["subtype_logit_slide"] = sig.sub_slide * zi["slide_1"]
+    gt["subtype_logit_omics"] = sig.sub_omics * zi["omics_1"]
+    gt["subtype_logit_interaction"] = sig.sub_interaction * zi["slide_2"] * zi["omics_2"]
+    gt["risk_interaction"] = sig.surv_interaction * zi["slide_1"] * zi["omics_1"]
+    gt["subtype_prob"] = tasks.subtype_prob
+    gt["risk"] = tasks.risk
+    gt["event_time"] = tasks.event_time
+    gt["censor_time"] = tasks.censor_time
+    gt["stage_true"] = np.array(_STAGES, dtype=object)[clinical.stage_idx]
+    for k in ("slide", "rna", "cnv", "mut", "clinical", "text"):
+        gt[f"missing_{k}"] = miss[k].astype(int)
+    return CohortTables(patients=patients, clinical=clin, omics=omics_tables, ground_truth=gt)
+
+
+def build_manifest(settings: SimSettings, n_genes: int, n_pathways: int) -> CohortManifest:
+    """Stage 9: the cohort manifest (tasks, modalities, clinical fields; ``extra.simulation`` records
+    every setting, so the cohort can be regenerated). ``n_genes``/``n_pathways``: RNA genes and
+    pathways actually used (after any gene subset)."""
+    from modaltune.data.cohort import (
+        ClinicalField,
+        CohortManifest,
+        ModalitySpec,
+        TaskSpec,
+    )
+
+    s = settings
+    tasks = [
+        TaskSpec(name="subtype", kind="classification", label_column="subtype", classes=["A", "B"],
+                 description="Simulated binary tumour subtype (A or B), shared by all sites; depends on slide and RNA factors and their interaction."),
+        TaskSpec(name="survival", kind="survival", time_column="survival_months", event_column="event", endpoint="overall survival",
+                 time_unit="months", n_bins=4, description="Simulated overall survival in months with independent censoring."),
+    ]
+    if s.include_stage_task:
+        tasks.append(TaskSpec(name="stage", kind="classification", label_column="stage", classes=list(_STAGES),
+                              description="Simulated AJCC overall stage (I-IV); also a clinical input field."))
+    modalities = [
+        ModalitySpec(name="slide", kind="slide", feature_dim=s.feature_dim, encoder="simulated", patch_size_level0=s.patch_size_level0,
+                     description=f"Simulated patch-feature bags: {len(TISSUE_TYPES)} prototype tissue types in spatially coherent regions."),
+        ModalitySpec(name="rna", kind="omics", path="omics/rna.parquet", omics_type="rna",
+                     description=f"Simulated log2 expression of {n_genes} real gene symbols with pathway structure (pathways.csv)."),
+        ModalitySpec(name="cnv", kind="omics", path="omics/cnv.parquet", omics_type="cnv", description="Simulated copy-number calls (-2..2)."),
+        ModalitySpec(name="mut", kind="omics", path="omics/mut.parquet", omics_type="mut", description="Simulated mutation indicators (0/1)."),
+        ModalitySpec(name="clinical", kind="clinical", description="Simulated age, stage, sex and grade."),
+        ModalitySpec(name="text", kind="text", description="Simulated report sentences built from site, stage, grade and age."),
+    ]
+    clinical_fields = [
+        ClinicalField(name="age", kind="numeric", min=0, max=120, unit="years", description="Age at diagnosis."),
+        ClinicalField(name="stage", kind="ordinal", categories=list(_STAGES), description="AJCC overall pathologic stage."),
+        ClinicalField(name="sex", kind="categorical", categories=list(_SEXES), description="Sex."),
+        ClinicalField(name="grade", kind="ordinal", categories=list(_GRADES), description="Histologic grade."),
+    ]
+    follow_up = s.max_follow_up_months
+    sim = {
+        "preset": s.preset, "seed": s.seed, "generator_version": GENERATOR_VERSION, "n_patients": s.n_patients, "sites": s.sites,
+        "feature_dim": s.feature_dim, "patches": list(s.patches), "slides_per_patient": list(s.slides_per_patient), "n_genes": n_genes,
+        "n_pathways": int(n_pathways),
+        "pathways_source": str(s.pathways_file) if s.pathways_file is not None else "builtin:sim_pathways.csv",
+        **({"world_seed": int(s.world_seed)} if s.world_seed is not None else {}),
+        "missing_rates": s.missing_rates, "censoring_rate": s.censoring_rate,
+        "max_follow_up_months": float(follow_up) if np.isfinite(follow_up) else None, "float16": s.float16,
+        "patch_size_level0": s.patch_size_level0, "signal": asdict(s.signal),
+    }
+    return CohortManifest(
+        name=s.name,
+        description=(
+            "SYNTHETIC cohort generated by modaltune.data.simulate (no real patients, slides or measurements; only gene "
+            "symbols and pathway names are real). Signal is split across modalities so fusion helps: see docs/simulation.md."
+        ),
+        synthetic=True,
+        source="modaltune.data.simulate.simulate_cohort",
+        sites=s.sites,
+        tasks=tasks,
+        modalities=modalities,
+        clinical_fields=clinical_fields,
+        extra={
+            "simulation": sim,
+            "pathways_file": "pathways.csv",
+            "pathway_loadings_file": "pathway_loadings.csv",
+            "patch_ground_truth_file": "ground_truth_patches.h5",
+            "tissue_types": list(TISSUE_TYPES),
+            "latent_factors": list(LATENT_FACTORS),
+        },
+    )
+
+
+def write_tables(out_dir: Path, settings: SimSettings, latent: LatentState, tasks: TaskOutcomes, omics: OmicsData,
+                 tables: CohortTables, slides: pd.DataFrame, text: pd.Series) -> None:
+    """Stage 10: write into ``out_dir`` (the staging folder) ``pathways.csv``,
+    ``pathway_loadings.csv`` and the cohort (tables, then the manifest last: :meth:`Cohort.save`)
+    with, when ``settings.n_folds >= 2`` and there are enough patients, ``splits/kfold<k>.csv``
+    stratified by the subtype."""
+    from modaltune.data.cohort import Cohort
+
+    pw = omics.pathways
+    pw.astype(int).to_csv(out_dir / "pathways.csv")
+    loadings = pd.DataFrame(omics.loadings, index=pw.columns, columns=[f"z_{f}" for f in LATENT_FACTORS])
+    loadings.index.name = "pathway"
+    loadings.to_csv(out_dir / "pathway_loadings.csv")
+    manifest = build_manifest(settings, n_genes=len(pw.index), n_pathways=pw.shape[1])
+    cohort = Cohort(manifest, tables.patients, slides=slides, omics=tables.omics, clinical=tables.clinical, text=text,
+                    ground_truth=tables.ground_truth, root=out_dir)
+    n, k = settings.n_patients, settings.n_folds
+    if k and k >= 2 and n >= k:
+        from modaltune.data.splits import kfold_split
+
+        # written by save, before the manifest (a split written after it could be lost to a crash)
+        cohort.splits[f"kfold{k}"] = kfold_split(list(latent.patient_ids), k, seed=settings.seed, labels=tasks.subtype, name=f"kfold{k}")
+    cohort.save(out_dir)
+
+
 # ------------------------------------------------------------------------------------------ main
 @removes_staging_on_error
 def simulate_cohort(
@@ -368,7 +1016,7 @@ def simulate_cohort(
     name: str | None = None,
     overwrite: bool | None = None,
     world_seed: int | None = None,
-) -> "Cohort":
+) -> Cohort:
     """Simulate a seeded synthetic multi-site cohort and write it to ``out``.
 
     Args:
@@ -413,304 +1061,41 @@ def simulate_cohort(
     Shapes/units: bags ``features`` (N, D), ``coords`` (N, 2) int64 level-0 px on a regular pitch;
     survival in months; age in years.
     """
-    from modaltune.data.cohort import ClinicalField, Cohort, CohortManifest, ModalitySpec, TaskSpec
+    from modaltune.data.cohort import Cohort
 
-    cfg = _resolve(preset, n_patients=n_patients, feature_dim=feature_dim, patches=patches, slides_per_patient=slides_per_patient)
-    n = int(cfg["n_patients"])
-    dim = int(cfg["feature_dim"])
-    pmin, pmax = (int(v) for v in cfg["patches"])
-    smin, smax = (int(v) for v in cfg["slides_per_patient"])
-    sites = [str(s) for s in sites]
-    if n < 2:
-        raise ConfigError(f"n_patients={n} is too small", where="simulate_cohort(n_patients=...)", fix="use at least 2 patients")
-    if not sites or len(set(sites)) != len(sites):
-        raise ConfigError(f"sites {sites} must be a non-empty list of distinct names", where="simulate_cohort(sites=...)", fix="e.g. sites=('BRCA', 'LUAD')")
-    if not (1 <= pmin <= pmax):
-        raise ConfigError(f"patches={cfg['patches']} must satisfy 1 <= min <= max", where="simulate_cohort(patches=...)", fix="e.g. patches=(64, 512)")
-    if not (1 <= smin <= smax):
-        raise ConfigError(f"slides_per_patient={cfg['slides_per_patient']} must satisfy 1 <= min <= max", where="simulate_cohort(slides_per_patient=...)", fix="e.g. (1, 2)")
-    if dim < 4:
-        raise ConfigError(f"feature_dim={dim} is too small", where="simulate_cohort(feature_dim=...)", fix="use feature_dim >= 4")
-    if not 0.0 <= censoring_rate < 1.0:
-        raise ConfigError(f"censoring_rate={censoring_rate} outside [0, 1)", where="simulate_cohort(censoring_rate=...)", fix="e.g. 0.4")
-    if not max_follow_up_months > 0:
-        raise ConfigError(f"max_follow_up_months={max_follow_up_months} must be > 0", where="simulate_cohort(max_follow_up_months=...)", fix="e.g. 180 (or inf for none)")
-    rates = dict(DEFAULT_MISSING_RATES)
-    if missing_rates:
-        unknown = sorted(set(missing_rates) - {"slide", "rna", "cnv", "mut", "clinical", "text", "clinical_field"})
-        if unknown:
-            raise ConfigError(f"unknown missing-rate key(s) {unknown}", where="simulate_cohort(missing_rates=...)", fix="use slide, rna, cnv, mut, clinical, text, clinical_field")
-        rates.update({k: float(v) for k, v in missing_rates.items()})
-    sig = SignalSpec.from_any(signal)
-    name = name or f"sim_{preset}_seed{seed}"
+    s = resolve_settings(
+        preset=preset, n_patients=n_patients, sites=sites, seed=seed, feature_dim=feature_dim, patches=patches,
+        slides_per_patient=slides_per_patient, n_genes=n_genes, pathways_file=pathways_file, missing_rates=missing_rates,
+        censoring_rate=censoring_rate, max_follow_up_months=max_follow_up_months, signal=signal, float16=float16,
+        patch_size_level0=patch_size_level0, include_stage_task=include_stage_task, n_folds=n_folds, name=name, world_seed=world_seed,
+    )
+    rng = RandomStreams.from_seed(seed, world_seed)
+    # read and check the pathway matrix before anything is written (loading it draws nothing)
+    pathways = load_pathway_matrix(pathways_file) if pathways_file is not None else builtin_pathways()
+    _check_n_genes(n_genes, len(pathways))
 
-    # Independent random streams: changing e.g. the missing rates does not change the latent state.
-    streams = np.random.SeedSequence(seed).spawn(10)
-    r_lat, r_site, r_slide, r_rna, r_omx, r_clin, r_surv, r_miss, r_text, r_proto = (np.random.default_rng(s) for s in streams)
-    if world_seed is not None and int(world_seed) != int(seed):
-        world = np.random.SeedSequence(int(world_seed)).spawn(10)
-        r_site, r_proto = np.random.default_rng(world[1]), np.random.default_rng(world[9])
-
-    # ---------------------------------------------------------------- patients, sites, latent state
-    site_idx = np.sort(np.arange(n) % len(sites))
-    r_lat.shuffle(site_idx)
-    site_arr = np.array(sites)[site_idx]
-    width = max(4, len(str(n)))
-    pids = np.array([f"SIM-{s}-{i:0{width}d}" for i, s in enumerate(site_arr)])
-    Z = r_lat.standard_normal((n, len(LATENT_FACTORS)))
-    zi = {f: Z[:, j] for j, f in enumerate(LATENT_FACTORS)}
-    S = len(sites)
-    site_sub = r_site.normal(0, sig.sub_site_sd, S)
-    site_haz = r_site.normal(0, sig.surv_site_sd, S)
-    site_feat = r_site.normal(0, 0.3, (S, dim))
-    site_props = r_site.normal(0, 0.25, (S, len(TISSUE_TYPES)))
-
-    # ---------------------------------------------------------------- clinical (true values)
-    stage_latent = 0.9 * zi["clinical"] + np.sqrt(1 - 0.81) * r_clin.standard_normal(n)
-    stage_idx = np.digitize(stage_latent, [-0.67, 0.39, 1.04])  # ~25/35/25/15 %
-    age = np.clip(np.round(60 + 11 * (0.45 * zi["clinical"] + np.sqrt(1 - 0.45**2) * r_clin.standard_normal(n))), 20, 90)
-    grade_latent = 0.4 * zi["slide_2"] + np.sqrt(1 - 0.16) * r_clin.standard_normal(n)
-    grade_idx = np.digitize(grade_latent, [-0.5, 0.6])
-    p_female = np.where(site_arr == "BRCA", 0.99, 0.5)
-    sex_idx = (r_clin.random(n) >= p_female).astype(int)
-
-    # ---------------------------------------------------------------- tasks
-    # main effects from one slide/omics factor pair, interaction from the other pair (see SignalSpec)
-    sub_logit = (sig.sub_slide * zi["slide_1"] + sig.sub_omics * zi["omics_1"] + sig.sub_interaction * zi["slide_2"] * zi["omics_2"]
-                 + sig.sub_shared * zi["shared"] + site_sub[site_idx])
-    sub_prob = _sigmoid(sub_logit)
-    subtype = (r_surv.random(n) < sub_prob).astype(int)
-    risk = (sig.surv_slide * zi["slide_2"] + sig.surv_omics * zi["omics_2"] + sig.surv_interaction * zi["slide_1"] * zi["omics_1"]
-            + sig.surv_stage * (stage_idx - 1.5) + sig.surv_age * (age - 60) / 10 + sig.surv_shared * zi["shared"] + site_haz[site_idx])
-    # Weibull proportional hazards: S(t) = exp(-(t/scale)^k * exp(risk))
-    t_event = sig.baseline_scale_months * (r_surv.exponential(1.0, n) / np.exp(risk)) ** (1 / sig.weibull_shape)
-    e_cens = r_surv.exponential(1.0, n)
-    rate = _calibrate_censoring(t_event, e_cens, censoring_rate, max_follow_up_months)
-    t_cens = np.minimum(e_cens / rate if rate > 0 else np.full(n, np.inf), max_follow_up_months)
-    event = (t_event <= t_cens).astype(int)
-    time = np.maximum(np.round(np.minimum(t_event, t_cens), 1), 0.1)
-
-    # ---------------------------------------------------------------- missingness
-    miss = {k: _pick(r_miss, n, rates[k], k) for k in ("slide", "rna", "clinical", "text")}
-    for k in ("cnv", "mut"):
-        miss[k] = _pick(r_miss, n, rates[k], k) if k in rates else miss["rna"].copy()
-    field_miss = {f: _pick(r_miss, n, rates["clinical_field"], f"clinical_field:{f}") for f in ("age", "stage", "sex", "grade")}
+    latent = simulate_latent(s.n_patients, s.sites, s.feature_dim, s.signal, rng.latent, rng.site)
+    clinical = simulate_clinical_values(latent, rng.clinical)
+    tasks = simulate_tasks(latent, clinical, s.signal, s.censoring_rate, s.max_follow_up_months, rng.survival)
+    missing = simulate_missingness(s.n_patients, s.missing_rates, rng.missing)
 
     final_dir = _prepare_out(out, overwrite)
     # crash safety: the cohort is built in a process-unique sibling folder and renamed into place
     # when complete, so a killed run leaves no folder at `out` that a rerun would take as done
     out_dir = staging_dir(final_dir)  # removed again if this call raises (@removes_staging_on_error)
-
-    # ---------------------------------------------------------------- slides
-    K = len(TISSUE_TYPES)
-    protos = r_proto.normal(0, 1.5, (K, dim))
-    v1, v2, v3 = r_proto.standard_normal((3, dim))
-    base_logits = np.array([1.2, 0.8, 0.0, -1.2, -0.2, -0.8])
-    eff = np.zeros((K, len(LATENT_FACTORS)))
-    eff[0, 0], eff[1, 0] = 0.8, -0.8        # slide_1: tumour vs stroma
-    eff[3, 1] = 1.0                          # slide_2: necrosis
-    eff[2, 5] = 1.0                          # shared: lymphocytes
-    logits = base_logits + Z @ eff.T + site_props[site_idx]
-    from modaltune.data.bags import write_bag_h5
-    import h5py
-
-    slide_rows = []
-    n_slides = r_slide.integers(smin, smax + 1, n)
-    gt_patch_path = out_dir / "ground_truth_patches.h5"
-    (out_dir / "slides").mkdir(exist_ok=True)
-    with h5py.File(gt_patch_path, "w") as gtp:
-        gtp.attrs["tissue_types"] = json.dumps(list(TISSUE_TYPES))
-        for i in range(n):
-            for j in range(int(n_slides[i])):
-                # draws happen for every patient so missingness never shifts other patients' bags
-                n_target = int(np.round(np.exp(r_slide.uniform(np.log(pmin), np.log(pmax)))))
-                grid = _tissue_grid(r_slide, n_target, pmin, pmax)
-                lg = logits[i] + r_slide.normal(0, 0.2, K)
-                props = np.exp(lg - lg.max())
-                props /= props.sum()
-                ttype = _tissue_types(r_slide, grid, props)
-                m = len(grid)
-                feats = protos[ttype] + site_feat[site_idx[i]] + r_slide.normal(0, 0.15, dim)
-                tum = ttype == 0
-                feats[tum] += sig.tumour_shift * (zi["slide_1"][i] * v1 + zi["slide_2"][i] * v2)
-                feats[ttype == 2] += 0.3 * zi["shared"][i] * v3
-                feats += r_slide.normal(0, sig.slide_noise, (m, dim))
-                if miss["slide"][i]:
-                    continue
-                sid = f"{pids[i]}-DX{j + 1}"
-                coords = (grid + 2) * patch_size_level0
-                rel = f"slides/{sid}.h5"
-                write_bag_h5(
-                    out_dir / rel,
-                    feats.astype(np.float16 if float16 else np.float32),
-                    coords.astype(np.int64),
-                    patch_size_level0=patch_size_level0,
-                    encoder="simulated",
-                    level0_magnification=20.0,
-                    target_magnification=20.0,
-                    patch_size=patch_size_level0,
-                    extra_attrs={"synthetic": True},
-                )
-                gtp.create_dataset(sid, data=ttype, track_times=False)
-                slide_rows.append((pids[i], sid, rel))
-    slides = pd.DataFrame(slide_rows, columns=["patient_id", "slide_id", "path"])
-
-    # ---------------------------------------------------------------- omics: RNA with pathway structure
-    pw = load_pathway_matrix(pathways_file) if pathways_file is not None else builtin_pathways()
-    if n_genes is not None:
-        if not 1 <= n_genes <= len(pw):
-            raise ConfigError(f"n_genes={n_genes} but the pathway matrix has {len(pw)} genes", where="simulate_cohort(n_genes=...)", fix=f"use 1..{len(pw)} or None")
-        keep = np.sort(r_rna.choice(len(pw), size=n_genes, replace=False))
-        pw = pw.iloc[keep]
-        pw = pw.loc[:, pw.sum(axis=0) > 0]
-    genes = list(pw.index)
-    M = pw.to_numpy(dtype=float)  # (G, P)
-    L = _factor_loadings(list(pw.columns), r_rna)  # (P, F)
-    P = M.shape[1]
-    activity = Z @ L.T + r_rna.normal(0, 0.3, (S, P))[site_idx] + r_rna.normal(0, sig.pathway_noise, (n, P))
-    n_memb = M.sum(1)
-    gene_signal = (activity @ M.T) / np.maximum(n_memb, 1)  # genes in several pathways average them
-    load = r_rna.uniform(0.6, 1.2, len(genes)) * np.where(r_rna.random(len(genes)) < 0.9, 1.0, -1.0)
-    mu = r_rna.uniform(2.0, 10.0, len(genes))
-    sd = r_rna.uniform(0.5, 1.5, len(genes))
-    gene_site = r_rna.normal(0, 0.2, (S, len(genes)))
-    expr = mu + sd * (gene_signal * load + gene_site[site_idx] + r_rna.normal(0, sig.rna_noise, (n, len(genes))))
-    rna = pd.DataFrame(expr.astype(np.float32), index=pd.Index(pids, name="patient_id"), columns=genes)
-
-    # CNV (-2..2) and mutations (0/1): weakly informative (omics_2 / omics_1), their own modalities.
-    cnv_genes = [g for g in _CNV_GENES if g in set(genes)] or genes[: min(30, len(genes))]
-    instab = 0.5 * zi["omics_2"] + np.sqrt(0.75) * r_omx.standard_normal(n)
-    cnv_sign = np.where(r_omx.random(len(cnv_genes)) < 0.5, -1.0, 1.0)
-    cnv_val = np.clip(np.round(0.7 * instab[:, None] * cnv_sign + r_omx.normal(0, 0.7, (n, len(cnv_genes)))), -2, 2)
-    cnv = pd.DataFrame(cnv_val.astype(np.float32), index=rna.index, columns=cnv_genes)
-    mut_genes = [g for g in _MUT_GENES if g in set(genes)] or genes[: min(20, len(genes))]
-    mut_p = _sigmoid(r_omx.uniform(-3.0, -1.2, len(mut_genes)) + 0.6 * zi["omics_1"][:, None])
-    mut = pd.DataFrame((r_omx.random((n, len(mut_genes))) < mut_p).astype(np.float32), index=rna.index, columns=mut_genes)
-    omics = {"rna": rna[~miss["rna"]], "cnv": cnv[~miss["cnv"]], "mut": mut[~miss["mut"]]}
-
-    # ---------------------------------------------------------------- clinical table (with missing cells)
-    clinical = pd.DataFrame(
-        {
-            "age": age.astype(float),
-            "stage": np.array(_STAGES, dtype=object)[stage_idx],
-            "sex": np.array(_SEXES, dtype=object)[sex_idx],
-            "grade": np.array(_GRADES, dtype=object)[grade_idx],
-        },
-        index=pd.Index(pids, name="patient_id"),
-    )
-    for f, mk in field_miss.items():
-        clinical.loc[mk, f] = np.nan
-    clinical.loc[miss["clinical"], :] = np.nan
-
-    # ---------------------------------------------------------------- report text
-    texts = {}
-    for i in range(n):
-        loc, diag = _SITE_INFO.get(sites[site_idx[i]].upper(), (sites[site_idx[i]].lower(), f"carcinoma of the {sites[site_idx[i]].lower()}"))
-        parts = [f"Cancer location: {loc};", f"Cancer diagnosis: {diag};"]
-        keep = r_text.random(3) >= 0.15
-        if keep[0]:
-            parts.append(f"Overall stage: stage {_STAGE_WORDS[stage_idx[i]]};")
-        if keep[1]:
-            parts.append(f"Histologic grade: grade {grade_idx[i] + 1};")
-        if keep[2]:
-            parts.append(f"Age at diagnosis: {int(age[i])} years;")
-        if not miss["text"][i]:
-            texts[pids[i]] = " ".join(parts)
-    text = pd.Series(texts, name="text", dtype=object)
-    text.index.name = "patient_id"
-
-    # ---------------------------------------------------------------- patient table and ground truth
-    patients = pd.DataFrame(
-        {"site": site_arr, "subtype": np.array(["A", "B"])[subtype], "survival_months": time, "event": event},
-        index=pd.Index(pids, name="patient_id"),
-    )
-    if include_stage_task:
-        patients["stage"] = np.array(_STAGES, dtype=object)[stage_idx]
-    gt = pd.DataFrame({f"z_{f}": Z[:, j] for j, f in enumerate(LATENT_FACTORS)}, index=pd.Index(pids, name="patient_id"))
-    gt["subtype_logit"] = sub_logit
-    gt["subtype_logit_slide"] = sig.sub_slide * zi["slide_1"]
-    gt["subtype_logit_omics"] = sig.sub_omics * zi["omics_1"]
-    gt["subtype_logit_interaction"] = sig.sub_interaction * zi["slide_2"] * zi["omics_2"]
-    gt["risk_interaction"] = sig.surv_interaction * zi["slide_1"] * zi["omics_1"]
-    gt["subtype_prob"] = sub_prob
-    gt["risk"] = risk
-    gt["event_time"] = t_event
-    gt["censor_time"] = t_cens
-    gt["stage_true"] = np.array(_STAGES, dtype=object)[stage_idx]
-    for k in ("slide", "rna", "cnv", "mut", "clinical", "text"):
-        gt[f"missing_{k}"] = miss[k].astype(int)
-
-    # ---------------------------------------------------------------- manifest
-    pw.astype(int).to_csv(out_dir / "pathways.csv")
-    loadings = pd.DataFrame(L, index=pw.columns, columns=[f"z_{f}" for f in LATENT_FACTORS])
-    loadings.index.name = "pathway"
-    loadings.to_csv(out_dir / "pathway_loadings.csv")
-    tasks = [
-        TaskSpec(name="subtype", kind="classification", label_column="subtype", classes=["A", "B"],
-                 description="Simulated binary tumour subtype (A or B), shared by all sites; depends on slide and RNA factors and their interaction."),
-        TaskSpec(name="survival", kind="survival", time_column="survival_months", event_column="event", endpoint="overall survival",
-                 time_unit="months", n_bins=4, description="Simulated overall survival in months with independent censoring."),
-    ]
-    if include_stage_task:
-        tasks.append(TaskSpec(name="stage", kind="classification", label_column="stage", classes=list(_STAGES),
-                              description="Simulated AJCC overall stage (I-IV); also a clinical input field."))
-    modalities = [
-        ModalitySpec(name="slide", kind="slide", feature_dim=dim, encoder="simulated", patch_size_level0=patch_size_level0,
-                     description=f"Simulated patch-feature bags: {len(TISSUE_TYPES)} prototype tissue types in spatially coherent regions."),
-        ModalitySpec(name="rna", kind="omics", path="omics/rna.parquet", omics_type="rna",
-                     description=f"Simulated log2 expression of {len(genes)} real gene symbols with pathway structure (pathways.csv)."),
-        ModalitySpec(name="cnv", kind="omics", path="omics/cnv.parquet", omics_type="cnv", description="Simulated copy-number calls (-2..2)."),
-        ModalitySpec(name="mut", kind="omics", path="omics/mut.parquet", omics_type="mut", description="Simulated mutation indicators (0/1)."),
-        ModalitySpec(name="clinical", kind="clinical", description="Simulated age, stage, sex and grade."),
-        ModalitySpec(name="text", kind="text", description="Simulated report sentences built from site, stage, grade and age."),
-    ]
-    clinical_fields = [
-        ClinicalField(name="age", kind="numeric", min=0, max=120, unit="years", description="Age at diagnosis."),
-        ClinicalField(name="stage", kind="ordinal", categories=list(_STAGES), description="AJCC overall pathologic stage."),
-        ClinicalField(name="sex", kind="categorical", categories=list(_SEXES), description="Sex."),
-        ClinicalField(name="grade", kind="ordinal", categories=list(_GRADES), description="Histologic grade."),
-    ]
-    settings = {
-        "preset": preset, "seed": seed, "generator_version": GENERATOR_VERSION, "n_patients": n, "sites": sites, "feature_dim": dim, "patches": [pmin, pmax],
-        "slides_per_patient": [smin, smax], "n_genes": len(genes), "n_pathways": int(P),
-        "pathways_source": str(pathways_file) if pathways_file is not None else "builtin:sim_pathways.csv",
-        **({"world_seed": int(world_seed)} if world_seed is not None else {}),
-        "missing_rates": rates, "censoring_rate": censoring_rate, "max_follow_up_months": float(max_follow_up_months) if np.isfinite(max_follow_up_months) else None, "float16": float16, "patch_size_level0": patch_size_level0,
-        "signal": asdict(sig),
-    }
-    manifest = CohortManifest(
-        name=name,
-        description=(
-            "SYNTHETIC cohort generated by modaltune.data.simulate (no real patients, slides or measurements; only gene "
-            "symbols and pathway names are real). Signal is split across modalities so fusion helps: see docs/simulation.md."
-        ),
-        synthetic=True,
-        source="modaltune.data.simulate.simulate_cohort",
-        sites=sites,
-        tasks=tasks,
-        modalities=modalities,
-        clinical_fields=clinical_fields,
-        extra={
-            "simulation": settings,
-            "pathways_file": "pathways.csv",
-            "pathway_loadings_file": "pathway_loadings.csv",
-            "patch_ground_truth_file": "ground_truth_patches.h5",
-            "tissue_types": list(TISSUE_TYPES),
-            "latent_factors": list(LATENT_FACTORS),
-        },
-    )
-    cohort = Cohort(manifest, patients, slides=slides, omics=omics, clinical=clinical, text=text, ground_truth=gt, root=out_dir)
-    if n_folds and n_folds >= 2 and n >= n_folds:
-        from modaltune.data.splits import kfold_split
-
-        # written by save, before the manifest (a split written after it could be lost to a crash)
-        cohort.splits[f"kfold{n_folds}"] = kfold_split(list(pids), n_folds, seed=seed, labels=subtype, name=f"kfold{n_folds}")
-    cohort.save(out_dir)
+    world = simulate_slide_world(s.feature_dim, rng.proto)
+    bags = simulate_slide_bags(latent, world, s.slides_per_patient, s.patches, s.signal, rng.slide)
+    slides = write_slide_bags(out_dir, bags, latent.patient_ids, missing.modality["slide"], float16=s.float16,
+                              patch_size_level0=s.patch_size_level0)
+    omics = simulate_omics(latent, pathways, s.n_genes, s.signal, rng.rna, rng.cnv_mut)
+    text = simulate_reports(latent, clinical, missing.modality["text"], rng.text)
+    tables = build_tables(latent, clinical, tasks, missing, omics, s.signal, include_stage_task=s.include_stage_task)
+    write_tables(out_dir, s, latent, tasks, omics, tables, slides, text)
     return Cohort.load(publish_dir(out_dir, final_dir))
 
 
 # ------------------------------------------------------------------------------------------ signal check
-def _modality_matrices(cohort: "Cohort", ids: list[str]) -> dict[str, np.ndarray]:
+def _modality_matrices(cohort: Cohort, ids: list[str]) -> dict[str, np.ndarray]:
     """Simple per-patient features: bag-mean patch features (all slides pooled), pathway-mean
     z-scored RNA, encoded clinical fields (mean-imputed + missing indicators), site one-hot."""
     import h5py
@@ -741,7 +1126,7 @@ def _modality_matrices(cohort: "Cohort", ids: list[str]) -> dict[str, np.ndarray
     return {"slide": np.asarray(bag), "omics": omics, "clinical": np.column_stack(cols), "site": site}
 
 
-def signal_check(cohort: "Cohort", *, n_folds: int = 5, seed: int = 0) -> pd.DataFrame:
+def signal_check(cohort: Cohort, *, n_folds: int = 5, seed: int = 0) -> pd.DataFrame:
     """Quick baselines showing how the signal is split across modalities.
 
     On patients with slide, RNA and clinical data, fits (in stratified ``n_folds``-fold CV) an L2
