@@ -516,6 +516,7 @@ def write_bag_h5(
     target_magnification: float | None = None,
     patch_size: int | None = None,
     extra_attrs: dict[str, Any] | None = None,
+    savetodir: str | Path | None = None,
 ) -> Path:
     """Write a TRIDENT-layout bag atomically (:func:`modaltune.data.h5layout.write_bag`: temporary file
     in the same folder, then ``os.replace``; a full or read-only disk raises a one-line ``DiskError``).
@@ -526,6 +527,8 @@ def write_bag_h5(
             patch size then goes on the root attributes).
         patch_size_level0: patch side in level-0 pixels.
         encoder: patch encoder name (attribute ``encoder`` on ``features`` and the root).
+        savetodir: the folder recorded in the ``savetodir`` attributes (default: ``path``'s folder;
+            give the final folder when ``path`` lies in a staging folder that is renamed later).
     Returns:
         The written path.
     """
@@ -544,7 +547,7 @@ def write_bag_h5(
             "level0_width": int(coords[:, 0].max() + patch_size_level0) if len(coords) else None,
             "level0_height": int(coords[:, 1].max() + patch_size_level0) if len(coords) else None,
         }
-    return write_bag(path, features, coords, encoder=encoder, coords_attrs=cattrs, extra_attrs=extra_attrs)
+    return write_bag(path, features, coords, encoder=encoder, coords_attrs=cattrs, extra_attrs=extra_attrs, savetodir=savetodir)
 
 
 # ---------------------------------------------------------------------------------------- patients

@@ -61,13 +61,14 @@ def py_value(v: Any) -> Any:
 def create_layout(f, path: str | Path, *, embedding_dim: int, encoder: str, dtype: str = "float32",
                   n_rows: int | None = None, chunk_rows: int = 1024, with_coords: bool = True,
                   coords_attrs: dict | None = None, mpp: float | None = None, extra_attrs: dict | None = None,
-                  features: np.ndarray | None = None, coords: np.ndarray | None = None):
+                  features: np.ndarray | None = None, coords: np.ndarray | None = None, savetodir: str | Path | None = None):
     """Create the datasets and attributes of a bag in the open h5py file ``f`` (status 'incomplete').
 
     Either pass whole arrays (``features`` (N, D), ``coords`` (N, 2)) or sizes: ``n_rows`` known up
     front gives contiguous fixed-size datasets (TRIDENT's layout, fastest to read); ``None`` gives
     chunked datasets of ``chunk_rows`` rows that grow. ``path`` is the *final* path (its folder and
-    stem become ``savetodir`` and ``name``). Returns ``(features_ds, coords_ds or None)``.
+    stem become ``savetodir`` and ``name``; ``savetodir`` overrides the folder when the file is built
+    somewhere else and moved into place, e.g. a cohort's staging folder). Returns ``(features_ds, coords_ds or None)``.
     """
     path = Path(path)
     d = int(embedding_dim)
@@ -82,7 +83,7 @@ def create_layout(f, path: str | Path, *, embedding_dim: int, encoder: str, dtyp
         fds = f.create_dataset(FEATURES, shape=(0, d), maxshape=(None, d), dtype=dtype, chunks=(rows, d))
         cds = (f.create_dataset(COORDS, shape=(0, 2), maxshape=(None, 2), dtype=COORDS_DTYPE, chunks=(rows, 2))
                if with_coords else None)
-    savetodir = str(path.parent)
+    savetodir = str(path.parent if savetodir is None else savetodir)
     cattrs = {k: v for k, v in (coords_attrs or {}).items() if v is not None}
     name = cattrs.get("name", path.stem)
     if cds is not None:
@@ -118,7 +119,7 @@ def finish_layout(f, *, status: str, num_patches: int, root_attrs: dict | None =
 
 def write_bag(path: str | Path, features: np.ndarray, coords: np.ndarray | None, *, encoder: str,
               coords_attrs: dict | None = None, mpp: float | None = None, extra_attrs: dict | None = None,
-              status: str = "complete") -> Path:
+              status: str = "complete", savetodir: str | Path | None = None) -> Path:
     """Write a whole bag atomically: ``features`` (N, D) float16/32 as given, ``coords`` (N, 2) int64 or None.
 
     Disk conditions (full, read-only) raise :class:`modaltune.fileio.DiskError`; no file is left behind.
@@ -133,7 +134,7 @@ def write_bag(path: str | Path, features: np.ndarray, coords: np.ndarray | None,
         with h5py.File(tmp, "w") as f:
             create_layout(f, path, embedding_dim=features.shape[1] if features.ndim == 2 else 0, encoder=encoder,
                           coords_attrs=coords_attrs, mpp=mpp, extra_attrs=extra_attrs, features=features, coords=coords,
-                          with_coords=coords is not None)
+                          with_coords=coords is not None, savetodir=savetodir)
             finish_layout(f, status=status, num_patches=int(features.shape[0]))
 
     return atomic_write(path, _write)

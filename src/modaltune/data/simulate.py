@@ -750,7 +750,9 @@ def write_slide_bags(out_dir: Path, bags: Iterable[SlideBag], patient_ids: Seque
     """Write each bag of a patient with a slide (``missing`` (n,) bool False) as
     ``slides/<patient>-DX<j+1>.h5`` (TRIDENT layout, float16 or float32 features, int64 level-0
     coords) and its tissue types into ``ground_truth_patches.h5``. Consumes every bag (the draws of
-    missing patients happen too). Returns the ``slides`` table (patient_id, slide_id, path)."""
+    missing patients happen too). The bags' ``savetodir`` attribute is ``slides``, relative to the
+    cohort folder: a cohort is built in a staging folder and may be moved, and same-seed cohorts are
+    byte-identical wherever they are written. Returns the ``slides`` table (patient_id, slide_id, path)."""
     import h5py
 
     from modaltune.data.bags import write_bag_h5
@@ -775,6 +777,7 @@ def write_slide_bags(out_dir: Path, bags: Iterable[SlideBag], patient_ids: Seque
                 target_magnification=20.0,
                 patch_size=patch_size_level0,
                 extra_attrs={"synthetic": True},
+                savetodir="slides",
             )
             gtp.create_dataset(sid, data=bag.tissue, track_times=False)
             slide_rows.append((patient_ids[bag.patient], sid, rel))
