@@ -85,7 +85,7 @@ def test_official_state_dict_loads_strictly(tmp_path, name):
     load_official_state_dict(m, {k.replace("wsi_net.", "wsi_net.module."): v for k, v in sd.items()})
 
 
-def _toy(tmp_path, **kw):
+def _toy(tmp_path):
     info = make_info(clinical=False, pathways=False)
     sig = _sig_csv(tmp_path, {"A": ["rna0", "rna1", "cnv0"], "B": ["rna2", "rna3"], "C": ["rna4", "cnv1", "cnv2"]})
     return info, sig
@@ -134,7 +134,7 @@ def test_declares_slide_and_omics_as_required_and_refuses_a_slide_less_build(tmp
     from modaltune.methods.registry import get_method
 
     assert get_method(name).requires == ("slide", "omics")  # config load refuses cohorts without them
-    info, sig = _toy(tmp_path)
+    _, sig = _toy(tmp_path)
     with pytest.raises(ConfigError, match="need a slide modality"):
         build_method(name, make_info(slide=False, clinical=False, pathways=False), signatures=sig)
 
@@ -151,7 +151,7 @@ def sim(tmp_path_factory):
                     missing_rates={"slide": 0.2, "rna": 0.2})
     pw = builtin_pathways()
     groups = {c: [str(g) for g in pw.index[pw[c] != 0]] for c in list(pw.columns)[:6]}
-    groups[list(groups)[0]].append("NOT_A_GENE")  # partial coverage is reported, not an error
+    groups[next(iter(groups))].append("NOT_A_GENE")  # partial coverage is reported, not an error
     sig = _sig_csv(out, groups)
     return Cohort.load(out), SplitSet.load(out / "splits" / "kfold3.csv").folds[0], sig
 

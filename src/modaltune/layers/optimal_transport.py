@@ -29,7 +29,7 @@ __all__ = ["OTCoAttention", "unbalanced_plan"]
 
 def _pot():
     try:
-        import ot  # noqa: F401
+        import ot
         import ot.unbalanced
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ConfigError("MOTCat's optimal-transport co-attention needs the POT library", where="method motcat",
