@@ -72,3 +72,20 @@ def test_concat_zero_fills_absent_blocks():
     x, present = concat_omics(batch, ["rna", "cnv"])
     assert x.tolist() == [[1, 1, 1, 0, 0], [0, 0, 0, 0, 0]]
     assert present.tolist() == [True, False]
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("cohort", ["blca", "ucec"])
+def test_groups_equal_the_official_dataset_code_on_the_porpoise_tables(shared_dir, cohort):
+    """The official MCAT dataset code builds omic1..omic6 as sorted(set(gene + suffix) & table columns)
+    on the wide table; the block-wise mapping must give the same columns in the same order."""
+    from modaltune.data.omics import split_porpoise_columns
+
+    table = pd.read_csv(shared_dir / "data" / "tcga" / "porpoise" / "datasets_csv_mutsig" / f"tcga_{cohort}_all_clean.csv.zip", nrows=1, low_memory=False)
+    path = shared_dir / "data" / "tcga" / "porpoise" / "signatures.csv"
+    sigs = pd.read_csv(path)
+    official = [sorted({f"{g}{s}" for g in sigs[c].dropna().unique() for s in ("_mut", "_cnv", "_rnaseq")} & set(table.columns)) for c in sigs.columns]
+    blocks = {k: list(v.columns) for k, v in split_porpoise_columns(table).items()}
+    g = signature_groups(path, blocks)
+    assert g.labels == official
+    assert g.sizes == [len(o) for o in official] and min(g.sizes) > 0
