@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from hypothesis import given, settings
@@ -227,7 +228,21 @@ SMALL = {
     "survpath": {"wsi_projection_dim": 16},
     "transmil": {"embed_dim": 16, "num_heads": 2},
     "coxnet_ridge": {"penalty": "ridge", "min_events": 2},
+    "mcat": {"fusion": "bilinear"},  # + signatures: six groups of the simulator's genes (below)
+    "motcat": {"bs_micro": 16},
 }
+
+
+def _sim_signatures(folder) -> str:
+    """Six signature groups made of the simulator's pathway genes (MCAT/MOTCat need a signature file)."""
+    from modaltune.data.simulate import builtin_pathways
+
+    pw = builtin_pathways()
+    groups = {c: [str(g) for g in pw.index[pw[c] != 0]] for c in list(pw.columns)[:6]}
+    n = max(map(len, groups.values()))
+    path = folder / "signatures.csv"
+    pd.DataFrame({k: v + [None] * (n - len(v)) for k, v in groups.items()}).to_csv(path, index=False)
+    return str(path)
 
 
 def test_every_registered_method_has_a_round_trip_case():
@@ -248,7 +263,8 @@ def test_predictions_after_load_equal_predictions_before_save(tiny_cohort_dir, t
         from importlib import resources
 
         data = {"cohorts": [str(tiny_cohort_dir)], "pathways": {"rna": str(resources.files("modaltune") / "resources" / "sim_pathways.csv")}}
-    fitted = fit(cohort, fold, name, params=SMALL[case], trainer=FAST, data=data, out_dir=tmp_path / "run", progress=False)
+    params = {**SMALL[case], "signatures": _sim_signatures(tmp_path)} if name in ("mcat", "motcat") else SMALL[case]
+    fitted = fit(cohort, fold, name, params=params, trainer=FAST, data=data, out_dir=tmp_path / "run", progress=False)
     before = predict(fitted, cohort, fold.test)
     files = sorted(p.name for p in (tmp_path / "run" / "model").iterdir())
     assert not [f for f in files if f.endswith((".pkl", ".pt", ".pth"))], files

@@ -429,6 +429,18 @@ def _lightning_trainer(tcfg: TrainerConfig, *, out_dir: Path | None, callbacks: 
 
 
 # ---------------------------------------------------------------------------------------- fit
+def _record_input_coverage(model: Any, out: Path | None) -> None:
+    """Coverage tables a method computed at build time (``encoder.input_coverage = {name: DataFrame}``,
+    e.g. MCAT's signature groups vs the cohort's genes): logged, and written next to the pathway
+    coverage as ``<name>_coverage.csv`` in the run folder."""
+    tables = getattr(getattr(model, "encoder", None), "input_coverage", None) or {}
+    for name, table in tables.items():
+        log.info("%s coverage (genes found / expected):\n%s", name, table.to_string())
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            table.to_csv(out / f"{name}_coverage.csv")
+
+
 def fit(
     source: Any,
     fold: Any = None,
@@ -528,6 +540,7 @@ def fit(
     val_ids = sources.val_loop_ids(fold, eval_partition)
     dm = CohortDataModule(cohort, train_ids, val_ids, preprocessor=pp, modalities=mods, tasks=task_names, batch_size=tcfg.batch_size, max_patches=tcfg.max_patches, num_workers=tcfg.num_workers, seed=tcfg.seed, cache_bags=tcfg.cache_bags)
     model = build_method(mcfg.name, pp.info, **mcfg.params)
+    _record_input_coverage(model, out)
     _check_cox_batch(model, tcfg)
     module = MultiTaskLightningModule(
         model,
