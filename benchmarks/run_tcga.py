@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from modaltune.config import load_config
     from modaltune.training.experiment_config import BenchmarkConfig
-    from modaltune.training.runner import run_benchmark
+    from modaltune.benchmark.runner import run_benchmark
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import h5py
@@ -17,6 +16,7 @@ import pytest
 
 from modaltune.cli import main
 from modaltune.data.splits import SplitSet
+from modaltune.testing.cohort import D, make_cohort
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -202,10 +202,6 @@ def test_reimport_needs_overwrite_and_keeps_features(blca_dir, fake_shared, caps
 
 
 # ---------------------------------------------------------------------------------------- many bad inputs at once
-sys.path.insert(0, str(Path(__file__).parent / "data"))
-from _toy_cohort import D, make_cohort  # noqa: E402
-
-
 def _break_everything(root: Path) -> None:
     from modaltune.data.bags import write_bag_h5
 

@@ -543,9 +543,9 @@ def fit_cmd(
     no_resume: bool = typer.Option(False, "--no-resume", help="Start over even if out/checkpoints/last.ckpt exists."),
 ) -> None:
     """Train one method on one fold (or on each fold: fold: [0, 2] / all) of one cohort and save it to OUT/model."""
+    from modaltune.benchmark.run_folder import write_run_metadata
     from modaltune.config import load_config
     from modaltune.training.experiment_config import ExperimentConfig
-    from modaltune.training.run_folder import write_run_metadata
     from modaltune.training.trainer import fit_folds
 
     cfg = load_config(config, ExperimentConfig, overrides=set_)
@@ -713,7 +713,7 @@ def benchmark_cmd(
     2 a usage or config error, or another run holds --out; 3 the disk is full, over quota or
     read-only; 130 / 143 stopped by SIGINT / SIGTERM (workers killed; rerun the command to resume).
     """
-    from modaltune.training.runner import run_benchmark
+    from modaltune.benchmark import run_benchmark
 
     res = run_benchmark(config, out, workers=workers, ray_address=ray_address, resume=not no_resume, overrides=set_, force=force, epoch_progress=epoch_progress)
     n = len(res.statuses)
@@ -741,8 +741,8 @@ def report_cmd(
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``modaltune`` script."""
+    from modaltune.benchmark.interrupt import RunInterrupted
     from modaltune.fileio import DiskError
-    from modaltune.training.interrupt import RunInterrupted
 
     try:
         rv = app(args=argv, standalone_mode=False)

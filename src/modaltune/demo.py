@@ -1,6 +1,6 @@
 """``modaltune demo``: the first-minute benchmark, on SIMULATED and on REAL data, honestly labelled.
 
-Two benchmarks run through the ordinary benchmark runner (:func:`modaltune.training.runner.run_benchmark`),
+Two benchmarks run through the ordinary benchmark runner (:func:`modaltune.benchmark.run_benchmark`),
 so each run folder holds what every benchmark writes (resolved config, package versions, git
 commit, data hashes, run.log, per-unit logs and predictions, results.csv, summary.md):
 
@@ -158,8 +158,8 @@ def results_table(results: pd.DataFrame, task_kinds: dict[str, str], ddof: int =
 
 
 def _part(kind: str, cfg: Any, run_dir: Path, progress: bool, workers: int = 1) -> DemoPart:
+    from modaltune.benchmark import run_benchmark
     from modaltune.training import sources
-    from modaltune.training.runner import run_benchmark
 
     t0 = time.time()
     res = run_benchmark(cfg, run_dir, progress=progress, workers=workers)

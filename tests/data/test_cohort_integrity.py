@@ -25,9 +25,7 @@ from modaltune.data.omics import OmicsScaler
 from modaltune.data.splits import kfold_split
 from modaltune.data.validate import validate_cohort
 from modaltune.errors import InputError
-
-sys.path.insert(0, str(Path(__file__).parent))
-from _toy_cohort import D, make_cohort  # noqa: E402
+from modaltune.testing.cohort import D, make_cohort
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 FAST = {"max_epochs": 1, "batch_size": 4, "accelerator": "cpu", "progress_bar": False}

@@ -1,7 +1,6 @@
 """PatientDataset / collate_patients: the batch contract of docs/ARCHITECTURE.md."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +20,7 @@ from modaltune.data.dataset import (
 )
 from modaltune.data.splits import survival_bin_edges
 from modaltune.errors import InputError
-
-sys.path.insert(0, str(Path(__file__).parent))
-from _toy_cohort import D, PATIENTS, make_cohort  # noqa: E402
+from modaltune.testing.cohort import PATIENTS, D, make_cohort
 
 
 @pytest.fixture()

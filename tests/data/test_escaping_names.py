@@ -1,7 +1,6 @@
 """Names that would write outside the chosen folder are refused with one-line ConfigErrors."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,10 +10,8 @@ from modaltune.cli import main
 from modaltune.config import load_config
 from modaltune.data._files import name_problem
 from modaltune.errors import ConfigError
+from modaltune.testing.cohort import make_cohort
 from modaltune.training.experiment_config import BenchmarkConfig
-
-sys.path.insert(0, str(Path(__file__).parent))
-from _toy_cohort import make_cohort
 
 BAD = ["../../x", "/tmp/abs", "..", "a/b", "a\\b", "."]
 

@@ -2,7 +2,6 @@
 naming file, column, patient and fix); missing labels are masked and counted, not errors."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +13,7 @@ from hypothesis import strategies as st
 from modaltune.data.cohort import Cohort, CohortManifest, TaskSpec
 from modaltune.data.labels import label_problems
 from modaltune.errors import InputError
-
-sys.path.insert(0, str(Path(__file__).parent))
-from _toy_cohort import make_cohort  # noqa: E402
+from modaltune.testing.cohort import make_cohort
 
 
 def _edit_patients(root: Path, fn) -> None:

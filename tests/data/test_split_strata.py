@@ -2,7 +2,6 @@
 the split's protocol (cohort.yaml / CLI / benchmark protocol line)."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,9 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modaltune.data.splits import Fold, SplitSet, kfold_split
-
-sys.path.insert(0, str(Path(__file__).parent))
-from _toy_cohort import make_cohort
+from modaltune.testing.cohort import make_cohort
 
 
 def _events_per_fold(s, ids, event):
@@ -95,7 +92,7 @@ def test_split_cohort_writes_fallback(tmp_path):
 
 
 def test_class_only_in_test_fold_is_noted(tmp_path):
-    from modaltune.training.split_notes import (
+    from modaltune.benchmark.split_notes import (
         split_protocol_text,
         test_only_class_notes,
     )

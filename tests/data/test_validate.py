@@ -1,9 +1,6 @@
 """validate_cohort lists every problem at once, errors and warnings separated."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import h5py
 import numpy as np
 import pandas as pd
@@ -11,9 +8,7 @@ import pytest
 
 from modaltune.data.bags import write_bag_h5
 from modaltune.data.validate import validate_cohort
-
-sys.path.insert(0, str(Path(__file__).parent))
-from _toy_cohort import D, make_cohort  # noqa: E402
+from modaltune.testing.cohort import D, make_cohort
 
 
 def _msgs(problems) -> list[str]:

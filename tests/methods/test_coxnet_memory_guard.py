@@ -19,7 +19,7 @@ import modaltune.data.bags as bags
 from modaltune.errors import ConfigError
 from modaltune.methods import build_method
 from modaltune.methods.coxnet import PARALLEL_UNITS_ENV, cox_fit_bytes, cox_memory_budget
-from toy_cohort import CLIN_DIM, make_info
+from modaltune.testing.batches import CLIN_DIM, make_info
 
 
 def _wide(n: int, genes: int, seed: int = 0):

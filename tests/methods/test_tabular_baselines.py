@@ -14,7 +14,7 @@ from sksurv.util import Surv
 from modaltune.errors import ConfigError, InputError
 from modaltune.methods import build_method, get_method
 from modaltune.methods._tabular import design_layout
-from toy_cohort import CLIN_DIM, CNV_DIM, RNA_DIM, make_info
+from modaltune.testing.batches import CLIN_DIM, CNV_DIM, RNA_DIM, make_info
 
 
 def _data(n=160, seed=0, censor=0.3):

@@ -7,7 +7,7 @@ import torch
 from modaltune.errors import ConfigError, InputError
 from modaltune.methods import build_method, get_method, list_methods
 from modaltune.methods.base import MultiTaskModel
-from toy_cohort import make_batch, make_info
+from modaltune.testing.batches import make_batch, make_info
 
 TORCH_METHODS = ["abmil", "transmil", "snn", "omics_mlp", "gene_mixer", "clinical_mlp", "late_fusion"]
 BASELINES = TORCH_METHODS + ["coxnet", "logistic"]

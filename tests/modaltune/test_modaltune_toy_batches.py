@@ -1,17 +1,12 @@
 """ModalTune on hand-made ragged batches: patients without a slide, padding invariance, every modality missing."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
 pytest.importorskip("sentence_transformers")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "methods"))
-from toy_cohort import make_batch, make_info  # noqa: E402
-
 from modaltune.methods import build_method  # noqa: E402
+from modaltune.testing.batches import make_batch, make_info
 
 SMALL = {"gene_mixer": {"token_dim": 8, "n_blocks": 1, "channel_hidden": 8}, "backbone_params": {"embed_dim": 16, "depth": 2, "num_heads": 2},
          "attn_dim": 8, "heads": 2, "ffn_dim": 8, "out_dim": 16, "drop_path": 0.0, "block_tokens": 2}

@@ -25,7 +25,7 @@ def tiny_run(tmp_path_factory):
     """A finished benchmark run folder: survival + classification, 3 methods, 3 folds, 1 seed."""
     import torch
 
-    from modaltune.training.runner import run_benchmark
+    from modaltune.benchmark.runner import run_benchmark
 
     root = tmp_path_factory.mktemp("report_run")
     cfg = root / "tiny.yaml"

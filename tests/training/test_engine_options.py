@@ -165,7 +165,7 @@ def test_fit_command_over_all_folds_and_resume(tiny_cohort_dir, tmp_path):
 )
 def test_process_counts_and_ray_resource_requests(trainer, n, ray):
     from modaltune.training.experiment_config import TrainerConfig
-    from modaltune.training.launch import num_processes, ray_task_options
+    from modaltune.benchmark.launch import num_processes, ray_task_options
 
     t = TrainerConfig(**trainer)
     assert num_processes(t) == n
@@ -173,7 +173,7 @@ def test_process_counts_and_ray_resource_requests(trainer, n, ray):
 
 
 def test_gpu_auto_devices_request_one_ray_gpu():
-    from modaltune.training.launch import ray_task_options
+    from modaltune.benchmark.launch import ray_task_options
 
     assert ray_task_options(N(accelerator="gpu", devices="auto", strategy="auto", num_workers=0)) == {"num_cpus": 1, "num_gpus": 1}
     assert ray_task_options(N(accelerator="gpu", devices=-1, strategy="auto", num_workers=0)) == {"num_cpus": 1, "num_gpus": 1}

@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 import yaml
 
+from modaltune.benchmark import runner
+from modaltune.benchmark.runner import run_benchmark
 from modaltune.data.splits import SplitSet
 from modaltune.errors import InputError
-from modaltune.training import runner
 from modaltune.training.experiment_config import BenchmarkConfig
-from modaltune.training.runner import run_benchmark
 
 TRAINER = {"max_epochs": 1, "accumulate_grad_batches": 4, "max_patches": 16, "logger": "none"}
 
@@ -196,7 +196,7 @@ def test_two_process_cpu_ddp_fit(tiny_cohort_dir, tmp_path):
 
 
 def test_method_task_restriction_plans_only_matching_units(tiny_cohort_dir):
-    from modaltune.training.runner import plan_units
+    from modaltune.benchmark.runner import plan_units
 
     cfg = _cfg(tiny_cohort_dir, tasks=["subtype", "survival"], methods=[{"name": "mean_pool"}, {"name": "coxnet", "tasks": ["survival"]}])
     units = plan_units(cfg, [tiny_cohort_dir])

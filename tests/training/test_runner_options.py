@@ -13,9 +13,9 @@ import pytest
 import torch
 from torch import nn
 
+from modaltune.benchmark.runner import run_benchmark
 from modaltune.errors import ConfigError
 from modaltune.training.experiment_config import BenchmarkConfig
-from modaltune.training.runner import run_benchmark
 
 TRAINER = {"max_epochs": 1, "accumulate_grad_batches": 4, "max_patches": 16, "logger": "none"}
 
@@ -260,10 +260,10 @@ def test_simulated_noise_bags_are_named_whatever_the_manifest_says(cohort_copy):
 
     import yaml
 
+    from modaltune.benchmark.summary_parts import slide_feature_source
     from modaltune.data.bags import write_bag_h5
     from modaltune.data.cohort import Cohort
     from modaltune.modaltune.realsim import attach_simulated_bags
-    from modaltune.training.summary_parts import slide_feature_source
 
     man = yaml.safe_load((cohort_copy / "cohort.yaml").read_text())
     for m in man["modalities"]:
@@ -286,7 +286,7 @@ def test_simulated_noise_bags_are_named_whatever_the_manifest_says(cohort_copy):
 def test_ray_tasks_request_the_trainer_gpus(tiny_cohort_dir, tmp_path, monkeypatch):
     """The options given to Ray, checked with a stand-in ray module (no GPU, no cluster needed)."""
     import modaltune.errors as errors
-    from modaltune.training import runner
+    from modaltune.benchmark import runner
 
     seen: list[dict] = []
 
@@ -323,7 +323,7 @@ def test_ray_tasks_request_the_trainer_gpus(tiny_cohort_dir, tmp_path, monkeypat
             return ref.value
 
     real_require = errors.require
-    monkeypatch.setattr(errors, "require", lambda m, *a, **k: _FakeRay if m == "ray" else real_require(m, *a, **k))
+    monkeypatch.setattr(runner, "require", lambda m, *a, **k: _FakeRay if m == "ray" else real_require(m, *a, **k))
     calls = []
     monkeypatch.setattr(runner, "_unit_entry", lambda unit, cfg, out, threads: (calls.append(threads), {"uid": "x", "status": "failed", "reason": "stub"})[1])
     cfg = _cfg(tiny_cohort_dir, tasks=["subtype"], split={"kfold": 2, "folds": [0]},

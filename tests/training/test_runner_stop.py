@@ -13,12 +13,12 @@ import pandas as pd
 import pytest
 import yaml
 
+from modaltune.benchmark.interrupt import _alive, descendants
+from modaltune.benchmark.runner import run_benchmark
 from modaltune.config import load_config
 from modaltune.errors import ConfigError
 from modaltune.fileio import DiskError
 from modaltune.training.experiment_config import BenchmarkConfig, TrainerConfig
-from modaltune.training.interrupt import _alive, descendants
-from modaltune.training.runner import run_benchmark
 
 TRAINER = {"max_epochs": 1, "accumulate_grad_batches": 4, "max_patches": 16, "logger": "none"}
 
@@ -68,12 +68,12 @@ def test_split_file_is_copied_byte_for_byte(cohort_copy, tmp_path):
 
 
 def test_full_disk_stops_the_run_with_one_line_and_no_half_unit(tiny_cohort_dir, tmp_path, monkeypatch):
-    from modaltune.training import run_folder
+    from modaltune.benchmark import runner
 
     def full(path, df):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(run_folder, "atomic_write_parquet", full)
+    monkeypatch.setattr(runner, "atomic_write_parquet", full)
     out = tmp_path / "run"
     with pytest.raises(DiskError, match="no space left on device while writing"):
         run_benchmark(BenchmarkConfig.model_validate(_cfg(tiny_cohort_dir, tasks=["subtype"])), out, progress=False)

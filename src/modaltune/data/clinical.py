@@ -161,5 +161,3 @@ class ClinicalEncoder:
             return np.zeros((n, 0), dtype=np.float32)
         return np.stack(cols, axis=1).astype(np.float32)
 
-    def transform_frame(self, df: pd.DataFrame, where: str = "clinical.csv") -> pd.DataFrame:
-        return pd.DataFrame(self.transform(df, where), index=df.index, columns=self.feature_names)

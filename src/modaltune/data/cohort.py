@@ -17,7 +17,6 @@ counted and reported, never used to drop a patient silently.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -632,7 +631,3 @@ def load_manifest(root: str | Path) -> CohortManifest:
         from modaltune.config import format_validation_error
 
         raise InputError(format_validation_error(exc, CohortManifest), where=path, fix="see docs/data.md for the manifest schema") from exc
-
-
-def dumps_summary(summary: dict[str, Any]) -> str:
-    return json.dumps(summary, indent=2, default=str)

@@ -195,13 +195,6 @@ class PathwaySet:
             members[str(col)] = list(dict.fromkeys(sel.tolist()))
         return cls(members, source)
 
-    def to_matrix(self) -> pd.DataFrame:
-        genes = list(dict.fromkeys(g for v in self.members.values() for g in v))
-        out = pd.DataFrame(0, index=pd.Index(genes, name="gene"), columns=self.names, dtype=np.int8)
-        for name, gs in self.members.items():
-            out.loc[gs, name] = 1
-        return out
-
 
 def read_pathway_matrix(path: str | Path) -> PathwaySet:
     """Read a genes x pathways 0/1 CSV (``shared/data/pathways``): first column named ``gene`` or unnamed."""

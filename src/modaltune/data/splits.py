@@ -121,12 +121,6 @@ class SplitSet:
         return sorted(p for p in self.patients() if p not in known)
 
 
-def _strata_for_survival(time: np.ndarray, event: np.ndarray, n_time_bins: int = 4) -> np.ndarray:
-    edges = np.quantile(time, np.linspace(0, 1, n_time_bins + 1)[1:-1]) if len(time) else []
-    tbin = np.searchsorted(edges, time, side="right")
-    return event.astype(int) * n_time_bins + tbin
-
-
 def _merge_adjacent(bins: np.ndarray, n_min: int) -> tuple[np.ndarray, int]:
     """Merge ordered bins (ints 0..B-1) until every non-empty bin has ``>= n_min`` members.
 

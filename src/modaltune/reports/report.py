@@ -71,7 +71,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, km_schem
 
     out.parent.mkdir(parents=True, exist_ok=True)
     page = render_html(f"modaltune report: {run.name}", sections, protocol=run.protocol, label=run.label)
-    from modaltune.training.run_folder import atomic_write_text
+    from modaltune.fileio import atomic_write_text
 
     atomic_write_text(out, page)
     return out

@@ -1,8 +1,11 @@
-"""modaltune.training: the Lightning engine (fit / predict / embed) and the benchmark runner.
+"""modaltune.training: the Lightning engine (fit / predict / embed).
 
-    from modaltune.training import fit, predict, evaluate, run_benchmark
+    from modaltune.training import fit, predict, evaluate
 
-Names are imported lazily so ``import modaltune.training`` does not import Lightning.
+The benchmark runner is one layer up, in :mod:`modaltune.benchmark`; ``run_benchmark`` is still
+reachable here through the lazy re-export :mod:`modaltune.training.runner` (nothing in this
+package imports ``modaltune.benchmark`` at module level). Names are imported lazily so
+``import modaltune.training`` does not import Lightning.
 """
 from __future__ import annotations
 

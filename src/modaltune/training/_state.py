@@ -224,7 +224,7 @@ def save_state(folder: str | Path, stem: str, obj: Any) -> list[Path]:
     """Write ``folder/<stem>.json`` and ``folder/<stem>.safetensors`` (atomically each); returns both paths."""
     from safetensors.numpy import save
 
-    from modaltune.training.run_folder import atomic_write_bytes, atomic_write_text
+    from modaltune.fileio import atomic_write_bytes, atomic_write_text
 
     tree, arrays = encode(obj)
     folder = Path(folder)

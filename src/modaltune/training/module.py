@@ -110,9 +110,6 @@ class MultiTaskLightningModule(L.LightningModule):
     def forward(self, batch: dict) -> dict:
         return self.model(batch)
 
-    def _batch_size(self, batch: dict) -> int:
-        return len(batch["patient_id"])
-
     def _step_loss(self, batch: dict, stage: str) -> torch.Tensor:
         out = self.model(batch)
         total, per_task = self.model.loss(batch, out)

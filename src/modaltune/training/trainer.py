@@ -92,9 +92,9 @@ class FittedModel:
         ``model.safetensors`` for a tabular method) and ``config.yaml``. ``fitted.json`` is written
         last: its presence means the folder is complete. See docs/trust.md.
         """
+        from modaltune.fileio import atomic_write_bytes, atomic_write_text
         from modaltune.training._prep import detach
         from modaltune.training._state import save_state
-        from modaltune.training.run_folder import atomic_write_bytes, atomic_write_text
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

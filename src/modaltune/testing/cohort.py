@@ -1,4 +1,4 @@
-"""A tiny on-disk cohort shared by the data-layer tests (imported by path, not a package)."""
+"""A tiny on-disk cohort (12 patients) for tests: every modality and task kind, each patient missing something."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -67,7 +67,7 @@ def slide_feature_source(cohort: Any, modality: Any) -> tuple[str, bool]:
     return f"{modality.name} ({declared})", False
 
 
-def feature_sources(cfg: Any, cohorts: list[Any], used: dict[str, list[str]]) -> str:
+def feature_sources(features: str | None, cohorts: list[Any], used: dict[str, list[str]]) -> str:
     """The ``Features:`` text: the config's ``features`` (or the manifests' encoders), with simulated
     slide bags always stated first, so a table on noise bags never reads as real features."""
     parts, simulated = [], []
@@ -81,9 +81,9 @@ def feature_sources(cfg: Any, cohorts: list[Any], used: dict[str, list[str]]) ->
             else:
                 parts.append(m.name)
     parts, simulated = list(dict.fromkeys(parts)), list(dict.fromkeys(simulated))
-    base = cfg.features or ", ".join(parts)
+    base = features or ", ".join(parts)
     if simulated:
-        return "; ".join(simulated) + (f"; config says: {cfg.features}" if cfg.features else (f"; {base}" if base else ""))
+        return "; ".join(simulated) + (f"; config says: {features}" if features else (f"; {base}" if base else ""))
     return base
 
 
@@ -176,10 +176,10 @@ def evaluation_note_lines(out_dir: Path, units: list[Any]) -> list[str]:
     return lines
 
 
-def _metric_names(cfg: Any, kind: str) -> list[str]:
+def _metric_names(metrics: list[str] | None, kind: str) -> list[str]:
     from modaltune.evaluation import METRICS
 
-    names = [m for m in (cfg.evaluation.metrics or []) if METRICS[m].kind == kind]
+    names = [m for m in (metrics or []) if METRICS[m].kind == kind]
     names = names or {"survival": ["c_index"], "classification": ["balanced_accuracy", "macro_auc"], "regression": ["mse"]}[kind]
     return [n for n in names if n in POOLABLE_METRICS]
 
@@ -223,7 +223,7 @@ def comparison_lines(cfg: Any, predictions: pd.DataFrame, infos: dict[tuple[str,
                 da = ga[ga["tasks"] == sa].dropna(axis=1, how="all")
                 db = gb[gb["tasks"] == sb].dropna(axis=1, how="all")
                 label = task if sa == sb == task else f"{task} ({sa} vs {sb})"
-                for name in _metric_names(cfg, info.spec.kind):
+                for name in _metric_names(cfg.evaluation.metrics, info.spec.kind):
                     try:
                         fn = PooledMetric(info, name)
                         r = paired_bootstrap(da, db, fn, n=cfg.evaluation.bootstrap, seed=0, level=level)

@@ -17,12 +17,9 @@ from typing import Any
 
 import pandas as pd
 
-# one atomic-write helper for the whole package (re-exported: other modules import them from here)
-from modaltune.fileio import atomic_write, atomic_write_bytes, atomic_write_text
+from modaltune.fileio import atomic_write, atomic_write_text
 
 __all__ = [
-    "atomic_write_text",
-    "atomic_write_bytes",
     "atomic_write_parquet",
     "atomic_write_csv",
     "package_versions",
@@ -31,6 +28,7 @@ __all__ = [
     "cohort_hashes",
     "write_run_metadata",
     "attach_log_file",
+    "detach_log_file",
 ]
 
 

@@ -76,12 +76,19 @@ def ray_task_options(tcfg: Any) -> dict[str, Any]:
     return {"num_cpus": num_processes(tcfg) + workers, "num_gpus": 0}
 
 
-def fit_in_subprocess(unit: Any, cfg: Any, fold: Any, tcfg: Any, work: Path, *, timeout: float | None = None):
+def fit_in_subprocess(unit: Any, fold: Any, tcfg: Any, work: Path, *, method: Any, data: Any, eval_partition: str,
+                      timeout: float | None = None):
     """Train one unit with ``python -m modaltune.cli fit`` in ``work`` and load the saved model.
 
     The unit's fold is written as a one-fold split file (``work/split.csv``) so the subprocess
     trains on exactly the benchmark's patients; the experiment config goes to ``work/fit.yaml`` and
     the subprocess output to ``work/fit.log``. A killed unit resumes from ``work/checkpoints``.
+
+    Args:
+        unit, fold: the benchmark unit and its ``Fold``.
+        tcfg: the unit's ``TrainerConfig``; ``work``: the unit's work folder.
+        method, data: the unit's ``MethodConfig`` and the benchmark's ``DataConfig``.
+        eval_partition: ``split.eval_partition`` of the benchmark.
 
     Raises:
         ModaltuneError: the subprocess failed (its last error line is in the message).
@@ -99,13 +106,13 @@ def fit_in_subprocess(unit: Any, cfg: Any, fold: Any, tcfg: Any, work: Path, *, 
     if (work / "model" / "fitted.json").exists():  # trained before the unit was interrupted
         return FittedModel.load(work / "model")
     split_path = SplitSet(name=f"unit_fold{fold.index}", folds=[fold]).save(work / "split.csv")
-    data = cfg.data.model_copy(update={"cohorts": [str(Path(unit.cohort_path).resolve())], "simulate": []})
+    data = data.model_copy(update={"cohorts": [str(Path(unit.cohort_path).resolve())], "simulate": []})
     exp = ExperimentConfig(
         name=unit.uid,
         data=data,
-        split=SplitConfig(file=str(split_path.resolve()), eval_partition=cfg.split.eval_partition),
+        split=SplitConfig(file=str(split_path.resolve()), eval_partition=eval_partition),
         fold=fold.index,
-        method=cfg.methods[unit.method_index],
+        method=method,
         tasks=list(unit.tasks),
         trainer=tcfg,
     )

@@ -38,7 +38,7 @@ def fold_hash(fold: Any) -> str:
 
 
 def _file_sha(path: str) -> str:
-    from modaltune.training.run_folder import sha256_file
+    from modaltune.benchmark.run_folder import sha256_file
 
     try:
         return sha256_file(path)[:16]
@@ -50,7 +50,7 @@ def unit_config(unit: Any, cfg: Any, data_hashes: dict[str, Any] | None, fold: A
     """The resolved config of one unit (a JSON-able dict; see the module docstring).
 
     Args:
-        unit: the :class:`~modaltune.training.runner.Unit`.
+        unit: the :class:`~modaltune.benchmark.runner.Unit`.
         cfg: the :class:`~modaltune.training.experiment_config.BenchmarkConfig`.
         data_hashes: ``{file: sha256}`` of the unit's cohort (``cohort_hashes``), or None.
         fold: the unit's ``Fold`` (its patient lists are hashed).
