@@ -558,7 +558,7 @@ def fit_cmd(
         typer.echo(f"saved {f.method.name} ({f.kind}) trained on {len(f.train_ids)} patients of fold {k} to {where}")
     from pathlib import Path
 
-    from modaltune.training.run_folder import atomic_write_text
+    from modaltune.fileio import atomic_write_text
     from modaltune.training.scoring import heldout_metrics, write_metrics
 
     held = heldout_metrics(cfg, fitted, out)

@@ -189,7 +189,7 @@ def heldout_metrics(cfg: Any, fitted: dict[int, Any], out_dir: str | Path) -> He
 
 def write_metrics(metrics: pd.DataFrame, path: str | Path, protocol: str = "") -> Path:
     """Write ``metrics`` as CSV (atomically), with the ``protocol`` line as a last column when given."""
-    from modaltune.training.run_folder import atomic_write_text
+    from modaltune.fileio import atomic_write_text
 
     df = metrics.assign(protocol=protocol) if protocol else metrics
     path = Path(path)
