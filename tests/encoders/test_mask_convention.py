@@ -105,3 +105,36 @@ def test_check_mask_accepts_right_padding_only(lengths, shift):
     # the old convention passed as mask= is refused (its first patch reads as padding)
     with pytest.raises(InputError, match="right padding|all padding"):
         check_mask(~mask, feats, "m")
+
+
+def test_encoder_written_against_padding_mask_keeps_working():
+    """A user encoder of the old convention (``embed(padding_mask=)``, ``TokenState(padding_mask=)``,
+    ``state.padding_mask``) gets ``mask=`` from every caller converted; known answer: masked mean."""
+    from modaltune.encoders.slide.base import SlideEncoder, TokenState
+
+    with pytest.warns(DeprecationWarning, match="OldMean.embed takes padding_mask"):
+        class OldMean(SlideEncoder):
+            in_dim = embed_dim = 4
+
+            def embed(self, features, coords=None, padding_mask=None, **kw):
+                return TokenState(tokens=features, num_prefix=0, padding_mask=padding_mask)
+
+            def pool(self, state):
+                pm = state.padding_mask
+                if pm is None:
+                    return state.tokens.mean(1)
+                valid = (~pm).to(state.tokens.dtype)[..., None]
+                return (state.tokens * valid).sum(1) / valid.sum(1)
+
+    x = torch.tensor([[[1.0, 2, 3, 4], [3, 4, 5, 6], [5, 6, 7, 8]], [[2.0, 0, 0, 2], [9, 9, 9, 9], [9, 9, 9, 9]]])
+    mask = torch.tensor([[True, True, True], [True, False, False]])
+    expect = torch.tensor([[3.0, 4, 5, 6], [2, 0, 0, 2]])
+    m = OldMean()
+    with pytest.warns(DeprecationWarning):
+        assert torch.equal(m(x, mask=mask), expect)
+        assert torch.equal(m(x, padding_mask=~mask), expect)
+        state = m.embed(x, mask=mask)
+    assert torch.equal(state.mask, mask)
+    assert torch.equal(m(x), x.mean(1))
+    with pytest.raises(InputError, match="both mask and padding_mask"):
+        m.embed(x, mask=mask, padding_mask=~mask)

@@ -35,6 +35,8 @@ instead of assuming the input order.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,10 +45,12 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from modaltune.errors import InputError
+
 __all__ = ["TokenState", "SlideEncoder"]
 
 
-@dataclass
+@dataclass(init=False)
 class TokenState:
     """The token sequence between encoder stages, plus the per-sample context the blocks need.
 
@@ -57,12 +61,26 @@ class TokenState:
         context: encoder-specific tensors that stay fixed through the blocks, e.g. TITAN's
             ``"grid"`` ``(B, T, 2)`` integer cell of each token (ALiBi positions) or GigaPath's
             ``"lengths"``. Adapters must pass it through unchanged.
+
+    The deprecated constructor keyword ``padding_mask=`` (True = padding) is converted to
+    ``mask=~padding_mask`` with a DeprecationWarning (encoders written against the old field).
     """
 
     tokens: torch.Tensor
     num_prefix: int = 1
     mask: torch.Tensor | None = None
     context: dict[str, Any] = field(default_factory=dict)
+
+    def __init__(self, tokens: torch.Tensor, num_prefix: int = 1, mask: torch.Tensor | None = None,
+                 context: dict[str, Any] | None = None, *, padding_mask: torch.Tensor | None = None) -> None:
+        if padding_mask is not None:
+            _warn_padding_field("padding_mask", "mask")
+            if mask is not None:
+                raise InputError("TokenState got both mask and the deprecated padding_mask", where="padding_mask",
+                                 fix="pass only mask= (True = valid token)")
+            mask = ~padding_mask
+        self.tokens, self.num_prefix, self.mask = tokens, num_prefix, mask
+        self.context = {} if context is None else context
 
     @property
     def patch_tokens(self) -> torch.Tensor:
@@ -134,6 +152,35 @@ class SlideEncoder(nn.Module):
         super().__init__()
         self.weights_source: str = "random_init"
         self.grad_checkpointing: bool = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Keep subclasses written against the old ``embed(..., padding_mask=)`` working for one release.
+
+        Their ``embed`` is wrapped so that the ``mask=`` keyword every caller now passes is handed
+        over as ``padding_mask=~mask`` (a DeprecationWarning is raised when the class is defined);
+        otherwise ``mask`` would vanish into their ``**kw`` and padding would count as patches.
+        """
+        super().__init_subclass__(**kwargs)
+        embed = cls.__dict__.get("embed")
+        if embed is None:
+            return
+        params = inspect.signature(embed).parameters
+        if "padding_mask" not in params or "mask" in params:
+            return
+        warnings.warn(f"{cls.__name__}.embed takes padding_mask (True = padding), which is deprecated and will be removed "
+                      "in the next release; rename it to mask (True = valid patch)", DeprecationWarning, stacklevel=2)
+
+        @functools.wraps(embed)
+        def embed_with_mask(self: SlideEncoder, features: torch.Tensor, coords: torch.Tensor | None = None, *args: Any,
+                            mask: torch.Tensor | None = None, **kw: Any) -> TokenState:
+            if mask is not None:
+                if kw.get("padding_mask") is not None or args:
+                    raise InputError(f"{cls.__name__}.embed got both mask and padding_mask", where="padding_mask",
+                                     fix="pass only mask= (True = valid patch)")
+                kw["padding_mask"] = ~mask
+            return embed(self, features, coords, *args, **kw)
+
+        cls.embed = embed_with_mask
 
     # -- stages -------------------------------------------------------------------------------
     def embed(self, features: torch.Tensor, coords: torch.Tensor | None = None, mask: torch.Tensor | None = None, *,
