@@ -207,3 +207,27 @@ def test_prefix_groups_validation():
         ModalAdapter(_tiny_backbone(), [[1, 2]])
     with pytest.raises(ValueError, match="freeze_backbone"):
         ModalAdapter(_tiny_backbone(), [[1, 3]], freeze_backbone=False)
+
+
+def test_padded_patients_equal_their_unpadded_runs_and_deprecated_keyword():
+    """``mask`` True = valid patch: a right-padded batch gives every patient the (slide, modal tokens)
+    it gets alone (junk in the padding never reaches injector, backbone or extractor); the deprecated
+    ``padding_mask=`` (True = padding) is converted to the same mask and runs the same code."""
+    bb = _tiny_backbone()
+    ad = ModalAdapter(bb, [[0, 1], [2, 3]], attn_dim=24, heads=4, ffn_dim=24).eval()
+    for inj in ad.injectors:
+        torch.nn.init.normal_(inj.gamma, std=0.5)  # non-zero gates: the injection matters
+    feats, coords, tokens, modal = _inputs(B=2, N=20)
+    mask = torch.ones(2, 20, dtype=torch.bool)
+    mask[1, 13:] = False
+    feats = feats.clone()
+    feats[1, 13:] = 1000.0  # junk in the padding
+    with torch.no_grad():
+        out, c = ad(feats, coords, tokens, modal, mask=mask)
+        alone = [ad(feats[:1], coords[:1], tokens[:1], modal[:1]), ad(feats[1:, :13], coords[1:, :13], tokens[1:], modal[1:])]
+        with pytest.warns(DeprecationWarning, match="padding_mask="):
+            out_old, c_old = ad(feats, coords, tokens, modal, padding_mask=~mask)
+    for b, (o, cb) in enumerate(alone):  # batch of 2 vs batch of 1: two float code paths
+        torch.testing.assert_close(out[b : b + 1], o, **FP32_PATH_TOL)
+        torch.testing.assert_close(c[b : b + 1], cb, **FP32_PATH_TOL)
+    assert torch.equal(out_old, out) and torch.equal(c_old, c)

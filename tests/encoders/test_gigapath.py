@@ -185,17 +185,17 @@ def test_layer_groups_equal_full_forward():
         m.run_layers(s, 2, 9)
 
 
-def test_padding_mask_equals_separate_slides():
+def test_masked_batch_equals_separate_slides():
     """A right-padded batch gives each slide the output it has alone (official: batch of one)."""
     ref = load_ref(REDUCED)
     m = _reduced_model()
     x, c = ref["inputs"]["features_batch2"], ref["inputs"]["coords_batch2"]
     xb, cb = x.clone(), c.clone()
     xb[1, 30:] = 123.0  # junk in the padding
-    mask = torch.zeros(2, 37, dtype=torch.bool)
-    mask[1, 30:] = True
+    mask = torch.ones(2, 37, dtype=torch.bool)  # True = valid patch
+    mask[1, 30:] = False
     with torch.no_grad():
-        out = m(xb, cb, padding_mask=mask, global_pool=True)
+        out = m(xb, cb, mask=mask, global_pool=True)
         alone0 = m(x[:1], c[:1], global_pool=True)
         alone1 = m(x[1:, :30], c[1:, :30], global_pool=True)
     assert _maxdiff(out[0], alone0[0]) <= 1e-6

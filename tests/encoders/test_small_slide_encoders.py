@@ -23,10 +23,10 @@ def test_padding_equals_separate_and_groups_equal_forward(name):
     x, c = _bag()
     xb, cb = x.clone(), c.clone()
     xb[1, 9:], cb[1, 9:] = 55.0, 10**7  # junk in the padding
-    mask = torch.zeros(2, 12, dtype=torch.bool)
-    mask[1, 9:] = True
+    mask = torch.ones(2, 12, dtype=torch.bool)  # True = valid patch
+    mask[1, 9:] = False
     with torch.no_grad():
-        out = m(xb, cb, padding_mask=mask)
+        out = m(xb, cb, mask=mask)
         a = m(x[:1], c[:1])
         b = m(x[1:, :9], c[1:, :9])
         assert out.shape == (2, 32)
@@ -76,14 +76,16 @@ def test_small_transformer_positions_and_errors():
         SmallTransformerSlideEncoder(pos="rope")
 
 
-def test_padding_mask_contract():
+def test_mask_contract():
     m = ABMILSlideEncoder(in_dim=4, embed_dim=3)
     x = torch.randn(2, 5, 4)
-    left = torch.tensor([[False] * 5, [True, False, False, False, False]])
+    left = torch.tensor([[True] * 5, [False, True, True, True, True]])  # True = valid; row 1 left-padded
     with pytest.raises(InputError, match="right padding"):
-        m(x, padding_mask=left)
+        m(x, mask=left)
     with pytest.raises(InputError, match="all padding"):
-        m(x, padding_mask=torch.tensor([[False] * 5, [True] * 5]))
+        m(x, mask=torch.tensor([[True] * 5, [False] * 5]))
+    with pytest.raises(InputError, match=r"bool mask of shape \(2, 5\)"):
+        m(x, mask=torch.ones(2, 5))
 
 
 def test_grad_checkpointing_small_transformer():

@@ -186,10 +186,10 @@ def test_padded_batch_equals_separate_slides():
     xb[0], cb[0] = x, c
     xb[1, :25], cb[1, :25] = x[5:30], c[5:30]
     xb[1, 25:] = 7.0  # junk padding
-    mask = torch.zeros(2, 37, dtype=torch.bool)
-    mask[1, 25:] = True
+    mask = torch.ones(2, 37, dtype=torch.bool)  # True = valid patch
+    mask[1, 25:] = False
     with torch.no_grad():
-        out = m(xb, cb, padding_mask=mask, patch_size_level0=512)
+        out = m(xb, cb, mask=mask, patch_size_level0=512)
         a = m(x, c, patch_size_level0=512)
         b = m(x[5:30], c[5:30], patch_size_level0=512)
     assert _maxdiff(out[0], a[0]) <= 1e-5 and _maxdiff(out[1], b[0]) <= 1e-5

@@ -28,7 +28,8 @@ Design decisions (deliberate departures from the authors' release, see docs/meth
   with no modal token at all gets a zero injection, i.e. exactly the frozen backbone output.
 
 Shapes: patch tokens ``x`` (B, N, d); modal tokens ``c`` (B, M, d); ``modal_mask`` (B, M) bool,
-True = present; ``patch_padding`` (B, N) bool, True = padding.
+True = present; patch ``mask`` (B, N) bool, True = valid patch (right padding). Every mask here is
+True = valid; only ``nn.MultiheadAttention``'s ``key_padding_mask`` gets the inverse.
 """
 from __future__ import annotations
 
@@ -240,14 +241,17 @@ class ModalAdapter(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("backbone.")]
 
-    def embed(self, features: torch.Tensor, coords: torch.Tensor | None, padding_mask: torch.Tensor | None = None, **kw):
+    def embed(self, features: torch.Tensor, coords: torch.Tensor | None, mask: torch.Tensor | None = None, **kw):
         """The frozen prefix: ``backbone.embed`` then layers ``[0, prefix_layers)``.
+
+        ``mask (B, N)`` bool, True = valid patch (the deprecated ``padding_mask=`` travels in ``kw``
+        to ``backbone.embed``, which converts it).
 
         Runs without autograd when the backbone is frozen (nothing before the first injector needs
         a gradient, so no activation is kept); returns the ``TokenState`` the first injector reads.
         """
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_backbone):
-            state = self.backbone.embed(features, coords, padding_mask=padding_mask, **kw)
+            state = self.backbone.embed(features, coords, mask=mask, **kw)
             if self.prefix_layers:
                 state = self.backbone.run_layers(state, 0, self.prefix_layers)
             return state
@@ -259,7 +263,7 @@ class ModalAdapter(nn.Module):
         modal_tokens: torch.Tensor,
         modal_mask: torch.Tensor | None = None,
         *,
-        padding_mask: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
         modal_pos: torch.Tensor | None = None,
         state=None,
         **embed_kw,
@@ -270,7 +274,8 @@ class ModalAdapter(nn.Module):
             features: (B, N, D_in) patch features; coords: (B, N, 2) level-0 px.
             modal_tokens: (B, M, dim) modal tokens (genomic pathways, clinical, text, task ...).
             modal_mask: (B, M) bool, True = token present (missing modalities False).
-            padding_mask: (B, N) bool, True = padded patch.
+            mask: (B, N) bool, True = valid patch (right padding; None = all valid). The deprecated
+                ``padding_mask=`` (True = padded patch) is still accepted through ``embed_kw``.
             modal_pos: (1 or B, M, dim) positional embedding of the modal-token sequence.
             state: a precomputed :meth:`embed` output (frozen prefix) to reuse, e.g. from a cache.
 
@@ -279,10 +284,9 @@ class ModalAdapter(nn.Module):
             modal_tokens: (B, M, dim) updated modal tokens.
         """
         if state is None:
-            state = self.embed(features, coords, padding_mask=padding_mask, **embed_kw)
+            state = self.embed(features, coords, mask=mask, **embed_kw)
         c = modal_tokens
-        patch_pad = state.patch_padding_mask
-        patch_valid = None if patch_pad is None else ~patch_pad
+        patch_valid = state.patch_mask
         for gi, (a, b) in enumerate(self.groups):
             if gi > 0:
                 c = self.self_attn[gi - 1](c, modal_mask, modal_pos)

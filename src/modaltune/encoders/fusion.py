@@ -132,9 +132,9 @@ class MaskedMeanPool(nn.Module):
 class SlideInput(nn.Module):
     """Adapts a :class:`~modaltune.encoders.slide.base.SlideEncoder` to the batch's slide dict.
 
-    The batch marks real patches with ``mask`` True; slide encoders take ``padding_mask`` True for
-    padding with valid patches first. Valid patches are moved to the front (order kept) and the
-    bag is trimmed to the longest bag of the (sub)batch, so extra padding never changes the output.
+    The batch marks real patches with ``mask`` True, and so do slide encoders, which also need the
+    valid patches first. Valid patches are moved to the front (order kept) and the bag is trimmed to
+    the longest bag of the (sub)batch, so extra padding never changes the output.
     """
 
     def __init__(self, encoder: nn.Module):
@@ -148,11 +148,11 @@ class SlideInput(nn.Module):
         n_max = int(m.sum(1).max())
         order = order[:, :n_max]
         f = torch.gather(f, 1, order[..., None].expand(-1, -1, f.shape[-1]))
-        pad = ~torch.gather(m, 1, order)
+        valid = torch.gather(m, 1, order)
         coords = inputs.get("coords")
         if coords is not None:
             coords = torch.gather(coords, 1, order[..., None].expand(-1, -1, coords.shape[-1]))
-        return self.encoder(f, coords, padding_mask=pad if bool(pad.any()) else None)
+        return self.encoder(f, coords, mask=None if bool(valid.all()) else valid)
 
 
 def _slide_reader(modality_key: str) -> Callable[[dict], tuple[dict, torch.Tensor]]:

@@ -7,7 +7,11 @@
 * :func:`alibi_attention`: full attention with a 2-D ALiBi bias that is built tile by tile over the
   queries, so memory grows linearly in the number of tokens.
 * :class:`Attention`: timm-style multi-head self-attention (``qkv`` and ``proj`` Linear layers) with
-  an optional key-padding mask.
+  an optional key mask.
+
+Masks follow the internal convention: ``(B, T)`` bool, True = valid token (None = all valid). SDPA's
+boolean ``attn_mask`` uses the same convention (True = may attend), so only the additive ALiBi bias
+inverts it.
 """
 from __future__ import annotations
 
@@ -139,7 +143,7 @@ def alibi_attention(
     grid: torch.Tensor,
     slopes: torch.Tensor,
     num_prefix: int = 1,
-    key_padding_mask: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
     max_tile_elems: int | None = None,
 ) -> torch.Tensor:
     """Self-attention with a 2-D ALiBi bias, streamed over query tiles.
@@ -149,7 +153,7 @@ def alibi_attention(
         grid: ``(B, T, 2)`` integer grid cell of every token (rows ``< num_prefix`` are ignored).
         slopes: ``(H,)`` float32 ALiBi slopes.
         num_prefix: number of leading tokens (CLS) whose bias row/column is zero.
-        key_padding_mask: optional ``(B, T)`` bool, True = padding (excluded as a key).
+        mask: optional ``(B, T)`` bool, True = valid token (False keys are excluded).
 
     Returns:
         ``(B, H, T, Dh)``. Peak extra memory is about ``max_tile_elems`` bias values (default
@@ -160,6 +164,7 @@ def alibi_attention(
     step = max(1, int(max_tile_elems // max(1, B * H * T)))
     is_cls = torch.arange(T, device=q.device) < num_prefix
     tables = [distance_table(grid[b]) for b in range(B)]
+    pad = None if mask is None else ~mask[:, None, None, :]  # -inf bias on padded keys
     buf = torch.empty(B, H, min(step, T), T, dtype=q.dtype, device=q.device)  # reused by every tile
     out = torch.empty_like(q)
     for i in range(0, T, step):
@@ -170,8 +175,8 @@ def alibi_attention(
                                   out=bias[b] if q.dtype == torch.float32 else None)
             if res.data_ptr() != bias[b].data_ptr():
                 bias[b].copy_(res)
-        if key_padding_mask is not None:
-            bias.masked_fill_(key_padding_mask[:, None, None, :], float("-inf"))
+        if pad is not None:
+            bias.masked_fill_(pad, float("-inf"))
         out[:, :, i:j] = F.scaled_dot_product_attention(q[:, :, i:j], k, v, attn_mask=bias)
     return out
 
@@ -183,7 +188,7 @@ class Attention(nn.Module):
         dim: token width D; ``num_heads`` must divide it.
         qkv_bias: bias on the packed ``qkv`` Linear (rows: q | k | v, head-major).
 
-    ``forward(x (B, T, D), key_padding_mask (B, T) bool True=pad | None) -> (B, T, D)``.
+    ``forward(x (B, T, D), mask (B, T) bool True = valid token | None) -> (B, T, D)``.
     """
 
     def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0):
@@ -208,10 +213,8 @@ class Attention(nn.Module):
         B, H, T, Dh = o.shape
         return self.proj_drop(self.proj(o.transpose(1, 2).reshape(B, T, H * Dh)))
 
-    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         q, k, v = self.split_heads(x)
-        mask = None
-        if key_padding_mask is not None:
-            mask = (~key_padding_mask)[:, None, None, :]
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.attn_drop if self.training else 0.0)
+        attn_mask = None if mask is None else mask[:, None, None, :]  # SDPA bool mask: True = may attend
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self.attn_drop if self.training else 0.0)
         return self.merge_heads(o)

@@ -261,9 +261,9 @@ def _slide_fm_encoder(info: Any, backbone: str, checkpoint: Any, random_init: bo
             rows = present.nonzero(as_tuple=True)[0]
             if rows.numel():
                 n = int(mask[rows].sum(1).max())
-                f, c, pad = s["features"][rows, :n].float(), s["coords"][rows, :n], ~mask[rows, :n]
+                f, c, m = s["features"][rows, :n].float(), s["coords"][rows, :n], mask[rows, :n]
                 with torch.set_grad_enabled(torch.is_grad_enabled() and self.tune):
-                    e = self.backbone(f, c, padding_mask=pad if bool(pad.any()) else None)
+                    e = self.backbone(f, c, mask=None if bool(m.all()) else m)
                 out = out.index_put((rows,), e)
             return out
 

@@ -203,7 +203,6 @@ class ModalTuneModel(nn.Module):
         n = int(mask.sum(1).max())
         feats, mask = feats[:, :n], mask[:, :n]
         coords = coords[:, :n] if coords is not None else None
-        pad = ~mask
         use_cache = self.cache_embed and not self.training and not torch.is_grad_enabled()
         key = None
         if use_cache:
@@ -217,7 +216,7 @@ class ModalTuneModel(nn.Module):
                 self.embed_cache_hits += 1
                 return hit
         with torch.no_grad():
-            state = self.adapter.embed(feats, coords, padding_mask=pad if bool(pad.any()) else None)
+            state = self.adapter.embed(feats, coords, mask=None if bool(mask.all()) else mask)
         size = state.tokens.numel() * state.tokens.element_size()
         if key is not None and size <= self.cache_bytes:
             self._embed_cache[key] = state

@@ -92,10 +92,10 @@ def _collate(views: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tens
     d = views[0][0].shape[1]
     x = torch.zeros(len(views), n, d)
     c = torch.zeros(len(views), n, 2, dtype=torch.long)
-    pad = torch.ones(len(views), n, dtype=torch.bool)
+    valid = torch.zeros(len(views), n, dtype=torch.bool)
     for i, (f, co) in enumerate(views):
-        x[i, : len(f)], c[i, : len(f)], pad[i, : len(f)] = f, co, False
-    return x, c, pad
+        x[i, : len(f)], c[i, : len(f)], valid[i, : len(f)] = f, co, True
+    return x, c, valid
 
 
 def _view(bag: tuple[torch.Tensor, torch.Tensor], k: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,12 +195,12 @@ def pretrain_slide_encoder(
 
     def loss_of(batch_ids: list[str], gen: torch.Generator) -> torch.Tensor:
         if objective == "regression":
-            x, c, pad = _collate([_view(bags[p], max_patches, gen) for p in batch_ids])
-            pred = head(enc(x, c, padding_mask=pad if bool(pad.any()) else None))
+            x, c, valid = _collate([_view(bags[p], max_patches, gen) for p in batch_ids])
+            pred = head(enc(x, c, mask=None if bool(valid.all()) else valid))
             return F.mse_loss(pred, torch.stack([ystd[p] for p in batch_ids]))
         views = [_view(bags[p], max_patches, gen) for p in batch_ids] + [_view(bags[p], max_patches, gen) for p in batch_ids]
-        x, c, pad = _collate(views)
-        z = F.normalize(head(enc(x, c, padding_mask=pad if bool(pad.any()) else None)), dim=1)
+        x, c, valid = _collate(views)
+        z = F.normalize(head(enc(x, c, mask=None if bool(valid.all()) else valid)), dim=1)
         n = len(batch_ids)
         sim = z @ z.T / tau
         sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool), float("-inf"))
@@ -231,8 +231,8 @@ def pretrain_slide_encoder(
             gv = torch.Generator().manual_seed(seed + 1)  # the same validation views every epoch
             with torch.no_grad():
                 if objective == "regression":
-                    x, c, pad = _collate([_view(bags[p], max_patches, gv) for p in val_ids])
-                    pred = head(enc(x, c, padding_mask=pad if bool(pad.any()) else None))
+                    x, c, valid = _collate([_view(bags[p], max_patches, gv) for p in val_ids])
+                    pred = head(enc(x, c, mask=None if bool(valid.all()) else valid))
                     yv = torch.stack([ystd[p] for p in val_ids])
                     row["val_loss"] = float(F.mse_loss(pred, yv))
                     ss = ((yv - yv.mean(0)) ** 2).sum(0).clamp_min(1e-12)

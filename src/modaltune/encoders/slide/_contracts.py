@@ -1,11 +1,13 @@
 """Input checks shared by the slide encoders; every failure is a one-line :class:`InputError`."""
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from modaltune.errors import InputError
 
-__all__ = ["check_features", "check_coords", "check_padding_mask"]
+__all__ = ["check_features", "check_coords", "check_mask"]
 
 
 def check_features(features: torch.Tensor, in_dim: int, model: str) -> torch.Tensor:
@@ -73,27 +75,57 @@ def check_coords(coords: torch.Tensor | None, features: torch.Tensor, model: str
     return coords.to(features.device)
 
 
-def check_padding_mask(padding_mask: torch.Tensor | None, features: torch.Tensor, model: str) -> torch.Tensor | None:
-    """Validate a ``(B, N)`` bool padding mask (True = padding, valid patches first); None passes through."""
-    if padding_mask is None:
+def check_mask(
+    mask: torch.Tensor | None, features: torch.Tensor, model: str, padding_mask: torch.Tensor | None = None
+) -> torch.Tensor | None:
+    """Validate a ``(B, N)`` bool valid-patch mask (True = valid patch, valid patches first).
+
+    None (every patch valid) passes through. ``padding_mask`` is the deprecated keyword of the old
+    convention (True = padding): it is converted to ``~padding_mask`` with a DeprecationWarning.
+    """
+    if padding_mask is not None:
+        mask = _from_padding_mask(mask, padding_mask, model)
+    if mask is None:
         return None
     B, N = features.shape[:2]
-    if padding_mask.ndim == 1:
-        padding_mask = padding_mask[None]
-    if padding_mask.shape != (B, N) or padding_mask.dtype != torch.bool:
+    if not isinstance(mask, torch.Tensor):
+        raise InputError(f"{model} expects mask as a bool torch.Tensor (True = valid patch), got {type(mask).__name__}", where="mask")
+    if mask.ndim == 1:
+        mask = mask[None]
+    if mask.shape != (B, N) or mask.dtype != torch.bool:
         raise InputError(
-            f"{model} expects a bool padding_mask of shape ({B}, {N}) (True = padding), got {tuple(padding_mask.shape)} {padding_mask.dtype}",
-            where="padding_mask",
+            f"{model} expects a bool mask of shape ({B}, {N}) (True = valid patch), got {tuple(mask.shape)} {mask.dtype}",
+            where="mask",
         )
-    padding_mask = padding_mask.to(features.device)
-    lengths = (~padding_mask).sum(1)
+    mask = mask.to(features.device)
+    lengths = mask.sum(1)
     if (lengths == 0).any():
-        raise InputError(f"{model} got a slide whose patches are all padding", where="padding_mask")
+        raise InputError(f"{model} got a slide whose patches are all padding (no True in mask)", where="mask",
+                         fix="mask is True for valid patches (the old padding_mask= was True for padding)")
     # Valid patches must come first: position-dependent encoders (LongNet) need contiguous tokens.
-    expected = torch.arange(N, device=padding_mask.device)[None, :] >= lengths[:, None]
-    if not torch.equal(expected, padding_mask):
+    expected = torch.arange(N, device=mask.device)[None, :] < lengths[:, None]
+    if not torch.equal(expected, mask):
         raise InputError(
             f"{model} expects right padding (valid patches first, padding at the end of each row)",
-            where="padding_mask",
+            where="mask",
+            fix="mask is True for valid patches (the old padding_mask= was True for padding)",
         )
-    return padding_mask
+    return mask
+
+
+def _from_padding_mask(mask: torch.Tensor | None, padding_mask: torch.Tensor, model: str) -> torch.Tensor:
+    """The valid-patch mask ``~padding_mask`` of the deprecated keyword (warns once per call)."""
+    warnings.warn(
+        f"{model}: padding_mask= (True = padding) is deprecated and will be removed in the next release; "
+        "pass mask= (True = valid patch), i.e. mask=~padding_mask",
+        DeprecationWarning,
+        stacklevel=4,
+    )
+    if mask is not None:
+        raise InputError(f"{model} got both mask= and the deprecated padding_mask=", where="padding_mask",
+                         fix="pass only mask= (True = valid patch)")
+    if not isinstance(padding_mask, torch.Tensor) or padding_mask.dtype != torch.bool:
+        got = padding_mask.dtype if isinstance(padding_mask, torch.Tensor) else type(padding_mask).__name__
+        raise InputError(f"{model} expects the deprecated padding_mask as a bool tensor (True = padding), got {got}",
+                         where="padding_mask", fix="pass mask= (True = valid patch) instead")
+    return ~padding_mask

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._contracts import check_features, check_padding_mask
+from ._contracts import check_features, check_mask
 from .base import SlideEncoder, TokenState
 
 __all__ = ["ABMILSlideEncoder"]
@@ -38,20 +38,20 @@ class ABMILSlideEncoder(SlideEncoder):
         self.attention_u = nn.Linear(embed_dim, attn_dim)
         self.attention_w = nn.Linear(attn_dim, 1)
 
-    def embed(self, features: torch.Tensor, coords: torch.Tensor | None = None, padding_mask: torch.Tensor | None = None, **kw: Any) -> TokenState:
-        """``features (B, N, in_dim)`` -> TokenState of N projected patch tokens (no CLS)."""
+    def embed(self, features: torch.Tensor, coords: torch.Tensor | None = None, mask: torch.Tensor | None = None, *,
+              padding_mask: torch.Tensor | None = None, **kw: Any) -> TokenState:
+        """``features (B, N, in_dim)``, ``mask (B, N)`` True = valid -> TokenState of N projected patch tokens (no CLS)."""
         features = check_features(features, self.in_dim, "abmil slide encoder")
-        padding_mask = check_padding_mask(padding_mask, features, "abmil slide encoder")
+        mask = check_mask(mask, features, "abmil slide encoder", padding_mask=padding_mask)
         h = self.fc(features.to(self.attention_w.weight.dtype))
-        mask = padding_mask if padding_mask is not None and padding_mask.any() else None
-        return TokenState(tokens=h, num_prefix=0, padding_mask=mask)
+        return TokenState(tokens=h, num_prefix=0, mask=mask if mask is not None and not mask.all() else None)
 
     def attention(self, state: TokenState) -> torch.Tensor:
         """Attention weights ``(B, N)`` over patch tokens (0 on padding, rows sum to 1)."""
         h = state.tokens
         logits = self.attention_w(torch.tanh(self.attention_v(h)) * torch.sigmoid(self.attention_u(h))).squeeze(-1)
-        if state.padding_mask is not None:
-            logits = logits.masked_fill(state.padding_mask, float("-inf"))
+        if state.mask is not None:  # -inf logit on padding (the only place the mask is inverted)
+            logits = logits.masked_fill(~state.mask, float("-inf"))
         return torch.softmax(logits, dim=1)
 
     def pool(self, state: TokenState) -> torch.Tensor:

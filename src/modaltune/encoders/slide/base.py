@@ -2,11 +2,17 @@
 
 A slide encoder maps a bag of patch features with level-0 coordinates to one slide embedding:
 
-``forward(features (B, N, D_in), coords (B, N, 2), padding_mask=None) -> (B, embed_dim)``
+``forward(features (B, N, D_in), coords (B, N, 2), mask=None) -> (B, embed_dim)``
+
+where ``mask`` is ``(B, N)`` bool, True = valid patch (the convention of ``batch["slide"]["mask"]``
+and of the whole internal API; None = every patch valid). It is inverted only where a kernel wants
+True = padding (``nn.MultiheadAttention(key_padding_mask=~mask)``) or an additive -inf bias is
+built. The old keyword ``padding_mask=`` (True = padding) is still accepted by ``forward`` and
+``embed`` for one release: it is converted to ``mask=~padding_mask`` with a DeprecationWarning.
 
 and is always computed as three stages that adapters may interleave with their own modules::
 
-    state = enc.embed(features, coords, padding_mask=mask)   # patch embedding + positions (+ CLS)
+    state = enc.embed(features, coords, mask=mask)           # patch embedding + positions (+ CLS)
     for start, stop in [(0, 4), (4, 8), (8, 12)]:            # any split of range(enc.num_layers)
         state = state.with_tokens(my_injector(state))        # e.g. modify the patch tokens
         state = enc.run_layers(state, start, stop)           # blocks start .. stop-1
@@ -20,8 +26,8 @@ them all and consecutive groups chain as ``(0, 4), (4, 8), (8, 12)``. An inclusi
 ``embed -> run_layers(0, num_layers) -> pool`` is exactly ``forward`` (tested for every encoder).
 
 Token layout of :class:`TokenState`: ``tokens[:, :num_prefix]`` are prefix tokens (CLS) and
-``tokens[:, num_prefix:]`` are patch tokens. Patch token ``j`` of sample ``b`` is valid unless
-``padding_mask[b, num_prefix + j]``; valid tokens always come first (right padding). The order of
+``tokens[:, num_prefix:]`` are patch tokens. Patch token ``j`` of sample ``b`` is valid iff
+``mask[b, num_prefix + j]``; valid tokens always come first (right padding). The order of
 patch tokens is encoder-specific (GigaPath keeps the input order; TITAN sorts the tokens row-major
 over its patch grid and drops background cells), so use ``state.context`` for token positions
 instead of assuming the input order.
@@ -29,6 +35,9 @@ instead of assuming the input order.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,26 +45,42 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from modaltune.errors import InputError
+
 __all__ = ["TokenState", "SlideEncoder"]
 
 
-@dataclass
+@dataclass(init=False)
 class TokenState:
     """The token sequence between encoder stages, plus the per-sample context the blocks need.
 
     Attributes:
         tokens: ``(B, T, D)`` token features, ``T = num_prefix + number of patch tokens``.
         num_prefix: number of leading non-patch tokens (1 for a CLS token, 0 if none).
-        padding_mask: ``(B, T)`` bool, True marks padding (never a prefix token); None = no padding.
+        mask: ``(B, T)`` bool, True marks a valid token (always True on prefix tokens); None = all valid.
         context: encoder-specific tensors that stay fixed through the blocks, e.g. TITAN's
             ``"grid"`` ``(B, T, 2)`` integer cell of each token (ALiBi positions) or GigaPath's
             ``"lengths"``. Adapters must pass it through unchanged.
+
+    The deprecated constructor keyword ``padding_mask=`` (True = padding) is converted to
+    ``mask=~padding_mask`` with a DeprecationWarning (encoders written against the old field).
     """
 
     tokens: torch.Tensor
     num_prefix: int = 1
-    padding_mask: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
     context: dict[str, Any] = field(default_factory=dict)
+
+    def __init__(self, tokens: torch.Tensor, num_prefix: int = 1, mask: torch.Tensor | None = None,
+                 context: dict[str, Any] | None = None, *, padding_mask: torch.Tensor | None = None) -> None:
+        if padding_mask is not None:
+            _warn_padding_field("padding_mask", "mask")
+            if mask is not None:
+                raise InputError("TokenState got both mask and the deprecated padding_mask", where="padding_mask",
+                                 fix="pass only mask= (True = valid token)")
+            mask = ~padding_mask
+        self.tokens, self.num_prefix, self.mask = tokens, num_prefix, mask
+        self.context = {} if context is None else context
 
     @property
     def patch_tokens(self) -> torch.Tensor:
@@ -63,9 +88,22 @@ class TokenState:
         return self.tokens[:, self.num_prefix :]
 
     @property
+    def patch_mask(self) -> torch.Tensor | None:
+        """``(B, T - num_prefix)`` bool valid mask of the patch tokens (True = valid), or None."""
+        return None if self.mask is None else self.mask[:, self.num_prefix :]
+
+    @property
+    def padding_mask(self) -> torch.Tensor | None:
+        """Deprecated: ``~mask`` (True = padding), for adapters written against the old field."""
+        _warn_padding_field("padding_mask", "mask")
+        return None if self.mask is None else ~self.mask
+
+    @property
     def patch_padding_mask(self) -> torch.Tensor | None:
-        """``(B, T - num_prefix)`` bool padding mask of the patch tokens, or None."""
-        return None if self.padding_mask is None else self.padding_mask[:, self.num_prefix :]
+        """Deprecated: ``~patch_mask`` (True = padding), for adapters written against the old field."""
+        _warn_padding_field("patch_padding_mask", "patch_mask")
+        pm = self.patch_mask
+        return None if pm is None else ~pm
 
     @property
     def patch_index(self) -> slice:
@@ -86,6 +124,11 @@ class TokenState:
     def with_patch_tokens(self, patch_tokens: torch.Tensor) -> "TokenState":
         """A copy whose patch tokens are replaced by ``(B, T - num_prefix, D)`` (prefix kept)."""
         return self.with_tokens(torch.cat([self.tokens[:, : self.num_prefix], patch_tokens], dim=1))
+
+
+def _warn_padding_field(old: str, new: str) -> None:
+    warnings.warn(f"TokenState.{old} (True = padding) is deprecated and will be removed in the next release; "
+                  f"read TokenState.{new} (True = valid token)", DeprecationWarning, stacklevel=3)
 
 
 class SlideEncoder(nn.Module):
@@ -110,9 +153,43 @@ class SlideEncoder(nn.Module):
         self.weights_source: str = "random_init"
         self.grad_checkpointing: bool = False
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Keep subclasses written against the old ``embed(..., padding_mask=)`` working for one release.
+
+        Their ``embed`` is wrapped so that the ``mask=`` keyword every caller now passes is handed
+        over as ``padding_mask=~mask`` (a DeprecationWarning is raised when the class is defined);
+        otherwise ``mask`` would vanish into their ``**kw`` and padding would count as patches.
+        """
+        super().__init_subclass__(**kwargs)
+        embed = cls.__dict__.get("embed")
+        if embed is None:
+            return
+        params = inspect.signature(embed).parameters
+        if "padding_mask" not in params or "mask" in params:
+            return
+        warnings.warn(f"{cls.__name__}.embed takes padding_mask (True = padding), which is deprecated and will be removed "
+                      "in the next release; rename it to mask (True = valid patch)", DeprecationWarning, stacklevel=2)
+
+        @functools.wraps(embed)
+        def embed_with_mask(self: SlideEncoder, features: torch.Tensor, coords: torch.Tensor | None = None, *args: Any,
+                            mask: torch.Tensor | None = None, **kw: Any) -> TokenState:
+            if mask is not None:
+                if kw.get("padding_mask") is not None or args:
+                    raise InputError(f"{cls.__name__}.embed got both mask and padding_mask", where="padding_mask",
+                                     fix="pass only mask= (True = valid patch)")
+                kw["padding_mask"] = ~mask
+            return embed(self, features, coords, *args, **kw)
+
+        cls.embed = embed_with_mask
+
     # -- stages -------------------------------------------------------------------------------
-    def embed(self, features: torch.Tensor, coords: torch.Tensor | None = None, padding_mask: torch.Tensor | None = None, **kw: Any) -> TokenState:
-        """Patch embedding + positions (+ CLS): ``(B, N, D_in), (B, N, 2) -> TokenState``."""
+    def embed(self, features: torch.Tensor, coords: torch.Tensor | None = None, mask: torch.Tensor | None = None, *,
+              padding_mask: torch.Tensor | None = None, **kw: Any) -> TokenState:
+        """Patch embedding + positions (+ CLS): ``(B, N, D_in), (B, N, 2), mask (B, N) -> TokenState``.
+
+        ``mask`` is True for valid patches; ``padding_mask`` is the deprecated inverse (see the module
+        docstring), resolved by :func:`~modaltune.encoders.slide._contracts.check_mask`.
+        """
         raise NotImplementedError
 
     def _run_layer(self, index: int, state: TokenState) -> torch.Tensor:
@@ -148,8 +225,12 @@ class SlideEncoder(nn.Module):
         self.grad_checkpointing = bool(enable)
         return self
 
-    def forward(self, features: torch.Tensor, coords: torch.Tensor | None = None, padding_mask: torch.Tensor | None = None, **kw: Any) -> torch.Tensor:
-        """``embed -> run_layers(0, num_layers) -> pool``; returns ``(B, embed_dim)``."""
-        state = self.embed(features, coords, padding_mask=padding_mask, **kw)
+    def forward(self, features: torch.Tensor, coords: torch.Tensor | None = None, mask: torch.Tensor | None = None, **kw: Any) -> torch.Tensor:
+        """``embed -> run_layers(0, num_layers) -> pool``; returns ``(B, embed_dim)``.
+
+        ``mask (B, N)`` bool, True = valid patch; the deprecated ``padding_mask=`` travels in ``kw``
+        to :meth:`embed`, which converts it.
+        """
+        state = self.embed(features, coords, mask=mask, **kw)
         state = self.run_layers(state, 0, self.num_layers)
         return self.pool(state)

@@ -9,7 +9,7 @@ Differences from the official code (outputs are the same):
 * attention: PyTorch's fused SDPA kernels that return the log-sum-exp (CPU flash; CUDA flash or
   memory-efficient, see :func:`modaltune.layers.attention.lse_backend`) or an exact chunked fallback, instead of flash-attn;
 * grid indices outside ``[0, 1000)`` raise :class:`InputError` instead of wrapping/aliasing silently;
-* optional right padding (``padding_mask``): each slide is attended over its own valid tokens only,
+* optional right padding (``mask``, True = valid patch): each slide is attended over its own valid tokens only,
   which equals running the official model on every slide separately.
 
 Architecture (eval mode; dropout / drop-path are identity):
@@ -31,7 +31,7 @@ from modaltune.layers.attention import attention_with_lse
 from modaltune.layers.mlp import DropPath
 from modaltune.layers.pos_embed import sincos_2d_rows
 
-from ._contracts import check_coords, check_features, check_padding_mask
+from ._contracts import check_coords, check_features, check_mask
 from .base import SlideEncoder, TokenState
 
 __all__ = ["GigaPathSlideEncoder", "dilated_attention", "GIGAPATH_SEGMENT_LENGTHS", "GIGAPATH_DILATED_RATIOS"]
@@ -336,48 +336,49 @@ class GigaPathSlideEncoder(SlideEncoder):
         return gx * self.slide_ngrids + gy + 1
 
     # -- stages -------------------------------------------------------------------------------
-    def embed(self, features: torch.Tensor, coords: torch.Tensor | None = None, padding_mask: torch.Tensor | None = None,
-              tile_size: float | None = None, **kw: Any) -> TokenState:
-        """``features (B, N, in_dim)``, ``coords (B, N, 2)`` level-0 px -> ``TokenState`` with T = N + 1.
+    def embed(self, features: torch.Tensor, coords: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+              tile_size: float | None = None, *, padding_mask: torch.Tensor | None = None, **kw: Any) -> TokenState:
+        """``features (B, N, in_dim)``, ``coords (B, N, 2)`` level-0 px, ``mask (B, N)`` True = valid
+        -> ``TokenState`` with T = N + 1 (``padding_mask=`` is the deprecated inverse of ``mask``).
 
-        ``state.context["lengths"]`` holds the valid token count per slide (CLS included) when a
-        padding mask is given.
+        ``state.context["lengths"]`` holds the valid token count per slide (CLS included) when the
+        mask has padding.
         """
         features = check_features(features, self.in_dim, "GigaPath slide encoder")
         coords = check_coords(coords, features, "GigaPath slide encoder")
-        padding_mask = check_padding_mask(padding_mask, features, "GigaPath slide encoder")
+        mask = check_mask(mask, features, "GigaPath slide encoder", padding_mask=padding_mask)
         dtype = self.cls_token.dtype
-        if padding_mask is not None:  # padded rows may carry junk coords; give them cell (0, 0)
-            coords = coords.masked_fill(padding_mask[..., None], 0)
+        if mask is not None:  # padded rows may carry junk coords; give them cell (0, 0)
+            coords = coords.masked_fill(~mask[..., None], 0)
         gx, gy = self.grid_index(coords, tile_size)
         pos = sincos_2d_rows(gx, gy, self.embed_dim, dtype=dtype)
         x = self.patch_embed(features.to(dtype)) + pos
         cls = self.cls_token.expand(x.shape[0], -1, -1)  # + pos row 0, which is all zeros
         x = self.embed_dropout(torch.cat([cls, x], dim=1))
         context: dict[str, Any] = {}
-        mask = None
-        if padding_mask is not None:
-            mask = torch.cat([padding_mask.new_zeros(x.shape[0], 1), padding_mask], dim=1)
-            if mask.any():
-                context["lengths"] = [int(n) for n in (~mask).sum(1)]
-                x = x.masked_fill(mask[..., None], 0.0)
-        return TokenState(tokens=x, num_prefix=1, padding_mask=mask, context=context)
+        token_mask = None
+        if mask is not None:
+            token_mask = torch.cat([mask.new_ones(x.shape[0], 1), mask], dim=1)  # CLS is always valid
+            if not token_mask.all():
+                context["lengths"] = [int(n) for n in token_mask.sum(1)]
+                x = x.masked_fill(~token_mask[..., None], 0.0)
+        return TokenState(tokens=x, num_prefix=1, mask=token_mask, context=context)
 
     def _run_layer(self, index: int, state: TokenState) -> torch.Tensor:
         x = self.encoder.layers[index](state.tokens, state.context.get("lengths"))
-        if state.padding_mask is not None and "lengths" in state.context:
-            x = x.masked_fill(state.padding_mask[..., None], 0.0)
+        if state.mask is not None and "lengths" in state.context:
+            x = x.masked_fill(~state.mask[..., None], 0.0)
         return x
 
     def _pool_tokens(self, x: torch.Tensor, state: TokenState, global_pool: bool) -> torch.Tensor:
         if not global_pool:
             return self.norm(x[:, 0])
         patches = x[:, 1:]
-        pm = state.patch_padding_mask
+        pm = state.patch_mask
         if pm is None:
             mean = patches.mean(dim=1)
         else:
-            valid = (~pm).to(x.dtype)[..., None]
+            valid = pm.to(x.dtype)[..., None]
             mean = (patches * valid).sum(1) / valid.sum(1)
         return self.norm(mean)
 
@@ -392,24 +393,26 @@ class GigaPathSlideEncoder(SlideEncoder):
         return self._pool_tokens(state.tokens, state, gp)
 
     def forward_all_layers(self, features: torch.Tensor, coords: torch.Tensor | None = None,
-                           padding_mask: torch.Tensor | None = None, global_pool: bool | None = None,
+                           mask: torch.Tensor | None = None, global_pool: bool | None = None,
                            **kw: Any) -> torch.Tensor:
         """Official ``forward(all_layer_embed=True)`` stacked: ``(depth + 1, B, embed_dim)``.
 
         Entry 0 pools the embedding input, entry i the state after layer i; none of them pass through
         ``encoder.layer_norm`` (so entry ``depth`` differs from :meth:`forward`). TRIDENT's GigaPath
-        output is entry 11 with ``global_pool=True``.
+        output is entry 11 with ``global_pool=True``. ``mask (B, N)`` True = valid patch (the deprecated
+        ``padding_mask=`` travels in ``kw`` to :meth:`embed`).
         """
-        state = self.embed(features, coords, padding_mask=padding_mask, **kw)
+        state = self.embed(features, coords, mask=mask, **kw)
         outs = [self.pool_raw(state, global_pool)]
         for i in range(self.num_layers):
             state = self.run_layers(state, i, i + 1)
             outs.append(self.pool_raw(state, global_pool))
         return torch.stack(outs)
 
-    def forward(self, features: torch.Tensor, coords: torch.Tensor | None = None, padding_mask: torch.Tensor | None = None,
+    def forward(self, features: torch.Tensor, coords: torch.Tensor | None = None, mask: torch.Tensor | None = None,
                 global_pool: bool | None = None, **kw: Any) -> torch.Tensor:
-        """Slide embedding ``(B, embed_dim)`` (official ``forward(x, coords)[0]``)."""
-        state = self.embed(features, coords, padding_mask=padding_mask, **kw)
+        """Slide embedding ``(B, embed_dim)`` (official ``forward(x, coords)[0]``); ``mask (B, N)`` True = valid
+        patch (the deprecated ``padding_mask=`` travels in ``kw`` to :meth:`embed`)."""
+        state = self.embed(features, coords, mask=mask, **kw)
         state = self.run_layers(state, 0, self.num_layers)
         return self.pool(state, global_pool)

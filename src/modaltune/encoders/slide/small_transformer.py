@@ -1,7 +1,7 @@
 """A small generic transformer slide encoder for CPU-scale work, tests and demos.
 
 ``[CLS; Linear(features) + pos(coords)]`` -> ``depth`` pre-LN transformer blocks (exact attention
-with a key-padding mask) -> LayerNorm -> CLS token (or mean of valid patch tokens). Same stage API
+with a key mask) -> LayerNorm -> CLS token (or mean of valid patch tokens). Same stage API
 as the foundation models (:mod:`modaltune.encoders.slide.base`), so adapters work on it unchanged.
 
 Positions come from the patch grid ``g = floor((coords - min(coords)) / patch_size_level0)``:
@@ -23,7 +23,7 @@ from modaltune.layers.attention import Attention
 from modaltune.layers.mlp import DropPath, Mlp
 from modaltune.layers.pos_embed import sincos_2d_rows
 
-from ._contracts import check_coords, check_features, check_padding_mask
+from ._contracts import check_coords, check_features, check_mask
 from .base import SlideEncoder, TokenState
 
 __all__ = ["SmallTransformerSlideEncoder"]
@@ -38,8 +38,8 @@ class _Block(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
         self.drop_path = DropPath(drop_path)
 
-    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x), key_padding_mask))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), mask))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
@@ -90,13 +90,14 @@ class SmallTransformerSlideEncoder(SlideEncoder):
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         nn.init.normal_(self.cls_token, std=0.02)
 
-    def _positions(self, coords: torch.Tensor, padding_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    def _positions(self, coords: torch.Tensor, mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
         c = coords.to(torch.float64)
-        if padding_mask is not None:  # padded rows must not move the per-slide minimum
-            c = c.masked_fill(padding_mask[..., None], float("inf"))
+        pad = None if mask is None else ~mask[..., None]
+        if pad is not None:  # padded rows must not move the per-slide minimum
+            c = c.masked_fill(pad, float("inf"))
         g = torch.floor((c - c.amin(dim=1, keepdim=True)) / self.patch_size_level0)
-        if padding_mask is not None:
-            g = g.masked_fill(padding_mask[..., None], 0)
+        if pad is not None:
+            g = g.masked_fill(pad, 0)
         g = g.long()
         if self.pos == "sincos":
             return sincos_2d_rows(g[..., 0], g[..., 1], self.embed_dim, dtype=dtype)
@@ -108,31 +109,33 @@ class SmallTransformerSlideEncoder(SlideEncoder):
             )
         return self.pos_col(g[..., 0]) + self.pos_row(g[..., 1])
 
-    def embed(self, features: torch.Tensor, coords: torch.Tensor | None = None, padding_mask: torch.Tensor | None = None, **kw: Any) -> TokenState:
-        """``features (B, N, in_dim)`` (+ ``coords (B, N, 2)`` level-0 px unless pos='none') -> TokenState, T = N + 1."""
+    def embed(self, features: torch.Tensor, coords: torch.Tensor | None = None, mask: torch.Tensor | None = None, *,
+              padding_mask: torch.Tensor | None = None, **kw: Any) -> TokenState:
+        """``features (B, N, in_dim)`` (+ ``coords (B, N, 2)`` level-0 px unless pos='none'), ``mask (B, N)``
+        True = valid -> TokenState, T = N + 1."""
         name = "small_transformer slide encoder"
         features = check_features(features, self.in_dim, name)
-        padding_mask = check_padding_mask(padding_mask, features, name)
+        mask = check_mask(mask, features, name, padding_mask=padding_mask)
         dtype = self.cls_token.dtype
         x = self.patch_embed(features.to(dtype))
         if self.pos != "none":
-            x = x + self._positions(check_coords(coords, features, name), padding_mask, dtype)
+            x = x + self._positions(check_coords(coords, features, name), mask, dtype)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        mask = None
-        if padding_mask is not None and padding_mask.any():
-            mask = torch.cat([padding_mask.new_zeros(x.shape[0], 1), padding_mask], dim=1)
-        return TokenState(tokens=self.pos_drop(x), num_prefix=1, padding_mask=mask)
+        token_mask = None
+        if mask is not None and not mask.all():
+            token_mask = torch.cat([mask.new_ones(x.shape[0], 1), mask], dim=1)  # CLS is always valid
+        return TokenState(tokens=self.pos_drop(x), num_prefix=1, mask=token_mask)
 
     def _run_layer(self, index: int, state: TokenState) -> torch.Tensor:
-        return self.blocks[index](state.tokens, state.padding_mask)
+        return self.blocks[index](state.tokens, state.mask)
 
     def pool(self, state: TokenState) -> torch.Tensor:
         """LayerNorm, then CLS (default) or the mean of valid patch tokens: ``(B, embed_dim)``."""
         x = self.norm(state.tokens)
         if not self.global_pool:
             return x[:, 0]
-        pm = state.patch_padding_mask
+        pm = state.patch_mask
         if pm is None:
             return x[:, 1:].mean(1)
-        valid = (~pm).to(x.dtype)[..., None]
+        valid = pm.to(x.dtype)[..., None]
         return (x[:, 1:] * valid).sum(1) / valid.sum(1)

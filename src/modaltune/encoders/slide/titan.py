@@ -17,7 +17,7 @@ Pipeline for one slide (official ``preprocess_features`` + ``forward``; eval mod
 
 Differences from the official code (outputs are the same where both run):
 
-* batches: slides are gridded separately and right-padded with a key-padding mask, so every slide
+* batches: slides are gridded separately and right-padded with a key mask, so every slide
   gets its batch-of-one output (the official B > 1 path is a different training-only code path);
 * coordinates may be float if they hold whole numbers (converted to int64); fractional coordinates
   raise InputError (the official code raises a TypeError for any float coordinates);
@@ -36,7 +36,7 @@ from modaltune.layers.alibi import alibi_slopes
 from modaltune.layers.attention import Attention, alibi_attention
 from modaltune.layers.mlp import Mlp
 
-from ._contracts import check_coords, check_features, check_padding_mask
+from ._contracts import check_coords, check_features, check_mask
 from .base import SlideEncoder, TokenState
 
 __all__ = ["TitanSlideEncoder", "AttentionalPooler", "titan_grid"]
@@ -85,7 +85,7 @@ class AttentionalPooler(nn.Module):
     """CoCa attentional pooler: learned queries attend over ``ln_k(x)`` with ``nn.MultiheadAttention``.
 
     Parameters (official names): ``query (Q, D)``, ``attn`` (packed ``in_proj_weight (3D, D)``),
-    ``ln_q``/``ln_k`` (LayerNorm eps 1e-5). ``forward(x (B, T, D), key_padding_mask (B, T) | None)
+    ``ln_q``/``ln_k`` (LayerNorm eps 1e-5). ``forward(x (B, T, D), mask (B, T) bool True = valid | None)
     -> (B, Q, D)``.
     """
 
@@ -96,10 +96,11 @@ class AttentionalPooler(nn.Module):
         self.ln_q = nn.LayerNorm(dim, eps=eps)
         self.ln_k = nn.LayerNorm(dim, eps=eps)
 
-    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         kv = self.ln_k(x).permute(1, 0, 2)  # (T, B, D): nn.MultiheadAttention is sequence-first
         q = self.ln_q(self.query).unsqueeze(1).expand(-1, x.shape[0], -1)
-        out = self.attn(q, kv, kv, key_padding_mask=key_padding_mask, need_weights=False)[0]
+        kpm = None if mask is None else ~mask  # nn.MultiheadAttention wants True = padding
+        out = self.attn(q, kv, kv, key_padding_mask=kpm, need_weights=False)[0]
         return out.permute(1, 0, 2)
 
 
@@ -113,9 +114,9 @@ class _Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
-    def forward(self, x: torch.Tensor, grid: torch.Tensor, slopes: torch.Tensor, key_padding_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, grid: torch.Tensor, slopes: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         q, k, v = self.attn.split_heads(self.norm1(x))
-        o = alibi_attention(q, k, v, grid, slopes, num_prefix=1, key_padding_mask=key_padding_mask)
+        o = alibi_attention(q, k, v, grid, slopes, num_prefix=1, mask=mask)
         x = x + self.attn.merge_heads(o)
         return x + self.mlp(self.norm2(x))
 
@@ -218,9 +219,11 @@ class TitanSlideEncoder(SlideEncoder):
         H = int(cells.max()) // W + 1
         return agg[fg], grid[fg], first[fg], int((~fg).sum()), (H, W)
 
-    def embed(self, features: torch.Tensor, coords: torch.Tensor | None = None, padding_mask: torch.Tensor | None = None,
-              patch_size_level0: int | None = None, on_collision: CollisionPolicy | None = None, **kw: Any) -> TokenState:
-        """``features (B, N, in_dim)``, integer ``coords (B, N, 2)`` level-0 px -> ``TokenState``.
+    def embed(self, features: torch.Tensor, coords: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+              patch_size_level0: int | None = None, on_collision: CollisionPolicy | None = None, *,
+              padding_mask: torch.Tensor | None = None, **kw: Any) -> TokenState:
+        """``features (B, N, in_dim)``, integer ``coords (B, N, 2)`` level-0 px, ``mask (B, N)`` True = valid
+        -> ``TokenState`` (``padding_mask=`` is the deprecated inverse of ``mask``).
 
         ``patch_size_level0`` (alias ``patch_size_lv0``) is required here or at construction.
         Context: ``grid (B, T, 2)`` int64 token cells (row 0 = CLS, unused), ``token_patch_index
@@ -240,10 +243,10 @@ class TitanSlideEncoder(SlideEncoder):
         policy = self.on_collision if on_collision is None else on_collision
         features = check_features(features, self.in_dim, model)
         coords = self._integer_coords(check_coords(coords, features, model))
-        padding_mask = check_padding_mask(padding_mask, features, model)
+        mask = check_mask(mask, features, model, padding_mask=padding_mask)
         dtype = self.cls_token.dtype
         B, N = features.shape[:2]
-        lengths = [N] * B if padding_mask is None else (~padding_mask).sum(1).tolist()
+        lengths = [N] * B if mask is None else mask.sum(1).tolist()
         per = [self._slide_tokens(features[b, : lengths[b]].to(dtype), coords[b, : lengths[b]], ps, policy, b) for b in range(B)]
         T = 1 + max(len(p[0]) for p in per)
         if T == 1:
@@ -251,32 +254,35 @@ class TitanSlideEncoder(SlideEncoder):
         x = features.new_zeros(B, T, self.in_dim, dtype=dtype)
         grid = torch.zeros(B, T, 2, dtype=torch.long, device=features.device)
         index = torch.full((B, T - 1), -1, dtype=torch.long, device=features.device)
-        mask = torch.ones(B, T, dtype=torch.bool, device=features.device)
+        valid = torch.zeros(B, T, dtype=torch.bool, device=features.device)
         for b, (f, g, first, _, _) in enumerate(per):
             n = len(f)
-            x[b, 1 : 1 + n], grid[b, 1 : 1 + n], index[b, :n], mask[b, : 1 + n] = f, g, first, False
+            x[b, 1 : 1 + n], grid[b, 1 : 1 + n], index[b, :n], valid[b, : 1 + n] = f, g, first, True
         tokens = self.patch_embed(x[:, 1:])
         tokens = torch.cat([self.cls_token.expand(B, -1, -1), tokens], dim=1)
         context = {"grid": grid, "token_patch_index": index, "n_background": [p[3] for p in per],
                    "grid_shape": [p[4] for p in per]}
-        return TokenState(tokens=tokens, num_prefix=1, padding_mask=mask if mask.any() else None, context=context)
+        return TokenState(tokens=tokens, num_prefix=1, mask=None if valid.all() else valid, context=context)
 
     def _run_layer(self, index: int, state: TokenState) -> torch.Tensor:
-        return self.blocks.modules_list[index](state.tokens, state.context["grid"], self.slopes, state.padding_mask)
+        return self.blocks.modules_list[index](state.tokens, state.context["grid"], self.slopes, state.mask)
 
     def pool(self, state: TokenState, proj: bool = False) -> torch.Tensor:
         """``norm`` -> ``attn_pool_contrastive`` -> ``(B, embed_dim)`` (``@ proj`` if ``proj``)."""
         x = self.norm(state.tokens)
-        out = self.attn_pool_contrastive(x, state.padding_mask).squeeze(1)
+        out = self.attn_pool_contrastive(x, state.mask).squeeze(1)
         return out @ self.proj if proj else out
 
     def pool_tokens(self, state: TokenState) -> torch.Tensor:
         """The 128-query ``attn_pool`` output ``(B, 128, embed_dim)`` (computed but unused officially)."""
-        return self.attn_pool(self.norm(state.tokens), state.padding_mask)
+        return self.attn_pool(self.norm(state.tokens), state.mask)
 
-    def forward(self, features: torch.Tensor, coords: torch.Tensor | None = None, padding_mask: torch.Tensor | None = None,
+    def forward(self, features: torch.Tensor, coords: torch.Tensor | None = None, mask: torch.Tensor | None = None,
                 proj: bool = False, **kw: Any) -> torch.Tensor:
-        """Slide embedding ``(B, embed_dim)`` = official ``encode_slide_from_patch_features`` (``proj=False``)."""
-        state = self.embed(features, coords, padding_mask=padding_mask, **kw)
+        """Slide embedding ``(B, embed_dim)`` = official ``encode_slide_from_patch_features`` (``proj=False``).
+
+        ``mask (B, N)`` True = valid patch; the deprecated ``padding_mask=`` travels in ``kw`` to :meth:`embed`.
+        """
+        state = self.embed(features, coords, mask=mask, **kw)
         state = self.run_layers(state, 0, self.num_layers)
         return self.pool(state, proj=proj)

@@ -7,7 +7,7 @@ attention block; LayerNorm; CLS is the slide embedding ``(B, embed_dim)``.
 
 Deviation from the original: exact softmax attention (PyTorch SDPA, memory-efficient kernels)
 instead of the Nystrom approximation, and right-padded batches are supported through a
-key-padding mask (each slide gets its own square). Positions come only from PPEG over the input
+key mask (each slide gets its own square). Positions come only from PPEG over the input
 order, as in the original (coords unused).
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from torch import nn
 
 from modaltune.layers.attention import Attention
 
-from ._contracts import check_features, check_padding_mask
+from ._contracts import check_features, check_mask
 from .base import SlideEncoder, TokenState
 
 __all__ = ["TransMILSlideEncoder"]
@@ -46,8 +46,8 @@ class _TransLayer(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.attn = Attention(dim, num_heads, qkv_bias=True)
 
-    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None) -> torch.Tensor:
-        return x + self.attn(self.norm(x), key_padding_mask)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        return x + self.attn(self.norm(x), mask)
 
 
 class TransMILSlideEncoder(SlideEncoder):
@@ -71,33 +71,34 @@ class TransMILSlideEncoder(SlideEncoder):
         self.layer2 = _TransLayer(embed_dim, num_heads)
         self.norm = nn.LayerNorm(embed_dim)
 
-    def embed(self, features: torch.Tensor, coords: torch.Tensor | None = None, padding_mask: torch.Tensor | None = None, **kw: Any) -> TokenState:
+    def embed(self, features: torch.Tensor, coords: torch.Tensor | None = None, mask: torch.Tensor | None = None, *,
+              padding_mask: torch.Tensor | None = None, **kw: Any) -> TokenState:
         """Project, square-pad each slide by repeating its first patches, prepend CLS.
 
         ``state.context["side"]`` is the square side per slide; tokens ``1 .. side**2`` are the square.
         """
         features = check_features(features, self.in_dim, "transmil slide encoder")
-        padding_mask = check_padding_mask(padding_mask, features, "transmil slide encoder")
+        mask = check_mask(mask, features, "transmil slide encoder", padding_mask=padding_mask)
         B, N = features.shape[:2]
-        lengths = [N] * B if padding_mask is None else (~padding_mask).sum(1).tolist()
+        lengths = [N] * B if mask is None else mask.sum(1).tolist()
         h = self.fc(features.to(self.cls_token.dtype))
         sides = [math.ceil(math.sqrt(n)) for n in lengths]
         T = 1 + max(s * s for s in sides)
         x = h.new_zeros(B, T, self.embed_dim)
-        mask = torch.ones(B, T, dtype=torch.bool, device=h.device)
+        valid = torch.zeros(B, T, dtype=torch.bool, device=h.device)
         for b, (n, s) in enumerate(zip(lengths, sides)):
             extra = s * s - n
             # original TransMIL fills the square with the first patches again (wrapping for tiny bags)
             fill = h[b, torch.arange(extra, device=h.device) % n]
             x[b, 1 : 1 + s * s] = torch.cat([h[b, :n], fill])
-            mask[b, : 1 + s * s] = False
+            valid[b, : 1 + s * s] = True
         x[:, 0] = self.cls_token[0, 0]
-        return TokenState(tokens=x, num_prefix=1, padding_mask=mask if mask.any() else None, context={"side": sides})
+        return TokenState(tokens=x, num_prefix=1, mask=None if valid.all() else valid, context={"side": sides})
 
     def _run_layer(self, index: int, state: TokenState) -> torch.Tensor:
         if index == 1:
-            return self.layer2(state.tokens, state.padding_mask)
-        x = self.layer1(state.tokens, state.padding_mask)
+            return self.layer2(state.tokens, state.mask)
+        x = self.layer1(state.tokens, state.mask)
         out = x.clone()
         for b, s in enumerate(state.context["side"]):
             square = x[b, 1 : 1 + s * s].transpose(0, 1).reshape(1, self.embed_dim, s, s)
