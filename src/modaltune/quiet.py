@@ -11,7 +11,16 @@ from __future__ import annotations
 import logging
 import warnings
 
-__all__ = ["quiet_startup", "NOISE"]
+__all__ = ["quiet_startup", "is_verbose", "NOISE"]
+
+#: set by :func:`quiet_startup` (the CLI's ``--verbose``); the engine keeps Lightning's INFO lines
+#: while it runs only when True
+_VERBOSE = False
+
+
+def is_verbose() -> bool:
+    """Whether the user asked for Lightning's start-up lines (``--verbose``)."""
+    return _VERBOSE
 
 #: message regexes of warnings hidden without --verbose (each harmless for modaltune's use)
 NOISE = (
@@ -36,6 +45,8 @@ class _DropBanners(logging.Filter):
 
 def quiet_startup(verbose: bool = False) -> None:
     """Hide the noise listed in :data:`NOISE` and Lightning's INFO banners unless ``verbose``."""
+    global _VERBOSE
+    _VERBOSE = bool(verbose)
     if verbose:
         return
     for pattern in NOISE:

@@ -331,10 +331,14 @@ def _tabular_columns(task_info: Any, out: np.ndarray) -> dict[str, np.ndarray]:
 
 
 class _quiet_lightning:
-    """Silence Lightning's info chatter (device banners, tips) while a trainer is built and run."""
+    """Silence Lightning's info chatter (device banners, tips, checkpoint notes) while a trainer is
+    built and run, unless the user asked for it (``modaltune --verbose``: :func:`modaltune.quiet.is_verbose`).
+    Lightning's child loggers inherit the WARNING level set here; warnings still show."""
 
     def __init__(self, enabled: bool = True):
-        self.enabled = enabled
+        from modaltune.quiet import is_verbose
+
+        self.enabled = enabled and not is_verbose()
         self.saved: list[tuple[logging.Logger, int]] = []
 
     def __enter__(self):
@@ -560,7 +564,7 @@ def fit(
         log.info("resuming from %s", ckpt_path)
     if ckpt_path is not None:
         check_checkpoint(ckpt_path)
-    with _quiet_lightning(progress is False):
+    with _quiet_lightning():
         ltrainer = _lightning_trainer(tcfg, out_dir=out, callbacks=cbs, has_val=bool(val_ids), progress=progress)
         # weights_only=True: Lightning would otherwise let torch unpickle arbitrary objects from last.ckpt
         ltrainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
