@@ -13,7 +13,7 @@ from modaltune.data.cohort import TaskSpec
 from modaltune.data.dataset import CohortInfo, TaskInfo
 from modaltune.methods import build_method
 from modaltune.methods._coattn import load_official_state_dict
-from toy_cohort import make_batch, make_info
+from modaltune.testing.batches import make_batch, make_info
 
 FIXTURES = Path(__file__).parent / "fixtures"
 OFFICIAL_SIZES = [100, 200, 300, 400, 500, 600]  # MCAT_Surv / MOTCAT_Surv default omic_sizes

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from toy_cohort import make_batch, make_info
+from modaltune.testing.batches import make_batch, make_info
 
 from modaltune.layers.kronecker_fusion import GatedKroneckerFusion
 from modaltune.methods import build_method

@@ -12,7 +12,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from toy_cohort import PATHWAYS, make_batch, make_info
+from modaltune.testing.batches import PATHWAYS, make_batch, make_info
 
 from modaltune.data.cohort import TaskSpec
 from modaltune.data.dataset import TaskInfo
