@@ -15,10 +15,17 @@ from hypothesis import strategies as st
 
 from modaltune.errors import ConfigError
 from modaltune.methods import build_method
-from modaltune.training.modulation import AGM, AGM_CSV, agm_coefficients, modality_branches, shapley_values, update_running
+from modaltune.training.modulation import (
+    AGM,
+    AGM_CSV,
+    agm_coefficients,
+    modality_branches,
+    shapley_values,
+    update_running,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "methods"))
-from toy_cohort import make_batch, make_info  # noqa: E402
+from toy_cohort import make_batch, make_info
 
 FAST = {"max_epochs": 2, "progress_bar": False, "logger": "csv", "batch_size": 4}
 
@@ -75,7 +82,7 @@ def test_running_average_is_the_cumulative_mean():
 def _two_omics_model(seed=0, **params):
     info = make_info(slide=False, omics=("rna", "cnv"), clinical=False, tasks=("subtype",))
     torch.manual_seed(seed)
-    kw = dict(modalities=["rna", "cnv"], omics_params={"hidden": [16]}, fusion_dim=16, dropout=0.0)
+    kw = {"modalities": ["rna", "cnv"], "omics_params": {"hidden": [16]}, "fusion_dim": 16, "dropout": 0.0}
     return info, build_method("late_fusion", info, **{**kw, **params})
 
 
@@ -245,3 +252,23 @@ def test_fit_with_agm_writes_the_per_epoch_csv(tiny_cohort_dir, tmp_path, one_to
     assert {f"agm/coeff_{m}" for m in log.modality.unique()} <= set(train_log.columns)
     # the fitted model carries no AGM hooks: predictions equal a plain forward
     assert all(not mod._forward_hooks for mod in modality_branches(fm.model).values())
+
+
+def test_state_round_trip_continues_the_running_averages():
+    """What last.ckpt keeps (running scores, step, rows) restores the same coefficients on resume."""
+    _, model = _two_omics_model()
+    batches = _toy_batches(0, n=96)
+    a = AGM(model)
+    for b in batches[:2]:
+        a.before_step(b, 0)
+        a.after_step()
+    a.close_epoch(0)
+    state = a.state_dict()
+    expected = a.before_step(batches[2], 1)
+    a.remove()
+    b_ = AGM(model)
+    assert b_.before_step(batches[2], 1) != pytest.approx(expected)  # fresh averages give other coefficients
+    b_.load_state_dict(state)
+    assert b_.step == 2 and b_.running == a.running and b_.rows == a.rows
+    assert b_.before_step(batches[2], 1) == pytest.approx(expected, rel=1e-12)
+    b_.remove()

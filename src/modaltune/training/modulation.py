@@ -28,10 +28,11 @@ docs/methods.md ("AGM").
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from itertools import combinations
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -41,14 +42,14 @@ from modaltune.errors import ConfigError
 
 __all__ = [
     "AGM",
+    "AGM_CSV",
+    "NEEDS_BRANCHES",
     "AGMCallback",
     "BranchControl",
     "agm_coefficients",
     "modality_branches",
     "shapley_values",
     "update_running",
-    "AGM_CSV",
-    "NEEDS_BRANCHES",
 ]
 
 AGM_CSV = "agm.csv"
@@ -304,7 +305,7 @@ class AGMCallback(Callback):
     """
 
     def __init__(self, *, alpha: float = 1.0, start_epoch: int = 0, end_epoch: int | None = None, baseline: str = "zero", out_dir: str | Path | None = None):
-        self.kw = dict(alpha=alpha, start_epoch=start_epoch, end_epoch=end_epoch, baseline=baseline)
+        self.kw = {"alpha": alpha, "start_epoch": start_epoch, "end_epoch": end_epoch, "baseline": baseline}
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.agm: AGM | None = None
         self._state: dict | None = None
