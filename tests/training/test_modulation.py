@@ -272,3 +272,21 @@ def test_state_round_trip_continues_the_running_averages():
     assert b_.step == 2 and b_.running == a.running and b_.rows == a.rows
     assert b_.before_step(batches[2], 1) == pytest.approx(expected, rel=1e-12)
     b_.remove()
+
+
+def test_benchmark_unit_folder_gets_the_agm_csv(tiny_cohort_dir, tmp_path, one_torch_thread):
+    from modaltune.training.experiment_config import BenchmarkConfig
+    from modaltune.training.runner import run_benchmark
+
+    params = {"modalities": ["omics", "clinical"], "omics_params": {"hidden": [8]}, "clinical_params": {"hidden": [8]}, "fusion_dim": 8}
+    cfg = BenchmarkConfig.model_validate({
+        "name": "agm", "data": {"cohorts": [str(tiny_cohort_dir)]}, "split": {"kfold": 2, "seed": 0}, "tasks": ["subtype"],
+        "methods": [{"name": "late_fusion", "params": params}],
+        "trainer": {"max_epochs": 1, "batch_size": 4, "logger": "none", "progress_bar": False, "modulation": "agm"},
+        "evaluation": {"bootstrap": 0},
+    })
+    res = run_benchmark(cfg, tmp_path / "run", progress=False)
+    assert not res.failed
+    files = sorted((tmp_path / "run" / "units").glob("*/agm.csv"))
+    assert len(files) == 2  # one per fold
+    assert pd.read_csv(files[0])["epoch"].tolist() == [0, 0]
