@@ -356,6 +356,8 @@ def _write_unit_folder(tmp: Path, cfg, preds, metrics, emb, meta, part, work: Pa
         shutil.copy(work / "train" / "metrics.csv", tmp / "train_log.csv")
     if (work / "fit.log").exists():
         shutil.copy(work / "fit.log", tmp / "fit.log")
+    if (work / "agm.csv").exists():  # trainer.modulation: agm, per-epoch competition strength
+        shutil.copy(work / "agm.csv", tmp / "agm.csv")
     info = {
         "unit": unit.to_dict(),
         "uid": unit.uid,

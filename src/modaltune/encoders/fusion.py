@@ -370,6 +370,11 @@ class ConcatFusion(nn.Module):
             self.fuse = nn.Identity()
             self.out_dim = cat_dim
 
+    def modality_branches(self) -> dict[str, nn.Module]:
+        """``{modality: branch}``: the modules whose (B, E_m) outputs are concatenated (the branch
+        protocol of :mod:`modaltune.training.modulation`)."""
+        return dict(self.branches)
+
     def modality_embeddings(self, batch: dict) -> dict[str, torch.Tensor]:
         """``{modality: (B, E_m)}`` per-branch embeddings (missing embedding where absent)."""
         return {name: b(batch) for name, b in self.branches.items()}

@@ -38,7 +38,7 @@ class LateFusionParams(HeadParams):
     dropout: float = Field(0.25, description="dropout of the fusion layer")
 
 
-@register_method("late_fusion", kind="torch", modalities=("slide", "omics", "clinical"), params=LateFusionParams,
+@register_method("late_fusion", kind="torch", modalities=("slide", "omics", "clinical"), params=LateFusionParams, branched=True,
                  description="concatenation late fusion of per-modality encoders")
 def build_late_fusion(info: Any, **params: Any):
     """Params: :class:`LateFusionParams` (validated, defaults filled)."""

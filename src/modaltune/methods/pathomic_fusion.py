@@ -113,6 +113,12 @@ class PathomicFusionEncoder(nn.Module):
         self.output_range = nn.Parameter(torch.tensor([6.0]), requires_grad=False)  # unused: checkpoint compatibility
         self.output_shift = nn.Parameter(torch.tensor([-3.0]), requires_grad=False)
         self.path_dim, self.out_dim = int(path_dim), int(mmhid)
+        self.slide_name, self.omics_name = slide_modality_name(info), "+".join(names)
+
+    def modality_branches(self) -> dict[str, nn.Module]:
+        """``{modality: module}`` whose output is that modality's embedding before fusion:
+        ``path_net.rho`` (patients with a slide) and ``omic_net``."""
+        return {self.slide_name: self.path_net.rho, self.omics_name: self.omic_net}
 
     def forward(self, batch: dict) -> torch.Tensor:
         slide, has_slide = self.read_slide(batch)
@@ -137,7 +143,7 @@ def official_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor], t
     return out
 
 
-@register_method("pathomic_fusion", kind="torch", modalities=("slide", "omics"), requires=("slide", "omics"), params=PathomicFusionParams,
+@register_method("pathomic_fusion", kind="torch", modalities=("slide", "omics"), requires=("slide", "omics"), params=PathomicFusionParams, branched=True,
                  description="Pathomic Fusion: gated Kronecker fusion of ABMIL histology + SNN genomics (Chen et al. 2020)")
 def build_pathomic_fusion(info: Any, **params: Any):
     """Params: :class:`PathomicFusionParams` (validated, defaults filled)."""

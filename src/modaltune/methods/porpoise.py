@@ -99,6 +99,12 @@ class PorpoiseEncoder(nn.Module):
         else:
             raise ConfigError(f"unknown porpoise fusion '{fusion}'", where="method.params.fusion", fix="use bilinear or concat")
         self.out_dim = int(attn_dim)
+        self.slide_name, self.omics_name = slide_modality_name(info), "+".join(names)
+
+    def modality_branches(self) -> dict[str, nn.Module]:
+        """``{modality: module}`` whose output is that modality's embedding before fusion: ``rho``
+        (the pooled histology vector of the patients with a slide) and ``fc_omic``."""
+        return {self.slide_name: self.rho, self.omics_name: self.fc_omic}
 
     def forward(self, batch: dict) -> torch.Tensor:
         slide, has_slide = self.read_slide(batch)
@@ -131,7 +137,7 @@ def official_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor], t
     return out
 
 
-@register_method("porpoise", kind="torch", modalities=("slide", "omics"), requires=("slide", "omics"), params=PorpoiseParams,
+@register_method("porpoise", kind="torch", modalities=("slide", "omics"), requires=("slide", "omics"), params=PorpoiseParams, branched=True,
                  description="PORPOISE MMF: ABMIL + SNN, gated Kronecker fusion (Chen et al. 2022)")
 def build_porpoise(info: Any, **params: Any):
     """Params: :class:`PorpoiseParams` (validated, defaults filled)."""

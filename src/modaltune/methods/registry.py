@@ -65,6 +65,8 @@ class MethodEntry:
     description: str = ""
     params: type[BaseModel] = OpenParams
     requires: tuple[str, ...] = ()
+    #: the model fuses separate per-modality encoders (``modality_branches()``; ``trainer.modulation: agm``)
+    branched: bool = False
 
 
 METHODS: Registry[MethodEntry] = Registry("method", error=InputError, where="method.name")
@@ -72,7 +74,7 @@ _LOADED = False
 
 
 def register_method(name: str, *, kind: str = "torch", modalities: tuple[str, ...] = (), description: str = "",
-                    params: type[BaseModel] | None = None, requires: tuple[str, ...] = ()):
+                    params: type[BaseModel] | None = None, requires: tuple[str, ...] = (), branched: bool = False):
     """Decorator registering ``builder(info, **params)`` under ``name`` (refuses a taken name)."""
     if kind not in ("torch", "tabular"):
         raise ValueError(f"method kind must be 'torch' or 'tabular', got {kind!r}")
@@ -84,7 +86,7 @@ def register_method(name: str, *, kind: str = "torch", modalities: tuple[str, ..
         if name in METHODS and METHODS[name].builder is fn:
             return fn
         desc = description or (fn.__doc__ or "").strip().split("\n")[0]
-        METHODS.register(name, MethodEntry(name, fn, kind, tuple(modalities), desc, params or OpenParams, tuple(requires)))
+        METHODS.register(name, MethodEntry(name, fn, kind, tuple(modalities), desc, params or OpenParams, tuple(requires), bool(branched)))
         return fn
 
     return deco

@@ -28,6 +28,7 @@ __all__ = [
     "SplitConfig",
     "MethodConfig",
     "EarlyStoppingConfig",
+    "AGMConfig",
     "TrainerConfig",
     "EvaluationConfig",
     "ExperimentConfig",
@@ -148,6 +149,27 @@ class EarlyStoppingConfig(StrictModel):
     min_delta: float = Field(0.0, ge=0.0)
 
 
+class AGMConfig(StrictModel):
+    """Settings of ``trainer.modulation: agm`` (:mod:`modaltune.training.modulation`).
+
+    ``alpha``: modulation strength in ``coeff_m = exp(alpha (target_m - ratio_m))`` (0: no
+    modulation, scores still logged). ``start_epoch`` / ``end_epoch``: 0-based epochs (inclusive;
+    None = to the end) in which gradients are scaled. ``baseline``: what replaces an absent branch's
+    output in the Shapley passes, ``zero`` (as the official zero padding) or its batch ``mean``.
+    """
+
+    alpha: float = Field(1.0, ge=0.0)
+    start_epoch: int = Field(0, ge=0)
+    end_epoch: int | None = Field(None, ge=0)
+    baseline: Literal["zero", "mean"] = "zero"
+
+    @model_validator(mode="after")
+    def _window(self) -> "AGMConfig":
+        if self.end_epoch is not None and self.end_epoch < self.start_epoch:
+            raise ValueError(f"end_epoch={self.end_epoch} is before start_epoch={self.start_epoch}")
+        return self
+
+
 #: values of ``trainer.precision`` that Lightning accepts (anything else fails deep inside it)
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "64", "16", "bf16",
               "transformer-engine", "transformer-engine-float16")
@@ -194,6 +216,8 @@ class TrainerConfig(StrictModel):
     checkpoint: bool = True
     log_every_n_steps: int = Field(50, ge=1)
     progress_bar: bool = True
+    modulation: Literal["none", "agm"] = "none"
+    agm: AGMConfig = Field(default_factory=AGMConfig)
 
     @field_validator("precision")
     @classmethod
@@ -317,6 +341,27 @@ def _cohort_kinds(path: str) -> dict[str, list[str]] | None:
         return None
 
 
+def _check_modulation(methods: list[MethodConfig], trainer: TrainerConfig) -> None:
+    """Refuse ``trainer.modulation: agm`` with a method that cannot have two modality branches:
+    one not marked ``branched`` in the registry, or given a single modality."""
+    from modaltune.methods.registry import get_method
+    from modaltune.training.modulation import NEEDS_BRANCHES
+
+    if trainer.modulation != "agm":
+        return
+    for m in methods:
+        try:
+            entry = get_method(m.name)
+        except Exception:
+            continue  # unknown names are reported by the runner / fit with a did-you-mean
+        mods = m.params.get("modalities") or m.modalities
+        if isinstance(mods, str):
+            mods = [mods]
+        if not entry.branched or (mods is not None and len(mods) < 2):
+            why = f"{len(mods)} modality given" if entry.branched else "it fuses no separate modality encoders"
+            raise PydanticCustomError("modulation", "{need}; method '{method}' has not ({why})", {"need": NEEDS_BRANCHES, "method": m.name, "why": why})
+
+
 def _check_required_modalities(methods: list[MethodConfig], data: DataConfig, info: ValidationInfo) -> None:
     """Refuse, at config load, a method that needs a modality kind one of the cohorts lacks (only when
     paths are checked, i.e. read by ``load_config``; simulated cohorts have every modality)."""
@@ -362,6 +407,7 @@ class ExperimentConfig(_PathsMixin, StrictModel):
     @model_validator(mode="after")
     def _modalities_present(self, info: ValidationInfo) -> "ExperimentConfig":
         _check_required_modalities([self.method], self.data, info)
+        _check_modulation([self.method], self.trainer)
         return self
 
     @property
@@ -397,6 +443,7 @@ class BenchmarkConfig(_PathsMixin, StrictModel):
     @model_validator(mode="after")
     def _modalities_present(self, info: ValidationInfo) -> "BenchmarkConfig":
         _check_required_modalities(self.methods, self.data, info)
+        _check_modulation(self.methods, self.trainer)
         return self
 
     @model_validator(mode="after")

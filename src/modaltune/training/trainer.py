@@ -559,6 +559,11 @@ def fit(
     )
     ckpt_dir = out / "checkpoints" if out is not None else None
     cbs = build_callbacks(tcfg, ckpt_dir, has_val=bool(val_ids)) + [SeedEachEpoch(tcfg.seed)] + list(callbacks)
+    if tcfg.modulation == "agm":
+        from modaltune.training.modulation import AGM, AGMCallback
+
+        AGM(model, alpha=0.0).remove()  # refuses a model with fewer than two modality branches now, before training
+        cbs.append(AGMCallback(**tcfg.agm.model_dump(), out_dir=out))
     if ckpt_path is None and resume and ckpt_dir is not None and (ckpt_dir / LAST_CKPT).exists():
         ckpt_path = ckpt_dir / LAST_CKPT
         log.info("resuming from %s", ckpt_path)
