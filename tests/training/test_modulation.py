@@ -4,7 +4,6 @@ toy problem where one modality dominates, refusal at config load, and the per-ep
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +14,7 @@ from hypothesis import strategies as st
 
 from modaltune.errors import ConfigError
 from modaltune.methods import build_method
+from modaltune.testing.batches import make_batch, make_info
 from modaltune.training.modulation import (
     AGM,
     AGM_CSV,
@@ -24,8 +24,6 @@ from modaltune.training.modulation import (
     update_running,
 )
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "methods"))
-from toy_cohort import make_batch, make_info
 
 FAST = {"max_epochs": 2, "progress_bar": False, "logger": "csv", "batch_size": 4}
 

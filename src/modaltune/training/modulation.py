@@ -338,10 +338,10 @@ class AGMCallback(Callback):
         if self.out_dir is not None and trainer.is_global_zero:
             import pandas as pd
 
-            from modaltune.training.run_folder import atomic_write_csv
+            from modaltune.fileio import atomic_write
 
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_csv(self.out_dir / AGM_CSV, pd.DataFrame(self.agm.rows))
+            frame = pd.DataFrame(self.agm.rows)
+            atomic_write(self.out_dir / AGM_CSV, lambda tmp: frame.to_csv(tmp, index=False))
 
     def state_dict(self) -> dict[str, Any]:
         return self.agm.state_dict() if self.agm is not None else {}
