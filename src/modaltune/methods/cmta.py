@@ -35,6 +35,7 @@ modality it lacks as zeros. Signature tokens of a patient without omics are not 
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 from typing import Any, Literal
 
 import torch
@@ -51,7 +52,7 @@ from modaltune.methods._coattn import build_signature_groups, slide_inputs
 from modaltune.methods._torch_common import HeadParams, split_params, wrap
 from modaltune.methods.registry import register_method
 
-__all__ = ["CMTAParams", "CMTAEncoder", "build_cmta"]
+__all__ = ["CMTAEncoder", "CMTAParams", "build_cmta"]
 
 #: official ``size_dict``: pathology MLP widths (after the input width) and signature SNN widths
 PATH_SIZES = {"small": [256, 256], "large": [512, 256]}
@@ -113,7 +114,7 @@ class _Branch(nn.Module):
 
 def _mlp(widths: list[int]) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for a, b in zip(widths[:-1], widths[1:]):
+    for a, b in pairwise(widths):
         layers += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(0.25)]
     return nn.Sequential(*layers)
 
