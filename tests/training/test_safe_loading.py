@@ -230,11 +230,12 @@ SMALL = {
     "coxnet_ridge": {"penalty": "ridge", "min_events": 2},
     "mcat": {"fusion": "bilinear"},  # + signatures: six groups of the simulator's genes (below)
     "motcat": {"bs_micro": 16},
+    "cmta": {"fusion": "bilinear", "align_weight": 1.0},  # + signatures, as mcat
 }
 
 
 def _sim_signatures(folder) -> str:
-    """Six signature groups made of the simulator's pathway genes (MCAT/MOTCat need a signature file)."""
+    """Six signature groups made of the simulator's pathway genes (MCAT/MOTCat/CMTA need a signature file)."""
     from modaltune.data.simulate import builtin_pathways
 
     pw = builtin_pathways()
@@ -263,7 +264,7 @@ def test_predictions_after_load_equal_predictions_before_save(tiny_cohort_dir, t
         from importlib import resources
 
         data = {"cohorts": [str(tiny_cohort_dir)], "pathways": {"rna": str(resources.files("modaltune") / "resources" / "sim_pathways.csv")}}
-    params = {**SMALL[case], "signatures": _sim_signatures(tmp_path)} if name in ("mcat", "motcat") else SMALL[case]
+    params = {**SMALL[case], "signatures": _sim_signatures(tmp_path)} if name in ("mcat", "motcat", "cmta") else SMALL[case]
     fitted = fit(cohort, fold, name, params=params, trainer=FAST, data=data, out_dir=tmp_path / "run", progress=False)
     before = predict(fitted, cohort, fold.test)
     files = sorted(p.name for p in (tmp_path / "run" / "model").iterdir())

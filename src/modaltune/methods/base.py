@@ -13,7 +13,13 @@ for every task) and :meth:`MultiTaskModel.task_embedding_columns` (which columns
 Output contract of ``MultiTaskModel.forward(batch)``::
 
     {"embedding": (B, E) float,
-     "outputs": {task: (B, C) logits | (B, K) discrete-hazard logits | (B,) Cox risk | (B,) value}}
+     "outputs": {task: (B, C) logits | (B, K) discrete-hazard logits | (B,) Cox risk | (B,) value},
+     "aux_losses": {name: () float}}        # only when the encoder has auxiliary losses
+
+Auxiliary losses (e.g. CMTA's alignment loss): an encoder that defines
+``forward_with_aux(batch) -> ((B, E) embedding, {name: scalar loss})`` has them returned under
+``"aux_losses"``; :meth:`MultiTaskModel.loss` adds them, as given (the method applies its own
+weights), to the task loss, and the training module logs each as ``<stage>/loss_<name>``.
 """
 from __future__ import annotations
 
@@ -98,11 +104,16 @@ class MultiTaskModel(nn.Module):
         return None
 
     def forward(self, batch: dict) -> dict:
-        emb = self.embed(batch)
-        return {"embedding": emb, "outputs": {name: head(emb) for name, head in self.heads.items()}}
+        with_aux = getattr(self.encoder, "forward_with_aux", None)
+        emb, aux = with_aux(batch) if with_aux is not None else (self.embed(batch), None)
+        out = {"embedding": emb, "outputs": {name: head(emb) for name, head in self.heads.items()}}
+        if aux:
+            out["aux_losses"] = dict(aux)
+        return out
 
     def loss(self, batch: dict, out: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Total loss and per-task losses; patients without a task's label are masked out."""
+        """Total loss and per-task losses; patients without a task's label are masked out. The
+        encoder's auxiliary losses (``out["aux_losses"]``, if any) are added to the total."""
         from modaltune.losses import combine_task_losses, task_loss
 
         losses = {}
@@ -120,7 +131,10 @@ class MultiTaskModel(nn.Module):
         weights = self.task_weighting if self.task_weighting is not None else self.fixed_weights
         # tasks without any label in this batch must not move their learned uncertainty weight
         n_labelled = {name: int(batch["target_mask"][name].sum()) for name in self.task_infos}
-        return combine_task_losses(losses, weights, n_labelled=n_labelled), losses
+        total = combine_task_losses(losses, weights, n_labelled=n_labelled)
+        for value in (out.get("aux_losses") or {}).values():
+            total = total + value
+        return total, losses
 
 
 class TabularMethod:

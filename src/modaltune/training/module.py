@@ -125,6 +125,8 @@ class MultiTaskLightningModule(L.LightningModule):
         for name, value in per_task.items():
             n = tmask[name].sum() if name in tmask else bs
             self._add(acc, f"loss_{name}", value.detach().float() * n, n, weighted=True)
+        for name, value in (out.get("aux_losses") or {}).items():  # already inside ``total`` (model.loss)
+            self._add(acc, f"loss_{name}", value.detach().float(), bs)
         return total
 
     @staticmethod
