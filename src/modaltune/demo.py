@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from modaltune.data.simulate import SIMULATED_LABEL
 from modaltune.errors import ConfigError, ModaltuneError
 
 __all__ = ["DemoPart", "DemoResult", "WsiDemoResult", "run_demo", "run_wsi_demo", "wsi_demo_available", "demo_config_dir",
@@ -48,7 +49,7 @@ __all__ = ["DemoPart", "DemoResult", "WsiDemoResult", "run_demo", "run_wsi_demo"
 
 #: metrics shown in the printed tables, per task kind (all metrics are in results.csv)
 _SHOWN = {"classification": ("balanced_accuracy", "macro_auc"), "survival": ("c_index",)}
-_LABELS = {"simulated": "SIMULATED (synthetic cohort, not real patients)", "real": "REAL (GSE7390 breast cancer, scikit-survival)"}
+_LABELS = {"simulated": SIMULATED_LABEL, "real": "REAL (GSE7390 breast cancer, scikit-survival)"}
 
 
 @dataclass

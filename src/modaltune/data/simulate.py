@@ -80,6 +80,9 @@ __all__ = [
     "write_tables",
 ]
 
+#: the label every table, figure and protocol line carries for a cohort made by this module
+SIMULATED_LABEL = "SIMULATED (synthetic cohort, not real patients)"
+
 #: Bumped whenever the same arguments + seed would give different data.
 GENERATOR_VERSION = 2
 

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from modaltune.data.simulate import SIMULATED_LABEL  # re-exported: the simulator owns the label
 from modaltune.errors import InputError
 
 __all__ = ["RunFiles", "load_run", "markdown_table"]
-
-SIMULATED_LABEL = "SIMULATED (synthetic cohort, not real patients)"
 
 
 def markdown_table(text: str, heading: str) -> pd.DataFrame:

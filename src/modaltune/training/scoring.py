@@ -141,7 +141,7 @@ def _protocol(cfg: Any, cohort: Any, partition: str, simulated: bool) -> str:
         f"{t.max_epochs} epoch{'s' if t.max_epochs != 1 else ''}, " + (f"early stopping on {t.early_stopping.monitor}" if t.early_stopping else "last epoch"))
     text = f"{cfg.method.name} on cohort '{cohort.name}', {split}; metrics on each fold's '{partition}' patients (never trained on); {train}"
     if simulated:
-        from modaltune.reports.run_files import SIMULATED_LABEL
+        from modaltune.data.simulate import SIMULATED_LABEL
 
         text += f"; {SIMULATED_LABEL}"
     return text
