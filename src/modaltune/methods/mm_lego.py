@@ -217,7 +217,9 @@ def merge_blocks(info: Any, blocks: list[nn.Module], *, weights: list[float] | N
     except KeyError as exc:
         raise ConfigError(f"a block has no head weight {exc}", where="method.params.blocks", fix="merge blocks trained on the same tasks with the same survival_head and head_hidden") from None
     model.heads.load_state_dict(merged)
-    if not fuse:
+    if fuse:
+        model.train()  # the blocks were loaded in eval mode; fine-tuning runs their dropout again
+    else:
         # LegoMerge is done: nothing to learn, and the engine must not run an optimiser or read a batch
         model.requires_grad_(False)
         model.needs_training = False
