@@ -218,6 +218,7 @@ SMALL = {
     "late_fusion": {"slide_params": {"embed_dim": 16}, "omics_params": {"hidden": [16]}, "fusion_dim": 16},
     "logistic": {"C": "cv", "class_weight": "balanced"},
     "mean_pool": {"hidden": 8},
+    "mm_lego": {"modality": "rna", "encoder_params": {"hidden": [16]}, "latent_channels": 4, "latent_dim": 8, "heads": 2},
     "modaltune": {"pathways": "builtin", "gene_mixer": {"token_dim": 8, "n_blocks": 1, "channel_hidden": 8},
                   "backbone_params": {"embed_dim": 16, "depth": 1, "num_heads": 2}, "attn_dim": 8, "heads": 2, "ffn_dim": 8, "out_dim": 16},
     "omics_mlp": {"hidden": [16]},

@@ -545,6 +545,12 @@ def fit(
     dm = CohortDataModule(cohort, train_ids, val_ids, preprocessor=pp, modalities=mods, tasks=task_names, batch_size=tcfg.batch_size, max_patches=tcfg.max_patches, num_workers=tcfg.num_workers, seed=tcfg.seed, cache_bags=tcfg.cache_bags)
     model = build_method(mcfg.name, pp.info, **mcfg.params)
     _record_input_coverage(model, out)
+    if not getattr(model, "needs_training", True):
+        # assembled from trained parts (e.g. an mm_lego merge): no optimiser step, no batch read
+        fitted = FittedModel(mcfg, "torch", model.cpu().eval(), pp, task_names, tcfg, train_ids, config)
+        if out is not None:
+            fitted.save(out / "model")
+        return fitted
     _check_cox_batch(model, tcfg)
     module = MultiTaskLightningModule(
         model,
