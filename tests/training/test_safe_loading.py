@@ -227,6 +227,7 @@ SMALL = {
     "survpath": {"wsi_projection_dim": 16},
     "transmil": {"embed_dim": 16, "num_heads": 2},
     "coxnet_ridge": {"penalty": "ridge", "min_events": 2},
+    "embedding_fusion": {"fusion": "late", "head": "linear"},
 }
 
 
