@@ -232,6 +232,7 @@ SMALL = {
     "mcat": {"fusion": "bilinear"},  # + signatures: six groups of the simulator's genes (below)
     "motcat": {"bs_micro": 16},
     "cmta": {"fusion": "bilinear", "align_weight": 1.0},  # + signatures, as mcat
+    "embedding_fusion": {"fusion": "late", "head": "linear"},
 }
 
 

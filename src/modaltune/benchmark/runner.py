@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from modaltune.benchmark import launch, summary_parts
+from modaltune.benchmark import launch, missing_settings, summary_parts
 from modaltune.benchmark.interrupt import ignore_sigint, kill_tree, stop_signals
 from modaltune.benchmark.probes import probe_rows
 from modaltune.benchmark.run_folder import (
@@ -98,10 +98,11 @@ class Unit:
     tasks: tuple[str, ...]
     fold: int
     seed: int
+    setting: str = ""  # missing-modality setting (evaluation.missing), "" = none
 
     @property
     def uid(self) -> str:
-        raw = f"{self.method}__{self.cohort}__{'+'.join(self.tasks)}__fold{self.fold}__seed{self.seed}"
+        raw = f"{self.method}__{self.cohort}__{'+'.join(self.tasks)}__fold{self.fold}__seed{self.seed}" + (f"__{self.setting}" if self.setting else "")
         return re.sub(r"[^A-Za-z0-9_.+=-]", "-", raw)
 
     def to_dict(self) -> dict[str, Any]:
@@ -149,9 +150,10 @@ def plan_units(cfg: BenchmarkConfig, cohort_paths: list[Path]) -> list[Unit]:
             for ts in task_sets:
                 if m.tasks is not None and not set(ts) <= set(m.tasks):
                     continue
-                for f in splits.folds:
-                    for seed in cfg.seed_list():
-                        units.append(Unit(mi, m.display, cohort.name, str(path), tuple(ts), f.index, seed))
+                for setting in missing_settings.unit_settings(cfg, m):
+                    for f in splits.folds:
+                        for seed in cfg.seed_list():
+                            units.append(Unit(mi, m.display, cohort.name, str(path), tuple(ts), f.index, seed, setting))
     _check_cox_batch_size(cfg, units, cohort_paths)
     uids = [u.uid for u in units]
     dup = sorted({u for u in uids if uids.count(u) > 1})
@@ -292,6 +294,9 @@ def run_unit(unit: Unit | dict, cfg: BenchmarkConfig | dict, out_dir: str | Path
         splits, _ = sources.make_splits(cohort, cfg.split, all_tasks)
         fold = next(f for f in splits.folds if f.index == unit.fold)
         resolved = unit_config(unit, cfg, _data_hashes(out_dir, cohort, cfg.split.file), fold)
+        missing_rec = None
+        if unit.setting:  # missing-modality protocol: the slide / omics of the setting's patients are masked
+            cohort, missing_rec = missing_settings.apply(cohort, cfg, unit.setting, fold)
         chash = config_hash(resolved)
         marker = work / "config_hash"
         if work.exists() and (not marker.exists() or marker.read_text().strip() != chash):
@@ -303,6 +308,8 @@ def run_unit(unit: Unit | dict, cfg: BenchmarkConfig | dict, out_dir: str | Path
         method = cfg.methods[unit.method_index]
         tcfg = cfg.trainer.model_copy(update={"seed": unit.seed, "progress_bar": bool(progress)})
         if launch.needs_launch(tcfg):
+            if unit.setting:  # the subprocess reloads the cohort from disk: it would train unmasked
+                raise UnitFailure(f"missing-modality setting {unit.setting} is not supported with multi-process training", fix="use devices: 1 for evaluation.missing runs")
             fitted = launch.fit_in_subprocess(unit, fold, tcfg.model_copy(update={"progress_bar": False}), work,
                                                  method=cfg.methods[unit.method_index], data=cfg.data,
                                                  eval_partition=cfg.split.eval_partition)
@@ -326,7 +333,7 @@ def run_unit(unit: Unit | dict, cfg: BenchmarkConfig | dict, out_dir: str | Path
         metrics = pd.DataFrame(rows).assign(**meta)
         # the unit folder is built under a temporary name and renamed: complete (with DONE) or absent
         with atomic_dir(udir) as tmp:
-            _write_unit_folder(tmp, cfg, preds, metrics, emb, meta, part, work, unit, t0, chash, resolved, fold, ids, fitted, tcfg, notes, probe_notes)
+            _write_unit_folder(tmp, cfg, preds, metrics, emb, meta, part, work, unit, t0, chash, resolved, fold, ids, fitted, tcfg, notes, probe_notes, missing_rec)
         shutil.rmtree(work, ignore_errors=True)
         return {"uid": unit.uid, "status": "done", "reason": "", "seconds": round(time.time() - t0, 3)}
     except Exception as exc:  # noqa: BLE001 - a unit failure must not stop the benchmark
@@ -346,7 +353,7 @@ def run_unit(unit: Unit | dict, cfg: BenchmarkConfig | dict, out_dir: str | Path
 
 
 def _write_unit_folder(tmp: Path, cfg, preds, metrics, emb, meta, part, work: Path, unit: Unit, t0: float, chash: str,
-                       resolved, fold, ids, fitted, tcfg, notes, probe_notes) -> None:
+                       resolved, fold, ids, fitted, tcfg, notes, probe_notes, missing_rec=None) -> None:
     """Files of a finished unit into the (temporary) folder ``tmp``; ``DONE`` last."""
     atomic_write_parquet(tmp / "predictions.parquet", preds)
     atomic_write_csv(tmp / "metrics.csv", metrics)
@@ -375,6 +382,8 @@ def _write_unit_folder(tmp: Path, cfg, preds, metrics, emb, meta, part, work: Pa
     }
     if probe_notes is not None:
         info["probes"] = probe_notes
+    if missing_rec is not None:
+        info["missing"] = missing_rec
     atomic_write_text(tmp / "unit.json", json.dumps(info, indent=2, default=str))
     (tmp / "DONE").write_text("")
 
@@ -471,15 +480,17 @@ def _read_units(out_dir: Path, units: list[Unit]) -> tuple[pd.DataFrame, pd.Data
         if (d / "DONE").exists():
             m = pd.read_csv(d / "metrics.csv", keep_default_na=True)
             m["tasks"] = "+".join(u.tasks)
+            m["setting"] = u.setting
             mets.append(m)
             p = pd.read_parquet(d / "predictions.parquet")
             p["tasks"] = "+".join(u.tasks)
+            p["setting"] = u.setting
             preds.append(p)
         elif (d / "FAILED.json").exists():
             rec = json.loads((d / "FAILED.json").read_text())
-            failed.append({"unit": u.uid, "method": u.method, "cohort": u.cohort, "task": "+".join(u.tasks), "fold": u.fold, "seed": u.seed, "reason": rec.get("reason", "")})
+            failed.append({"unit": u.uid, "method": u.method + (f" @ {u.setting}" if u.setting else ""), "cohort": u.cohort, "task": "+".join(u.tasks), "fold": u.fold, "seed": u.seed, "reason": rec.get("reason", "")})
         else:
-            failed.append({"unit": u.uid, "method": u.method, "cohort": u.cohort, "task": "+".join(u.tasks), "fold": u.fold, "seed": u.seed, "reason": "not run (interrupted?)"})
+            failed.append({"unit": u.uid, "method": u.method + (f" @ {u.setting}" if u.setting else ""), "cohort": u.cohort, "task": "+".join(u.tasks), "fold": u.fold, "seed": u.seed, "reason": "not run (interrupted?)"})
     metrics = pd.concat(mets, ignore_index=True) if mets else pd.DataFrame(columns=["method", "cohort", "task", "metric", "fold", "seed", "value", "tasks"])
     predictions = pd.concat(preds, ignore_index=True) if preds else pd.DataFrame()
     return metrics, predictions, pd.DataFrame(failed, columns=["unit", "method", "cohort", "task", "fold", "seed", "reason"])
@@ -576,6 +587,11 @@ def aggregate(cfg: BenchmarkConfig, out_dir: str | Path, units: list[Unit], coho
     """Write results.csv, predictions.parquet, failed_units.csv, exclusions.csv and summary.md."""
     out_dir = Path(out_dir)
     metrics, predictions, failed = _read_units(out_dir, units)
+    # missing-modality protocol: its own tables from the plain labels, then "<method> @ <setting>" labels everywhere else
+    missing_text, missing_frames = missing_settings.summary_section(cfg, out_dir, units, metrics)
+    metrics, predictions = missing_settings.relabel(metrics), missing_settings.relabel(predictions)
+    for name, frame in missing_frames.items():
+        atomic_write_csv(out_dir / f"{name}.csv", frame)
     results = metrics[["method", "cohort", "task", "metric", "fold", "seed", "value"]].copy() if len(metrics) else pd.DataFrame(columns=["method", "cohort", "task", "metric", "fold", "seed", "value"])
     atomic_write_csv(out_dir / "results.csv", results)
     if len(predictions):
@@ -617,6 +633,8 @@ def aggregate(cfg: BenchmarkConfig, out_dir: str | Path, units: list[Unit], coho
         notes=notes + split_notes + masked + summary_parts.weights_lines(out_dir, units) + summary_parts.evaluation_note_lines(out_dir, units) + list(extra_notes or []) + method_lines,
         title=f"Benchmark {cfg.name}",
     )
+    if missing_text:
+        text += "\n" + missing_text
     text += "\n" + "\n".join(_pooled_ci_lines(cfg, predictions, infos))
     cmp_lines = summary_parts.comparison_lines(cfg, predictions, infos)
     if cmp_lines:

@@ -63,7 +63,7 @@ def unit_config(unit: Any, cfg: Any, data_hashes: dict[str, Any] | None, fold: A
     for k in DISPLAY_ONLY_TRAINER_KEYS:
         trainer.pop(k, None)
     ev = cfg.evaluation.model_dump(mode="json", exclude_defaults=True, include={"metrics", "times", "tau", "save_embeddings", "probes"})
-    return {
+    out = {
         "method": m.model_dump(mode="json", exclude_defaults=True, include={"name", "params", "modalities"}) | {"name": m.name},
         "tasks": list(unit.tasks),
         "fold": unit.fold,
@@ -74,6 +74,11 @@ def unit_config(unit: Any, cfg: Any, data_hashes: dict[str, Any] | None, fold: A
         "evaluation": ev,
         "cohort_data": dict(sorted((data_hashes or {}).items())),
     }
+    if getattr(unit, "setting", ""):  # missing-modality setting (absent otherwise: older hashes stay valid)
+        from modaltune.benchmark.missing_settings import identity
+
+        out["missing"] = identity(cfg, unit.setting, unit.fold)
+    return out
 
 
 def config_hash(resolved: dict[str, Any]) -> str:

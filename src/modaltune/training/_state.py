@@ -50,6 +50,7 @@ _ALLOWED: dict[str, tuple[str, str]] = {
     "TabularFeatures": ("modaltune.methods._tabular", "TabularFeatures"),
     "LogisticMethod": ("modaltune.methods.logistic", "LogisticMethod"),
     "CoxnetMethod": ("modaltune.methods.coxnet", "CoxnetMethod"),
+    "EmbeddingFusionMethod": ("modaltune.methods.embedding_fusion", "EmbeddingFusionMethod"),
     # scikit-learn / scikit-survival estimators the tabular methods fit
     "sklearn.LogisticRegression": ("sklearn.linear_model", "LogisticRegression"),
     "sklearn.PCA": ("sklearn.decomposition", "PCA"),

@@ -280,6 +280,10 @@ class EvaluationConfig(StrictModel):
     - ``probes``: after fitting each unit, fit linear probes on the training patients' embeddings
       (logistic regression, liblinear, C=1; ridge Cox, penalizer 0.1) and score them on the evaluated
       patients: metrics ``probe_balanced_accuracy``, ``probe_macro_auc``, ``probe_c_index``.
+    - ``missing``: missing-modality settings (PROTOCOLS.md C; :mod:`modaltune.evaluation.missing`):
+      ``W20_O40`` strings, ``{slide: 0.2, omics: 0.4}`` dicts or ``{dispro: FOLDER, setting: W20_O40}``
+      (DisPro's per-fold files). Every method runs once per setting; tables per setting and a
+      degradation table go into ``summary.md`` and ``missing_*.csv``.
     """
 
     metrics: list[str] | None = None
@@ -292,6 +296,19 @@ class EvaluationConfig(StrictModel):
     ddof: Literal[0, 1] = 0
     save_embeddings: bool = False
     probes: bool = False
+    missing: list[str | dict[str, Any]] | None = None
+
+    @field_validator("missing")
+    @classmethod
+    def _missing_settings(cls, v: list | None) -> list | None:
+        from modaltune.errors import ConfigError
+        from modaltune.evaluation.missing import parse_settings
+
+        try:
+            parse_settings(v)
+        except ConfigError as exc:
+            raise ValueError(str(exc).split("\n")[0]) from None
+        return v
 
     @field_validator("times")
     @classmethod

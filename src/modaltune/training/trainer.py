@@ -282,11 +282,20 @@ def _pred_frame(pids: list[str], cols_by_task: dict[str, dict[str, np.ndarray]])
     return pd.concat(frames, ignore_index=True)
 
 
-def design_matrix(preprocessor: Any, cohort: Any, ids: Sequence[str]) -> tuple[np.ndarray, dict[str, dict[str, np.ndarray]], list[str]]:
+def _slide_mean(method_name: str, preprocessor: Any) -> bool:
+    """Whether a tabular method's design matrix gets the mean-pooled slide block: it declares the
+    ``slide`` kind (e.g. ``embedding_fusion``) and the preprocessor has a slide modality."""
+    from modaltune.methods.registry import get_method
+
+    return "slide" in get_method(method_name).modalities and bool(getattr(preprocessor.info, "slide_modality", None))
+
+
+def design_matrix(preprocessor: Any, cohort: Any, ids: Sequence[str], *, slide_mean: bool = False) -> tuple[np.ndarray, dict[str, dict[str, np.ndarray]], list[str]]:
     """(X, targets, column names) of tabular methods.
 
     X (N, F) float64 = the fold-scaled omics modalities (sorted by name) then the encoded
-    clinical fields; ``targets`` = ``{task: {"label"|"time"|"event"|"bin"|"value": (N,), "mask": (N,) bool}}``.
+    clinical fields; with ``slide_mean`` then the mean of each patient's patch features (D
+    columns, zeros without a slide) and one slide-presence column (1 / 0); ``targets`` = ``{task: {"label"|"time"|"event"|"bin"|"value": (N,), "mask": (N,) bool}}``.
     """
     from modaltune.data.dataset import PatientDataset, collate_patients
     from modaltune.training._prep import bind
@@ -302,6 +311,12 @@ def design_matrix(preprocessor: Any, cohort: Any, ids: Sequence[str]) -> tuple[n
         x = batch["clinical"].float().numpy()
         blocks.append(x)
         names += [f"clinical:{j}" for j in range(x.shape[1])]
+    if slide_mean and "slide" in batch:
+        feats, valid = batch["slide"]["features"].float(), batch["slide"]["mask"]
+        n = valid.sum(1, keepdim=True).clamp(min=1).float()
+        blocks.append(((feats * valid[..., None]).sum(1) / n).numpy())
+        blocks.append(valid.any(1, keepdim=True).float().numpy())
+        names += [f"slide_mean:{j}" for j in range(feats.shape[2])] + ["slide_present"]
     if not blocks:
         raise InputError("a tabular method needs omics or clinical inputs, and the cohort/method gives neither", where="method.modalities", fix="add an omics or clinical modality")
     X = np.concatenate(blocks, axis=1).astype(np.float64)
@@ -527,7 +542,7 @@ def fit(
     _check_training_labels(pp.info, fold.index)
 
     if entry.kind == "tabular":
-        X, y, _ = design_matrix(pp, cohort, train_ids)
+        X, y, _ = design_matrix(pp, cohort, train_ids, slide_mean=_slide_mean(mcfg.name, pp))
         est = build_method(mcfg.name, pp.info, **mcfg.params)
         est.fit(X, y, pp.info)
         fitted = FittedModel(mcfg, "tabular", est, pp, task_names, tcfg, train_ids, config)
@@ -749,7 +764,7 @@ def predict(fitted: FittedModel, cohort: Any, ids: Sequence[str] | None = None, 
         raise InputError("no patients to predict", where="predict", fix="pass a non-empty id list")
     _check_cohort_compatible(fitted, cohort)
     if fitted.kind == "tabular":
-        X, _, _ = design_matrix(fitted.preprocessor, cohort, ids)
+        X, _, _ = design_matrix(fitted.preprocessor, cohort, ids, slide_mean=_slide_mean(fitted.method.name, fitted.preprocessor))
         raw = fitted.model.predict(X)
         infos = {t.spec.name: t for t in fitted.info.tasks}
         cols = {task: _tabular_columns(infos[task], raw[task]) for task in fitted.tasks if task in raw}
@@ -794,7 +809,7 @@ def embed(fitted: FittedModel, cohort: Any, ids: Sequence[str] | None = None) ->
     ids = list(cohort.patient_ids if ids is None else ids)
     _check_cohort_compatible(fitted, cohort)
     if fitted.kind == "tabular":
-        X, _, _ = design_matrix(fitted.preprocessor, cohort, ids)
+        X, _, _ = design_matrix(fitted.preprocessor, cohort, ids, slide_mean=_slide_mean(fitted.method.name, fitted.preprocessor))
         E, pids = fitted.model.embed(X), ids
     else:
         pids, _, E = _torch_outputs(fitted, cohort, ids, embeddings=True)
