@@ -4,7 +4,11 @@ import json
 import numpy as np
 import pytest
 
-from modaltune.analysis.interactions import analyse_interactions, discretise, task_labels
+from modaltune.analysis.interactions import (
+    analyse_interactions,
+    discretise,
+    task_labels,
+)
 from modaltune.cli import main
 from modaltune.data.simulate import simulate_cohort
 from modaltune.errors import InputError

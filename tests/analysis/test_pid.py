@@ -5,7 +5,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modaltune.analysis.interactions import bootstrap_pid
-from modaltune.analysis.pid import joint_counts, mutual_information, pid_from_counts, pid_from_labels
+from modaltune.analysis.pid import (
+    joint_counts,
+    mutual_information,
+    pid_from_counts,
+    pid_from_labels,
+)
 from modaltune.errors import InputError
 
 TOL = 1e-6  # the barrier solver's suboptimality is ~1e-11 nats; 1e-6 bits leaves room for rounding

@@ -24,7 +24,7 @@ from modaltune.errors import InputError
 
 from .pid import PIDResult, joint_counts, pid_from_counts
 
-__all__ = ["InteractionResult", "modality_matrix", "discretise", "task_labels", "bootstrap_pid", "analyse_interactions", "PARTS"]
+__all__ = ["PARTS", "InteractionResult", "analyse_interactions", "bootstrap_pid", "discretise", "modality_matrix", "task_labels"]
 
 PARTS = ("redundancy", "unique_1", "unique_2", "synergy", "total")
 

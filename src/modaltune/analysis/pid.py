@@ -39,7 +39,7 @@ from scipy.special import xlogy
 
 from modaltune.errors import InputError
 
-__all__ = ["PIDResult", "pid_from_counts", "pid_from_labels", "joint_counts", "mutual_information"]
+__all__ = ["PIDResult", "joint_counts", "mutual_information", "pid_from_counts", "pid_from_labels"]
 
 _LN2 = float(np.log(2.0))
 
@@ -157,7 +157,7 @@ def _solve_q(p: np.ndarray) -> tuple[np.ndarray, float]:
 
     Returns ``(q, gap)``: ``q (k1, k2, ky)`` and the largest marginal-constraint violation.
     """
-    k1, k2, ky = p.shape
+    _, k2, ky = p.shape
     p1y = p.sum(axis=1)  # (k1, ky)
     p2y = p.sum(axis=0)  # (k2, ky)
     py = p1y.sum(axis=0)  # (ky,)
@@ -218,7 +218,7 @@ def pid_from_counts(counts: np.ndarray) -> PIDResult:
         total=ip,
         mi_1=i1,
         mi_2=i2,
-        n=int(round(c.sum())),
+        n=int(np.rint(c.sum())),
         solver_gap=gap,
     )
 
