@@ -739,6 +739,56 @@ def report_cmd(
     typer.echo(f"wrote {build_report(run_dir, out, km_scheme=km)}")
 
 
+analyse_app = typer.Typer(no_args_is_help=True, help="Cohort analyses without training (partial information decomposition).")
+app.add_typer(analyse_app, name="analyse")
+
+
+@analyse_app.command("interactions")
+def analyse_interactions_cmd(
+    cohort_dir: str = typer.Argument(..., help="Cohort directory."),
+    modalities: list[str] = typer.Option(..., "--modality", "-m", help="A modality name; give exactly two (e.g. -m rna -m clinical)."),
+    task: str = typer.Option(..., "--task", help="A classification or survival task of the cohort."),
+    out: str | None = typer.Option(None, "--out", help="Folder for pid.json and pid.csv."),
+    clusters: int = typer.Option(6, "--clusters", help="k-means clusters per modality (the plug-in bias grows with clusters^2 x classes / patients)."),
+    components: int = typer.Option(8, "--components", help="PCA components before k-means."),
+    horizon: float | None = typer.Option(None, "--horizon", help="Survival tasks: label = event by this time (task's unit; default the median event time)."),
+    n_boot: int = typer.Option(100, "--boot", help="Patient resamples for the intervals."),
+    n_perm: int = typer.Option(10, "--permutations", help="Label permutations for the null (bias) column."),
+    seed: int = typer.Option(0, "--seed", help="Seed of PCA/k-means, resamples and permutations."),
+) -> None:
+    """Will fusion help? Redundancy, uniqueness of each modality and synergy (bits) about a task (docs/analysis.md)."""
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from modaltune.analysis.interactions import analyse_interactions
+    from modaltune.data.cohort import Cohort
+
+    if len(modalities) != 2:
+        raise ModaltuneError(f"give exactly two modalities, got {modalities}", where="--modality", fix="e.g. -m rna -m clinical")
+    res = analyse_interactions(Cohort.load(cohort_dir), (modalities[0], modalities[1]), task, n_clusters=clusters, n_components=components,
+                               horizon=horizon, n_boot=n_boot, n_permutations=n_perm, seed=seed)
+    df = res.table()
+    t = Table(title=f"[bold]PID of {res.modalities[0]} and {res.modalities[1]} about {task}[/bold] ({res.cohort}, {res.estimate.n} patients, bits)",
+              caption=f"label: {res.label_note}; H(Y) = {res.label_entropy:.3f} bits; {res.n_clusters[0]} x {res.n_clusters[1]} clusters; "
+                      f"95% basic bootstrap over {res.n_boot} resamples; null = mean over {res.n_permutations} label permutations",
+              caption_justify="left")
+    for c in ("part", "bits", "95% CI", "null", "bits - null"):
+        t.add_column(c, justify="left" if c == "part" else "right")
+    for r in df.itertuples():
+        t.add_row(r.name, f"{r.bits:.3f}", f"[{r.ci_low:.3f}, {r.ci_high:.3f}]", f"{r.null_bits:.3f}", f"{r.excess_bits:.3f}")
+    Console().print(t)
+    if out:
+        import json
+
+        d = Path(out)
+        d.mkdir(parents=True, exist_ok=True)
+        df.to_csv(d / "pid.csv", index=False)
+        (d / "pid.json").write_text(json.dumps(res.as_dict(), indent=2))
+        typer.echo(f"wrote {d / 'pid.json'} and {d / 'pid.csv'}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``modaltune`` script."""
     from modaltune.benchmark.interrupt import RunInterrupted
