@@ -21,12 +21,12 @@ BANDS: list[set[str]] = [
     {"layers", "encoders", "heads", "losses", "evaluation", "adapters", "preprocess", "testing"},
     {"modaltune.modaltune", "methods"},
     {"training"},
-    {"interpret", "benchmark", "reports"},
+    {"interpret", "analysis", "benchmark", "reports"},
     {"cli", "demo", "doctor"},
 ]
 #: packages that must never import the benchmark layer or the CLI
 BELOW_BENCHMARK = ("data", "encoders", "layers", "adapters", "heads", "losses", "evaluation", "modaltune.modaltune",
-                   "methods", "training", "preprocess", "interpret", "reports")
+                   "methods", "training", "preprocess", "interpret", "analysis", "reports")
 #: the one documented upward import: the lazy re-export of run_benchmark (inside a function)
 ALLOWED_UP = {("modaltune.training.runner", "modaltune.benchmark")}
 

@@ -74,7 +74,7 @@ def test_micro_batches_follow_the_official_split(tmp_path):
     import pandas as pd
 
     from modaltune.methods import build_method
-    from toy_cohort import make_batch, make_info
+    from modaltune.testing.batches import make_batch, make_info
 
     info = make_info(clinical=False, pathways=False)
     sig = tmp_path / "sig.csv"

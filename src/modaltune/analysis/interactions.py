@@ -89,7 +89,7 @@ def modality_matrix(cohort, name: str) -> pd.DataFrame:
 
         clin = cohort.clinical
         enc = ClinicalEncoder(cohort.manifest.clinical_fields).fit(clin)
-        return enc.transform_frame(clin).astype(float)
+        return pd.DataFrame(enc.transform(clin), index=clin.index, columns=enc.feature_names).astype(float)
     if kind == "slide":
         from modaltune.data.bags import load_patient_bag
 

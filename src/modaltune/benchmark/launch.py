@@ -121,7 +121,8 @@ def fit_in_subprocess(unit: Any, fold: Any, tcfg: Any, work: Path, *, method: An
     n = num_processes(tcfg)
     if str(tcfg.accelerator).lower() == "cpu" and "OMP_NUM_THREADS" not in env:
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n))  # n ranks share the cores
-    cmd = [sys.executable, "-m", "modaltune.cli", "fit", str(work / "fit.yaml"), "--out", str(work)]
+    # --verbose: fit.log is the record of the subprocess, so it keeps Lightning's start-up lines (DDP ranks)
+    cmd = [sys.executable, "-m", "modaltune.cli", "--verbose", "fit", str(work / "fit.yaml"), "--out", str(work)]
     with open(work / "fit.log", "w") as log:
         proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=env, timeout=timeout)
     if proc.returncode != 0 or not (work / "model" / "fitted.json").exists():
