@@ -8,6 +8,5 @@ saves them without pickle and writes retrieval metrics on the fold's held-out pa
 (Pretraining ModalTune's slide backbone is another thing: :mod:`modaltune.modaltune.pretrain`.)
 """
 from modaltune.pretrain.config import PretrainConfig
-from modaltune.pretrain.retrieval import retrieval_scores, topk_accuracy
 
-__all__ = ["PretrainConfig", "retrieval_scores", "topk_accuracy"]
+__all__ = ["PretrainConfig"]

@@ -4,7 +4,7 @@ save them (no pickle), and score retrieval on the fold's held-out patients.
 The output folder::
 
     DIR/pretrain.json            spec (rebuilds the module), modalities, train / evaluated patient ids, format
-    DIR/encoders.safetensors     state dict of :class:`MultimodalPretrainModel`
+    DIR/encoders.safetensors     state dict of :class:`~modaltune.encoders.pretrained_multimodal.MultimodalPretrainModel`
     DIR/preprocessor.json|.safetensors   the CohortPreprocessor fitted on the training patients
     DIR/config.yaml              the resolved config
     DIR/history.csv              loss (and its parts) per epoch
@@ -27,16 +27,14 @@ import pandas as pd
 import torch
 
 from modaltune.errors import InputError
+from modaltune.encoders.pretrained_multimodal import FORMAT, MultimodalPretrainModel, load_pretrained, modality_input
+from modaltune.evaluation.retrieval import retrieval_scores, topk_accuracy
 from modaltune.pretrain.config import PretrainConfig
-from modaltune.pretrain.model import MultimodalPretrainModel, modality_input
-from modaltune.pretrain.retrieval import retrieval_scores, topk_accuracy
 
-__all__ = ["PretrainResult", "pretrain", "load_pretrained", "FORMAT"]
+__all__ = ["PretrainResult", "pretrain", "load_pretrained", "retrieval_metrics", "FORMAT"]
 
 log = logging.getLogger("modaltune.pretrain")
 
-#: ``format`` of ``pretrain.json``
-FORMAT = "modaltune-pretrain-1"
 _KINDS = ("slide", "omics", "clinical")
 
 
@@ -190,30 +188,3 @@ def _save(res: PretrainResult, cfg: PretrainConfig, out: Path) -> None:
     meta = {"format": FORMAT, "spec": res.model.spec, "modalities": [m["name"] for m in res.model.spec["modalities"]],
             "train_ids": res.train_ids, "eval_ids": res.eval_ids, "cohort": str(cfg.cohort), "fold": cfg.fold}
     atomic_write_text(out / "pretrain.json", json.dumps(meta, indent=2))  # last: its presence means the folder is complete
-
-
-def load_pretrained(path: str | Path) -> tuple[MultimodalPretrainModel, dict]:
-    """``(model in eval mode, pretrain.json)`` of a folder written by :func:`pretrain` (JSON + safetensors only).
-
-    Raises:
-        InputError: not a pretraining folder, or its files do not parse / fit together.
-    """
-    from modaltune.training.trainer import _load_tensors
-
-    path = Path(path)
-    fix = "point at the --out folder of `modaltune pretrain`"
-    if not (path / "pretrain.json").exists():
-        raise InputError("no pretrain.json here: not a `modaltune pretrain` output folder", where=path, fix=fix)
-    try:
-        meta = json.loads((path / "pretrain.json").read_text())
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT!r}")
-        model = MultimodalPretrainModel(meta["spec"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"pretrain.json is not a pretraining description ({type(exc).__name__}: {exc})", where=path / "pretrain.json", fix=fix) from None
-    try:
-        model.load_state_dict(_load_tensors(path / "encoders.safetensors"))
-    except RuntimeError as exc:
-        raise InputError(f"encoders.safetensors does not fit pretrain.json: {str(exc).splitlines()[0]}", where=path / "encoders.safetensors", fix="re-run `modaltune pretrain`") from None
-    model.eval()
-    return model, meta

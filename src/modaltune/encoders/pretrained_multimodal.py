@@ -1,4 +1,4 @@
-"""The pretrained model: one encoder per modality into a shared ``embed_dim`` space, plus the
+"""The model of ``modaltune pretrain`` (:mod:`modaltune.pretrain`): one encoder per modality into a shared ``embed_dim`` space, plus the
 objective's extra parts (learned logit scale; MIRROR's decoders and prototypes).
 
 ``spec`` (a JSON-able dict, saved in ``pretrain.json``) rebuilds the module exactly::
@@ -15,12 +15,15 @@ parameter. Embeddings are L2-normalised before any objective, as in Symile's and
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from modaltune.errors import InputError
 from modaltune.layers.gated_attention import GatedAttention
 from modaltune.layers.missing import MissingModalityEmbedding, masked_mean
 from modaltune.layers.mlp import Mlp
@@ -32,7 +35,7 @@ from modaltune.losses.contrastive import (
     symile_loss,
 )
 
-__all__ = ["MultimodalPretrainModel", "modality_input"]
+__all__ = ["MultimodalPretrainModel", "modality_input", "load_pretrained", "FORMAT"]
 
 
 class _SlideEncoder(nn.Module):
@@ -171,3 +174,38 @@ class MultimodalPretrainModel(nn.Module):
         style = torch.stack(styles).mean() if styles else align.new_zeros(())
         loss = align + mw["retention"] * ret + mw["style"] * style
         return loss, {"align": float(align.detach()), "retention": float(ret.detach()), "style": float(style.detach())}
+
+
+#: ``format`` of ``pretrain.json`` (the folder written by ``modaltune pretrain``)
+FORMAT = "modaltune-pretrain-1"
+
+
+def load_pretrained(path: str | Path) -> tuple[MultimodalPretrainModel, dict]:
+    """``(model in eval mode, pretrain.json)`` of a ``modaltune pretrain`` folder (JSON + safetensors; no pickle).
+
+    Raises:
+        InputError: not a pretraining folder, or its files do not parse / fit together.
+    """
+    from safetensors.torch import load
+
+    path = Path(path)
+    fix = "point at the --out folder of `modaltune pretrain`"
+    if not (path / "pretrain.json").exists():
+        raise InputError("no pretrain.json here: not a `modaltune pretrain` output folder", where=path, fix=fix)
+    try:
+        meta = json.loads((path / "pretrain.json").read_text())
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT!r}")
+        model = MultimodalPretrainModel(meta["spec"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"pretrain.json is not a pretraining description ({type(exc).__name__}: {exc})", where=path / "pretrain.json", fix=fix) from None
+    st = path / "encoders.safetensors"
+    try:
+        model.load_state_dict(load(st.read_bytes()))
+    except FileNotFoundError:
+        raise InputError("encoders.safetensors is missing", where=path, fix="re-run `modaltune pretrain`") from None
+    except Exception as exc:  # noqa: BLE001 - an untrusted file: one line, never a traceback
+        raise InputError(f"encoders.safetensors does not fit pretrain.json ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
+                         where=st, fix="re-run `modaltune pretrain`") from None
+    model.eval()
+    return model, meta
