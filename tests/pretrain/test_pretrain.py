@@ -182,6 +182,10 @@ def test_config_errors_are_one_line(cohort_dir, tmp_path):
         pretrain(_cfg(cohort_dir, modalities=["rna", "report"]))
     with pytest.raises(InputError, match="no pretrain.json"):
         load_pretrained(tmp_path)
+    from modaltune.methods.registry import build_method
+
+    with pytest.raises(ConfigError, match="needs params.checkpoint"):
+        build_method("pretrained_probe", None)
 
 
 def test_cli_pretrain(cohort_dir, tmp_path):

@@ -230,7 +230,20 @@ SMALL = {
     "coxnet_ridge": {"penalty": "ridge", "min_events": 2},
     "mcat": {"fusion": "bilinear"},  # + signatures: six groups of the simulator's genes (below)
     "motcat": {"bs_micro": 16},
+    "pretrained_probe": {},  # + checkpoint: a 1-epoch `modaltune pretrain` of the same fold (below)
 }
+
+
+def _pretrained(cohort_dir: Path, folder: Path) -> str:
+    """A tiny Symile pretraining on fold 0's training patients of the kfold3 split; its output folder."""
+    from modaltune.pretrain.config import PretrainConfig
+    from modaltune.pretrain.run import pretrain
+
+    mods = [m.name for m in Cohort.load(cohort_dir).modalities if m.kind in ("slide", "omics", "clinical")]
+    cfg = PretrainConfig.model_validate({"cohort": str(cohort_dir), "split": {"file": "kfold3"}, "fold": 0, "modalities": mods,
+                                         "trainer": {"epochs": 1, "batch_size": 8}, "encoder": {"embed_dim": 4, "hidden": 8, "max_patches": 16}})
+    pretrain(cfg, folder / "pretrained")
+    return str(folder / "pretrained")
 
 
 def _sim_signatures(folder) -> str:
@@ -264,6 +277,8 @@ def test_predictions_after_load_equal_predictions_before_save(tiny_cohort_dir, t
 
         data = {"cohorts": [str(tiny_cohort_dir)], "pathways": {"rna": str(resources.files("modaltune") / "resources" / "sim_pathways.csv")}}
     params = {**SMALL[case], "signatures": _sim_signatures(tmp_path)} if name in ("mcat", "motcat") else SMALL[case]
+    if name == "pretrained_probe":
+        params = {"checkpoint": _pretrained(tiny_cohort_dir, tmp_path)}
     fitted = fit(cohort, fold, name, params=params, trainer=FAST, data=data, out_dir=tmp_path / "run", progress=False)
     before = predict(fitted, cohort, fold.test)
     files = sorted(p.name for p in (tmp_path / "run" / "model").iterdir())

@@ -30,7 +30,7 @@ __all__ = ["PretrainedProbeParams", "PretrainedEmbedder", "build_pretrained_prob
 class PretrainedProbeParams(HeadParams):
     """Parameters of ``pretrained_probe`` (+ the head/loss parameters of :class:`HeadParams`)."""
 
-    checkpoint: str = Field(..., description="output folder of `modaltune pretrain` (holds pretrain.json)")
+    checkpoint: str | None = Field(None, description="output folder of `modaltune pretrain` (holds pretrain.json); required")
     freeze: bool = Field(True, description="keep the pretrained encoders fixed (linear probing); false: fine-tune them")
 
 
@@ -72,6 +72,9 @@ def build_pretrained_probe(info: Any, **params: Any) -> MultiTaskModel:
     from modaltune.encoders.pretrained_multimodal import load_pretrained
 
     model_kw, enc_kw = split_params(params)
+    if not enc_kw["checkpoint"]:
+        raise ConfigError("method 'pretrained_probe' needs params.checkpoint", where="method.params.checkpoint",
+                          fix="set it to the --out folder of `modaltune pretrain`")
     pretrained, meta = load_pretrained(enc_kw["checkpoint"])
     _check_inputs(info, meta["spec"], "method.params.checkpoint")
     return wrap(info, PretrainedEmbedder(pretrained, enc_kw["freeze"]), model_kw, "pretrained_probe")
