@@ -135,7 +135,7 @@ def test_pretrain_then_probe_round_trip(cohort_dir, tmp_path):
     fold = _fold(cfg, cohort)
     fitted = fit(cohort, fold, "pretrained_probe", params={"checkpoint": str(tmp_path / "pre")}, modalities=MODS, tasks=["subtype"],
                  trainer={"max_epochs": 2, "batch_size": 4, "accelerator": "cpu", "logger": "none", "seed": 0})
-    pre, meta = load_pretrained(tmp_path / "pre")
+    pre, _ = load_pretrained(tmp_path / "pre")
     after = fitted.model.encoder.pretrained.state_dict()
     for k, v in pre.state_dict().items():  # frozen: the encoders did not move during the heads' training
         assert torch.equal(v, after[k]), k

@@ -35,7 +35,7 @@ from modaltune.losses.contrastive import (
     symile_loss,
 )
 
-__all__ = ["MultimodalPretrainModel", "modality_input", "load_pretrained", "FORMAT"]
+__all__ = ["FORMAT", "MultimodalPretrainModel", "load_pretrained", "modality_input"]
 
 
 class _SlideEncoder(nn.Module):

@@ -7,7 +7,7 @@ fraction of queries whose own candidate ranks within the first k (ties count aga
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -34,24 +34,24 @@ style clustering = swapped prediction of Sinkhorn cluster assignments over learn
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from itertools import combinations
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "NEGATIVE_SAMPLING",
     "LogitScale",
-    "mip",
-    "symile_logits",
-    "symile_loss",
     "clip_pair_loss",
-    "pairwise_clip_loss",
     "masked_reconstruction_loss",
+    "mip",
+    "pairwise_clip_loss",
     "sinkhorn",
     "swapped_prediction_loss",
-    "NEGATIVE_SAMPLING",
+    "symile_logits",
+    "symile_loss",
 ]
 
 #: negative-sampling strategies of :func:`symile_logits`

@@ -24,7 +24,7 @@ from modaltune.methods._torch_common import HeadParams, split_params, wrap
 from modaltune.methods.base import MultiTaskModel
 from modaltune.methods.registry import register_method
 
-__all__ = ["PretrainedProbeParams", "PretrainedEmbedder", "build_pretrained_probe"]
+__all__ = ["PretrainedEmbedder", "PretrainedProbeParams", "build_pretrained_probe"]
 
 
 class PretrainedProbeParams(HeadParams):

@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 from modaltune.config import CohortDir, StrictModel
 from modaltune.training.experiment_config import SplitConfig
 
-__all__ = ["PretrainConfig", "EncoderSizes", "PretrainTrainer", "MirrorWeights"]
+__all__ = ["EncoderSizes", "MirrorWeights", "PretrainConfig", "PretrainTrainer"]
 
 
 class EncoderSizes(StrictModel):
@@ -66,7 +66,7 @@ class PretrainConfig(StrictModel):
     mirror: MirrorWeights = Field(default_factory=MirrorWeights)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "PretrainConfig":
+    def _consistent(self) -> PretrainConfig:
         if len(set(self.modalities)) != len(self.modalities):
             raise ValueError(f"modalities lists a modality twice: {self.modalities}")
         if self.objective == "symile" and self.negative_sampling == "n_squared" and len(self.modalities) != 3:

@@ -26,12 +26,17 @@ import numpy as np
 import pandas as pd
 import torch
 
+from modaltune.encoders.pretrained_multimodal import (
+    FORMAT,
+    MultimodalPretrainModel,
+    load_pretrained,
+    modality_input,
+)
 from modaltune.errors import InputError
-from modaltune.encoders.pretrained_multimodal import FORMAT, MultimodalPretrainModel, load_pretrained, modality_input
 from modaltune.evaluation.retrieval import retrieval_scores, topk_accuracy
 from modaltune.pretrain.config import PretrainConfig
 
-__all__ = ["PretrainResult", "pretrain", "load_pretrained", "retrieval_metrics", "FORMAT"]
+__all__ = ["FORMAT", "PretrainResult", "load_pretrained", "pretrain", "retrieval_metrics"]
 
 log = logging.getLogger("modaltune.pretrain")
 
