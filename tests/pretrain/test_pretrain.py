@@ -165,6 +165,19 @@ def test_probe_refuses_a_missing_modality(cohort_dir, tmp_path):
             trainer={"max_epochs": 1, "accelerator": "cpu", "logger": "none"})
 
 
+def test_probe_on_another_fold_is_refused(cohort_dir, tmp_path):
+    """A checkpoint pretrained on fold 0 has seen fold 1's held-out patients: training on fold 1 stops."""
+    from modaltune.training.trainer import fit
+
+    cfg = _cfg(cohort_dir, trainer={"epochs": 1, "batch_size": 4})
+    pretrain(cfg, tmp_path / "pre")
+    cohort = Cohort.load(cohort_dir)
+    other = _fold(_cfg(cohort_dir, fold=1), cohort)
+    with pytest.raises(InputError, match="held out of the pretraining"):
+        fit(cohort, other, "pretrained_probe", params={"checkpoint": str(tmp_path / "pre")}, modalities=MODS, tasks=["subtype"],
+            trainer={"max_epochs": 1, "batch_size": 4, "accelerator": "cpu", "logger": "none"})
+
+
 # ------------------------------------------------------------------------------- errors
 def test_config_errors_are_one_line(cohort_dir, tmp_path):
     from modaltune.config import load_config

@@ -19,7 +19,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from modaltune.errors import ConfigError
+from modaltune.errors import ConfigError, InputError
 from modaltune.methods._torch_common import HeadParams, split_params, wrap
 from modaltune.methods.base import MultiTaskModel
 from modaltune.methods.registry import register_method
@@ -35,17 +35,30 @@ class PretrainedProbeParams(HeadParams):
 
 
 class PretrainedEmbedder(nn.Module):
-    """batch -> (B, M * E) concatenated normalised modality embeddings of a pretrained model."""
+    """batch -> (B, M * E) concatenated normalised modality embeddings of a pretrained model.
 
-    def __init__(self, pretrained: nn.Module, freeze: bool):
+    ``held_out``: the pretraining fold's held-out patients. One of them in a *training* batch
+    means this model trains on another fold than the pretraining's, whose held-out patients the
+    pretraining has then seen: refused (InputError) instead of a silently leaking benchmark.
+    """
+
+    def __init__(self, pretrained: nn.Module, freeze: bool, held_out: frozenset[str] = frozenset(), source: str = ""):
         super().__init__()
         self.pretrained = pretrained
         self.freeze = freeze
         self.out_dim = int(pretrained.out_dim)
+        self.held_out = held_out
+        self.source = source
         if freeze:
             pretrained.requires_grad_(False)
 
     def forward(self, batch: dict) -> torch.Tensor:
+        if self.training and self.held_out:
+            bad = [p for p in batch.get("patient_id", []) if p in self.held_out]
+            if bad:
+                raise InputError(f"patient '{bad[0]}' trains this model but was held out of the pretraining: the pretraining used another fold, "
+                                 "so it has seen this fold's evaluated patients", where=self.source or "method.params.checkpoint",
+                                 fix="pretrain on the same split and fold as this run (one `modaltune pretrain` folder per fold)")
         if self.freeze:
             with torch.no_grad():
                 return self.pretrained.embed(batch)
@@ -77,4 +90,5 @@ def build_pretrained_probe(info: Any, **params: Any) -> MultiTaskModel:
                           fix="set it to the --out folder of `modaltune pretrain`")
     pretrained, meta = load_pretrained(enc_kw["checkpoint"])
     _check_inputs(info, meta["spec"], "method.params.checkpoint")
-    return wrap(info, PretrainedEmbedder(pretrained, enc_kw["freeze"]), model_kw, "pretrained_probe")
+    held = frozenset(str(p) for p in meta.get("eval_ids", []))
+    return wrap(info, PretrainedEmbedder(pretrained, enc_kw["freeze"], held, str(enc_kw["checkpoint"])), model_kw, "pretrained_probe")
