@@ -154,6 +154,21 @@ def test_pretrain_then_probe_round_trip(cohort_dir, tmp_path):
     np.testing.assert_allclose(emb2.to_numpy(), emb.to_numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_unfrozen_probe_fine_tunes_from_the_pretrained_weights(cohort_dir, tmp_path):
+    from modaltune.encoders.pretrained_multimodal import load_pretrained
+    from modaltune.training.trainer import fit
+
+    cfg = _cfg(cohort_dir, trainer={"epochs": 1, "batch_size": 4})
+    pretrain(cfg, tmp_path / "pre")
+    cohort = Cohort.load(cohort_dir)
+    fitted = fit(cohort, _fold(cfg, cohort), "pretrained_probe", params={"checkpoint": str(tmp_path / "pre"), "freeze": False}, modalities=MODS,
+                 tasks=["subtype"], trainer={"max_epochs": 2, "batch_size": 4, "lr": 1e-2, "accelerator": "cpu", "logger": "none"})
+    pre, _ = load_pretrained(tmp_path / "pre")
+    after = fitted.model.encoder.pretrained.state_dict()
+    moved = [k for k, v in pre.state_dict().items() if k.startswith("encoders.rna") and not torch.allclose(v, after[k])]
+    assert moved  # the RNA encoder (every training patient but one has RNA) was trained further
+
+
 def test_probe_refuses_a_missing_modality(cohort_dir, tmp_path):
     from modaltune.training.trainer import fit
 
