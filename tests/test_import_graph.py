@@ -20,13 +20,13 @@ BANDS: list[set[str]] = [
     {"data"},
     {"layers", "encoders", "heads", "losses", "evaluation", "adapters", "preprocess", "testing"},
     {"modaltune.modaltune", "methods"},
-    {"training"},
+    {"training", "pretrain"},
     {"interpret", "analysis", "benchmark", "reports"},
     {"cli", "demo", "doctor"},
 ]
 #: packages that must never import the benchmark layer or the CLI
 BELOW_BENCHMARK = ("data", "encoders", "layers", "adapters", "heads", "losses", "evaluation", "modaltune.modaltune",
-                   "methods", "training", "preprocess", "interpret", "analysis", "reports")
+                   "methods", "training", "pretrain", "preprocess", "interpret", "analysis", "reports")
 #: the one documented upward import: the lazy re-export of run_benchmark (inside a function)
 ALLOWED_UP = {("modaltune.training.runner", "modaltune.benchmark")}
 

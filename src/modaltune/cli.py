@@ -535,6 +535,30 @@ def demo_cmd(
 
 
 # ---------------------------------------------------------------- training (modaltune.training)
+@app.command("pretrain")
+def pretrain_cmd(
+    config: str = typer.Argument(..., help="Pretraining YAML (see configs/examples/pretrain_symile.yaml)."),
+    out: str = typer.Option(..., "--out", help="Output folder: encoders.safetensors, pretrain.json, preprocessor, metrics.json (retrieval)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set objective=clip (repeatable)."),
+) -> None:
+    """Self-supervised multimodal pretraining (symile | clip | mirror) on one fold's training patients."""
+    from modaltune.config import load_config
+    from modaltune.pretrain.config import PretrainConfig
+    from modaltune.pretrain.run import pretrain
+
+    cfg = load_config(config, PretrainConfig, overrides=set_)
+    res = pretrain(cfg, out)
+    last = res.history.iloc[-1]
+    typer.echo(f"pretrained {cfg.objective} encoders of {', '.join(cfg.modalities)} on {len(res.train_ids)} training patients of fold {cfg.fold} "
+               f"({len(res.history)} epochs, final loss {last['loss']:.4f}) -> {out}")
+    ret = res.metrics.get("retrieval") or {}
+    if ret.get("targets"):
+        typer.echo(f"retrieval on {ret['n_patients']} held-out patients: mean top-1 {ret['mean_top1']:.3f} (chance {ret['chance']['top1']:.3f}), "
+                   f"top-5 {ret['mean_top5']:.3f} (chance {ret['chance']['top5']:.3f}); details: {out}/metrics.json")
+    else:
+        typer.echo(f"no retrieval metric: {ret.get('note', 'the fold has no held-out patients')}")
+
+
 @app.command("fit")
 def fit_cmd(
     config: str = typer.Argument(..., help="Experiment YAML (see configs/examples/fit_*.yaml)."),

@@ -233,7 +233,20 @@ SMALL = {
     "motcat": {"bs_micro": 16},
     "cmta": {"fusion": "bilinear", "align_weight": 1.0},  # + signatures, as mcat
     "embedding_fusion": {"fusion": "late", "head": "linear"},
+    "pretrained_probe": {},  # + checkpoint: a 1-epoch `modaltune pretrain` of the same fold (below)
 }
+
+
+def _pretrained(cohort_dir: Path, folder: Path) -> str:
+    """A tiny Symile pretraining on fold 0's training patients of the kfold3 split; its output folder."""
+    from modaltune.pretrain.config import PretrainConfig
+    from modaltune.pretrain.run import pretrain
+
+    mods = [m.name for m in Cohort.load(cohort_dir).modalities if m.kind in ("slide", "omics", "clinical")]
+    cfg = PretrainConfig.model_validate({"cohort": str(cohort_dir), "split": {"file": "kfold3"}, "fold": 0, "modalities": mods,
+                                         "trainer": {"epochs": 1, "batch_size": 8}, "encoder": {"embed_dim": 4, "hidden": 8, "max_patches": 16}})
+    pretrain(cfg, folder / "pretrained")
+    return str(folder / "pretrained")
 
 
 def _sim_signatures(folder) -> str:
@@ -267,6 +280,9 @@ def test_predictions_after_load_equal_predictions_before_save(tiny_cohort_dir, t
 
         data = {"cohorts": [str(tiny_cohort_dir)], "pathways": {"rna": str(resources.files("modaltune") / "resources" / "sim_pathways.csv")}}
     params = {**SMALL[case], "signatures": _sim_signatures(tmp_path)} if name in ("mcat", "motcat", "cmta") else SMALL[case]
+    params = {**SMALL[case], "signatures": _sim_signatures(tmp_path)} if name in ("mcat", "motcat") else SMALL[case]
+    if name == "pretrained_probe":
+        params = {"checkpoint": _pretrained(tiny_cohort_dir, tmp_path)}
     fitted = fit(cohort, fold, name, params=params, trainer=FAST, data=data, out_dir=tmp_path / "run", progress=False)
     before = predict(fitted, cohort, fold.test)
     files = sorted(p.name for p in (tmp_path / "run" / "model").iterdir())
