@@ -37,7 +37,14 @@ from modaltune.data.text import TEMPLATES
 from .text_targets import RandomProjector, SentenceStats, class_label_sentences, embed_texts, label_sentences, task_prompt
 from .tokens import ModalTokenizer, TaskTokenSet
 
-__all__ = ["Objectives", "ModalTuneModel"]
+__all__ = ["Objectives", "ModalTuneModel", "GENERAL", "GENERAL_DESCRIPTION", "PARAM_GROUPS"]
+
+#: name of the paper's General task output (not a cohort task: no labels of its own, KL only)
+GENERAL = "general"
+#: its task-token description
+GENERAL_DESCRIPTION = "General: cancer site, diagnosis, stage and survival."
+#: learning-rate groups of :meth:`ModalTuneModel.param_groups`
+PARAM_GROUPS = ("gates", "injectors", "extractors", "tokens", "other")
 
 
 @dataclass
@@ -117,6 +124,11 @@ class ModalTuneModel(nn.Module):
         cache_embed: bool = True,
         cache_size: int = 256,
         cache_mb: float = 1024.0,
+        shared_fusion: bool = False,
+        general_task: bool = False,
+        lr_mult: dict[str, float] | None = None,
+        select_epoch: str = "last",
+        variant: str = "modaltune",
     ):
         super().__init__()
         from modaltune.heads import build_head
@@ -141,7 +153,22 @@ class ModalTuneModel(nn.Module):
         n_parts = 2 + int(self.has_genomic) + int(self.has_clinical)
         self.fusion = fusion
         fdim = d if fusion == "sum" else n_parts * d
-        self.fuse = nn.ModuleDict({t: nn.Sequential(nn.LayerNorm(fdim), nn.Linear(fdim, out_dim)) for t in self.task_infos})
+        #: the paper's General task: one more pass with a "General" task token, trained by KL to the
+        #: ``general`` sentence (site + diagnosis + stage/TNM + survival); used for epoch selection
+        self.general_task = bool(general_task)
+        fuse_names = list(self.task_infos) + ([GENERAL] if self.general_task else [])
+        # shared_fusion (paper): one LayerNorm + Linear for every task; else one per task
+        self.shared_fusion = bool(shared_fusion)
+        self._fuse_key = {t: ("shared" if self.shared_fusion else t) for t in fuse_names}
+        self.fuse = nn.ModuleDict({k: nn.Sequential(nn.LayerNorm(fdim), nn.Linear(fdim, out_dim)) for k in dict.fromkeys(self._fuse_key.values())})
+        bad = sorted(set(lr_mult or {}) - set(PARAM_GROUPS))
+        if bad:
+            raise ConfigError(f"lr_mult names unknown parameter group(s) {bad}", where="method.params.lr_mult", fix=f"use keys from {list(PARAM_GROUPS)}")
+        self.lr_mult = {g: float((lr_mult or {}).get(g, 1.0)) for g in PARAM_GROUPS}
+        if select_epoch not in ("last", "val_probe"):
+            raise ConfigError(f"unknown select_epoch '{select_epoch}'", where="method.params.select_epoch", fix="use 'last' or 'val_probe'")
+        self.select_epoch = select_epoch
+        self.variant = variant
         self.out_dim = int(out_dim)
         self.objectives = objectives or Objectives()
         unknown_t = sorted(set(self.objectives.templates) - set(self.task_infos))
@@ -254,8 +281,8 @@ class ModalTuneModel(nn.Module):
             modal = self.tokenizer(batch)
         tokens, present = modal
         dev = self.modal_pos.device
-        ti = self.task_infos[task]
-        prompts = [task_prompt(ti.spec.description, site, task) for site in batch["site"]]
+        desc = GENERAL_DESCRIPTION if task == GENERAL else self.task_infos[task].spec.description
+        prompts = [task_prompt(desc, site, task) for site in batch["site"]]
         tt = self.task_tokens.forward_prompts(prompts)  # (B, 1, d)
         c = torch.cat([tt, tokens.to(dev)], dim=1)
         cmask = torch.cat([torch.ones(B, 1, dtype=torch.bool, device=dev), present.to(dev)], dim=1)
@@ -274,7 +301,7 @@ class ModalTuneModel(nn.Module):
         if self.has_clinical:
             parts.append(self._masked_mean(c[:, 1:], cmask[:, 1:], self._clinical))
         f = torch.stack(parts, 0).sum(0) if self.fusion == "sum" else torch.cat(parts, dim=1)
-        out = self.fuse[task](f)
+        out = self.fuse[self._fuse_key[task]](f)
         return {"out": out, "image": img, "tokens": c, "mask": cmask} if return_parts else out
 
     def forward(self, batch: dict) -> dict:
@@ -288,7 +315,10 @@ class ModalTuneModel(nn.Module):
                 outputs[t] = self.text_logits(task_emb[t], batch["site"], t)
             else:
                 outputs[t] = self.heads[t](task_emb[t])
-        return {"embedding": torch.cat([task_emb[t] for t in self.task_infos], dim=1), "task_embeddings": task_emb, "outputs": outputs}
+        res = {"embedding": torch.cat([task_emb[t] for t in self.task_infos], dim=1), "task_embeddings": task_emb, "outputs": outputs}
+        if self.general_task:
+            res["general_embedding"] = self.task_forward(batch, GENERAL, modal=modal, state=state, rows=rows)
+        return res
 
     def embed(self, batch: dict) -> torch.Tensor:
         """(B, T * out_dim) concatenated task outputs (what probes read; slice per task)."""
@@ -352,7 +382,57 @@ class ModalTuneModel(nn.Module):
                 lab = batch["targets"][t]["label"].to(emb.device)
                 total = total + ob.text_cls * F.cross_entropy(logits[mask], lab[mask])
             per[t] = total
+        if self.general_task and ob.kl > 0 and "general_embedding" in out:
+            per[GENERAL] = ob.kl * ob.kl_scale * self._general_kl(batch, out["general_embedding"])
         return torch.stack(list(per.values())).sum(), per
+
+    def general_owner(self) -> str:
+        """The task whose labelled patients carry the General sentence: the first survival task
+        (its bins write the survival fragment), else the first task; the diagnosis fragment comes
+        from the first labelled classification task (:func:`label_sentences`)."""
+        return next((t for t, ti in self.task_infos.items() if ti.spec.kind == "survival"), next(iter(self.task_infos)))
+
+    def _general_kl(self, batch: dict, emb: torch.Tensor) -> torch.Tensor:
+        from modaltune.losses import kl_text_distillation
+
+        sents, usable = label_sentences(batch, self.info.tasks, self.general_owner(), "general",
+                                        sentence_fields=self.objectives.sentence_fields, stats=self.sentence_stats)
+        usable = usable.to(emb.device)
+        if not bool(usable.any()):
+            return 0.0 * emb.sum()
+        idx = usable.nonzero(as_tuple=True)[0]
+        z = self.text_targets([sents[i] for i in idx.tolist()]).to(emb.dtype)
+        return kl_text_distillation(emb[idx], z, self.objectives.kl_temperature)
+
+    # ------------------------------------------------------------------ optimisation
+    def parameter_group_of(self, name: str) -> str:
+        """The learning-rate group of parameter ``name``: ``gates`` (injector gammas), ``injectors``
+        (the rest of the injectors), ``extractors`` (extractors, extra extractors and the prompt
+        self-attention), ``tokens`` (modal and task token encoders, modal positions) or ``other``
+        (fusion, heads, missing-image vector)."""
+        if name.startswith("adapter.injectors."):
+            return "gates" if name.endswith(".gamma") else "injectors"
+        if name.startswith(("adapter.extractors.", "adapter.extra_extractors.", "adapter.self_attn.")):
+            return "extractors"
+        if name.startswith(("tokenizer.", "task_tokens.")) or name == "modal_pos":
+            return "tokens"
+        return "other"
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """Optimiser parameter groups ``[{"params", "lr", "name"}]``: base ``lr`` times this model's
+        ``lr_mult[group]`` (read by the engine's ``configure_optimizers``; empty groups left out)."""
+        groups: dict[str, list] = {g: [] for g in PARAM_GROUPS}
+        for n, p in self.named_parameters():
+            if p.requires_grad:
+                groups[self.parameter_group_of(n)].append(p)
+        return [{"params": ps, "lr": lr * self.lr_mult[g], "name": g} for g, ps in groups.items() if ps]
+
+    def epoch_diagnostics(self) -> dict[str, float]:
+        """Mean |gamma| per interaction group and the last injected update as a fraction of ||x||
+        (:func:`modaltune.adapters.modal_adapter.gate_diagnostics`)."""
+        from modaltune.adapters.modal_adapter import gate_diagnostics
+
+        return gate_diagnostics(self.adapter)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
