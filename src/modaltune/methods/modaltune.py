@@ -41,13 +41,13 @@ class ModalTuneParams(_BackboneParams):
     ffn_dim: int | None = Field(None, description="adapter feed-forward width (None: 192 for gigapath/titan, else 64)")
     extra_extractors: int = Field(2, description="extra extractor blocks after the last group")
     drop_path: float = Field(0.1, description="drop-path (stochastic depth) rate on the extractors' attention and FFN branches (0 = off)")
-    prompt_attn_dim: int | None = Field(None, description="width of the prompt self-attention over modal tokens (None: full width; paper 192)")
-    shared_fusion: bool = Field(False, description="one fusion projection for all tasks (paper) instead of one per task")
-    general_task: bool = Field(False, description="add the paper's General task (KL to the site + diagnosis + stage/TNM + survival sentence; selects the epoch)")
+    prompt_attn_dim: int | None = Field(None, description="width of the prompt self-attention over modal tokens (0: full width; None: by protocol, custom full width, paper 192)")
+    shared_fusion: bool | None = Field(None, description="one fusion projection for all tasks (paper) instead of one per task (None: by protocol, custom False)")
+    general_task: bool | None = Field(None, description="(None: by protocol, custom False) add the paper's General task (KL to the site + diagnosis + stage/TNM + survival sentence; selects the epoch)")
     lr_mult: dict[str, float] = Field(default_factory=dict, description="learning-rate multiplier per parameter group: gates, injectors, extractors, tokens, other (default 1)")
     gate_init: Literal["zero", "constant", "normal"] = Field("zero", description="injector gate initialisation: zero (paper), constant (= gate_init_value) or normal (std gate_init_value)")
     gate_init_value: float = Field(0.0, description="the constant or the std of gate_init")
-    select_epoch: Literal["last", "val_probe"] = Field("last", description="last epoch, or the epoch with the best validation probe score (paper; needs validation patients)")
+    select_epoch: Literal["last", "val_probe"] | None = Field(None, description="(None: by protocol, custom last) last epoch, or the epoch with the best validation probe score (paper; needs validation patients)")
     protocol: Literal["custom", "paper", "paper+sup"] = Field("custom", description="paper: the paper's method (KL only, General task, shared fusion, 192-d prompt attention, epoch by validation probes); paper+sup: the same plus supervised heads; explicit params override")
     omics_tokens: dict[str, str] = Field(default_factory=dict, description="omics block -> pathways | block | none (default: pathways when the block has pathway lists, else block)")
     pathways: str | Path | None = Field(None, description="pathway lists for pathway_omics when the run has none from data.pathways: 'builtin' or a CSV/GMT file")
@@ -60,7 +60,7 @@ class ModalTuneParams(_BackboneParams):
     out_dim: int = Field(256, description="width of each task embedding")
     fusion: Literal["sum", "concat"] | None = Field(None, description="how slide and modal outputs combine (None: concat for titan, else sum)")
     kl: float = Field(1.0, description="weight of the KL objective to the text targets")
-    supervised: float = Field(1.0, description="weight of the supervised task losses")
+    supervised: float | None = Field(None, description="weight of the supervised task losses (None: by protocol, custom 1, paper 0)")
     text_cls: float = Field(0.0, description="weight of the text-embedded classification objective")
     kl_scale: float = Field(10.0, description="scale of the KL objective")
     kl_temperature: float = Field(1.0, description="temperature of the KL objective")
@@ -77,21 +77,24 @@ class ModalTuneParams(_BackboneParams):
 
 
 #: what ``protocol: paper`` sets (params the user gives explicitly win)
-PAPER_PROTOCOL: dict[str, Any] = {"kl": 1.0, "supervised": 0.0, "text_cls": 0.0, "general_task": True, "shared_fusion": True,
-                                  "prompt_attn_dim": 192, "select_epoch": "val_probe"}
+PAPER_PROTOCOL: dict[str, Any] = {"supervised": 0.0, "general_task": True, "shared_fusion": True, "prompt_attn_dim": 192, "select_epoch": "val_probe"}
+#: what ``protocol: custom`` sets (the defaults before issue 17; existing configs unchanged)
+CUSTOM_PROTOCOL: dict[str, Any] = {"supervised": 1.0, "general_task": False, "shared_fusion": False, "prompt_attn_dim": 0, "select_epoch": "last"}
 #: the variant label tables print per protocol
 VARIANT_LABELS = {"paper": "modaltune (paper: KL only)", "paper+sup": "modaltune+sup", "custom": "modaltune"}
 
 
 def resolve_protocol(p: ModalTuneParams) -> ModalTuneParams:
-    """Apply ``protocol`` defaults: ``paper`` = :data:`PAPER_PROTOCOL`; ``paper+sup`` = the same with
-    ``supervised: 1``; ``custom`` leaves everything as given. Explicitly set params are kept."""
+    """Fill the protocol-dependent params left at None: ``custom`` = :data:`CUSTOM_PROTOCOL` (the
+    pre-issue-17 behaviour), ``paper`` = :data:`PAPER_PROTOCOL`, ``paper+sup`` = the paper's with
+    ``supervised: 1``. Params given explicitly (not None) are kept."""
     if p.protocol == "custom":
-        return p
-    preset = dict(PAPER_PROTOCOL, **({"supervised": 1.0} if p.protocol == "paper+sup" else {}))
-    if p.backbone not in _FOUNDATION and "prompt_attn_dim" not in p.model_fields_set:
-        preset["prompt_attn_dim"] = p.attn_dim or 64  # small backbones: the compressed width of their adapter
-    upd = {k: v for k, v in preset.items() if k not in p.model_fields_set}
+        preset = dict(CUSTOM_PROTOCOL)
+    else:
+        preset = dict(PAPER_PROTOCOL, **({"supervised": 1.0} if p.protocol == "paper+sup" else {}))
+        if p.backbone not in _FOUNDATION:
+            preset["prompt_attn_dim"] = p.attn_dim or 64  # small backbones: the compressed width of their adapter
+    upd = {k: v for k, v in preset.items() if getattr(p, k) is None}
     return p.model_copy(update=upd)
 
 
@@ -175,7 +178,7 @@ def build_modaltune(info: Any, **params: Any):
             ffn_dim=(192 if foundation else 64) if p.ffn_dim is None else p.ffn_dim,
             extra_extractors=p.extra_extractors,
             drop_path=p.drop_path,
-            prompt_attn_dim=p.prompt_attn_dim,
+            prompt_attn_dim=p.prompt_attn_dim or None,
             gate_init=p.gate_init,
             gate_value=p.gate_init_value,
             gate_seed=p.projector_seed,

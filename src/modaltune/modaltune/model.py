@@ -25,6 +25,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -169,6 +170,9 @@ class ModalTuneModel(nn.Module):
             raise ConfigError(f"unknown select_epoch '{select_epoch}'", where="method.params.select_epoch", fix="use 'last' or 'val_probe'")
         self.select_epoch = select_epoch
         self.variant = variant
+        #: per-epoch collection buffers set by :class:`~modaltune.modaltune.monitor.ModalTuneMonitor`
+        #: (None = collect nothing): projected targets (first epoch) and selection embeddings
+        self.collect: dict | None = None
         self.out_dim = int(out_dim)
         self.objectives = objectives or Objectives()
         unknown_t = sorted(set(self.objectives.templates) - set(self.task_infos))
@@ -373,6 +377,8 @@ class ModalTuneModel(nn.Module):
                     idx = usable.nonzero(as_tuple=True)[0]
                     z = self.text_targets([sents[i] for i in idx.tolist()]).to(emb.dtype)
                     total = total + ob.kl * ob.kl_scale * kl_text_distillation(emb[idx], z, ob.kl_temperature)
+                    if self.collect is not None and self.collect.get("targets") and self.training:
+                        self._collect_targets(t, ti, batch, idx, z)
             if ob.supervised > 0:
                 head_out = out["outputs"][t] if not (ti.spec.kind == "classification" and self.cls_output == "text") else self.heads[t](emb)
                 total = total + ob.supervised * task_loss(ti, head_out, batch["targets"][t], mask,
@@ -382,6 +388,8 @@ class ModalTuneModel(nn.Module):
                 lab = batch["targets"][t]["label"].to(emb.device)
                 total = total + ob.text_cls * F.cross_entropy(logits[mask], lab[mask])
             per[t] = total
+        if self.collect is not None and self.collect.get("selection"):
+            self._collect_selection(batch, out)
         if self.general_task and ob.kl > 0 and "general_embedding" in out:
             per[GENERAL] = ob.kl * ob.kl_scale * self._general_kl(batch, out["general_embedding"])
         return torch.stack(list(per.values())).sum(), per
@@ -403,6 +411,80 @@ class ModalTuneModel(nn.Module):
         idx = usable.nonzero(as_tuple=True)[0]
         z = self.text_targets([sents[i] for i in idx.tolist()]).to(emb.dtype)
         return kl_text_distillation(emb[idx], z, self.objectives.kl_temperature)
+
+    # ------------------------------------------------------------------ monitoring
+    def _collect_targets(self, t: str, ti: Any, batch: dict, idx: torch.Tensor, z: torch.Tensor) -> None:
+        tgt = batch["targets"][t]
+        if ti.spec.kind == "classification":
+            lab = tgt["label"][idx.cpu()].numpy()
+        elif ti.spec.kind == "survival":
+            from modaltune.data.splits import assign_survival_bins
+
+            lab = assign_survival_bins(tgt["time"][idx.cpu()].numpy(), np.asarray(ti.bin_edges))
+        else:
+            return
+        zs, ls = self.collect["z"].setdefault(t, ([], []))
+        zs.append(z.detach().float().cpu().numpy())
+        ls.append(np.asarray(lab))
+
+    def _collect_selection(self, batch: dict, out: dict) -> None:
+        part = self.collect["train" if self.training else "val"]
+        for t, ti in self.task_infos.items():
+            if ti.spec.kind != "classification":
+                continue
+            m = batch["target_mask"][t].bool().cpu()
+            if not bool(m.any()):
+                continue
+            emb = out["general_embedding"] if self.general_task else out["task_embeddings"][t]
+            xs, ys = part.setdefault(t, ([], []))
+            xs.append(emb.detach().float().cpu().numpy()[m.numpy()])
+            ys.append(batch["targets"][t]["label"].cpu().numpy()[m.numpy()])
+
+    def selection_score(self, train: dict, val: dict) -> float:
+        """Mean over classification tasks of the validation balanced accuracy of a logistic probe
+        (liblinear, C = 1) fitted on the training embeddings; NaN when no task can be scored."""
+        from modaltune.evaluation.probes import fit_probe
+
+        vals = []
+        for t in train:
+            if t not in val:
+                continue
+            Xtr, ytr = np.concatenate(train[t][0]), np.concatenate(train[t][1])
+            Xev, yev = np.concatenate(val[t][0]), np.concatenate(val[t][1])
+            if len(np.unique(ytr)) < 2:
+                continue
+            vals.append(float(fit_probe("logistic", Xtr, ytr, Xev, yev, C=1.0).value))
+        return float(np.mean(vals)) if vals else float("nan")
+
+    def separability(self, collected: dict | None = None) -> dict:
+        """Separability report of the text targets (:func:`~modaltune.modaltune.target_checks.separability_report`):
+        class sentences (diagnosis template, first site of the cohort) and survival-bin sentences
+        ("died between a and b months") after the projector, plus the probe on collected patient targets."""
+        from modaltune.data.text import SentenceBuilder
+
+        from .target_checks import separability_report
+
+        sites = list(getattr(self.info, "sites", None) or [None])
+        site = sites[0]
+        cls: dict = {}
+        for t, ti in self.task_infos.items():
+            if ti.spec.kind == "classification":
+                names = list(ti.class_names)
+                cls[t] = (names, self.class_embeddings(site, names).detach().cpu().numpy())
+            elif ti.spec.kind == "survival" and getattr(ti, "bin_edges", None) is not None:
+                e = np.asarray(ti.bin_edges, dtype=float)
+                sb = SentenceBuilder(edges=e, time_unit=ti.spec.time_unit)
+                mids = [(e[k] + e[k + 1]) / 2 if np.isfinite(e[k + 1]) else e[k] + 1 for k in range(len(e) - 1)]
+                sents = [sb.sentence({"site": site, "time": float(mt), "event": 1}, ["location", "survival"]) for mt in mids]
+                cls[t] = ([f"bin{k}" for k in range(len(sents))], self.text_targets(sents).detach().cpu().numpy())
+        pat = {t: (np.concatenate(z), np.concatenate(y)) for t, (z, y) in (collected or {}).items() if z}
+        return {"site": site, "text_model": self.text_model or "all-MiniLM-L6-v2 (packaged)", "tasks": separability_report(cls, pat)}
+
+    def training_callbacks(self, out_dir: Any) -> list:
+        """Callbacks the engine adds when it trains this model (diagnostics, epoch selection)."""
+        from .monitor import ModalTuneMonitor
+
+        return [ModalTuneMonitor(out_dir)]
 
     # ------------------------------------------------------------------ optimisation
     def parameter_group_of(self, name: str) -> str:

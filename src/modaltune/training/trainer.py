@@ -555,6 +555,8 @@ def fit(
     )
     ckpt_dir = out / "checkpoints" if out is not None else None
     cbs = build_callbacks(tcfg, ckpt_dir, has_val=bool(val_ids)) + [SeedEachEpoch(tcfg.seed)] + list(callbacks)
+    if hasattr(model, "training_callbacks"):  # a model's own monitors (e.g. ModalTune's gate diagnostics)
+        cbs += list(model.training_callbacks(out))
     if ckpt_path is None and resume and ckpt_dir is not None and (ckpt_dir / LAST_CKPT).exists():
         ckpt_path = ckpt_dir / LAST_CKPT
         log.info("resuming from %s", ckpt_path)
