@@ -43,4 +43,9 @@ def test_survival_template_requires_training_bins():
 
 
 def test_class_sentences():
-    assert class_sentences("LUAD", ["LUAD", "LUSC"]) == ["Cancer location: lung; Cancer diagnosis: luad.", "Cancer location: lung; Cancer diagnosis: lusc."]
+    # abbreviations are written as full diagnosis names (issue 17: "idc"/"ilc" targets had cosine 0.90);
+    # unknown class names are written lower-cased as given
+    assert class_sentences("LUAD", ["LUAD", "LUSC", "Other X"]) == ["Cancer location: lung; Cancer diagnosis: lung adenocarcinoma.",
+                                                                   "Cancer location: lung; Cancer diagnosis: lung squamous cell carcinoma.",
+                                                                   "Cancer location: lung; Cancer diagnosis: other x."]
+    assert SentenceBuilder().sentence({"site": "BRCA", "diagnosis": " IDC "}, "diagnosis") == "Cancer location: breast; Cancer diagnosis: invasive ductal carcinoma."

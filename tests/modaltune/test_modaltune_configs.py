@@ -104,7 +104,9 @@ def test_paper_config_modaltune_rows_train_one_step(path, brca_slices):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        assert torch.isfinite(loss) and set(per) == {t.spec.name for t in pp.info.tasks}
+        # protocol paper / paper+sup add the paper's General task (a KL-only term of its own)
+        assert torch.isfinite(loss) and set(per) == {t.spec.name for t in pp.info.tasks} | {"general"}
+        assert m.general_task and m.shared_fusion and m.variant in ("modaltune (paper: KL only)", "modaltune+sup")
         assert all(torch.equal(v, before[k]) for k, v in m.backbone.state_dict().items())
         # the real AJCC stage / TNM strings reached the survival label sentences
         st = m.sentence_stats.as_dict()

@@ -42,7 +42,12 @@ from torch import nn
 
 from modaltune.layers.mlp import DropPath
 
-__all__ = ["CrossAttention", "Injector", "Extractor", "ModalSelfAttention", "ModalAdapter", "PAPER_GROUPS"]
+__all__ = ["CrossAttention", "Injector", "Extractor", "ModalSelfAttention", "CompressedSelfAttention", "ModalAdapter", "PAPER_GROUPS",
+           "GATE_INITS", "init_gates", "gate_diagnostics"]
+
+#: injector gate initialisations: ``zero`` (paper; the adapted model starts as the frozen backbone),
+#: ``constant`` (every channel = ``value``), ``normal`` (N(0, ``value``^2) per channel)
+GATE_INITS = ("zero", "constant", "normal")
 
 #: Interaction groups of the paper (inclusive layer indices).
 PAPER_GROUPS = {
@@ -129,9 +134,17 @@ class Injector(nn.Module):
         super().__init__()
         self.attn = CrossAttention(dim, attn_dim, heads)
         self.gamma = nn.Parameter(torch.full((dim,), float(init_gate)))
+        #: ``||gamma * CrossAttn(x, c)|| / ||x||`` of the last forward (mean over patients, norms over
+        #: the valid patch tokens); a float, detached, for the per-epoch diagnostic
+        self.last_update_ratio: float | None = None
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, modal_mask: torch.Tensor | None, c_pos: torch.Tensor | None = None) -> torch.Tensor:
-        return x + self.gamma * self.attn(x, c, key_mask=modal_mask, key_pos=c_pos)
+        upd = self.gamma * self.attn(x, c, key_mask=modal_mask, key_pos=c_pos)
+        with torch.no_grad():
+            # Frobenius norms per patient over (N, d): how far the injection moves the patch stream
+            ratio = upd.detach().flatten(1).norm(dim=1) / x.detach().flatten(1).norm(dim=1).clamp_min(1e-12)
+            self.last_update_ratio = float(ratio.mean())
+        return x + upd
 
 
 class Extractor(nn.Module):
@@ -147,6 +160,49 @@ class Extractor(nn.Module):
     def forward(self, c: torch.Tensor, x: torch.Tensor, patch_valid: torch.Tensor | None, c_pos: torch.Tensor | None = None) -> torch.Tensor:
         c = c + self.drop_path(self.attn(c, x, key_mask=patch_valid, query_pos=c_pos))
         return c + self.drop_path(self.ffn(self.norm(c)))
+
+
+class CompressedSelfAttention(nn.Module):
+    """Pre-norm self-attention over the modal tokens with q/k/v compressed to ``attn_dim`` (the
+    paper's 768 -> 192-d prompt attention): ``c + CrossAttn(c -> c)``; missing tokens are neither
+    attended nor updated."""
+
+    def __init__(self, dim: int, attn_dim: int = 192, heads: int = 12):
+        super().__init__()
+        self.attn = CrossAttention(dim, attn_dim, heads)
+
+    def forward(self, c: torch.Tensor, modal_mask: torch.Tensor | None, c_pos: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.attn(c, c, key_mask=modal_mask, query_pos=c_pos, key_pos=c_pos)
+        if modal_mask is not None:
+            out = out * modal_mask[..., None].to(out.dtype)
+        return c + out
+
+
+def init_gates(injectors: Sequence[Injector], how: str = "zero", value: float = 0.0, seed: int = 0) -> None:
+    """Set every injector gate: ``zero``, ``constant`` (= ``value``) or ``normal`` (std ``value``, seeded)."""
+    if how not in GATE_INITS:
+        raise ValueError(f"unknown gate initialisation '{how}' (use one of {GATE_INITS})")
+    g = torch.Generator().manual_seed(int(seed))
+    with torch.no_grad():
+        for inj in injectors:
+            if how == "zero":
+                inj.gamma.zero_()
+            elif how == "constant":
+                inj.gamma.fill_(float(value))
+            else:
+                inj.gamma.copy_(torch.randn(inj.gamma.shape, generator=g) * float(value))
+
+
+def gate_diagnostics(adapter: "ModalAdapter") -> dict[str, float]:
+    """Per interaction group ``g``: ``gate_abs_mean/g<g>`` = mean |gamma_g| over channels and
+    ``update_ratio/g<g>`` = ||gamma_g * CrossAttn(x, c)|| / ||x|| of the last forward (patch tokens
+    entering group g, mean over patients; absent before any forward)."""
+    out: dict[str, float] = {}
+    for i, inj in enumerate(adapter.injectors):
+        out[f"gate_abs_mean/g{i}"] = float(inj.gamma.detach().abs().mean())
+        if inj.last_update_ratio is not None:
+            out[f"update_ratio/g{i}"] = float(inj.last_update_ratio)
+    return out
 
 
 class ModalSelfAttention(nn.Module):
@@ -184,7 +240,12 @@ class ModalAdapter(nn.Module):
         attn_dim, heads: cross-attention width and heads (paper: 192, 12).
         ffn_dim: extractor FFN width (paper: 192).
         extra_extractors: extra extractors after the last group (paper: 2).
-        drop_path: drop-path rate of the extractors.
+        drop_path: drop-path rate of the extractors (stochastic depth on both the attention and the
+            FFN branch of every extractor; 0 turns it off).
+        prompt_attn_dim: width of the prompt self-attention over modal tokens before groups 2..G:
+            None = full width (``nn.MultiheadAttention`` at ``dim``, the previous default); an int
+            (paper: 192) = :class:`CompressedSelfAttention` at that width.
+        gate_init, gate_value, gate_seed: injector gate initialisation (:func:`init_gates`).
         freeze_backbone: freeze the backbone (the method's premise; default True).
     """
 
@@ -198,6 +259,10 @@ class ModalAdapter(nn.Module):
         ffn_dim: int = 192,
         extra_extractors: int = 2,
         drop_path: float = 0.1,
+        prompt_attn_dim: int | None = None,
+        gate_init: str = "zero",
+        gate_value: float = 0.0,
+        gate_seed: int = 0,
         freeze_backbone: bool = True,
     ):
         super().__init__()
@@ -223,7 +288,11 @@ class ModalAdapter(nn.Module):
         self.injectors = nn.ModuleList([Injector(dim, attn_dim, heads) for _ in range(g)])
         self.extractors = nn.ModuleList([Extractor(dim, attn_dim, heads, ffn_dim, drop_path) for _ in range(g)])
         self.extra_extractors = nn.ModuleList([Extractor(dim, attn_dim, heads, ffn_dim, drop_path) for _ in range(extra_extractors)])
-        self.self_attn = nn.ModuleList([ModalSelfAttention(dim, heads) for _ in range(max(g - 1, 0))])
+        if prompt_attn_dim is None:
+            self.self_attn = nn.ModuleList([ModalSelfAttention(dim, heads) for _ in range(max(g - 1, 0))])
+        else:
+            self.self_attn = nn.ModuleList([CompressedSelfAttention(dim, int(prompt_attn_dim), heads) for _ in range(max(g - 1, 0))])
+        init_gates(self.injectors, gate_init, gate_value, gate_seed)
         self.freeze_backbone = freeze_backbone
         if self.prefix_layers and not freeze_backbone:
             raise ValueError(f"groups start at layer {self.prefix_layers}: a frozen prefix needs freeze_backbone=True")

@@ -32,7 +32,28 @@ __all__ = [
     "verbalize_m",
     "survival_phrase",
     "class_sentences",
+    "DIAGNOSIS_NAMES",
+    "diagnosis_name",
 ]
+
+#: class abbreviation -> full diagnosis name written in label sentences. Abbreviations make weak
+#: targets: after the projector "idc" vs "ilc" sentences have cosine 0.90, the full names 0.61.
+DIAGNOSIS_NAMES = {
+    "idc": "invasive ductal carcinoma", "ilc": "invasive lobular carcinoma",
+    "gbm": "glioblastoma", "lgg": "lower-grade glioma",
+    "luad": "lung adenocarcinoma", "lusc": "lung squamous cell carcinoma",
+    "kirc": "clear cell renal cell carcinoma", "ccrcc": "clear cell renal cell carcinoma",
+    "kirp": "papillary renal cell carcinoma", "prcc": "papillary renal cell carcinoma",
+    "kich": "chromophobe renal cell carcinoma", "chrcc": "chromophobe renal cell carcinoma",
+    "coad": "colon adenocarcinoma", "read": "rectal adenocarcinoma",
+}
+
+
+def diagnosis_name(name: Any) -> str:
+    """The diagnosis written in a sentence: the full name of a known abbreviation (``"IDC"`` ->
+    ``"invasive ductal carcinoma"``), else the class name lower-cased."""
+    k = str(name).strip().lower()
+    return DIAGNOSIS_NAMES.get(k, k)
 
 #: TCGA project / site code -> organ name used in "Cancer location: ...".
 SITE_NAMES = {
@@ -156,7 +177,7 @@ class SentenceBuilder:
             value = SITE_NAMES.get(s, str(site).lower())
         elif name == "diagnosis":
             v = record.get(self.columns.get("diagnosis", "diagnosis"))
-            value = None if _missing(v) else str(v).strip().lower()
+            value = None if _missing(v) else diagnosis_name(v)
         elif name in ("stage", "t", "n", "m"):
             fn = {"stage": verbalize_stage, "t": verbalize_t, "n": verbalize_n, "m": verbalize_m}[name]
             value = fn(record.get(self.columns.get(name, name)))
@@ -178,4 +199,4 @@ class SentenceBuilder:
 def class_sentences(site: str | None, class_names: list[str], template: str = "{location}Cancer diagnosis: {name}.") -> list[str]:
     """One sentence per class name for text-similarity classification (unseen names work too)."""
     loc = f"Cancer location: {SITE_NAMES.get(str(site).upper(), str(site).lower())}; " if site else ""
-    return [template.format(location=loc, name=str(n).lower()) for n in class_names]
+    return [template.format(location=loc, name=diagnosis_name(n)) for n in class_names]

@@ -17,7 +17,7 @@ from modaltune.methods._torch_common import HeadParams
 from modaltune.methods.base import MethodParams
 from modaltune.methods.registry import register_method
 
-__all__ = ["ModalTuneParams", "SlideFMParams", "build_modaltune", "build_slide_fm", "default_groups"]
+__all__ = ["ModalTuneParams", "PAPER_PROTOCOL", "VARIANT_LABELS", "resolve_protocol", "SlideFMParams", "build_modaltune", "build_slide_fm", "default_groups"]
 
 _FOUNDATION = ("gigapath", "titan")
 
@@ -40,7 +40,15 @@ class ModalTuneParams(_BackboneParams):
     heads: int | None = Field(None, description="adapter attention heads (None: 12 for gigapath/titan, else 4)")
     ffn_dim: int | None = Field(None, description="adapter feed-forward width (None: 192 for gigapath/titan, else 64)")
     extra_extractors: int = Field(2, description="extra extractor blocks after the last group")
-    drop_path: float = Field(0.1, description="stochastic-depth rate of the adapter")
+    drop_path: float = Field(0.1, description="drop-path (stochastic depth) rate on the extractors' attention and FFN branches (0 = off)")
+    prompt_attn_dim: int | None = Field(None, description="width of the prompt self-attention over modal tokens (0: full width; None: by protocol, custom full width, paper 192)")
+    shared_fusion: bool | None = Field(None, description="one fusion projection for all tasks (paper) instead of one per task (None: by protocol, custom False)")
+    general_task: bool | None = Field(None, description="(None: by protocol, custom False) add the paper's General task (KL to the site + diagnosis + stage/TNM + survival sentence; selects the epoch)")
+    lr_mult: dict[str, float] = Field(default_factory=dict, description="learning-rate multiplier per parameter group: gates, injectors, extractors, tokens, other (default 1)")
+    gate_init: Literal["zero", "constant", "normal"] = Field("zero", description="injector gate initialisation: zero (paper), constant (= gate_init_value) or normal (std gate_init_value)")
+    gate_init_value: float = Field(0.0, description="the constant or the std of gate_init")
+    select_epoch: Literal["last", "val_probe"] | None = Field(None, description="(None: by protocol, custom last) last epoch, or the epoch with the best validation probe score (paper; needs validation patients)")
+    protocol: Literal["custom", "paper", "paper+sup"] = Field("custom", description="paper: the paper's method (KL only, General task, shared fusion, 192-d prompt attention, epoch by validation probes); paper+sup: the same plus supervised heads; explicit params override")
     omics_tokens: dict[str, str] = Field(default_factory=dict, description="omics block -> pathways | block | none (default: pathways when the block has pathway lists, else block)")
     pathways: str | Path | None = Field(None, description="pathway lists for pathway_omics when the run has none from data.pathways: 'builtin' or a CSV/GMT file")
     pathway_omics: str = Field("rna", description="the omics block the pathways parameter applies to")
@@ -52,7 +60,7 @@ class ModalTuneParams(_BackboneParams):
     out_dim: int = Field(256, description="width of each task embedding")
     fusion: Literal["sum", "concat"] | None = Field(None, description="how slide and modal outputs combine (None: concat for titan, else sum)")
     kl: float = Field(1.0, description="weight of the KL objective to the text targets")
-    supervised: float = Field(1.0, description="weight of the supervised task losses")
+    supervised: float | None = Field(None, description="weight of the supervised task losses (None: by protocol, custom 1, paper 0)")
     text_cls: float = Field(0.0, description="weight of the text-embedded classification objective")
     kl_scale: float = Field(10.0, description="scale of the KL objective")
     kl_temperature: float = Field(1.0, description="temperature of the KL objective")
@@ -66,6 +74,28 @@ class ModalTuneParams(_BackboneParams):
     text_model: str | None = Field(None, description="sentence encoder (None: the packaged all-MiniLM-L6-v2)")
     cache_embed: bool = Field(True, description="cache the frozen prefix outputs at evaluation")
     cache_mb: float = Field(1024.0, description="size of that cache in MiB of tokens")
+
+
+#: what ``protocol: paper`` sets (params the user gives explicitly win)
+PAPER_PROTOCOL: dict[str, Any] = {"supervised": 0.0, "general_task": True, "shared_fusion": True, "prompt_attn_dim": 192, "select_epoch": "val_probe"}
+#: what ``protocol: custom`` sets (the defaults before issue 17; existing configs unchanged)
+CUSTOM_PROTOCOL: dict[str, Any] = {"supervised": 1.0, "general_task": False, "shared_fusion": False, "prompt_attn_dim": 0, "select_epoch": "last"}
+#: the variant label tables print per protocol
+VARIANT_LABELS = {"paper": "modaltune (paper: KL only)", "paper+sup": "modaltune+sup", "custom": "modaltune"}
+
+
+def resolve_protocol(p: ModalTuneParams) -> ModalTuneParams:
+    """Fill the protocol-dependent params left at None: ``custom`` = :data:`CUSTOM_PROTOCOL` (the
+    pre-issue-17 behaviour), ``paper`` = :data:`PAPER_PROTOCOL`, ``paper+sup`` = the paper's with
+    ``supervised: 1``. Params given explicitly (not None) are kept."""
+    if p.protocol == "custom":
+        preset = dict(CUSTOM_PROTOCOL)
+    else:
+        preset = dict(PAPER_PROTOCOL, **({"supervised": 1.0} if p.protocol == "paper+sup" else {}))
+        if p.backbone not in _FOUNDATION:
+            preset["prompt_attn_dim"] = p.attn_dim or 64  # small backbones: the compressed width of their adapter
+    upd = {k: v for k, v in preset.items() if getattr(p, k) is None}
+    return p.model_copy(update=upd)
 
 
 class SlideFMParams(_BackboneParams, HeadParams):
@@ -127,7 +157,7 @@ def build_modaltune(info: Any, **params: Any):
 
     if not getattr(info, "slide_dim", None):
         raise ConfigError("modaltune adapts a slide encoder but the cohort/run has no slide modality", where="method.modalities", fix="include the slide modality")
-    p = ModalTuneParams(**params)
+    p = resolve_protocol(ModalTuneParams(**params))
     name = p.backbone
     foundation = name in _FOUNDATION
     bparams = {"in_dim": int(info.slide_dim), **dict(p.backbone_params)}
@@ -148,6 +178,10 @@ def build_modaltune(info: Any, **params: Any):
             ffn_dim=(192 if foundation else 64) if p.ffn_dim is None else p.ffn_dim,
             extra_extractors=p.extra_extractors,
             drop_path=p.drop_path,
+            prompt_attn_dim=p.prompt_attn_dim or None,
+            gate_init=p.gate_init,
+            gate_value=p.gate_init_value,
+            gate_seed=p.projector_seed,
         )
     except ValueError as exc:
         raise ConfigError(str(exc), where="method.params.groups/attn_dim/heads",
@@ -208,6 +242,11 @@ def build_modaltune(info: Any, **params: Any):
         projector_seed=p.projector_seed,
         cache_embed=p.cache_embed,
         cache_mb=p.cache_mb,
+        shared_fusion=p.shared_fusion,
+        general_task=p.general_task,
+        lr_mult=dict(p.lr_mult),
+        select_epoch=p.select_epoch,
+        variant=VARIANT_LABELS[p.protocol],
     )
     model.weights_source = getattr(backbone, "weights_source", "random_init")
     return model

@@ -25,6 +25,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -37,7 +38,14 @@ from modaltune.data.text import TEMPLATES
 from .text_targets import RandomProjector, SentenceStats, class_label_sentences, embed_texts, label_sentences, task_prompt
 from .tokens import ModalTokenizer, TaskTokenSet
 
-__all__ = ["Objectives", "ModalTuneModel"]
+__all__ = ["Objectives", "ModalTuneModel", "GENERAL", "GENERAL_DESCRIPTION", "PARAM_GROUPS"]
+
+#: name of the paper's General task output (not a cohort task: no labels of its own, KL only)
+GENERAL = "general"
+#: its task-token description
+GENERAL_DESCRIPTION = "General: cancer site, diagnosis, stage and survival."
+#: learning-rate groups of :meth:`ModalTuneModel.param_groups`
+PARAM_GROUPS = ("gates", "injectors", "extractors", "tokens", "other")
 
 
 @dataclass
@@ -117,6 +125,11 @@ class ModalTuneModel(nn.Module):
         cache_embed: bool = True,
         cache_size: int = 256,
         cache_mb: float = 1024.0,
+        shared_fusion: bool = False,
+        general_task: bool = False,
+        lr_mult: dict[str, float] | None = None,
+        select_epoch: str = "last",
+        variant: str = "modaltune",
     ):
         super().__init__()
         from modaltune.heads import build_head
@@ -141,7 +154,25 @@ class ModalTuneModel(nn.Module):
         n_parts = 2 + int(self.has_genomic) + int(self.has_clinical)
         self.fusion = fusion
         fdim = d if fusion == "sum" else n_parts * d
-        self.fuse = nn.ModuleDict({t: nn.Sequential(nn.LayerNorm(fdim), nn.Linear(fdim, out_dim)) for t in self.task_infos})
+        #: the paper's General task: one more pass with a "General" task token, trained by KL to the
+        #: ``general`` sentence (site + diagnosis + stage/TNM + survival); used for epoch selection
+        self.general_task = bool(general_task)
+        fuse_names = list(self.task_infos) + ([GENERAL] if self.general_task else [])
+        # shared_fusion (paper): one LayerNorm + Linear for every task; else one per task
+        self.shared_fusion = bool(shared_fusion)
+        self._fuse_key = {t: ("shared" if self.shared_fusion else t) for t in fuse_names}
+        self.fuse = nn.ModuleDict({k: nn.Sequential(nn.LayerNorm(fdim), nn.Linear(fdim, out_dim)) for k in dict.fromkeys(self._fuse_key.values())})
+        bad = sorted(set(lr_mult or {}) - set(PARAM_GROUPS))
+        if bad:
+            raise ConfigError(f"lr_mult names unknown parameter group(s) {bad}", where="method.params.lr_mult", fix=f"use keys from {list(PARAM_GROUPS)}")
+        self.lr_mult = {g: float((lr_mult or {}).get(g, 1.0)) for g in PARAM_GROUPS}
+        if select_epoch not in ("last", "val_probe"):
+            raise ConfigError(f"unknown select_epoch '{select_epoch}'", where="method.params.select_epoch", fix="use 'last' or 'val_probe'")
+        self.select_epoch = select_epoch
+        self.variant = variant
+        #: per-epoch collection buffers set by :class:`~modaltune.modaltune.monitor.ModalTuneMonitor`
+        #: (None = collect nothing): projected targets (first epoch) and selection embeddings
+        self.collect: dict | None = None
         self.out_dim = int(out_dim)
         self.objectives = objectives or Objectives()
         unknown_t = sorted(set(self.objectives.templates) - set(self.task_infos))
@@ -254,8 +285,8 @@ class ModalTuneModel(nn.Module):
             modal = self.tokenizer(batch)
         tokens, present = modal
         dev = self.modal_pos.device
-        ti = self.task_infos[task]
-        prompts = [task_prompt(ti.spec.description, site, task) for site in batch["site"]]
+        desc = GENERAL_DESCRIPTION if task == GENERAL else self.task_infos[task].spec.description
+        prompts = [task_prompt(desc, site, task) for site in batch["site"]]
         tt = self.task_tokens.forward_prompts(prompts)  # (B, 1, d)
         c = torch.cat([tt, tokens.to(dev)], dim=1)
         cmask = torch.cat([torch.ones(B, 1, dtype=torch.bool, device=dev), present.to(dev)], dim=1)
@@ -274,7 +305,7 @@ class ModalTuneModel(nn.Module):
         if self.has_clinical:
             parts.append(self._masked_mean(c[:, 1:], cmask[:, 1:], self._clinical))
         f = torch.stack(parts, 0).sum(0) if self.fusion == "sum" else torch.cat(parts, dim=1)
-        out = self.fuse[task](f)
+        out = self.fuse[self._fuse_key[task]](f)
         return {"out": out, "image": img, "tokens": c, "mask": cmask} if return_parts else out
 
     def forward(self, batch: dict) -> dict:
@@ -288,7 +319,10 @@ class ModalTuneModel(nn.Module):
                 outputs[t] = self.text_logits(task_emb[t], batch["site"], t)
             else:
                 outputs[t] = self.heads[t](task_emb[t])
-        return {"embedding": torch.cat([task_emb[t] for t in self.task_infos], dim=1), "task_embeddings": task_emb, "outputs": outputs}
+        res = {"embedding": torch.cat([task_emb[t] for t in self.task_infos], dim=1), "task_embeddings": task_emb, "outputs": outputs}
+        if self.general_task:
+            res["general_embedding"] = self.task_forward(batch, GENERAL, modal=modal, state=state, rows=rows)
+        return res
 
     def embed(self, batch: dict) -> torch.Tensor:
         """(B, T * out_dim) concatenated task outputs (what probes read; slice per task)."""
@@ -343,6 +377,8 @@ class ModalTuneModel(nn.Module):
                     idx = usable.nonzero(as_tuple=True)[0]
                     z = self.text_targets([sents[i] for i in idx.tolist()]).to(emb.dtype)
                     total = total + ob.kl * ob.kl_scale * kl_text_distillation(emb[idx], z, ob.kl_temperature)
+                    if self.collect is not None and self.collect.get("targets") and self.training:
+                        self._collect_targets(t, ti, batch, idx, z)
             if ob.supervised > 0:
                 head_out = out["outputs"][t] if not (ti.spec.kind == "classification" and self.cls_output == "text") else self.heads[t](emb)
                 total = total + ob.supervised * task_loss(ti, head_out, batch["targets"][t], mask,
@@ -352,7 +388,133 @@ class ModalTuneModel(nn.Module):
                 lab = batch["targets"][t]["label"].to(emb.device)
                 total = total + ob.text_cls * F.cross_entropy(logits[mask], lab[mask])
             per[t] = total
+        if self.collect is not None and self.collect.get("selection"):
+            self._collect_selection(batch, out)
+        if self.general_task and ob.kl > 0 and "general_embedding" in out:
+            per[GENERAL] = ob.kl * ob.kl_scale * self._general_kl(batch, out["general_embedding"])
         return torch.stack(list(per.values())).sum(), per
+
+    def general_owner(self) -> str:
+        """The task whose labelled patients carry the General sentence: the first survival task
+        (its bins write the survival fragment), else the first task; the diagnosis fragment comes
+        from the first labelled classification task (:func:`label_sentences`)."""
+        return next((t for t, ti in self.task_infos.items() if ti.spec.kind == "survival"), next(iter(self.task_infos)))
+
+    def _general_kl(self, batch: dict, emb: torch.Tensor) -> torch.Tensor:
+        from modaltune.losses import kl_text_distillation
+
+        sents, usable = label_sentences(batch, self.info.tasks, self.general_owner(), "general",
+                                        sentence_fields=self.objectives.sentence_fields, stats=self.sentence_stats)
+        usable = usable.to(emb.device)
+        if not bool(usable.any()):
+            return 0.0 * emb.sum()
+        idx = usable.nonzero(as_tuple=True)[0]
+        z = self.text_targets([sents[i] for i in idx.tolist()]).to(emb.dtype)
+        return kl_text_distillation(emb[idx], z, self.objectives.kl_temperature)
+
+    # ------------------------------------------------------------------ monitoring
+    def _collect_targets(self, t: str, ti: Any, batch: dict, idx: torch.Tensor, z: torch.Tensor) -> None:
+        tgt = batch["targets"][t]
+        if ti.spec.kind == "classification":
+            lab = tgt["label"][idx.cpu()].numpy()
+        elif ti.spec.kind == "survival":
+            from modaltune.data.splits import assign_survival_bins
+
+            lab = assign_survival_bins(tgt["time"][idx.cpu()].numpy(), np.asarray(ti.bin_edges))
+        else:
+            return
+        zs, ls = self.collect["z"].setdefault(t, ([], []))
+        zs.append(z.detach().float().cpu().numpy())
+        ls.append(np.asarray(lab))
+
+    def _collect_selection(self, batch: dict, out: dict) -> None:
+        part = self.collect["train" if self.training else "val"]
+        for t, ti in self.task_infos.items():
+            if ti.spec.kind != "classification":
+                continue
+            m = batch["target_mask"][t].bool().cpu()
+            if not bool(m.any()):
+                continue
+            emb = out["general_embedding"] if self.general_task else out["task_embeddings"][t]
+            xs, ys = part.setdefault(t, ([], []))
+            xs.append(emb.detach().float().cpu().numpy()[m.numpy()])
+            ys.append(batch["targets"][t]["label"].cpu().numpy()[m.numpy()])
+
+    def selection_score(self, train: dict, val: dict) -> float:
+        """Mean over classification tasks of the validation balanced accuracy of a logistic probe
+        (liblinear, C = 1) fitted on the training embeddings; NaN when no task can be scored."""
+        from modaltune.evaluation.probes import fit_probe
+
+        vals = []
+        for t in train:
+            if t not in val:
+                continue
+            Xtr, ytr = np.concatenate(train[t][0]), np.concatenate(train[t][1])
+            Xev, yev = np.concatenate(val[t][0]), np.concatenate(val[t][1])
+            if len(np.unique(ytr)) < 2:
+                continue
+            vals.append(float(fit_probe("logistic", Xtr, ytr, Xev, yev, C=1.0).value))
+        return float(np.mean(vals)) if vals else float("nan")
+
+    def separability(self, collected: dict | None = None) -> dict:
+        """Separability report of the text targets (:func:`~modaltune.modaltune.target_checks.separability_report`):
+        class sentences (diagnosis template, first site of the cohort) and survival-bin sentences
+        ("died between a and b months") after the projector, plus the probe on collected patient targets."""
+        from modaltune.data.text import SentenceBuilder
+
+        from .target_checks import separability_report
+
+        sites = list(getattr(self.info, "sites", None) or [None])
+        site = sites[0]
+        cls: dict = {}
+        for t, ti in self.task_infos.items():
+            if ti.spec.kind == "classification":
+                names = list(ti.class_names)
+                cls[t] = (names, self.class_embeddings(site, names).detach().cpu().numpy())
+            elif ti.spec.kind == "survival" and getattr(ti, "bin_edges", None) is not None:
+                e = np.asarray(ti.bin_edges, dtype=float)
+                sb = SentenceBuilder(edges=e, time_unit=ti.spec.time_unit)
+                mids = [(e[k] + e[k + 1]) / 2 if np.isfinite(e[k + 1]) else e[k] + 1 for k in range(len(e) - 1)]
+                sents = [sb.sentence({"site": site, "time": float(mt), "event": 1}, ["location", "survival"]) for mt in mids]
+                cls[t] = ([f"bin{k}" for k in range(len(sents))], self.text_targets(sents).detach().cpu().numpy())
+        pat = {t: (np.concatenate(z), np.concatenate(y)) for t, (z, y) in (collected or {}).items() if z}
+        return {"site": site, "text_model": self.text_model or "all-MiniLM-L6-v2 (packaged)", "tasks": separability_report(cls, pat)}
+
+    def training_callbacks(self, out_dir: Any) -> list:
+        """Callbacks the engine adds when it trains this model (diagnostics, epoch selection)."""
+        from .monitor import ModalTuneMonitor
+
+        return [ModalTuneMonitor(out_dir)]
+
+    # ------------------------------------------------------------------ optimisation
+    def parameter_group_of(self, name: str) -> str:
+        """The learning-rate group of parameter ``name``: ``gates`` (injector gammas), ``injectors``
+        (the rest of the injectors), ``extractors`` (extractors, extra extractors and the prompt
+        self-attention), ``tokens`` (modal and task token encoders, modal positions) or ``other``
+        (fusion, heads, missing-image vector)."""
+        if name.startswith("adapter.injectors."):
+            return "gates" if name.endswith(".gamma") else "injectors"
+        if name.startswith(("adapter.extractors.", "adapter.extra_extractors.", "adapter.self_attn.")):
+            return "extractors"
+        if name.startswith(("tokenizer.", "task_tokens.")) or name == "modal_pos":
+            return "tokens"
+        return "other"
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """Optimiser parameter groups ``[{"params", "lr", "name"}]``: base ``lr`` times this model's
+        ``lr_mult[group]`` (read by the engine's ``configure_optimizers``; empty groups left out)."""
+        groups: dict[str, list] = {g: [] for g in PARAM_GROUPS}
+        for n, p in self.named_parameters():
+            if p.requires_grad:
+                groups[self.parameter_group_of(n)].append(p)
+        return [{"params": ps, "lr": lr * self.lr_mult[g], "name": g} for g, ps in groups.items() if ps]
+
+    def epoch_diagnostics(self) -> dict[str, float]:
+        """Mean |gamma| per interaction group and the last injected update as a fraction of ||x||
+        (:func:`modaltune.adapters.modal_adapter.gate_diagnostics`)."""
+        from modaltune.adapters.modal_adapter import gate_diagnostics
+
+        return gate_diagnostics(self.adapter)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]

@@ -175,7 +175,12 @@ class MultiTaskLightningModule(L.LightningModule):
 
     # ------------------------------------------------------------------ optimiser
     def configure_optimizers(self):
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        # a model may split its parameters into groups with their own learning rates
+        # (``model.param_groups(lr) -> [{"params", "lr", ...}]``, e.g. ModalTune's gates / injectors)
+        if hasattr(self.model, "param_groups"):
+            params = self.model.param_groups(self.lr)
+        else:
+            params = [p for p in self.model.parameters() if p.requires_grad]
         cls = torch.optim.AdamW if self.optimizer_name == "adamw" else torch.optim.Adam
         opt = cls(params, lr=self.lr, weight_decay=self.weight_decay)
         if self.scheduler_name == "none":

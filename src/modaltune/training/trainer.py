@@ -585,6 +585,8 @@ def fit(
 
         AGM(model, alpha=0.0).remove()  # refuses a model with fewer than two modality branches now, before training
         cbs.append(AGMCallback(**tcfg.agm.model_dump(), out_dir=out))
+    if hasattr(model, "training_callbacks"):  # a model's own monitors (e.g. ModalTune's gate diagnostics)
+        cbs += list(model.training_callbacks(out))
     if ckpt_path is None and resume and ckpt_dir is not None and (ckpt_dir / LAST_CKPT).exists():
         ckpt_path = ckpt_dir / LAST_CKPT
         log.info("resuming from %s", ckpt_path)

@@ -1,0 +1,163 @@
+"""ModalTune issue-17 machinery: per-group learning rates, gate init / diagnostics, KL temperature,
+target separability and leakage checks, the paper-faithful protocol (validates and trains)."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("sentence_transformers")
+
+from modaltune.adapters.modal_adapter import Injector, gate_diagnostics, init_gates  # noqa: E402
+from modaltune.data.dataset import CohortPreprocessor  # noqa: E402
+from modaltune.data.simulate import simulate_cohort  # noqa: E402
+from modaltune.errors import ConfigError, InputError  # noqa: E402
+from modaltune.losses import kl_text_distillation  # noqa: E402
+from modaltune.methods import build_method  # noqa: E402
+from modaltune.methods.modaltune import ModalTuneParams, resolve_protocol  # noqa: E402
+from modaltune.modaltune.target_checks import check_target_leakage, find_target_leakage, separability_report  # noqa: E402
+from modaltune.training.module import MultiTaskLightningModule  # noqa: E402
+
+SMALL = {"pathways": "builtin", "gene_mixer": {"token_dim": 16, "n_blocks": 1, "channel_hidden": 8}, "backbone_params": {"embed_dim": 32, "depth": 2, "num_heads": 2},
+         "attn_dim": 16, "heads": 2, "ffn_dim": 16, "out_dim": 32, "drop_path": 0.0}
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    c = simulate_cohort(tmp_path_factory.mktemp("mtp") / "tiny", preset="tiny", seed=1, n_patients=30)
+    pp = CohortPreprocessor(c).fit(list(c.patient_ids)[:20])
+    return c, pp
+
+
+def test_per_group_learning_rates_reach_the_optimizer(sim):
+    _, pp = sim
+    torch.manual_seed(0)
+    m = build_method("modaltune", pp.info, **SMALL, lr_mult={"gates": 100.0, "injectors": 10.0, "tokens": 0.5})
+    opt = MultiTaskLightningModule(m, {t.spec.name: t for t in pp.info.tasks}, optimizer="adamw", lr=1e-4).configure_optimizers()
+    lrs = {g["name"]: g["lr"] for g in opt.param_groups}
+    assert lrs == pytest.approx({"gates": 1e-2, "injectors": 1e-3, "extractors": 1e-4, "tokens": 5e-5, "other": 1e-4})
+    gates = next(g for g in opt.param_groups if g["name"] == "gates")["params"]
+    assert {id(p) for p in gates} == {id(i.gamma) for i in m.adapter.injectors}
+    # every trainable parameter in exactly one group; the frozen backbone in none
+    ids = [id(p) for g in opt.param_groups for p in g["params"]]
+    assert len(ids) == len(set(ids)) == sum(1 for p in m.parameters() if p.requires_grad)
+    with pytest.raises(ConfigError, match="lr_mult"):
+        build_method("modaltune", pp.info, **SMALL, lr_mult={"gate": 2.0})
+
+
+def test_gate_initialisation_options():
+    injs = [Injector(8, 8, 2) for _ in range(3)]
+    init_gates(injs, "constant", 0.25)
+    assert all(torch.equal(i.gamma.data, torch.full((8,), 0.25)) for i in injs)
+    init_gates(injs, "normal", 0.1, seed=3)
+    g = torch.cat([i.gamma.data for i in injs])
+    assert g.std() > 0 and g.abs().max() < 1.0 and not torch.equal(injs[0].gamma.data, injs[1].gamma.data)
+    init_gates(injs, "zero")
+    assert all(not i.gamma.data.any() for i in injs)
+
+
+def test_gate_diagnostics_on_hand_set_gammas():
+    torch.manual_seed(0)
+
+    class A(torch.nn.Module):
+        pass
+
+    a = A()
+    a.injectors = torch.nn.ModuleList([Injector(4, 4, 1) for _ in range(2)])
+    a.injectors[0].gamma.data = torch.tensor([0.5, -0.5, 1.0, 0.0])
+    a.injectors[1].gamma.data = torch.tensor([-2.0, 2.0, 2.0, 2.0])
+    # attention output = its out-projection bias b for every token (weights zeroed)
+    inj = a.injectors[0]
+    torch.nn.init.zeros_(inj.attn.out.weight)
+    inj.attn.out.bias.data = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    x = torch.full((1, 5, 4), 2.0)  # ||x|| = sqrt(5 * 4 * 4) = sqrt(80)
+    inj(x, torch.randn(1, 3, 4), None)
+    d = gate_diagnostics(a)
+    assert d["gate_abs_mean/g0"] == pytest.approx(0.5) and d["gate_abs_mean/g1"] == pytest.approx(2.0)
+    # gamma * b = [0.5, -1, 3, 0] per token; ||.|| over 5 tokens = sqrt(5 * 10.25)
+    assert d["update_ratio/g0"] == pytest.approx(math.sqrt(5 * 10.25) / math.sqrt(80), rel=1e-5)
+    assert "update_ratio/g1" not in d  # no forward yet
+
+
+def test_kl_temperature_matches_the_formula():
+    s = torch.tensor([[3.0, 4.0, 0.0]])  # normalised: [0.6, 0.8, 0]
+    z = torch.tensor([[0.0, 0.0, 1.0]])
+    for T in (1.0, 0.5, 0.1):
+        q = np.exp(np.array([0.6, 0.8, 0.0]) / T)
+        q /= q.sum()
+        p = np.exp(np.array([0.0, 0.0, 1.0]) / T)
+        p /= p.sum()
+        want = float(np.sum(p * (np.log(p) - np.log(q))))
+        assert kl_text_distillation(s, z, T).item() == pytest.approx(want, rel=1e-5)
+    # a lower temperature sharpens both distributions: the same pair diverges more
+    assert kl_text_distillation(s, z, 0.1).item() > kl_text_distillation(s, z, 1.0).item()
+
+
+def test_separability_report_on_a_toy_projector():
+    Z = np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    X = np.vstack([np.tile(Z[k], (6, 1)) + 0.01 * np.random.default_rng(k).normal(size=(6, 2)) for k in range(3)])
+    y = np.repeat([0, 1, 2], 6)
+    r = separability_report({"dx": (["a", "b", "c"], Z)}, {"dx": (X, y)})["dx"]
+    c = np.array(r["cosine"])
+    assert c[0, 1] == pytest.approx(0.0, abs=1e-6) and c[0, 2] == pytest.approx(1 / math.sqrt(2), abs=1e-6)
+    assert np.diag(c) == pytest.approx(1.0) and r["max_offdiag_cosine"] == pytest.approx(1 / math.sqrt(2), abs=1e-6)
+    assert r["mean_offdiag_cosine"] == pytest.approx((0 + 2 / math.sqrt(2)) / 3, abs=1e-6)
+    assert r["probe_balanced_accuracy"] == pytest.approx(1.0)
+    # identical targets for two classes: the probe cannot beat chance on them
+    same = separability_report({}, {"dx": (np.zeros((12, 2)), np.repeat([0, 1], 6))})["dx"]
+    assert same["probe_balanced_accuracy"] == pytest.approx(0.5)
+
+
+def test_leakage_check_catches_a_planted_label_sentence():
+    targets = {"p1": ["Cancer location: breast; Cancer diagnosis: invasive ductal carcinoma."], "p2": ["Cancer location: breast; Cancer diagnosis: invasive lobular carcinoma."]}
+    labels = {"p1": ["IDC"], "p2": ["ILC"]}
+    clean = {"p1": "Tumour 2 cm, margins clear.", "p2": "Discohesive cells, margins involved."}
+    prompts = ["Cancer location: breast. Task: Classify invasive breast carcinoma as invasive ductal (IDC) or invasive lobular (ILC) carcinoma."]
+    assert find_target_leakage(clean, targets, labels, prompts, ["IDC", "ILC"]) == []
+    planted = dict(clean, p2="Discohesive cells. Cancer location: breast; Cancer diagnosis: invasive lobular carcinoma.")
+    probs = find_target_leakage(planted, targets, labels, prompts, ["IDC", "ILC"])
+    assert any("p2" in p and "target sentence" in p for p in probs) and any("p2" in p and "names its label" in p for p in probs)
+    assert not any("p1" in p for p in probs)
+    with pytest.raises(InputError, match="target text reaches"):
+        check_target_leakage(planted, targets, labels, prompts, ["IDC", "ILC"])
+    # the abbreviation alone leaks too; a prompt naming one class only is flagged
+    assert find_target_leakage({"p1": "Final dx: IDC."}, targets, labels)
+    assert find_target_leakage({}, {}, {}, ["Task: detect ILC."], ["IDC", "ILC"])
+
+
+def test_paper_protocol_resolves_and_explicit_params_win():
+    p = resolve_protocol(ModalTuneParams(protocol="paper", backbone="gigapath"))
+    assert (p.kl, p.supervised, p.general_task, p.shared_fusion, p.prompt_attn_dim, p.select_epoch) == (1.0, 0.0, True, True, 192, "val_probe")
+    assert resolve_protocol(ModalTuneParams(protocol="paper+sup", backbone="gigapath")).supervised == 1.0
+    assert resolve_protocol(ModalTuneParams(protocol="paper", shared_fusion=False)).shared_fusion is False
+    c = resolve_protocol(ModalTuneParams())
+    assert (c.supervised, c.general_task, c.shared_fusion, c.prompt_attn_dim, c.select_epoch) == (1.0, False, False, 0, "last")
+    # the registry fills every default in: resolution must still see the protocol (None = not given)
+    full = ModalTuneParams(**ModalTuneParams(protocol="paper").model_dump())
+    assert resolve_protocol(full).shared_fusion is True and resolve_protocol(full).prompt_attn_dim == 64
+
+
+def test_paper_protocol_trains_one_epoch_and_writes_its_reports(sim, tmp_path):
+    from modaltune.training.trainer import fit
+
+    from modaltune.data.splits import Fold
+
+    c, _ = sim
+    f0 = c.split("kfold5").folds[0]
+    fold = Fold(0, train=f0.train[:18], val=f0.train[18:], test=f0.test)  # validation patients drive the epoch selection
+    trainer = {"max_epochs": 2, "max_patches": 32, "logger": "none", "checkpoint": False, "optimizer": "adamw", "lr": 1e-3}
+    f = fit(c, fold, "modaltune", params={**SMALL, "protocol": "paper", "lr_mult": {"gates": 10.0}, "gate_init": "constant", "gate_init_value": 0.01},
+            trainer=trainer, eval_partition="test", out_dir=tmp_path / "u", progress=False)
+    m = f.model
+    assert m.variant == "modaltune (paper: KL only)" and m.shared_fusion and m.general_task and list(m.fuse) == ["shared"]
+    assert m.objectives.supervised == 0.0
+    diag = [json.loads(line) for line in (tmp_path / "u" / "adapter_diagnostics.jsonl").read_text().splitlines()]
+    assert [d["epoch"] for d in diag] == [0, 1] and all(d["gate_abs_mean/g0"] > 0 and d["update_ratio/g0"] > 0 for d in diag)
+    sel = json.loads((tmp_path / "u" / "epoch_selection.json").read_text())
+    assert [e["epoch"] for e in sel["epochs"]] == [0, 1] and sel["best_epoch"] in (0, 1) and sel["restored"]
+    sep = json.loads((tmp_path / "u" / "text_targets_separability.json").read_text())["tasks"]
+    assert len(sep["subtype"]["cosine"]) == 2 and -1 <= sep["subtype"]["max_offdiag_cosine"] < 1
+    assert 0 <= sep["survival"]["probe_balanced_accuracy"] <= 1 or math.isnan(sep["survival"]["probe_balanced_accuracy"])
