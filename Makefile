@@ -38,6 +38,8 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/modaltune demo
 
 test: $(VENV)/.installed-test
+	# the linter first (rules in pyproject.toml [tool.ruff]): a finding fails the run
+	$(VENV)/bin/ruff check src tests benchmarks
 	# pytest exits 5 when it collected no tests: not a failure of the code.
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
 
