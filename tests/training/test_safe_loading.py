@@ -280,7 +280,6 @@ def test_predictions_after_load_equal_predictions_before_save(tiny_cohort_dir, t
 
         data = {"cohorts": [str(tiny_cohort_dir)], "pathways": {"rna": str(resources.files("modaltune") / "resources" / "sim_pathways.csv")}}
     params = {**SMALL[case], "signatures": _sim_signatures(tmp_path)} if name in ("mcat", "motcat", "cmta") else SMALL[case]
-    params = {**SMALL[case], "signatures": _sim_signatures(tmp_path)} if name in ("mcat", "motcat") else SMALL[case]
     if name == "pretrained_probe":
         params = {"checkpoint": _pretrained(tiny_cohort_dir, tmp_path)}
     fitted = fit(cohort, fold, name, params=params, trainer=FAST, data=data, out_dir=tmp_path / "run", progress=False)
