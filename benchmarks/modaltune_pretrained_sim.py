@@ -218,7 +218,6 @@ def _gates(cohort, cfg, fold, bench_metrics: pd.DataFrame, label: str, save_dir:
     # size of the injected update relative to the patch tokens, on evaluation patients
     ds_ids = ids[:32]
     from modaltune.data.dataset import PatientDataset
-
     from modaltune.training._prep import bind
 
     ds = PatientDataset(cohort, ds_ids, bind(fitted.preprocessor, cohort), training=False, max_patches=cfg.trainer.max_patches)

@@ -262,9 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tables-only", action="store_true", help="only rewrite tables.md from finished runs")
     args = ap.parse_args(argv)
 
+    from modaltune.benchmark.runner import run_benchmark
     from modaltune.config import load_config
     from modaltune.training.experiment_config import BenchmarkConfig
-    from modaltune.benchmark.runner import run_benchmark
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -27,8 +27,8 @@ import secrets
 import shutil
 import socket
 import time
-from pathlib import Path
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from modaltune.errors import ModaltuneError
@@ -346,7 +346,7 @@ class OutputLock:
         self._fd: int | None = None
         self._key = ""
 
-    def acquire(self) -> "OutputLock":
+    def acquire(self) -> OutputLock:
         import fcntl
 
         with disk_errors(self.folder):
@@ -405,7 +405,7 @@ class OutputLock:
             os.close(self._fd)
             self._fd = None
 
-    def __enter__(self) -> "OutputLock":
+    def __enter__(self) -> OutputLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

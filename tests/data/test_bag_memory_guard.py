@@ -125,9 +125,9 @@ def test_capped_multislide_read_equals_capping_the_merged_bag(tmp_path, layout):
 
 
 def test_benchmark_unit_with_too_large_bag_fails_while_others_finish(tmp_path, monkeypatch):
+    from modaltune.benchmark.runner import run_benchmark
     from modaltune.data.simulate import simulate_cohort
     from modaltune.training.experiment_config import BenchmarkConfig
-    from modaltune.benchmark.runner import run_benchmark
 
     torch.set_num_threads(1)
     cohort = simulate_cohort(tmp_path / "cohort", preset="tiny", seed=0, n_patients=24, patches=(16, 32), slides_per_patient=(1, 1), n_folds=2)

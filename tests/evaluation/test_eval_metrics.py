@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from _eval_task_info import make_task_info
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from _eval_task_info import make_task_info
 
 from modaltune.errors import InputError
 from modaltune.evaluation.metrics import (

@@ -7,9 +7,9 @@ import torch
 
 pytest.importorskip("sentence_transformers")
 
-from modaltune.data.simulate import simulate_cohort  # noqa: E402
-from modaltune.modaltune.probes import ood_probe_scores, probe_scores, task_embeddings  # noqa: E402
-from modaltune.training.trainer import fit, predict  # noqa: E402
+from modaltune.data.simulate import simulate_cohort
+from modaltune.modaltune.probes import ood_probe_scores, probe_scores, task_embeddings
+from modaltune.training.trainer import fit, predict
 
 PARAMS = {"pathways": "builtin", "gene_mixer": {"token_dim": 16, "n_blocks": 1, "channel_hidden": 8},
           "backbone_params": {"embed_dim": 32, "depth": 2, "num_heads": 2}, "attn_dim": 16, "heads": 2, "ffn_dim": 16, "out_dim": 32}

@@ -8,11 +8,11 @@ import torch
 
 pytest.importorskip("sentence_transformers")
 
-from modaltune.data.dataset import CohortPreprocessor, PatientDataset, collate_patients  # noqa: E402
-from modaltune.data.simulate import simulate_cohort  # noqa: E402
-from modaltune.errors import ConfigError, InputError  # noqa: E402
-from modaltune.methods import build_method  # noqa: E402
-from modaltune.modaltune.text_targets import SentenceStats, label_sentences  # noqa: E402
+from modaltune.data.dataset import CohortPreprocessor, PatientDataset, collate_patients
+from modaltune.data.simulate import simulate_cohort
+from modaltune.errors import ConfigError, InputError
+from modaltune.methods import build_method
+from modaltune.modaltune.text_targets import SentenceStats, label_sentences
 
 SMALL = {"pathways": "builtin", "gene_mixer": {"token_dim": 8, "n_blocks": 1, "channel_hidden": 8}, "backbone_params": {"embed_dim": 16, "depth": 2, "num_heads": 2},
          "attn_dim": 8, "heads": 2, "ffn_dim": 8, "out_dim": 16, "drop_path": 0.0}

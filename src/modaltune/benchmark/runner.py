@@ -111,7 +111,7 @@ class Unit:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Unit":
+    def from_dict(cls, d: dict[str, Any]) -> Unit:
         return cls(**{**d, "tasks": tuple(d["tasks"])})
 
 
@@ -336,7 +336,7 @@ def run_unit(unit: Unit | dict, cfg: BenchmarkConfig | dict, out_dir: str | Path
             _write_unit_folder(tmp, cfg, preds, metrics, emb, meta, part, work, unit, t0, chash, resolved, fold, ids, fitted, tcfg, notes, probe_notes, missing_rec)
         shutil.rmtree(work, ignore_errors=True)
         return {"uid": unit.uid, "status": "done", "reason": "", "seconds": round(time.time() - t0, 3)}
-    except Exception as exc:  # noqa: BLE001 - a unit failure must not stop the benchmark
+    except Exception as exc:
         stop = disk_error_from(exc, out_dir, STOP_ERRNOS)
         if stop is not None:  # a full / read-only disk fails every later unit too: stop the run
             raise stop from exc

@@ -73,7 +73,7 @@ class MissingSetting(BaseModel):
     dispro: str | None = None
 
     @model_validator(mode="after")
-    def _name(self) -> "MissingSetting":
+    def _name(self) -> MissingSetting:
         if not self.name:
             object.__setattr__(self, "name", f"W{round(self.slide * 100)}_O{round(self.omics * 100)}")
         if not re.fullmatch(r"[A-Za-z0-9_.+=-]+", self.name):
@@ -192,7 +192,7 @@ def read_dispro_fold(folder: str | Path, fold: int, name: str) -> pd.DataFrame:
         raise InputError(f"DisPro split file lacks column(s) {lack} (has {list(df.columns)})", where=path, fix="use the csv_missing_cleaned files of the DisPro repository")
     if df["ID"].duplicated().any():
         raise InputError(f"case id {df.loc[df['ID'].duplicated(), 'ID'].iloc[0]} appears twice", where=path, fix="one row per case")
-    empty = lambda s: s.isna() | (s.astype(str).str.strip() == "")  # noqa: E731
+    empty = lambda s: s.isna() | (s.astype(str).str.strip() == "")
     return pd.DataFrame({"partition": df["Split"].str.strip().to_numpy(), "drop_slide": empty(df["WSI"]).to_numpy(), "drop_omics": empty(df["Omics"]).to_numpy()},
                         index=pd.Index(df["ID"].str.strip(), name="patient_id"))
 

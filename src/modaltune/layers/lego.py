@@ -15,7 +15,7 @@ Shapes: latents ``(B, C, D)`` (C latent channels, D latent width), context ``(B,
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -4,9 +4,9 @@ folder, so a lost worker leaves only a ``.tmp`` file and a rerun with resume doe
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Sequence
 
 from modaltune.errors import require
 

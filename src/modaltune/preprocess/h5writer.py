@@ -179,7 +179,7 @@ class BagWriter:
         except OSError:  # read-only disk: nothing could be written there either
             pass
 
-    def __enter__(self) -> "BagWriter":
+    def __enter__(self) -> BagWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

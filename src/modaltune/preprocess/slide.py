@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
@@ -254,7 +254,7 @@ class WSI:
             handle.close()
             self._handle = None
 
-    def __enter__(self) -> "WSI":
+    def __enter__(self) -> WSI:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -30,15 +30,14 @@ pooling is approximate (stated in the manifest description).
 """
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import MutableMapping
 
 import numpy as np
 import pandas as pd
 
 from modaltune.data.cohort import ClinicalField, Cohort, CohortManifest, ModalitySpec, TaskSpec
-from modaltune.data.splits import Fold, SplitSet, kfold_split
 from modaltune.data.sources._common import (
     PORPOISE_COHORTS,
     collapse_slides,
@@ -50,6 +49,7 @@ from modaltune.data.sources._common import (
     resolve_shared_dir,
     split_omics_columns,
 )
+from modaltune.data.splits import Fold, SplitSet, kfold_split
 from modaltune.errors import InputError
 
 __all__ = [

@@ -19,7 +19,8 @@ Architecture (eval mode; dropout / drop-path are identity):
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch

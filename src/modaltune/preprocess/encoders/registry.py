@@ -17,11 +17,11 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -297,7 +297,7 @@ def hub_offline() -> Iterator[None]:
     old_env = {k: os.environ.get(k) for k in keys}
     const = sys.modules.get("huggingface_hub.constants")
     old_flag = getattr(const, "HF_HUB_OFFLINE", None)
-    os.environ.update({k: "1" for k in keys})
+    os.environ.update(dict.fromkeys(keys, "1"))
     if const is not None:
         const.HF_HUB_OFFLINE = True
     try:
