@@ -29,7 +29,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from modaltune.errors import ModaltuneError
 
@@ -338,7 +338,7 @@ class OutputLock:
     blocks of the same folder, e.g. ``extract_features`` called from a locked CLI run).
     """
 
-    _held: dict[str, int] = {}  # resolved folder -> nesting depth in this process
+    _held: ClassVar[dict[str, int]] = {}  # resolved folder -> nesting depth in this process
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)

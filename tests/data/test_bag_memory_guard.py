@@ -67,7 +67,8 @@ def test_env_var_budget_units_and_default(big, monkeypatch):
     with pytest.raises(InputError, match="cannot read MODALTUNE_MAX_BAG_BYTES"):
         bag_memory_budget()
     monkeypatch.delenv(MAX_BAG_BYTES_ENV)
-    kb = next(int(ln.split()[1]) for ln in open("/proc/meminfo") if ln.startswith("MemAvailable:"))
+    with open("/proc/meminfo") as fh:
+        kb = next(int(ln.split()[1]) for ln in fh if ln.startswith("MemAvailable:"))
     assert bag_memory_budget() == pytest.approx(kb * 1024 / 2, rel=0.2)  # half of MemAvailable (it moves a little)
     assert bag_memory_budget(12345) == 12345  # the argument wins over everything
 

@@ -44,7 +44,7 @@ def test_pan_cancer_fit_predict_and_per_site_probes(fitted):
 
 
 def test_ood_site_is_embedded_and_probed(fitted):
-    c, fold, f, root = fitted
+    _, _, f, root = fitted
     o = simulate_cohort(root / "ood", preset="tiny", seed=5, n_patients=30, sites=("BLCA",))
     of = o.split("kfold5").folds[0]
     ev = list(of.val) or list(of.test)

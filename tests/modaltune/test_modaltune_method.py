@@ -81,7 +81,7 @@ def test_patient_without_rna_trains_and_predicts(sim):
     assert not bool(b["modality_mask"]["rna"][0])
     m.train()
     out = m(b)
-    loss, per = m.loss(b, out)
+    loss, _ = m.loss(b, out)
     loss.backward()
     assert torch.isfinite(loss)
     m.eval()
@@ -105,7 +105,7 @@ def test_kl_loss_matches_hand_computation(sim):
     b = _batch(ds, [0, 1, 2])
     with torch.no_grad():
         out = m(b)
-        total, per = m.loss(b, out)
+        total, _ = m.loss(b, out)
     enc = get_text_encoder(None)
     ti = {t.spec.name: t for t in pp.info.tasks}
     expect = 0.0
@@ -154,7 +154,7 @@ def test_label_sentence_templates(sim):
 
 def test_saved_projector(sim):
     # (zero-shot scoring of label names by a trained model: tests/modaltune/test_modaltune_objectives.py)
-    _, pp, ds = sim
+    _, pp, _ = sim
     m = _model(pp, projector_seed=7).eval()
     assert int(m.state_dict()["projector.seed"]) == 7 and "projector.weight" in m.state_dict()
     # a rebuilt model with another seed has another projector; loading the state dict restores it

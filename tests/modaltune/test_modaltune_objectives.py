@@ -60,7 +60,7 @@ def test_text_cls_objective_is_cross_entropy_of_similarity_logits():
     b = _breast_batch(info, B=6)
     with torch.no_grad():
         out = m(b)
-        total, per = m.loss(b, out)
+        _, per = m.loss(b, out)
     s = F.normalize(out["task_embeddings"]["subtype"], dim=1)
     logits = s @ _class_targets(m, "breast", [DUCT, LOBULAR]).T / 0.07
     torch.testing.assert_close(out["outputs"]["subtype"], logits, rtol=1e-4, atol=1e-4)  # cls_output text: the outputs ARE these logits

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from modaltune.errors import ConfigError, InputError
 
@@ -109,7 +109,7 @@ def parse_setting(item: str | dict[str, Any] | MissingSetting, where: str = "eva
             return MissingSetting(name=str(d.get("name") or setting), slide=w, omics=o, dispro=str(d["dispro"]))
         try:
             return MissingSetting.model_validate(d)
-        except Exception as exc:  # pydantic's message, on one line
+        except ValidationError as exc:  # pydantic's message, on one line
             raise ConfigError(f"bad missing-modality setting {item}: {str(exc).splitlines()[-1].strip()}", where=where, fix="write {slide: 0.2, omics: 0.4} with rates in [0, 1]") from None
     raise ConfigError(f"a missing-modality setting must be a string or a dict, got {item!r}", where=where, fix="write e.g. W20_O40")
 

@@ -59,7 +59,7 @@ def _check_X(x, name: str, dim: int | None = None) -> np.ndarray:
 def _survival_target(y, name: str) -> tuple[np.ndarray, np.ndarray]:
     """(time, event) from a (time, event) tuple, a DataFrame/dict with time/event, a structured
     array (event, time) or an (N, 2) array [time, event]."""
-    if isinstance(y, pd.DataFrame) or isinstance(y, dict):
+    if isinstance(y, (pd.DataFrame, dict)):
         if "time" not in y or "event" not in y:
             raise InputError(f"{name} survival target needs 'time' and 'event'")
         t, e = np.asarray(y["time"], float), np.asarray(y["event"], float)

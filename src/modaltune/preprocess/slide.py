@@ -170,7 +170,7 @@ class WSI:
                 return handle, name
             except ImportError:
                 raise
-            except Exception as exc:  # each backend raises its own error types for unreadable files
+            except Exception as exc:  # noqa: BLE001 - each backend raises its own error types for unreadable files
                 errors.append(f"{name}: {type(exc).__name__}: {exc}".strip())
         raise InputError(
             "cannot read the file as a slide (" + "; ".join(errors) + ")", where=self.path,

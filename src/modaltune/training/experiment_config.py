@@ -129,7 +129,7 @@ class MethodConfig(StrictModel):
         name = info.data.get("name")
         try:
             get_method(name)
-        except Exception:
+        except Exception:  # noqa: BLE001 - an unknown or broken method is reported by the runner / fit
             return params
         problems = params_problems(name, params)
         if problems:
@@ -354,7 +354,7 @@ def _cohort_kinds(path: str) -> dict[str, list[str]] | None:
         for m in raw.get("modalities") or []:
             kinds.setdefault(str(m["kind"]), []).append(str(m["name"]))
         return kinds or None  # a manifest without modalities is the cohort loader's to report
-    except Exception:
+    except Exception:  # noqa: BLE001 - an untrusted manifest: the cohort loader reports it itself
         return None
 
 
@@ -369,7 +369,7 @@ def _check_modulation(methods: list[MethodConfig], trainer: TrainerConfig) -> No
     for m in methods:
         try:
             entry = get_method(m.name)
-        except Exception:
+        except Exception:  # noqa: BLE001 - any lookup failure is left to the runner / fit
             continue  # unknown names are reported by the runner / fit with a did-you-mean
         mods = m.params.get("modalities") or m.modalities
         if isinstance(mods, str):
@@ -390,10 +390,10 @@ def _check_required_modalities(methods: list[MethodConfig], data: DataConfig, in
         kinds = _cohort_kinds(cohort)
         if kinds is None:
             continue
-        for i, m in enumerate(methods):
+        for m in methods:
             try:
                 required = get_method(m.name).requires
-            except Exception:
+            except Exception:  # noqa: BLE001 - any lookup failure is left to the runner / fit
                 continue  # unknown names are reported by the runner / fit with a did-you-mean
             lacking = [k for k in required if k not in kinds]
             if lacking:

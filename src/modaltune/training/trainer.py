@@ -500,7 +500,7 @@ def fit(
     from modaltune.methods.registry import build_method, get_method
     from modaltune.training import sources
 
-    if isinstance(source, (str, Path)) or isinstance(source, ExperimentConfig):
+    if isinstance(source, (str, Path, ExperimentConfig)):
         return _fit_from_config(source, out_dir=out_dir, resume=resume, callbacks=callbacks, progress=progress)
 
     cohort = source

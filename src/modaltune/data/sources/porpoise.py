@@ -245,7 +245,7 @@ def _patient_block(cohort: str, shared_dir, cache, features_dir: str, on_conflic
         "slides": int(len(raw)),
         "patients": int(len(patients)),
         "deaths": int(patients["event"].sum()),
-        "conflicting_patients": {k: v for k, v in conflicts.items()},
+        "conflicting_patients": dict(conflicts),
         "tss_code_mismatches": int((tss_table != tss).sum()) if tss_table is not None else None,
         "omics_columns": {k: int(v.shape[1]) for k, v in omics.items()},
     }

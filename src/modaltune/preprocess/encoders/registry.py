@@ -176,7 +176,7 @@ def _read_state_dict(path: Path) -> dict:
     else:
         try:
             sd = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - an untrusted weights file: any load failure is one InputError
             raise InputError(f"cannot read weights file ({type(exc).__name__}: {exc})", where=path,
                              fix="pass a PyTorch state dict (.pth/.bin) or a .safetensors file") from None
     for key in ("state_dict", "model", "teacher"):  # the documented key filter: unwrap a training checkpoint
@@ -586,7 +586,7 @@ def _load_entry_points() -> None:
             obj = ep.load()
             if callable(obj) and not isinstance(obj, PatchEncoderSpec):
                 obj = obj()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - third-party plugin code can raise anything: one ConfigError
             raise ConfigError(f"the patch-encoder entry point '{ep.name} = {ep.value}' failed to load ({type(exc).__name__}: {exc})",
                               fix="fix or uninstall the package declaring it") from None
         for spec in obj if isinstance(obj, (list, tuple)) else [obj]:
