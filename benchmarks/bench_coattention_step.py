@@ -20,6 +20,7 @@ fails to build or step is recorded with its error, not dropped.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -98,10 +99,8 @@ def child(method: str, n: int, steps: int, slide_dim: int, pathways: str, rna_di
         opt.step()
 
     step()  # warm-up: allocator, optimizer state
-    try:
+    with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM: measure the step, not the model build
-    except OSError:
-        pass
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()

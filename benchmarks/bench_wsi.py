@@ -65,7 +65,7 @@ class _RssSampler:
             self.samples.append((time.perf_counter() - t0, self.now_mb()))
             self._stop.wait(self.every)
 
-    def __enter__(self) -> "_RssSampler":
+    def __enter__(self) -> _RssSampler:
         self._thread.start()
         return self
 

@@ -99,7 +99,7 @@ def _oracle(cohort, folds) -> tuple[pd.DataFrame, dict]:
 
     rows = []
     for f in folds:
-        ev = [p for p in (list(f.test) or list(f.val))]
+        ev = list(list(f.test) or list(f.val))
         d = df.set_index("patient_id").loc[ev].reset_index()
         rows.append({"fold": f.index, "balanced_accuracy": bal(d), "macro_auc": auc(d), "c_index": cidx(d)})
     pooled = {m: bootstrap_ci(df, fn, n=1000, seed=0) for m, fn in (("balanced_accuracy", bal), ("macro_auc", auc), ("c_index", cidx))}
@@ -140,7 +140,7 @@ def _embedding_probes(cohort, E: pd.DataFrame, folds) -> pd.DataFrame:
             g = tgt[(tgt["task"] == ti.spec.name) & tgt["labelled"].astype(bool)].set_index("patient_id")
             tr = [p for p in f.train if p in g.index and p in E.index]
             te = [p for p in ev if p in g.index and p in E.index]
-            for metric, (v, why) in probe_task_metrics(ti, E.loc[tr].to_numpy(), g.loc[tr], E.loc[te].to_numpy(), g.loc[te]).items():
+            for metric, (v, _why) in probe_task_metrics(ti, E.loc[tr].to_numpy(), g.loc[tr], E.loc[te].to_numpy(), g.loc[te]).items():
                 rows.append({"fold": f.index, "task": ti.spec.name, "metric": metric, "value": v, "n_eval": len(te)})
     return pd.DataFrame(rows)
 
@@ -218,7 +218,6 @@ def _gates(cohort, cfg, fold, bench_metrics: pd.DataFrame, label: str, save_dir:
     # size of the injected update relative to the patch tokens, on evaluation patients
     ds_ids = ids[:32]
     from modaltune.data.dataset import PatientDataset
-
     from modaltune.training._prep import bind
 
     ds = PatientDataset(cohort, ds_ids, bind(fitted.preprocessor, cohort), training=False, max_patches=cfg.trainer.max_patches)

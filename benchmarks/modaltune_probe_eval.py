@@ -43,12 +43,12 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    import tempfile
+
     from modaltune.data.cohort import Cohort
     from modaltune.data.simulate import simulate_cohort
     from modaltune.modaltune.probes import ood_probe_scores, probe_scores
     from modaltune.training.trainer import fit
-
-    import tempfile
 
     work = Path(tempfile.mkdtemp(prefix="mt_probe_"))  # simulated cohorts live outside the repository
     if args.simulate:

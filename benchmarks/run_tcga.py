@@ -123,10 +123,10 @@ def markdown_table(results: pd.DataFrame, task: str, metric: str, *, published: 
         lines.append(f"| {m} | " + " | ".join(cells) + f" | {mean} |")
     if published:
         for name, vals in PUBLISHED.items():
-            cells = [f"{vals[l]:.3f}" if l in vals else "" for l in labels]
-            if all(l in vals for l in labels):
-                lines.append(f"| *{name}* | " + " | ".join(cells) + f" | *{np.mean([vals[l] for l in labels]):.3f}* |")
-            elif any(l in vals for l in labels):
+            cells = [f"{vals[lab]:.3f}" if lab in vals else "" for lab in labels]
+            if all(lab in vals for lab in labels):
+                lines.append(f"| *{name}* | " + " | ".join(cells) + f" | *{np.mean([vals[lab] for lab in labels]):.3f}* |")
+            elif any(lab in vals for lab in labels):
                 lines.append(f"| *{name}* | " + " | ".join(cells) + " | |")
     return "\n".join(lines) + "\n"
 
@@ -262,9 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tables-only", action="store_true", help="only rewrite tables.md from finished runs")
     args = ap.parse_args(argv)
 
+    from modaltune.benchmark.runner import run_benchmark
     from modaltune.config import load_config
     from modaltune.training.experiment_config import BenchmarkConfig
-    from modaltune.benchmark.runner import run_benchmark
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     names = [f"{n}_paperbins" if args.paper_bins else n for n in names]
     text = tables(out, names, cmd)
     if cov_lines:
-        text += "\nGene Mixer pathway coverage (shared/data/pathways/combine_comps.csv):\n\n" + "\n".join(f"- {l}" for l in cov_lines) + "\n"
+        text += "\nGene Mixer pathway coverage (shared/data/pathways/combine_comps.csv):\n\n" + "\n".join(f"- {line}" for line in cov_lines) + "\n"
     stem = "tables" + suffix + ("_batch1" if args.batch1 else "") + ("_paperbins" if args.paper_bins else "")
     (out / f"{stem}.md").write_text(text)
     print(text)

@@ -55,7 +55,6 @@ def fake_shared(tmp_path: Path):
     rng = np.random.default_rng(0)
     ids = [f"TCGA-A{i % 3}-P{i:02d}" for i in range(10)]
     rows = ids + ids[:2]
-    n = len(rows)
     base = {
         "case_id": rows,
         "slide_id": [f"{p}-01Z-00-DX{1 + (j >= 10)}.UUID{j}.svs" for j, p in enumerate(rows)],

@@ -117,7 +117,7 @@ def test_summary_table_and_json(blca_dir, capsys):
 
 
 def test_split_command(blca_dir, capsys):
-    rc, out, _ = run(capsys, "data", "split", str(blca_dir), "--folds", "5", "--task", "survival", "--seed", "0")
+    rc, _, _ = run(capsys, "data", "split", str(blca_dir), "--folds", "5", "--task", "survival", "--seed", "0")
     assert rc == 0
     s = SplitSet.load(blca_dir / "splits" / "survival_5fold_seed0.csv")
     ids = pd.read_csv(blca_dir / "patients.csv")["patient_id"].tolist()

@@ -98,7 +98,7 @@ def tiny_fs(tmp_path):
 
 def test_real_full_disk_every_writer_one_line_no_partial_file(tiny_fs):
     from modaltune.data.bags import write_bag_h5
-    from modaltune.preprocess.h5writer import BagWriter, BagWriteError
+    from modaltune.preprocess.h5writer import BagWriteError, BagWriter
 
     big = "x" * (2 << 20)
     with pytest.raises(DiskError, match="no space left on device while writing"):

@@ -35,7 +35,7 @@ def make_task_info(kind, name="t", n_classes=None, bin_edges=None):
         from modaltune.data.dataset import TaskInfo
 
         return TaskInfo(spec=spec, n_classes=n_classes, class_names=class_names, bin_edges=bin_edges, class_counts=None)
-    except Exception:
+    except Exception:  # noqa: BLE001 - fall back to a stand-in when the data layer's TaskInfo is unavailable
         return SimpleNamespace(spec=spec, n_classes=n_classes, class_names=class_names, bin_edges=bin_edges, class_counts=None)
 
 

@@ -78,7 +78,7 @@ class DemoResult:
     simulated: DemoPart
     real: DemoPart
     seconds: float
-    wsi: "WsiDemoResult | None" = None
+    wsi: WsiDemoResult | None = None
 
 
 def demo_config_dir() -> Path:

@@ -80,7 +80,7 @@ class ValidationReport:
     def add(self, where, message, fix: str = "", severity: str = "error") -> None:
         self.problems.append(Problem(str(where), message, fix, severity))
 
-    def extend(self, other: "ValidationReport") -> None:
+    def extend(self, other: ValidationReport) -> None:
         self.problems.extend(other.problems)
 
     @property

@@ -27,9 +27,9 @@ import secrets
 import shutil
 import socket
 import time
-from pathlib import Path
 from collections.abc import Callable, Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 from modaltune.errors import ModaltuneError
 
@@ -338,7 +338,7 @@ class OutputLock:
     blocks of the same folder, e.g. ``extract_features`` called from a locked CLI run).
     """
 
-    _held: dict[str, int] = {}  # resolved folder -> nesting depth in this process
+    _held: ClassVar[dict[str, int]] = {}  # resolved folder -> nesting depth in this process
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
@@ -346,7 +346,7 @@ class OutputLock:
         self._fd: int | None = None
         self._key = ""
 
-    def acquire(self) -> "OutputLock":
+    def acquire(self) -> OutputLock:
         import fcntl
 
         with disk_errors(self.folder):
@@ -405,7 +405,7 @@ class OutputLock:
             os.close(self._fd)
             self._fd = None
 
-    def __enter__(self) -> "OutputLock":
+    def __enter__(self) -> OutputLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

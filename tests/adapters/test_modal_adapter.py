@@ -1,18 +1,18 @@
 """Modal Adapter: zero-gate identity, frozen backbone, masking of missing modal tokens."""
 import copy
 
+import pytest
+import torch
+
+from modaltune.adapters.modal_adapter import CrossAttention, ModalAdapter
+from modaltune.encoders.slide.gigapath import GigaPathSlideEncoder
+
 # fp32 tolerance for comparing two float code paths of the same model (adapter in train mode with
 # autograd vs the frozen backbone under no_grad): with a parameter that requires grad upstream the
 # backbone layers may pick other CPU kernels (SDPA, LayerNorm backward-ready variants), so the two
 # outputs agree to a few ulps per layer, not bit for bit. ~10 eps per layer for these 4-6 layer nets,
 # on O(1) LayerNorm outputs; a wrong zero-gate would differ by O(0.1).
 FP32_PATH_TOL = dict(rtol=1e-5, atol=1e-5)
-
-import pytest
-import torch
-
-from modaltune.adapters.modal_adapter import CrossAttention, ModalAdapter
-from modaltune.encoders.slide.gigapath import GigaPathSlideEncoder
 
 
 def _tiny_backbone(seed=0):
@@ -190,7 +190,7 @@ def test_groups_starting_after_layer_zero_run_a_frozen_prefix():
     target = torch.randn(2, 64, generator=torch.Generator().manual_seed(5))
     losses = []
     for _ in range(4):
-        slide, c = ad(feats, coords, tokens, mask)
+        slide, _ = ad(feats, coords, tokens, mask)
         loss = (slide - target).pow(2).mean()
         opt.zero_grad()
         loss.backward()

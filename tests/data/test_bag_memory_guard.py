@@ -67,7 +67,8 @@ def test_env_var_budget_units_and_default(big, monkeypatch):
     with pytest.raises(InputError, match="cannot read MODALTUNE_MAX_BAG_BYTES"):
         bag_memory_budget()
     monkeypatch.delenv(MAX_BAG_BYTES_ENV)
-    kb = next(int(ln.split()[1]) for ln in open("/proc/meminfo") if ln.startswith("MemAvailable:"))
+    with open("/proc/meminfo") as fh:
+        kb = next(int(ln.split()[1]) for ln in fh if ln.startswith("MemAvailable:"))
     assert bag_memory_budget() == pytest.approx(kb * 1024 / 2, rel=0.2)  # half of MemAvailable (it moves a little)
     assert bag_memory_budget(12345) == 12345  # the argument wins over everything
 
@@ -125,9 +126,9 @@ def test_capped_multislide_read_equals_capping_the_merged_bag(tmp_path, layout):
 
 
 def test_benchmark_unit_with_too_large_bag_fails_while_others_finish(tmp_path, monkeypatch):
+    from modaltune.benchmark.runner import run_benchmark
     from modaltune.data.simulate import simulate_cohort
     from modaltune.training.experiment_config import BenchmarkConfig
-    from modaltune.benchmark.runner import run_benchmark
 
     torch.set_num_threads(1)
     cohort = simulate_cohort(tmp_path / "cohort", preset="tiny", seed=0, n_patients=24, patches=(16, 32), slides_per_patient=(1, 1), n_folds=2)

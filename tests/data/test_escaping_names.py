@@ -40,10 +40,10 @@ def test_simulate_name_escaping_run_folder_is_a_config_error(tmp_path, name):
 @pytest.mark.parametrize("name", ["../../x", "/tmp/x_abs_split", "sub/x"])
 def test_data_split_name_escaping_splits_is_refused(tmp_path, capsys, name):
     make_cohort(tmp_path / "c")
-    before = {p for p in tmp_path.rglob("*")}
+    before = set(tmp_path.rglob("*"))
     rc = main(["data", "split", str(tmp_path / "c"), "--task", "subtype", "--folds", "2", "--name", name])
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert rc != 0 and len(lines) == 1 and "--name" in lines[0] and repr(name)[1:-1] in lines[0], err
-    assert {p for p in tmp_path.rglob("*")} == before  # nothing written anywhere
+    assert set(tmp_path.rglob("*")) == before  # nothing written anywhere
     assert not Path("/tmp/x_abs_split.csv").exists()

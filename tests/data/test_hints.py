@@ -53,7 +53,7 @@ def test_hints_name_real_commands_and_docs(path):
     commands = _commands()
     for name in _named_commands(text):
         # a second word that is an option value or argument (`modaltune extract --slides`) is not a command
-        ok = name in commands or name.split()[0] in commands and not any(c.startswith(name.split()[0] + " ") for c in commands)
+        ok = name in commands or (name.split()[0] in commands and not any(c.startswith(name.split()[0] + " ") for c in commands))
         assert ok, f"{path.name} names `modaltune {name}`, which is not a command"
     for doc in re.findall(r"\bdocs/[A-Za-z_]+\.md", text):
         assert (REPO / doc).exists(), f"{path.name} names {doc}, which does not exist"

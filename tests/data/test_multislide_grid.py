@@ -52,6 +52,6 @@ def test_property_equal_slides_fit_when_their_square_packing_does(n, seed):
     g = m.coords // TILE
     assert g.min() >= 0 and g.max() < 1000
     # slides stay whole and disjoint: each keeps its own shape (a pure translation)
-    for k, (src, a, b) in enumerate(m.attrs["slides"]):
+    for k, (_src, a, b) in enumerate(m.attrs["slides"]):
         orig = _big_slide(cells, 6, seed + k, d=4).coords
         assert np.array_equal(m.coords[a:b] - m.coords[a:b].min(0), orig - orig.min(0))

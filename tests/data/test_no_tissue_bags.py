@@ -3,10 +3,10 @@ import h5py
 import numpy as np
 
 from modaltune.data.bags import is_no_tissue_bag, write_bag_h5
+from modaltune.data.cohort import Cohort
 from modaltune.data.dataset import CohortPreprocessor, summarize_exclusions
 from modaltune.data.simulate import simulate_cohort
 from modaltune.data.validate import validate_cohort
-from modaltune.data.cohort import Cohort
 
 
 def _flag_empty(path):

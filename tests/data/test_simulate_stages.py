@@ -182,8 +182,7 @@ def test_tasks_class_balance_censoring_and_positive_times():
 def test_tasks_risk_and_logit_are_the_documented_formulas():
     lat = _latent(300)
     clin = simulate_clinical_values(lat, _rng(5))
-    zero = {f: 0.0 for f in ("sub_slide", "sub_omics", "sub_interaction", "sub_shared", "surv_slide", "surv_omics",
-                             "surv_interaction", "surv_stage", "surv_age", "surv_shared")}
+    zero = dict.fromkeys(("sub_slide", "sub_omics", "sub_interaction", "sub_shared", "surv_slide", "surv_omics", "surv_interaction", "surv_stage", "surv_age", "surv_shared"), 0.0)
     sig = SignalSpec.from_any({**zero, "sub_interaction": 2.0, "surv_interaction": 0.5, "surv_age": 0.3})
     t = simulate_tasks(lat, clin, sig, censoring_rate=0.0, max_follow_up_months=np.inf, rng=_rng(6))
     z = {f: lat.factor(f) for f in LATENT_FACTORS}

@@ -1,10 +1,10 @@
 """Fixtures for the slide-encoder tests (helpers live in slide_refs.py)."""
 from __future__ import annotations
 
-import pytest
-import torch
 from pathlib import Path
 
+import pytest
+import torch
 from slide_refs import GIGAPATH_FULL, TITAN_FULL, _need_refs, global_sha256, load_ref, recipe_state_dict
 from slide_refs import ref_dir as _ref_dir
 

@@ -40,7 +40,7 @@ def _need_refs() -> None:
         )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _recipe_module():
     spec = importlib.util.spec_from_file_location("_modaltune_ref_recipe", ref_dir() / "recipe.py")
     mod = importlib.util.module_from_spec(spec)
@@ -48,7 +48,7 @@ def _recipe_module():
     return mod
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_ref(name: str) -> dict:
     _need_refs()
     return torch.load(ref_dir() / name, weights_only=True)

@@ -6,13 +6,12 @@ from typing import Any
 
 import pytest
 import torch
+from slide_refs import GIGAPATH_FULL, GIGAPATH_REDUCED, compare_fields, gigapath_fields, load_ref
 
+import modaltune.layers.attention as att
 from modaltune.encoders.slide.gigapath import GigaPathSlideEncoder, dilated_attention
 from modaltune.errors import InputError
-import modaltune.layers.attention as att
 from modaltune.layers.attention import attention_with_lse, attention_with_lse_reference, lse_backend
-
-from slide_refs import GIGAPATH_FULL, GIGAPATH_REDUCED, compare_fields, gigapath_fields, load_ref
 
 # float32 tolerances against the official float32 outputs. Both sides sum in float32, in a
 # CPU-dependent kernel order, so the difference is a few float32 ulps of each value:

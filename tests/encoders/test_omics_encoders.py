@@ -11,6 +11,7 @@ from torch import nn
 from modaltune.encoders.omics import GeneMixer, MLPEncoder, SNNEncoder
 from modaltune.errors import ConfigError, InputError
 
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     n = torch.get_num_threads()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 from safetensors.torch import save_file
+from slide_refs import load_ref
 
 from modaltune.encoders.slide import (
     GigaPathSlideEncoder,
@@ -12,8 +13,6 @@ from modaltune.encoders.slide import (
     list_slide_encoders,
 )
 from modaltune.errors import ConfigError, InputError
-
-from slide_refs import load_ref
 
 
 def test_list_and_unknown_name():

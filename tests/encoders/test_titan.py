@@ -7,12 +7,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from slide_refs import TITAN_FULL, TITAN_REDUCED, compare_fields, load_ref, titan_fields
 
 from modaltune.encoders.slide.titan import TitanSlideEncoder
 from modaltune.errors import ConfigError, InputError
 from modaltune.layers.alibi import alibi_bias_tile, alibi_slopes, distance_table
-
-from slide_refs import TITAN_FULL, TITAN_REDUCED, compare_fields, load_ref, titan_fields
 
 # float32 against the official float32 outputs (a few float32 ulps, CPU-dependent summation order):
 # normalised outputs (|x| <= 5: slide embedding, pooler tokens, final norm, patch embedding) measure

@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from _eval_task_info import make_task_info
 from pydantic import ValidationError
 
 from modaltune.evaluation import compute_metrics, macro_ovr_auc, summary_table
 from modaltune.evaluation.metrics import clip_time_points, uno_c, uno_tau
 from modaltune.evaluation.probes import CoxProbe, LogisticProbe, probe_task_metrics
-
-from _eval_task_info import make_task_info
 
 T = np.array([2.0, 3.0, 5.0, 7.0, 11.0, 13.0])
 E = np.array([0, 1, 1, 0, 1, 0])

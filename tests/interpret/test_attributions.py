@@ -39,7 +39,7 @@ def test_ig_completeness(tiny_cohort, sharp, task):
     assert list(df["patient_id"].unique()) == ids and set(df["block"]) == {"rna", "clinical"}
     assert (df.groupby("patient_id")["block"].value_counts().unstack()[["rna", "clinical"]].to_numpy()
             == [len(fm.info.omics_feature_names["rna"]), len(fm.info.clinical_feature_names)]).all()
-    for pid, g in df.groupby("patient_id"):
+    for _pid, g in df.groupby("patient_id"):
         total = g["attribution"].sum()
         diff = g["output"].iloc[0] - g["baseline_output"].iloc[0]
         assert abs(diff) > 1e-3  # the output does move between baseline and input

@@ -134,7 +134,7 @@ def test_ridge_estimate_bounds_the_measured_numpy_peak():
 @settings(max_examples=25, deadline=None)
 @given(n=st.integers(2, 40), k=st.integers(1, 50), use_pca=st.booleans(), genes=st.integers(1, 60))
 def test_output_width_predicts_the_fitted_feature_count(n, k, use_pca, genes):
-    info, X, y = _wide(n, genes)
+    info, X, _ = _wide(n, genes)
     m = build_method("coxnet", info, use_pca=use_pca, n_components=k)
     want = m.features.output_width(n)
     assert m.features.fit(X).transform(X).shape[1] == want

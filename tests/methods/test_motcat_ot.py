@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 ot = pytest.importorskip("ot")
 
-from modaltune.layers.optimal_transport import OTCoAttention, unbalanced_plan
+from modaltune.layers.optimal_transport import OTCoAttention, unbalanced_plan  # noqa: E402 - after importorskip: skip the module without POT
 
 
 def test_one_by_one_plan_has_the_closed_form_mass():

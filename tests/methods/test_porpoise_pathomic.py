@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from modaltune.testing.batches import make_batch, make_info
 
 from modaltune.layers.kronecker_fusion import GatedKroneckerFusion
 from modaltune.methods import build_method
 from modaltune.methods.registry import get_method
+from modaltune.testing.batches import make_batch, make_info
 
 FIX = Path(__file__).parent / "fixtures"
 

@@ -12,7 +12,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from modaltune.testing.batches import PATHWAYS, make_batch, make_info
 
 from modaltune.data.cohort import TaskSpec
 from modaltune.data.dataset import TaskInfo
@@ -25,6 +24,7 @@ from modaltune.methods.survpath import (
     load_official_state_dict,
     survpath_attention_mask,
 )
+from modaltune.testing.batches import PATHWAYS, make_batch, make_info
 
 FIXTURE = Path(__file__).parent / "fixtures" / "survpath_official_keys.json"
 T, F = True, False

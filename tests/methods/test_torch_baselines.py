@@ -65,7 +65,7 @@ def test_slide_padding_invariance(name):
     torch.testing.assert_close(model(padded)["embedding"], ref, rtol=1e-5, atol=1e-5)
     # each patient alone (batch of 1) == the same patient in the padded batch
     for i in range(4):
-        single = {k: v for k, v in batch.items()}
+        single = dict(batch)
         single["slide"] = {k: v[i : i + 1, : int(batch["slide"]["mask"][i].sum())] for k, v in batch["slide"].items()}
         single["omics"] = {k: v[i : i + 1] for k, v in batch["omics"].items()}
         single["clinical"] = batch["clinical"][i : i + 1]

@@ -7,9 +7,9 @@ import torch
 
 pytest.importorskip("sentence_transformers")
 
-from modaltune.data.simulate import simulate_cohort  # noqa: E402
-from modaltune.modaltune.probes import ood_probe_scores, probe_scores, task_embeddings  # noqa: E402
-from modaltune.training.trainer import fit, predict  # noqa: E402
+from modaltune.data.simulate import simulate_cohort
+from modaltune.modaltune.probes import ood_probe_scores, probe_scores, task_embeddings
+from modaltune.training.trainer import fit, predict
 
 PARAMS = {"pathways": "builtin", "gene_mixer": {"token_dim": 16, "n_blocks": 1, "channel_hidden": 8},
           "backbone_params": {"embed_dim": 32, "depth": 2, "num_heads": 2}, "attn_dim": 16, "heads": 2, "ffn_dim": 16, "out_dim": 32}
@@ -44,7 +44,7 @@ def test_pan_cancer_fit_predict_and_per_site_probes(fitted):
 
 
 def test_ood_site_is_embedded_and_probed(fitted):
-    c, fold, f, root = fitted
+    _, _, f, root = fitted
     o = simulate_cohort(root / "ood", preset="tiny", seed=5, n_patients=30, sites=("BLCA",))
     of = o.split("kfold5").folds[0]
     ev = list(of.val) or list(of.test)

@@ -7,9 +7,9 @@ import torch
 
 pytest.importorskip("sentence_transformers")
 
-from modaltune.data.dataset import CohortPreprocessor, PatientDataset, collate_patients  # noqa: E402
-from modaltune.data.simulate import simulate_cohort  # noqa: E402
-from modaltune.methods import build_method  # noqa: E402
+from modaltune.data.dataset import CohortPreprocessor, PatientDataset, collate_patients
+from modaltune.data.simulate import simulate_cohort
+from modaltune.methods import build_method
 
 SMALL = {"pathways": "builtin", "gene_mixer": {"token_dim": 8, "n_blocks": 1, "channel_hidden": 8}, "backbone_params": {"embed_dim": 32, "depth": 2, "num_heads": 2},
          "attn_dim": 16, "heads": 2, "ffn_dim": 16, "out_dim": 16, "drop_path": 0.0}

@@ -7,10 +7,10 @@ import torch
 
 pytest.importorskip("sentence_transformers")
 
-from modaltune.data.dataset import CohortPreprocessor, PatientDataset, collate_patients  # noqa: E402
-from modaltune.data.simulate import simulate_cohort  # noqa: E402
-from modaltune.errors import ConfigError  # noqa: E402
-from modaltune.methods import build_method  # noqa: E402
+from modaltune.data.dataset import CohortPreprocessor, PatientDataset, collate_patients
+from modaltune.data.simulate import simulate_cohort
+from modaltune.errors import ConfigError
+from modaltune.methods import build_method
 
 SMALL = {"pathways": "builtin", "gene_mixer": {"token_dim": 16, "n_blocks": 1, "channel_hidden": 8}, "backbone_params": {"embed_dim": 32, "depth": 2, "num_heads": 2},
          "attn_dim": 16, "heads": 2, "ffn_dim": 16, "out_dim": 32, "drop_path": 0.0}
@@ -81,7 +81,7 @@ def test_patient_without_rna_trains_and_predicts(sim):
     assert not bool(b["modality_mask"]["rna"][0])
     m.train()
     out = m(b)
-    loss, per = m.loss(b, out)
+    loss, _ = m.loss(b, out)
     loss.backward()
     assert torch.isfinite(loss)
     m.eval()
@@ -105,7 +105,7 @@ def test_kl_loss_matches_hand_computation(sim):
     b = _batch(ds, [0, 1, 2])
     with torch.no_grad():
         out = m(b)
-        total, per = m.loss(b, out)
+        total, _ = m.loss(b, out)
     enc = get_text_encoder(None)
     ti = {t.spec.name: t for t in pp.info.tasks}
     expect = 0.0
@@ -154,7 +154,7 @@ def test_label_sentence_templates(sim):
 
 def test_saved_projector(sim):
     # (zero-shot scoring of label names by a trained model: tests/modaltune/test_modaltune_objectives.py)
-    _, pp, ds = sim
+    _, pp, _ = sim
     m = _model(pp, projector_seed=7).eval()
     assert int(m.state_dict()["projector.seed"]) == 7 and "projector.weight" in m.state_dict()
     # a rebuilt model with another seed has another projector; loading the state dict restores it

@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 
 pytest.importorskip("sentence_transformers")
-from modaltune.data.cohort import TaskSpec  # noqa: E402
-from modaltune.data.dataset import TaskInfo  # noqa: E402
-from modaltune.errors import ConfigError  # noqa: E402
-from modaltune.methods import build_method  # noqa: E402
+from modaltune.data.cohort import TaskSpec
+from modaltune.data.dataset import TaskInfo
+from modaltune.errors import ConfigError
+from modaltune.methods import build_method
 from modaltune.testing.batches import make_batch, make_info
 
 SMALL = {"gene_mixer": {"token_dim": 8, "n_blocks": 1, "channel_hidden": 8}, "backbone_params": {"embed_dim": 16, "depth": 2, "num_heads": 2},
@@ -60,7 +60,7 @@ def test_text_cls_objective_is_cross_entropy_of_similarity_logits():
     b = _breast_batch(info, B=6)
     with torch.no_grad():
         out = m(b)
-        total, per = m.loss(b, out)
+        _, per = m.loss(b, out)
     s = F.normalize(out["task_embeddings"]["subtype"], dim=1)
     logits = s @ _class_targets(m, "breast", [DUCT, LOBULAR]).T / 0.07
     torch.testing.assert_close(out["outputs"]["subtype"], logits, rtol=1e-4, atol=1e-4)  # cls_output text: the outputs ARE these logits

@@ -11,15 +11,15 @@ import torch
 
 pytest.importorskip("sentence_transformers")
 
-from modaltune.adapters.modal_adapter import Injector, gate_diagnostics, init_gates  # noqa: E402
-from modaltune.data.dataset import CohortPreprocessor  # noqa: E402
-from modaltune.data.simulate import simulate_cohort  # noqa: E402
-from modaltune.errors import ConfigError, InputError  # noqa: E402
-from modaltune.losses import kl_text_distillation  # noqa: E402
-from modaltune.methods import build_method  # noqa: E402
-from modaltune.methods.modaltune import ModalTuneParams, resolve_protocol  # noqa: E402
-from modaltune.modaltune.target_checks import check_target_leakage, find_target_leakage, separability_report  # noqa: E402
-from modaltune.training.module import MultiTaskLightningModule  # noqa: E402
+from modaltune.adapters.modal_adapter import Injector, gate_diagnostics, init_gates
+from modaltune.data.dataset import CohortPreprocessor
+from modaltune.data.simulate import simulate_cohort
+from modaltune.errors import ConfigError, InputError
+from modaltune.losses import kl_text_distillation
+from modaltune.methods import build_method
+from modaltune.methods.modaltune import ModalTuneParams, resolve_protocol
+from modaltune.modaltune.target_checks import check_target_leakage, find_target_leakage, separability_report
+from modaltune.training.module import MultiTaskLightningModule
 
 SMALL = {"pathways": "builtin", "gene_mixer": {"token_dim": 16, "n_blocks": 1, "channel_hidden": 8}, "backbone_params": {"embed_dim": 32, "depth": 2, "num_heads": 2},
          "attn_dim": 16, "heads": 2, "ffn_dim": 16, "out_dim": 32, "drop_path": 0.0}
@@ -141,9 +141,8 @@ def test_paper_protocol_resolves_and_explicit_params_win():
 
 
 def test_paper_protocol_trains_one_epoch_and_writes_its_reports(sim, tmp_path):
-    from modaltune.training.trainer import fit
-
     from modaltune.data.splits import Fold
+    from modaltune.training.trainer import fit
 
     c, _ = sim
     f0 = c.split("kfold5").folds[0]

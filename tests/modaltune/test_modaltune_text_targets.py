@@ -8,11 +8,11 @@ import torch
 
 pytest.importorskip("sentence_transformers")
 
-from modaltune.data.dataset import CohortPreprocessor, PatientDataset, collate_patients  # noqa: E402
-from modaltune.data.simulate import simulate_cohort  # noqa: E402
-from modaltune.errors import ConfigError, InputError  # noqa: E402
-from modaltune.methods import build_method  # noqa: E402
-from modaltune.modaltune.text_targets import SentenceStats, label_sentences  # noqa: E402
+from modaltune.data.dataset import CohortPreprocessor, PatientDataset, collate_patients
+from modaltune.data.simulate import simulate_cohort
+from modaltune.errors import ConfigError, InputError
+from modaltune.methods import build_method
+from modaltune.modaltune.text_targets import SentenceStats, label_sentences
 
 SMALL = {"pathways": "builtin", "gene_mixer": {"token_dim": 8, "n_blocks": 1, "channel_hidden": 8}, "backbone_params": {"embed_dim": 16, "depth": 2, "num_heads": 2},
          "attn_dim": 8, "heads": 2, "ffn_dim": 8, "out_dim": 16, "drop_path": 0.0}
@@ -59,7 +59,7 @@ def test_stage_tnm_reach_the_models_kl_targets(staged):
     b = collate_patients([ds[i] for i in range(3)])
     with torch.no_grad():
         out = m(b)
-        total, per = m.loss(b, out)
+        _, per = m.loss(b, out)
     expect = [_expected_survival_sentence(pp, b, r, SPOKEN[r]) for r in range(3) if bool(b["target_mask"]["survival"][r])]
     assert [s for s in seen if "Survival status" in s] == expect
     # and the KL value is the hand computation on exactly those sentences
@@ -92,7 +92,7 @@ def test_fragment_list_templates_and_unknown_fragments(staged):
             assert sents[r] == f"Cancer location: breast; {stage[r]}Cancer diagnosis: {names[int(b['targets']['subtype']['label'][r])].lower()}."
     assert stats.missing["stage"] == int(usable[2]) and stats.written["stage"] == int(usable[0]) + int(usable[1])
     # the general template: site + diagnosis + stage/TNM + survival, for the survival task too
-    gen, ok = label_sentences(b, pp.info.tasks, "survival", "general")
+    gen, _ = label_sentences(b, pp.info.tasks, "survival", "general")
     r = 0
     dx = names[int(b["targets"]["subtype"]["label"][r])].lower()
     assert gen[r] == _expected_survival_sentence(pp, b, r, f"Cancer diagnosis: {dx}; " + SPOKEN[0])

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 pytest.importorskip("sentence_transformers")
-from modaltune.methods import build_method  # noqa: E402
+from modaltune.methods import build_method
 from modaltune.testing.batches import make_batch, make_info
 
 SMALL = {"gene_mixer": {"token_dim": 8, "n_blocks": 1, "channel_hidden": 8}, "backbone_params": {"embed_dim": 16, "depth": 2, "num_heads": 2},

@@ -40,10 +40,9 @@ def test_written_bag_has_trident_layout(tmp_path, n_rows):
 
 def test_exception_leaves_no_file(tmp_path):
     path = tmp_path / "s1.h5"
-    with pytest.raises(RuntimeError):
-        with _writer(path, n_rows=4) as w:
-            w.append(np.zeros((2, 4), np.float32), np.zeros((2, 2), np.int64))
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), _writer(path, n_rows=4) as w:
+        w.append(np.zeros((2, 4), np.float32), np.zeros((2, 2), np.int64))
+        raise RuntimeError("killed")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -106,10 +105,9 @@ def test_failure_inside_commit_leaves_no_file(tmp_path, monkeypatch, step):
             return real_replace(src, dst, *a, **k)
 
         monkeypatch.setattr(h5writer.os, "replace", failing_replace)
-    with pytest.raises(BagWriteError) as e:
-        with _writer(path, n_rows=2) as w:
-            w.append(np.ones((2, 4), np.float32), np.zeros((2, 2), np.int64))
-            w.commit()
+    with pytest.raises(BagWriteError) as e, _writer(path, n_rows=2) as w:
+        w.append(np.ones((2, 4), np.float32), np.zeros((2, 2), np.int64))
+        w.commit()
     monkeypatch.undo()
     err = e.value
     assert isinstance(err, OSError) and err.step == {"flush": "flushing", "close": "closing", "replace": "renaming"}[step]
@@ -125,10 +123,9 @@ def test_failed_rewrite_keeps_the_previous_bag(tmp_path, monkeypatch):
         w.append(np.full((1, 4), 7, np.float32), np.zeros((1, 2), np.int64))
         w.commit()
     monkeypatch.setattr(h5py.File, "flush", _h5py_write_error)
-    with pytest.raises(BagWriteError):
-        with _writer(path, n_rows=1) as w:
-            w.append(np.zeros((1, 4), np.float32), np.zeros((1, 2), np.int64))
-            w.commit()
+    with pytest.raises(BagWriteError), _writer(path, n_rows=1) as w:
+        w.append(np.zeros((1, 4), np.float32), np.zeros((1, 2), np.int64))
+        w.commit()
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s1.h5"] and bag_is_complete(path)
     with h5py.File(path) as f:

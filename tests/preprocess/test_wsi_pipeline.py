@@ -290,8 +290,8 @@ def test_ray_run_checks_the_encoder_weights_once_before_any_task(synth, tmp_path
 @pytest.mark.slow
 def test_ray_tasks_match_local_run(synth, tmp_path):
     ray = pytest.importorskip("ray", reason="needs the [distributed] extra")
-    a, b = synth("ra.tif", 768, 512), synth("rb.tif", 768, 512, seed=3)
-    local = extract_features(a.parent, tmp_path / "local", patch_size=128, **FAST)
+    a, _ = synth("ra.tif", 768, 512), synth("rb.tif", 768, 512, seed=3)  # rb.tif: the second slide of the folder
+    extract_features(a.parent, tmp_path / "local", patch_size=128, **FAST)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         dist = extract_features(a.parent, tmp_path / "ray", patch_size=128, ray_address="auto", **FAST)

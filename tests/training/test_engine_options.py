@@ -164,8 +164,8 @@ def test_fit_command_over_all_folds_and_resume(tiny_cohort_dir, tmp_path):
     ],
 )
 def test_process_counts_and_ray_resource_requests(trainer, n, ray):
-    from modaltune.training.experiment_config import TrainerConfig
     from modaltune.benchmark.launch import num_processes, ray_task_options
+    from modaltune.training.experiment_config import TrainerConfig
 
     t = TrainerConfig(**trainer)
     assert num_processes(t) == n

@@ -4,7 +4,6 @@ toy problem where one modality dominates, refusal at config load, and the per-ep
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -23,7 +22,6 @@ from modaltune.training.modulation import (
     shapley_values,
     update_running,
 )
-
 
 FAST = {"max_epochs": 2, "progress_bar": False, "logger": "csv", "batch_size": 4}
 

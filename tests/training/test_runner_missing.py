@@ -6,8 +6,8 @@ import json
 
 import pandas as pd
 
-from modaltune.training.experiment_config import BenchmarkConfig
 from modaltune.benchmark.runner import plan_units, run_benchmark
+from modaltune.training.experiment_config import BenchmarkConfig
 
 TRAINER = {"max_epochs": 1, "accumulate_grad_batches": 4, "max_patches": 16, "logger": "none"}
 

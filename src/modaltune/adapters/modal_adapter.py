@@ -34,7 +34,7 @@ True = valid; only ``nn.MultiheadAttention``'s ``key_padding_mask`` gets the inv
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -193,7 +193,7 @@ def init_gates(injectors: Sequence[Injector], how: str = "zero", value: float = 
                 inj.gamma.copy_(torch.randn(inj.gamma.shape, generator=g) * float(value))
 
 
-def gate_diagnostics(adapter: "ModalAdapter") -> dict[str, float]:
+def gate_diagnostics(adapter: ModalAdapter) -> dict[str, float]:
     """Per interaction group ``g``: ``gate_abs_mean/g<g>`` = mean |gamma_g| over channels and
     ``update_ratio/g<g>`` = ||gamma_g * CrossAttn(x, c)|| / ||x|| of the last forward (patch tokens
     entering group g, mean over patients; absent before any forward)."""
@@ -301,7 +301,7 @@ class ModalAdapter(nn.Module):
                 p.requires_grad_(False)
             self.backbone.eval()
 
-    def train(self, mode: bool = True) -> "ModalAdapter":
+    def train(self, mode: bool = True) -> ModalAdapter:
         super().train(mode)
         if self.freeze_backbone:
             self.backbone.eval()  # frozen backbone: no dropout / drop-path, ever

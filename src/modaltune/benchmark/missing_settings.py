@@ -64,8 +64,8 @@ def identity(cfg: Any, name: str, fold: int) -> dict[str, Any]:
     s = _by_name(cfg, name)
     out = s.model_dump(mode="json", exclude_none=True) | {"split_seed": cfg.split.seed}
     if s.dispro:
-        from modaltune.evaluation.missing import _dispro_file
         from modaltune.benchmark.run_folder import sha256_file
+        from modaltune.evaluation.missing import _dispro_file
 
         try:
             out["dispro_file_sha"] = sha256_file(_dispro_file(Path(s.dispro), fold, s.name))[:16]

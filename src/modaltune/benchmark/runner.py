@@ -111,7 +111,7 @@ class Unit:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Unit":
+    def from_dict(cls, d: dict[str, Any]) -> Unit:
         return cls(**{**d, "tasks": tuple(d["tasks"])})
 
 
@@ -236,7 +236,7 @@ def _evaluate_unit(cfg: BenchmarkConfig, fitted: Any, cohort: Any, fold: Any, pr
             raise UnitFailure(f"task '{name}': every metric is undefined on fold {fold.index} ({why})")
         for metric, value in mv.items():
             rows.append({"task": name, "metric": metric, "value": float(value), "reason": mv.reasons.get(metric, ""), "n_used": mv.n_used, "n_masked": mv.n_masked})
-        notes[name] = {"n_used": mv.n_used, "n_masked": mv.n_masked, "reasons": dict(mv.reasons), "notes": {k: v for k, v in mv.notes.items()}}
+        notes[name] = {"n_used": mv.n_used, "n_masked": mv.n_masked, "reasons": dict(mv.reasons), "notes": dict(mv.notes)}
     return rows, notes
 
 
@@ -336,7 +336,7 @@ def run_unit(unit: Unit | dict, cfg: BenchmarkConfig | dict, out_dir: str | Path
             _write_unit_folder(tmp, cfg, preds, metrics, emb, meta, part, work, unit, t0, chash, resolved, fold, ids, fitted, tcfg, notes, probe_notes, missing_rec)
         shutil.rmtree(work, ignore_errors=True)
         return {"uid": unit.uid, "status": "done", "reason": "", "seconds": round(time.time() - t0, 3)}
-    except Exception as exc:  # noqa: BLE001 - a unit failure must not stop the benchmark
+    except Exception as exc:
         stop = disk_error_from(exc, out_dir, STOP_ERRNOS)
         if stop is not None:  # a full / read-only disk fails every later unit too: stop the run
             raise stop from exc
@@ -428,7 +428,7 @@ def _execute(units: list[Unit], cfg: BenchmarkConfig, out_dir: Path, workers: in
                         u = pending.pop(ref)
                         try:
                             results[u.uid] = ray.get(ref)
-                        except Exception as exc:  # a crashed worker: record, go on
+                        except Exception as exc:  # noqa: BLE001 - a crashed ray worker: record the unit as failed, go on
                             results[u.uid] = {"uid": u.uid, "status": "failed", "reason": f"ray task crashed: {type(exc).__name__}: {exc}".replace("\n", " ")}
                         bar.update(1)
             finally:
@@ -450,7 +450,7 @@ def _execute(units: list[Unit], cfg: BenchmarkConfig, out_dir: Path, workers: in
                         results[u.uid] = fut.result()
                     except DiskError:
                         raise
-                    except Exception as exc:  # e.g. a worker killed by the OOM killer
+                    except Exception as exc:  # noqa: BLE001 - a crashed worker (e.g. killed by the OOM killer): record, go on
                         results[u.uid] = {"uid": u.uid, "status": "failed", "reason": f"worker crashed: {type(exc).__name__}: {exc}".replace("\n", " ")}
                     bar.update(1)
             except BaseException:
@@ -511,7 +511,7 @@ def _pooled_ci_lines(cfg: BenchmarkConfig, predictions: pd.DataFrame, infos: dic
         "| method | cohort | task | seed | metric | estimate | CI |",
         "|---|---|---|---|---|---|---|",
     ]
-    for (method, cohort, tasks, task, seed), g in predictions.groupby(["method", "cohort", "tasks", "task", "seed"], sort=False):
+    for (method, cohort, _tasks, task, seed), g in predictions.groupby(["method", "cohort", "tasks", "task", "seed"], sort=False):
         info = infos.get((cohort, task))
         if info is None:
             continue
@@ -538,7 +538,7 @@ def _collapse_notes(predictions: pd.DataFrame, infos: dict[tuple[str, str], Any]
     notes = []
     if predictions.empty:
         return notes
-    for (method, cohort, tasks, task, fold, seed), g in predictions.groupby(["method", "cohort", "tasks", "task", "fold", "seed"], sort=False):
+    for (method, cohort, _tasks, task, fold, seed), g in predictions.groupby(["method", "cohort", "tasks", "task", "fold", "seed"], sort=False):
         info = infos.get((cohort, task))
         if info is None:
             continue

@@ -26,9 +26,10 @@ from __future__ import annotations
 import os
 import stat
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -295,7 +296,7 @@ def _read_h5_dataset(ds, path: Path, *, check_finite: bool = False) -> tuple[np.
     try:
         if ds.chunks is None and ds.compression is None and dtype.kind in "fiu" and dtype.byteorder in ("<", "=", "|") and ds.size > 0:
             offset = ds.id.get_offset()
-    except Exception:  # pragma: no cover - exotic storage layouts
+    except Exception:  # noqa: BLE001 - exotic storage layouts fall back to reads through h5py  # pragma: no cover
         offset = None
     if offset is None:
         try:
@@ -702,7 +703,7 @@ def _available_ram_bytes() -> int | None:
         import psutil
 
         return int(psutil.virtual_memory().available)
-    except Exception:  # psutil absent or unsupported platform
+    except Exception:  # noqa: BLE001 - optional psutil probe: absent or unsupported platform
         pass
     try:
         return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
@@ -762,7 +763,7 @@ def _read_rows_h5(path: Path, rows: np.ndarray, attrs: dict[str, Any] | None = N
         try:
             if ds.chunks is None and ds.compression is None and ds.dtype.kind in "fiu" and ds.dtype.byteorder in ("<", "=", "|") and ds.size > 0:
                 offset = ds.id.get_offset()
-        except Exception:  # pragma: no cover - exotic storage layouts
+        except Exception:  # noqa: BLE001 - exotic storage layouts fall back to reads through h5py  # pragma: no cover
             offset = None
         try:
             if len(rows) == 0:  # no sampled row in this slide

@@ -117,7 +117,7 @@ class ClinicalEncoder:
             raise InputError(problems[0] + more, where=where, fix=_FIX)
 
     # ------------------------------------------------------------------ fit / transform
-    def fit(self, train: pd.DataFrame, where: str = "clinical.csv") -> "ClinicalEncoder":
+    def fit(self, train: pd.DataFrame, where: str = "clinical.csv") -> ClinicalEncoder:
         """Fit numeric means/stds on the training patients' rows (patients x fields)."""
         self._raise_first(train, where)
         self.stats_ = {}

@@ -76,7 +76,7 @@ class TaskSpec(_Strict):
     description: str = ""
 
     @model_validator(mode="after")
-    def _check_kind_fields(self) -> "TaskSpec":
+    def _check_kind_fields(self) -> TaskSpec:
         if self.kind == "classification":
             if not self.label_column:
                 raise ValueError(f"task '{self.name}': classification needs 'label_column'")
@@ -116,7 +116,7 @@ class ClinicalField(_Strict):
     description: str = ""
 
     @model_validator(mode="after")
-    def _check(self) -> "ClinicalField":
+    def _check(self) -> ClinicalField:
         if self.kind in ("categorical", "ordinal") and not self.categories:
             raise ValueError(f"clinical field '{self.name}': {self.kind} needs 'categories'")
         return self
@@ -159,7 +159,7 @@ class CohortManifest(_Strict):
     files: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _unique_names(self) -> "CohortManifest":
+    def _unique_names(self) -> CohortManifest:
         for what, names in (("task", [t.name for t in self.tasks]), ("modality", [m.name for m in self.modalities])):
             dup = sorted({n for n in names if names.count(n) > 1})
             if dup:
@@ -425,7 +425,7 @@ class Cohort:
         report.raise_if_errors()
 
     # ------------------------------------------------------------------ subsets
-    def subset(self, patient_ids: list[str], name: str | None = None) -> "Cohort":
+    def subset(self, patient_ids: list[str], name: str | None = None) -> Cohort:
         """A new cohort restricted to ``patient_ids`` (same manifest, same root)."""
         ids = [str(p) for p in patient_ids]
         unknown = [p for p in ids if p not in self.patients.index]
@@ -505,7 +505,7 @@ class Cohort:
         return self.splits[name]
 
     @classmethod
-    def load(cls, root: str | Path) -> "Cohort":
+    def load(cls, root: str | Path) -> Cohort:
         """Read a cohort directory. Structural errors raise :class:`InputError`; use
         :func:`modaltune.data.validate.validate_cohort` to list every problem at once."""
         root = Path(root)

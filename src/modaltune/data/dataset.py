@@ -170,7 +170,7 @@ class CohortPreprocessor:
         self.train_ids: list[str] = []
 
     # ------------------------------------------------------------------ fit
-    def fit(self, train_ids: list[str]) -> "CohortPreprocessor":
+    def fit(self, train_ids: list[str]) -> CohortPreprocessor:
         c = self.cohort
         train_ids = [str(p) for p in train_ids]
         unknown = [p for p in train_ids if p not in c.patients.index]

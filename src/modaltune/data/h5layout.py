@@ -43,7 +43,7 @@ def _version() -> str:
         from modaltune import __version__
 
         return str(__version__)
-    except Exception:  # pragma: no cover - partial installs
+    except Exception:  # noqa: BLE001 - partial installs: the version is informational only  # pragma: no cover
         return "unknown"
 
 

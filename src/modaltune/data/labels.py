@@ -71,13 +71,13 @@ def given_mask(col: pd.Series) -> np.ndarray:
     return notna & ~blank
 
 
-def _problem(task: "TaskSpec", column: str, what: str, ids: np.ndarray, values: np.ndarray, fix: str) -> LabelProblem:
+def _problem(task: TaskSpec, column: str, what: str, ids: np.ndarray, values: np.ndarray, fix: str) -> LabelProblem:
     pids = [str(p) for p in ids]
     shown = examples(pids)
     return LabelProblem(task.name, column, f"task '{task.name}': {what} for {len(pids)} patient(s): {shown}", fix, tuple(pids), tuple(values.tolist()))
 
 
-def label_problems(task: "TaskSpec", patients: pd.DataFrame) -> tuple[list[LabelProblem], np.ndarray]:
+def label_problems(task: TaskSpec, patients: pd.DataFrame) -> tuple[list[LabelProblem], np.ndarray]:
     """Wrong labels of ``task`` in ``patients`` (indexed by patient id) and the usable-label mask.
 
     The task's columns must exist (callers report a missing column themselves).

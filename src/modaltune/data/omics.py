@@ -185,7 +185,7 @@ class PathwaySet:
         return len(self.members)
 
     @classmethod
-    def from_matrix(cls, matrix: pd.DataFrame, source: str = "") -> "PathwaySet":
+    def from_matrix(cls, matrix: pd.DataFrame, source: str = "") -> PathwaySet:
         """From a genes x pathways 0/1 DataFrame (index = gene symbols)."""
         m = matrix.apply(pd.to_numeric, errors="coerce").fillna(0)
         genes = np.asarray([str(g).strip() for g in m.index])
@@ -240,7 +240,7 @@ def read_gmt(path: str | Path) -> PathwaySet:
     return PathwaySet(members, str(path))
 
 
-def read_pathways(source: "str | Path | pd.DataFrame | PathwaySet") -> PathwaySet:
+def read_pathways(source: str | Path | pd.DataFrame | PathwaySet) -> PathwaySet:
     """A :class:`PathwaySet` from a ``.gmt`` file, a CSV matrix, a genes x pathways DataFrame or a PathwaySet."""
     if isinstance(source, PathwaySet):
         return source
@@ -279,7 +279,7 @@ class PathwayTokens:
         return f"{len(self.names)}/{n} pathways kept ({len(self.dropped)} dropped: too few genes in the table), {genes} table genes used"
 
 
-def tokenize_pathways(membership: "str | Path | pd.DataFrame | PathwaySet", genes: list[str] | pd.Index, *, min_genes: int = 1) -> PathwayTokens:
+def tokenize_pathways(membership: str | Path | pd.DataFrame | PathwaySet, genes: list[str] | pd.Index, *, min_genes: int = 1) -> PathwayTokens:
     """Per-pathway gene index lists into ``genes`` (the omics table's columns), with a coverage report.
 
     Genes are matched by exact symbol (whitespace stripped). Pathways with fewer than ``min_genes``
@@ -340,7 +340,7 @@ class OmicsScaler:
         self.center_: np.ndarray | None = None
         self.scale_: np.ndarray | None = None
 
-    def fit(self, train: pd.DataFrame) -> "OmicsScaler":
+    def fit(self, train: pd.DataFrame) -> OmicsScaler:
         """Fit on the training patients' rows (patients x genes)."""
         if len(train) == 0:
             raise InputError("cannot fit omics scaling on 0 training patients", fix="check the split: no training patient has this omics modality")

@@ -363,7 +363,7 @@ def _prepare_out(out: str | Path | None, overwrite: bool | None) -> Path:
             try:
                 raw = yaml.safe_load(manifest.read_text()) or {}
                 previous_sim = bool(raw.get("synthetic")) and "simulation" in (raw.get("extra") or {})
-            except Exception:
+            except Exception:  # noqa: BLE001 - an unreadable manifest just means not a previous simulation
                 previous_sim = False
         allowed = overwrite if overwrite is not None else previous_sim
         if not allowed or not manifest.exists():

@@ -95,7 +95,7 @@ class SplitSet:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, name: str | None = None, protocol: str = "") -> "SplitSet":
+    def load(cls, path: str | Path, name: str | None = None, protocol: str = "") -> SplitSet:
         path = Path(path)
         if not path.exists():
             raise InputError("split file not found", where=path, fix="create splits with `modaltune data split` or an importer")

@@ -71,7 +71,7 @@ def _read_csv(report: ValidationReport, path: Path, required: bool, id_col: str 
         return None
     try:
         df = pd.read_csv(path, dtype={id_col: str} if id_col else None)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - an untrusted file: any parse failure is one report line
         report.add(path, f"cannot read CSV ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})", "check that the file is a valid CSV table")
         return None
     if id_col and id_col not in df.columns:
@@ -450,7 +450,7 @@ def validate_cohort(
                     tab = tab.set_index("patient_id")
                 tab.index = tab.index.astype(str)
                 omics[m.name] = (tab, path)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - an untrusted file: any parse failure is one report line
                 report.add(path, f"cannot read omics table ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})", "re-create the table (Parquet or CSV, index patient_id)")
                 omics[m.name] = (None, path)
 
@@ -476,9 +476,8 @@ def validate_cohort(
         _check_clinical(report, manifest, clin, (root / "clinical.csv") if root else "clinical", known)
     elif manifest.clinical_fields and "clinical" in kinds:
         report.add((root / "clinical.csv") if root else "clinical", "clinical fields are declared but there is no clinical table", "add clinical.csv or remove the clinical modality", severity="warning")
-    if text is not None and len(text):
-        if "patient_id" in text.columns:
-            _duplicates(report, (root / "text.csv") if root else "text", text["patient_id"])
+    if text is not None and len(text) and "patient_id" in text.columns:
+        _duplicates(report, (root / "text.csv") if root else "text", text["patient_id"])
     if "slide" in kinds:
         _check_slides(report, {"slides": slides, "slides_where": (root / "slides.csv") if root else "slides", "root": root}, manifest, known, check_bags, max_bags)
     if root is not None:

@@ -6,7 +6,7 @@ categorical/ordinal fields one-hot encoded with an explicit 'missing' level (see
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

@@ -18,7 +18,8 @@ Helpers :func:`slide_branch`, :func:`omics_branch`, :func:`clinical_branch` buil
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -315,7 +316,7 @@ def resolve_modalities(info: Any, modalities: Sequence[str] | None) -> list[tupl
     ``None`` means every modality the cohort has. ``"omics"`` means all omics blocks in one branch.
     """
     slide = slide_modality_name(info) if getattr(info, "slide_dim", None) else None
-    omics = list((getattr(info, "omics_dims", None) or {}))
+    omics = list(getattr(info, "omics_dims", None) or {})
     clinical = clinical_modality_name(info) if getattr(info, "clinical_dim", 0) else None
     if modalities is None:
         out = [("slide", slide)] if slide else []

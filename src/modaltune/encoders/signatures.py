@@ -15,9 +15,9 @@ build time; :class:`SignatureSNNs` gathers those columns in the forward pass.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd

@@ -542,7 +542,7 @@ def _surv_columns(df: pd.DataFrame) -> list[str]:
         raise InputError(f"survival curve columns must be named surv_<bin index>, got {cols}") from exc
 
 
-def _class_arrays(task_info: "TaskInfo", predictions_df: pd.DataFrame, where: str) -> tuple[np.ndarray, np.ndarray]:
+def _class_arrays(task_info: TaskInfo, predictions_df: pd.DataFrame, where: str) -> tuple[np.ndarray, np.ndarray]:
     """(y (N,) class index or -1 = no label, probs (N, C)) of a classification prediction table."""
     classes = list(task_info.class_names or task_info.spec.classes)
     pcols = [f"prob_{c}" for c in classes]
@@ -576,7 +576,7 @@ class PooledMetric:
     not supported. An undefined value (e.g. no event drawn) is NaN, as in :func:`compute_metrics`.
     """
 
-    def __init__(self, task_info: "TaskInfo", name: str):
+    def __init__(self, task_info: TaskInfo, name: str):
         kind = task_info.spec.kind
         get_metric(name, kind)
         if METRICS[name].needs_train or METRICS[name].needs_curves:
@@ -630,7 +630,7 @@ class PooledMetric:
 
 
 def compute_metrics(
-    task_info: "TaskInfo",
+    task_info: TaskInfo,
     predictions_df: pd.DataFrame,
     train_df: pd.DataFrame | None = None,
     metrics: Sequence[str] | None = None,

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from modaltune.errors import ConfigError, InputError
 
@@ -73,7 +73,7 @@ class MissingSetting(BaseModel):
     dispro: str | None = None
 
     @model_validator(mode="after")
-    def _name(self) -> "MissingSetting":
+    def _name(self) -> MissingSetting:
         if not self.name:
             object.__setattr__(self, "name", f"W{round(self.slide * 100)}_O{round(self.omics * 100)}")
         if not re.fullmatch(r"[A-Za-z0-9_.+=-]+", self.name):
@@ -109,7 +109,7 @@ def parse_setting(item: str | dict[str, Any] | MissingSetting, where: str = "eva
             return MissingSetting(name=str(d.get("name") or setting), slide=w, omics=o, dispro=str(d["dispro"]))
         try:
             return MissingSetting.model_validate(d)
-        except Exception as exc:  # pydantic's message, on one line
+        except ValidationError as exc:  # pydantic's message, on one line
             raise ConfigError(f"bad missing-modality setting {item}: {str(exc).splitlines()[-1].strip()}", where=where, fix="write {slide: 0.2, omics: 0.4} with rates in [0, 1]") from None
     raise ConfigError(f"a missing-modality setting must be a string or a dict, got {item!r}", where=where, fix="write e.g. W20_O40")
 
@@ -192,7 +192,7 @@ def read_dispro_fold(folder: str | Path, fold: int, name: str) -> pd.DataFrame:
         raise InputError(f"DisPro split file lacks column(s) {lack} (has {list(df.columns)})", where=path, fix="use the csv_missing_cleaned files of the DisPro repository")
     if df["ID"].duplicated().any():
         raise InputError(f"case id {df.loc[df['ID'].duplicated(), 'ID'].iloc[0]} appears twice", where=path, fix="one row per case")
-    empty = lambda s: s.isna() | (s.astype(str).str.strip() == "")  # noqa: E731
+    empty = lambda s: s.isna() | (s.astype(str).str.strip() == "")
     return pd.DataFrame({"partition": df["Split"].str.strip().to_numpy(), "drop_slide": empty(df["WSI"]).to_numpy(), "drop_omics": empty(df["Omics"]).to_numpy()},
                         index=pd.Index(df["ID"].str.strip(), name="patient_id"))
 

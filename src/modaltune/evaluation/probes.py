@@ -34,7 +34,7 @@ class Standardizer:
     def __init__(self, ddof: int = 1):
         self.ddof = ddof
 
-    def fit(self, x: np.ndarray) -> "Standardizer":
+    def fit(self, x: np.ndarray) -> Standardizer:
         self.mean_ = x.mean(0)
         sd = x.std(0, ddof=self.ddof) if len(x) > self.ddof else np.zeros(x.shape[1])
         self.scale_ = np.where(sd > 0, sd, 1.0)
@@ -59,7 +59,7 @@ def _check_X(x, name: str, dim: int | None = None) -> np.ndarray:
 def _survival_target(y, name: str) -> tuple[np.ndarray, np.ndarray]:
     """(time, event) from a (time, event) tuple, a DataFrame/dict with time/event, a structured
     array (event, time) or an (N, 2) array [time, event]."""
-    if isinstance(y, pd.DataFrame) or isinstance(y, dict):
+    if isinstance(y, (pd.DataFrame, dict)):
         if "time" not in y or "event" not in y:
             raise InputError(f"{name} survival target needs 'time' and 'event'")
         t, e = np.asarray(y["time"], float), np.asarray(y["event"], float)
@@ -90,7 +90,7 @@ class LogisticProbe:
             raise ConfigError(f"LogisticProbe C must be > 0, got {C}")
         self.C, self.standardize, self.max_iter, self.seed = C, standardize, max_iter, seed
 
-    def fit(self, X, y) -> "LogisticProbe":
+    def fit(self, X, y) -> LogisticProbe:
         from sklearn.linear_model import LogisticRegression
         from sklearn.multiclass import OneVsRestClassifier
 
@@ -139,7 +139,7 @@ class CoxProbe:
             raise ConfigError(f"CoxProbe penalizer must be >= 0, got {penalizer}")
         self.penalizer, self.standardize, self.ties, self.max_iter = penalizer, standardize, ties, max_iter
 
-    def fit(self, X, y) -> "CoxProbe":
+    def fit(self, X, y) -> CoxProbe:
         import warnings
 
         from sksurv.linear_model import CoxPHSurvivalAnalysis

@@ -34,7 +34,7 @@ __all__ = [
 SURVIVAL_HEADS = ("discrete", "cox")
 
 
-def head_output_dim(task_info: "TaskInfo", survival_head: str = "discrete") -> int:
+def head_output_dim(task_info: TaskInfo, survival_head: str = "discrete") -> int:
     """Number of outputs of the head of ``task_info`` (1 for Cox/regression, squeezed to (B,))."""
     kind = task_info.spec.kind
     name = task_info.spec.name
@@ -100,7 +100,7 @@ class TaskHead(nn.Module):
 
 
 def build_head(
-    task_info: "TaskInfo",
+    task_info: TaskInfo,
     in_dim: int,
     *,
     survival_head: str = "discrete",
@@ -131,7 +131,7 @@ def survival_curve(hazard_logits: torch.Tensor) -> torch.Tensor:
     return torch.exp(torch.cumsum(torch.nn.functional.logsigmoid(-hazard_logits), dim=1))
 
 
-def risk_from_output(task_info: "TaskInfo", output: torch.Tensor, survival_head: str = "discrete") -> torch.Tensor:
+def risk_from_output(task_info: TaskInfo, output: torch.Tensor, survival_head: str = "discrete") -> torch.Tensor:
     """Risk score (B,) of a survival output; higher = earlier expected event.
 
     - ``discrete``: ``-sum_k S_k`` (negative expected number of survived bins, MCAT/PORPOISE).
@@ -159,7 +159,7 @@ def risk_from_output(task_info: "TaskInfo", output: torch.Tensor, survival_head:
     raise ConfigError(f"unknown survival head '{survival_head}'", fix=f"use one of {list(SURVIVAL_HEADS)}")
 
 
-def probs_from_output(task_info: "TaskInfo", output: torch.Tensor) -> torch.Tensor:
+def probs_from_output(task_info: TaskInfo, output: torch.Tensor) -> torch.Tensor:
     """Class probabilities softmax(logits): (B, C) -> (B, C), rows sum to 1."""
     if task_info.spec.kind != "classification":
         raise InputError(f"probabilities are defined for classification tasks; task '{task_info.spec.name}' is {task_info.spec.kind}")

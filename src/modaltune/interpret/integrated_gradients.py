@@ -90,7 +90,7 @@ def pathway_attributions(model: Any, batch: dict, task: str | None = None, *, ta
             one = _one(batch, b)
             x = one["omics"][ps.omics].float()
             if target == "genes":
-                def f(xin: torch.Tensor) -> torch.Tensor:
+                def f(xin: torch.Tensor, *, one: dict = one) -> torch.Tensor:
                     outs = []
                     for i in range(xin.shape[0]):
                         bb = {**one, "omics": {**one["omics"], ps.omics: xin[i : i + 1]}}
@@ -103,7 +103,7 @@ def pathway_attributions(model: Any, batch: dict, task: str | None = None, *, ta
                     inp = mixer.pathway_embeddings(x)
                     base = mixer.pathway_embeddings(torch.zeros_like(x))
 
-                def f(pe: torch.Tensor) -> torch.Tensor:
+                def f(pe: torch.Tensor, *, one: dict = one) -> torch.Tensor:
                     outs = []
                     for i in range(pe.shape[0]):
                         with _override_pathway_embeddings(mixer, pe[i : i + 1]):

@@ -78,9 +78,8 @@ def lse_backend(device_type: str, dtype: torch.dtype, head_dim: int) -> str:
     ``L x S`` logits. Only the CPU kernels and the fallback are exercised in this repository's test
     suite (no GPU); the CUDA choices follow the SDPA backends' documented dtype/head-size limits.
     """
-    if device_type == "cpu" and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
-        if dtype in (torch.float32, torch.float64) + _HALF:
-            return "cpu_flash"
+    if device_type == "cpu" and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu") and dtype in (torch.float32, torch.float64) + _HALF:
+        return "cpu_flash"
     if device_type == "cuda":
         if dtype in _HALF and head_dim % 8 == 0 and head_dim <= 256 and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention"):
             return "cuda_flash"

@@ -15,7 +15,7 @@ Shapes: latents ``(B, C, D)`` (C latent channels, D latent width), context ``(B,
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -53,7 +53,7 @@ class LatentUpdate(nn.Module):
         context_dim: E, width of the modality tokens.
         heads: attention heads (``torch.nn.MultiheadAttention`` splits D across them).
 
-    Shapes: ``l (B, C, D)``, ``x (B, T, E)`` -> ``(B, C, D)``.
+    Shapes: ``lat (B, C, D)``, ``x (B, T, E)`` -> ``(B, C, D)``.
     """
 
     def __init__(self, latent_dim: int, context_dim: int, heads: int = 8, ff_mult: int = 4, attn_dropout: float = 0.0, ff_dropout: float = 0.0):
@@ -66,39 +66,39 @@ class LatentUpdate(nn.Module):
         self.norm_ff = nn.LayerNorm(latent_dim)
         self.ff = GatedFeedForward(latent_dim, ff_mult, ff_dropout)
 
-    def forward(self, l: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        q, c = self.norm_latent(l), self.norm_context(x)
-        l = self.attn(q, c, c, need_weights=False)[0] + l
-        return self.ff(self.norm_ff(l)) + l
+    def forward(self, lat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        q, c = self.norm_latent(lat), self.norm_context(x)
+        lat = self.attn(q, c, c, need_weights=False)[0] + lat
+        return self.ff(self.norm_ff(lat)) + lat
 
 
-def frequency_step(update: nn.Module, l: torch.Tensor, x: torch.Tensor, present: torch.Tensor | None = None, *, last: bool,
+def frequency_step(update: nn.Module, lat: torch.Tensor, x: torch.Tensor, present: torch.Tensor | None = None, *, last: bool,
                    frequency_domain: bool = True, normalise: bool = True, track_imaginary: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """One LegoBlock layer as in the official ``LegoBlock.forward``.
 
-    With ``frequency_domain``: ``l`` is L2-normalised over the latent channels (dim 1), ``Z = FFT(l)``
+    With ``frequency_domain``: ``lat`` is L2-normalised over the latent channels (dim 1), ``Z = FFT(lat)``
     over dim 1, the update reads ``Re Z`` against ``Re FFT(x)`` (dim 1 too), and unless this is the
     last layer the result goes back with ``IFFT(Re' + i Im Z)`` (``track_imaginary``) or ``IFFT(Re')``.
     Rows where ``present`` is False skip ``update`` (their real part passes through unchanged).
 
     Args:
-        l: ``(B, C, D)`` latent, real or complex (complex after an inverse FFT).
+        lat: ``(B, C, D)`` latent, real or complex (complex after an inverse FFT).
         x: ``(B, T, E)`` modality tokens.
         present: ``(B,)`` bool or None (everyone).
         last: the last layer keeps the latent in the frequency domain (the head reads it there).
 
     Returns:
         ``(l_next, imag)``: ``l_next`` real ``(B, C, D)`` when ``last`` (frequency domain), else the
-        complex time-domain latent; ``imag`` the imaginary part of ``FFT(l)`` (zeros without FFT).
+        complex time-domain latent; ``imag`` the imaginary part of ``FFT(lat)`` (zeros without FFT).
     """
     if frequency_domain:
         if normalise:
-            l = l / l.norm(dim=1, keepdim=True).clamp_min(_TINY)
-        z = torch.fft.fft(l, dim=1)
+            lat = lat / lat.norm(dim=1, keepdim=True).clamp_min(_TINY)
+        z = torch.fft.fft(lat, dim=1)
         re, im = z.real, z.imag
         xr = torch.fft.fft(x, dim=1).real
     else:
-        re, im, xr = l.real if l.is_complex() else l, torch.zeros_like(l.real if l.is_complex() else l), x
+        re, im, xr = lat.real if lat.is_complex() else lat, torch.zeros_like(lat.real if lat.is_complex() else lat), x
     out = update(re, xr)
     if present is not None:
         # a patient without the modality keeps its latent: no update from zero-filled inputs

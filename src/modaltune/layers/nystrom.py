@@ -76,9 +76,9 @@ class NystromAttention(nn.Module):
         q, k, v = self.to_qkv(x).chunk(3, dim=-1)
         q, k, v = (t.reshape(b, -1, self.heads, self.dim_head).transpose(1, 2) for t in (q, k, v))  # (B, h, n', d)
         q = q * self.scale
-        l = math.ceil(n / m)
-        q_l = q.reshape(b, self.heads, -1, l, self.dim_head).sum(3) / l  # (B, h, m, d): mean over l rows
-        k_l = k.reshape(b, self.heads, -1, l, self.dim_head).sum(3) / l
+        seg = math.ceil(n / m)
+        q_l = q.reshape(b, self.heads, -1, seg, self.dim_head).sum(3) / seg  # (B, h, m, d): mean over seg rows
+        k_l = k.reshape(b, self.heads, -1, seg, self.dim_head).sum(3) / seg
         attn1 = (q @ k_l.transpose(-1, -2)).softmax(-1)
         attn2 = (q_l @ k_l.transpose(-1, -2)).softmax(-1)
         attn3 = (q_l @ k.transpose(-1, -2)).softmax(-1)

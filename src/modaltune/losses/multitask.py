@@ -29,7 +29,7 @@ def _need(targets: Mapping[str, Any], keys: Sequence[str], task: str) -> list[to
 
 
 def task_loss(
-    task_info: "TaskInfo",
+    task_info: TaskInfo,
     output: torch.Tensor,
     targets: Mapping[str, torch.Tensor],
     mask: torch.Tensor,

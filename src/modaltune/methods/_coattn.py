@@ -18,7 +18,8 @@ not RNA) is zero-filled the same way.
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Mapping
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import torch
 from pydantic import Field

@@ -11,7 +11,8 @@ columns (fitted on the training fold only) -> standardisation (fitted on the tra
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from pydantic import Field
@@ -123,7 +124,7 @@ class TabularFeatures:
         c = np.concatenate(clin, 1) if clin else np.zeros((X.shape[0], 0))
         return o, c
 
-    def fit(self, X: np.ndarray) -> "TabularFeatures":
+    def fit(self, X: np.ndarray) -> TabularFeatures:
         X = self._check(X)
         o, c = self._parts(X)
         names: list[str] = []
@@ -192,7 +193,7 @@ class TaskTabularMethod(TabularMethod):
         self.seed = seed
         self.models: dict[str, Any] = {}
 
-    def fit(self, X: np.ndarray, targets: dict[str, Any], info: Any = None) -> "TaskTabularMethod":
+    def fit(self, X: np.ndarray, targets: dict[str, Any], info: Any = None) -> TaskTabularMethod:
         Z = self.features.fit(X).transform(X)
         for t in self.tasks:
             y = task_arrays(targets, t.spec.name)

@@ -96,7 +96,7 @@ class MultiTaskModel(nn.Module):
     def task_embeddings(self, batch: dict) -> dict[str, torch.Tensor]:
         """``{task: (B, E)}``: the shared patient embedding for every task (one tensor, not copies)."""
         emb = self.embed(batch)
-        return {name: emb for name in self.task_infos}
+        return dict.fromkeys(self.task_infos, emb)
 
     def task_embedding_columns(self) -> dict[str, slice] | None:
         """Columns of :meth:`embed`'s (B, E) output that are each task's embedding; ``None``: every
@@ -147,7 +147,7 @@ class TabularMethod:
 
     name: str = "tabular"
 
-    def fit(self, X: np.ndarray, targets: dict[str, Any], info: Any) -> "TabularMethod":  # pragma: no cover - interface
+    def fit(self, X: np.ndarray, targets: dict[str, Any], info: Any) -> TabularMethod:  # pragma: no cover - interface
         raise NotImplementedError
 
     def predict(self, X: np.ndarray) -> dict[str, np.ndarray]:  # pragma: no cover - interface

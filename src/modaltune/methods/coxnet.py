@@ -205,7 +205,7 @@ class CoxnetMethod(TaskTabularMethod):
         self.path_notes: dict[str, str] = {}
 
     # -- memory guard -----------------------------------------------------------------------------
-    def fit(self, X: np.ndarray, targets: dict[str, Any], info: Any = None) -> "CoxnetMethod":
+    def fit(self, X: np.ndarray, targets: dict[str, Any], info: Any = None) -> CoxnetMethod:
         self._memory_guard(int(np.shape(X)[0]))
         return super().fit(X, targets, info)
 

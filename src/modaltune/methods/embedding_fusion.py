@@ -120,7 +120,7 @@ class EmbeddingFusionMethod(TabularMethod):
         return {"early": np.concatenate([Zb[b] for b in self.blocks], 1)} if self.fusion == "early" else dict(Zb)
 
     # ------------------------------------------------------------------ fit / predict
-    def fit(self, X: np.ndarray, targets: dict[str, Any], info: Any = None) -> "EmbeddingFusionMethod":
+    def fit(self, X: np.ndarray, targets: dict[str, Any], info: Any = None) -> EmbeddingFusionMethod:
         X = self._check(X)
         for b in self.blocks:
             have = self._present(X, b)

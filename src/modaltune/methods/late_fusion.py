@@ -64,7 +64,7 @@ def build_late_fusion(info: Any, **params: Any):
 def _per_block(value: Any, names: list[str], key: str, *, is_value) -> dict[str, Any]:
     """``value`` for every omics branch, or a ``{block: value}`` mapping naming some of ``names``."""
     if is_value(value):
-        return {n: value for n in names}
+        return dict.fromkeys(names, value)
     if not isinstance(value, dict):
         raise ConfigError(f"{key} must be one setting or a mapping of omics block to setting, got {value!r}", where=f"method.params.{key}")
     unknown = set(value) - set(names)

@@ -96,10 +96,10 @@ class LegoBlockEncoder(nn.Module):
 
     def latent(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         x, present = self.tokens(batch)
-        l = self.latent_init.expand(x.shape[0], -1, -1)
+        lat = self.latent_init.expand(x.shape[0], -1, -1)
         for s in range(self.depth):
-            l, im = frequency_step(self.update(s), l, x, present, last=s == self.depth - 1, **self.opts)
-        return torch.complex(l, im), present
+            lat, im = frequency_step(self.update(s), lat, x, present, last=s == self.depth - 1, **self.opts)
+        return torch.complex(lat, im), present
 
     def forward(self, batch: dict) -> torch.Tensor:
         return readout(self.readout_norm, self.latent(batch)[0].real)
@@ -135,11 +135,11 @@ class LegoFuseEncoder(nn.Module):
     def forward(self, batch: dict) -> torch.Tensor:
         tokens = [b.tokens(batch) for b in self.blocks]
         steps = [(s, i) for s in range(max(b.depth for b in self.blocks)) for i, b in enumerate(self.blocks) if s < b.depth]
-        l = self.latent_init.expand(tokens[0][0].shape[0], -1, -1)
+        lat = self.latent_init.expand(tokens[0][0].shape[0], -1, -1)
         for k, (s, i) in enumerate(steps):
             b, (x, present) = self.blocks[i], tokens[i]
-            l, _ = frequency_step(b.update(s), l, x, present, last=k == len(steps) - 1, **b.opts)
-        return readout(self.readout_norm, l)
+            lat, _ = frequency_step(b.update(s), lat, x, present, last=k == len(steps) - 1, **b.opts)
+        return readout(self.readout_norm, lat)
 
 
 def _branch(info: Any, modality: str | None, encoder: str | None, encoder_params: dict) -> ModalityBranch:

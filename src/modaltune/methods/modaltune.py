@@ -204,7 +204,7 @@ def build_modaltune(info: Any, **params: Any):
         if mode == "pathways":
             if pw is None:
                 raise ConfigError(f"omics block '{om}' has no pathway lists for pathway tokens", where="method.params.omics_tokens",
-                                  fix="set pathways: <pathway CSV/GMT> (or 'builtin' for simulated cohorts), or omics_tokens: {%s: block}" % om)
+                                  fix=f"set pathways: <pathway CSV/GMT> (or 'builtin' for simulated cohorts), or omics_tokens: {{{om}: block}}")
             sets.append(PathwayTokenSet(om, int(g), pw.gene_index, getattr(pw, "names", None), d, **gm))
         elif mode == "block":
             sets.append(OmicsBlockTokenSet(om, int(g), d, n_tokens=p.block_tokens))

@@ -22,8 +22,9 @@ fusion means. No patient is dropped.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,9 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from modaltune.adapters.modal_adapter import ModalAdapter
-from modaltune.errors import ConfigError, InputError
-
 from modaltune.data.text import TEMPLATES
+from modaltune.errors import ConfigError, InputError
 
 from .text_targets import RandomProjector, SentenceStats, class_label_sentences, embed_texts, label_sentences, task_prompt
 from .tokens import ModalTokenizer, TaskTokenSet
@@ -217,7 +217,7 @@ class ModalTuneModel(nn.Module):
     def backbone(self) -> nn.Module:
         return self.adapter.backbone
 
-    def train(self, mode: bool = True) -> "ModalTuneModel":
+    def train(self, mode: bool = True) -> ModalTuneModel:
         super().train(mode)
         if mode:
             self._embed_cache.clear()  # cached states are for evaluation only

@@ -15,7 +15,8 @@ fitted model (``modaltune.training.FittedModel``) brings its embeddings and targ
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd

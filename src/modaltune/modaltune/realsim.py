@@ -118,7 +118,7 @@ def small_cohort(cohort_dir: str | Path, out_dir: str | Path, *, split: str = "m
                 strata = strata + "|" + src.patients[col].astype(str)
     rng = np.random.default_rng(seed)
     keep_rows = []
-    for (part, s_), grp in sp.assign(site=sp["patient_id"].map(site)).groupby(["partition", "site"], sort=True):
+    for (part, _site), grp in sp.assign(site=sp["patient_id"].map(site)).groupby(["partition", "site"], sort=True):
         k = min(len(grp), int(n.get(part, 0)))
         pools = [list(rng.permutation(g.index.to_numpy())) for _, g in grp.groupby(grp["patient_id"].map(strata), sort=True)]
         rng.shuffle(pools)

@@ -37,7 +37,8 @@ process (module-level, so models stay picklable and a benchmark embeds each sent
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch

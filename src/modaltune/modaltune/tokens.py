@@ -19,7 +19,8 @@ Sets (MODALTUNE.md section 3):
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn

@@ -4,9 +4,9 @@ folder, so a lost worker leaves only a ``.tmp`` file and a rerun with resume doe
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Sequence
 
 from modaltune.errors import require
 
@@ -55,7 +55,7 @@ def run_with_ray(paths: Sequence[Path], out_dir: Path, cfg, address: str) -> lis
                 i = index[ref]
                 try:
                     results[i] = SlideResult(**ray.get(ref))
-                except Exception as exc:  # a crashed worker is one failed slide, not a failed run
+                except Exception as exc:  # noqa: BLE001 - a crashed worker is one failed slide, not a failed run
                     p = Path(paths[i])
                     results[i] = SlideResult(slide=p.stem, path=str(p), status="failed",
                                              error=f"ray task failed: {type(exc).__name__}: {exc}".replace("\n", " "))

@@ -14,6 +14,7 @@ quota, permissions, I/O error), including the final flush, close or rename, rais
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -156,10 +157,8 @@ class BagWriter:
         """
         f, self._file = self._file, None
         if f is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.truncate(self.tmp, 0)
-            except OSError:
-                pass
         self._features = self._coords = None  # dataset handles keep the file id alive
         if f is not None:
             for _ in range(3):
@@ -167,11 +166,9 @@ class BagWriter:
                     if f.id.valid:
                         f.close()
                     break
-                except Exception:  # still failing: free the blocks again and retry
-                    try:
+                except Exception:  # noqa: BLE001 - HDF5 close on a full disk fails with varied errors: free the blocks again and retry
+                    with contextlib.suppress(OSError):
                         os.truncate(self.tmp, 0)
-                    except OSError:
-                        pass
         try:
             self.tmp.unlink()
         except FileNotFoundError:
@@ -179,7 +176,7 @@ class BagWriter:
         except OSError:  # read-only disk: nothing could be written there either
             pass
 
-    def __enter__(self) -> "BagWriter":
+    def __enter__(self) -> BagWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -22,9 +22,9 @@ import inspect
 import os
 import shutil
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -449,7 +449,7 @@ def process_slide(path: str | Path, out_dir: str | Path, cfg: ExtractConfig, enc
         if slide_enc is not None:
             try:
                 res.slide_embedding_dim = _add_embedding_to_finished(h5, slide_enc, cfg)
-            except Exception as exc:  # the patch features stay valid; report the embedding problem
+            except Exception as exc:  # noqa: BLE001 - the patch features stay valid; report the embedding problem
                 res.status, res.error = "failed", f"slide embedding: {_describe(exc)}"
         res.seconds = time.perf_counter() - t0
         return res
@@ -512,7 +512,7 @@ def process_slide(path: str | Path, out_dir: str | Path, cfg: ExtractConfig, enc
             w.commit(status="complete")
             res.n_patches = w.n
         res.status = "done"
-    except Exception as exc:  # per-slide isolation: report and go on with the next slide
+    except Exception as exc:  # noqa: BLE001 - per-slide isolation: report and go on with the next slide
         from .h5writer import os_error_code
 
         res.status, res.error, res.errno = "failed", _describe(exc), os_error_code(exc)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
@@ -170,7 +170,7 @@ class WSI:
                 return handle, name
             except ImportError:
                 raise
-            except Exception as exc:  # each backend raises its own error types for unreadable files
+            except Exception as exc:  # noqa: BLE001 - each backend raises its own error types for unreadable files
                 errors.append(f"{name}: {type(exc).__name__}: {exc}".strip())
         raise InputError(
             "cannot read the file as a slide (" + "; ".join(errors) + ")", where=self.path,
@@ -254,7 +254,7 @@ class WSI:
             handle.close()
             self._handle = None
 
-    def __enter__(self) -> "WSI":
+    def __enter__(self) -> WSI:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -7,8 +7,8 @@ derive the MPP. ``mpp=None`` writes no resolution, i.e. a slide without pixel si
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

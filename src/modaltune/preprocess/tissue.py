@@ -81,7 +81,7 @@ def _drop_small_components(mask: np.ndarray, min_area: int, keep_border: bool = 
 
     if min_area <= 1 or not mask.any():
         return mask
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     keep = stats[:, cv2.CC_STAT_AREA] >= min_area
     if keep_border:
         h, w = mask.shape
@@ -104,7 +104,7 @@ def mask_to_polygons(mask: np.ndarray, downsample: float) -> list:
         return []
     hierarchy = hierarchy[0]
     polygons = []
-    for i, (nxt, prev, child, parent) in enumerate(hierarchy):
+    for i, (_nxt, _prev, child, parent) in enumerate(hierarchy):
         if parent != -1 or len(contours[i]) < 3:
             continue
         rings = [contours[i][:, 0, :].astype(np.float64) * downsample]

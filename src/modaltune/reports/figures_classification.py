@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 from modaltune.errors import InputError
 from modaltune.reports.run_files import RunFiles, prob_columns
 from modaltune.reports.style import new_figure, save_figure

@@ -11,7 +11,7 @@ from modaltune.reports.style import new_figure, save_figure
 __all__ = ["training_curves_figure", "curve_groups"]
 
 
-def curve_groups(run: RunFiles) -> dict[tuple[str, str, str], list[tuple[int, int, "object"]]]:
+def curve_groups(run: RunFiles) -> dict[tuple[str, str, str], list[tuple[int, int, object]]]:
     """``{(method, cohort, task set): [(fold, seed, log DataFrame), ...]}`` of units with a training log."""
     out: dict = {}
     for unit, log in run.train_logs.values():

@@ -71,9 +71,7 @@ class RunFiles:
             return []
         out = []
         for (cohort, task), g in p.groupby(["cohort", "task"], sort=False):
-            if kind == "survival" and "risk" in g and g["risk"].notna().any():
-                out.append((cohort, task))
-            elif kind == "classification" and prob_columns(g):
+            if (kind == "survival" and "risk" in g and g["risk"].notna().any()) or (kind == "classification" and prob_columns(g)):
                 out.append((cohort, task))
         return out
 

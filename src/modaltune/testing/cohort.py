@@ -54,7 +54,7 @@ def make_cohort(root: Path, *, n_slides=None) -> Cohort:
     slides = []
     (root / "bags").mkdir(parents=True)
     sizes = n_slides or {p: 5 + i for i, p in enumerate(PATIENTS)}
-    for i, p in enumerate(PATIENTS):
+    for p in PATIENTS:
         if p == "P01":
             continue
         if p == "P02":

@@ -21,6 +21,7 @@ file are recorded and a mismatch is logged (as scikit-learn itself warns for pic
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import json
@@ -214,10 +215,8 @@ def _versions() -> dict[str, str]:
 
     out = {}
     for pkg in ("modaltune", "numpy", "scikit-learn", "scikit-survival"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
     return out
 
 

@@ -78,7 +78,7 @@ class DataConfig(StrictModel):
         return [v] if isinstance(v, str) else v
 
     @model_validator(mode="after")
-    def _some_source(self) -> "DataConfig":
+    def _some_source(self) -> DataConfig:
         if not self.cohorts and not self.simulate:
             raise ValueError("give at least one cohort directory in 'cohorts' or a 'simulate' preset")
         return self
@@ -129,7 +129,7 @@ class MethodConfig(StrictModel):
         name = info.data.get("name")
         try:
             get_method(name)
-        except Exception:
+        except Exception:  # noqa: BLE001 - an unknown or broken method is reported by the runner / fit
             return params
         problems = params_problems(name, params)
         if problems:
@@ -164,7 +164,7 @@ class AGMConfig(StrictModel):
     baseline: Literal["zero", "mean"] = "zero"
 
     @model_validator(mode="after")
-    def _window(self) -> "AGMConfig":
+    def _window(self) -> AGMConfig:
         if self.end_epoch is not None and self.end_epoch < self.start_epoch:
             raise ValueError(f"end_epoch={self.end_epoch} is before start_epoch={self.start_epoch}")
         return self
@@ -250,7 +250,7 @@ class TrainerConfig(StrictModel):
         return v
 
     @model_validator(mode="after")
-    def _warmup(self) -> "TrainerConfig":
+    def _warmup(self) -> TrainerConfig:
         if self.warmup_start_lr is not None:
             if self.scheduler != "cosine" or self.warmup_epochs <= 0:
                 raise ValueError("warmup_start_lr needs scheduler: cosine and warmup_epochs > 0 (it is the lr of the first warm-up step)")
@@ -354,7 +354,7 @@ def _cohort_kinds(path: str) -> dict[str, list[str]] | None:
         for m in raw.get("modalities") or []:
             kinds.setdefault(str(m["kind"]), []).append(str(m["name"]))
         return kinds or None  # a manifest without modalities is the cohort loader's to report
-    except Exception:
+    except Exception:  # noqa: BLE001 - an untrusted manifest: the cohort loader reports it itself
         return None
 
 
@@ -369,7 +369,7 @@ def _check_modulation(methods: list[MethodConfig], trainer: TrainerConfig) -> No
     for m in methods:
         try:
             entry = get_method(m.name)
-        except Exception:
+        except Exception:  # noqa: BLE001 - any lookup failure is left to the runner / fit
             continue  # unknown names are reported by the runner / fit with a did-you-mean
         mods = m.params.get("modalities") or m.modalities
         if isinstance(mods, str):
@@ -390,10 +390,10 @@ def _check_required_modalities(methods: list[MethodConfig], data: DataConfig, in
         kinds = _cohort_kinds(cohort)
         if kinds is None:
             continue
-        for i, m in enumerate(methods):
+        for m in methods:
             try:
                 required = get_method(m.name).requires
-            except Exception:
+            except Exception:  # noqa: BLE001 - any lookup failure is left to the runner / fit
                 continue  # unknown names are reported by the runner / fit with a did-you-mean
             lacking = [k for k in required if k not in kinds]
             if lacking:
@@ -422,7 +422,7 @@ class ExperimentConfig(_PathsMixin, StrictModel):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
 
     @model_validator(mode="after")
-    def _modalities_present(self, info: ValidationInfo) -> "ExperimentConfig":
+    def _modalities_present(self, info: ValidationInfo) -> ExperimentConfig:
         _check_required_modalities([self.method], self.data, info)
         _check_modulation([self.method], self.trainer)
         return self
@@ -458,13 +458,13 @@ class BenchmarkConfig(_PathsMixin, StrictModel):
     features: str | None = None
 
     @model_validator(mode="after")
-    def _modalities_present(self, info: ValidationInfo) -> "BenchmarkConfig":
+    def _modalities_present(self, info: ValidationInfo) -> BenchmarkConfig:
         _check_required_modalities(self.methods, self.data, info)
         _check_modulation(self.methods, self.trainer)
         return self
 
     @model_validator(mode="after")
-    def _unique_labels(self) -> "BenchmarkConfig":
+    def _unique_labels(self) -> BenchmarkConfig:
         labels = [m.display for m in self.methods]
         dup = sorted({x for x in labels if labels.count(x) > 1})
         if dup:

@@ -220,7 +220,7 @@ class AGM:
         self.names = list(branches)
         self.alpha, self.start_epoch, self.end_epoch = float(alpha), int(start_epoch), end_epoch
         self.control = BranchControl(branches, baseline)
-        self.running = {n: 0.0 for n in self.names}
+        self.running = dict.fromkeys(self.names, 0.0)
         self.step = 0
         self.rows: list[dict[str, Any]] = []
         self._pending: dict[str, float] | None = None
@@ -254,7 +254,7 @@ class AGM:
         coeff, ratio = agm_coefficients(scores, self.running, self.alpha)
         on = self.active(epoch)
         if not on:
-            coeff = {n: 1.0 for n in self.names}
+            coeff = dict.fromkeys(self.names, 1.0)
         self.control.scales = dict(coeff) if on else {}
         self._pending = scores
         for n in self.names:

@@ -19,9 +19,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -125,7 +126,7 @@ class FittedModel:
         return out
 
     @classmethod
-    def load(cls, path: str | Path) -> "FittedModel":
+    def load(cls, path: str | Path) -> FittedModel:
         """Load a model saved by :meth:`save` (rebuilds the method from the registry).
 
         Nothing is unpickled: JSON, YAML (``safe_load``) and safetensors only. A folder written by
@@ -232,7 +233,7 @@ def slide_feature_record(preprocessor: Any) -> dict | None:
     if not getattr(info, "slide_modality", None):
         return None
     rec: dict[str, Any] = {"modality": info.slide_modality, "encoder": getattr(preprocessor, "slide_encoder", None),
-                           "feature_dim": int(info.slide_dim) if info.slide_dim else None, **{k: None for k in _TILING_KEYS}}
+                           "feature_dim": int(info.slide_dim) if info.slide_dim else None, **dict.fromkeys(_TILING_KEYS)}
     rec.update(getattr(preprocessor, "slide_tiling", None) or {})
     return rec
 
@@ -499,7 +500,7 @@ def fit(
     from modaltune.methods.registry import build_method, get_method
     from modaltune.training import sources
 
-    if isinstance(source, (str, Path)) or isinstance(source, ExperimentConfig):
+    if isinstance(source, (str, Path, ExperimentConfig)):
         return _fit_from_config(source, out_dir=out_dir, resume=resume, callbacks=callbacks, progress=progress)
 
     cohort = source
@@ -724,10 +725,9 @@ def _check_cohort_compatible(fitted: FittedModel, cohort: Any) -> None:
 def _torch_outputs(fitted: FittedModel, cohort: Any, ids: list[str], *, embeddings: bool, batch_size: int = 1) -> tuple[list[str], dict[str, dict[str, np.ndarray]], np.ndarray | None]:
     import lightning as L
 
+    from modaltune.training._prep import bind
     from modaltune.training.datamodule import CohortDataModule
     from modaltune.training.module import MultiTaskLightningModule
-
-    from modaltune.training._prep import bind
 
     pp = bind(fitted.preprocessor, cohort)
     dm = CohortDataModule(cohort, ids, None, preprocessor=pp, modalities=fitted.method.modalities, tasks=fitted.tasks, batch_size=batch_size, max_patches=fitted.trainer.max_patches, seed=fitted.trainer.seed)
@@ -800,7 +800,7 @@ def task_embeddings(fitted: FittedModel, cohort: Any, ids: Sequence[str]) -> dic
     cols_of = getattr(fitted.model, "task_embedding_columns", None)
     cols = cols_of() if (fitted.kind == "torch" and cols_of is not None) else None
     if cols is None:
-        return {t: E for t in tasks}
+        return dict.fromkeys(tasks, E)
     return {t: E.iloc[:, cols[t]] for t in tasks}
 
 

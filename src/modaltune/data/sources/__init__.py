@@ -11,8 +11,9 @@ Importers are imported lazily, so ``import modaltune`` stays cheap.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from modaltune.data.sources._common import PORPOISE_COHORTS, resolve_shared_dir
 from modaltune.errors import InputError

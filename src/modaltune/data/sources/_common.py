@@ -7,8 +7,8 @@ which records it in the manifest (``extra``) or in ``excluded.csv``.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, MutableMapping
 from pathlib import Path
-from typing import Iterable, MutableMapping
 
 import numpy as np
 import pandas as pd

@@ -33,16 +33,16 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, MutableMapping
 from pathlib import Path
-from typing import Iterable, MutableMapping
 
 import numpy as np
 import pandas as pd
 
 from modaltune.data.cohort import ClinicalField, Cohort, CohortManifest, ModalitySpec, TaskSpec
-from modaltune.data.splits import Fold, SplitSet
 from modaltune.data.sources._common import collapse_slides, feature_path, resolve_shared_dir
 from modaltune.data.sources.porpoise import porpoise_omics, save_with_splits
+from modaltune.data.splits import Fold, SplitSet
 from modaltune.errors import InputError
 
 __all__ = [
@@ -440,7 +440,7 @@ def import_modaltune_json(
             },
         }
     else:
-        absent = {n: "join_omics=False" for n in ("rna", "cnv", "mut")}
+        absent = dict.fromkeys(("rna", "cnv", "mut"), "join_omics=False")
 
     modalities = [
         ModalitySpec(

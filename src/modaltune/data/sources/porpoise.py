@@ -30,15 +30,14 @@ pooling is approximate (stated in the manifest description).
 """
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import MutableMapping
 
 import numpy as np
 import pandas as pd
 
 from modaltune.data.cohort import ClinicalField, Cohort, CohortManifest, ModalitySpec, TaskSpec
-from modaltune.data.splits import Fold, SplitSet, kfold_split
 from modaltune.data.sources._common import (
     PORPOISE_COHORTS,
     collapse_slides,
@@ -50,6 +49,7 @@ from modaltune.data.sources._common import (
     resolve_shared_dir,
     split_omics_columns,
 )
+from modaltune.data.splits import Fold, SplitSet, kfold_split
 from modaltune.errors import InputError
 
 __all__ = [
@@ -245,7 +245,7 @@ def _patient_block(cohort: str, shared_dir, cache, features_dir: str, on_conflic
         "slides": int(len(raw)),
         "patients": int(len(patients)),
         "deaths": int(patients["event"].sum()),
-        "conflicting_patients": {k: v for k, v in conflicts.items()},
+        "conflicting_patients": dict(conflicts),
         "tss_code_mismatches": int((tss_table != tss).sum()) if tss_table is not None else None,
         "omics_columns": {k: int(v.shape[1]) for k, v in omics.items()},
     }

@@ -39,8 +39,9 @@ Policies (nothing is dropped silently; every count lands in ``cohort.yaml`` ``ex
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd

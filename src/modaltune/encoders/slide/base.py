@@ -115,13 +115,13 @@ class TokenState:
         """Slice selecting the prefix (CLS) tokens along the token axis."""
         return slice(0, self.num_prefix)
 
-    def with_tokens(self, tokens: torch.Tensor) -> "TokenState":
+    def with_tokens(self, tokens: torch.Tensor) -> TokenState:
         """A copy with new ``(B, T, D)`` tokens (same layout, mask and context)."""
         if tokens.shape[:2] != self.tokens.shape[:2]:
             raise ValueError(f"token layout changed: {tuple(self.tokens.shape)} -> {tuple(tokens.shape)}")
         return dataclasses.replace(self, tokens=tokens)
 
-    def with_patch_tokens(self, patch_tokens: torch.Tensor) -> "TokenState":
+    def with_patch_tokens(self, patch_tokens: torch.Tensor) -> TokenState:
         """A copy whose patch tokens are replaced by ``(B, T - num_prefix, D)`` (prefix kept)."""
         return self.with_tokens(torch.cat([self.tokens[:, : self.num_prefix], patch_tokens], dim=1))
 
@@ -220,7 +220,7 @@ class SlideEncoder(nn.Module):
     def _checkpointed_layer(self, index: int, tokens: torch.Tensor, state: TokenState) -> torch.Tensor:
         return self._run_layer(index, state.with_tokens(tokens))
 
-    def set_grad_checkpointing(self, enable: bool = True) -> "SlideEncoder":
+    def set_grad_checkpointing(self, enable: bool = True) -> SlideEncoder:
         """Turn per-block gradient checkpointing on or off; returns self."""
         self.grad_checkpointing = bool(enable)
         return self

@@ -14,8 +14,8 @@ Loading is strict by default: any missing or unexpected key, or a shape mismatch
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 import torch
 from torch import nn

@@ -19,7 +19,8 @@ Architecture (eval mode; dropout / drop-path are identity):
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -107,7 +108,7 @@ def dilated_attention(
         ``sum_i w_i out_i`` with ``w = softmax_i(lse_i)``. Zero-padded rows are valid keys (logit 0,
         value 0), as in the official code. The weights are constants for autograd (official: no_grad).
     """
-    B, N, H, Dh = q.shape
+    _, N, H, Dh = q.shape
     lses, outs, branches = [], [], []
     for s_len, r in zip(segment_lengths, dilated_ratios):
         if H % r:

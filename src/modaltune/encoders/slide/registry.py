@@ -14,9 +14,10 @@ Example::
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from modaltune.errors import ConfigError
 from modaltune.registry import Registry

@@ -200,17 +200,16 @@ class TitanSlideEncoder(SlideEncoder):
         """Grid, collision handling and background removal for one slide ``(N, D_in)``, ``(N, 2)``."""
         cells, W = titan_grid(coords, ps)
         uniq, inverse, counts = torch.unique(cells, sorted=True, return_inverse=True, return_counts=True)
-        if len(uniq) < len(cells):
-            if on_collision != "sum":
-                dup = int(uniq[counts > 1][0])
-                who = (cells == dup).nonzero().flatten()[:2].tolist()
-                raise InputError(
-                    f"TITAN patch grid collision in slide {slide}: {int((counts - 1).sum())} patch(es) share a grid cell "
-                    f"with another (e.g. patches {who[0]} and {who[1]} at coords {coords[who[0]].tolist()} and "
-                    f"{coords[who[1]].tolist()} with patch_size_level0={ps})",
-                    where="coords",
-                    fix="check patch_size_level0 matches the patch pitch, or pass on_collision='sum' to sum them as the official TITAN does",
-                )
+        if len(uniq) < len(cells) and on_collision != "sum":
+            dup = int(uniq[counts > 1][0])
+            who = (cells == dup).nonzero().flatten()[:2].tolist()
+            raise InputError(
+                f"TITAN patch grid collision in slide {slide}: {int((counts - 1).sum())} patch(es) share a grid cell "
+                f"with another (e.g. patches {who[0]} and {who[1]} at coords {coords[who[0]].tolist()} and "
+                f"{coords[who[1]].tolist()} with patch_size_level0={ps})",
+                where="coords",
+                fix="check patch_size_level0 matches the patch pitch, or pass on_collision='sum' to sum them as the official TITAN does",
+            )
         agg = feats.new_zeros(len(uniq), feats.shape[1]).index_add_(0, inverse, feats)
         fg = agg.ne(0).any(dim=1)  # official: all-zero cells are background and dropped
         first = torch.full((len(uniq),), len(cells), dtype=torch.long, device=cells.device)

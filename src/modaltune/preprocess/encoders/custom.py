@@ -61,7 +61,7 @@ def read_encoder_config(path: str | Path) -> dict:
             cfg = yaml.safe_load(text)
     except ValueError as exc:  # json.JSONDecodeError
         raise ConfigError(f"the encoder config is not valid JSON ({exc})", where=path) from None
-    except Exception as exc:  # yaml.YAMLError
+    except Exception as exc:  # noqa: BLE001 - yaml.YAMLError (yaml is imported lazily inside the try)
         raise ConfigError(f"the encoder config is not valid YAML ({type(exc).__name__})", where=path) from None
     if not isinstance(cfg, dict):
         raise ConfigError("the encoder config must be a mapping of keys (name, builder, embedding_dim, ...)", where=path)
@@ -92,7 +92,7 @@ def import_builder(target: str, where: str = "builder"):
             mod = importlib.import_module(module)
     except ConfigError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - importing user code can raise anything: one ConfigError
         raise ConfigError(f"cannot import builder module '{module}' ({type(exc).__name__}: {exc})", where=where,
                           fix="put the module on PYTHONPATH (or give 'path/file.py:function')") from None
     fn = getattr(mod, name, None)

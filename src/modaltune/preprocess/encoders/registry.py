@@ -17,11 +17,11 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -176,7 +176,7 @@ def _read_state_dict(path: Path) -> dict:
     else:
         try:
             sd = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - an untrusted weights file: any load failure is one InputError
             raise InputError(f"cannot read weights file ({type(exc).__name__}: {exc})", where=path,
                              fix="pass a PyTorch state dict (.pth/.bin) or a .safetensors file") from None
     for key in ("state_dict", "model", "teacher"):  # the documented key filter: unwrap a training checkpoint
@@ -297,7 +297,7 @@ def hub_offline() -> Iterator[None]:
     old_env = {k: os.environ.get(k) for k in keys}
     const = sys.modules.get("huggingface_hub.constants")
     old_flag = getattr(const, "HF_HUB_OFFLINE", None)
-    os.environ.update({k: "1" for k in keys})
+    os.environ.update(dict.fromkeys(keys, "1"))
     if const is not None:
         const.HF_HUB_OFFLINE = True
     try:
@@ -586,7 +586,7 @@ def _load_entry_points() -> None:
             obj = ep.load()
             if callable(obj) and not isinstance(obj, PatchEncoderSpec):
                 obj = obj()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - third-party plugin code can raise anything: one ConfigError
             raise ConfigError(f"the patch-encoder entry point '{ep.name} = {ep.value}' failed to load ({type(exc).__name__}: {exc})",
                               fix="fix or uninstall the package declaring it") from None
         for spec in obj if isinstance(obj, (list, tuple)) else [obj]:
