@@ -460,6 +460,7 @@ def _execute(units: list[Unit], cfg: BenchmarkConfig, out_dir: Path, workers: in
                 procs = dict(getattr(pool, "_processes", None) or {})
                 pool.shutdown(wait=False, cancel_futures=True)
                 kill_tree(procs)
+                _clean_stale_temporaries(Path(out_dir))  # what the killed workers left half-written
                 raise
             pool.shutdown(wait=True)
         else:
