@@ -74,6 +74,17 @@ def slide_inputs(batch: dict, info: Any) -> tuple[torch.Tensor, torch.Tensor, to
     return feats, mask, present
 
 
+def fusion_head(fusion: str, dim: int) -> nn.Module:
+    """The official fusion of the MCAT family (``self.mm``): ``concat`` = Linear(2d, d), ReLU,
+    Linear(d, d), ReLU on the two pooled embeddings; ``bilinear`` = gated Kronecker
+    :class:`BilinearFusion` (scale 8/8). Both map ``(B, d), (B, d) -> (B, d)``."""
+    if fusion == "concat":
+        return nn.Sequential(nn.Linear(2 * dim, dim), nn.ReLU(), nn.Linear(dim, dim), nn.ReLU())
+    if fusion == "bilinear":
+        return BilinearFusion(dim1=dim, dim2=dim, scale_dim1=8, scale_dim2=8, mmhid=dim)
+    raise ConfigError(f"unknown fusion '{fusion}'", where="method.params.fusion", fix="use concat or bilinear")
+
+
 def _transformer(dropout: float) -> nn.TransformerEncoder:
     layer = nn.TransformerEncoderLayer(d_model=DIM, nhead=8, dim_feedforward=512, dropout=dropout, activation="relu", batch_first=True)
     return nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
@@ -100,12 +111,7 @@ class CoAttnBackbone(nn.Module):
         self.omic_transformer = _transformer(dropout)
         self.omic_attention_head = GatedAttention(DIM, DIM, dropout=dropout)
         self.omic_rho = nn.Sequential(nn.Linear(DIM, DIM), nn.ReLU(), nn.Dropout(dropout))
-        if fusion == "concat":
-            self.mm = nn.Sequential(nn.Linear(2 * DIM, DIM), nn.ReLU(), nn.Linear(DIM, DIM), nn.ReLU())
-        elif fusion == "bilinear":
-            self.mm = BilinearFusion(dim1=DIM, dim2=DIM, scale_dim1=8, scale_dim2=8, mmhid=DIM)
-        else:
-            raise ConfigError(f"unknown fusion '{fusion}'", where="method.params.fusion", fix="use concat or bilinear")
+        self.mm = fusion_head(fusion, DIM)
         self.out_dim = DIM
         self.input_coverage = {"signature": groups.coverage}  # written to the run folder by the trainer
 

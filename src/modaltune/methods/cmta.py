@@ -46,9 +46,8 @@ from torch import nn
 from modaltune.encoders.signatures import SignatureSNNs, concat_omics
 from modaltune.encoders.slide.transmil import _PPEG
 from modaltune.errors import ConfigError, InputError
-from modaltune.layers.bilinear_fusion import BilinearFusion
 from modaltune.layers.nystrom import NystromAttention
-from modaltune.methods._coattn import build_signature_groups, slide_inputs
+from modaltune.methods._coattn import build_signature_groups, fusion_head, slide_inputs
 from modaltune.methods._torch_common import HeadParams, split_params, wrap
 from modaltune.methods.registry import register_method
 
@@ -148,12 +147,7 @@ class CMTAEncoder(nn.Module):
         self.G_in_P_Att = nn.MultiheadAttention(DIM, 1, batch_first=True)
         self.genomics_encoder = _Branch(DIM, ppeg=False)
         self.genomics_decoder = _Branch(DIM, ppeg=False)
-        if fusion == "concat":
-            self.mm = nn.Sequential(nn.Linear(2 * DIM, DIM), nn.ReLU(), nn.Linear(DIM, DIM), nn.ReLU())
-        elif fusion == "bilinear":
-            self.mm = BilinearFusion(dim1=DIM, dim2=DIM, scale_dim1=8, scale_dim2=8, mmhid=DIM)
-        else:
-            raise ConfigError(f"unknown fusion '{fusion}'", where="method.params.fusion", fix="use concat or bilinear")
+        self.mm = fusion_head(fusion, DIM)
         self.apply(_init)
         self.out_dim = DIM
         self.input_coverage = {"signature": groups.coverage}  # written to the run folder by the trainer
