@@ -24,7 +24,7 @@ def is_verbose() -> bool:
 
 #: message regexes of warnings hidden without --verbose (each harmless for modaltune's use)
 NOISE = (
-    r".*modules? in eval mode.*",
+    r".*module(?:s|\(s\))? in eval mode.*",  # "Found 47 module(s) in eval mode" (frozen backbone)
     r".*weights_only.*",
     r".*LeafSpec.*",
     r".*does not have many workers.*",

@@ -80,6 +80,7 @@ from modaltune.fileio import (
     disk_errors,
 )
 from modaltune.methods.registry import get_method
+from modaltune.quiet import is_verbose
 from modaltune.training import sources
 from modaltune.training.experiment_config import BenchmarkConfig
 
@@ -256,12 +257,15 @@ def _note_parallel_units(n: int) -> None:
     os.environ["MODALTUNE_PARALLEL_UNITS"] = str(int(n))
 
 
-def _init_worker(n: int) -> None:
-    """Pool-worker initializer: ignore SIGINT (see :func:`~modaltune.benchmark.interrupt.ignore_sigint`)
-    and note the number of parallel units (:func:`_note_parallel_units`)."""
+def _init_worker(n: int, verbose: bool = False) -> None:
+    """Pool-worker initializer: ignore SIGINT (see :func:`~modaltune.benchmark.interrupt.ignore_sigint`),
+    note the number of parallel units (:func:`_note_parallel_units`) and hide Lightning's start-up
+    noise as the main process does unless ``--verbose`` (:func:`modaltune.quiet.quiet_startup`)."""
+    from modaltune.quiet import quiet_startup
 
     ignore_sigint()
     _note_parallel_units(n)
+    quiet_startup(verbose)
 
 
 def run_unit(unit: Unit | dict, cfg: BenchmarkConfig | dict, out_dir: str | Path, *, threads: int | None = None, progress: bool = False) -> dict[str, Any]:
@@ -441,7 +445,7 @@ def _execute(units: list[Unit], cfg: BenchmarkConfig, out_dir: Path, workers: in
             # the workers ignore Ctrl-C (the main process stops them) and learn how many of them
             # share the RAM (memory guards divide the free RAM by it)
             pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                                       initializer=_init_worker, initargs=(workers,))
+                                       initializer=_init_worker, initargs=(workers, is_verbose()))
             try:
                 futs = {pool.submit(_unit_entry, u.to_dict(), cfg_d, str(out_dir), threads): u for u in todo}
                 for fut in as_completed(futs):

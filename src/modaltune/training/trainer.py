@@ -363,9 +363,10 @@ class _quiet_lightning:
 
             self._warn = warnings.catch_warnings()
             self._warn.__enter__()
-            warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-            warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
-            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            from modaltune.quiet import NOISE
+
+            for pattern in NOISE:  # the same list the CLI hides (worker processes run fit too)
+                warnings.filterwarnings("ignore", message=pattern)
             for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
                 lg = logging.getLogger(name)
                 self.saved.append((lg, lg.level))
