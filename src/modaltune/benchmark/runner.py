@@ -33,6 +33,7 @@ spawned worker processes (``workers>1``) or as Ray tasks (``ray_address`` given;
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import multiprocessing as mp
@@ -813,6 +814,8 @@ def _run_locked(cfg: BenchmarkConfig, out: Path, *, workers: int, ray_address: s
             extra.append(f"{len(legacy)} unit(s) were finished by an older modaltune that stored no config hash and were reused unverified (e.g. {legacy[0]}); "
                          "rerun with a new run folder to be sure they match this config")
         results = aggregate(cfg, out, units, paths, extra_notes=extra)
+        with contextlib.suppress(OSError):  # the scratch folder of finished units: gone once empty
+            (out / "work").rmdir()
         st = {uid: r["status"] for uid, r in statuses.items()}
         n_failed = sum(s == "failed" for s in st.values())
         log.info("benchmark %s finished: %d units, %d failed", cfg.name, len(units), n_failed)
