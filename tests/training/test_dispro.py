@@ -127,3 +127,7 @@ def test_two_stages_end_to_end_with_missing_modalities(tiny_cohort_dir, tmp_path
     # predictions survive a save/load round trip (rebuilt from the saved weights, stage-1 folder read again)
     p3 = _risk(predict(FittedModel.load(tmp_path / "multi" / "model"), Cohort.load(tiny_cohort_dir), fold.test))
     np.testing.assert_allclose(p3, p2, rtol=1e-5, atol=1e-6)
+    # a stage-2 run is not a stage-1 run: one-line refusal
+    with pytest.raises(ConfigError, match="not a dispro unipro run") as e:
+        build_method("dispro", two.info, stage="multipro", unipro_from=str(tmp_path / "multi" / "model"), **SMALL)
+    assert "\n" not in str(e.value)
