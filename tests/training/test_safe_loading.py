@@ -233,6 +233,7 @@ SMALL = {
     "motcat": {"bs_micro": 16},
     "cmta": {"fusion": "bilinear", "align_weight": 1.0},  # + signatures, as mcat
     "embedding_fusion": {"fusion": "late", "head": "linear"},
+    "dispro": {"n_ctx": 2, "dim": 8, "omics_hidden": [8], "topj": 3},  # stage unipro; stage multipro: tests/training/test_dispro.py
     "pretrained_probe": {},  # + checkpoint: a 1-epoch `modaltune pretrain` of the same fold (below)
 }
 
@@ -270,7 +271,7 @@ def test_every_registered_method_has_a_round_trip_case():
 @pytest.mark.parametrize("case", sorted(SMALL))
 def test_predictions_after_load_equal_predictions_before_save(tiny_cohort_dir, tmp_path, case):
     name = case.split("_ridge")[0]
-    if name == "modaltune":
+    if name in ("modaltune", "dispro"):
         pytest.importorskip("sentence_transformers")
     torch.set_num_threads(1)
     cohort, fold = Cohort.load(tiny_cohort_dir), _fold(tiny_cohort_dir)
