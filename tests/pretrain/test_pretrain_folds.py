@@ -99,3 +99,25 @@ def test_benchmark_with_a_wrong_placeholder_is_one_config_error(cohort_dir, tmp_
 
     with pytest.raises(ConfigError, match=r"only \{fold\} is known"):
         run_benchmark(_bench(cohort_dir, "pre/fold{fold_index}"), tmp_path / "run", progress=False)
+
+
+def test_unit_hash_follows_the_resolved_checkpoint_content(pre_dir, cohort_dir, tmp_path):
+    """Per fold the hash holds the resolved path and the sha256 of its pretrain.json: editing fold 1's
+    pretrain.json changes fold 1's unit hash only."""
+    import shutil
+
+    from modaltune.benchmark.runner import plan_units
+    from modaltune.benchmark.unit_config import config_hash, unit_config
+
+    src, _ = pre_dir
+    out = tmp_path / "pre"
+    shutil.copytree(src, out)
+    cfg = _bench(cohort_dir, str(out / "fold{fold}"))
+    units = sorted(plan_units(cfg, [cohort_dir]), key=lambda u: u.fold)
+    resolved = [unit_config(u, cfg, {}) for u in units]
+    assert [r["method"]["params"]["checkpoint"] for r in resolved] == [str(out / "fold0"), str(out / "fold1")]
+    before = [config_hash(r) for r in resolved]
+    meta = out / "fold1" / "pretrain.json"
+    meta.write_text(meta.read_text() + "\n")
+    after = [config_hash(unit_config(u, cfg, {})) for u in units]
+    assert after[0] == before[0] and after[1] != before[1]
