@@ -540,13 +540,22 @@ def pretrain_cmd(
     config: str = typer.Argument(..., help="Pretraining YAML (see configs/examples/pretrain_symile.yaml)."),
     out: str = typer.Option(..., "--out", help="Output folder: encoders.safetensors, pretrain.json, preprocessor, metrics.json (retrieval)."),
     set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set objective=clip (repeatable)."),
+    folds: str | None = typer.Option(None, "--folds", help="'all' or a comma list (0,2): pretrain each fold into OUT/fold<k>/ (a finished fold is skipped); "
+                                     "a benchmark reads them with checkpoint: OUT/fold{fold}."),
 ) -> None:
-    """Self-supervised multimodal pretraining (symile | clip | mirror) on one fold's training patients."""
+    """Self-supervised multimodal pretraining (symile | clip | mirror) on one fold's training patients (or each fold's, with --folds)."""
     from modaltune.config import load_config
     from modaltune.pretrain.config import PretrainConfig
-    from modaltune.pretrain.run import pretrain
+    from modaltune.pretrain.run import pretrain, pretrain_folds
 
     cfg = load_config(config, PretrainConfig, overrides=set_)
+    if folds is not None:
+        done = pretrain_folds(cfg, out, folds)
+        for k, r in done.items():
+            mean = ((r.metrics.get("retrieval") or {}).get("mean_top1") if r else None)
+            state = "already complete, skipped" if r is None else f"{len(r.train_ids)} training patients" + (f", held-out mean top-1 {mean:.3f}" if mean is not None else "")
+            typer.echo(f"fold {k}: {state} -> {out}/fold{k}")
+        return
     res = pretrain(cfg, out)
     last = res.history.iloc[-1]
     typer.echo(f"pretrained {cfg.objective} encoders of {', '.join(cfg.modalities)} on {len(res.train_ids)} training patients of fold {cfg.fold} "

@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from modaltune.benchmark import launch, missing_settings, summary_parts
+from modaltune.benchmark import fold_params, launch, missing_settings, summary_parts
 from modaltune.benchmark.interrupt import ignore_sigint, kill_tree, stop_signals
 from modaltune.benchmark.probes import probe_rows
 from modaltune.benchmark.run_folder import (
@@ -134,6 +134,7 @@ def _validate(cfg: BenchmarkConfig) -> None:
     """Fail fast, with one-line errors, on names that no unit could ever use."""
     for m in cfg.methods:
         get_method(m.name)
+        fold_params.check_placeholders(m)
     for name in cfg.evaluation.metrics or []:
         get_metric(name)
 
@@ -310,13 +311,13 @@ def run_unit(unit: Unit | dict, cfg: BenchmarkConfig | dict, out_dir: str | Path
             shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True, exist_ok=True)
         marker.write_text(chash)
-        method = cfg.methods[unit.method_index]
+        method = fold_params.resolve_method(cfg.methods[unit.method_index], unit.fold)  # {fold} in params
         tcfg = cfg.trainer.model_copy(update={"seed": unit.seed, "progress_bar": bool(progress)})
         if launch.needs_launch(tcfg):
             if unit.setting:  # the subprocess reloads the cohort from disk: it would train unmasked
                 raise UnitFailure(f"missing-modality setting {unit.setting} is not supported with multi-process training", fix="use devices: 1 for evaluation.missing runs")
             fitted = launch.fit_in_subprocess(unit, fold, tcfg.model_copy(update={"progress_bar": False}), work,
-                                                 method=cfg.methods[unit.method_index], data=cfg.data,
+                                                 method=method, data=cfg.data,
                                                  eval_partition=cfg.split.eval_partition)
         else:
             fitted = fit(cohort, fold, method, tasks=tasks, trainer=tcfg, data=cfg.data, out_dir=work, resume=True,

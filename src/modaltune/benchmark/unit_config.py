@@ -55,7 +55,9 @@ def unit_config(unit: Any, cfg: Any, data_hashes: dict[str, Any] | None, fold: A
         data_hashes: ``{file: sha256}`` of the unit's cohort (``cohort_hashes``), or None.
         fold: the unit's ``Fold`` (its patient lists are hashed).
     """
-    m = cfg.methods[unit.method_index]
+    from modaltune.benchmark.fold_params import artefact_hashes, resolve_method
+
+    m = resolve_method(cfg.methods[unit.method_index], unit.fold)  # {fold} placeholders resolved
     data = cfg.data.model_dump(mode="json", exclude_defaults=True, include={"omics_scaling", "bin_mode"})
     if cfg.data.pathways:
         data["pathways"] = {k: _file_sha(v) for k, v in sorted(cfg.data.pathways.items())}
@@ -74,6 +76,8 @@ def unit_config(unit: Any, cfg: Any, data_hashes: dict[str, Any] | None, fold: A
         "evaluation": ev,
         "cohort_data": dict(sorted((data_hashes or {}).items())),
     }
+    if art := artefact_hashes(m.params):  # e.g. the pretraining folder's pretrain.json (absent otherwise: older hashes stay valid)
+        out["method_artefacts"] = art
     if getattr(unit, "setting", ""):  # missing-modality setting (absent otherwise: older hashes stay valid)
         from modaltune.benchmark.missing_settings import identity
 

@@ -30,7 +30,8 @@ __all__ = ["PretrainedEmbedder", "PretrainedProbeParams", "build_pretrained_prob
 class PretrainedProbeParams(HeadParams):
     """Parameters of ``pretrained_probe`` (+ the head/loss parameters of :class:`HeadParams`)."""
 
-    checkpoint: str | None = Field(None, description="output folder of `modaltune pretrain` (holds pretrain.json); required")
+    checkpoint: str | None = Field(None, description="output folder of `modaltune pretrain` (holds pretrain.json); required; "
+                                    "in a benchmark `DIR/fold{fold}` reads the folders of `pretrain --folds all`")
     freeze: bool = Field(True, description="keep the pretrained encoders fixed (linear probing); false: fine-tune them")
 
 

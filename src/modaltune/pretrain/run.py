@@ -36,7 +36,7 @@ from modaltune.errors import InputError
 from modaltune.evaluation.retrieval import retrieval_scores, topk_accuracy
 from modaltune.pretrain.config import PretrainConfig
 
-__all__ = ["FORMAT", "PretrainResult", "load_pretrained", "pretrain", "retrieval_metrics"]
+__all__ = ["FORMAT", "PretrainResult", "fold_indices", "load_pretrained", "pretrain", "pretrain_folds", "retrieval_metrics"]
 
 log = logging.getLogger("modaltune.pretrain")
 
@@ -193,3 +193,41 @@ def _save(res: PretrainResult, cfg: PretrainConfig, out: Path) -> None:
     meta = {"format": FORMAT, "spec": res.model.spec, "modalities": [m["name"] for m in res.model.spec["modalities"]],
             "train_ids": res.train_ids, "eval_ids": res.eval_ids, "cohort": str(cfg.cohort), "fold": cfg.fold}
     atomic_write_text(out / "pretrain.json", json.dumps(meta, indent=2))  # last: its presence means the folder is complete
+
+
+def fold_indices(cfg: PretrainConfig, folds: str, cohort: Any) -> list[int]:
+    """``--folds``: ``all`` (every fold of ``cfg.split``) or a comma list such as ``0,2``."""
+    from modaltune.training.sources import make_splits
+
+    splits, _ = make_splits(cohort, cfg.split, [t.name for t in cohort.tasks])
+    have = [f.index for f in splits.folds]
+    if folds.strip() == "all":
+        return have
+    try:
+        want = [int(x) for x in folds.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(f"--folds '{folds}' is neither 'all' nor a comma list of fold indices", where="--folds", fix="e.g. --folds all or --folds 0,1") from None
+    bad = [k for k in want if k not in have]
+    if bad or not want:
+        raise InputError(f"--folds '{folds}': fold {bad[0] if bad else '(none)'} is not in the split (folds {have})", where="--folds", fix=f"use indices among {have}")
+    return want
+
+
+def pretrain_folds(cfg: PretrainConfig, out: str | Path, folds: str = "all", *, cohort: Any = None) -> dict[int, PretrainResult | None]:
+    """Pretrain each fold of ``folds`` into ``out/fold<k>/`` (``cfg`` otherwise unchanged).
+
+    Resumable: a fold whose folder already holds ``pretrain.json`` (written last) is skipped
+    (its value in the returned dict is None). Benchmarks read them with ``checkpoint: out/fold{fold}``.
+    """
+    from modaltune.data.cohort import Cohort
+
+    cohort = cohort if cohort is not None else Cohort.load(cfg.cohort)
+    results: dict[int, PretrainResult | None] = {}
+    for k in fold_indices(cfg, folds, cohort):
+        dest = Path(out) / f"fold{k}"
+        if (dest / "pretrain.json").is_file():
+            log.info("fold %d: %s is complete, skipped", k, dest)
+            results[k] = None
+            continue
+        results[k] = pretrain(cfg.model_copy(update={"fold": k}), dest, cohort=cohort)
+    return results
