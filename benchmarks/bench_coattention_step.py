@@ -32,6 +32,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_PATHWAYS = HERE.parent.parent / "shared" / "data" / "pathways" / "combine_comps.csv"
+#: MCAT's six genomic signature groups; the methods that read them (below) get this file
+DEFAULT_SIGNATURES = HERE.parent.parent / "shared" / "data" / "tcga" / "porpoise" / "signatures.csv"
+SIGNATURE_METHODS = ("mcat", "motcat", "cmta")
 
 
 def _hwm_mib() -> float:
@@ -66,7 +69,7 @@ def _info(slide_dim: int, pathways: str, rna_dim: int):
                       modalities=["slide", "rna"], sites=["S0"])
 
 
-def child(method: str, n: int, steps: int, slide_dim: int, pathways: str, rna_dim: int, threads: int) -> dict:
+def child(method: str, n: int, steps: int, slide_dim: int, pathways: str, rna_dim: int, threads: int, signatures: str = str(DEFAULT_SIGNATURES)) -> dict:
     """One (method, N) measurement in this process."""
     import numpy as np
     import torch
@@ -76,7 +79,7 @@ def child(method: str, n: int, steps: int, slide_dim: int, pathways: str, rna_di
     from modaltune.methods import build_method
 
     info = _info(slide_dim, pathways, rna_dim)
-    model = build_method(method, info)
+    model = build_method(method, info, **({"signatures": signatures} if method in SIGNATURE_METHODS else {}))
     model.train()
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=2e-4, weight_decay=1e-5)
@@ -138,11 +141,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--pathways", default=str(DEFAULT_PATHWAYS), help="pathway CSV giving the RNA genes, or 'none'")
     ap.add_argument("--rna-dim", type=int, default=2000, help="number of random genes with --pathways none")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--signatures", default=str(DEFAULT_SIGNATURES), help="signature CSV for mcat / motcat / cmta (MCAT's six groups)")
     ap.add_argument("--out", default=str(HERE / "coattention_step"), help="output path without suffix (.json and .md are written)")
     ap.add_argument("--child", nargs=2, metavar=("METHOD", "N"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        r = child(args.child[0], int(args.child[1]), args.steps, args.slide_dim, args.pathways, args.rna_dim, args.threads)
+        r = child(args.child[0], int(args.child[1]), args.steps, args.slide_dim, args.pathways, args.rna_dim, args.threads, args.signatures)
         print("RESULT " + json.dumps(r))
         return r
     methods = ["abmil"] + [m for m in args.methods if m != "abmil"]
@@ -150,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
     for m in methods:
         for n in args.sizes:
             cmd = [sys.executable, str(Path(__file__).resolve()), "--methods", m, "--child", m, str(n), "--steps", str(args.steps), "--slide-dim", str(args.slide_dim),
-                   "--pathways", args.pathways, "--rna-dim", str(args.rna_dim), "--threads", str(args.threads)]
+                   "--pathways", args.pathways, "--rna-dim", str(args.rna_dim), "--threads", str(args.threads), "--signatures", args.signatures]
             p = subprocess.run(cmd, check=False, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
             line = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
             if p.returncode != 0 or not line:
