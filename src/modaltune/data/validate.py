@@ -113,25 +113,11 @@ def _check_omics(report: ValidationReport, name: str, tab: pd.DataFrame, where: 
     num = tab[[c for c in tab.columns if str(c) not in set(nonnum)]]
     if num.shape[1]:
         x = num.to_numpy(dtype=np.float64)
-        bad = ~np.isfinite(x)
-        if bad.any():
-            rows = np.flatnonzero(bad.any(axis=1))
-            cols = np.flatnonzero(bad.any(axis=0))
-            report.add(
-                where,
-                f"omics '{name}': {int(bad.sum())} NaN/inf value(s) in {len(rows)} patient(s) ({_examples([str(num.index[r]) for r in rows])}) and {len(cols)} feature(s) ({_examples([str(num.columns[c]) for c in cols])})",
-                "impute or remove the values; a patient without this modality must have no row at all",
-            )
+        _flag_cells(report, where, name, num, ~np.isfinite(x), "NaN/inf value(s)", "",
+                    "impute or remove the values; a patient without this modality must have no row at all")
         # models read omics as float32: a larger finite value would become inf there
-        huge = np.isfinite(x) & (np.abs(x) > _F32_MAX)
-        if huge.any():
-            rows = np.flatnonzero(huge.any(axis=1))
-            cols = np.flatnonzero(huge.any(axis=0))
-            report.add(
-                where,
-                f"omics '{name}': {int(huge.sum())} value(s) beyond the float32 range (|x| > 3.4e38) in {len(rows)} patient(s) ({_examples([str(num.index[r]) for r in rows])}) and {len(cols)} feature(s) ({_examples([str(num.columns[c]) for c in cols])})",
-                "omics values are read as float32: correct the values (a unit or log-transform error?) or remove them",
-            )
+        _flag_cells(report, where, name, num, np.isfinite(x) & (np.abs(x) > _F32_MAX), "value(s) beyond the float32 range (|x| > 3.4e38)", "",
+                    "omics values are read as float32: correct the values (a unit or log-transform error?) or remove them")
         _check_outliers(report, name, num, x, where)
 
 
@@ -146,15 +132,25 @@ def _check_outliers(report: ValidationReport, name: str, num: pd.DataFrame, x: n
         q25, med, q75 = np.nanpercentile(xf, [25, 50, 75], axis=0)
         far = np.abs(xf - med) > _OUTLIER_IQRS * (q75 - q25)
     far &= (q75 - q25 > 0)[None, :]
-    if far.any():
-        rows = np.flatnonzero(far.any(axis=1))
-        cols = np.flatnonzero(far.any(axis=0))
-        report.add(
-            where,
-            f"omics '{name}': {int(far.sum())} extreme value(s) (over 1e6 interquartile ranges from the gene's median) in {len(rows)} patient(s) ({_examples([str(num.index[r]) for r in rows])}) and {len(cols)} feature(s) ({_examples([str(num.columns[c]) for c in cols])}); z-scoring flattens the other patients of these genes",
-            "check the values (a unit, parse or log-transform error?); the cohort still trains",
-            severity="warning",
-        )
+    _flag_cells(report, where, name, num, far, "extreme value(s) (over 1e6 interquartile ranges from the gene's median)",
+                "; z-scoring flattens the other patients of these genes",
+                "check the values (a unit, parse or log-transform error?); the cohort still trains", severity="warning")
+
+
+def _flag_cells(report: ValidationReport, where: Path | str, name: str, num: pd.DataFrame, cells: np.ndarray, what: str, tail: str, fix: str,
+                severity: str = "error") -> None:
+    """One problem for the flagged ``cells`` ((patients, features) bool) of omics table ``name``:
+    how many, and which patients and features (examples), or nothing when none is flagged."""
+    if not cells.any():
+        return
+    rows, cols = np.flatnonzero(cells.any(axis=1)), np.flatnonzero(cells.any(axis=0))
+    report.add(
+        where,
+        f"omics '{name}': {int(cells.sum())} {what} in {len(rows)} patient(s) ({_examples([str(num.index[r]) for r in rows])}) "
+        f"and {len(cols)} feature(s) ({_examples([str(num.columns[c]) for c in cols])}){tail}",
+        fix,
+        severity=severity,
+    )
 
 
 def _check_clinical(report: ValidationReport, manifest: CohortManifest, clin: pd.DataFrame, where: Path | str, known: set[str]) -> None:
