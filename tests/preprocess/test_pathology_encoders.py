@@ -349,3 +349,18 @@ def test_hub_offline_blocks_hub_downloads_and_restores(monkeypatch, tmp_path):
         assert "OfflineModeIsEnabled" in chain, chain
     assert "HF_HUB_OFFLINE" not in os.environ and os.environ["TRANSFORMERS_OFFLINE"] == "0"
     assert const.HF_HUB_OFFLINE is False
+
+
+def test_ctranspath_filter_keeps_a_current_layout_state_dict():
+    """A CTransPath state dict saved from this module (current timm Swin layout) loads as it is; only
+    timm 0.5's layout goes through timm's filter (the GPU check found the filter moving downsamplers twice)."""
+    from modaltune.preprocess.encoders.registry import _ctranspath_filter
+
+    model = nn.Module()
+    model.layers = nn.ModuleList([nn.Module(), nn.Module()])
+    model.layers[1].downsample = nn.Linear(2, 2)
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    sd["layers.1.blocks.0.attn_mask"] = torch.zeros(1)  # buffers TRIDENT drops too
+    out = _ctranspath_filter(sd, model, timm=None)  # timm is not imported on this path
+    assert set(out) == {"layers.1.downsample.weight", "layers.1.downsample.bias"}
+    assert all(torch.equal(out[k], sd[k]) for k in out)

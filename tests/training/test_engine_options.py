@@ -177,3 +177,24 @@ def test_gpu_auto_devices_request_one_ray_gpu():
 
     assert ray_task_options(N(accelerator="gpu", devices="auto", strategy="auto", num_workers=0)) == {"num_cpus": 1, "num_gpus": 1}
     assert ray_task_options(N(accelerator="gpu", devices=-1, strategy="auto", num_workers=0)) == {"num_cpus": 1, "num_gpus": 1}
+
+
+@pytest.mark.parametrize(("given", "passed"), [("ddp", "ddp_find_unused_parameters_true"), ("DDP_spawn", "DDP_spawn_find_unused_parameters_true"),
+                                               ("auto", "auto"), ("dp", "dp"), ("ddp_find_unused_parameters_false", "ddp_find_unused_parameters_false")])
+def test_ddp_tolerates_parameters_a_batch_leaves_unused(given, passed):
+    """ModalTune under plain DDP stopped at step 2 on a GPU (unused parameters); DDP launchers now look for them."""
+    from modaltune.training.trainer import lightning_strategy
+
+    assert lightning_strategy(given) == passed
+
+
+def test_lightning_trainer_gets_the_unused_parameter_ddp_strategy(tmp_path):
+    from lightning.pytorch.strategies import DDPStrategy
+
+    from modaltune.training.experiment_config import TrainerConfig
+    from modaltune.training.trainer import _lightning_trainer
+
+    tr = _lightning_trainer(TrainerConfig(accelerator="cpu", devices=1, strategy="ddp", logger="none", checkpoint=False), out_dir=None,
+                            callbacks=[], has_val=False, progress=False)
+    assert isinstance(tr.strategy, DDPStrategy)
+    assert tr.strategy._ddp_kwargs.get("find_unused_parameters") is True

@@ -416,11 +416,11 @@ class ModalTuneModel(nn.Module):
     def _collect_targets(self, t: str, ti: Any, batch: dict, idx: torch.Tensor, z: torch.Tensor) -> None:
         tgt = batch["targets"][t]
         if ti.spec.kind == "classification":
-            lab = tgt["label"][idx.cpu()].numpy()
+            lab = tgt["label"].detach().cpu()[idx.cpu()].numpy()  # targets live on the model's device (GPU)
         elif ti.spec.kind == "survival":
             from modaltune.data.splits import assign_survival_bins
 
-            lab = assign_survival_bins(tgt["time"][idx.cpu()].numpy(), np.asarray(ti.bin_edges))
+            lab = assign_survival_bins(tgt["time"].detach().cpu()[idx.cpu()].numpy(), np.asarray(ti.bin_edges))
         else:
             return
         zs, ls = self.collect["z"].setdefault(t, ([], []))

@@ -420,6 +420,24 @@ def _check_cox_batch(model: Any, tcfg: TrainerConfig) -> None:
         )
 
 
+#: DDP launchers whose ``*_find_unused_parameters_true`` form Lightning registers
+_DDP_LAUNCHERS = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
+
+
+def lightning_strategy(strategy: str) -> str:
+    """The Lightning strategy string for ``trainer.strategy``: plain DDP launchers become their
+    ``*_find_unused_parameters_true`` form.
+
+    Why: a batch whose patients all miss a modality, a task without labels in the batch, or ModalTune's
+    General-task-only epochs leave parameters out of the loss; plain DDP then stops at the second step
+    ("parameters that were not used in producing the loss"). Found on an H200 with ModalTune under
+    ``strategy: ddp`` (benchmarks/gpu_check.py); the extra cost is one graph traversal per step.
+    Any other value (``auto``, ``dp``, an explicit ``ddp_find_unused_parameters_false``) is passed as is.
+    """
+    s = str(strategy)
+    return f"{s}_find_unused_parameters_true" if s.lower() in _DDP_LAUNCHERS else s
+
+
 def _lightning_trainer(tcfg: TrainerConfig, *, out_dir: Path | None, callbacks: list, has_val: bool, progress: bool | None = None, **overrides):
     import lightning as L
     from lightning.pytorch.callbacks import Checkpoint
@@ -430,7 +448,7 @@ def _lightning_trainer(tcfg: TrainerConfig, *, out_dir: Path | None, callbacks: 
         max_epochs=tcfg.max_epochs,
         accelerator=tcfg.accelerator,
         devices=tcfg.devices,
-        strategy=tcfg.strategy,
+        strategy=lightning_strategy(tcfg.strategy),
         precision=tcfg.precision,
         deterministic=tcfg.deterministic,
         accumulate_grad_batches=tcfg.accumulate_grad_batches,

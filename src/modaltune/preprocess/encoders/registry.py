@@ -432,6 +432,11 @@ def _ctranspath_filter(sd: dict, model: nn.Module, timm) -> dict:
     """CTransPath (CHIEF_CTransPath.pth) was saved from timm 0.5's Swin: drop its ``attn_mask`` buffers
     (TRIDENT does the same), then let timm's own Swin filter move the old layout to the current one."""
     sd = {k: v for k, v in sd.items() if "attn_mask" not in k and not k.startswith("head.")}
+    own = model.state_dict()
+    if all(k in own for k in sd):
+        # already in the current layout (a state dict saved from this module): timm's filter would
+        # move the stage downsamplers a second time (layers.i -> layers.i+1); seen on the GPU check
+        return sd
     from timm.models.swin_transformer import checkpoint_filter_fn
 
     return checkpoint_filter_fn(sd, model)
