@@ -32,14 +32,6 @@ from modaltune.evaluation.metrics import harrell_c
 BASE = "W0_O0"
 
 
-def _c(df: pd.DataFrame, idx: np.ndarray | None = None) -> float:
-    d = df if idx is None else df.iloc[idx]
-    try:
-        return harrell_c(d["time"].to_numpy(), d["event"].to_numpy(), d["risk"].to_numpy())
-    except Exception:  # noqa: BLE001 - a resample without a comparable pair has no C
-        return float("nan")
-
-
 def _pooled(preds: pd.DataFrame, method: str, setting: str, seed: int, folds: list[int]) -> pd.DataFrame:
     g = preds[(preds["method"] == method) & (preds["setting"] == setting) & (preds["seed"] == seed) & preds["fold"].isin(folds)]
     return g.dropna(subset=["time", "event"]).set_index("patient_id").sort_index()
@@ -49,13 +41,22 @@ def _boot(frames: list[pd.DataFrame], combine, n: int, seed: int = 0) -> dict:
     """Percentile 95% CI and two-sided p of ``combine([C(frame_i)])`` over patient resamples (same
     patients for every frame)."""
     ids = frames[0].index
-    frames = [f.loc[ids] for f in frames]
-    point = combine([_c(f) for f in frames])
+    arrays = [tuple(f.loc[ids, c].to_numpy(float) for c in ("time", "event", "risk")) for f in frames]
+
+    def cs(idx):
+        out = []
+        for t, e, r in arrays:
+            try:
+                out.append(harrell_c(t[idx], e[idx], r[idx]))
+            except Exception:  # noqa: BLE001 - a resample without a comparable pair has no C
+                out.append(float("nan"))
+        return out
+
+    point = combine(cs(np.arange(len(ids))))
     rng = np.random.default_rng(seed)
     d = []
     for _ in range(n):
-        idx = rng.integers(0, len(ids), len(ids))
-        d.append(combine([_c(f, idx) for f in frames]))
+        d.append(combine(cs(rng.integers(0, len(ids), len(ids)))))
     d = np.asarray(d)
     d = d[np.isfinite(d)]
     lo, hi = np.percentile(d, [2.5, 97.5])

@@ -69,8 +69,10 @@ def child(label: str, cohort_dir: str, folds: list[int], work: str) -> dict:
         pred_s = time.perf_counter() - t1
         p = p[p["task"] == "survival"].dropna(subset=["time", "event"])
         rows.append({"fold": f.index, "fit_s": round(fit_s, 2), "fit_cpu_s": round(fit_cpu_s, 2), "predict_s": round(pred_s, 2), "c_index": harrell_c(p["time"], p["event"], p["risk"]),
-                     "n_train": len(f.train), "n_eval": len(p)})
-    return {"rows": rows, "load_s": round(load_s, 2), "vm_hwm_mib": round(_vm_hwm_mib(), 1)}
+                     "n_train": len(f.train), "n_eval": len(p), "omics_features": int(sum((getattr(fitted.info, "omics_dims", None) or {}).values())),
+                     "load_s": round(load_s, 2), "vm_hwm_mib": round(_vm_hwm_mib(), 1)})
+        print("FOLD " + json.dumps(rows[-1]), flush=True)  # per fold, so a child stopped by --child-timeout keeps its finished folds
+    return {"rows": rows}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,10 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--deep-folds", type=int, nargs="*", default=None, help="folds of the torch methods (default: --folds)")
     ap.add_argument("--out", help="CSV of per-fold rows (appended; a finished (method, cohort) is skipped)")
     ap.add_argument("--work", default="/tmp/modaltune_cost")
+    ap.add_argument("--child-timeout", type=float, default=None, help="seconds after which a (method, cohort) child is stopped; its finished folds are kept")
     ap.add_argument("--child", nargs=2, metavar=("LABEL", "COHORT"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        print("RESULT " + json.dumps(child(args.child[0], args.child[1], args.folds, args.work)), flush=True)
+        child(args.child[0], args.child[1], args.folds, args.work)
         return 0
     out = Path(args.out)
     done = set()
@@ -100,19 +103,21 @@ def main(argv: list[str] | None = None) -> int:
             work = f"{args.work}/{name}_{abs(hash(label))}"
             t0 = time.perf_counter()
             folds = args.folds if METHODS[label][0] == "embedding_fusion" or args.deep_folds is None else args.deep_folds
-            r = subprocess.run([sys.executable, __file__, "--child", label, cdir, "--work", work, "--folds", *map(str, folds)],
-                               capture_output=True, text=True)
-            line = next((x for x in r.stdout.splitlines() if x.startswith("RESULT ")), None)
-            if line is None:
-                print(f"FAILED {label} {name}: {r.stderr[-800:]}", flush=True)
+            cmd = [sys.executable, __file__, "--child", label, cdir, "--work", work, "--folds", *map(str, folds)]
+            try:
+                stdout, timed_out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.child_timeout).stdout, False
+            except subprocess.TimeoutExpired as e:
+                stdout, timed_out = (e.stdout.decode() if isinstance(e.stdout, bytes) else e.stdout or ""), True
+            rows = [json.loads(x[5:]) for x in stdout.splitlines() if x.startswith("FOLD ")]
+            if not rows:
+                print(f"NO FOLD FINISHED {label} {name} (timed out: {timed_out})", flush=True)
                 continue
-            res = json.loads(line[7:])
             wall = time.perf_counter() - t0
             load = Path("/proc/loadavg").read_text().split()[0]
-            df = pd.DataFrame(res["rows"]).assign(method=label, cohort=name, load_s=res["load_s"], vm_hwm_mib=res["vm_hwm_mib"],
-                                                  process_wall_s=round(wall, 1), loadavg_1min_at_end=load)
+            df = pd.DataFrame(rows).assign(method=label, cohort=name, folds_asked=len(folds), stopped_at_timeout=timed_out,
+                                           process_wall_s=round(wall, 1), loadavg_1min_at_end=load)
             df.to_csv(out, mode="a", header=not out.exists(), index=False)
-            print(f"{label} {name}: fit {df['fit_s'].sum():.1f} s over {len(df)} folds, C {df['c_index'].mean():.3f}, VmHWM {res['vm_hwm_mib']} MiB, load {load}", flush=True)
+            print(f"{label} {name}: fit {df['fit_s'].sum():.1f} s wall / {df['fit_cpu_s'].sum():.1f} s CPU over {len(df)} folds, C {df['c_index'].mean():.3f}, VmHWM {df['vm_hwm_mib'].max()} MiB, load {load}", flush=True)
             subprocess.run(["rm", "-rf", work])
     return 0
 
