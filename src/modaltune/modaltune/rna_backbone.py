@@ -146,8 +146,10 @@ def pretrain_rna_backbone(data: PretrainSet, gene_index: Sequence[Sequence[int]]
                           val_fraction: float = 0.1, seed: int = 0) -> tuple[nn.Module, list[dict]]:
     """Train a ``pathway_transformer`` on ``data``; returns (frozen encoder, per-epoch history).
 
-    History rows: ``epoch, train_loss, val_recon_mse, val_site_acc`` on a seeded ``val_fraction`` of
-    the pretraining patients (the reconstruction MSE of z-scores: 1.0 is predicting the mean).
+    History rows: ``epoch, train_loss, val_recon_mse, val_recon_mse_predict_mean, val_site_acc,
+    site_chance`` on a seeded ``val_fraction`` of the pretraining patients (``val_recon_mse_predict_mean``
+    is the MSE of predicting 0, the z-score mean, on the same hidden entries: the bar to beat;
+    ``site_chance`` the majority-site share).
     """
     from modaltune.encoders.slide import create_slide_encoder
 
@@ -174,7 +176,8 @@ def pretrain_rna_backbone(data: PretrainSet, gene_index: Sequence[Sequence[int]]
         recon, logits = model(r, hide)
         m = hide[..., None] & valid
         mse = ((recon - r) ** 2 * m).sum() / m.sum().clamp(min=1)
-        return mse + site_weight * F.cross_entropy(logits, site[idx]), mse, logits
+        zero = (r ** 2 * m).sum() / m.sum().clamp(min=1)  # MSE of predicting the mean (0): the bar to beat
+        return mse + site_weight * F.cross_entropy(logits, site[idx]), (mse, zero), logits
 
     hist = []
     for ep in range(epochs):
@@ -189,9 +192,10 @@ def pretrain_rna_backbone(data: PretrainSet, gene_index: Sequence[Sequence[int]]
             tot, nb = tot + float(loss.detach()), nb + 1
         model.eval()
         with torch.no_grad():
-            _, mse, logits = step_loss(va, torch.Generator().manual_seed(seed + 1))  # same hidden pathways every epoch
+            _, (mse, zero), logits = step_loss(va, torch.Generator().manual_seed(seed + 1))  # same hidden pathways every epoch
             acc = float((logits.argmax(1) == site[va]).float().mean())
-        hist.append({"epoch": ep, "train_loss": tot / max(nb, 1), "val_recon_mse": float(mse), "val_site_acc": acc})
+        hist.append({"epoch": ep, "train_loss": tot / max(nb, 1), "val_recon_mse": float(mse), "val_recon_mse_predict_mean": float(zero),
+                     "val_site_acc": acc, "site_chance": float(np.bincount(data.site[va]).max() / len(va))})
     return freeze(enc), hist
 
 
