@@ -9,6 +9,7 @@ on evaluated cohorts, for subtype and survival. Pre-registration: ``preregistrat
     python benchmarks/modaltune_real_rna/run.py pretrain --out RUNS/backbone
     python benchmarks/modaltune_real_rna/run.py evaluate --backbone RUNS/backbone --out RUNS/eval --cohorts brca gbmlgg
     python benchmarks/modaltune_real_rna/run.py analyse --runs RUNS/eval --out benchmarks/modaltune_real_rna
+    python benchmarks/modaltune_real_rna/run.py diagnose --backbone RUNS/backbone --out RUNS/gates   # exploratory: gate sizes
 
 Methods (one model per cohort x fold trains both tasks; subtype CE is class-weighted, survival a
 Cox partial likelihood; the frozen backbone never changes):
@@ -375,6 +376,45 @@ def cmd_evaluate(a) -> None:
                 print(cohort, fold, method, {m["metric"]: round(m["value"], 4) for m in rows}, f"{secs:.1f}s", flush=True)
 
 
+def cmd_diagnose(a) -> None:
+    """Exploratory (not pre-registered): how open are the injector gates after training, and what
+    do the injections do at test time? Trains ``modaltune`` as in ``evaluate`` and scores the test
+    fold twice: as trained, and with every gate set to 0 (the backbone stream is then exactly the
+    frozen model; modal tokens still read it through the extractors)."""
+    from modaltune.adapters.modal_adapter import gate_diagnostics
+    from modaltune.modaltune.rna_backbone import load_backbone
+
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _, meta = load_backbone(a.backbone)
+    cache: dict = {}
+    rows_out = []
+    for cohort in a.cohorts:
+        data = CohortData(cohort, meta["genes"], cache)
+        for fold in a.folds:
+            tr, te = data.folds[fold]
+            clin = data.clinical(tr)
+            bb, _ = load_backbone(a.backbone)
+            rows_all = bb.rows(data.rna)
+            model = AdapterModel(bb, clin.shape[1], {om: x.shape[1] for om, (x, _) in data.blocks.items()}, len(data.classes))
+            train_torch(model, rows_all, data, clin, tr, te, epochs=a.epochs, lr=a.lr, backbone_lr=None, batch_size=a.batch_size, seed=a.seed)
+            for variant in ("trained", "gates_zero"):
+                if variant == "gates_zero":
+                    with torch.no_grad():
+                        for inj in model.adapter.injectors:
+                            inj.gamma.zero_()
+                with torch.no_grad():
+                    logits, risk = model(rows_all[te], _batch(data, clin, te))
+                diag = gate_diagnostics(model.adapter)
+                prob = torch.softmax(logits, 1).numpy()
+                pred = pd.DataFrame({"label": data.label[te], "has_label": data.has_label[te], "prob1": prob[:, 1], "pred": prob.argmax(1),
+                                     "risk": risk.numpy(), "time": data.time[te], "event": data.event[te]})
+                rows_out.append({"cohort": cohort, "fold": fold, "variant": variant, **diag,
+                                 **{m["metric"]: m["value"] for m in _fold_metrics(pred)}})
+                print(rows_out[-1], flush=True)
+    pd.DataFrame(rows_out).to_csv(out / "gates.csv", index=False)
+
+
 def _fold_metrics(pred: pd.DataFrame) -> list[dict]:
     from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
@@ -489,13 +529,22 @@ def main(argv=None) -> None:
     e.add_argument("--backbone-lr", dest="backbone_lr", type=float, default=1e-4)
     e.add_argument("--batch-size", dest="batch_size", type=int, default=64)
     e.add_argument("--seed", type=int, default=0)
+    d = sub.add_parser("diagnose")
+    d.add_argument("--backbone", required=True)
+    d.add_argument("--out", required=True)
+    d.add_argument("--cohorts", nargs="+", default=["brca"])
+    d.add_argument("--folds", nargs="+", type=int, default=[0])
+    d.add_argument("--epochs", type=int, default=6)
+    d.add_argument("--lr", type=float, default=1e-3)
+    d.add_argument("--batch-size", dest="batch_size", type=int, default=64)
+    d.add_argument("--seed", type=int, default=0)
     s = sub.add_parser("analyse")
     s.add_argument("--runs", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--n-boot", dest="n_boot", type=int, default=1000)
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
-    {"pretrain": cmd_pretrain, "evaluate": cmd_evaluate, "analyse": cmd_analyse}[a.cmd](a)
+    {"pretrain": cmd_pretrain, "evaluate": cmd_evaluate, "diagnose": cmd_diagnose, "analyse": cmd_analyse}[a.cmd](a)
 
 
 if __name__ == "__main__":
