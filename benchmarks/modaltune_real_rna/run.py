@@ -312,7 +312,7 @@ def cmd_pretrain(a) -> None:
     enc, hist = pretrain_rna_backbone(ds, pt.gene_index, encoder_params=enc_p, epochs=a.epochs, seed=a.seed)
     info = {"pretrain_cohorts": list(PRETRAIN_COHORTS), "evaluated_cohorts": list(EVAL_COHORTS), "n_patients": len(ds.patient_ids),
             "min_genes": MIN_GENES, "pathway_coverage": pt.summary() if callable(getattr(pt, "summary", None)) else str(pt.summary),
-            "epochs": a.epochs, "seed": a.seed, "history": hist, "seconds": round(time.time() - t0, 1), "loadavg": open("/proc/loadavg").read().strip()}
+            "epochs": a.epochs, "seed": a.seed, "history": hist, "seconds": round(time.time() - t0, 1), "loadavg": Path("/proc/loadavg").read_text().strip()}
     save_backbone(enc, a.out, genes=ds.genes, pathway_names=pt.names, info=info)
     print(json.dumps({k: v for k, v in info.items() if k != "history"}, indent=1), hist[-1])
 
@@ -372,7 +372,7 @@ def cmd_evaluate(a) -> None:
                                      "pred": prob.argmax(1), "risk": risk, "time": data.time[te], "event": data.event[te]})
                 pred.to_csv(pred_path, mode="a", header=not pred_path.exists(), index=False)
                 rows = _fold_metrics(pred)
-                pd.DataFrame([{"cohort": cohort, "fold": fold, "method": method, **m, "seconds": round(secs, 2), "loadavg": open("/proc/loadavg").read().split()[0]}
+                pd.DataFrame([{"cohort": cohort, "fold": fold, "method": method, **m, "seconds": round(secs, 2), "loadavg": Path("/proc/loadavg").read_text().split()[0]}
                               for m in rows]).to_csv(res_path, mode="a", header=not res_path.exists(), index=False)
                 print(cohort, fold, method, {m["metric"]: round(m["value"], 4) for m in rows}, f"{secs:.1f}s", flush=True)
 
@@ -526,7 +526,7 @@ def cmd_analyse(a) -> None:
                 "seconds_per_method": res.groupby("method")["seconds"].mean().round(2).to_dict() if "seconds" in res else {}}
     (out / "analysis.json").write_text(json.dumps(analysis, indent=1))
     lines = ["# ModalTune on a real frozen RNA backbone: summary", "", "Mean (sd) over folds; paired bootstrap deltas are ModalTune minus the comparator "
-             "(fold-mean metric, patients resampled, n = %d)." % a.n_boot, ""]
+             f"(fold-mean metric, patients resampled, n = {a.n_boot}).", ""]
     for (cohort, task, metric), g in summary.groupby(["cohort", "task", "metric"]):
         lines.append(f"## {cohort} {task} ({metric})")
         lines.append("| method | mean | sd | folds |")

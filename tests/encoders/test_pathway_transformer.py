@@ -3,6 +3,7 @@ Adapter on it (starts as the frozen model; frozen weights stay bit-identical), a
 refuses evaluated-cohort patients."""
 from __future__ import annotations
 
+import itertools
 import math
 from types import SimpleNamespace
 
@@ -68,7 +69,7 @@ def test_any_consecutive_groups_chain_to_the_full_stack(cuts):
     rows = enc.rows(torch.randn(2, 8))
     bounds = [0, *sorted(cuts), 4]
     s = enc.embed(rows)
-    for a, b in zip(bounds[:-1], bounds[1:]):
+    for a, b in itertools.pairwise(bounds):
         s = enc.run_layers(s, a, b)
     assert torch.allclose(enc.pool(s), enc(rows), atol=TOL)
 
