@@ -16,7 +16,7 @@ from modaltune.errors import ConfigError, InputError
 
 
 def test_list_and_unknown_name():
-    assert list_slide_encoders() == ["abmil", "gigapath", "small_transformer", "titan", "transmil"]
+    assert list_slide_encoders() == ["abmil", "gigapath", "pathway_transformer", "small_transformer", "titan", "transmil"]
     with pytest.raises(ConfigError, match="unknown slide encoder 'gigapth'.*abmil, gigapath"):
         create_slide_encoder("gigapth")
 

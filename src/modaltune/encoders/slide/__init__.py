@@ -12,6 +12,7 @@ from .checkpoint import (
     titan_checkpoint_filter_fn,
 )
 from .gigapath import GigaPathSlideEncoder
+from .pathway_transformer import PathwayTransformerEncoder, pathway_rows
 from .registry import create_slide_encoder, list_slide_encoders, register_slide_encoder
 from .small_transformer import SmallTransformerSlideEncoder
 from .titan import TitanSlideEncoder
@@ -20,6 +21,7 @@ from .transmil import TransMILSlideEncoder
 __all__ = [
     "ABMILSlideEncoder",
     "GigaPathSlideEncoder",
+    "PathwayTransformerEncoder",
     "SlideEncoder",
     "SmallTransformerSlideEncoder",
     "TitanSlideEncoder",
@@ -28,6 +30,7 @@ __all__ = [
     "create_slide_encoder",
     "gigapath_checkpoint_filter_fn",
     "list_slide_encoders",
+    "pathway_rows",
     "load_checkpoint",
     "read_state_dict",
     "register_slide_encoder",

@@ -1,7 +1,8 @@
 """Registry of slide encoders: ``create_slide_encoder(name, checkpoint=..., random_init=..., **kwargs)``.
 
 Names: ``gigapath``, ``titan`` (frozen foundation models: a local checkpoint is required unless
-``random_init=True`` is passed explicitly), ``small_transformer``, ``abmil``, ``transmil``
+``random_init=True`` is passed explicitly), ``small_transformer``, ``abmil``, ``transmil``,
+``pathway_transformer`` (an RNA backbone with the same stage API; bags of pathway rows)
 (trained from scratch: random initialisation is their normal start; a checkpoint may be given).
 The returned module records where its weights came from in ``weights_source`` (the checkpoint path
 or ``"random_init"``); put it in run results.
@@ -31,6 +32,7 @@ from .checkpoint import (
     titan_checkpoint_filter_fn,
 )
 from .gigapath import GigaPathSlideEncoder
+from .pathway_transformer import PathwayTransformerEncoder
 from .small_transformer import SmallTransformerSlideEncoder
 from .titan import TitanSlideEncoder
 from .transmil import TransMILSlideEncoder
@@ -112,3 +114,5 @@ register_slide_encoder(
 register_slide_encoder("small_transformer", SmallTransformerSlideEncoder, description="small ViT over patch features (CPU-friendly)")
 register_slide_encoder("abmil", ABMILSlideEncoder, description="gated-attention MIL pooling")
 register_slide_encoder("transmil", TransMILSlideEncoder, description="TransMIL (exact attention + PPEG)")
+register_slide_encoder("pathway_transformer", PathwayTransformerEncoder,
+                       description="transformer over the pathway tokens of one RNA profile (a frozen non-slide backbone for the Modal Adapter)")
