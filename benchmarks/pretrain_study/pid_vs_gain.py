@@ -12,7 +12,8 @@ SIMULATED: PID of slide vs RNA on the study cohort (``config.yaml``: 2,000 patie
 (``signal: {sub_interaction: 0, surv_interaction: 0}``, everything else equal): the ground truth says
 the first has synergy (a slide x RNA product term) and the twin has none beyond the estimator's bias.
 
-    python benchmarks/pretrain_study/pid_vs_gain.py --tcga-runs /work/runs/h20d/tcga --work /work/runs/h20d/study --out benchmarks/pretrain_study
+    python benchmarks/pretrain_study/pid_vs_gain.py --tcga-runs /work/runs/h20d/tcga \
+        --tcga-results benchmarks/pretrain_study/tcga_survival_mcat5_results.csv --work /work/runs/h20d/study --out benchmarks/pretrain_study
 """
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import yaml
 
@@ -29,11 +29,11 @@ COHORTS = ["blca", "brca", "gbmlgg", "luad", "ucec"]
 SIMULATED = "SIMULATED (synthetic cohort, not real patients)"
 
 
-def _pid_row(cohort, mods, task, n_boot, n_perm, extra) -> dict:
+def _pid_row(cohort, mods, task, n_boot, n_perm, extra, clusters: int) -> dict:
     from modaltune.analysis.interactions import analyse_interactions
 
-    r = analyse_interactions(cohort, mods, task, n_clusters=6, n_components=8, n_boot=n_boot, n_permutations=n_perm, seed=0)
-    row = {**extra, "task": task, "modality_1": mods[0], "modality_2": mods[1], "n": r.estimate.n, "label": r.label_note, "H_Y_bits": r.label_entropy}
+    r = analyse_interactions(cohort, mods, task, n_clusters=clusters, n_components=8, n_boot=n_boot, n_permutations=n_perm, seed=0)
+    row = {**extra, "clusters": clusters, "task": task, "modality_1": mods[0], "modality_2": mods[1], "n": r.estimate.n, "label": r.label_note, "H_Y_bits": r.label_entropy}
     for p in ("redundancy", "unique_1", "unique_2", "synergy", "total"):
         row[p] = getattr(r.estimate, p)
         row[f"{p}_ci_low"], row[f"{p}_ci_high"] = r.ci[p]
@@ -46,8 +46,8 @@ def fusion_gain(results_csv: Path) -> pd.DataFrame:
     """Per cohort and fold: C-index of snn, clinical_mlp, late_fusion and gain = late_fusion - max(single)."""
     res = pd.read_csv(results_csv)
     res = res[res["metric"] == "c_index"]
-    col = "method" if "method" in res else "method_name"
-    piv = res.pivot_table(index=["cohort", "fold"], columns=col, values="value", aggfunc="mean").reset_index()
+    res = res.assign(method=res["method"].str.split().str[0])  # display labels "snn (omics)" -> registry name "snn"
+    piv = res.pivot_table(index=["cohort", "fold"], columns="method", values="value", aggfunc="mean").reset_index()
     piv["best_single"] = piv[["snn", "clinical_mlp"]].max(axis=1)
     piv["gain"] = piv["late_fusion"] - piv["best_single"]
     return piv
@@ -55,7 +55,9 @@ def fusion_gain(results_csv: Path) -> pd.DataFrame:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--tcga-runs", type=Path, required=True, help="the --out of run_tcga.py (holds cohorts/ and survival_mcat5/)")
+    ap.add_argument("--tcga-runs", type=Path, required=True, help="the --out of run_tcga.py (holds cohorts/)")
+    ap.add_argument("--tcga-results", type=Path, required=True, help="results.csv of the survival_mcat5 run (snn, clinical_mlp, late_fusion)")
+    ap.add_argument("--clusters", type=int, default=4)
     ap.add_argument("--work", type=Path, required=True, help="the study work folder (holds cohort/)")
     ap.add_argument("--out", type=Path, default=HERE)
     ap.add_argument("--boot", type=int, default=100)
@@ -70,10 +72,10 @@ def main() -> None:
     for name in COHORTS:
         c = Cohort.load(a.tcga_runs / "cohorts" / f"tcga_{name}")
         omics = "rna" if "rna" in c.omics else "cnv"
-        rows.append(_pid_row(c, (omics, "clinical"), "survival", a.boot, a.perm, {"cohort": name.upper(), "data": "TCGA (real)"}))
+        rows.append(_pid_row(c, (omics, "clinical"), "survival", a.boot, a.perm, {"cohort": name.upper(), "data": "TCGA (real)"}, a.clusters))
         print(rows[-1]["cohort"], {k: round(rows[-1][k], 4) for k in ("redundancy", "unique_1", "unique_2", "synergy")}, flush=True)
     pid = pd.DataFrame(rows)
-    gain_folds = fusion_gain(a.tcga_runs / "survival_mcat5" / "results.csv")
+    gain_folds = fusion_gain(a.tcga_results)
     gain_folds.to_csv(a.out / "tcga_fusion_gain_folds.csv", index=False)
     g = gain_folds.groupby("cohort")[["snn", "clinical_mlp", "late_fusion", "best_single", "gain"]].mean()
     g["gain_of_means"] = g["late_fusion"] - g[["snn", "clinical_mlp"]].max(axis=1)
@@ -95,11 +97,11 @@ def main() -> None:
     srows = []
     for label, c in (("interaction (study cohort)", Cohort.load(a.work / "cohort")), ("no interaction (twin)", twin)):
         for task in ("subtype", "survival"):
-            srows.append(_pid_row(c, ("slide", "rna"), task, a.boot, a.perm, {"cohort": label, "data": SIMULATED}))
+            srows.append(_pid_row(c, ("slide", "rna"), task, a.boot, a.perm, {"cohort": label, "data": SIMULATED}, a.clusters))
             print(label, task, {k: round(srows[-1][k], 4) for k in ("redundancy", "unique_1", "unique_2", "synergy")}, flush=True)
     pd.DataFrame(srows).to_csv(a.out / "pid_simulated.csv", index=False)
-    (a.out / "pid_vs_gain.json").write_text(json.dumps({"spearman_pid_excess_vs_gain": corr, "note": "5 cohorts: rho's p-value is the exact permutation "
-                                                        "p of scipy; with n = 5 only |rho| = 1 reaches p < 0.05"}, indent=2))
+    (a.out / "pid_vs_gain.json").write_text(json.dumps({"spearman_pid_excess_vs_gain": corr, "note": "5 cohorts: scipy's p-value (t approximation) is "
+                                                        "unreliable at n = 5; an exact permutation test needs |rho| = 1 for p < 0.05 (two-sided p = 2/120)"}, indent=2))
     print(tab[["redundancy_excess", "synergy_excess", "unique_1_excess", "unique_2_excess", "gain_of_means"]])
     print(json.dumps(corr, indent=2))
 

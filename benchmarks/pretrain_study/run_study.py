@@ -46,8 +46,8 @@ MODALITIES = ["slide", "rna", "clinical"]
 OBJECTIVES = ["symile", "clip", "mirror"]
 
 
-def load_config() -> dict:
-    return yaml.safe_load((HERE / "config.yaml").read_text())
+def load_config(path: Path | None = None) -> dict:
+    return yaml.safe_load((path or HERE / "config.yaml").read_text())
 
 
 def cmd_simulate(work: Path, cfg: dict) -> None:
@@ -269,14 +269,22 @@ def cmd_run(work: Path, cfg: dict, folds: list[int], seeds: list[int]) -> None:
         for fold in folds:
             t0 = time.perf_counter()
             run_unit(work, cfg, fold, seed)
-            print(f"fold {fold} seed {seed}: {time.perf_counter() - t0:.1f}s  load {open('/proc/loadavg').read().split()[:3]}", flush=True)
+            print(f"fold {fold} seed {seed}: {time.perf_counter() - t0:.1f}s  load {Path('/proc/loadavg').read_text().split()[:3]}", flush=True)
 
 
 # ------------------------------------------------------------------------------------ analysis
 def _harrell(df: pd.DataFrame) -> float:
-    from sksurv.metrics import concordance_index_censored
-
-    return float(concordance_index_censored(df["event"].astype(bool).to_numpy(), df["time"].to_numpy(float), df["risk"].to_numpy(float))[0])
+    """Harrell's C over the pooled out-of-fold predictions, with pairs formed WITHIN a fold only (each
+    fold's Cox probe has its own risk scale; the sum of per-fold concordant / comparable counts).
+    Comparable: an event at t_i and t_i < t_j, or t_i == t_j with j censored; risk ties count 1/2 (as
+    scikit-survival's ``concordance_index_censored``, checked on every point estimate in :func:`cmd_analyse`)."""
+    num = den = 0.0
+    for _, g in df.groupby("fold"):
+        t, e, r = g["time"].to_numpy(float), g["event"].to_numpy(bool), g["risk"].to_numpy(float)
+        comp = ((t[:, None] < t[None, :]) | ((t[:, None] == t[None, :]) & ~e[None, :])) & e[:, None]
+        num += ((r[:, None] > r[None, :]) & comp).sum() + 0.5 * ((r[:, None] == r[None, :]) & comp).sum()
+        den += comp.sum()
+    return float(num / den) if den else float("nan")
 
 
 def _bacc(df: pd.DataFrame) -> float:
@@ -300,17 +308,21 @@ def cmd_analyse(work: Path, out: Path, cfg: dict, n_boot: int) -> None:
     ids = list(preds["patient_id"].unique())
     sub, surv = cohort.targets("subtype", ids), cohort.targets("survival", ids)
     tgt = pd.DataFrame({"patient_id": ids, "label": sub.label, "time": surv.time, "event": surv.event})
-    # pooled out-of-fold predictions per (method, seed); Cox risks z-scored within each fold so folds share one scale
+    # pooled out-of-fold predictions per (method, seed); the C-index pairs patients within a fold only (_harrell)
     preds = preds.merge(tgt, on="patient_id")
-    preds["risk"] = preds.groupby(["method", "seed", "fold"])["risk"].transform(lambda r: (r - r.mean()) / (r.std() + 1e-12))
     methods = list(dict.fromkeys(res["method"]))
     seeds = sorted(res["seed"].unique())
     table = res.groupby(["method", "metric"])["value"].agg(["mean", "std", "count"]).reset_index()
+    from sksurv.metrics import concordance_index_censored
+
+    for (m, sd), g in preds.groupby(["method", "seed"]):  # the fast C-index equals scikit-survival's counts, fold by fold
+        c = [concordance_index_censored(f["event"].astype(bool).to_numpy(), f["time"].to_numpy(float), f["risk"].to_numpy(float)) for _, f in g.groupby("fold")]
+        ref = sum(x[1] + 0.5 * x[3] for x in c) / sum(x[1] + x[2] + x[3] for x in c)
+        assert abs(ref - _harrell(g)) < 1e-9, (m, sd, ref, _harrell(g))
     comps = []
-    for base in ("supervised", "raw_linear"):
-        for m in methods:
-            if m == base:
-                continue
+    against = {"supervised": [m for m in methods if m != "supervised"], "raw_linear": [*OBJECTIVES, "random_init"]}
+    for base, others in against.items():
+        for m in others:
             for metric, fn in (("subtype_balanced_accuracy", _bacc), ("survival_c_index", _harrell)):
                 a = res[(res.method == m) & (res.metric == metric)].set_index(["fold", "seed"])["value"]
                 b = res[(res.method == base) & (res.metric == metric)].set_index(["fold", "seed"])["value"]
@@ -325,13 +337,14 @@ def cmd_analyse(work: Path, out: Path, cfg: dict, n_boot: int) -> None:
                 comps.append(row)
     comps = pd.DataFrame(comps)
     comps.to_csv(out / "paired_bootstrap.csv", index=False)
-    _summary(out, cfg, table, comps, pre, seeds, res)
+    _summary(out, cfg, table, comps, pre, seeds, res, n_boot)
 
 
-def _summary(out: Path, cfg: dict, table: pd.DataFrame, comps: pd.DataFrame, pre: pd.DataFrame, seeds, res: pd.DataFrame) -> None:
+def _summary(out: Path, cfg: dict, table: pd.DataFrame, comps: pd.DataFrame, pre: pd.DataFrame, seeds, res: pd.DataFrame, n_boot: int) -> None:
     n_folds = res["fold"].nunique()
     lines = [f"# Pretraining with scarce labels: {SIMULATED}", "",
-             f"Protocol: simulated cohort ({cfg['simulate']['n_patients']} patients, slide + RNA + clinical, missing modalities as simulated), "
+             f"Protocol: simulated cohort ({cfg['simulate']['n_patients']} patients, slide + RNA + clinical, missing modalities as simulated, "
+             f"signal {cfg['simulate'].get('signal', 'default (SignalSpec)')}), "
              f"{n_folds} folds (splits/kfold5.csv, stratified by subtype) x {len(seeds)} seeds {list(map(int, seeds))}; "
              f"{cfg['labelled_fraction']:.0%} of each fold's training patients labelled (seeded, stratified); pretraining on every training patient; "
              "linear probes (logistic C=1 -> balanced accuracy; ridge Cox penalizer 0.1 -> Harrell C) fitted on the labelled training patients, "
@@ -340,7 +353,8 @@ def _summary(out: Path, cfg: dict, table: pd.DataFrame, comps: pd.DataFrame, pre
         t = table[table.method == m].set_index("metric")
         b, c = t.loc["subtype_balanced_accuracy"], t.loc["survival_c_index"]
         lines.append(f"| {m} | {b['mean']:.3f} +- {b['std']:.3f} | {c['mean']:.3f} +- {c['std']:.3f} | {int(b['count'])} |")
-    lines += ["", "Paired comparisons (unit = fold x seed; bootstrap over the pooled out-of-fold patients, per seed, 95% percentile CI):", "",
+    lines += ["", "Paired comparisons (unit = fold x seed; paired bootstrap (`evaluation.bootstrap.paired_bootstrap`) over the pooled out-of-fold patients, per seed, "
+              f"{n_boot} resamples, 95% percentile CI, two-sided p; C-index pairs formed within a fold):", "",
               "| method | baseline | metric | mean diff over units | units better | " + " | ".join(f"seed {int(s)}: delta [CI] p" for s in seeds) + " |",
               "|---|---|---|---|---|" + "---|" * len(seeds)]
     for _, r in comps.iterrows():
@@ -367,17 +381,17 @@ def _cost_child(work: Path, cfg: dict, objective: str, epochs: int) -> None:
     cohort = Cohort.load(work / "cohort")
     t0 = time.perf_counter()
     res = pretrain(_pretrain_cfg(work, cfg, objective, 0, 0, epochs), cohort=cohort)
-    hwm = next(int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmHWM"))
+    hwm = next(int(x.split()[1]) for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmHWM"))
     print(json.dumps({"objective": objective, "epochs": epochs, "seconds_per_epoch": res.history["seconds"].tolist(),
                       "mean_s_per_epoch": float(res.history["seconds"].mean()), "n_train": len(res.train_ids), "total_s": time.perf_counter() - t0,
                       "vmhwm_mib": hwm / 1024, "n_parameters": sum(p.numel() for p in res.model.parameters()),
-                      "loadavg": open("/proc/loadavg").read().split()[:3]}))
+                      "loadavg": Path("/proc/loadavg").read_text().split()[:3]}))
 
 
 def cmd_cost(work: Path, out: Path, cfg: dict) -> None:
     rows = []
     for obj in OBJECTIVES:
-        r = subprocess.run([sys.executable, __file__, "_cost_child", "--work", str(work), "--objective", obj], capture_output=True, text=True, check=True)
+        r = subprocess.run([sys.executable, __file__, "_cost_child", "--work", str(work), "--objective", obj, "--config", str(cfg["_path"])], capture_output=True, text=True, check=True)
         rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
         print(rows[-1], flush=True)
     (out / "pretrain_cost.json").write_text(json.dumps({"label": SIMULATED, "encoder": cfg["pretrain"]["encoder"],
@@ -393,8 +407,10 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--objective", default="symile")
+    ap.add_argument("--config", type=Path, default=HERE / "config.yaml", help="study config (config_shared.yaml: the label signal shared by slide and RNA)")
     a = ap.parse_args()
-    cfg = load_config()
+    cfg = load_config(a.config)
+    cfg["_path"] = a.config
     if a.cmd == "simulate":
         cmd_simulate(a.work, cfg)
     elif a.cmd == "run":
