@@ -348,7 +348,7 @@ def _summary(out: Path, cfg: dict, table: pd.DataFrame, comps: pd.DataFrame, pre
              f"{n_folds} folds (splits/kfold5.csv, stratified by subtype) x {len(seeds)} seeds {list(map(int, seeds))}; "
              f"{cfg['labelled_fraction']:.0%} of each fold's training patients labelled (seeded, stratified); pretraining on every training patient; "
              "linear probes (logistic C=1 -> balanced accuracy; ridge Cox penalizer 0.1 -> Harrell C) fitted on the labelled training patients, "
-             "scored on the held-out fold. Config: config.yaml.", "", "| method | subtype balanced accuracy (mean +- sd over units) | survival C-index | units |", "|---|---|---|---|"]
+             f"scored on the held-out fold. Config: {Path(str(cfg.get('_path', 'config.yaml'))).name}.", "", "| method | subtype balanced accuracy (mean +- sd over units) | survival C-index | units |", "|---|---|---|---|"]
     for m in dict.fromkeys(res["method"]):
         t = table[table.method == m].set_index("metric")
         b, c = t.loc["subtype_balanced_accuracy"], t.loc["survival_c_index"]
