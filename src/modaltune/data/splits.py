@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from modaltune.data._files import ensure_readable
-from modaltune.errors import InputError
+from modaltune.errors import ConfigError, InputError
 
 __all__ = [
     "Fold",
@@ -24,6 +24,7 @@ __all__ = [
     "train_val_test_split",
     "survival_bin_edges",
     "assign_survival_bins",
+    "labelled_subset",
     "PARTITIONS",
 ]
 
@@ -303,6 +304,40 @@ def train_val_test_split(
     rel = val / (1 - test)
     tr, va = train_test_split(rest, test_size=rel, random_state=seed + 1, stratify=st_rest if strat is not None else None)
     return SplitSet(name or f"tvt_seed{seed}", [Fold(0, sorted(tr.tolist()), sorted(va.tolist()), sorted(te.tolist()))], protocol=f"train/val/test {1-val-test:.2f}/{val:.2f}/{test:.2f}, seed {seed}")
+
+
+def labelled_subset(patient_ids: list[str], fraction: float, *, seed: int = 0, labels: np.ndarray | None = None) -> list[str]:
+    """The patients of ``patient_ids`` that keep their labels when only ``fraction`` of them are labelled.
+
+    Scarce-label protocols (pretrain on every training patient, fit the supervised part on a few):
+    ``round(fraction * N)`` patients (at least 1), drawn with ``seed``, stratified by ``labels``
+    ((N,) class per patient) when every class can give one patient, else a plain seeded draw.
+    ``fraction = 1`` returns every patient. Returned sorted; deterministic for a given ``seed``;
+    a larger ``fraction`` with the same seed need not contain a smaller one's subset.
+
+    >>> labelled_subset([f"p{i}" for i in range(10)], 0.3, seed=0)
+    ['p0', 'p3', 'p5']
+    """
+    from sklearn.model_selection import train_test_split
+
+    ids = [str(p) for p in patient_ids]
+    if not 0.0 < float(fraction) <= 1.0:
+        raise ConfigError(f"labelled fraction {fraction} is outside (0, 1]", where="labelled_fraction", fix="e.g. 0.1 for 10% labelled patients")
+    if not ids:
+        raise InputError("no patients to draw labelled ones from", where="labelled_fraction", fix="check the fold's training patients")
+    if labels is not None and len(labels) != len(ids):
+        raise InputError(f"{len(labels)} labels for {len(ids)} patients", where="labelled_fraction", fix="give one label per patient")
+    k = max(1, int(round(float(fraction) * len(ids))))
+    if k >= len(ids):
+        return sorted(ids)
+    strat = np.asarray(labels).astype(str) if labels is not None else None
+    if strat is not None:
+        _, counts = np.unique(strat, return_counts=True)
+        # every class must be able to give a patient to both sides, or sklearn refuses
+        if len(counts) < 2 or counts.min() < 2 or k < len(counts) or len(ids) - k < len(counts):
+            strat = None
+    keep, _ = train_test_split(np.asarray(ids), train_size=k, random_state=seed, stratify=strat)
+    return sorted(keep.tolist())
 
 
 def survival_bin_edges(
