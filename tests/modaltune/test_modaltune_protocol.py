@@ -160,3 +160,47 @@ def test_paper_protocol_trains_one_epoch_and_writes_its_reports(sim, tmp_path):
     sep = json.loads((tmp_path / "u" / "text_targets_separability.json").read_text())["tasks"]
     assert len(sep["subtype"]["cosine"]) == 2 and -1 <= sep["subtype"]["max_offdiag_cosine"] < 1
     assert 0 <= sep["survival"]["probe_balanced_accuracy"] <= 1 or math.isnan(sep["survival"]["probe_balanced_accuracy"])
+
+
+def test_fit_audits_text_targets_and_records_the_audit(sim, tmp_path):
+    """Every ModalTune fit runs the leakage audit on the fold's patients before training: a clean
+    cohort trains and the audit is in the run folder."""
+    from modaltune.training.trainer import fit
+
+    c, _ = sim
+    fold = c.split("kfold5").folds[0]
+    trainer = {"max_epochs": 1, "max_patches": 16, "logger": "none", "checkpoint": False}
+    fit(c, fold, "modaltune", params=SMALL, trainer=trainer, out_dir=tmp_path / "u", progress=False)
+    rep = json.loads((tmp_path / "u" / "target_leakage.json").read_text())
+    assert rep["clean"] is True and rep["problems"] == []
+    assert rep["n_patients"] == len(set(fold.train) | set(fold.val) | set(fold.test))
+    assert rep["tasks"] == ["subtype", "survival"] and rep["inputs"][0] == "report text (modality 'text')"
+
+
+def test_fit_refuses_a_planted_label_sentence_in_a_report(sim, tmp_path):
+    """A test patient's report that states its own diagnosis sentence stops the fit with one line
+    naming the task and the input field; the audit listing the patient is recorded."""
+    import copy
+
+    from modaltune.modaltune.text_targets import class_label_sentences
+    from modaltune.training.trainer import fit
+
+    c, _ = sim
+    c = copy.deepcopy(c)
+    fold = c.split("kfold5").folds[0]
+    pid = fold.test[0]
+    label = str(c.patients.loc[pid, "subtype"])
+    site = str(c.patients.loc[pid, "site"])
+    c.text.loc[pid] = "Margins clear. " + class_label_sentences(site, [label])[0]
+    trainer = {"max_epochs": 1, "max_patches": 16, "logger": "none", "checkpoint": False}
+    with pytest.raises(InputError) as e:
+        fit(c, fold, "modaltune", params=SMALL, trainer=trainer, out_dir=tmp_path / "u", progress=False)
+    msg = str(e.value)
+    assert "\n" not in msg and "task 'subtype'" in msg and "report text (modality 'text')" in msg and pid in msg
+    rep = json.loads((tmp_path / "u" / "target_leakage.json").read_text())
+    assert rep["clean"] is False and {p["task"] for p in rep["problems"]} == {"subtype"}
+    assert all(pid in p["problem"] for p in rep["problems"])
+    assert not (tmp_path / "u" / "adapter_diagnostics.jsonl").exists()  # refused before any training step
+    # the same cohort without the report token reads no report: nothing leaks, the fit runs
+    fit(c, fold, "modaltune", params={**SMALL, "use_report": False}, trainer=trainer, out_dir=tmp_path / "v", progress=False)
+    assert json.loads((tmp_path / "v" / "target_leakage.json").read_text())["clean"] is True
