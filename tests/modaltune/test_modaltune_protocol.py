@@ -204,3 +204,35 @@ def test_fit_refuses_a_planted_label_sentence_in_a_report(sim, tmp_path):
     # the same cohort without the report token reads no report: nothing leaks, the fit runs
     fit(c, fold, "modaltune", params={**SMALL, "use_report": False}, trainer=trainer, out_dir=tmp_path / "v", progress=False)
     assert json.loads((tmp_path / "v" / "target_leakage.json").read_text())["clean"] is True
+
+
+def test_onehot_targets_are_one_fixed_direction_per_label():
+    from modaltune.modaltune.text_targets import onehot_embeddings
+
+    sents = [f"Cancer diagnosis: class {k}." for k in range(50)]
+    a, b = onehot_embeddings(sents, 384), onehot_embeddings(list(reversed(sents)), 384)
+    assert torch.equal(a, b.flip(0))  # the same label gets the same vector, whatever the batch
+    assert torch.allclose(a.norm(dim=1), torch.ones(50))
+    off = (a @ a.T)[~torch.eye(50, dtype=torch.bool)]
+    assert off.abs().max() < 0.3  # near-orthogonal: sd of a random cosine in 384-d is 0.05
+
+
+def test_onehot_and_no_extractor_options_reach_the_model(sim):
+    _, pp = sim
+    torch.manual_seed(0)
+    m = build_method("modaltune", pp.info, **SMALL, targets="onehot", extractors=False)
+    assert m.targets == "onehot" and len(m.adapter.extractors) == 0 and len(m.adapter.extra_extractors) == 0
+    z = m.class_embeddings("BRCA", ["A", "B"])
+    assert abs(float(z[0] @ z[1])) < 0.7  # text targets of A vs B are far more alike (cosine ~0.9)
+    # without extractors the modal tokens never read the patches: other patches, same tokens out
+    B, N, M = 2, 5, 3
+    c = torch.randn(B, M, m.adapter.dim)
+    f1, f2 = torch.randn(B, N, pp.info.slide_dim), torch.randn(B, N, pp.info.slide_dim)
+    xy = torch.arange(2 * N).reshape(1, N, 2).expand(B, -1, -1) * 256
+    m.eval()
+    with torch.no_grad():
+        s1, c1 = m.adapter(f1, xy, c)
+        s2, c2 = m.adapter(f2, xy, c)
+    assert torch.equal(c1, c2) and not torch.equal(s1, s2)
+    with pytest.raises(Exception, match="targets"):
+        build_method("modaltune", pp.info, **SMALL, targets="one-hot")

@@ -130,6 +130,7 @@ class ModalTuneModel(nn.Module):
         lr_mult: dict[str, float] | None = None,
         select_epoch: str = "last",
         variant: str = "modaltune",
+        targets: str = "text",
     ):
         super().__init__()
         from modaltune.heads import build_head
@@ -170,6 +171,9 @@ class ModalTuneModel(nn.Module):
             raise ConfigError(f"unknown select_epoch '{select_epoch}'", where="method.params.select_epoch", fix="use 'last' or 'val_probe'")
         self.select_epoch = select_epoch
         self.variant = variant
+        if targets not in ("text", "onehot"):
+            raise ConfigError(f"unknown targets '{targets}'", where="method.params.targets", fix="use 'text' (paper) or 'onehot' (ablation)")
+        self.targets = targets
         #: per-epoch collection buffers set by :class:`~modaltune.modaltune.monitor.ModalTuneMonitor`
         #: (None = collect nothing): projected targets (first epoch) and selection embeddings
         self.collect: dict | None = None
@@ -330,8 +334,14 @@ class ModalTuneModel(nn.Module):
 
     # ------------------------------------------------------------------ text
     def text_targets(self, sentences: Sequence[str]) -> torch.Tensor:
-        """``z = normalise(P(text(sentences)))``: (N, out_dim)."""
+        """``z = normalise(P(text(sentences)))``: (N, out_dim). With ``targets="onehot"`` (ablation)
+        ``text(s)`` is replaced by :func:`~modaltune.modaltune.text_targets.onehot_embeddings`: each
+        distinct sentence (= label) its own random direction, so no similarity between labels is left."""
         dev = self.projector.weight.device
+        if self.targets == "onehot":
+            from .text_targets import onehot_embeddings
+
+            return self.projector(onehot_embeddings(list(sentences), int(self.projector.weight.shape[1])).to(dev))
         return self.projector(embed_texts(list(sentences), self.text_model).to(dev))
 
     def class_embeddings(self, site: str | None, class_names: Sequence[str]) -> torch.Tensor:
