@@ -236,3 +236,36 @@ def test_onehot_and_no_extractor_options_reach_the_model(sim):
     assert torch.equal(c1, c2) and not torch.equal(s1, s2)
     with pytest.raises(Exception, match="targets"):
         build_method("modaltune", pp.info, **SMALL, targets="one-hot")
+
+
+def test_benchmark_units_keep_the_audit_and_fail_a_leak_in_one_line(tmp_path):
+    """In a benchmark, the audit runs in every ModalTune unit: a clean unit folder holds
+    target_leakage.json (and the adapter diagnostics); a planted leak fails the unit with a reason
+    naming the task and the input field."""
+    import shutil
+
+    import pandas as pd
+
+    from modaltune.benchmark.runner import run_benchmark
+    from modaltune.training.experiment_config import BenchmarkConfig
+
+    simulate_cohort(tmp_path / "clean", preset="tiny", seed=2, n_patients=24)
+    shutil.copytree(tmp_path / "clean", tmp_path / "leak")
+    text = pd.read_csv(tmp_path / "leak" / "text.csv")
+    pats = pd.read_csv(tmp_path / "leak" / "patients.csv").set_index("patient_id")
+    pid = str(text["patient_id"].iloc[0])
+    from modaltune.modaltune.text_targets import class_label_sentences
+
+    text.loc[0, "text"] = class_label_sentences(str(pats.loc[pid, "site"]), [str(pats.loc[pid, "subtype"])])[0]
+    text.to_csv(tmp_path / "leak" / "text.csv", index=False)
+    for name in ("clean", "leak"):
+        cfg = BenchmarkConfig.model_validate({
+            "name": name, "data": {"cohorts": [str(tmp_path / name)]}, "split": {"kfold": 2, "seed": 0, "folds": [0]},
+            "methods": [{"name": "modaltune", "params": SMALL}], "evaluation": {"bootstrap": 10},
+            "trainer": {"max_epochs": 1, "max_patches": 16, "logger": "none", "checkpoint": False}})
+        run_benchmark(cfg, tmp_path / f"run_{name}", progress=False)
+    (unit,) = (tmp_path / "run_clean" / "units").iterdir()
+    assert json.loads((unit / "target_leakage.json").read_text())["clean"] is True and (unit / "adapter_diagnostics.jsonl").exists()
+    (unit,) = (tmp_path / "run_leak" / "units").iterdir()
+    reason = json.loads((unit / "FAILED.json").read_text())["reason"]
+    assert "task 'subtype'" in reason and "report text (modality 'text')" in reason and pid in reason
