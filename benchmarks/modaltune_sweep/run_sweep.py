@@ -351,18 +351,19 @@ def analyse(runs: Path) -> None:
     lf_dir = runs / "sweep" / _slug(LF_LABEL)
     lf = {s: _load(lf_dir / f"seed{s}") for s in seeds if (lf_dir / f"seed{s}" / "result.json").exists()}
     lf_held = [lf[s][1] for s in seeds if s in lf and lf[s][1] is not None]
-    for s, (rec, held) in lf.items():
+    for rec, held in lf.values():
         rows += _unit_rows("sweep", "late_fusion", rec, held)
     # ---- sweep
     for m in sweep_cells(plan):
         d = runs / "sweep" / _slug(m["label"])
         got = {s: _load(d / f"seed{s}") for s in seeds if (d / f"seed{s}" / "result.json").exists()}
-        for s, (rec, held) in got.items():
+        for rec, held in got.values():
             rows += _unit_rows("sweep", m["label"], rec, held)
         recs = [r for r, _ in got.values() if r["status"] == "done"]
         cell = {"cell": m["label"], "params": m["params"], "seeds_done": len(recs), "seeds_failed": [s for s, (r, _) in got.items() if r["status"] != "done"]}
         if len(recs) < len(seeds):
-            cell.update(success=False, note="incomplete: " + "; ".join(r.get("reason", "not run") for r, _ in got.values() if r["status"] != "done"))
+            fails = "; ".join(f"seed {s} failed: {r.get('reason')}" for s, (r, _) in got.items() if r["status"] != "done")
+            cell.update(success=False, note=f"incomplete: {len(recs)} of {len(seeds)} seeds done" + (f"; {fails}" if fails else ""))
             report["sweep"].append(cell)
             continue
         cell["gates_open"] = _gates_open(recs, o["gates_open"])
@@ -387,7 +388,7 @@ def analyse(runs: Path) -> None:
         d = _unit_dir(runs, plan, m)
         got = {s: _load(d / f"seed{s}") for s in seeds if (d / f"seed{s}" / "result.json").exists()}
         if m["label"] not in (LF_LABEL, base_label):  # (their rows are in the sweep's results.csv)
-            for s, (rec, held) in got.items():
+            for rec, held in got.values():
                 rows += _unit_rows("ablations", m["label"], rec, held)
         held_of[m["label"]] = (got, m)
     full = [h for r, h in held_of[base_label][0].values() if r["status"] == "done"]
@@ -413,33 +414,32 @@ def analyse(runs: Path) -> None:
     ss = plan["simsweep"]
     for c in ss["cells"]:
         strength, n_train = c["strength"], c["n_train"]
-        if True:
-            cdir = runs / "cohorts" / f"sim_{strength}_{n_train}"
-            if not (cdir / "cohort.yaml").exists():
-                continue
-            cohort = Cohort.load(cdir)
-            fold = _fold0(cohort)
-            cell = f"{strength}_{n_train}"
-            got = {}
-            for lab in ("modaltune", "late_fusion"):
-                d = runs / "simsweep" / cell / lab
-                got[lab] = [_load(d / f"seed{s}") for s in ss["seeds"] if (d / f"seed{s}" / "result.json").exists()]
-                for rec, held in got[lab]:
-                    rows += _unit_rows("simsweep", f"{cell}/{lab}", rec, held)
-            entry = {"cell": cell, "strength": strength, "signal": ss["strengths"][strength], "n_train": len(fold.train), "n_test": len(fold.test)}
-            entry.update(_oracles(cohort, fold))
-            for lab, lst in got.items():
-                hs = [h for r, h in lst if r["status"] == "done"]
-                entry[f"{lab}_seeds"] = len(hs)
-                entry[f"{lab}_failures"] = [r.get("reason") for r, _ in lst if r["status"] != "done"]
-                if hs:
-                    entry[f"{lab}_c_index"] = float(np.mean([_harrell(h["risk"], h["time"], h["event"]) for h in hs]))
-                    entry[f"{lab}_ols"] = [_ols_interaction(h.set_index("patient_id")["risk"], cohort.ground_truth) for h in hs]
-            mt = [h for r, h in got["modaltune"] if r["status"] == "done"]
-            lfh = [h for r, h in got["late_fusion"] if r["status"] == "done"]
-            if mt and len(mt) == len(lfh) == len(ss["seeds"]):
-                entry["modaltune_vs_late_fusion"] = _paired_bootstrap(mt, lfh, 2000)
-            report["simsweep"].append(entry)
+        cdir = runs / "cohorts" / f"sim_{strength}_{n_train}"
+        if not (cdir / "cohort.yaml").exists():
+            continue
+        cohort = Cohort.load(cdir)
+        fold = _fold0(cohort)
+        cell = f"{strength}_{n_train}"
+        got = {}
+        for lab in ("modaltune", "late_fusion"):
+            d = runs / "simsweep" / cell / lab
+            got[lab] = [_load(d / f"seed{s}") for s in ss["seeds"] if (d / f"seed{s}" / "result.json").exists()]
+            for rec, held in got[lab]:
+                rows += _unit_rows("simsweep", f"{cell}/{lab}", rec, held)
+        entry = {"cell": cell, "strength": strength, "signal": ss["strengths"][strength], "n_train": len(fold.train), "n_test": len(fold.test)}
+        entry.update(_oracles(cohort, fold))
+        for lab, lst in got.items():
+            hs = [h for r, h in lst if r["status"] == "done"]
+            entry[f"{lab}_seeds"] = len(hs)
+            entry[f"{lab}_failures"] = [r.get("reason") for r, _ in lst if r["status"] != "done"]
+            if hs:
+                entry[f"{lab}_c_index"] = float(np.mean([_harrell(h["risk"], h["time"], h["event"]) for h in hs]))
+                entry[f"{lab}_ols"] = [_ols_interaction(h.set_index("patient_id")["risk"], cohort.ground_truth) for h in hs]
+        mt = [h for r, h in got["modaltune"] if r["status"] == "done"]
+        lfh = [h for r, h in got["late_fusion"] if r["status"] == "done"]
+        if mt and len(mt) == len(lfh) == len(ss["seeds"]):
+            entry["modaltune_vs_late_fusion"] = _paired_bootstrap(mt, lfh, 2000)
+        report["simsweep"].append(entry)
     res = pd.DataFrame(rows)
     OUT_SWEEP.mkdir(parents=True, exist_ok=True)
     OUT_ABL.mkdir(parents=True, exist_ok=True)
@@ -508,10 +508,12 @@ def _write_md(r: dict, plan: dict) -> None:
     L += ["", "## Simulator sweep (interaction strength x training patients)", "",
           "| strength | n train | n test | ModalTune C | late fusion C | ModalTune - late fusion [95% CI] | oracle C | oracle additive C | OLS interaction beta ModalTune / late fusion (mean over seeds) |",
           "|---|---|---|---|---|---|---|---|---|"]
+    def bi(c: dict, k: str) -> str:
+        return f"{np.mean([x['beta_interaction'] for x in c[k]]):+.2f}" if c.get(k) else "-"
+
     for c in r["simsweep"]:
-        bi = lambda k: f"{np.mean([x['beta_interaction'] for x in c[k]]):+.2f}" if c.get(k) else "-"  # noqa: E731
         L.append(f"| {c['strength']} | {c['n_train']} | {c['n_test']} | {c.get('modaltune_c_index', float('nan')):.3f} | {c.get('late_fusion_c_index', float('nan')):.3f} | "
-                 f"{_fmt_ci(c.get('modaltune_vs_late_fusion'))} | {c['oracle_c_index']:.3f} | {c['oracle_additive_c_index']:.3f} | {bi('modaltune_ols')} / {bi('late_fusion_ols')} |")
+                 f"{_fmt_ci(c.get('modaltune_vs_late_fusion'))} | {c['oracle_c_index']:.3f} | {c['oracle_additive_c_index']:.3f} | {bi(c, 'modaltune_ols')} / {bi(c, 'late_fusion_ols')} |")
     (OUT_SWEEP / "summary.md").write_text("\n".join(L) + "\n")
     A = head + ["## Ablations", "", "| row | seeds | C-index per seed | mean | vs full ModalTune [95% CI] | vs late fusion [95% CI] | min mean abs gamma | OLS interaction beta (mean) | risk from |",
                 "|---|---|---|---|---|---|---|---|---|"]
