@@ -8,6 +8,9 @@ before any run). Three stages, each resumable (a unit folder with ``result.json`
     nice -n 10 python benchmarks/modaltune_sweep/run_sweep.py ablations --runs /work/runs/h20e
     nice -n 10 python benchmarks/modaltune_sweep/run_sweep.py simsweep  --runs /work/runs/h20e
     python benchmarks/modaltune_sweep/run_sweep.py analyse --runs /work/runs/h20e
+    # extension after the pre-registered run: more simulator-sweep seeds, reported apart
+    nice -n 10 python benchmarks/modaltune_sweep/run_sweep.py simsweep --runs /work/runs/h20e --sim-seeds 0 1 2
+    python benchmarks/modaltune_sweep/run_sweep.py analyse --runs /work/runs/h20e --sim-seeds 0 1 2
 
 Every unit is one ``modaltune.training.fit`` on fold 0 of the 5-fold split (the benchmark's split
 code, seed 0), evaluated on that fold's held-out patients. Per unit the held-out survival risk is
@@ -248,9 +251,9 @@ def _sim_cohort(runs: Path, ss: dict, strength: str, n_train: int):
     return _cohort(runs / "cohorts" / f"sim_{strength}_{n_train}", preset="demo", seed=ss["cohort_seed"], n_patients=n, signal=ss["strengths"][strength])
 
 
-def cmd_simsweep(runs: Path) -> None:
+def cmd_simsweep(runs: Path, seeds: list[int] | None = None) -> None:
     plan = _plan()
-    ss = plan["simsweep"]
+    ss = dict(plan["simsweep"], seeds=list(seeds or plan["simsweep"]["seeds"]))
     tr = {**_trainer(plan), **ss.get("trainer_overrides", {})}
     base = plan["cells"][plan["ablations"]["base"]]
     for c in ss["cells"]:
@@ -269,21 +272,28 @@ def _slug(s: str) -> str:
 # -------------------------------------------------------------------------------------- analysis
 def _ols_interaction(risk: pd.Series, gt: pd.DataFrame) -> dict:
     """Standardised OLS of the held-out risk on [slide, RNA, slide x RNA] components; the
-    interaction coefficient with its classical 95% CI."""
+    interaction coefficient with its classical 95% CI (NaN when the cohort has no interaction:
+    strength none, the component is constant and only the main effects are fitted)."""
     from scipy import stats
 
-    X = gt.loc[risk.index, ["z_slide_2", "z_omics_2", "risk_interaction"]].astype(float)
+    cols = ["z_slide_2", "z_omics_2", "risk_interaction"]
+    X = gt.loc[risk.index, cols].astype(float)
+    has_int = bool(X["risk_interaction"].std(ddof=1) > 0)
+    if not has_int:
+        X = X.drop(columns="risk_interaction")
     X = (X - X.mean()) / X.std(ddof=1)
     y = (risk - risk.mean()) / risk.std(ddof=1)
     A = np.column_stack([np.ones(len(X)), X.to_numpy()])
     beta, *_ = np.linalg.lstsq(A, y.to_numpy(), rcond=None)
     resid = y.to_numpy() - A @ beta
+    r2 = float(1 - resid @ resid / (y.to_numpy() @ y.to_numpy()))
+    out = {"beta_slide": float(beta[1]), "beta_rna": float(beta[2]), "r2": r2}
+    if not has_int:
+        return {**out, "beta_interaction": float("nan"), "ci_interaction": [float("nan"), float("nan")], "note": "no interaction in this cohort"}
     dof = len(y) - A.shape[1]
-    s2 = float(resid @ resid) / dof
-    se = np.sqrt(np.diag(s2 * np.linalg.inv(A.T @ A)))
+    se = np.sqrt(np.diag(float(resid @ resid) / dof * np.linalg.inv(A.T @ A)))
     q = float(stats.t.ppf(0.975, dof))
-    return {"beta_slide": float(beta[1]), "beta_rna": float(beta[2]), "beta_interaction": float(beta[3]),
-            "ci_interaction": [float(beta[3] - q * se[3]), float(beta[3] + q * se[3])], "r2": float(1 - resid @ resid / (y.to_numpy() @ y.to_numpy()))}
+    return {**out, "beta_interaction": float(beta[3]), "ci_interaction": [float(beta[3] - q * se[3]), float(beta[3] + q * se[3])]}
 
 
 def _paired_bootstrap(a: list[pd.DataFrame], b: list[pd.DataFrame], n_boot: int = 2000, seed: int = 0) -> dict:
@@ -340,7 +350,7 @@ def _gates_open(recs: list[dict], o: dict) -> bool:
     return len(ok) >= o["seeds_required"] and all(ok)
 
 
-def analyse(runs: Path) -> None:
+def analyse(runs: Path, sim_seeds: list[int] | None = None) -> None:
     from modaltune.data.cohort import Cohort
 
     plan = _plan()
@@ -412,6 +422,7 @@ def analyse(runs: Path) -> None:
         report["ablations"].append(entry)
     # ---- simulator sweep
     ss = plan["simsweep"]
+    sim_seeds = list(sim_seeds or ss["seeds"])
     for c in ss["cells"]:
         strength, n_train = c["strength"], c["n_train"]
         cdir = runs / "cohorts" / f"sim_{strength}_{n_train}"
@@ -423,22 +434,14 @@ def analyse(runs: Path) -> None:
         got = {}
         for lab in ("modaltune", "late_fusion"):
             d = runs / "simsweep" / cell / lab
-            got[lab] = [_load(d / f"seed{s}") for s in ss["seeds"] if (d / f"seed{s}" / "result.json").exists()]
-            for rec, held in got[lab]:
+            got[lab] = {s: _load(d / f"seed{s}") for s in sim_seeds if (d / f"seed{s}" / "result.json").exists()}
+            for rec, held in got[lab].values():
                 rows += _unit_rows("simsweep", f"{cell}/{lab}", rec, held)
         entry = {"cell": cell, "strength": strength, "signal": ss["strengths"][strength], "n_train": len(fold.train), "n_test": len(fold.test)}
         entry.update(_oracles(cohort, fold))
-        for lab, lst in got.items():
-            hs = [h for r, h in lst if r["status"] == "done"]
-            entry[f"{lab}_seeds"] = len(hs)
-            entry[f"{lab}_failures"] = [r.get("reason") for r, _ in lst if r["status"] != "done"]
-            if hs:
-                entry[f"{lab}_c_index"] = float(np.mean([_harrell(h["risk"], h["time"], h["event"]) for h in hs]))
-                entry[f"{lab}_ols"] = [_ols_interaction(h.set_index("patient_id")["risk"], cohort.ground_truth) for h in hs]
-        mt = [h for r, h in got["modaltune"] if r["status"] == "done"]
-        lfh = [h for r, h in got["late_fusion"] if r["status"] == "done"]
-        if mt and len(mt) == len(lfh) == len(ss["seeds"]):
-            entry["modaltune_vs_late_fusion"] = _paired_bootstrap(mt, lfh, 2000)
+        entry["preregistered"] = _sim_stats(got, list(ss["seeds"]), cohort)
+        if list(sim_seeds) != list(ss["seeds"]):  # seeds added after the pre-registered run
+            entry["extension"] = _sim_stats(got, list(sim_seeds), cohort)
         report["simsweep"].append(entry)
     res = pd.DataFrame(rows)
     OUT_SWEEP.mkdir(parents=True, exist_ok=True)
@@ -450,6 +453,24 @@ def analyse(runs: Path) -> None:
     (OUT_SWEEP / "analysis.json").write_text(json.dumps({k: report[k] for k in ("plan", "sweep", "late_fusion_c_index_mean", "late_fusion_ols", "simsweep")}, indent=2, default=str))
     (OUT_ABL / "analysis.json").write_text(json.dumps({"plan": report["plan"], "ablations": report["ablations"]}, indent=2, default=str))
     _write_md(report, plan)
+
+
+def _sim_stats(got: dict, seeds: list[int], cohort) -> dict:
+    """Simulator-sweep numbers of one cell over ``seeds``: mean C-index per method, OLS reads, and
+    the paired bootstrap ModalTune - late fusion (when every seed ran for both)."""
+    out: dict = {"seeds": seeds}
+    hs = {}
+    for lab, d in got.items():
+        hs[lab] = [d[s][1] for s in seeds if s in d and d[s][0]["status"] == "done"]
+        out[f"{lab}_failures"] = [d[s][0].get("reason") for s in seeds if s in d and d[s][0]["status"] != "done"]
+        out[f"{lab}_seeds"] = len(hs[lab])
+        if hs[lab]:
+            out[f"{lab}_c_index_per_seed"] = [_harrell(h["risk"], h["time"], h["event"]) for h in hs[lab]]
+            out[f"{lab}_c_index"] = float(np.mean(out[f"{lab}_c_index_per_seed"]))
+            out[f"{lab}_ols"] = [_ols_interaction(h.set_index("patient_id")["risk"], cohort.ground_truth) for h in hs[lab]]
+    if len(hs.get("modaltune", [])) == len(hs.get("late_fusion", [])) == len(seeds):
+        out["modaltune_vs_late_fusion"] = _paired_bootstrap(hs["modaltune"], hs["late_fusion"], 2000)
+    return out
 
 
 def _held_table(runs: Path, path: Path, groups: list[str]) -> None:
@@ -505,15 +526,22 @@ def _write_md(r: dict, plan: dict) -> None:
         ols = "; ".join(f"{x['beta_interaction']:+.2f} [{x['ci_interaction'][0]:+.2f}, {x['ci_interaction'][1]:+.2f}]" for x in c["ols"])
         L.append(f"| {c['cell']} | {c['seeds_done']} | {', '.join(f'{v:.4f}' for v in c['gate_abs_mean_min'])} | {', '.join(f'{v:.4f}' for v in c['update_ratio_max'])} | "
                  f"{'yes' if c['gates_open'] else 'no'} | {ols} | {c['c_index_mean']:.3f} | {_fmt_ci(c['vs_late_fusion'])} | {'yes' if c['interaction_used'] else 'no'} | {'yes' if c['success'] else 'no'} |")
-    L += ["", "## Simulator sweep (interaction strength x training patients)", "",
-          "| strength | n train | n test | ModalTune C | late fusion C | ModalTune - late fusion [95% CI] | oracle C | oracle additive C | OLS interaction beta ModalTune / late fusion (mean over seeds) |",
-          "|---|---|---|---|---|---|---|---|---|"]
+    L += ["", "## Simulator sweep (interaction strength x training patients)", ""]
+
     def bi(c: dict, k: str) -> str:
         return f"{np.mean([x['beta_interaction'] for x in c[k]]):+.2f}" if c.get(k) else "-"
 
-    for c in r["simsweep"]:
-        L.append(f"| {c['strength']} | {c['n_train']} | {c['n_test']} | {c.get('modaltune_c_index', float('nan')):.3f} | {c.get('late_fusion_c_index', float('nan')):.3f} | "
-                 f"{_fmt_ci(c.get('modaltune_vs_late_fusion'))} | {c['oracle_c_index']:.3f} | {c['oracle_additive_c_index']:.3f} | {bi(c, 'modaltune_ols')} / {bi(c, 'late_fusion_ols')} |")
+    for key, title in (("preregistered", "pre-registered seeds"), ("extension", "EXTENSION, seeds added after the pre-registered run")):
+        if not any(key in c for c in r["simsweep"]):
+            continue
+        L += [f"{title}:", "",
+              "| strength | n train | n test | seeds | ModalTune C | late fusion C | ModalTune - late fusion [95% CI] | oracle C | oracle additive C | OLS interaction beta ModalTune / late fusion (mean over seeds) |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+        for c in r["simsweep"]:
+            x = c.get(key) or {}
+            L.append(f"| {c['strength']} | {c['n_train']} | {c['n_test']} | {x.get('seeds')} | {x.get('modaltune_c_index', float('nan')):.3f} | {x.get('late_fusion_c_index', float('nan')):.3f} | "
+                     f"{_fmt_ci(x.get('modaltune_vs_late_fusion'))} | {c['oracle_c_index']:.3f} | {c['oracle_additive_c_index']:.3f} | {bi(x, 'modaltune_ols')} / {bi(x, 'late_fusion_ols')} |")
+        L.append("")
     (OUT_SWEEP / "summary.md").write_text("\n".join(L) + "\n")
     A = head + ["## Ablations", "", "| row | seeds | C-index per seed | mean | vs full ModalTune [95% CI] | vs late fusion [95% CI] | min mean abs gamma | OLS interaction beta (mean) | risk from |",
                 "|---|---|---|---|---|---|---|---|---|"]
@@ -531,15 +559,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("cmd", choices=["sweep", "ablations", "simsweep", "analyse", "all"])
     ap.add_argument("--runs", type=Path, required=True, help="run folder (outside the repository)")
+    ap.add_argument("--sim-seeds", type=int, nargs="+", default=None,
+                    help="simulator-sweep seeds (default: the plan's); extra seeds are reported apart as an extension")
     a = ap.parse_args()
     if a.cmd in ("sweep", "all"):
         cmd_sweep(a.runs)
     if a.cmd in ("ablations", "all"):
         cmd_ablations(a.runs)
     if a.cmd in ("simsweep", "all"):
-        cmd_simsweep(a.runs)
+        cmd_simsweep(a.runs, a.sim_seeds)
     if a.cmd in ("analyse", "all"):
-        analyse(a.runs)
+        analyse(a.runs, a.sim_seeds)
 
 
 if __name__ == "__main__":
