@@ -160,3 +160,112 @@ def test_paper_protocol_trains_one_epoch_and_writes_its_reports(sim, tmp_path):
     sep = json.loads((tmp_path / "u" / "text_targets_separability.json").read_text())["tasks"]
     assert len(sep["subtype"]["cosine"]) == 2 and -1 <= sep["subtype"]["max_offdiag_cosine"] < 1
     assert 0 <= sep["survival"]["probe_balanced_accuracy"] <= 1 or math.isnan(sep["survival"]["probe_balanced_accuracy"])
+
+
+def test_fit_audits_text_targets_and_records_the_audit(sim, tmp_path):
+    """Every ModalTune fit runs the leakage audit on the fold's patients before training: a clean
+    cohort trains and the audit is in the run folder."""
+    from modaltune.training.trainer import fit
+
+    c, _ = sim
+    fold = c.split("kfold5").folds[0]
+    trainer = {"max_epochs": 1, "max_patches": 16, "logger": "none", "checkpoint": False}
+    fit(c, fold, "modaltune", params=SMALL, trainer=trainer, out_dir=tmp_path / "u", progress=False)
+    rep = json.loads((tmp_path / "u" / "target_leakage.json").read_text())
+    assert rep["clean"] is True and rep["problems"] == []
+    assert rep["n_patients"] == len(set(fold.train) | set(fold.val) | set(fold.test))
+    assert rep["tasks"] == ["subtype", "survival"] and rep["inputs"][0] == "report text (modality 'text')"
+
+
+def test_fit_refuses_a_planted_label_sentence_in_a_report(sim, tmp_path):
+    """A test patient's report that states its own diagnosis sentence stops the fit with one line
+    naming the task and the input field; the audit listing the patient is recorded."""
+    import copy
+
+    from modaltune.modaltune.text_targets import class_label_sentences
+    from modaltune.training.trainer import fit
+
+    c, _ = sim
+    c = copy.deepcopy(c)
+    fold = c.split("kfold5").folds[0]
+    pid = fold.test[0]
+    label = str(c.patients.loc[pid, "subtype"])
+    site = str(c.patients.loc[pid, "site"])
+    c.text.loc[pid] = "Margins clear. " + class_label_sentences(site, [label])[0]
+    trainer = {"max_epochs": 1, "max_patches": 16, "logger": "none", "checkpoint": False}
+    with pytest.raises(InputError) as e:
+        fit(c, fold, "modaltune", params=SMALL, trainer=trainer, out_dir=tmp_path / "u", progress=False)
+    msg = str(e.value)
+    assert "\n" not in msg and "task 'subtype'" in msg and "report text (modality 'text')" in msg and pid in msg
+    rep = json.loads((tmp_path / "u" / "target_leakage.json").read_text())
+    assert rep["clean"] is False and {p["task"] for p in rep["problems"]} == {"subtype"}
+    assert all(pid in p["problem"] for p in rep["problems"])
+    assert not (tmp_path / "u" / "adapter_diagnostics.jsonl").exists()  # refused before any training step
+    # the same cohort without the report token reads no report: nothing leaks, the fit runs
+    fit(c, fold, "modaltune", params={**SMALL, "use_report": False}, trainer=trainer, out_dir=tmp_path / "v", progress=False)
+    assert json.loads((tmp_path / "v" / "target_leakage.json").read_text())["clean"] is True
+
+
+def test_onehot_targets_are_one_fixed_direction_per_label():
+    from modaltune.modaltune.text_targets import onehot_embeddings
+
+    sents = [f"Cancer diagnosis: class {k}." for k in range(50)]
+    a, b = onehot_embeddings(sents, 384), onehot_embeddings(list(reversed(sents)), 384)
+    assert torch.equal(a, b.flip(0))  # the same label gets the same vector, whatever the batch
+    assert torch.allclose(a.norm(dim=1), torch.ones(50))
+    off = (a @ a.T)[~torch.eye(50, dtype=torch.bool)]
+    assert off.abs().max() < 0.3  # near-orthogonal: sd of a random cosine in 384-d is 0.05
+
+
+def test_onehot_and_no_extractor_options_reach_the_model(sim):
+    _, pp = sim
+    torch.manual_seed(0)
+    m = build_method("modaltune", pp.info, **SMALL, targets="onehot", extractors=False)
+    assert m.targets == "onehot" and len(m.adapter.extractors) == 0 and len(m.adapter.extra_extractors) == 0
+    z = m.class_embeddings("BRCA", ["A", "B"])
+    assert abs(float(z[0] @ z[1])) < 0.7  # text targets of A vs B are far more alike (cosine ~0.9)
+    # without extractors the modal tokens never read the patches: other patches, same tokens out
+    B, N, M = 2, 5, 3
+    c = torch.randn(B, M, m.adapter.dim)
+    f1, f2 = torch.randn(B, N, pp.info.slide_dim), torch.randn(B, N, pp.info.slide_dim)
+    xy = torch.arange(2 * N).reshape(1, N, 2).expand(B, -1, -1) * 256
+    m.eval()
+    with torch.no_grad():
+        s1, c1 = m.adapter(f1, xy, c)
+        s2, c2 = m.adapter(f2, xy, c)
+    assert torch.equal(c1, c2) and not torch.equal(s1, s2)
+    with pytest.raises(Exception, match="targets"):
+        build_method("modaltune", pp.info, **SMALL, targets="one-hot")
+
+
+def test_benchmark_units_keep_the_audit_and_fail_a_leak_in_one_line(tmp_path):
+    """In a benchmark, the audit runs in every ModalTune unit: a clean unit folder holds
+    target_leakage.json (and the adapter diagnostics); a planted leak fails the unit with a reason
+    naming the task and the input field."""
+    import shutil
+
+    import pandas as pd
+
+    from modaltune.benchmark.runner import run_benchmark
+    from modaltune.training.experiment_config import BenchmarkConfig
+
+    simulate_cohort(tmp_path / "clean", preset="tiny", seed=2, n_patients=24)
+    shutil.copytree(tmp_path / "clean", tmp_path / "leak")
+    text = pd.read_csv(tmp_path / "leak" / "text.csv")
+    pats = pd.read_csv(tmp_path / "leak" / "patients.csv").set_index("patient_id")
+    pid = str(text["patient_id"].iloc[0])
+    from modaltune.modaltune.text_targets import class_label_sentences
+
+    text.loc[0, "text"] = class_label_sentences(str(pats.loc[pid, "site"]), [str(pats.loc[pid, "subtype"])])[0]
+    text.to_csv(tmp_path / "leak" / "text.csv", index=False)
+    for name in ("clean", "leak"):
+        cfg = BenchmarkConfig.model_validate({
+            "name": name, "data": {"cohorts": [str(tmp_path / name)]}, "split": {"kfold": 2, "seed": 0, "folds": [0]},
+            "methods": [{"name": "modaltune", "params": SMALL}], "evaluation": {"bootstrap": 10},
+            "trainer": {"max_epochs": 1, "max_patches": 16, "logger": "none", "checkpoint": False}})
+        run_benchmark(cfg, tmp_path / f"run_{name}", progress=False)
+    (unit,) = (tmp_path / "run_clean" / "units").iterdir()
+    assert json.loads((unit / "target_leakage.json").read_text())["clean"] is True and (unit / "adapter_diagnostics.jsonl").exists()
+    (unit,) = (tmp_path / "run_leak" / "units").iterdir()
+    reason = json.loads((unit / "FAILED.json").read_text())["reason"]
+    assert "task 'subtype'" in reason and "report text (modality 'text')" in reason and pid in reason

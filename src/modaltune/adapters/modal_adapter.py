@@ -264,6 +264,7 @@ class ModalAdapter(nn.Module):
         gate_value: float = 0.0,
         gate_seed: int = 0,
         freeze_backbone: bool = True,
+        use_extractors: bool = True,
     ):
         super().__init__()
         self.backbone = backbone
@@ -286,8 +287,9 @@ class ModalAdapter(nn.Module):
         self.dim = dim
         g = len(self.groups)
         self.injectors = nn.ModuleList([Injector(dim, attn_dim, heads) for _ in range(g)])
-        self.extractors = nn.ModuleList([Extractor(dim, attn_dim, heads, ffn_dim, drop_path) for _ in range(g)])
-        self.extra_extractors = nn.ModuleList([Extractor(dim, attn_dim, heads, ffn_dim, drop_path) for _ in range(extra_extractors)])
+        # use_extractors=False (ablation): the modal tokens never read the patch tokens
+        self.extractors = nn.ModuleList([Extractor(dim, attn_dim, heads, ffn_dim, drop_path) for _ in range(g if use_extractors else 0)])
+        self.extra_extractors = nn.ModuleList([Extractor(dim, attn_dim, heads, ffn_dim, drop_path) for _ in range(extra_extractors if use_extractors else 0)])
         if prompt_attn_dim is None:
             self.self_attn = nn.ModuleList([ModalSelfAttention(dim, heads) for _ in range(max(g - 1, 0))])
         else:
@@ -362,7 +364,8 @@ class ModalAdapter(nn.Module):
             x = self.injectors[gi](state.patch_tokens, c, modal_mask, modal_pos)
             state = state.with_patch_tokens(x)
             state = self.backbone.run_layers(state, a, b + 1)
-            c = self.extractors[gi](c, state.patch_tokens, patch_valid, modal_pos)
+            if self.extractors:
+                c = self.extractors[gi](c, state.patch_tokens, patch_valid, modal_pos)
         for ex in self.extra_extractors:
             c = ex(c, state.patch_tokens, patch_valid, modal_pos)
         return self.backbone.pool(state), c

@@ -270,6 +270,10 @@ def _init_worker(n: int, verbose: bool = False) -> None:
     quiet_startup(verbose)
 
 
+#: files a model writes into its fit folder that the unit folder keeps
+MODEL_REPORTS = ("target_leakage.json", "adapter_diagnostics.jsonl", "epoch_selection.json", "text_targets_separability.json")
+
+
 def run_unit(unit: Unit | dict, cfg: BenchmarkConfig | dict, out_dir: str | Path, *, threads: int | None = None, progress: bool = False) -> dict[str, Any]:
     """Run one unit (or skip it when its ``DONE`` marker exists). Never raises for unit-level
     problems: they are written to ``units/<uid>/FAILED.json`` and returned as ``status='failed'``.
@@ -371,6 +375,9 @@ def _write_unit_folder(tmp: Path, cfg, preds, metrics, emb, meta, part, work: Pa
         shutil.copy(work / "fit.log", tmp / "fit.log")
     if (work / "agm.csv").exists():  # trainer.modulation: agm, per-epoch competition strength
         shutil.copy(work / "agm.csv", tmp / "agm.csv")
+    for name in MODEL_REPORTS:  # a model's own reports (ModalTune: leakage audit, gates, epoch selection)
+        if (work / name).exists():
+            shutil.copy(work / name, tmp / name)
     info = {
         "unit": unit.to_dict(),
         "uid": unit.uid,

@@ -432,6 +432,12 @@ class PatientDataset(Dataset):
         if prep.text_modality:
             mm[prep.text_modality] = bool(text)
         sample["modality_mask"] = mm
+        sample["targets"], sample["target_mask"] = self._targets(pid)
+        return sample
+
+    def _targets(self, pid: str) -> tuple[dict[str, dict[str, Any]], dict[str, bool]]:
+        """``(targets, target_mask)`` of one patient (the sample's label side)."""
+        prep = self.prep
         targets, tmask = {}, {}
         r = prep.row(pid)
         for spec in prep.task_specs:
@@ -448,8 +454,25 @@ class PatientDataset(Dataset):
                 }
             else:
                 targets[spec.name] = {"value": float(tt.value[r]) if ok else 0.0}
-        sample["targets"], sample["target_mask"] = targets, tmask
-        return sample
+        return targets, tmask
+
+    def label_batch(self) -> dict[str, Any]:
+        """The label side of every patient as one batch, without reading any bag: ``patient_id``,
+        ``site``, ``text`` (str, "" when absent or not used), ``records``, ``targets`` and
+        ``target_mask`` as :func:`collate_patients` builds them (e.g. to audit text targets against
+        the inputs before training)."""
+        prep = self.prep
+        texts = []
+        for pid in self.patient_ids:
+            t = self._text.get(pid, "") if prep.text_modality else ""
+            texts.append("" if t in ("nan", "None") else t)
+        side = [self._targets(pid) for pid in self.patient_ids]
+        targets: dict[str, dict[str, torch.Tensor]] = {}
+        for t, first in (side[0][0] if side else {}).items():
+            targets[t] = {k: torch.tensor([s[0][t][k] for s in side], dtype=torch.long if k in ("label", "bin") else torch.float32) for k in first}
+        tmask = {t: torch.tensor([s[1][t] for s in side], dtype=torch.bool) for t in (side[0][1] if side else {})}
+        return {"patient_id": list(self.patient_ids), "site": [str(self._sites.loc[p]) for p in self.patient_ids], "text": texts,
+                "records": [self._records.get(p, {}) for p in self.patient_ids], "targets": targets, "target_mask": tmask}
 
 
 def patient_records(cohort: Cohort, patient_ids: list[str]) -> dict[str, dict[str, Any]]:

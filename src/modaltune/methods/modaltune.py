@@ -40,6 +40,7 @@ class ModalTuneParams(_BackboneParams):
     heads: int | None = Field(None, description="adapter attention heads (None: 12 for gigapath/titan, else 4)")
     ffn_dim: int | None = Field(None, description="adapter feed-forward width (None: 192 for gigapath/titan, else 64)")
     extra_extractors: int = Field(2, description="extra extractor blocks after the last group")
+    extractors: bool = Field(True, description="ablation: False = no extractor blocks (the modal tokens never read the patch tokens)")
     drop_path: float = Field(0.1, description="drop-path (stochastic depth) rate on the extractors' attention and FFN branches (0 = off)")
     prompt_attn_dim: int | None = Field(None, description="width of the prompt self-attention over modal tokens (0: full width; None: by protocol, custom full width, paper 192)")
     shared_fusion: bool | None = Field(None, description="one fusion projection for all tasks (paper) instead of one per task (None: by protocol, custom False)")
@@ -60,6 +61,7 @@ class ModalTuneParams(_BackboneParams):
     out_dim: int = Field(256, description="width of each task embedding")
     fusion: Literal["sum", "concat"] | None = Field(None, description="how slide and modal outputs combine (None: concat for titan, else sum)")
     kl: float = Field(1.0, description="weight of the KL objective to the text targets")
+    targets: Literal["text", "onehot"] = Field("text", description="KL targets: text (label sentences through the text encoder; paper) or onehot (ablation: one fixed random direction per distinct sentence, no similarity between labels)")
     supervised: float | None = Field(None, description="weight of the supervised task losses (None: by protocol, custom 1, paper 0)")
     text_cls: float = Field(0.0, description="weight of the text-embedded classification objective")
     kl_scale: float = Field(10.0, description="scale of the KL objective")
@@ -182,6 +184,7 @@ def build_modaltune(info: Any, **params: Any):
             gate_init=p.gate_init,
             gate_value=p.gate_init_value,
             gate_seed=p.projector_seed,
+            use_extractors=p.extractors,
         )
     except ValueError as exc:
         raise ConfigError(str(exc), where="method.params.groups/attn_dim/heads",
@@ -247,6 +250,7 @@ def build_modaltune(info: Any, **params: Any):
         lr_mult=dict(p.lr_mult),
         select_epoch=p.select_epoch,
         variant=VARIANT_LABELS[p.protocol],
+        targets=p.targets,
     )
     model.weights_source = getattr(backbone, "weights_source", "random_init")
     return model

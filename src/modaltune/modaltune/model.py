@@ -130,6 +130,7 @@ class ModalTuneModel(nn.Module):
         lr_mult: dict[str, float] | None = None,
         select_epoch: str = "last",
         variant: str = "modaltune",
+        targets: str = "text",
     ):
         super().__init__()
         from modaltune.heads import build_head
@@ -170,6 +171,9 @@ class ModalTuneModel(nn.Module):
             raise ConfigError(f"unknown select_epoch '{select_epoch}'", where="method.params.select_epoch", fix="use 'last' or 'val_probe'")
         self.select_epoch = select_epoch
         self.variant = variant
+        if targets not in ("text", "onehot"):
+            raise ConfigError(f"unknown targets '{targets}'", where="method.params.targets", fix="use 'text' (paper) or 'onehot' (ablation)")
+        self.targets = targets
         #: per-epoch collection buffers set by :class:`~modaltune.modaltune.monitor.ModalTuneMonitor`
         #: (None = collect nothing): projected targets (first epoch) and selection embeddings
         self.collect: dict | None = None
@@ -330,8 +334,14 @@ class ModalTuneModel(nn.Module):
 
     # ------------------------------------------------------------------ text
     def text_targets(self, sentences: Sequence[str]) -> torch.Tensor:
-        """``z = normalise(P(text(sentences)))``: (N, out_dim)."""
+        """``z = normalise(P(text(sentences)))``: (N, out_dim). With ``targets="onehot"`` (ablation)
+        ``text(s)`` is replaced by :func:`~modaltune.modaltune.text_targets.onehot_embeddings`: each
+        distinct sentence (= label) its own random direction, so no similarity between labels is left."""
         dev = self.projector.weight.device
+        if self.targets == "onehot":
+            from .text_targets import onehot_embeddings
+
+            return self.projector(onehot_embeddings(list(sentences), int(self.projector.weight.shape[1])).to(dev))
         return self.projector(embed_texts(list(sentences), self.text_model).to(dev))
 
     def class_embeddings(self, site: str | None, class_names: Sequence[str]) -> torch.Tensor:
@@ -479,6 +489,63 @@ class ModalTuneModel(nn.Module):
                 cls[t] = ([f"bin{k}" for k in range(len(sents))], self.text_targets(sents).detach().cpu().numpy())
         pat = {t: (np.concatenate(z), np.concatenate(y)) for t, (z, y) in (collected or {}).items() if z}
         return {"site": site, "text_model": self.text_model or "all-MiniLM-L6-v2 (packaged)", "tasks": separability_report(cls, pat)}
+
+    def target_leakage(self, batch: dict) -> dict:
+        """Audit of the text targets against what this model reads, on a label-side batch
+        (:meth:`modaltune.data.dataset.PatientDataset.label_batch`): per task (and the General task),
+        no patient's target sentence or label name may appear in its report text (when the report is
+        a modal token) and no task prompt may name a strict subset of the task's classes
+        (:func:`~modaltune.modaltune.target_checks.find_target_leakage`).
+
+        Returns ``{"clean", "n_patients", "inputs", "tasks", "problems": [{"task", "input", "problem"}]}``.
+        """
+        from .target_checks import find_target_leakage
+        from .tokens import ReportTextTokenSet
+
+        pids = [str(p) for p in batch["patient_id"]]
+        report = next((ts for ts in self.tokenizer.sets if isinstance(ts, ReportTextTokenSet)), None)
+        field = f"report text (modality '{report.modality}')" if report is not None else ""
+        inputs = {p: str(t or "") for p, t in zip(pids, batch.get("text") or [])} if report is not None else {}
+        labels: dict[str, list[str]] = {p: [] for p in pids}
+        for t, ti in self.task_infos.items():
+            if ti.spec.kind == "classification":
+                lab, m = batch["targets"][t]["label"].tolist(), batch["target_mask"][t].tolist()
+                for p, k, ok in zip(pids, lab, m):
+                    if ok:
+                        labels[p].append(str(ti.class_names[k]))
+        stats = SentenceStats()  # the audit's fragments are not the training counts
+        tasks = list(self.task_infos) + ([GENERAL] if self.general_task else [])
+        problems = []
+        for t in tasks:
+            owner, template = (self.general_owner(), "general") if t == GENERAL else (t, self._template(t))
+            sents, usable = label_sentences(batch, self.info.tasks, owner, template, sentence_fields=self.objectives.sentence_fields, stats=stats)
+            targets = {p: [s] for p, s, ok in zip(pids, sents, usable.tolist()) if ok}
+            desc = GENERAL_DESCRIPTION if t == GENERAL else self.task_infos[t].spec.description
+            prompts = sorted({task_prompt(desc, site, t) for site in batch["site"]})
+            classes = list(self.task_infos[t].class_names) if t != GENERAL and self.task_infos[t].spec.kind == "classification" else []
+            for pr in find_target_leakage(inputs, targets, labels, prompts, classes, input_field=field or "input text"):
+                problems.append({"task": t, "input": "task prompt" if pr.startswith("prompt ") else field, "problem": pr})
+        return {"clean": not problems, "n_patients": len(pids), "inputs": ([field] if field else []) + ["task prompts"],
+                "tasks": tasks, "problems": problems}
+
+    def audit_inputs(self, label_batch: dict, out_dir: Any = None) -> dict:
+        """:meth:`target_leakage` run before training (the engine calls it for every fit): the report
+        goes to ``<out_dir>/target_leakage.json``; a leak raises an :class:`InputError` naming the
+        task and the input field."""
+        import json
+        from pathlib import Path
+
+        rep = self.target_leakage(label_batch)
+        if out_dir is not None:
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            (Path(out_dir) / "target_leakage.json").write_text(json.dumps(rep, indent=2))
+        if rep["problems"]:
+            first = rep["problems"][0]
+            more = f" (+{len(rep['problems']) - 1} more)" if len(rep["problems"]) > 1 else ""
+            raise InputError(f"text target of task '{first['task']}' reaches the model's input {first['input']}: {first['problem']}{more}",
+                             where=f"task '{first['task']}', input {first['input']}",
+                             fix="remove label statements from the report texts / task descriptions, or drop the report token (use_report: false)")
+        return rep
 
     def training_callbacks(self, out_dir: Any) -> list:
         """Callbacks the engine adds when it trains this model (diagnostics, epoch selection)."""

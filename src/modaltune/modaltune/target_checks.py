@@ -28,25 +28,28 @@ def _contains(text: str, needle: str) -> bool:
 
 
 def find_target_leakage(inputs: Mapping[str, str], targets: Mapping[str, Sequence[str]], labels: Mapping[str, Sequence[str]],
-                        prompts: Sequence[str] = (), class_names: Sequence[str] = ()) -> list[str]:
+                        prompts: Sequence[str] = (), class_names: Sequence[str] = (), input_field: str = "input text") -> list[str]:
     """Problems found (empty = clean).
 
     Args:
         inputs: patient id -> the text the model reads for that patient (report text).
         targets: patient id -> its target sentences (all tasks).
-        labels: patient id -> its label names (class names; abbreviation and full name are both checked).
+        labels: patient id -> its label names (class names; abbreviation and full name are both checked;
+            a one-character name, e.g. a simulated class "A", is not looked for in free text, where it
+            is an ordinary word: its target sentence still is).
         prompts: task-prompt texts (shared by patients); class_names: every class of the tasks.
+        input_field: how the problems name ``inputs`` (e.g. "report text (modality 'text')").
     """
     out = []
     for pid, text in inputs.items():
         text = str(text or "")
         for s in targets.get(pid, ()):
             if s and _contains(text, s):
-                out.append(f"patient {pid}: input text contains its target sentence {s!r}")
+                out.append(f"patient {pid}: {input_field} contains its target sentence {s!r}")
         for name in labels.get(pid, ()):
             for form in dict.fromkeys([str(name), diagnosis_name(name)]):
-                if _contains(text, form):
-                    out.append(f"patient {pid}: input text names its label {form!r}")
+                if len(form.strip()) > 1 and _contains(text, form):
+                    out.append(f"patient {pid}: {input_field} names its label {form!r}")
     names = list(dict.fromkeys(str(c) for c in class_names))
     for pr in prompts:
         hit = [c for c in names if _contains(pr, c) or _contains(pr, diagnosis_name(c))]

@@ -61,6 +61,7 @@ __all__ = [
     "label_sentences",
     "task_prompt",
     "class_label_sentences",
+    "onehot_embeddings",
 ]
 
 #: named templates (fragment lists in :data:`modaltune.data.text.TEMPLATES`)
@@ -91,6 +92,22 @@ def get_text_encoder(model_path: str | None = None):
 def embed_texts(sentences: Sequence[str], model_path: str | None = None) -> torch.Tensor:
     """``(N, text_dim)`` float32 L2-normalised embeddings (cached per unique sentence)."""
     return get_text_encoder(model_path).encode(list(sentences))
+
+
+def onehot_embeddings(sentences: Sequence[str], dim: int) -> torch.Tensor:
+    """``(N, dim)`` float32 unit vectors, one fixed random direction per distinct sentence (seeded by
+    the sentence's MD5, so the same label gets the same vector in every process).
+
+    The one-hot ablation of the text targets: a one-hot code of the labels seen through a fixed random
+    rotation (near-orthogonal for ``dim`` >> number of labels), i.e. the label identity without
+    the text encoder's similarity between labels."""
+    import hashlib
+
+    rows = []
+    for s in sentences:
+        seed = int.from_bytes(hashlib.md5(str(s).encode()).digest()[:8], "little") & (2**63 - 1)
+        rows.append(torch.randn(dim, generator=torch.Generator().manual_seed(seed)))
+    return F.normalize(torch.stack(rows), dim=-1) if rows else torch.zeros(0, dim)
 
 
 class RandomProjector(nn.Module):

@@ -580,6 +580,11 @@ def fit(
     dm = CohortDataModule(cohort, train_ids, val_ids, preprocessor=pp, modalities=mods, tasks=task_names, batch_size=tcfg.batch_size, max_patches=tcfg.max_patches, num_workers=tcfg.num_workers, seed=tcfg.seed, cache_bags=tcfg.cache_bags)
     model = build_method(mcfg.name, pp.info, **mcfg.params)
     _record_input_coverage(model, out)
+    if hasattr(model, "audit_inputs"):  # e.g. ModalTune: no text target may reach an input (fold's patients)
+        from modaltune.data.dataset import PatientDataset
+
+        audit_ids = [p for p in dict.fromkeys([*fold.train, *(fold.val or []), *(fold.test or [])]) if p in cohort.patients.index]
+        model.audit_inputs(PatientDataset(cohort, audit_ids, pp, training=False).label_batch(), out)
     if not getattr(model, "needs_training", True):
         # assembled from trained parts (e.g. an mm_lego merge): no optimiser step, no batch read
         fitted = FittedModel(mcfg, "torch", model.cpu().eval(), pp, task_names, tcfg, train_ids, config)
