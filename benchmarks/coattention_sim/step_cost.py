@@ -20,9 +20,9 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-import bench_coattention_step as b  # noqa: E402 - the sibling benchmark's input builder
+import bench_coattention_step as b  # the sibling benchmark's input builder
 
-from modaltune.methods import build_method  # noqa: E402
+from modaltune.methods import build_method
 
 
 def step_seconds(method: str, B: int, N: int, D: int, steps: int) -> dict:
