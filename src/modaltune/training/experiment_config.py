@@ -37,12 +37,40 @@ __all__ = [
 
 
 class SimulateSpec(StrictModel):
-    """A simulated cohort (``modaltune.data.simulate.simulate_cohort``), written under the run folder."""
+    """A simulated cohort (``modaltune.data.simulate.simulate_cohort``), written under the run folder.
+
+    ``options`` are further keyword arguments of ``simulate_cohort`` (``n_patients``, ``patches``,
+    ``feature_dim``, ``missing_rates``, ``signal``: effect sizes, keys of ``SignalSpec``, ...); they
+    are checked when the config loads (unknown option or signal key, bad value: one line).
+    """
 
     preset: str = "tiny"
     seed: int = 0
     name: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("options")
+    @classmethod
+    def _options_valid(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        # checked here, not when the benchmark reaches the simulation: a typo in a signal key would
+        # otherwise surface only after the run folder exists (resolve_settings draws nothing)
+        import inspect
+
+        from modaltune.data.simulate import resolve_settings, simulate_cohort
+        from modaltune.errors import ConfigError
+
+        allowed = sorted(set(inspect.signature(simulate_cohort).parameters) - {"out", "preset", "seed", "name"})
+        unknown = sorted(set(v) - set(allowed))
+        if unknown:
+            raise PydanticCustomError("simulate_option", "unknown simulate option(s) {unknown} (allowed: {allowed})", {"unknown": str(unknown), "allowed": ", ".join(allowed)})
+        given = {"preset": info.data.get("preset", "tiny"), "seed": info.data.get("seed", 0)}
+        try:
+            resolve_settings(**given, **{k: x for k, x in v.items() if k != "overwrite"})
+        except ConfigError as exc:
+            raise PydanticCustomError("simulate_option", "{detail}", {"detail": exc.detail + (f" (fix: {exc.fix})" if exc.fix else "")}) from None
+        except (TypeError, ValueError) as exc:  # e.g. signal: {surv_slide: abc}
+            raise PydanticCustomError("simulate_option", "bad simulate option value ({why})", {"why": str(exc)}) from None
+        return v
 
     @field_validator("name")
     @classmethod
