@@ -421,7 +421,15 @@ def main(argv: list[str] | None = None) -> int:
         where = "data.cohorts=[" + ", ".join(str(p.resolve()) for p in paths) + "]"
         cfg = load_config(path, BenchmarkConfig, overrides=[where, *shared_overrides(path, args.shared), *args.overrides])
         if args.methods:
-            cfg.methods = [m for m in cfg.methods if m.name in set(args.methods)]
+            kept = [m for m in cfg.methods if m.name in set(args.methods)]
+            # the comparison reference may be left out of the subset: drop the comparisons first
+            # (the config validates on assignment, and a compare naming no kept method is an error)
+            cmp = cfg.evaluation.compare
+            named = {cmp} if isinstance(cmp, str) else {x for pair in (cmp or []) for x in pair}
+            if named and not named <= {m.label or m.name for m in kept}:
+                print(f"{name}: the comparison reference {cmp!r} is not in this subset: no paired comparisons", flush=True)
+                cfg.evaluation.compare = None
+            cfg.methods = kept
             cfg.name += "_subset_" + "_".join(args.methods)
         if args.cohorts:
             cfg.name += "_" + "_".join(args.cohorts)

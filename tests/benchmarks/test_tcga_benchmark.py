@@ -213,6 +213,11 @@ def test_simulated_bags_on_a_tiny_imported_cohort(write_fake_porpoise, tmp_path,
     comparison = tables.split("Published numbers (PROTOCOLS.md A)")[0]
     assert "MCAT paper" not in comparison
     assert "| MCAT (co-attention, WSI + omics), MCAT paper | 0.624 |" in tables
+    # a subset without the comparison reference (late fusion) runs, without paired comparisons
+    sub = [a for a in args if a not in ("mcat", "late_fusion")]
+    assert run_tcga.main(sub) == 0
+    sub_tables = (out / "tables_m-porpoise_c-blca_f-0_max_epochs-1_bootstrap-20_simbags.md").read_text()
+    assert "| porpoise (slide + omics) |" in sub_tables and "Paired bootstrap" not in sub_tables
     # rerunning into the same folder with other bag settings is refused (the old bags would be kept silently)
     with pytest.raises(ConfigError, match="already holds simulated bags made with other settings"):
         run_tcga.main([a if a != "8" else "16" for a in args])
