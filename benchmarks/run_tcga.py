@@ -17,6 +17,17 @@ numbers (shared/docs/PROTOCOLS.md) beside the survival table, the bootstrap 95% 
 out-of-fold predictions (read from each run's summary.md), and each run's protocol line;
 ``<out>/pathway_coverage_<cohort>.csv`` is the Gene Mixer coverage report (genes of each pathway present
 in the cohort's RNA table).
+
+SIMULATED slide bags (``--simulated-bags``; the ``coattn_*`` configs of the slide + omics methods need it):
+no TCGA patch features exist here, so the cohorts are imported into a separate folder
+``<out>/cohorts_simbags/tcga_<name>`` and every listed slide gets a label-free i.i.d. Gaussian noise bag
+(:func:`modaltune.modaltune.realsim.attach_simulated_bags`; ``--sim-dim`` features, ``--sim-patches LO HI``
+patches per slide, encoder ``SIMULATED-noise``). The cohort manifest names that encoder, the cohort folder
+holds ``SIMULATED_SLIDE_BAGS.json`` (the settings), each run folder is suffixed ``_simbags`` and holds
+``SIMULATED_SLIDE_BAGS.md``, and tables.md and every summary.md say SIMULATED: no slide-side signal can be
+learned from these bags, so the numbers measure the omics side and the machinery.
+
+    nice python benchmarks/run_tcga.py --configs coattn_mcat5 --simulated-bags --workers 1
 """
 from __future__ import annotations
 
@@ -24,6 +35,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,8 +43,11 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 CONFIGS = (
     "survival_mcat5", "survival_mcat5_classical", "survival_mcat5_followup", "subtype", "subtype_brca_balanced",
-    "multitask", "multitask_reference", "survival_porpoise14",
+    "multitask", "multitask_reference", "survival_porpoise14", "coattn_mcat5", "coattn_porpoise14",
 )
+#: cohort folder of the imports with SIMULATED slide bags (never mixed with the omics-only imports)
+SIM_COHORTS = "cohorts_simbags"
+SIM_NOTE = "SIMULATED_SLIDE_BAGS"
 
 #: published validation C-index, mean over 5 folds (MCAT repository result files; PROTOCOLS.md A)
 PUBLISHED = {
@@ -48,6 +63,90 @@ def cohort_paths(cfg_path: Path, cohort_root: Path) -> list[Path]:
     from modaltune.config import load_yaml
 
     return [cohort_root / Path(rel).name for rel in load_yaml(cfg_path)["data"]["cohorts"]]
+
+
+def needs_simulated_bags(cfg_path: Path) -> bool:
+    """True when the config's cohorts live in the simulated-bag folder (``.../cohorts_simbags/tcga_<name>``)."""
+    from modaltune.config import load_yaml
+
+    return any(Path(rel).parent.name == SIM_COHORTS for rel in load_yaml(cfg_path)["data"]["cohorts"])
+
+
+def shared_overrides(cfg_path: Path, shared: str | None) -> list[str]:
+    """``--set`` overrides that point the config's ``../shared`` paths (``data.pathways`` and the methods'
+    ``signatures`` params) at the resolved shared folder, for the paths that do not exist as written
+    (relative to the config for data paths, to the working directory for method params): a worktree or a
+    copy of the repository need not sit next to ``shared``. Paths that exist are left alone."""
+    from modaltune.config import load_yaml
+    from modaltune.data.sources._common import resolve_shared_dir
+
+    raw = load_yaml(cfg_path)
+
+    def rebase(p: str, base: Path) -> str | None:
+        parts = Path(p).parts
+        if Path(p).is_absolute() or (base / p).exists() or "shared" not in parts:
+            return None
+        i = len(parts) - 1 - parts[::-1].index("shared")
+        return str(resolve_shared_dir(shared).joinpath(*parts[i + 1:]))
+
+    out = []
+    pw = (raw.get("data") or {}).get("pathways") or {}
+    moved = {k: rebase(str(v), cfg_path.parent) for k, v in pw.items()}
+    if any(moved.values()):
+        out.append("data.pathways={" + ", ".join(f"{k}: {moved[k] or (cfg_path.parent / str(v)).resolve()}" for k, v in pw.items()) + "}")
+    for i, m in enumerate(raw.get("methods") or []):
+        sig = (m.get("params") or {}).get("signatures")
+        new = rebase(str(sig), Path.cwd()) if sig else None
+        if new:
+            out.append(f"methods.{i}.params.signatures={new}")
+    return out
+
+
+def attach_bags(paths: list[Path], *, dim: int, patches: tuple[int, int], seed: int) -> list[str]:
+    """Write SIMULATED noise bags for every slide of each imported cohort in ``paths`` (missing files
+    only; resumable), name the encoder in the manifest, record the settings; returns one line per cohort.
+
+    Raises ConfigError when a cohort folder already holds simulated bags made with other settings."""
+    import json
+
+    import yaml
+
+    from modaltune.errors import ConfigError
+    from modaltune.modaltune.realsim import SIMULATED_ENCODER, attach_simulated_bags
+
+    settings = {"encoder": SIMULATED_ENCODER, "feature_dim": int(dim), "patches_per_slide": [int(patches[0]), int(patches[1])], "seed": int(seed),
+                "what": "i.i.d. Gaussian noise (float16), no relation to any label (modaltune.modaltune.realsim.attach_simulated_bags)"}
+    lines = []
+    for path in paths:
+        note = path / f"{SIM_NOTE}.json"
+        if note.exists():
+            old = json.loads(note.read_text())
+            if {k: old.get(k) for k in settings} != settings:
+                raise ConfigError(f"{path.name} already holds simulated bags made with other settings ({old.get('feature_dim')}-d, {old.get('patches_per_slide')} patches, seed {old.get('seed')})",
+                                  where=path, fix="use the same --sim-dim/--sim-patches/--sim-seed, or another --out (or delete that cohort folder)")
+        t0 = time.time()
+        n = attach_simulated_bags(path, feature_dim=dim, patches=patches, seed=seed)
+        man_path = path / "cohort.yaml"
+        man = yaml.safe_load(man_path.read_text())
+        for m in man.get("modalities") or []:
+            if m.get("kind") == "slide":
+                m["encoder"], m["feature_dim"] = SIMULATED_ENCODER, int(dim)
+                m["description"] = f"SIMULATED slide bags: {settings['what']}; {dim}-d, {patches[0]}-{patches[1]} patches per slide"
+        man_path.write_text(yaml.safe_dump(man, sort_keys=False))
+        note.write_text(json.dumps(settings, indent=1) + "\n")
+        lines.append(f"{path.name}: {n} simulated bags written ({time.time() - t0:.1f} s)")
+        print(lines[-1], flush=True)
+    return lines
+
+
+def simulated_note(settings: dict[str, Any]) -> str:
+    """The statement written at the top of tables.md and into each run folder of a simulated-bag run."""
+    lo, hi = settings["patches_per_slide"]
+    return (f"**SIMULATED slide bags.** No TCGA patch features exist here: every slide bag is i.i.d. Gaussian noise "
+            f"({settings['feature_dim']}-d, {lo}-{hi} patches per slide, seed {settings['seed']}, encoder '{settings['encoder']}') "
+            "with no relation to any label, so no slide-side signal can be learned. The numbers measure the omics side "
+            "and the machinery (training, masking, evaluation), never slide performance; labels, omics and clinical "
+            "fields are the real PORPOISE tables.")
 
 
 def import_cohorts(paths: list[Path], shared: str | None) -> None:
@@ -131,6 +230,17 @@ def markdown_table(results: pd.DataFrame, task: str, metric: str, *, published: 
     return "\n".join(lines) + "\n"
 
 
+def published_target_table(cohorts: list[str]) -> str:
+    """The published rows of PROTOCOLS.md A for the given cohort labels, as their own table (simulated-bag runs:
+    a target for real features, never a row of the comparison). Empty when no cohort has a published number."""
+    if not any(lab in vals for vals in PUBLISHED.values() for lab in cohorts):
+        return ""
+    lines = ["| published (real ResNet50-ImageNet WSI features) | " + " | ".join(cohorts) + " |", "|---|" + "---|" * len(cohorts)]
+    for name, vals in PUBLISHED.items():
+        lines.append(f"| {name} | " + " | ".join(f"{vals[lab]:.3f}" if lab in vals else "" for lab in cohorts) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def protocol_line(run_dir: Path) -> str:
     s = run_dir / "summary.md"
     if s.exists():
@@ -202,8 +312,12 @@ def ci_table(cis: pd.DataFrame, task: str, metric: str) -> str:
     return _cohort_grid(cis, task, metric, ["method"], "method", lambda k: k[0], lambda row: f"{row['estimate']} {row['CI']}")
 
 
-def tables(out: Path, names: list[str], cmd: str) -> str:
+def tables(out: Path, names: list[str], cmd: str, simulated: dict[str, Any] | None = None) -> str:
+    """tables.md of the runs ``names`` under ``out``; ``simulated``: the simulated-bag settings (the text then
+    starts with that statement and the published numbers are a separate target table, not comparison rows)."""
     parts = [f"Command: `{cmd}`", ""]
+    if simulated:
+        parts += [simulated_note(simulated), ""]
     for name in names:
         run = out / name
         if not (run / "results.csv").exists():
@@ -214,7 +328,12 @@ def tables(out: Path, names: list[str], cmd: str) -> str:
         cis, pairs = pooled_cis(run), paired_comparisons(run)
         for task, metric, pub in (("survival", "c_index", name.startswith("survival")), ("subtype", "balanced_accuracy", False), ("subtype", "macro_auc", False)):
             if ((res["task"] == task) & (res["metric"] == metric)).any():
-                parts += [f"**{task} · {metric}** (mean ± std over folds, ddof=0)", "", markdown_table(res, task, metric, published=pub)]
+                sim = " — SIMULATED slide bags (noise)" if simulated else ""
+                parts += [f"**{task} · {metric}** (mean ± std over folds, ddof=0){sim}", "", markdown_table(res, task, metric, published=pub and not simulated)]
+                target = published_target_table([_cohort_label(c) for c in dict.fromkeys(res["cohort"])]) if simulated and task == "survival" else ""
+                if target:
+                    parts += ["Published numbers (PROTOCOLS.md A), shown only as the target a user with real slide features should "
+                              "reproduce with this config; they are NOT comparable with the rows above (those slides are noise):", "", target]
                 ci = ci_table(cis, task, metric)
                 if ci:
                     parts += [f"Bootstrap 95% CIs, {task} · {metric} (patients resampled from the pooled out-of-fold predictions; pooled estimates differ from fold means):", "", ci]
@@ -260,30 +379,57 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch1", action="store_true", help="literal PROTOCOLS.md A batching: batch 1 x gradient accumulation 32 (run folder <config>_batch1)")
     ap.add_argument("--paper-bins", action="store_true", help="survival bins fitted on the whole cohort as the published code did (run folder <config>_paperbins)")
     ap.add_argument("--tables-only", action="store_true", help="only rewrite tables.md from finished runs")
+    ap.add_argument("--simulated-bags", action="store_true",
+                    help=f"import into <out>/{SIM_COHORTS} and attach SIMULATED noise slide bags (run folders <config>_simbags); needed by the coattn_* configs")
+    ap.add_argument("--sim-dim", type=int, default=64, help="feature width of the simulated bags (default 64)")
+    ap.add_argument("--sim-patches", type=int, nargs=2, default=(32, 128), metavar=("LO", "HI"), help="patches per simulated slide, uniform in [LO, HI] (default 32 128)")
+    ap.add_argument("--sim-seed", type=int, default=0, help="base seed of the simulated bags (slide i uses seed + i)")
     args = ap.parse_args(argv)
-
     from modaltune.benchmark.runner import run_benchmark
     from modaltune.config import load_config
+    from modaltune.errors import ConfigError
     from modaltune.training.experiment_config import BenchmarkConfig
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cmd = "python benchmarks/run_tcga.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    suffix = run_suffix(args)
+    suffix = run_suffix(args) + ("_simbags" if args.simulated_bags else "")
+    sim = None
+    if args.simulated_bags:
+        from modaltune.modaltune.realsim import SIMULATED_ENCODER
+
+        lo, hi = args.sim_patches
+        if not (1 <= lo <= hi) or args.sim_dim < 1:
+            raise SystemExit(str(ConfigError(f"bad simulated-bag size: {args.sim_dim}-d, {lo}-{hi} patches", where="--sim-dim/--sim-patches",
+                                             fix="give --sim-dim >= 1 and --sim-patches LO HI with 1 <= LO <= HI")))
+        sim = {"encoder": SIMULATED_ENCODER, "feature_dim": args.sim_dim, "patches_per_slide": [lo, hi], "seed": args.sim_seed}
     cov_lines: list[str] = []
     for name in args.configs:
         path = HERE / "tcga" / f"{name}.yaml"
         if args.tables_only:
             continue
-        paths = cohort_paths(path, out / "cohorts")
+        if needs_simulated_bags(path) and not args.simulated_bags:
+            raise SystemExit(str(ConfigError(f"config '{name}' runs slide + omics methods on SIMULATED slide bags", where=path,
+                                             fix="add --simulated-bags (no real TCGA patch features exist here)")))
+        paths = cohort_paths(path, out / (SIM_COHORTS if args.simulated_bags else "cohorts"))
         if args.cohorts:
             paths = [p for p in paths if p.name.removeprefix("tcga_") in set(args.cohorts)]
         import_cohorts(paths, args.shared)
+        if sim:
+            attach_bags(paths, dim=sim["feature_dim"], patches=tuple(sim["patches_per_slide"]), seed=sim["seed"])
         # the imported cohorts replace the config's own paths before validation (they may not exist)
         where = "data.cohorts=[" + ", ".join(str(p.resolve()) for p in paths) + "]"
-        cfg = load_config(path, BenchmarkConfig, overrides=[where, *args.overrides])
+        cfg = load_config(path, BenchmarkConfig, overrides=[where, *shared_overrides(path, args.shared), *args.overrides])
         if args.methods:
-            cfg.methods = [m for m in cfg.methods if m.name in set(args.methods)]
+            kept = [m for m in cfg.methods if m.name in set(args.methods)]
+            # the comparison reference may be left out of the subset: drop the comparisons first
+            # (the config validates on assignment, and a compare naming no kept method is an error)
+            cmp = cfg.evaluation.compare
+            named = {cmp} if isinstance(cmp, str) else {x for pair in (cmp or []) for x in pair}
+            if named and not named <= {m.label or m.name for m in kept}:
+                print(f"{name}: the comparison reference {cmp!r} is not in this subset: no paired comparisons", flush=True)
+                cfg.evaluation.compare = None
+            cfg.methods = kept
             cfg.name += "_subset_" + "_".join(args.methods)
         if args.cohorts:
             cfg.name += "_" + "_".join(args.cohorts)
@@ -299,6 +445,10 @@ def main(argv: list[str] | None = None) -> int:
             cfg.data.bin_mode = "paper"
             cfg.name += "_paperbins"
             run_name = f"{run_name}_paperbins"
+        if sim:
+            cfg.name += "_SIMULATED_bags" if "SIMULATED" not in cfg.name else ""
+            (out / run_name).mkdir(parents=True, exist_ok=True)
+            (out / run_name / f"{SIM_NOTE}.md").write_text(simulated_note(sim) + "\n")
         if any(m.name == "gene_mixer" for m in cfg.methods):
             cov_lines += coverage_reports(cfg, out)
         t0 = time.time()
@@ -307,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     names = [n + suffix for n in args.configs]
     names = [f"{n}_batch1" if args.batch1 else n for n in names]
     names = [f"{n}_paperbins" if args.paper_bins else n for n in names]
-    text = tables(out, names, cmd)
+    text = tables(out, names, cmd, simulated=sim)
     if cov_lines:
         text += "\nGene Mixer pathway coverage (shared/data/pathways/combine_comps.csv):\n\n" + "\n".join(f"- {line}" for line in cov_lines) + "\n"
     stem = "tables" + suffix + ("_batch1" if args.batch1 else "") + ("_paperbins" if args.paper_bins else "")
