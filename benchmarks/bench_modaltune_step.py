@@ -145,14 +145,24 @@ def _compare(args: argparse.Namespace) -> None:
     load0 = f"{os.getloadavg()[0]:.1f}"
     plan = [(n, v) for n in args.sizes for v in (args.variants or list(VARIANTS))]
     runs = []
-    for rnd in range(args.rounds):
+    log = Path(args.log) if args.log else None
+    if log and log.exists():  # resume / report from the runs already recorded
+        runs = [json.loads(ln) for ln in log.read_text().splitlines() if ln.strip()]
+        load0 = runs[0].get("load_1min", load0) if runs else load0
+    for rnd in range(0 if args.report_only else args.rounds):
         for n in args.sizes:
             vs = [v for m, v in plan if m == n]
             vs = vs[rnd % len(vs):] + vs[: rnd % len(vs)]  # rotate who goes first
             for v in vs:
+                if any(r["n_patches"] == n and r["variant"] == v and r.get("round") == rnd for r in runs):
+                    continue
                 r = _run_child(n, v, 1)
                 r["round"] = rnd
+                r["load_1min"] = f"{os.getloadavg()[0]:.1f}"
                 runs.append(r)
+                if log:
+                    with log.open("a") as fh:
+                        fh.write(json.dumps(r) + "\n")
                 print(f"N={n} {v}: {r['seconds_per_step']:.1f} s/step ({r['cpu_seconds_per_step']:.1f} CPU s), peak {r['peak_rss_mib']:.0f} MiB", flush=True)
     load1 = f"{os.getloadavg()[0]:.1f}"
     cmd = "python benchmarks/bench_modaltune_step.py " + " ".join(sys.argv[1:])
@@ -188,6 +198,8 @@ def main() -> None:
     ap.add_argument("--compare", action="store_true", help="issue 19: before/after variants in one run (see the module docstring)")
     ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), help="with --compare: run only these variants")
     ap.add_argument("--rounds", type=int, default=1, help="with --compare: rounds of all variants")
+    ap.add_argument("--log", help="with --compare: append every run to this JSON-lines file and skip runs already in it")
+    ap.add_argument("--report-only", action="store_true", help="with --compare --log: only write the tables from the log")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
