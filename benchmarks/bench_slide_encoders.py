@@ -207,8 +207,8 @@ def _official_mode(a: argparse.Namespace) -> None:
             official.setdefault("titan", "standin")
             continue
         model, sep, path = spec.partition("=")
-        if not sep or model not in ("gigapath", "titan") or not Path(path).is_dir():
-            raise SystemExit(f"--official {spec!r}: expected gigapath=DIR, titan=DIR (an existing folder) or standin")
+        if not sep or model not in ("gigapath", "titan") or not (path == "standin" or Path(path).is_dir()):
+            raise SystemExit(f"--official {spec!r}: expected gigapath=DIR, titan=DIR (an existing folder), MODEL=standin or standin")
         official[model] = path
     load0 = f"{os.getloadavg()[0]:.1f}"
     rows = []
@@ -218,7 +218,8 @@ def _official_mode(a: argparse.Namespace) -> None:
             print(json.dumps({k: r[k] for k in ("model", "N", "seconds_full_depth_median", "ratio_to_fair_official", "max_abs_diff_to_modaltune")}), flush=True)
             rows.append(r)
     cmd = "python benchmarks/bench_slide_encoders.py " + " ".join(sys.argv[1:])
-    print(write_tables(rows, HERE / "slide_encoders_official.json", HERE / "slide_encoders_official.md", cmd,
+    out = Path(a.official_out) if a.official_out else HERE / "slide_encoders_official"
+    print(write_tables(rows, out.with_suffix(".json"), out.with_suffix(".md"), cmd,
                        (load0, f"{os.getloadavg()[0]:.1f}")))
 
 
@@ -234,6 +235,7 @@ def main() -> None:
                          "checkout), 'titan=PATH' (MahmoodLab/TITAN snapshot) or 'standin' (labelled stand-ins for both; see "
                          "benchmarks/official_compare.py); writes benchmarks/slide_encoders_official.{json,md}")
     ap.add_argument("--official-sizes", type=int, nargs="+", default=[4096, 8192])
+    ap.add_argument("--official-out", help="output path without suffix (default benchmarks/slide_encoders_official)")
     ap.add_argument("--official-reps", type=int, default=3)
     ap.add_argument("--official-gigapath-layers", type=int, default=2, help="GigaPath layers run (time scaled to 12)")
     a = ap.parse_args()

@@ -11,7 +11,7 @@ Differences from the official code (outputs are the same):
 * grid indices outside ``[0, 1000)`` raise :class:`InputError` instead of wrapping/aliasing silently;
 * branch merge: q/k/v are zero-padded once for all branches and each branch's weighted output is added in
   place into one accumulator (the official code pads per branch and scatters every branch into a dense
-  zero-filled copy before summing); same values, about 0.8x the forward time at 4k patches (issue 19);
+  zero-filled copy before summing); same values, 0.82-0.85x the forward time at 4k-8k patches (issue 19, benchmarks/RESULTS.md);
 * optional right padding (``mask``, True = valid patch): each slide is attended over its own valid tokens only,
   which equals running the official model on every slide separately.
 
