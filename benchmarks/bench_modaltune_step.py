@@ -16,6 +16,16 @@ earlier injectors (gradient checkpointing recomputes them instead).
 
 Usage: ``nice -n 10 python benchmarks/bench_modaltune_step.py [--sizes 1000 2000 4000]``; writes
 benchmarks/modaltune_step.json and the table of the "## ModalTune (issue 6)" section (step part).
+
+``--compare`` (issue 19) runs the step *before* and *after* the issue-19 changes in one invocation,
+alternating the variants round by round (each in its own process: a warm-up step, then one timed step):
+
+* ``before``: float32, the per-branch LongNet merge (modaltune's GigaPath before issue 19, forced
+  with ``MODALTUNE_PER_BRANCH_MERGE=1``), with and without checkpointing;
+* ``after``: the fused merge, float32 or bfloat16 autocast (``torch.autocast("cpu", torch.bfloat16)``
+  around forward + loss, what ``trainer.precision: bf16-mixed`` does on CPU), with and without checkpointing.
+
+Writes benchmarks/modaltune_step_issue19.{json,md}.
 """
 from __future__ import annotations
 
@@ -37,9 +47,16 @@ def _hwm_mib() -> float:
     return float("nan")
 
 
-def _child(n: int, ckpt: bool, steps: int) -> dict:
+def _child(n: int, ckpt: bool, steps: int, precision: str = "fp32", per_branch: bool = False) -> dict:
+    import contextlib
+
     import numpy as np
     import torch
+
+    if per_branch:  # the pre-issue-19 GigaPath merge (per-branch dense scatter, as in the official layout)
+        import modaltune.encoders.slide.gigapath as gp
+
+        gp._branch_rows = lambda *a: None
 
     torch.set_num_threads(2)
     torch.manual_seed(0)
@@ -77,22 +94,100 @@ def _child(n: int, ckpt: bool, steps: int) -> dict:
         "target_mask": {"survival": torch.tensor([True])},
     }
 
+    def autocast():
+        return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+
     def step():
-        out = model(batch)
-        loss, _ = model.loss(batch, out)
+        with autocast():
+            out = model(batch)
+            loss, _ = model.loss(batch, out)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        return float(loss.detach())
 
     step()  # warm-up (allocations, text encoder, optimizer state)
     Path("/proc/self/clear_refs").write_text("5")
-    times = []
+    times, cpu, losses = [], [], []
     for _ in range(steps):
-        t0 = time.perf_counter()
-        step()
+        t0, c0 = time.perf_counter(), time.process_time()
+        losses.append(step())
         times.append(time.perf_counter() - t0)
-    return {"n_patches": n, "grad_checkpointing": ckpt, "seconds_per_step": float(np.median(times)), "all_seconds": times,
+        cpu.append(time.process_time() - c0)
+    return {"n_patches": n, "grad_checkpointing": ckpt, "precision": precision, "per_branch_merge": per_branch,
+            "losses": losses, "cpu_seconds_per_step": float(np.median(cpu)), "seconds_per_step": float(np.median(times)), "all_seconds": times,
             "peak_rss_mib": _hwm_mib(), "trainable_params": trainable, "frozen_params": frozen, "weights": model.weights_source, "threads": 2}
+
+
+VARIANTS = {  # name: (precision, grad checkpointing, per-branch merge)
+    "before fp32": ("fp32", False, True),
+    "before fp32 + ckpt": ("fp32", True, True),
+    "after fp32": ("fp32", False, False),
+    "after bf16 autocast": ("bf16", False, False),
+    "after bf16 autocast + ckpt": ("bf16", True, False),
+}
+
+
+def _run_child(n: int, variant: str, steps: int) -> dict:
+    prec, ck, pb = VARIANTS[variant]
+    p = subprocess.run([sys.executable, __file__, "--child", str(n), "1" if ck else "0", str(steps), prec, "1" if pb else "0"],
+                       capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "2"})
+    line = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
+    if not line:
+        print(p.stderr[-3000:])
+        raise SystemExit(f"child {n} {variant} failed")
+    return {"variant": variant, **json.loads(line[0][7:])}
+
+
+def _compare(args: argparse.Namespace) -> None:
+    import statistics
+
+    load0 = f"{os.getloadavg()[0]:.1f}"
+    plan = [(n, v) for n in args.sizes for v in (args.variants or list(VARIANTS))]
+    runs = []
+    log = Path(args.log) if args.log else None
+    if log and log.exists():  # resume / report from the runs already recorded
+        runs = [json.loads(ln) for ln in log.read_text().splitlines() if ln.strip()]
+        load0 = runs[0].get("load_1min", load0) if runs else load0
+    for rnd in range(0 if args.report_only else args.rounds):
+        for n in args.sizes:
+            vs = [v for m, v in plan if m == n]
+            vs = vs[rnd % len(vs):] + vs[: rnd % len(vs)]  # rotate who goes first
+            for v in vs:
+                if any(r["n_patches"] == n and r["variant"] == v and r.get("round") == rnd for r in runs):
+                    continue
+                r = _run_child(n, v, 1)
+                r["round"] = rnd
+                r["load_1min"] = f"{os.getloadavg()[0]:.1f}"
+                runs.append(r)
+                if log:
+                    with log.open("a") as fh:
+                        fh.write(json.dumps(r) + "\n")
+                print(f"N={n} {v}: {r['seconds_per_step']:.1f} s/step ({r['cpu_seconds_per_step']:.1f} CPU s), peak {r['peak_rss_mib']:.0f} MiB", flush=True)
+    load1 = f"{os.getloadavg()[0]:.1f}"
+    cmd = "python benchmarks/bench_modaltune_step.py " + " ".join(sys.argv[1:])
+    lines = [f"Command: `{cmd}`", "",
+             "Protocol: the ModalTune step of this script (GigaPath-size backbone, random_init, paper adapter, 331 pathway tokens, "
+             "one survival task, batch 1, AdamW), CPU, 2 threads; every variant in its own process (warm-up step, then one timed "
+             f"step; peak = VmHWM after the warm-up), variants alternated in rotating order for {args.rounds} round(s); medians. "
+             f"1-min load average {load0} before, {load1} after. Slide features are random numbers (SIMULATED bags).", "",
+             "| N patches | variant | wall s/step (median) | CPU s/step (median) | peak RSS MiB (median) | wall vs before fp32 | CPU vs before fp32 | peak vs before fp32 | rounds |",
+             "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for n in args.sizes:
+        med = {}
+        for v in VARIANTS:
+            rs = [r for r in runs if r["n_patches"] == n and r["variant"] == v]
+            if rs:
+                med[v] = (statistics.median(r["seconds_per_step"] for r in rs), statistics.median(r["cpu_seconds_per_step"] for r in rs),
+                          statistics.median(r["peak_rss_mib"] for r in rs), len(rs))
+        base = med.get("before fp32") or med.get("before fp32 + ckpt")
+        for v, (t, c, m, k) in med.items():
+            rel = f"{t / base[0]:.2f}x | {c / base[1]:.2f}x | {m / base[2]:.2f}x" if base else "- | - | -"
+            lines.append(f"| {n} | {v} | {t:.1f} | {c:.1f} | {m:.0f} | {rel} | {k} |")
+    text = "\n".join(lines) + "\n"
+    (HERE / "modaltune_step_issue19.md").write_text(text)
+    (HERE / "modaltune_step_issue19.json").write_text(json.dumps({"command": cmd, "load_1min_before_after": [load0, load1], "runs": runs}, indent=1))
+    print(text)
 
 
 def main() -> None:
@@ -100,10 +195,20 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 2000, 4000])
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--checkpointing-at", type=int, nargs="*", default=[4000])
-    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--compare", action="store_true", help="issue 19: before/after variants in one run (see the module docstring)")
+    ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), help="with --compare: run only these variants")
+    ap.add_argument("--rounds", type=int, default=1, help="with --compare: rounds of all variants")
+    ap.add_argument("--log", help="with --compare: append every run to this JSON-lines file and skip runs already in it")
+    ap.add_argument("--report-only", action="store_true", help="with --compare --log: only write the tables from the log")
+    ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print("RESULT " + json.dumps(_child(int(args.child[0]), args.child[1] == "1", int(args.child[2]))))
+        c = args.child
+        extra = (c[3], c[4] == "1") if len(c) > 3 else ()
+        print("RESULT " + json.dumps(_child(int(c[0]), c[1] == "1", int(c[2]), *extra)))
+        return
+    if args.compare:
+        _compare(args)
         return
     runs = [(n, False) for n in args.sizes] + [(n, True) for n in args.checkpointing_at]
     rows = []

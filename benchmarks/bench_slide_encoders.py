@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # official_compare.py lives next to this script
 SECTION = "## Slide encoders (issue 5)"
 
 GP = dict(D=768, F=3072, H=16, Dh=48, depth=12, in_dim=1536, seg=(1024, 5792, 32768, 185363, 1048576), ratio=(1, 2, 4, 8, 16))
@@ -193,6 +194,35 @@ def _update_results_md(section: str) -> None:
     path.write_text(text)
 
 
+def _official_mode(a: argparse.Namespace) -> None:
+    import torch
+
+    from official_compare import compare, write_tables
+
+    torch.set_num_threads(2)
+    official: dict[str, str] = {}
+    for spec in a.official:
+        if spec == "standin":
+            official.setdefault("gigapath", "standin")
+            official.setdefault("titan", "standin")
+            continue
+        model, sep, path = spec.partition("=")
+        if not sep or model not in ("gigapath", "titan") or not (path == "standin" or Path(path).is_dir()):
+            raise SystemExit(f"--official {spec!r}: expected gigapath=DIR, titan=DIR (an existing folder), MODEL=standin or standin")
+        official[model] = path
+    load0 = f"{os.getloadavg()[0]:.1f}"
+    rows = []
+    for model in official:
+        for n in a.official_sizes:
+            r = compare(model, n, official, reps=a.official_reps, depth=a.official_gigapath_layers if model == "gigapath" else None)
+            print(json.dumps({k: r[k] for k in ("model", "N", "seconds_full_depth_median", "ratio_to_fair_official", "max_abs_diff_to_modaltune")}), flush=True)
+            rows.append(r)
+    cmd = "python benchmarks/bench_slide_encoders.py " + " ".join(sys.argv[1:])
+    out = Path(a.official_out) if a.official_out else HERE / "slide_encoders_official"
+    print(write_tables(rows, out.with_suffix(".json"), out.with_suffix(".md"), cmd,
+                       (load0, f"{os.getloadavg()[0]:.1f}")))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--worker", nargs=3, metavar=("MODEL", "N", "DEPTH"))
@@ -200,7 +230,18 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="N=256 and 1024, one layer each (smoke test; prints only)")
     ap.add_argument("--only", action="append", metavar="MODEL:N:DEPTH", help="run only these rows (repeatable; prints only)")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--official", action="append", metavar="SPEC",
+                    help="interleaved comparison with the official code instead of the scaling table: 'gigapath=PATH' (prov-gigapath "
+                         "checkout), 'titan=PATH' (MahmoodLab/TITAN snapshot) or 'standin' (labelled stand-ins for both; see "
+                         "benchmarks/official_compare.py); writes benchmarks/slide_encoders_official.{json,md}")
+    ap.add_argument("--official-sizes", type=int, nargs="+", default=[4096, 8192])
+    ap.add_argument("--official-out", help="output path without suffix (default benchmarks/slide_encoders_official)")
+    ap.add_argument("--official-reps", type=int, default=3)
+    ap.add_argument("--official-gigapath-layers", type=int, default=2, help="GigaPath layers run (time scaled to 12)")
     a = ap.parse_args()
+    if a.official:
+        _official_mode(a)
+        return
     if a.worker:
         print(json.dumps(_worker(a.worker[0], int(a.worker[1]), int(a.worker[2]))))
         return

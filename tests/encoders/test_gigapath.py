@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from slide_refs import GIGAPATH_FULL, GIGAPATH_REDUCED, compare_fields, gigapath_fields, load_ref
 
 import modaltune.layers.attention as att
@@ -327,3 +329,33 @@ def test_gradient_checkpointing_same_grads():
     m(x, c).sum().backward()
     for a, p in zip(g1, m.parameters()):
         assert torch.allclose(a, p.grad, atol=1e-6)
+
+
+@settings(max_examples=12, deadline=None)
+@given(N=st.integers(1, 90), B=st.integers(1, 2), segs=st.lists(st.integers(1, 40), min_size=1, max_size=3),
+       seed=st.integers(0, 2**16))
+def test_merged_dilated_attention_matches_per_branch_path(N, B, segs, seed):
+    """Issue 19 fast merge (one padded buffer, in-place weighted scatter) against the per-branch official
+    layout: same values (float64: 1e-12) and the same input gradients; odd segment/ratio pairs that cannot
+    share the buffer fall back to the per-branch path."""
+    ratios = [1, 2, 4][: len(segs)]
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(B, N, 4, 3, dtype=torch.float64, generator=g).requires_grad_() for _ in range(3))
+    out = dilated_attention(q, k, v, segs, ratios)
+    ref, _ = dilated_attention(q, k, v, segs, ratios, return_branches=True)  # always the per-branch path
+    assert _maxdiff(out.detach(), ref.detach()) <= 1e-12
+    gy = torch.randn(out.shape, dtype=torch.float64, generator=g)
+    ga = torch.autograd.grad(out, (q, k, v), gy)
+    gb = torch.autograd.grad(ref, (q, k, v), gy)
+    for a, b in zip(ga, gb):
+        assert _maxdiff(a, b) <= 1e-12
+
+
+def test_branch_rows_known_values():
+    """Released GigaPath at 4,097 tokens: the 1024-segment branch reads 5 segments (5,120 rows), the others one
+    padded segment of m * r rows; a multi-segment branch whose ratio does not divide its length cannot share."""
+    import modaltune.encoders.slide.gigapath as gp
+
+    assert [gp._branch_rows(4097, min(s, 4097), r) for s, r in zip(gp.GIGAPATH_SEGMENT_LENGTHS, gp.GIGAPATH_DILATED_RATIOS)] == [
+        5120, 4098, 4100, 4104, 4112]
+    assert gp._branch_rows(50, 9, 2) is None and gp._branch_rows(9, 9, 2) == 10

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .alibi import alibi_bias_tile, distance_table
+from .alibi import AlibiBiasTiles, alibi_bias_tile, distance_table
 
 __all__ = ["attention_with_lse", "attention_with_lse_reference", "lse_backend", "alibi_attention", "Attention"]
 
@@ -162,16 +162,23 @@ def alibi_attention(
     max_tile_elems = _MAX_TILE_ELEMS if max_tile_elems is None else max_tile_elems
     step = max(1, int(max_tile_elems // max(1, B * H * T)))
     is_cls = torch.arange(T, device=q.device) < num_prefix
-    tables = [distance_table(grid[b]) for b in range(B)]
+    # per-slide index tables when they are small next to one bias tile (compact slides), else the plain tile builder
+    fast = [AlibiBiasTiles(grid[b], slopes, num_prefix, step) if AlibiBiasTiles.table_elems(grid[b]) <= max_tile_elems else None
+            for b in range(B)]
+    tables = [distance_table(grid[b]) if fast[b] is None else None for b in range(B)]
     pad = None if mask is None else ~mask[:, None, None, :]  # -inf bias on padded keys
-    buf = torch.empty(B, H, min(step, T), T, dtype=q.dtype, device=q.device)  # reused by every tile
+    buf = torch.empty(B * H * min(step, T) * T, dtype=q.dtype, device=q.device)  # reused by every tile
+    f32 = None if q.dtype == torch.float32 else torch.empty(H * min(step, T) * T, dtype=torch.float32, device=q.device)
     out = torch.empty_like(q)
     for i in range(0, T, step):
         j = min(T, i + step)
-        bias = buf[:, :, : j - i]
+        bias = buf[: B * H * (j - i) * T].view(B, H, j - i, T)  # contiguous, so a tile can be written with out=
         for b in range(B):
-            res = alibi_bias_tile(grid[b, i:j], grid[b], slopes, is_cls[i:j], is_cls, dtype=q.dtype, dist_table=tables[b],
-                                  out=bias[b] if q.dtype == torch.float32 else None)
+            if fast[b] is not None:
+                res = fast[b].write(i, j, bias[b] if f32 is None else f32[: H * (j - i) * T].view(H, j - i, T))
+            else:
+                res = alibi_bias_tile(grid[b, i:j], grid[b], slopes, is_cls[i:j], is_cls, dtype=q.dtype, dist_table=tables[b],
+                                      out=bias[b] if q.dtype == torch.float32 else None)
             if res.data_ptr() != bias[b].data_ptr():
                 bias[b].copy_(res)
         if pad is not None:
