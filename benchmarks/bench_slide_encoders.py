@@ -196,7 +196,6 @@ def _update_results_md(section: str) -> None:
 
 def _official_mode(a: argparse.Namespace) -> None:
     import torch
-
     from official_compare import compare, write_tables
 
     torch.set_num_threads(2)

@@ -106,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
         for seed in sorted(ok["seed"].unique()):
             both = sorted(set(ok[(ok["method"] == m) & (ok["seed"] == seed)]["fold"]) & set(ok[(ok["method"] == ref) & (ok["seed"] == seed)]["fold"]))
             for s in order:
-                have = lambda meth, st: set(ok[(ok["method"] == meth) & (ok["setting"] == st) & (ok["seed"] == seed)]["fold"])  # noqa: E731
+                def have(meth, st, seed=seed):
+                    return set(ok[(ok["method"] == meth) & (ok["setting"] == st) & (ok["seed"] == seed)]["fold"])
+
                 fl = sorted(set(both) & have(m, s) & have(ref, s) & (have(m, BASE) & have(ref, BASE) if s != BASE else set(both)))
                 if not fl:
                     continue
@@ -146,8 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(fails):
         lines += ["## Failed units", ""] + [f"- {r.method} {r.setting} fold {r.fold} seed {r.seed}: {r.reason}" for r in fails.itertuples()] + [""]
     (out / "summary.md").write_text("\n".join(lines))
-    json.dump({"title": args.title, "reference": ref, "degradation": json.loads(deg.to_json(orient="index")),
-               "units": json.loads(cnt.to_json(orient="index")), "folds": folds_of, "paired": rows}, open(out / "analysis.json", "w"), indent=1, default=float)
+    with open(out / "analysis.json", "w") as fh:
+        json.dump({"title": args.title, "reference": ref, "degradation": json.loads(deg.to_json(orient="index")),
+                   "units": json.loads(cnt.to_json(orient="index")), "folds": folds_of, "paired": rows}, fh, indent=1, default=float)
     print("\n".join(lines))
     return 0
 
