@@ -67,7 +67,7 @@ def ridge_cox_coef(Z: np.ndarray, surv: Any, alpha: float) -> np.ndarray:
         return CoxPHSurvivalAnalysis(alpha=alpha).fit(Z, surv).coef_
     U, S, Vt = np.linalg.svd(Z, full_matrices=False)
     # directions with a zero singular value carry no data: their gamma is 0 at the optimum
-    r = int((S > S[0] * max(n, p) * np.finfo(float).eps).sum()) if S.size and S[0] > 0 else 0
+    r = int((S[0] * max(n, p) * np.finfo(float).eps < S).sum()) if S.size and S[0] > 0 else 0
     if r == 0:
         return np.zeros(p)
     gamma = CoxPHSurvivalAnalysis(alpha=alpha).fit(U[:, :r] * S[:r], surv).coef_
