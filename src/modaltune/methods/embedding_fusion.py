@@ -55,9 +55,10 @@ def ridge_cox_coef(Z: np.ndarray, surv: Any, alpha: float) -> np.ndarray:
     gamma, and beta = V gamma (linear predictor on new rows ``Z' V gamma``).
 
     Why hand-written: sksurv's Newton solver forms a p x p Hessian per step; on the MCAT folds
-    (p = 2.2k-2.9k omics columns + slide + clinical, n ~ 300-400) one fold took 281-415 s CPU
-    (benchmarks/missing_grid/tcga_cost.csv); the reduced fit solves r x r systems (see
-    benchmarks/RESULTS.md "## Missing-modality degradation (issue 15)" for the after numbers).
+    (p = 1.4k-2.9k omics columns + slide + clinical, n = 298-764) one fold took 281-415 s CPU
+    (benchmarks/missing_grid/tcga_cost.csv); fitted on ``U S`` it takes 2.4-26.7 s CPU per fold
+    (whole fit, preprocessing included), 407 s CPU for early + late x 5 cohorts x 5 folds, with
+    fold-0 C-indices equal to the direct fit's (benchmarks/missing_grid/tcga_cost_after.csv).
     sksurv stays the solver; for ``p <= n`` it is called on ``Z`` unchanged.
     """
     from sksurv.linear_model import CoxPHSurvivalAnalysis
