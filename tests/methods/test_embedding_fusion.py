@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from modaltune.data.cohort import Cohort
 from modaltune.data.splits import SplitSet
@@ -168,3 +170,15 @@ def test_ridge_cox_is_called_unchanged_when_p_is_at_most_n(monkeypatch):
     coef = ridge_cox_coef(Z, s, 1.0)
     assert len(seen) == 1 and seen[0] is Z  # no SVD, no copy: the solver sees Z itself
     np.testing.assert_array_equal(coef, real(alpha=1.0).fit(Z, s).coef_)  # same solver, same input: same result
+
+
+@settings(max_examples=10, deadline=None)
+@given(n=st.integers(12, 30), extra=st.integers(1, 40), alpha=st.floats(1.0, 20.0), seed=st.integers(0, 1000))
+def test_reduced_ridge_cox_matches_the_direct_fit_for_any_wide_problem(n, extra, alpha, seed):
+    from sksurv.linear_model import CoxPHSurvivalAnalysis
+
+    from modaltune.methods.embedding_fusion import ridge_cox_coef
+
+    Z, s = _cox_problem(n, n + extra, seed=seed)
+    direct = Z @ CoxPHSurvivalAnalysis(alpha=alpha).fit(Z, s).coef_
+    np.testing.assert_allclose(Z @ ridge_cox_coef(Z, s, alpha), direct, rtol=1e-4, atol=1e-6 * max(np.abs(direct).max(), 1e-3))
