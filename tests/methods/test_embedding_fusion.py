@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from modaltune.data.cohort import Cohort
 from modaltune.data.splits import SplitSet
@@ -99,3 +101,84 @@ def test_mlp_head_refuses_survival(cohort_dir):
         fit(cohort, fold, "embedding_fusion", params={"head": "mlp"}, tasks=["survival"], trainer=FAST, progress=False)
     f = fit(cohort, fold, "embedding_fusion", params={"head": "mlp", "hidden": 8}, tasks=["subtype"], trainer=FAST, progress=False)
     assert len(f.model.heads["subtype"]["early"]["W"]) == 2  # one hidden layer
+
+
+def _cox_problem(n, p, seed):
+    """A fixed survival problem: Z (n, p) standard normal, risk driven by the first 3 columns."""
+    from sksurv.util import Surv
+
+    rng = np.random.default_rng(seed)
+    Z = rng.normal(size=(n, p))
+    time = rng.exponential(size=n) * np.exp(-Z[:, :3].sum(1) / 2)
+    event = rng.random(n) < 0.7
+    return Z, Surv.from_arrays(event=event, time=time)
+
+
+@pytest.mark.parametrize("alpha", [0.5, 5.0])
+def test_reduced_ridge_cox_equals_the_direct_fit_when_p_exceeds_n(alpha):
+    from sksurv.linear_model import CoxPHSurvivalAnalysis
+
+    from modaltune.methods.embedding_fusion import ridge_cox_coef
+
+    Z, s = _cox_problem(40, 120, seed=1)
+    direct = CoxPHSurvivalAnalysis(alpha=alpha).fit(Z, s).coef_
+    reduced = ridge_cox_coef(Z, s, alpha)
+    # same optimum: sksurv's Newton stops at tol 1e-9 on the relative loss change, so the
+    # linear predictors agree far inside rtol 1e-4 (the scale of lp is O(1) here)
+    assert np.abs(Z @ direct).max() > 0.1  # a non-trivial fit, not two zero vectors
+    np.testing.assert_allclose(Z @ reduced, Z @ direct, rtol=1e-4, atol=1e-6 * np.abs(Z @ direct).max())
+    # the reduced beta lies in the row space; so does the direct ridge optimum: the coefficients agree too
+    np.testing.assert_allclose(reduced, direct, rtol=1e-4, atol=1e-6 * np.abs(direct).max())
+    # new rows: the map back beta = V gamma predicts like the direct fit
+    Znew = np.random.default_rng(2).normal(size=(15, 120))
+    np.testing.assert_allclose(Znew @ reduced, Znew @ direct, rtol=1e-4, atol=1e-6 * np.abs(Znew @ direct).max())
+
+
+def test_reduced_ridge_cox_handles_rank_deficient_z():
+    from sksurv.linear_model import CoxPHSurvivalAnalysis
+
+    from modaltune.methods.embedding_fusion import ridge_cox_coef
+
+    Z, s = _cox_problem(40, 6, seed=3)
+    rng = np.random.default_rng(5)
+    # p = 120 columns of rank 6 (< n = 40) and 20 all-zero columns: the SVD keeps 6 directions
+    Z = np.concatenate([Z @ rng.normal(size=(6, 100)) / 10, np.zeros((40, 20))], 1)
+    assert np.linalg.matrix_rank(Z) == 6
+    direct = CoxPHSurvivalAnalysis(alpha=1.0).fit(Z, s).coef_
+    reduced = ridge_cox_coef(Z, s, 1.0)
+    assert np.abs(Z @ direct).max() > 0.1
+    np.testing.assert_allclose(Z @ reduced, Z @ direct, rtol=1e-4, atol=1e-6 * np.abs(Z @ direct).max())
+    np.testing.assert_allclose(reduced, direct, rtol=1e-4, atol=1e-6 * np.abs(direct).max())
+    np.testing.assert_array_equal(reduced[-20:], 0.0)  # an all-zero column gets no weight
+
+
+def test_ridge_cox_is_called_unchanged_when_p_is_at_most_n(monkeypatch):
+    import sksurv.linear_model
+
+    from modaltune.methods.embedding_fusion import ridge_cox_coef
+
+    Z, s = _cox_problem(60, 20, seed=4)
+    seen = []
+    real = sksurv.linear_model.CoxPHSurvivalAnalysis
+
+    class Spy(real):
+        def fit(self, X, y):
+            seen.append(X)
+            return super().fit(X, y)
+
+    monkeypatch.setattr(sksurv.linear_model, "CoxPHSurvivalAnalysis", Spy)
+    coef = ridge_cox_coef(Z, s, 1.0)
+    assert len(seen) == 1 and seen[0] is Z  # no SVD, no copy: the solver sees Z itself
+    np.testing.assert_array_equal(coef, real(alpha=1.0).fit(Z, s).coef_)  # same solver, same input: same result
+
+
+@settings(max_examples=10, deadline=None)
+@given(n=st.integers(12, 30), extra=st.integers(1, 40), alpha=st.floats(1.0, 20.0), seed=st.integers(0, 1000))
+def test_reduced_ridge_cox_matches_the_direct_fit_for_any_wide_problem(n, extra, alpha, seed):
+    from sksurv.linear_model import CoxPHSurvivalAnalysis
+
+    from modaltune.methods.embedding_fusion import ridge_cox_coef
+
+    Z, s = _cox_problem(n, n + extra, seed=seed)
+    direct = Z @ CoxPHSurvivalAnalysis(alpha=alpha).fit(Z, s).coef_
+    np.testing.assert_allclose(Z @ ridge_cox_coef(Z, s, alpha), direct, rtol=1e-4, atol=1e-6 * max(np.abs(direct).max(), 1e-3))
