@@ -5,8 +5,8 @@ so its predictions are paired here with late fusion's committed out-of-fold pred
 (``benchmarks/coattention_sim/<regime>/predictions.parquet``): same patients, same resampling as the
 benchmark's own comparison (1000 resamples, bootstrap seed 0, Harrell's C).
 
-    python benchmarks/coattention_sim/cmta_compare.py interaction=/work/runs/h20i/interaction_cmta \\
-        additive=/work/runs/h20i/additive_cmta --out benchmarks/coattention_sim/cmta_compare.json
+    python benchmarks/coattention_sim/cmta_compare.py interaction=benchmarks/coattention_sim/cmta/interaction \\
+        additive=benchmarks/coattention_sim/cmta/additive --out benchmarks/coattention_sim/cmta/cmta_compare.json
 """
 from __future__ import annotations
 
