@@ -4,8 +4,10 @@ One step = forward + discrete-time NLL + backward + Adam step on a batch of B pa
 D-dim patch features and random RNA over the simulator's 244 genes (21 pathways for SurvPath; MCAT's
 signatures for mcat/motcat/cmta), default (official) parameters, 1 thread; time = mean of the timed steps
 after one warm-up step. Run on the shared machine: the load average is recorded, times are indicative.
+``--padded-nystrom`` adds a ``cmta_padded_nystrom`` row: CMTA with every Nystrom layer running the
+upstream padded computation (:func:`modaltune.layers.nystrom.nystrom_reference`, the code before issue 14's fix).
 
-    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/coattention_sim/step_cost.py --out benchmarks/coattention_sim/step_cost.json
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/coattention_sim/step_cost.py --padded-nystrom --out benchmarks/coattention_sim/step_cost.json
 """
 from __future__ import annotations
 
@@ -62,6 +64,7 @@ def main() -> None:
     ap.add_argument("--patches", type=int, default=32)
     ap.add_argument("--dim", type=int, default=32)
     ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--padded-nystrom", action="store_true", help="also time cmta with the upstream padded Nystrom code (before the fix)")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     torch.set_num_threads(1)
@@ -69,6 +72,15 @@ def main() -> None:
     rows = []
     for m in a.methods:
         rows.append(step_seconds(m, a.batch, a.patches, a.dim, a.steps))
+        print(json.dumps(rows[-1]), flush=True)
+    if a.padded_nystrom:
+        from modaltune.layers import nystrom
+        fast = nystrom.NystromAttention.forward
+        nystrom.NystromAttention.forward = nystrom.nystrom_reference
+        try:
+            rows.append({**step_seconds("cmta", a.batch, a.patches, a.dim, a.steps), "method": "cmta_padded_nystrom"})
+        finally:
+            nystrom.NystromAttention.forward = fast
         print(json.dumps(rows[-1]), flush=True)
     out = {"rows": rows, "loadavg_start": load0, "loadavg_end": Path("/proc/loadavg").read_text().split()[:3],
            "threads": 1, "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "torch": torch.__version__}

@@ -41,3 +41,15 @@ def test_comparator_and_protocol_are_stated():
         assert cfg.evaluation.compare == "late_fusion (abmil+snn)" and cfg.evaluation.compare in labels
         assert cfg.evaluation.bootstrap >= 1000 and cfg.seeds == [0, 1, 2] and cfg.split.kfold == 5
         assert "SIMULATED" in cfg.evaluation.protocol and "SIMULATED" in raw["features"]
+
+
+def test_cmta_configs_are_the_committed_design_with_cmta_alone():
+    # the CMTA follow-up runs must see the same cohort, folds, trainer and evaluation as the committed runs
+    for r in ("interaction", "additive"):
+        base, cm = (load_config(HERE / f"{name}.yaml", BenchmarkConfig).model_dump() for name in (r, f"{r}_cmta"))
+        assert [m["name"] for m in cm["methods"]] == ["cmta"]
+        assert cm["methods"][0]["params"]["signatures"] == base["methods"][0]["params"]["signatures"]  # mcat's file
+        assert cm["evaluation"]["compare"] is None and base["evaluation"]["compare"] == "late_fusion (abmil+snn)"
+        for d in (base, cm):
+            d["name"] = d["methods"] = d["evaluation"]["compare"] = None
+        assert base == cm

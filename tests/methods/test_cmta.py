@@ -9,10 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from modaltune.data.cohort import TaskSpec
 from modaltune.data.dataset import CohortInfo, TaskInfo
-from modaltune.layers.nystrom import NystromAttention, moore_penrose_pinv
+from modaltune.layers import nystrom
+from modaltune.layers.nystrom import NystromAttention, moore_penrose_pinv, nystrom_reference
 from modaltune.methods import build_method
 from modaltune.methods._coattn import load_official_state_dict
 from modaltune.testing.batches import make_batch, make_info
@@ -106,6 +109,52 @@ def test_nystrom_pads_in_front_and_keeps_the_last_rows():
     assert out.shape == (3, 13, 16) and torch.isfinite(out).all()
     # batch elements are independent (per-element pinv scaling)
     torch.testing.assert_close(att(x[1:2]), out[1:2], rtol=1e-4, atol=1e-5)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 15), m=st.integers(2, 16), heads=st.sampled_from([1, 2, 4]), scale=st.sampled_from([0.1, 1.0, 5.0]),
+       seed=st.integers(0, 2**16), residual=st.booleans())
+def test_short_sequence_form_is_the_padded_upstream_computation(n, m, heads, scale, seed, residual):
+    # n < m: the reduced (n+1)-row form must be the same function as padding to m rows (float64: to rounding);
+    # n >= m goes through the padded code itself
+    torch.manual_seed(seed)
+    att = NystromAttention(8, dim_head=4, heads=heads, num_landmarks=m, residual=residual, residual_conv_kernel=5).double().eval()
+    x = (scale * torch.randn(2, n, 8, dtype=torch.float64)).requires_grad_()
+    out, ref = att(x), nystrom_reference(att, x)
+    torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-10)
+    g_out, g_ref = (torch.autograd.grad(y.square().sum(), x)[0] for y in (out, ref))
+    torch.testing.assert_close(g_out, g_ref, rtol=1e-8, atol=1e-10)
+
+
+def test_cmta_sized_layer_matches_upstream_in_float32():
+    # the official layer (256 wide, 8 heads, 128 landmarks) on CMTA's token counts: 7 genomic, 33 and 50 pathology
+    torch.manual_seed(0)
+    att = NystromAttention(256, dim_head=32, heads=8, num_landmarks=128, pinv_iterations=6, dropout=0.1).eval()
+    for n in (7, 33, 50, 127):
+        x = 3 * torch.randn(2, n, 256)
+        torch.testing.assert_close(att(x), nystrom_reference(att, x), rtol=1e-4, atol=1e-5)
+
+
+def test_cmta_outputs_and_gradients_equal_the_padded_code(tmp_path, monkeypatch):
+    # the whole model (official sizes: 256 wide, 128 landmarks) on a fixed batch: fast path vs the upstream padded computation
+    info, model = _toy(tmp_path)
+    batch = _batch(info, seed=3)
+
+    def run():
+        model.zero_grad()
+        emb, aux = model.encoder.forward_with_aux(batch)
+        (emb.square().sum() + aux["align"]).backward()
+        grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+        return emb.detach(), aux["align"].detach(), grads
+
+    fast = run()
+    monkeypatch.setattr(nystrom.NystromAttention, "forward", nystrom_reference)
+    slow = run()
+    torch.testing.assert_close(fast[0], slow[0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fast[1], slow[1], rtol=1e-4, atol=1e-6)
+    assert fast[2].keys() == slow[2].keys() and len(fast[2]) > 0
+    for k in fast[2]:
+        torch.testing.assert_close(fast[2][k], slow[2][k], rtol=1e-3, atol=1e-5, msg=k)
 
 
 # ---------------------------------------------------------------------------------------- the method

@@ -8,7 +8,10 @@ Two parallel encoder-decoder branches, bridged by cross-modal attention (officia
 - encoders (``pathomics_encoder`` / ``genomics_encoder``): CLS token + two pre-LN Nystrom
   attention layers (8 heads of 32, 128 landmarks, :class:`~modaltune.layers.nystrom.NystromAttention`)
   + LayerNorm; the pathology encoder pads the bag to a square by repeating its first patches and
-  runs PPEG (depth-wise 7/5/3 convolutions) between the two layers, as TransMIL.
+  runs PPEG (depth-wise 7/5/3 convolutions) between the two layers, as TransMIL. Sequences shorter
+  than the 128 landmarks (the 7 genomic tokens, bags under ~120 patches) take the layer's exact
+  reduced form instead of being padded to 128 rows (same outputs to fp32 rounding; the 128 x 128 pinv
+  was ~70% of a 32-patch step, issue 14).
 - bridge: one-head attention each way (``P_in_G_Att``, ``G_in_P_Att``), pathology tokens ``P`` (n, 256),
   genomic tokens ``G`` (S, 256)::
 
