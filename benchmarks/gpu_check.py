@@ -58,6 +58,15 @@ class Recorder:
         print(f"[{section}] " + json.dumps(row, default=str), flush=True)
         self.flush()
 
+    def fail(self, section: str, key: dict, exc: BaseException) -> None:
+        """Record item ``key`` as failed: out of memory in one short line, anything else with its trace."""
+        import torch
+
+        if isinstance(exc, torch.OutOfMemoryError):
+            self.add(section, {**key, "error": f"out of memory: {str(exc)[:200]}"})
+        else:
+            self.add(section, {**key, "error": f"{type(exc).__name__}: {exc}"[:600], "trace": traceback.format_exc()[-1500:]})
+
     def flush(self) -> None:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.data, indent=2, default=str))
@@ -144,6 +153,7 @@ def slide_encoders(rec: Recorder, dev, sizes: list[int], deadline: float, repeat
     specs = {"gigapath": (1536, 256, {}), "titan": (768, 512, {"patch_size_level0": 512})}
     for name, (in_dim, pitch, kw) in specs.items():
         enc = create_slide_encoder(name, random_init=True).to(dev).eval()
+        bf16_out: dict[int, torch.Tensor] = {}  # N -> bf16 output, compared with the fp32 run at the same N
         for n in sizes:
             for mode in ("bf16", "fp32"):
                 if time.time() > deadline:
@@ -168,17 +178,14 @@ def slide_encoders(rec: Recorder, dev, sizes: list[int], deadline: float, repeat
                     row = {"model": name, "N": n, "mode": mode, "seconds": med, "all_seconds": times, "peak_gib": _peak_gib(dev),
                            "finite": bool(torch.isfinite(out).all()), "out_shape": list(out.shape)}
                     if mode == "bf16":
-                        enc._last_bf16 = (n, out)
-                    elif getattr(enc, "_last_bf16", (None,))[0] == n:
-                        ref = enc._last_bf16[1]
+                        bf16_out[n] = out
+                    elif n in bf16_out:
+                        ref = bf16_out.pop(n)
                         row["bf16_rel_err"] = float((ref - out).norm() / out.norm())
                         row["bf16_max_abs_err"] = float((ref - out).abs().max())
                     rec.add("slide_encoders", row)
-                except torch.OutOfMemoryError as exc:
-                    rec.add("slide_encoders", {"model": name, "N": n, "mode": mode, "error": f"out of memory: {str(exc)[:200]}"})
-                except Exception as exc:  # noqa: BLE001 - a failed item is recorded and the run goes on
-                    rec.add("slide_encoders", {"model": name, "N": n, "mode": mode, "error": f"{type(exc).__name__}: {exc}"[:600],
-                                               "trace": traceback.format_exc()[-1500:]})
+                except Exception as exc:  # noqa: BLE001 - a failed item (out of memory included) is recorded and the run goes on
+                    rec.fail("slide_encoders", {"model": name, "N": n, "mode": mode}, exc)
                 finally:
                     del x, c
                     if dev.type == "cuda":
@@ -282,11 +289,8 @@ def modaltune_step(rec: Recorder, dev, pathways: Path, n: int, deadline: float, 
             rec.add("modaltune_step", {"N": n, "mode": mode, "grad_checkpointing": ckpt, "seconds_per_step": med, "all_seconds": times,
                                        "peak_gib": _peak_gib(dev), "losses_finite": all(math.isfinite(v) for v in losses),
                                        "trainable_params": trainable, "frozen_params": frozen})
-        except torch.OutOfMemoryError as exc:
-            rec.add("modaltune_step", {"N": n, "mode": mode, "grad_checkpointing": ckpt, "error": f"out of memory: {str(exc)[:200]}"})
-        except Exception as exc:  # noqa: BLE001 - a failed item is recorded and the run goes on
-            rec.add("modaltune_step", {"N": n, "mode": mode, "grad_checkpointing": ckpt, "error": f"{type(exc).__name__}: {exc}"[:600],
-                                       "trace": traceback.format_exc()[-1500:]})
+        except Exception as exc:  # noqa: BLE001 - a failed item (out of memory included) is recorded and the run goes on
+            rec.fail("modaltune_step", {"N": n, "mode": mode, "grad_checkpointing": ckpt}, exc)
         finally:
             model = opt = batch = None
             if dev.type == "cuda":
