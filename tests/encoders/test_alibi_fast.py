@@ -14,7 +14,7 @@ from modaltune.layers.attention import alibi_attention
 @settings(max_examples=25, deadline=None)
 @given(T=st.integers(1, 60), side_x=st.integers(1, 12), side_y=st.integers(1, 12), prefix=st.integers(0, 2),
        rows=st.integers(1, 17), heads=st.sampled_from([1, 3, 12]), seed=st.integers(0, 2**16))
-def test_bias_tiles_bit_identical_to_reference(T, side_x, side_y, prefix, rows, heads, seed):
+def test_bias_tiles_equal_the_reference(T, side_x, side_y, prefix, rows, heads, seed):
     g = torch.Generator().manual_seed(seed)
     grid = torch.stack([torch.randint(0, side_x, (T,), generator=g), torch.randint(0, side_y, (T,), generator=g)], 1)
     grid[:prefix] = 0  # CLS rows carry cell (0, 0), as in TITAN's context["grid"]
@@ -26,7 +26,9 @@ def test_bias_tiles_bit_identical_to_reference(T, side_x, side_y, prefix, rows, 
         j = min(T, i + rows)
         ref = alibi_bias_tile(grid[i:j], grid, slopes, is_cls[i:j], is_cls, dist_table=table)
         got = tiles.write(i, j, torch.empty(heads, j - i, T))
-        assert torch.equal(got, ref)
+        # two code paths (index tables vs the direct tile): float32 tolerances, not bit-equality, so other
+        # CPUs' vector kernels cannot fail it (identical here)
+        torch.testing.assert_close(got, ref, rtol=1.3e-6, atol=1e-6)
 
 
 def test_bias_tiles_known_values():
@@ -40,7 +42,7 @@ def test_bias_tiles_known_values():
 @torch.no_grad()
 def test_alibi_attention_same_with_either_builder(monkeypatch):
     """Compact grids use the index tables; a grid whose tables would be large uses the plain tile builder.
-    Both feed the same bias to the same kernel, so outputs are identical (float32 and float64, with a mask)."""
+    Both feed the same bias to the same kernel: outputs equal within the dtype's tolerance (float32 and float64, with a mask)."""
     torch.manual_seed(0)
     B, H, T, Dh = 2, 4, 40, 8
     grid = torch.randint(0, 9, (B, T, 2))
@@ -52,7 +54,7 @@ def test_alibi_attention_same_with_either_builder(monkeypatch):
         monkeypatch.setattr(att.AlibiBiasTiles, "table_elems", staticmethod(lambda g: 10**12))
         plain = alibi_attention(q, k, v, grid, alibi_slopes(H), mask=mask, max_tile_elems=H * T * 7)
         monkeypatch.undo()
-        assert torch.equal(fast, plain)
+        torch.testing.assert_close(fast, plain)  # the dtype's default tolerances: the two biases may differ in the last bit elsewhere
         # and against a dense softmax with the dense bias (tolerance of the dtype: different kernels)
         bias = torch.stack([alibi_bias_tile(grid[b], grid[b], alibi_slopes(H), torch.arange(T) < 1, torch.arange(T) < 1) for b in range(B)])
         bias = bias.to(dtype).masked_fill(~mask[:, None, None, :], float("-inf"))
