@@ -11,6 +11,11 @@ before any run). Three stages, each resumable (a unit folder with ``result.json`
     # extension after the pre-registered run: more simulator-sweep seeds, reported apart
     nice -n 10 python benchmarks/modaltune_sweep/run_sweep.py simsweep --runs /work/runs/h20e --sim-seeds 0 1 2
     python benchmarks/modaltune_sweep/run_sweep.py analyse --runs /work/runs/h20e --sim-seeds 0 1 2
+    # addendum run after the pre-registration (benchmarks/modaltune_ablations/addendum_text_encoder_simsweep.yaml):
+    # the "mpnet text targets" ablation row and the 4 missing simulator-sweep cells (none/weak x 100/1000)
+    bash benchmarks/modaltune_ablations/get_mpnet.sh /work/runs/h21d
+    nice -n 10 python benchmarks/modaltune_sweep/run_sweep.py addendum --runs /work/runs/h21d --mpnet /work/runs/h21d/all-mpnet-base-v2
+    python benchmarks/modaltune_sweep/run_sweep.py analyse --runs /work/runs/h21d --sim-seeds 0 1 2
 
 Every unit is one ``modaltune.training.fit`` on fold 0 of the 5-fold split (the benchmark's split
 code, seed 0), evaluated on that fold's held-out patients. Per unit the held-out survival risk is
@@ -45,6 +50,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 BASE = REPO / "configs" / "modaltune" / "sim_comparison.yaml"
 REDUCED = REPO / "benchmarks" / "modaltune_sweep" / "preregistered_reduced.yaml"
+ADDENDUM = REPO / "benchmarks" / "modaltune_ablations" / "addendum_text_encoder_simsweep.yaml"
+#: local sentence-transformers folder substituted for "{mpnet}" in the addendum (``--mpnet``)
+MPNET = {"path": "/work/runs/h21d/all-mpnet-base-v2"}
 OUT_SWEEP = REPO / "benchmarks" / "modaltune_sweep"
 OUT_ABL = REPO / "benchmarks" / "modaltune_ablations"
 TASKS = ["subtype", "survival"]
@@ -61,6 +69,12 @@ def _base() -> tuple[dict, dict, dict]:
 
 def _plan() -> dict:
     return yaml.safe_load(REDUCED.read_text())
+
+
+def _addendum() -> dict:
+    """The plan run after the pre-registration (mpnet ablation row, the missing simulator-sweep cells);
+    ``{mpnet}`` in a value becomes the ``--mpnet`` folder."""
+    return yaml.safe_load(ADDENDUM.read_text().replace("{mpnet}", MPNET["path"]))
 
 
 def _cohort(root: Path, **kw):
@@ -215,7 +229,8 @@ def ablation_methods(plan: dict) -> list[dict]:
     name = plan["ablations"]["base"]
     base = copy.deepcopy(plan["cells"][name])
     rows = [_modaltune(copy.deepcopy(base), _cell_label(name, base)), _late_fusion()]
-    for label, over in plan["ablations"]["variants"].items():
+    variants = {**plan["ablations"]["variants"], **_addendum()["ablations"]["variants"]}
+    for label, over in variants.items():
         if over.get("method"):
             rows.append({**copy.deepcopy(over["method"]), "label": label})
         else:
@@ -235,15 +250,26 @@ def _unit_dir(runs: Path, plan: dict, m: dict) -> Path:
     return runs / ("sweep" if m["label"] in sweep_labels else "ablations") / _slug(m["label"])
 
 
-def cmd_ablations(runs: Path) -> None:
+def cmd_ablations(runs: Path, addendum_only: bool = False) -> None:
     plan = _plan()
     cohort = _cohort(runs / "cohorts" / "demo_seed0", preset="demo", seed=0)
     fold = _fold0(cohort)
     tr = _trainer(plan)
+    extra = set(_addendum()["ablations"]["variants"])
     for seed in plan["seeds"]:
         for m in ablation_methods(plan):
+            if addendum_only and m["label"] not in extra:
+                continue
             rec = run_unit(cohort, fold, m, seed, tr, _unit_dir(runs, plan, m) / f"seed{seed}", plan.get("eval_batch_size", 1))
             print(json.dumps({k: rec.get(k) for k in ("label", "seed", "status", "seconds")}), flush=True)
+
+
+def _sim_cells(plan: dict, seeds: list[int] | None) -> list[tuple[dict, list[int], bool]]:
+    """(cell, seeds, after_preregistration) of the pre-registered simulator-sweep cells (the plan's
+    seeds unless ``seeds``) and of the addendum's (its seeds unless ``seeds``)."""
+    ss, add = plan["simsweep"], _addendum()["simsweep"]
+    return ([(c, list(seeds or ss["seeds"]), False) for c in ss["cells"]]
+            + [(c, list(seeds or add["seeds"]), True) for c in add["cells"]])
 
 
 def _sim_cohort(runs: Path, ss: dict, strength: str, n_train: int):
@@ -251,15 +277,18 @@ def _sim_cohort(runs: Path, ss: dict, strength: str, n_train: int):
     return _cohort(runs / "cohorts" / f"sim_{strength}_{n_train}", preset="demo", seed=ss["cohort_seed"], n_patients=n, signal=ss["strengths"][strength])
 
 
-def cmd_simsweep(runs: Path, seeds: list[int] | None = None) -> None:
+def cmd_simsweep(runs: Path, seeds: list[int] | None = None, addendum_only: bool = False) -> None:
     plan = _plan()
-    ss = dict(plan["simsweep"], seeds=list(seeds or plan["simsweep"]["seeds"]))
+    ss = plan["simsweep"]
     tr = {**_trainer(plan), **ss.get("trainer_overrides", {})}
     base = plan["cells"][plan["ablations"]["base"]]
-    for c in ss["cells"]:
+    cells = _sim_cells(plan, seeds)
+    if addendum_only:
+        cells = [x for x in cells if x[2]]
+    for c, cell_seeds, _ in cells:
         cohort = _sim_cohort(runs, ss, c["strength"], c["n_train"])
         fold = _fold0(cohort)
-        for seed in ss["seeds"]:
+        for seed in cell_seeds:
             for m in [_modaltune(copy.deepcopy(base), "modaltune"), _late_fusion("late_fusion")]:
                 rec = run_unit(cohort, fold, m, seed, tr, runs / "simsweep" / f"{c['strength']}_{c['n_train']}" / m["label"] / f"seed{seed}", plan.get("eval_batch_size", 1))
                 print(json.dumps({"cell": f"{c['strength']}_{c['n_train']}", **{k: rec.get(k) for k in ("label", "seed", "status", "seconds")}}), flush=True)
@@ -405,6 +434,7 @@ def analyse(runs: Path, sim_seeds: list[int] | None = None) -> None:
     for label, (got, m) in held_of.items():
         done = [(r, h) for r, h in got.values() if r["status"] == "done" and h is not None and "risk" in h]
         entry = {"label": label, "method": m["name"], "params": m.get("params", {}), "modalities": m.get("modalities"), "seeds_done": len(done),
+                 "run_after_preregistration": label in _addendum()["ablations"]["variants"],
                  "failures": [r.get("reason") for r, _ in got.values() if r["status"] != "done"]}
         if done:
             hs = [h for _, h in done]
@@ -422,8 +452,9 @@ def analyse(runs: Path, sim_seeds: list[int] | None = None) -> None:
         report["ablations"].append(entry)
     # ---- simulator sweep
     ss = plan["simsweep"]
+    add_seeds = list(sim_seeds or _addendum()["simsweep"]["seeds"])
     sim_seeds = list(sim_seeds or ss["seeds"])
-    for c in ss["cells"]:
+    for c, _, after in _sim_cells(plan, None):
         strength, n_train = c["strength"], c["n_train"]
         cdir = runs / "cohorts" / f"sim_{strength}_{n_train}"
         if not (cdir / "cohort.yaml").exists():
@@ -434,15 +465,21 @@ def analyse(runs: Path, sim_seeds: list[int] | None = None) -> None:
         got = {}
         for lab in ("modaltune", "late_fusion"):
             d = runs / "simsweep" / cell / lab
-            got[lab] = {s: _load(d / f"seed{s}") for s in sim_seeds if (d / f"seed{s}" / "result.json").exists()}
+            got[lab] = {s: _load(d / f"seed{s}") for s in (add_seeds if after else sim_seeds) if (d / f"seed{s}" / "result.json").exists()}
             for rec, held in got[lab].values():
                 rows += _unit_rows("simsweep", f"{cell}/{lab}", rec, held)
         entry = {"cell": cell, "strength": strength, "signal": ss["strengths"][strength], "n_train": len(fold.train), "n_test": len(fold.test)}
         entry.update(_oracles(cohort, fold))
-        entry["preregistered"] = _sim_stats(got, list(ss["seeds"]), cohort)
-        if list(sim_seeds) != list(ss["seeds"]):  # seeds added after the pre-registered run
-            entry["extension"] = _sim_stats(got, list(sim_seeds), cohort)
+        entry["run_after_preregistration"] = after
+        if after:  # a cell of the addendum (run after the pre-registered run and its extension)
+            entry["addendum"] = _sim_stats(got, add_seeds, cohort)
+        else:
+            entry["preregistered"] = _sim_stats(got, list(ss["seeds"]), cohort)
+            if list(sim_seeds) != list(ss["seeds"]):  # seeds added after the pre-registered run
+                entry["extension"] = _sim_stats(got, list(sim_seeds), cohort)
         report["simsweep"].append(entry)
+    report["simsweep_3x3"] = _grid(report["simsweep"])
+    report["text_encoder_separability"] = _separability(runs, plan)
     res = pd.DataFrame(rows)
     OUT_SWEEP.mkdir(parents=True, exist_ok=True)
     OUT_ABL.mkdir(parents=True, exist_ok=True)
@@ -450,9 +487,55 @@ def analyse(runs: Path, sim_seeds: list[int] | None = None) -> None:
     res[res["group"] == "ablations"].to_csv(OUT_ABL / "results.csv", index=False)
     _held_table(runs, OUT_SWEEP / "heldout_predictions.csv.gz", ["sweep", "simsweep"])
     _held_table(runs, OUT_ABL / "heldout_predictions.csv.gz", ["ablations"])
-    (OUT_SWEEP / "analysis.json").write_text(json.dumps({k: report[k] for k in ("plan", "sweep", "late_fusion_c_index_mean", "late_fusion_ols", "simsweep")}, indent=2, default=str))
-    (OUT_ABL / "analysis.json").write_text(json.dumps({"plan": report["plan"], "ablations": report["ablations"]}, indent=2, default=str))
+    report["addendum"] = str(ADDENDUM.relative_to(REPO))
+    (OUT_SWEEP / "analysis.json").write_text(json.dumps({k: report[k] for k in ("plan", "addendum", "sweep", "late_fusion_c_index_mean", "late_fusion_ols", "simsweep", "simsweep_3x3")}, indent=2, default=str))
+    (OUT_ABL / "analysis.json").write_text(json.dumps({"plan": report["plan"], "addendum": report["addendum"], "ablations": report["ablations"]}, indent=2, default=str))
+    (OUT_ABL / "text_encoder_separability.json").write_text(json.dumps(report["text_encoder_separability"], indent=2, default=str))
     _write_md(report, plan)
+
+
+def _grid(cells: list[dict]) -> list[dict]:
+    """The 3 x 3 simulator-sweep table over seeds 0-2: per (strength, n train) the 3-seed numbers of
+    the cell (the EXTENSION of a pre-registered cell, the addendum's for the others) and its ceilings."""
+    out = []
+    for c in cells:
+        x = c.get("addendum") or c.get("extension") or c.get("preregistered") or {}
+        out.append({"strength": c["strength"], "n_train": c["n_train"], "n_test": c["n_test"], "run_after_preregistration": c["run_after_preregistration"],
+                    "seeds": x.get("seeds"), "modaltune_c_index": x.get("modaltune_c_index"), "late_fusion_c_index": x.get("late_fusion_c_index"),
+                    "modaltune_vs_late_fusion": x.get("modaltune_vs_late_fusion"), "oracle_c_index": c["oracle_c_index"],
+                    "oracle_additive_c_index": c["oracle_additive_c_index"]})
+    order = {"none": 0, "weak": 1, "strong": 2}
+    return sorted(out, key=lambda r: (order.get(r["strength"], 9), r["n_train"]))
+
+
+def _separability(runs: Path, plan: dict) -> dict:
+    """MiniLM (the base cell) vs all-mpnet-base-v2 (the addendum's ablation row): each seed's
+    ``text_targets_separability.json`` (pairwise cosine of the projected class / survival-bin targets,
+    and the cross-validated probe from the patients' projected targets to their labels)."""
+    name = plan["ablations"]["base"]
+    rows = {"all-MiniLM-L6-v2 (base cell)": runs / "sweep" / _slug(_cell_label(name, plan["cells"][name])),
+            "all-mpnet-base-v2": runs / "ablations" / _slug("mpnet text targets")}
+    out: dict = {"what": "pairwise cosine of the class / survival-bin text targets after the frozen random projector (text_dim -> out_dim), "
+                         "and a 3-fold logistic probe from the training patients' projected targets to their labels (balanced accuracy); "
+                         "per seed, from each unit's fit/text_targets_separability.json (written after epoch 1)", "encoders": {}}
+    for enc, d in rows.items():
+        per_seed = {}
+        for s in plan["seeds"]:
+            f = d / f"seed{s}" / "fit" / "text_targets_separability.json"
+            if f.exists():
+                per_seed[s] = json.loads(f.read_text())
+        if not per_seed:
+            continue
+        first = next(iter(per_seed.values()))
+        tasks = {}
+        for t, v in first["tasks"].items():
+            tasks[t] = {"names": v.get("names"), "cosine": v.get("cosine"), "max_offdiag_cosine": v.get("max_offdiag_cosine"),
+                        "mean_offdiag_cosine": v.get("mean_offdiag_cosine"),
+                        "cosine_same_in_every_seed": all(np.allclose(r["tasks"][t].get("cosine"), v.get("cosine"), atol=1e-6) for r in per_seed.values()),
+                        "probe_balanced_accuracy_per_seed": [r["tasks"][t].get("probe_balanced_accuracy") for r in per_seed.values()],
+                        "n_patients": v.get("n_patients")}
+        out["encoders"][enc] = {"text_model": first.get("text_model"), "site": first.get("site"), "seeds": list(per_seed), "tasks": tasks}
+    return out
 
 
 def _sim_stats(got: dict, seeds: list[int], cohort) -> dict:
@@ -531,16 +614,28 @@ def _write_md(r: dict, plan: dict) -> None:
     def bi(c: dict, k: str) -> str:
         return f"{np.mean([x['beta_interaction'] for x in c[k]]):+.2f}" if c.get(k) else "-"
 
-    for key, title in (("preregistered", "pre-registered seeds"), ("extension", "EXTENSION, seeds added after the pre-registered run")):
+    for key, title in (("preregistered", "pre-registered seeds"), ("extension", "EXTENSION, seeds added after the pre-registered run"),
+                       ("addendum", "ADDENDUM cells, run after the pre-registration (" + str(ADDENDUM.relative_to(REPO)) + ")")):
         if not any(key in c for c in r["simsweep"]):
             continue
         L += [f"{title}:", "",
               "| strength | n train | n test | seeds | ModalTune C | late fusion C | ModalTune - late fusion [95% CI] | oracle C | oracle additive C | OLS interaction beta ModalTune / late fusion (mean over seeds) |",
               "|---|---|---|---|---|---|---|---|---|---|"]
         for c in r["simsweep"]:
-            x = c.get(key) or {}
+            if key not in c:
+                continue
+            x = c[key]
             L.append(f"| {c['strength']} | {c['n_train']} | {c['n_test']} | {x.get('seeds')} | {x.get('modaltune_c_index', float('nan')):.3f} | {x.get('late_fusion_c_index', float('nan')):.3f} | "
                      f"{_fmt_ci(x.get('modaltune_vs_late_fusion'))} | {c['oracle_c_index']:.3f} | {c['oracle_additive_c_index']:.3f} | {bi(x, 'modaltune_ols')} / {bi(x, 'late_fusion_ols')} |")
+        L.append("")
+    if r.get("simsweep_3x3"):
+        L += ["Full 3 x 3 over the same seeds (* = cell run after the pre-registration; the other cells' numbers are their EXTENSION rows):", "",
+              "| strength | n train | n test | seeds | ModalTune C | late fusion C | ModalTune - late fusion [95% CI] | oracle C | oracle additive C |",
+              "|---|---|---|---|---|---|---|---|---|"]
+        for g in r["simsweep_3x3"]:
+            f = (lambda v: f"{v:.3f}" if v is not None else "-")
+            L.append(f"| {g['strength']}{' *' if g['run_after_preregistration'] else ''} | {g['n_train']} | {g['n_test']} | {g['seeds']} | {f(g['modaltune_c_index'])} | "
+                     f"{f(g['late_fusion_c_index'])} | {_fmt_ci(g['modaltune_vs_late_fusion'])} | {g['oracle_c_index']:.3f} | {g['oracle_additive_c_index']:.3f} |")
         L.append("")
     (OUT_SWEEP / "summary.md").write_text("\n".join(L) + "\n")
     A = head + ["## Ablations", "", "| row | seeds | C-index per seed | mean | vs full ModalTune [95% CI] | vs late fusion [95% CI] | min mean abs gamma | OLS interaction beta (mean) | risk from |",
@@ -550,18 +645,23 @@ def _write_md(r: dict, plan: dict) -> None:
             A.append(f"| {a['label']} | 0 | - | - | - | - | - | - | failed: {'; '.join(map(str, a['failures']))} |")
             continue
         g = ", ".join(f"{v:.4f}" for v in a.get("gate_abs_mean_min", [])) or "-"
-        A.append(f"| {a['label']} | {a['seeds_done']} | {', '.join(f'{v:.3f}' for v in a['c_index_per_seed'])} | {a['c_index_mean']:.3f} | {_fmt_ci(a.get('vs_full_modaltune'))} | "
+        A.append(f"| {a['label']}{' (run after the pre-registration)' if a.get('run_after_preregistration') else ''} | {a['seeds_done']} | {', '.join(f'{v:.3f}' for v in a['c_index_per_seed'])} | {a['c_index_mean']:.3f} | {_fmt_ci(a.get('vs_full_modaltune'))} | "
                  f"{_fmt_ci(a.get('vs_late_fusion'))} | {g} | {np.mean([x['beta_interaction'] for x in a['ols']]):+.2f} | {a.get('risk_source')} |")
     (OUT_ABL / "summary.md").write_text("\n".join(A) + "\n")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("cmd", choices=["sweep", "ablations", "simsweep", "analyse", "all"])
+    ap.add_argument("cmd", choices=["sweep", "ablations", "simsweep", "addendum", "analyse", "all"])
     ap.add_argument("--runs", type=Path, required=True, help="run folder (outside the repository)")
     ap.add_argument("--sim-seeds", type=int, nargs="+", default=None,
                     help="simulator-sweep seeds (default: the plan's); extra seeds are reported apart as an extension")
+    ap.add_argument("--mpnet", default=MPNET["path"], help="local all-mpnet-base-v2 folder (get_mpnet.sh) for the addendum's text-encoder ablation")
     a = ap.parse_args()
+    MPNET["path"] = str(Path(a.mpnet).resolve())
+    if a.cmd == "addendum":  # the units of addendum_text_encoder_simsweep.yaml only
+        cmd_ablations(a.runs, addendum_only=True)
+        cmd_simsweep(a.runs, a.sim_seeds, addendum_only=True)
     if a.cmd in ("sweep", "all"):
         cmd_sweep(a.runs)
     if a.cmd in ("ablations", "all"):
