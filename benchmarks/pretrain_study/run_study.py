@@ -481,6 +481,19 @@ def summary_tcga(out: Path, cfg: dict, ctxs: list[Ctx], n_boot: int) -> None:
             cells = [f"{mean.loc[(fr, m, c, k), 'mean']:.3f} +- {mean.loc[(fr, m, c, k), 'std']:.3f}" if (fr, m, c, k) in mean.index else "-" for c, k in cols]
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += ["Paired differences, condensed: mean over units of (method - baseline) (units better / units; seeds whose 95% bootstrap CI "
+              "is above 0 + / below 0 -):", ""]
+    for fr in sorted(comps["labelled_fraction"].unique()):
+        lines += [f"Labelled fraction {fr:.0%}", "", "| method | vs | " + " | ".join(f"{c} {short[m]}" for c, m in cols) + " |", "|---|---|" + "---|" * len(cols)]
+        for (m, base), g in comps[comps["labelled_fraction"] == fr].groupby(["method", "baseline"], sort=False):
+            cells = []
+            for c, k in cols:
+                r = g[(g["cohort"] == c) & (g["metric"] == k)].iloc[0]
+                up = sum(r[f"seed{s}_ci_low"] > 0 for s in seeds)
+                dn = sum(r[f"seed{s}_ci_high"] < 0 for s in seeds)
+                cells.append(f"{r['mean_unit_diff']:+.3f} ({r['units_better']}/{r['n_units']}; {up}+/{dn}-)")
+            lines.append(f"| {m} | {base} | " + " | ".join(cells) + " |")
+        lines.append("")
     lines += [f"Paired comparisons (method minus baseline; unit = fold x seed; paired bootstrap per seed, {n_boot} resamples, 95% percentile CI):", "",
               "| cohort | labelled | method | vs | metric | mean diff | units better | " + " | ".join(f"seed {s}: delta [CI] p" for s in seeds) + " |",
               "|---|---|---|---|---|---|---|" + "---|" * len(seeds)]
