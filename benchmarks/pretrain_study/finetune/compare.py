@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from run_study import _harrell  # noqa: E402  (C-index with pairs within a fold, checked there against scikit-survival)
+from run_study import _harrell  # (C-index with pairs within a fold, checked there against scikit-survival)
 
 FT, SCRATCH, FROZEN = "mirror fine-tuned (freeze false)", "untrained init fine-tuned (from scratch)", "mirror frozen (linear heads)"
 
