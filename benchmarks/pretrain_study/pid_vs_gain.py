@@ -14,6 +14,15 @@ the first has synergy (a slide x RNA product term) and the twin has none beyond 
 
     python benchmarks/pretrain_study/pid_vs_gain.py --tcga-runs /work/runs/h20d/tcga \
         --tcga-results benchmarks/pretrain_study/tcga_survival_mcat5_results.csv --work /work/runs/h20d/study --out benchmarks/pretrain_study
+
+Slide vs RNA on TCGA (``--slide-vs-omics ROOT``, ROOT holding ``tcga_<name>/`` imported with SIMULATED slide
+bags): PID of (slide, omics) for survival, and for subtype where the cohort has one (BRCA, GBMLGG), APPENDED to
+``pid_tcga.csv`` (earlier rows kept; rows of the same cohort / modalities / task replaced). The slides are
+label-free noise, so the known answer is: no slide-unique information and no synergy beyond the permutation null,
+and redundancy ~0 (noise shares nothing with RNA). Next to it, where committed, the measured slide + omics late-fusion
+gain (``benchmarks/tcga/coattn``: late_fusion (abmil + snn) minus the better of abmil and snn; BLCA and UCEC)::
+
+    python benchmarks/pretrain_study/pid_vs_gain.py --slide-vs-omics /work/runs/h20c/tcga --out benchmarks/pretrain_study
 """
 from __future__ import annotations
 
@@ -53,16 +62,58 @@ def fusion_gain(results_csv: Path) -> pd.DataFrame:
     return piv
 
 
+def slide_fusion_gain(coattn_dir: Path) -> pd.DataFrame:
+    """Per cohort: mean C-index of abmil (slide), snn (omics), late_fusion (abmil + snn) and gain = late_fusion -
+    max(abmil, snn), means over the 5 folds (the committed SIMULATED-slide runs of benchmarks/tcga/coattn)."""
+    res = pd.concat([pd.read_csv(coattn_dir / "results.csv"), pd.read_csv(coattn_dir / "abmil" / "results.csv")])
+    res = res[res["metric"] == "c_index"].assign(method=lambda d: d["method"].str.split().str[0])
+    g = res.pivot_table(index="cohort", columns="method", values="value", aggfunc="mean")
+    out = pd.DataFrame({"slide_abmil": g["abmil"], "omics_snn": g["snn"], "late_fusion_slide_omics": g["late_fusion"]})
+    out["slide_omics_gain"] = out["late_fusion_slide_omics"] - out[["slide_abmil", "omics_snn"]].max(axis=1)
+    out.index = [str(i).replace("porpoise_", "").upper() for i in out.index]
+    return out
+
+
+def slide_vs_omics(root: Path, out: Path, n_boot: int, n_perm: int, clusters: int) -> None:
+    from modaltune.data.cohort import Cohort
+
+    rows = []
+    for name in COHORTS:
+        c = Cohort.load(root / f"tcga_{name}")
+        omics = "rna" if "rna" in c.omics else "cnv"
+        tasks = ["survival"] + (["subtype"] if "subtype" in [t.name for t in c.tasks] else [])
+        for task in tasks:
+            extra = {"cohort": name.upper(), "data": "TCGA (real omics; slide bags SIMULATED, label-free noise)"}
+            rows.append(_pid_row(c, ("slide", omics), task, n_boot, n_perm, extra, clusters))
+            print(rows[-1]["cohort"], task, {k: round(rows[-1][k], 4) for k in ("redundancy", "unique_1", "unique_2", "synergy")}, flush=True)
+    new = pd.DataFrame(rows)
+    gain = slide_fusion_gain(HERE.parent / "tcga" / "coattn")
+    new = new.join(gain, on="cohort")
+    new.loc[new["task"] != "survival", list(gain.columns)] = float("nan")  # the gain is a survival C-index
+    path = out / "pid_tcga.csv"
+    old = pd.read_csv(path) if path.exists() else pd.DataFrame()
+    if len(old):
+        key = ["cohort", "modality_1", "modality_2", "task"]
+        old = old[~old.set_index(key).index.isin(new.set_index(key).index)]
+    pd.concat([old, new], ignore_index=True).to_csv(path, index=False)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--tcga-runs", type=Path, required=True, help="the --out of run_tcga.py (holds cohorts/)")
-    ap.add_argument("--tcga-results", type=Path, required=True, help="results.csv of the survival_mcat5 run (snn, clinical_mlp, late_fusion)")
+    ap.add_argument("--slide-vs-omics", type=Path, default=None, help="only the slide vs omics PID on ROOT/tcga_<name> (SIMULATED slide bags)")
+    ap.add_argument("--tcga-runs", type=Path, help="the --out of run_tcga.py (holds cohorts/)")
+    ap.add_argument("--tcga-results", type=Path, help="results.csv of the survival_mcat5 run (snn, clinical_mlp, late_fusion)")
     ap.add_argument("--clusters", type=int, default=4)
-    ap.add_argument("--work", type=Path, required=True, help="the study work folder (holds cohort/)")
+    ap.add_argument("--work", type=Path, help="the study work folder (holds cohort/)")
     ap.add_argument("--out", type=Path, default=HERE)
     ap.add_argument("--boot", type=int, default=100)
     ap.add_argument("--perm", type=int, default=20)
     a = ap.parse_args()
+    if a.slide_vs_omics:
+        slide_vs_omics(a.slide_vs_omics, a.out, a.boot, a.perm, a.clusters)
+        return
+    if not (a.tcga_runs and a.tcga_results and a.work):
+        ap.error("--tcga-runs, --tcga-results and --work are required (or --slide-vs-omics ROOT)")
     from scipy.stats import spearmanr
 
     from modaltune.data.cohort import Cohort

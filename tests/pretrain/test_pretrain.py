@@ -154,19 +154,42 @@ def test_pretrain_then_probe_round_trip(cohort_dir, tmp_path):
     np.testing.assert_allclose(emb2.to_numpy(), emb.to_numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_unfrozen_probe_fine_tunes_from_the_pretrained_weights(cohort_dir, tmp_path):
+def test_unfrozen_probe_fine_tunes_from_the_pretrained_weights(cohort_dir, tmp_path, monkeypatch):
+    """freeze: false round trip: the encoders start as the checkpoint's weights, every encoder weight
+    is trainable, fitting moves them, and the saved model reloads the FINE-TUNED weights (not the
+    checkpoint it was built from)."""
     from modaltune.encoders.pretrained_multimodal import load_pretrained
-    from modaltune.training.trainer import fit
+    from modaltune.methods.pretrained_probe import PretrainedEmbedder
+    from modaltune.training.trainer import FittedModel, fit
 
     cfg = _cfg(cohort_dir, trainer={"epochs": 1, "batch_size": 4})
     pretrain(cfg, tmp_path / "pre")
     cohort = Cohort.load(cohort_dir)
+    built: list[dict[str, torch.Tensor]] = []
+    orig_init = PretrainedEmbedder.__init__
+
+    def spy(self, pretrained, freeze, *a, **kw):
+        built.append(_weights(pretrained))  # the weights fine-tuning starts from
+        assert all(p.requires_grad for p in pretrained.parameters())
+        orig_init(self, pretrained, freeze, *a, **kw)
+
+    monkeypatch.setattr(PretrainedEmbedder, "__init__", spy)
     fitted = fit(cohort, _fold(cfg, cohort), "pretrained_probe", params={"checkpoint": str(tmp_path / "pre"), "freeze": False}, modalities=MODS,
                  tasks=["subtype"], trainer={"max_epochs": 2, "batch_size": 4, "lr": 1e-2, "accelerator": "cpu", "logger": "none"})
     pre, _ = load_pretrained(tmp_path / "pre")
-    after = fitted.model.encoder.pretrained.state_dict()
-    moved = [k for k, v in pre.state_dict().items() if k.startswith("encoders.rna") and not torch.allclose(v, after[k])]
+    ckpt = pre.state_dict()
+    assert built and set(built[0]) == set(ckpt)
+    for k, v in ckpt.items():  # start == checkpoint, exactly (a copy, no arithmetic)
+        assert torch.equal(built[0][k], v), k
+    after = _weights(fitted.model.encoder.pretrained)
+    assert all(p.requires_grad for p in fitted.model.encoder.pretrained.parameters())
+    moved = [k for k, v in ckpt.items() if k.startswith("encoders.rna") and not torch.allclose(v, after[k])]
     assert moved  # the RNA encoder (every training patient but one has RNA) was trained further
+    # save -> load: the reloaded encoders are the fine-tuned ones, not the checkpoint re-read at rebuild
+    again = FittedModel.load(fitted.save(tmp_path / "model"))
+    reloaded = again.model.encoder.pretrained.state_dict()
+    for k in moved:
+        assert torch.equal(reloaded[k], after[k]), k
 
 
 def test_probe_refuses_a_missing_modality(cohort_dir, tmp_path):
