@@ -215,13 +215,55 @@ def profile(model: str, N: int, reps: int) -> dict:
             "max_abs_diff_to_modaltune_fp32": {k: float((o.float() - ref).abs().max()) for k, o in outs.items()}, **extra}
 
 
+def bounds(row: dict) -> dict:
+    """Lower bounds on ``time / official time`` for one profiled model (per layer, medians), per clock:
+
+    * ``linear_only``: (b)-(d) free, the Linear layers at the official code's own speed;
+    * ``linear_plus_attention``: also the attention kernel at the official code's speed (the fused CPU flash
+      kernel both sides call; the faster kernels tried were slower, docs/slide_encoders.md), only (c)-(d) free;
+    * the same two with modaltune's own fp32 timings of those parts.
+    """
+    med, off = row["median_seconds_per_layer"], row["fair_official"]
+    out = {}
+    for clock in ("wall", "cpu"):
+        o, m = med[off][clock], med["modaltune fp32"][clock]
+        out[clock] = {"linear_only": o["linear"] / o["total"], "linear_plus_attention": (o["linear"] + o["attention"]) / o["total"],
+                      "linear_only_modaltune_timings": m["linear"] / o["total"],
+                      "linear_plus_attention_modaltune_timings": (m["linear"] + m["attention"]) / o["total"],
+                      "modaltune_fp32_measured": m["total"] / o["total"],
+                      "modaltune_bf16_weights_measured": med["modaltune bf16-weights"][clock]["total"] / o["total"]}
+    return out
+
+
+def report(path: Path) -> str:
+    """Markdown tables (per-layer split and bounds) from a profile JSON written by :func:`main`."""
+    data = json.loads(path.read_text())
+    lines = [f"Command: `{data['command']}`; torch {data['torch']}; /proc/loadavg before `{data['loadavg_before']}`, after `{data['loadavg_after']}`.", ""]
+    for r in data["rows"]:
+        lines += [f"{r['model']}, N={r['N']} ({r['tokens']} tokens), one layer, median of {r['reps']} interleaved runs, seconds wall / process CPU:", "",
+                  "| implementation | (a) linear | (b) attention | (c) bias | (d) other | total |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        for k, m in r["median_seconds_per_layer"].items():
+            lines.append(f"| {k} | " + " | ".join(f"{m['wall'][c]:.3f} / {m['cpu'][c]:.3f}" for c in (*CATEGORIES, "total")) + " |")
+        b = bounds(r)
+        lines += ["", "| bound / measured ratio to the official stand-in | wall | CPU |", "| --- | ---: | ---: |"]
+        lines += [f"| {k} | {b['wall'][k]:.2f} | {b['cpu'][k]:.2f} |" for k in b["wall"]]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--N", type=int, default=4096)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--models", nargs="+", default=["gigapath", "titan"])
     ap.add_argument("--out", type=Path, default=HERE / "profile_layers.json")
+    ap.add_argument("--report", type=Path, metavar="JSON", help="only print the tables and bounds of a profile JSON (writes JSON's .md)")
     a = ap.parse_args()
+    if a.report:
+        text = report(a.report)
+        a.report.with_suffix(".md").write_text(text)
+        print(text)
+        return
     load0 = open("/proc/loadavg").read().strip() if os.path.exists("/proc/loadavg") else "?"
     rows = [profile(m, a.N, a.reps) for m in a.models]
     load1 = open("/proc/loadavg").read().strip() if os.path.exists("/proc/loadavg") else "?"
