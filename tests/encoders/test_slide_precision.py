@@ -82,3 +82,25 @@ def test_small_encoder_bf16_weights_forward_is_float32():
     with torch.no_grad():
         out = m(x, c)
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bf16_weights_stages_take_float32_tokens(name, tmp_path):
+    """The Modal Adapter adds float32 injections between stages: a bf16-weights backbone takes them (cast to
+    bf16 at each weight layer), with and without autocast, within the bf16 bound of the all-bf16 stages."""
+    ref_name, _, call_kw, _ = CASES[name]
+    ref = load_ref(ref_name)
+    x, c = ref["inputs"]["features"], ref["inputs"]["coords"]
+    m = _build(name, tmp_path, "bf16-weights")
+    with torch.no_grad():
+        state = m.embed(x, c, **call_kw)
+        assert state.tokens.dtype == torch.bfloat16
+        s32 = state.with_tokens(state.tokens.float())  # what an adapter's float32 addition produces
+        half = m.run_layers(s32, 0, 2)
+        out = m.pool(half.with_tokens(half.tokens.float())).float()
+        want = m.pool(m.run_layers(state, 0, 2)).float()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            auto = m.pool(m.run_layers(s32, 0, 2)).float()
+    # float32 tokens keep a float32 residual stream (x + bf16 update), so the values differ at the bf16 level only
+    bound = HALF_ULPS * EPS16 * float(want.abs().max())
+    assert float((out - want).abs().max()) <= bound and float((auto - want).abs().max()) <= bound

@@ -3,7 +3,9 @@
 ``"bf16-weights"`` casts the floating parameters and buffers to bfloat16 **once**, so every forward runs
 its GEMMs, norms and attention on bfloat16 tensors with no per-call casts (``torch.autocast`` instead
 re-casts every weight on every call and keeps the residual stream in float32). Float32 inputs are
-cast at ``embed`` (the encoders cast features to their parameter dtype); ``forward`` returns float32.
+cast at ``embed`` (the encoders cast features to their parameter dtype), float32 tokens handed to
+``run_layers`` / ``pool`` (the Modal Adapter's injections) are cast by pre-hooks on the modules that own bf16
+weights; ``forward`` returns float32.
 Buffers named in the encoder's ``fp32_buffers`` stay float32 (TITAN's ALiBi ``slopes``: the bias is
 built in float32 and rounded once per tile, as on the float32 path).
 
@@ -29,6 +31,16 @@ SLIDE_PRECISIONS: tuple[str, ...] = get_args(SlidePrecision)
 def _float32_output(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
     """Forward hook: embeddings leave a bf16-weights encoder as float32 (what every caller stores)."""
     return output.float() if torch.is_tensor(output) and output.dtype == torch.bfloat16 else output
+
+
+_CAST_INPUTS = (nn.Linear, nn.LayerNorm, nn.MultiheadAttention)
+
+
+def _inputs_to_bf16(module: nn.Module, args: tuple) -> tuple:
+    """Forward pre-hook: float inputs of a bf16-weights module become bf16. Callers such as the Modal Adapter
+    add float32 tokens between the stages (``run_layers`` / ``pool``); bf16 LayerNorm and Linear refuse them."""
+    return tuple(a.to(torch.bfloat16) if torch.is_tensor(a) and a.is_floating_point() and a.dtype != torch.bfloat16 else a
+                 for a in args)
 
 
 def check_precision(precision: object) -> str:
@@ -62,5 +74,8 @@ def apply_precision(model: nn.Module, precision: str = "fp32") -> nn.Module:
         owner, _, attr = name.rpartition(".")
         (model.get_submodule(owner) if owner else model)._buffers[attr] = b
     model.requires_grad_(False)
+    for m in model.modules():  # the weight-owning layers accept float32 inputs (cast, not an error); not the
+        if isinstance(m, _CAST_INPUTS):  # encoder itself, whose float coords must not be rounded to bf16
+            m.register_forward_pre_hook(_inputs_to_bf16)
     model.register_forward_hook(_float32_output)
     return model
