@@ -98,7 +98,8 @@ def test_bf16_weights_stages_take_float32_tokens(name, tmp_path):
         s32 = state.with_tokens(state.tokens.float())  # what an adapter's float32 addition produces
         half = m.run_layers(s32, 0, 2)
         out = m.pool(half.with_tokens(half.tokens.float())).float()
-        want = m.pool(m.run_layers(state, 0, 2)).float()
+        want = m.pool(m.run_layers(state, 0, 2))
+        assert want.dtype == torch.float32  # the stages' pool hands float32 to the adapter's heads
         with torch.autocast("cpu", dtype=torch.bfloat16):
             auto = m.pool(m.run_layers(s32, 0, 2)).float()
     # float32 tokens keep a float32 residual stream (x + bf16 update), so the values differ at the bf16 level only

@@ -15,6 +15,7 @@ frozen (``requires_grad=False``): optimiser updates to bfloat16 weights would be
 """
 from __future__ import annotations
 
+import types
 from typing import Literal, get_args
 
 import torch
@@ -41,6 +42,13 @@ def _inputs_to_bf16(module: nn.Module, args: tuple) -> tuple:
     add float32 tokens between the stages (``run_layers`` / ``pool``); bf16 LayerNorm and Linear refuse them."""
     return tuple(a.to(torch.bfloat16) if torch.is_tensor(a) and a.is_floating_point() and a.dtype != torch.bfloat16 else a
                  for a in args)
+
+
+def _pool_float32(self: nn.Module, *args, **kwargs):
+    """``pool`` of a bf16-weights encoder, bound per instance: the slide embedding leaves as float32 also when a
+    caller runs the stages itself (the Modal Adapter: ``embed`` -> ``run_layers`` -> ``pool``)."""
+    out = type(self).pool(self, *args, **kwargs)
+    return out.float() if torch.is_tensor(out) and out.dtype == torch.bfloat16 else out
 
 
 def check_precision(precision: object) -> str:
@@ -78,4 +86,6 @@ def apply_precision(model: nn.Module, precision: str = "fp32") -> nn.Module:
         if isinstance(m, _CAST_INPUTS):  # encoder itself, whose float coords must not be rounded to bf16
             m.register_forward_pre_hook(_inputs_to_bf16)
     model.register_forward_hook(_float32_output)
+    if hasattr(type(model), "pool"):  # a bound method (deepcopy rebinds it to the copy)
+        model.pool = types.MethodType(_pool_float32, model)
     return model
