@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import statistics
 import sys
 import time
@@ -41,14 +40,14 @@ from torch import nn
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # official_compare.py
 
-import official_compare as oc  # noqa: E402
+import official_compare as oc
 
-import modaltune.encoders.slide.gigapath as gp_mod  # noqa: E402
-import modaltune.encoders.slide.titan as titan_mod  # noqa: E402
-import modaltune.layers.alibi as alibi_mod  # noqa: E402
-import modaltune.layers.attention as attn_mod  # noqa: E402
-from modaltune.encoders.slide import create_slide_encoder  # noqa: E402
-from modaltune.encoders.slide.precision import apply_precision  # noqa: E402
+import modaltune.encoders.slide.gigapath as gp_mod
+import modaltune.encoders.slide.titan as titan_mod
+import modaltune.layers.alibi as alibi_mod
+import modaltune.layers.attention as attn_mod
+from modaltune.encoders.slide import create_slide_encoder
+from modaltune.encoders.slide.precision import apply_precision
 
 CATEGORIES = ("linear", "attention", "bias", "other")
 
@@ -251,6 +250,11 @@ def report(path: Path) -> str:
     return "\n".join(lines)
 
 
+def _loadavg() -> str:
+    p = Path("/proc/loadavg")
+    return p.read_text().strip() if p.exists() else "?"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--N", type=int, default=4096)
@@ -264,9 +268,9 @@ def main() -> None:
         a.report.with_suffix(".md").write_text(text)
         print(text)
         return
-    load0 = open("/proc/loadavg").read().strip() if os.path.exists("/proc/loadavg") else "?"
+    load0 = _loadavg()
     rows = [profile(m, a.N, a.reps) for m in a.models]
-    load1 = open("/proc/loadavg").read().strip() if os.path.exists("/proc/loadavg") else "?"
+    load1 = _loadavg()
     a.out.write_text(json.dumps({"command": " ".join(["python"] + sys.argv), "loadavg_before": load0, "loadavg_after": load1,
                                  "torch": torch.__version__, "rows": rows}, indent=1))
     for r in rows:
