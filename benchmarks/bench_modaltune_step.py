@@ -23,9 +23,11 @@ alternating the variants round by round (each in its own process: a warm-up step
 * ``before``: float32, the per-branch LongNet merge (modaltune's GigaPath before issue 19, forced
   with ``MODALTUNE_PER_BRANCH_MERGE=1``), with and without checkpointing;
 * ``after``: the fused merge, float32 or bfloat16 autocast (``torch.autocast("cpu", torch.bfloat16)``
-  around forward + loss, what ``trainer.precision: bf16-mixed`` does on CPU), with and without checkpointing.
+  around forward + loss, what ``trainer.precision: bf16-mixed`` does on CPU), with and without checkpointing;
+* ``after bf16 autocast + bf16-weights backbone``: the same autocast, with the frozen backbone's weights stored in
+  bfloat16 (``precision="bf16-weights"`` applied to ``model.backbone``; the adapter's trainable parameters stay float32).
 
-Writes benchmarks/modaltune_step_issue19.{json,md}.
+Writes benchmarks/modaltune_step_issue19.{json,md} (``--out PREFIX`` elsewhere).
 """
 from __future__ import annotations
 
@@ -77,6 +79,10 @@ def _child(n: int, ckpt: bool, steps: int, precision: str = "fp32", per_branch: 
                       clinical_dim=5, clinical_feature_names=[f"c{i}" for i in range(5)], text=False,
                       tasks=[TaskInfo(spec, 4, ["a", "b", "c", "d"], edges, {})], modalities=["slide", "rna", "clinical"], sites=["BRCA"], clinical_modality="clinical")
     model = build_method("modaltune", info, backbone="gigapath", random_init=True, grad_checkpointing=ckpt, gene_mixer={"n_compress": 64}, kl=1.0, supervised=1.0)
+    if precision == "bf16w":  # frozen backbone stored in bf16 (cast once); adapter params stay float32
+        from modaltune.encoders.slide.precision import apply_precision
+
+        apply_precision(model.backbone, "bf16-weights")
     model.train()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
@@ -95,7 +101,7 @@ def _child(n: int, ckpt: bool, steps: int, precision: str = "fp32", per_branch: 
     }
 
     def autocast():
-        return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+        return torch.autocast("cpu", dtype=torch.bfloat16) if precision in ("bf16", "bf16w") else contextlib.nullcontext()
 
     def step():
         with autocast():
@@ -125,6 +131,7 @@ VARIANTS = {  # name: (precision, grad checkpointing, per-branch merge)
     "after fp32": ("fp32", False, False),
     "after bf16 autocast": ("bf16", False, False),
     "after bf16 autocast + ckpt": ("bf16", True, False),
+    "after bf16 autocast + bf16-weights backbone": ("bf16w", False, False),
 }
 
 
@@ -185,8 +192,9 @@ def _compare(args: argparse.Namespace) -> None:
             rel = f"{t / base[0]:.2f}x | {c / base[1]:.2f}x | {m / base[2]:.2f}x" if base else "- | - | -"
             lines.append(f"| {n} | {v} | {t:.1f} | {c:.1f} | {m:.0f} | {rel} | {k} |")
     text = "\n".join(lines) + "\n"
-    (HERE / "modaltune_step_issue19.md").write_text(text)
-    (HERE / "modaltune_step_issue19.json").write_text(json.dumps({"command": cmd, "load_1min_before_after": [load0, load1], "runs": runs}, indent=1))
+    out = Path(args.out) if args.out else HERE / "modaltune_step_issue19"
+    out.with_suffix(".md").write_text(text)
+    out.with_suffix(".json").write_text(json.dumps({"command": cmd, "load_1min_before_after": [load0, load1], "runs": runs}, indent=1))
     print(text)
 
 
@@ -199,6 +207,7 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), help="with --compare: run only these variants")
     ap.add_argument("--rounds", type=int, default=1, help="with --compare: rounds of all variants")
     ap.add_argument("--log", help="with --compare: append every run to this JSON-lines file and skip runs already in it")
+    ap.add_argument("--out", help="with --compare: output path without suffix (default benchmarks/modaltune_step_issue19)")
     ap.add_argument("--report-only", action="store_true", help="with --compare --log: only write the tables from the log")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()

@@ -213,7 +213,8 @@ def _official_mode(a: argparse.Namespace) -> None:
     rows = []
     for model in official:
         for n in a.official_sizes:
-            r = compare(model, n, official, reps=a.official_reps, depth=a.official_gigapath_layers if model == "gigapath" else None)
+            r = compare(model, n, official, reps=a.official_reps, depth=a.official_gigapath_layers if model == "gigapath" else None,
+                        only=a.official_impls)
             print(json.dumps({k: r[k] for k in ("model", "N", "seconds_full_depth_median", "ratio_to_fair_official", "max_abs_diff_to_modaltune")}), flush=True)
             rows.append(r)
     cmd = "python benchmarks/bench_slide_encoders.py " + " ".join(sys.argv[1:])
@@ -236,6 +237,9 @@ def main() -> None:
     ap.add_argument("--official-sizes", type=int, nargs="+", default=[4096, 8192])
     ap.add_argument("--official-out", help="output path without suffix (default benchmarks/slide_encoders_official)")
     ap.add_argument("--official-reps", type=int, default=3)
+    ap.add_argument("--official-impls", nargs="+", metavar="SUBSTRING",
+                    help="time only the implementations whose label contains one of these (modaltune fp32 always runs), "
+                         "e.g. 'fused' 'ALiBi' 'bf16-weights' to skip the plain-attention stand-in and autocast")
     ap.add_argument("--official-gigapath-layers", type=int, default=2, help="GigaPath layers run (time scaled to 12)")
     a = ap.parse_args()
     if a.official:

@@ -164,8 +164,12 @@ def _inputs(model: str, N: int, in_dim: int):
 
 
 def compare(model: str, N: int, official: dict[str, str], reps: int = 3, depth: int | None = None,
-            bf16: bool = True) -> dict:
+            bf16: bool = True, only: list[str] | None = None) -> dict:
     """Interleaved medians for one (model, N). ``official``: ``{"gigapath": PATH | "standin", ...}``.
+
+    ``bf16`` adds two labelled fast paths: bf16 autocast of the float32 model, and the model with weights
+    stored in bf16 (``precision="bf16-weights"``, cast once). ``only``: keep the implementations whose label
+    contains one of these substrings (``"modaltune"`` is always kept: it is the reference output).
 
     ``depth`` (GigaPath only) runs the first layers of the full-size model and scales the time to 12 layers
     (embedding included in the measured part, so the extrapolation slightly overestimates every implementation alike).
@@ -192,8 +196,18 @@ def compare(model: str, N: int, official: dict[str, str], reps: int = 3, depth: 
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 return f(x, c).float()
         fns["modaltune bf16 autocast (fast path)"] = bf16_run
+        import copy
+
+        from modaltune.encoders.slide.precision import apply_precision
+
+        ours16 = apply_precision(copy.deepcopy(ours), "bf16-weights")  # weights cast once; forward returns float32
+        fns["modaltune bf16-weights (fast path)"] = lambda x, c: ours16(x, c)
+    if only:
+        fns = {k: f for k, f in fns.items() if k == "modaltune" or any(o in k for o in only)}
     x, c = _inputs(model, N, ours.in_dim)
+    load_before = os.getloadavg()[0]
     times: dict[str, list[float]] = {k: [] for k in fns}
+    cpu: dict[str, list[float]] = {k: [] for k in fns}  # process CPU seconds (all threads): less distorted by load
     outs: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for f in fns.values():  # warm-up on a small bag
@@ -201,20 +215,24 @@ def compare(model: str, N: int, official: dict[str, str], reps: int = 3, depth: 
         for r in range(reps):
             order = list(fns)[r % len(fns):] + list(fns)[: r % len(fns)]  # rotate who goes first
             for k in order:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 outs[k] = fns[k](x, c)
                 times[k].append(time.perf_counter() - t0)
+                cpu[k].append(time.process_time() - c0)
     scale = full / depth
     med = {k: statistics.median(v) * scale for k, v in times.items()}
+    cmed = {k: statistics.median(v) * scale for k, v in cpu.items()}
     ref = outs["modaltune"]
-    fair = [k for k in fns if "fused" in k] or [k for k in fns if k.startswith("official")]
+    fair = [k for k in fns if "fused" in k] or [k for k in fns if k.startswith("official")] or ["modaltune"]
     return {
         "model": model, "N": N, "layers_run": depth, "full_depth": full, "reps": reps, "official": official[model],
         "seconds_full_depth_median": med, "all_seconds_layers_run": times,
         "ratio_to_fair_official": {k: med[k] / med[fair[0]] for k in fns},
+        "cpu_seconds_full_depth_median": cmed, "cpu_ratio_to_fair_official": {k: cmed[k] / cmed[fair[0]] for k in fns},
         "fair_official": fair[0],
         "max_abs_diff_to_modaltune": {k: float((o.float() - ref.float()).abs().max()) for k, o in outs.items()},
-        "load_before": os.getloadavg()[0],
+        "load_before": load_before, "load_after": os.getloadavg()[0],
+        "cpu_seconds_layers_run": cpu,
     }
 
 
@@ -232,12 +250,15 @@ def write_tables(rows: list[dict], json_path: Path, md_path: Path, command: str,
     if standin:
         lines.append("**Official code not installed here: 'official stand-in' rows are the stand-ins described in "
                      "benchmarks/official_compare.py (same weights and inputs), not the official code itself.**")
-    lines += ["", "| model | N | layers run | implementation | wall s (full depth, median) | ratio to fair official | max abs diff to modaltune fp32 |",
-              "| --- | ---: | ---: | --- | ---: | ---: | ---: |"]
+    lines += ["", "| model | N | layers run | implementation | wall s (full depth, median) | ratio to fair official | "
+              "CPU s (full depth, median) | CPU ratio | max abs diff to modaltune fp32 |",
+              "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
+        cs, cr = r.get("cpu_seconds_full_depth_median", {}), r.get("cpu_ratio_to_fair_official", {})
         for k, s in r["seconds_full_depth_median"].items():
+            cpu_cells = f"{cs[k]:.2f} | {cr[k]:.2f}" if k in cs else "- | -"
             lines.append(f"| {r['model']} | {r['N']} | {r['layers_run']}/{r['full_depth']} | {k} | {s:.2f} | "
-                         f"{r['ratio_to_fair_official'][k]:.2f} | {r['max_abs_diff_to_modaltune'][k]:.1e} |")
+                         f"{r['ratio_to_fair_official'][k]:.2f} | {cpu_cells} | {r['max_abs_diff_to_modaltune'][k]:.1e} |")
     text = "\n".join(lines) + "\n"
     md_path.write_text(text)
     return text

@@ -33,6 +33,7 @@ from .checkpoint import (
 )
 from .gigapath import GigaPathSlideEncoder
 from .pathway_transformer import PathwayTransformerEncoder
+from .precision import SlidePrecision, apply_precision, check_precision
 from .small_transformer import SmallTransformerSlideEncoder
 from .titan import TitanSlideEncoder
 from .transmil import TransMILSlideEncoder
@@ -68,7 +69,7 @@ def list_slide_encoders() -> list[str]:
 
 
 def create_slide_encoder(name: str, checkpoint: str | Path | None = None, random_init: bool = False, strict: bool = True,
-                         **kwargs: Any) -> SlideEncoder:
+                         precision: SlidePrecision = "fp32", **kwargs: Any) -> SlideEncoder:
     """Build a registered slide encoder and load its weights.
 
     Args:
@@ -78,13 +79,16 @@ def create_slide_encoder(name: str, checkpoint: str | Path | None = None, random
         random_init: required (True) to build a foundation model without weights, e.g. for tests;
             it is recorded as ``weights_source = "random_init"``.
         strict: strict key matching when loading (default True; see :func:`load_checkpoint`).
+        precision: ``"fp32"`` (default) or ``"bf16-weights"``: weights stored in bfloat16 after loading, a
+            frozen inference fast path with its own error bound (see :mod:`.precision`).
         **kwargs: passed to the encoder's constructor (e.g. ``global_pool``, ``in_dim``).
 
     Raises:
-        ConfigError: unknown name, a foundation model with neither checkpoint nor random_init, or both.
+        ConfigError: unknown name or precision, a foundation model with neither checkpoint nor random_init, or both.
         InputError: unreadable checkpoint, missing/unexpected keys, shape mismatches.
     """
     entry = _REGISTRY.get(name)
+    check_precision(precision)  # an unknown precision fails before any weights load
     if checkpoint is not None and random_init:
         raise ConfigError(f"slide encoder {name!r} got both a checkpoint and random_init=True", where="slide_encoder", fix="pass only one")
     if entry.requires_pretrained and checkpoint is None and not random_init:
@@ -98,7 +102,7 @@ def create_slide_encoder(name: str, checkpoint: str | Path | None = None, random
         load_checkpoint(model, checkpoint, entry.filter_fn, strict=strict)
     else:
         model.weights_source = "random_init"
-    return model
+    return apply_precision(model, precision)
 
 
 register_slide_encoder(

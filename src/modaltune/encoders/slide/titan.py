@@ -149,6 +149,7 @@ class TitanSlideEncoder(SlideEncoder):
     """
 
     requires_pretrained = True
+    fp32_buffers = ("slopes",)  # kept float32 under precision="bf16-weights": the bias is built in float32
 
     def __init__(
         self,
