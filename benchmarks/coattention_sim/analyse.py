@@ -26,6 +26,9 @@ Usage::
     python benchmarks/coattention_sim/analyse.py /work/runs/h20a/interaction /work/runs/h20a/additive \\
         --out benchmarks/coattention_sim/analysis.json
 
+``--predictions`` gives each run's predictions file instead of its own (the committed files, which also hold
+the CMTA rows appended after the runs).
+
 Writes the JSON and prints markdown tables (also written next to it as ``<out>.md``).
 """
 from __future__ import annotations
@@ -88,13 +91,15 @@ def product_reference(cohort_dir: Path, base: pd.DataFrame, k: int = 4, alpha: f
     return out
 
 
-def analyse(run: Path, n_boot: int = 1000) -> dict:
+def analyse(run: Path, n_boot: int = 1000, predictions: Path | None = None) -> dict:
+    """Oracles, fitted references and risk correlations of one run folder; ``predictions`` (default
+    ``run/predictions.parquet``) can be the committed file that also holds rows appended after the run (CMTA)."""
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     spec = cfg["data"]["simulate"][0]
     sig = SignalSpec.from_any((spec.get("options") or {}).get("signal"))
     cohort = run / "cohorts" / spec["name"]
     gt = pd.read_csv(cohort / "ground_truth.csv", index_col="patient_id")
-    preds = pd.read_parquet(run / "predictions.parquet")
+    preds = pd.read_parquet(predictions or run / "predictions.parquet")
     preds = preds[(preds["task"] == "survival") & preds["labelled"].astype(bool)]
     # held-out patients and their fold, from any one method/seed (all share the split)
     first = preds[(preds["method"] == preds["method"].iloc[0]) & (preds["seed"] == preds["seed"].min())]
@@ -157,8 +162,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--predictions", nargs="+", type=Path, default=None,
+                    help="one predictions.parquet per run, in the same order (default: each run's own)")
     a = ap.parse_args(argv)
-    res = [analyse(r, a.bootstrap) for r in a.runs]
+    preds = a.predictions or [None] * len(a.runs)
+    if len(preds) != len(a.runs):
+        ap.error(f"--predictions: {len(preds)} files for {len(a.runs)} runs (give one per run, in the same order)")
+    res = [analyse(r, a.bootstrap, p) for r, p in zip(a.runs, preds)]
     a.out.write_text(json.dumps(res, indent=2))
     md = "\n".join(markdown(r) for r in res)
     a.out.with_suffix(".md").write_text(md)

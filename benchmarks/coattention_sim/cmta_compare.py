@@ -1,7 +1,7 @@
 """CMTA rows for the issue-14 simulated regimes: per-fold C, pooled C and the paired bootstrap against late fusion.
 
-CMTA ran after the committed runs (same cohort, folds, trainer and training seed 0; ``<regime>_cmta.yaml``),
-so its predictions are paired here with late fusion's committed out-of-fold predictions
+CMTA ran after the committed runs (same cohort, folds, trainer and training seeds; ``<regime>_cmta.yaml``),
+so its predictions are paired here, seed by seed, with late fusion's committed out-of-fold predictions
 (``benchmarks/coattention_sim/<regime>/predictions.parquet``): same patients, same resampling as the
 benchmark's own comparison (1000 resamples, bootstrap seed 0, Harrell's C).
 

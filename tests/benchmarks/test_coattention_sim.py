@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from modaltune.config import load_config, load_yaml
 from modaltune.data.simulate import SignalSpec
 from modaltune.training.experiment_config import BenchmarkConfig
@@ -53,3 +55,53 @@ def test_cmta_configs_are_the_committed_design_with_cmta_alone():
         for d in (base, cm):
             d["name"] = d["methods"] = d["evaluation"]["compare"] = None
         assert base == cm
+
+
+def _seeds_table():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("seeds_table", HERE / "seeds_table.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_seeds_table_fold_and_seed_statistics_and_pairing(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    st = _seeds_table()
+    ref = st.REFERENCE
+    # results: 2 folds x 2 seeds; method "m": fold 0 seeds (0.6, 0.8), fold 1 seeds (0.5, 0.5)
+    # -> per fold 0.7, 0.5: mean 0.6, std 0.1; per seed (0.55, 0.65): seed std 0.05
+    res = pd.DataFrame([{"method": m, "cohort": "c", "task": "survival", "metric": "c_index", "fold": f, "seed": s, "value": v}
+                        for m, vals in (("m", {(0, 0): 0.6, (0, 1): 0.8, (1, 0): 0.5, (1, 1): 0.5}), (ref, {(0, 0): 0.5, (0, 1): 0.5, (1, 0): 0.5, (1, 1): 0.5}))
+                        for (f, s), v in vals.items()])
+    rng = np.random.default_rng(0)
+    n = 40
+    time, event = rng.uniform(1, 10, n), (rng.uniform(size=n) < 0.7).astype(int)
+    risk = -time + rng.normal(0, 1, n)
+    preds = pd.concat([pd.DataFrame({"patient_id": [f"P{i}" for i in range(n)], "time": time, "event": event, "risk": risk,
+                                     "task": "survival", "partition": "test", "labelled": True, "method": m, "seed": s, "fold": np.arange(n) % 2})
+                       for m in ("m", ref) for s in (0, 1)], ignore_index=True)
+    (tmp_path / "r").mkdir()
+    res.to_csv(tmp_path / "r" / "results.csv", index=False)
+    preds.to_parquet(tmp_path / "r" / "predictions.parquet", index=False)
+    rows = {r["method"]: r for r in st.regime_rows("r", 200, tmp_path)}
+    m = rows["m"]
+    assert m["c_fold_mean"] == pytest.approx(0.6) and m["c_fold_std_ddof0"] == pytest.approx(0.1) and m["c_seed_std_ddof0"] == pytest.approx(0.05)
+    # identical risks to the reference: every paired difference is exactly 0, on both seeds
+    assert [d["delta"] for d in m["per_seed"]] == [0.0, 0.0] and m["seeds_ci_above_0"] == m["seeds_ci_below_0"] == 0
+    harrell = st.c_index(preds[(preds.method == "m") & (preds.seed == 0)])
+    assert m["per_seed"][0]["pooled_c"] == pytest.approx(harrell) and harrell > 0.7   # risk = -time + noise
+    assert "delta" not in rows[ref]["per_seed"][0] and "(reference)" in st.markdown("r", list(rows.values()))
+
+
+def test_analyse_needs_one_predictions_file_per_run(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("analyse", HERE / "analyse.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    with pytest.raises(SystemExit):
+        mod.main([str(tmp_path / "a"), str(tmp_path / "b"), "--predictions", str(tmp_path / "p.parquet"), "--out", str(tmp_path / "o.json")])
