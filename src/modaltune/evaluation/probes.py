@@ -13,6 +13,9 @@ penalises the average log partial likelihood: ``-ll/n + penalizer/2 * ||beta_std
 fits scikit-survival's ``CoxPHSurvivalAnalysis`` (a core dependency; lifelines is only a test
 dependency) on features standardised the same way with ``alpha = penalizer * n_train``, which
 minimises the same objective; a test checks the coefficients against lifelines.
+That is the objective of every ridge Cox in the package, so the fit goes through the shared
+:func:`modaltune.evaluation.ridge_cox.fit_ridge_cox` (exact; fitted in the row space of the
+embeddings when their dimension exceeds the training patients).
 """
 from __future__ import annotations
 
@@ -144,6 +147,8 @@ class CoxProbe:
 
         from sksurv.linear_model import CoxPHSurvivalAnalysis
 
+        from .ridge_cox import fit_ridge_cox
+
         X = _check_X(X, "training")
         t, e = _survival_target(y, "training")
         if len(t) != len(X):
@@ -154,10 +159,12 @@ class CoxProbe:
         Z = self.scaler_.transform(X) if self.scaler_ else X
         yy = np.empty(len(t), dtype=[("event", bool), ("time", float)])
         yy["event"], yy["time"] = e, t
-        self.model_ = CoxPHSurvivalAnalysis(alpha=self.penalizer * len(X), ties=self.ties, n_iter=self.max_iter)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # convergence chatter; the ridge term keeps the problem well posed
-            self.model_.fit(Z, yy)
+            if self.penalizer > 0:  # the shared exact ridge Cox (row space of Z when dim > patients)
+                self.model_ = fit_ridge_cox(Z, yy, self.penalizer * len(X), ties=self.ties, n_iter=self.max_iter)
+            else:  # no penalty: no unique optimum when dim > patients, so no row-space reduction
+                self.model_ = CoxPHSurvivalAnalysis(alpha=0.0, ties=self.ties, n_iter=self.max_iter).fit(Z, yy)
         self.dim_ = X.shape[1]
         return self
 

@@ -4,7 +4,9 @@ Elastic-net Cox (Simon, Friedman, Hastie & Tibshirani, "Regularization Paths for
 Proportional Hazards Model via Coordinate Descent", J. Stat. Softw. 2011) via scikit-survival's
 ``CoxnetSurvivalAnalysis``, or ridge Cox via ``CoxPHSurvivalAnalysis(alpha)``. Features: the
 fold-scaled omics (optionally reduced to principal components fitted on the training fold) and
-encoded clinical fields, standardised on the training fold. On TCGA omics this is the classical
+encoded clinical fields, standardised on the training fold. The ridge fits (inner CV and final) go through
+:func:`modaltune.evaluation.ridge_cox.fit_ridge_cox`, the package's one exact ridge Cox (fitted in the
+row space of the features when they outnumber the patients; the same model). On TCGA omics this is the classical
 baseline deep survival models must be reported next to (shared/docs/PROTOCOLS.md).
 
 Penalty strength: when ``alpha`` is not given it is chosen by an inner K-fold cross-validation on
@@ -35,6 +37,7 @@ import numpy as np
 from pydantic import Field
 
 from modaltune.errors import ConfigError, InputError
+from modaltune.evaluation.ridge_cox import fit_ridge_cox
 from modaltune.methods._tabular import TabularParams, TaskTabularMethod
 from modaltune.methods.registry import register_method
 
@@ -251,10 +254,11 @@ class CoxnetMethod(TaskTabularMethod):
             kw["alphas"] = list(alphas)
         return CoxnetSurvivalAnalysis(**kw)
 
-    def _ridge(self, alpha: float):
-        from sksurv.linear_model import CoxPHSurvivalAnalysis
-
-        return CoxPHSurvivalAnalysis(alpha=float(alpha), ties="breslow")
+    @staticmethod
+    def _ridge(alpha: float, Z: np.ndarray, time: np.ndarray, event: np.ndarray):
+        """Fitted ridge Cox (``CoxPHSurvivalAnalysis(alpha, ties="breslow")``) through the shared exact
+        helper, which fits in the row space of Z when there are more columns than patients."""
+        return fit_ridge_cox(Z, _surv(time, event), float(alpha), ties="breslow")
 
     def _guard(self, fn, task: str):
         try:
@@ -331,7 +335,7 @@ class CoxnetMethod(TaskTabularMethod):
             else:
                 for j, a in enumerate(path):
                     try:
-                        m = self._ridge(a).fit(Z[tr], _surv(time[tr], event[tr]))
+                        m = self._ridge(a, Z[tr], time[tr], event[tr])
                         scores[f, j] = _cindex(time[va], event[va], m.predict(Z[va]))
                     except (ArithmeticError, ValueError, np.linalg.LinAlgError):
                         pass
@@ -381,7 +385,7 @@ class CoxnetMethod(TaskTabularMethod):
             # a cold start at a weak penalty can diverge where the path converged (last alpha = prediction)
             alphas = sorted((a for a in path if a >= alpha), reverse=True) if path else [alpha]
             return self._guard(lambda: self._coxnet(alphas, ratio).fit(Z, _surv(time, event)), task)
-        return self._guard(lambda: self._ridge(alpha).fit(Z, _surv(time, event)), task)
+        return self._guard(lambda: self._ridge(alpha, Z, time, event), task)
 
     def _predict_task(self, model: Any, Z: np.ndarray, task_info: Any) -> np.ndarray:
         return np.asarray(model.predict(Z), dtype=float)

@@ -23,7 +23,8 @@ Fusion:
 
 Heads: ``linear`` = L2 logistic regression (classification), ridge Cox (survival, scikit-survival
 ``CoxPHSurvivalAnalysis(alpha)``, fitted in the row space of Z when it has more columns than rows:
-:func:`ridge_cox_coef`) or ridge regression; ``mlp`` = scikit-learn's small MLP
+:func:`modaltune.evaluation.ridge_cox.fit_ridge_cox`, shared with ``coxnet`` and the Cox probe)
+or ridge regression; ``mlp`` = scikit-learn's small MLP
 (classification / regression; no survival MLP). Fitted heads are stored as weight arrays only, so
 the saved model is plain arrays (no pickled estimator).
 """
@@ -35,44 +36,12 @@ import numpy as np
 from pydantic import Field
 
 from modaltune.errors import ConfigError, InputError
+from modaltune.evaluation.ridge_cox import ridge_cox_coef  # re-exported: the shared exact ridge Cox
 from modaltune.methods._tabular import design_layout, task_arrays
 from modaltune.methods.base import MethodParams, TabularMethod
 from modaltune.methods.registry import register_method
 
 __all__ = ["EmbeddingFusionParams", "EmbeddingFusionMethod", "build_embedding_fusion", "fusion_layout", "ridge_cox_coef"]
-
-
-def ridge_cox_coef(Z: np.ndarray, surv: Any, alpha: float) -> np.ndarray:
-    """Coefficients (p,) of scikit-survival's ridge Cox ``CoxPHSurvivalAnalysis(alpha)`` on ``Z (n, p)``.
-
-    When ``p > n`` the same model is fitted on ``n`` columns instead of ``p`` (exact, no change of
-    the model): the penalised partial likelihood depends on beta only through ``Z beta`` and
-    ``||beta||^2``. Writing beta = beta_row + beta_null (row space of Z / its orthogonal
-    complement), ``Z beta_null = 0`` and ``||beta||^2 = ||beta_row||^2 + ||beta_null||^2``, so the
-    (unique, alpha > 0) optimum has beta_null = 0: it lies in the row space. With the thin SVD
-    ``Z = U S V^T`` (rank r <= n, V (p, r) orthonormal) and beta = V gamma, ``Z beta = (U S) gamma``
-    and ``||beta|| = ||gamma||``; so the ridge Cox fitted on ``U S (n, r)`` with the same alpha gives
-    gamma, and beta = V gamma (linear predictor on new rows ``Z' V gamma``).
-
-    Why hand-written: sksurv's Newton solver forms a p x p Hessian per step; on the MCAT folds
-    (p = 1.4k-2.9k omics columns + slide + clinical, n = 298-764) one fold took 281-415 s CPU
-    (benchmarks/missing_grid/tcga_cost.csv); fitted on ``U S`` it takes 2.4-26.7 s CPU per fold
-    (whole fit, preprocessing included), 407 s CPU for early + late x 5 cohorts x 5 folds, with
-    fold-0 C-indices equal to the direct fit's (benchmarks/missing_grid/tcga_cost_after.csv).
-    sksurv stays the solver; for ``p <= n`` it is called on ``Z`` unchanged.
-    """
-    from sksurv.linear_model import CoxPHSurvivalAnalysis
-
-    n, p = Z.shape
-    if p <= n:
-        return CoxPHSurvivalAnalysis(alpha=alpha).fit(Z, surv).coef_
-    U, S, Vt = np.linalg.svd(Z, full_matrices=False)
-    # directions with a zero singular value carry no data: their gamma is 0 at the optimum
-    r = int((S[0] * max(n, p) * np.finfo(float).eps < S).sum()) if S.size and S[0] > 0 else 0
-    if r == 0:
-        return np.zeros(p)
-    gamma = CoxPHSurvivalAnalysis(alpha=alpha).fit(U[:, :r] * S[:r], surv).coef_
-    return Vt[:r].T @ gamma
 
 
 class EmbeddingFusionParams(MethodParams):
