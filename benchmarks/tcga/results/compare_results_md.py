@@ -4,7 +4,7 @@ Each table of the section belongs to the run whose ``Run folder: `.../<run>``` l
 table with the same title in the re-run tables file is its counterpart. Cells are compared as strings (both
 sides are written by the same ``run_tcga.tables`` formatter, so equal numbers print equally).
 
-    python benchmarks/tcga/results/compare_results_md.py benchmarks/RESULTS.md \
+    python benchmarks/tcga/results/compare_results_md.py <RESULTS.md before the edit> \
         benchmarks/tcga/results/tables.md benchmarks/tcga/results/tables_paperbins.md \
         --out benchmarks/tcga/results/rerun_vs_results_md.csv
 """
