@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-RUN = re.compile(r"^Run folder: `(?:.*/)?([^/`]+)`")
+# a --methods subset run (folder suffix _m-<names>) stands for its config; its missing rows read "missing in re-run"
+RUN = re.compile(r"^Run folder: `(?:.*/)?([^/`]+?)(?:_m-[^/`]*)?`")
 
 
 def blocks(lines: list[str]) -> dict[str, dict[str, pd.DataFrame]]:
