@@ -16,8 +16,15 @@ from pathlib import Path
 
 import pandas as pd
 
-# a --methods subset run (folder suffix _m-<names>) stands for its config; its missing rows read "missing in re-run"
-RUN = re.compile(r"^Run folder: `(?:.*/)?([^/`]+?)(?:_m-[^/`]*)?`")
+RUN = re.compile(r"^Run folder: `(?:.*/)?([^/`]+)`")
+
+
+def run_key(name: str) -> str:
+    """Run name of ``name`` without a --methods subset suffix (``_m-<names>``, kept: ``_paperbins``), so a subset run
+    stands for its config; the rows it leaves out read "missing in re-run"."""
+    if "_m-" not in name:
+        return name
+    return name.split("_m-")[0] + ("_paperbins" if name.endswith("_paperbins") else "")
 
 
 def blocks(lines: list[str]) -> dict[str, dict[str, pd.DataFrame]]:
@@ -29,7 +36,7 @@ def blocks(lines: list[str]) -> dict[str, dict[str, pd.DataFrame]]:
         line = lines[i]
         m = RUN.match(line)
         if m:
-            out.setdefault(m.group(1), {}).update(pending)
+            out.setdefault(run_key(m.group(1)), {}).update(pending)
             pending = {}
         elif line.startswith("|"):
             rows = []
