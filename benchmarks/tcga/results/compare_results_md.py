@@ -43,7 +43,7 @@ def blocks(lines: list[str]) -> dict[str, dict[str, pd.DataFrame]]:
             while i < len(lines) and lines[i].startswith("|"):
                 rows.append([c.strip() for c in lines[i].strip().strip("|").split("|")])
                 i += 1
-            head, body = rows[0], [r for r in rows[2:]]
+            head, body = rows[0], rows[2:]
             df = pd.DataFrame(body, columns=head).set_index(head[0])
             pending[title.split(" (")[0].split(":")[0]] = df
             continue
