@@ -2,7 +2,6 @@
 used unchanged-in-result by embedding_fusion, coxnet (penalty: ridge) and the Cox probe."""
 from __future__ import annotations
 
-import dataclasses
 import warnings
 
 import numpy as np
@@ -16,7 +15,7 @@ from modaltune.errors import ConfigError
 from modaltune.evaluation.probes import CoxProbe, Standardizer
 from modaltune.evaluation.ridge_cox import fit_ridge_cox, ridge_cox_coef
 from modaltune.methods import build_method
-from modaltune.testing.batches import CLIN_DIM, make_info
+from modaltune.testing.batches import make_wide_tabular
 
 
 def _problem(n: int, p: int, seed: int, ties: bool = False):
@@ -74,21 +73,10 @@ def test_helper_matches_the_direct_fit_for_any_wide_problem(n, extra, alpha, see
     _close(Z @ ridge_cox_coef(Z, s, alpha, ties=ties), direct)
 
 
-def _wide_cohort(n: int, genes: int, seed: int):
-    info = dataclasses.replace(make_info(omics=("rna",), pathways=False), omics_dims={"rna": genes}, omics_feature_names={"rna": [f"g{i}" for i in range(genes)]})
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, genes + CLIN_DIM))
-    lin = X[:, :3].sum(1)
-    t = rng.exponential(np.exp(-lin)) * 10
-    e = (rng.uniform(size=n) > 0.3).astype(float)
-    y = {"os": {"time": t, "event": e, "bin": np.zeros(n, int), "mask": np.ones(n, bool)}, "subtype": {"label": (lin > 0).astype(int), "mask": np.ones(n, bool)}}
-    return info, X, y
-
-
 def test_coxnet_ridge_predicts_as_the_direct_sksurv_fit_on_a_wide_fold():
     """coxnet penalty: ridge on p = 125 > n = 40: its risks equal a direct CoxPH(alpha, breslow) on
     the same fold-standardised features (the result before the shared helper)."""
-    info, X, y = _wide_cohort(40, 120, seed=3)
+    info, X, y = make_wide_tabular(40, 120, seed=3)
     m = build_method("coxnet", info, penalty="ridge", alpha=3.0, max_memory_gb=1).fit(X, y, info)
     Z = m.embed(X)
     assert Z.shape[1] > Z.shape[0]  # the row-space path is the one under test
@@ -99,7 +87,7 @@ def test_coxnet_ridge_predicts_as_the_direct_sksurv_fit_on_a_wide_fold():
 
 def test_coxnet_ridge_inner_cv_chooses_the_same_alpha_as_direct_fits(monkeypatch):
     """The inner CV goes through the helper; the chosen alpha and CV scores equal those of direct fits."""
-    info, X, y = _wide_cohort(45, 80, seed=5)
+    info, X, y = make_wide_tabular(45, 80, seed=5)
     m = build_method("coxnet", info, penalty="ridge", max_memory_gb=1).fit(X, y, info)
 
     import modaltune.methods.coxnet as coxnet

@@ -1,7 +1,6 @@
 """Penalised Cox memory guard (issue 12, item 7): estimate before fitting, refuse or switch to PCA."""
 from __future__ import annotations
 
-import dataclasses
 import time
 import tracemalloc
 import warnings
@@ -19,19 +18,7 @@ import modaltune.data.bags as bags
 from modaltune.errors import ConfigError
 from modaltune.methods import build_method
 from modaltune.methods.coxnet import PARALLEL_UNITS_ENV, cox_fit_bytes, cox_memory_budget
-from modaltune.testing.batches import CLIN_DIM, make_info
-
-
-def _wide(n: int, genes: int, seed: int = 0):
-    """An (n, genes + clinical) design matrix of a cohort with one omics block of ``genes`` columns."""
-    info = dataclasses.replace(make_info(omics=("rna",), pathways=False), omics_dims={"rna": genes}, omics_feature_names={"rna": [f"g{i}" for i in range(genes)]})
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, genes + CLIN_DIM))
-    lin = X[:, :3].sum(1)
-    t = rng.exponential(np.exp(-lin)) * 10
-    e = (rng.uniform(size=n) > 0.3).astype(float)
-    y = {"os": {"time": t, "event": e, "bin": np.zeros(n, int), "mask": np.ones(n, bool)}, "subtype": {"label": (lin > 0).astype(int), "mask": np.ones(n, bool)}}
-    return info, X, y
+from modaltune.testing.batches import make_info, make_wide_tabular
 
 
 def _no_fit(monkeypatch):
@@ -44,7 +31,7 @@ def _no_fit(monkeypatch):
 
 
 def test_ridge_on_20000_genes_is_refused_quickly_without_fitting(monkeypatch):
-    info, X, y = _wide(200, 20_000)
+    info, X, y = make_wide_tabular(200, 20_000)
     _no_fit(monkeypatch)
     m = build_method("coxnet", info, penalty="ridge", max_memory_gb=4)
     t0 = time.perf_counter()
@@ -65,7 +52,7 @@ def test_budget_is_half_the_available_ram_shared_by_parallel_units(monkeypatch):
     assert cox_memory_budget(1.5) == (1.5 * (1 << 30), "method.params.max_memory_gb")  # the smaller limit wins
     monkeypatch.setenv(PARALLEL_UNITS_ENV, "junk")
     assert cox_memory_budget(None)[0] == 8 << 30
-    info, X, y = _wide(200, 20_000)
+    info, X, y = make_wide_tabular(200, 20_000)
     _no_fit(monkeypatch)
     monkeypatch.setenv(PARALLEL_UNITS_ENV, "3")
     with pytest.raises(ConfigError, match=r"over the budget of 2.67 GiB \(half the available RAM \(16 GiB\) / 3 parallel units\)"):
@@ -75,7 +62,7 @@ def test_budget_is_half_the_available_ram_shared_by_parallel_units(monkeypatch):
 def test_elastic_net_on_20000_genes_is_sized_without_a_p_squared_term(monkeypatch):
     # Coxnet keeps no p x p matrix: 8 * (3 * 200 * 20005 + 20005 * 30) bytes = 96.1 MiB
     assert cox_fit_bytes(200, 20_005, "elasticnet") == 8 * (3 * 200 * 20_005 + 20_005 * 30)
-    info, X, y = _wide(200, 20_000)
+    info, X, y = make_wide_tabular(200, 20_000)
     _no_fit(monkeypatch)
     with pytest.raises(ConfigError, match=r"elasticnet on 20005 features x 200 patients needs about 0.0939 GiB per fit") as exc:
         build_method("coxnet", info, max_memory_gb=0.05).fit(X, y, info)
@@ -83,7 +70,7 @@ def test_elastic_net_on_20000_genes_is_sized_without_a_p_squared_term(monkeypatc
 
 
 def test_on_memory_pca_fits_the_same_model_as_use_pca(caplog):
-    info, X, y = _wide(60, 3000)
+    info, X, y = make_wide_tabular(60, 3000)
     with caplog.at_level("WARNING", logger="modaltune.training"):
         m = build_method("coxnet", info, penalty="ridge", alpha=1.0, max_memory_gb=0.1, on_memory="pca", n_components=4).fit(X, y, info)
     assert "switched to PCA (9 features, method.params.n_components)" in m.memory_notes
@@ -98,7 +85,7 @@ def test_on_memory_pca_fits_the_same_model_as_use_pca(caplog):
 
 
 def test_small_fits_run_as_configured_and_say_so():
-    info, X, y = _wide(80, 30)
+    info, X, y = make_wide_tabular(80, 30)
     m = build_method("coxnet", info, penalty="ridge", alpha=1.0, max_memory_gb=1).fit(X, y, info)
     assert m.memory_notes.startswith("coxnet ridge on 35 features x 80 patients needs about") and m.memory_notes.endswith("fitted as configured")
     assert not m.features.use_pca
@@ -134,7 +121,7 @@ def test_ridge_estimate_bounds_the_measured_numpy_peak():
 @settings(max_examples=25, deadline=None)
 @given(n=st.integers(2, 40), k=st.integers(1, 50), use_pca=st.booleans(), genes=st.integers(1, 60))
 def test_output_width_predicts_the_fitted_feature_count(n, k, use_pca, genes):
-    info, X, _ = _wide(n, genes)
+    info, X, _ = make_wide_tabular(n, genes)
     m = build_method("coxnet", info, use_pca=use_pca, n_components=k)
     want = m.features.output_width(n)
     assert m.features.fit(X).transform(X).shape[1] == want

@@ -5,6 +5,8 @@ first omics genes and by clinical feature 0; survival risk follows the same late
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import torch
@@ -93,3 +95,20 @@ def make_batch(B: int = 8, n_max: int = 10, seed: int = 0, info: CohortInfo | No
         else:
             batch["omics"][mod][rows] = 0.0
     return batch
+
+
+def make_wide_tabular(n: int, genes: int, seed: int = 0) -> tuple[CohortInfo, np.ndarray, dict]:
+    """A wide tabular cohort for the Cox / penalised-model tests: one RNA block of ``genes`` columns.
+
+    Returns ``(info, X, y)``: X (n, genes + CLIN_DIM) standard normal; survival time exponential with
+    log-hazard = the sum of the first 3 columns (times x10, arbitrary units), about 30 % censored;
+    the subtype label is that sum > 0. ``y`` follows the tabular methods' target layout.
+    """
+    info = dataclasses.replace(make_info(omics=("rna",), pathways=False), omics_dims={"rna": genes}, omics_feature_names={"rna": [f"g{i}" for i in range(genes)]})
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, genes + CLIN_DIM))
+    lin = X[:, :3].sum(1)
+    t = rng.exponential(np.exp(-lin)) * 10
+    e = (rng.uniform(size=n) > 0.3).astype(float)
+    y = {"os": {"time": t, "event": e, "bin": np.zeros(n, int), "mask": np.ones(n, bool)}, "subtype": {"label": (lin > 0).astype(int), "mask": np.ones(n, bool)}}
+    return info, X, y
