@@ -35,14 +35,40 @@ def test_property_kfold_partitions(n, k, seed, n_classes, val):
         assert parts[0] | parts[1] | parts[2] == set(ids)
         held += f.test
     assert sorted(held) == sorted(ids)  # each patient held out exactly once
-    lab = dict(zip(ids, labels))
-    # stratification: per class, test-fold counts differ by at most one across folds
-    for c in range(n_classes):
-        counts = [sum(lab[p] == c for p in f.test) for f in ss]
-        if (labels == c).sum() >= k:
+    # stratification, per the documented rule (_class_strata): classes with < k members are
+    # "rare"; when the rare ones together are still < k they join the smallest common class.
+    # Each resulting stratum is spread evenly (test-fold counts differ by at most one), so
+    # every class that took part in no merge is balanced on its own.
+    sizes = np.bincount(labels, minlength=n_classes)
+    stratum = labels.copy()
+    rare = sizes < k
+    if rare.any():
+        stratum[rare[labels]] = n_classes
+        common = np.flatnonzero(~rare)
+        if sizes[rare].sum() < k and common.size:
+            stratum[stratum == n_classes] = common[np.argmin(sizes[common])]
+            assert "merged into class" in ss.protocol
+    strat = dict(zip(ids, stratum))
+    for s in np.unique(stratum):
+        counts = [sum(strat[p] == s for p in f.test) for f in ss]
+        if (stratum == s).sum() >= k and len(np.unique(stratum)) > 1:
             assert max(counts) - min(counts) <= 1
     again = kfold_split(ids, k, seed=seed, labels=labels, val_fraction_of_train=val)
     assert [f.test for f in again] == [f.test for f in ss]  # deterministic
+
+
+def test_kfold_rare_class_merged_into_smallest_common_class():
+    # 14 patients, 5 folds, classes of 5 / 5 / 4: class 2 is rare (< 5) and too small to be its
+    # own stratum, so it joins class 0 (the first of the smallest common classes). The merged
+    # stratum (9 patients) and class 1 are each spread evenly; class 0 alone need not be.
+    ids = [f"p{i}" for i in range(14)]
+    labels = np.arange(14) % 3
+    ss = kfold_split(ids, 5, seed=1, labels=labels)
+    assert "rare classes ['2'] merged into class '0'" in ss.protocol
+    lab = dict(zip(ids, labels))
+    merged = [sum(lab[p] in (0, 2) for p in f.test) for f in ss]
+    ones = [sum(lab[p] == 1 for p in f.test) for f in ss]
+    assert sorted(merged) == [1, 2, 2, 2, 2] and ones == [1] * 5
 
 
 def test_kfold_survival_stratification_and_errors():
