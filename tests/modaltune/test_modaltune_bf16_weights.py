@@ -13,12 +13,12 @@ import torch
 
 pytest.importorskip("sentence_transformers")
 
-from lightning.pytorch.callbacks import Callback  # noqa: E402
+from lightning.pytorch.callbacks import Callback
 
-from modaltune.data.simulate import simulate_cohort  # noqa: E402
-from modaltune.errors import ConfigError  # noqa: E402
-from modaltune.methods.registry import build_method, validate_params  # noqa: E402
-from modaltune.training.trainer import FittedModel, fit, predict, task_embeddings  # noqa: E402
+from modaltune.data.simulate import simulate_cohort
+from modaltune.errors import ConfigError
+from modaltune.methods.registry import build_method, validate_params
+from modaltune.training.trainer import FittedModel, fit, predict, task_embeddings
 
 EPS_BF16 = torch.finfo(torch.bfloat16).eps  # 2**-7 = 0.0078
 PARAMS = {"pathways": "builtin", "gene_mixer": {"token_dim": 16, "n_blocks": 1, "channel_hidden": 8},
