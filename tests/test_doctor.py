@@ -82,3 +82,38 @@ def test_timm_extra_and_patch_encoders_reflect_what_imports(monkeypatch, tmp_pat
     monkeypatch.setattr(doctor, "_version", lambda imp, dist: "1.0" if imp in ("timm", "torchvision") else real(imp) and "x")
     info = doctor_info()
     assert info["extras"]["timm"]["usable"] is False and info["patch_encoders"]["gigapath"]["usable"] is False
+
+
+def test_bf16_support_reads_the_cpu_flags_and_cuda(tmp_path, monkeypatch):
+    from modaltune.doctor import bf16_lines, bf16_support
+
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_tile amx_bf16\n\nprocessor\t: 1\nflags\t\t: fpu avx512_bf16\n")
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd evtstrm sve bf16 i8mm\n")
+    old = tmp_path / "old"
+    old.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")
+    b = bf16_support(x86)
+    assert b["cpu"] == {"supported": True, "native": True, "flags": ["amx_bf16", "avx512_bf16"]}
+    assert "    CPU: yes, native (amx_bf16, avx512_bf16)" in bf16_lines(b)
+    assert bf16_support(arm)["cpu"]["flags"] == ["bf16"]
+    b = bf16_support(old)
+    assert b["cpu"]["native"] is False and "    CPU: yes, slow (no bf16 instructions: bf16 is emulated, expect it slower than fp32)" in bf16_lines(b)
+    b = bf16_support(tmp_path / "absent")  # macOS / Windows: no /proc/cpuinfo
+    assert b["cpu"]["native"] is None and bf16_lines(b)[1].startswith("    CPU: yes (instruction set unknown")
+    # CUDA: torch.cuda.is_bf16_supported() when a device is there, None otherwise
+    assert bf16_support(x86)["cuda"] == (torch.cuda.is_bf16_supported() if torch.cuda.is_available() else None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    b = bf16_support(x86)
+    assert b["cuda"] is False and bf16_lines(b)[2] == "    CUDA: no (this GPU lacks bf16: keep backbone_precision fp32, use trainer.precision 16-mixed)"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert bf16_lines(bf16_support(x86))[2] == "    CUDA: yes (torch.cuda.is_bf16_supported)"
+
+
+def test_doctor_reports_bf16_for_this_machine():
+    t = doctor_info()["torch"]
+    assert t["bf16"]["cuda"] == (torch.cuda.is_bf16_supported() if torch.cuda.is_available() else None)
+    report = doctor_report()
+    assert "  bf16 (backbone_precision: bf16-weights, trainer.precision: bf16-mixed):" in report
+    assert ("    CUDA: no CUDA device" in report) is (not torch.cuda.is_available())

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["doctor_info", "doctor_report", "cache_dir", "CORE_PACKAGES", "EXTRAS"]
+__all__ = ["doctor_info", "doctor_report", "cache_dir", "bf16_support", "CORE_PACKAGES", "EXTRAS"]
 
 #: (import name, distribution name) of the core dependencies whose versions are reported.
 CORE_PACKAGES = [
@@ -96,7 +96,57 @@ def _torch_info() -> dict[str, Any]:
         for i in range(torch.cuda.device_count()):
             p = torch.cuda.get_device_properties(i)
             info["cuda_devices"].append(f"{i}: {p.name}, {p.total_memory / 2**30:.1f} GiB")
+    info["bf16"] = bf16_support()
     return info
+
+
+#: CPU flags (Linux /proc/cpuinfo names) of instructions that compute in bf16 natively: x86 AMX-BF16 and AVX512-BF16,
+#: Arm BF16 (``Features`` line). Without one, PyTorch still runs bf16 on the CPU, converting per operation (slower than fp32).
+CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16", "bf16")
+
+
+def _cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str] | None:
+    """Instruction-set flags of this CPU from ``cpuinfo`` (x86 ``flags``, Arm ``Features`` lines); None where the
+    file is absent or lists none (macOS, Windows): the instruction set is then unknown."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return None
+    flags: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    return flags or None
+
+
+def bf16_support(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, Any]:
+    """Whether this machine runs the bf16 paths (``backbone_precision: bf16-weights``, ``trainer.precision: bf16-mixed``).
+
+    Returns ``{"cpu": {"supported": True, "native": True | False | None, "flags": [...]}, "cuda": True | False | None}``:
+    the CPU always runs bf16 (``native`` None = instruction set unknown; False = no bf16 instructions, expect bf16
+    GEMMs slower than float32); ``cuda`` is ``torch.cuda.is_bf16_supported()`` on the current device, None without CUDA.
+    """
+    import torch
+
+    flags = _cpu_flags(cpuinfo)
+    native = [f for f in CPU_BF16_FLAGS if flags is not None and f in flags]
+    cuda = bool(torch.cuda.is_bf16_supported()) if torch.cuda.is_available() else None
+    return {"cpu": {"supported": True, "native": None if flags is None else bool(native), "flags": native}, "cuda": cuda}
+
+
+def bf16_lines(b: dict[str, Any]) -> list[str]:
+    """The report lines of :func:`bf16_support`'s dict."""
+    cpu = b["cpu"]
+    if cpu["native"] is None:
+        c = "yes (instruction set unknown: compare its speed with fp32 before relying on it)"
+    elif cpu["native"]:
+        c = f"yes, native ({', '.join(cpu['flags'])})"
+    else:
+        c = "yes, slow (no bf16 instructions: bf16 is emulated, expect it slower than fp32)"
+    g = {None: "no CUDA device", True: "yes (torch.cuda.is_bf16_supported)",
+         False: "no (this GPU lacks bf16: keep backbone_precision fp32, use trainer.precision 16-mixed)"}[b["cuda"]]
+    return ["  bf16 (backbone_precision: bf16-weights, trainer.precision: bf16-mixed):", f"    CPU: {c}", f"    CUDA: {g}"]
 
 
 def _importable(import_name: str) -> bool:
@@ -201,6 +251,7 @@ def doctor_report(shared_dir: str | Path | None = None) -> str:
         lines.append(f"  CUDA available: {t['cuda_available']} (build {t['cuda_build'] or 'cpu-only'}), devices: {len(t['cuda_devices'])}")
         lines.extend(f"    {d}" for d in t["cuda_devices"])
         lines.append(f"  MPS available: {t['mps_available']}")
+        lines.extend(bf16_lines(t["bf16"]))
     else:  # pragma: no cover
         lines.append("  torch is not importable")
     lines += [

@@ -51,8 +51,8 @@ def test_every_builtin_method_has_a_strict_described_parameter_model():
 
 def test_modaltune_defaults_live_in_the_parameter_model():
     rows = {r[0]: r for r in params_table("modaltune")}
-    # 36 + the protocol / optimisation keys of issue 17 + the ablation switches `targets` and `extractors`
-    assert len(rows) == len(ModalTuneParams.model_fields) == 46
+    # 36 + the protocol / optimisation keys of issue 17 + the ablation switches `targets` and `extractors` + `backbone_precision`
+    assert len(rows) == len(ModalTuneParams.model_fields) == 47
     assert rows["targets"][2] == "'text'" and rows["extractors"][2] == "True"
     assert rows["drop_path"][2] == "0.1" and rows["kl_scale"][2] == "10.0" and rows["text_temperature"][2] == "0.07"
     assert rows["attn_dim"][2] == "None" and "192 for gigapath/titan, else 64" in rows["attn_dim"][3]
@@ -78,11 +78,12 @@ def test_methods_params_cli_lists_defaults(capsys):
     assert lines[0].startswith("modaltune (torch; needs: slide): ")
     assert lines[1].split() == ["parameter", "type", "default", "meaning"]
     rows = {line.split()[0]: line.split() for line in lines[2:]}
-    # 36 + the protocol / optimisation keys of issue 17 + the ablation switches `targets` and `extractors`
-    assert len(rows) == len(ModalTuneParams.model_fields) == 46
+    # 36 + the protocol / optimisation keys of issue 17 + the ablation switches `targets` and `extractors` + `backbone_precision`
+    assert len(rows) == len(ModalTuneParams.model_fields) == 47
     assert rows["extractors"][1:3] == ["bool", "True"]
     assert rows["extra_extractors"][1:3] == ["int", "2"] and rows["use_report"][1:3] == ["bool", "True"]
     assert rows["backbone"][1:3] == ["str", "'small_transformer'"]
+    assert rows["backbone_precision"][1:4] == ["Literal['fp32',", "'bf16-weights']", "'fp32'"]
 
 
 def test_methods_params_cli_unknown_name_is_one_line(capsys):

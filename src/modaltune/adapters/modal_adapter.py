@@ -358,14 +358,18 @@ class ModalAdapter(nn.Module):
             state = self.embed(features, coords, mask=mask, **embed_kw)
         c = modal_tokens
         patch_valid = state.patch_mask
+        # The adapter computes in its own (trainable, float32) dtype. A bf16-weights backbone
+        # (precision="bf16-weights") hands out bf16 tokens: they are read in the adapter's dtype here, and
+        # the float32 stream handed back is cast to bf16 by the backbone's own layers (precision.py).
+        dt = self.injectors[0].gamma.dtype
         for gi, (a, b) in enumerate(self.groups):
             if gi > 0:
                 c = self.self_attn[gi - 1](c, modal_mask, modal_pos)
-            x = self.injectors[gi](state.patch_tokens, c, modal_mask, modal_pos)
+            x = self.injectors[gi](state.patch_tokens.to(dt), c, modal_mask, modal_pos)
             state = state.with_patch_tokens(x)
             state = self.backbone.run_layers(state, a, b + 1)
             if self.extractors:
-                c = self.extractors[gi](c, state.patch_tokens, patch_valid, modal_pos)
+                c = self.extractors[gi](c, state.patch_tokens.to(dt), patch_valid, modal_pos)
         for ex in self.extra_extractors:
-            c = ex(c, state.patch_tokens, patch_valid, modal_pos)
-        return self.backbone.pool(state), c
+            c = ex(c, state.patch_tokens.to(dt), patch_valid, modal_pos)
+        return self.backbone.pool(state).to(dt), c

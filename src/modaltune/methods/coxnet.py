@@ -21,11 +21,12 @@ task; a numerically diverging fit raises :class:`InputError` suggesting a strong
 
 Memory guard: before any fit the peak memory of the solver is estimated (:func:`cox_fit_bytes`)
 and compared with a budget (:func:`cox_memory_budget`: ``max_memory_gb`` and half the RAM available
-now, shared by the parallel benchmark units). Ridge Cox keeps dense ``p x p`` Hessians, so with far
-more genes than patients (12,793 genes: about 10 GiB per fit) it is refused with a one-line
-:class:`ConfigError` naming the settings to change, or, with ``on_memory: pca``, fitted on
-``n_components`` principal components of the omics columns (fitted on the training patients). The
-decision is logged (the run's log) and kept in ``memory_notes``.
+now, shared by the parallel benchmark units). The estimate is of the route that will run: ridge Cox
+with ``p <= n`` keeps dense ``p x p`` Hessians; with ``p > n`` it is fitted on the thin SVD (``n x min(n, p)``,
+no ``p x p`` term: 12,793 genes x 92 patients needs about 37 MiB, not the 10 GiB of the direct fit); elastic
+net keeps copies of ``X`` and the path. Over the budget, the fit is refused with a one-line :class:`ConfigError`
+naming the settings to change, or, with ``on_memory: pca``, fitted on ``n_components`` principal components of the
+omics columns (fitted on the training patients). The decision is logged (the run's log) and kept in ``memory_notes``.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ import numpy as np
 from pydantic import Field
 
 from modaltune.errors import ConfigError, InputError
-from modaltune.evaluation.ridge_cox import fit_ridge_cox
+from modaltune.evaluation.ridge_cox import fit_ridge_cox, ridge_cox_fit_bytes
 from modaltune.methods._tabular import TabularParams, TaskTabularMethod
 from modaltune.methods.registry import register_method
 
@@ -69,27 +70,29 @@ _GIB = float(1 << 30)
 
 
 def cox_fit_bytes(n: int, p: int, penalty: str, n_alphas: int = 30) -> int:
-    """Estimated peak memory (bytes) of one scikit-survival fit on an ``(n, p)`` float64 matrix.
+    """Estimated peak memory (bytes) of one fit on an ``(n, p)`` float64 matrix, for the solver route that will run.
 
-    * ``ridge`` (``CoxPHSurvivalAnalysis``, Newton-Raphson): ``update`` keeps the Hessian, the two
-      risk-set ``p x p`` sums, the per-sample outer product and the ``a``, ``b``, ``a - b`` temporaries,
-      and ``scipy.linalg.solve`` copies the Hessian: peak ``~ 8 p^2 x 8`` bytes, plus ``2 n p x 8``.
+    * ``ridge``: :func:`~modaltune.evaluation.ridge_cox.ridge_cox_fit_bytes`, the route ``fit_ridge_cox``
+      takes: the direct Newton fit with its ``p x p`` Hessians when ``p <= n`` (``(8 p^2 + 2 n p) x 8``), the
+      thin SVD when ``p > n`` (``(4 n p + 16 n^2) x 8``, no ``p x p`` term).
     * ``elasticnet`` (``CoxnetSurvivalAnalysis``, coordinate descent in C++): copies of ``X`` and the
       coefficient path, no ``p x p`` term: peak ``~ (3 n p + p n_alphas) x 8`` bytes.
 
     Calibrated with ``resource.getrusage`` (peak RSS growth during ``fit``) on random data, scikit-survival
-    0.28: ridge, n = 60, p = 500 / 1000 / 2000: 16.4 / 62.5 / 246 MiB = 8.1 p^2 float64 (tracemalloc,
-    numpy only: 7.0 p^2); elastic net, p = 8000, n = 50 / 100 / 200: 9.4 / 18.5 / 36.9 MiB = 3.0 n p
-    float64. For the 12,793 genes x 92 patients ridge fit of issue 12 this gives 9.8 GiB (11 GB seen).
+    0.28 (ridge: see ``ridge_cox_fit_bytes``); elastic net, p = 8000, n = 50 / 100 / 200: 9.4 / 18.5 / 36.9 MiB
+    = 3.0 n p float64. For the 12,793 genes x 92 patients ridge fit of issue 12 the direct fit would need 9.8 GiB
+    (11 GB seen before the SVD route); the SVD route that now runs needs about 37 MiB.
 
-    >>> round(cox_fit_bytes(92, 12_793, "ridge") / 2**30, 1)
-    9.8
+    >>> round(cox_fit_bytes(92, 12_793, "ridge") / 2**20, 1)
+    37.0
+    >>> round(cox_fit_bytes(2_000, 1_500, "ridge") / 2**20, 1)
+    183.1
     >>> round(cox_fit_bytes(200, 20_000, "elasticnet") / 2**20, 1)
     96.1
     """
     n, p = int(n), int(p)
     if penalty == "ridge":
-        return 8 * (8 * p * p + 2 * n * p)
+        return ridge_cox_fit_bytes(n, p)
     return 8 * (3 * n * p + p * int(n_alphas))
 
 
@@ -219,8 +222,16 @@ class CoxnetMethod(TaskTabularMethod):
         """
         p = self.features.output_width(n)
         need = cox_fit_bytes(n, p, self.penalty, self.n_alphas)
+        if self.penalty == "ridge" and self.alpha is None and p <= n:
+            # the inner-CV fits train on fewer rows; below p rows they take the SVD route, whose cost grows with the
+            # rows: bounded by the largest inner training fold (k <= inner_folds stratified folds: at most
+            # n - floor(n / inner_folds) + 1 rows) or p - 1, whichever is smaller
+            m = min(p - 1, n - n // self.inner_folds + 1)
+            if m > 0:
+                need = max(need, ridge_cox_fit_bytes(m, p))
         budget, source = cox_memory_budget(self.max_memory_gb)
-        what = f"coxnet {self.penalty} on {p} features x {n} patients needs about {need / _GIB:.3g} GiB per fit"
+        route = (" (thin-SVD route, p > n)" if p > n else " (direct fit, p x p Hessian)") if self.penalty == "ridge" else ""
+        what = f"coxnet {self.penalty} on {p} features x {n} patients needs about {need / _GIB:.3g} GiB per fit{route}"
         if budget is None or need <= budget:
             self.memory_notes = what + (f" (budget {budget / _GIB:.3g} GiB: {source}): fitted as configured" if budget else ": no memory information, fitted as configured")
             log.info(self.memory_notes)
@@ -234,12 +245,14 @@ class CoxnetMethod(TaskTabularMethod):
             return
         self.memory_notes = over + ": refused"
         log.warning(self.memory_notes)
+        # offer elastic net only where its own estimate fits the budget (the fix names only what would change something)
+        elastic = self.penalty == "ridge" and cox_fit_bytes(n, p, "elasticnet", self.n_alphas) <= budget
         raise ConfigError(
             over,
             where="method.params",
             fix=("set use_pca: true (n_components: 16) or on_memory: pca, " if not self.features.use_pca else "lower n_components, ")
             + "pick fewer columns with modalities"
-            + (", or use penalty: elasticnet (no p x p matrix)" if self.penalty == "ridge" else "")
+            + (", or use penalty: elasticnet (no p x p matrix)" if elastic else "")
             + "; raise max_memory_gb only if the machine has that memory",
         )
 

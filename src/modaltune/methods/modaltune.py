@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
+from modaltune.encoders.slide.precision import SLIDE_PRECISIONS, SlidePrecision
 from modaltune.errors import ConfigError
 from modaltune.methods._torch_common import HeadParams
 from modaltune.methods.base import MethodParams
@@ -30,6 +31,30 @@ class _BackboneParams(MethodParams):
     checkpoint: str | Path | None = Field(None, description="local weights of the backbone (gigapath / titan need one, or random_init)")
     random_init: bool = Field(False, description="build gigapath / titan without weights (tests; recorded as weights_source)")
     grad_checkpointing: bool = Field(False, description="activation checkpointing in the backbone")
+    backbone_precision: SlidePrecision = Field(
+        "fp32", validate_default=True,
+        description="storage precision of the frozen backbone: fp32, or bf16-weights (weights cast to bfloat16 once; trainable params stay float32; "
+                    "a labelled fast path with a bf16 error bound, docs/modaltune.md); backbone_params.precision is read as the same setting")
+
+    @field_validator("backbone_params")
+    @classmethod
+    def _precision_in_backbone_params(cls, v: dict[str, Any]) -> dict[str, Any]:
+        """``backbone_params.precision`` (the pass-through spelling documented first) is checked like the typed field."""
+        if "precision" in v and v["precision"] not in SLIDE_PRECISIONS:
+            raise ValueError(f"precision {v['precision']!r} is not one of {', '.join(SLIDE_PRECISIONS)} (set backbone_precision instead)")
+        return v
+
+    @field_validator("backbone_precision")
+    @classmethod
+    def _one_precision(cls, v: str, info: ValidationInfo) -> str:
+        """The effective precision: ``backbone_params.precision`` when only it says anything (the typed field
+        at its default), and a refusal when the two disagree."""
+        other = (info.data.get("backbone_params") or {}).get("precision")
+        if other is None or other == v:
+            return v
+        if v == "fp32":
+            return str(other)
+        raise ValueError(f"{v!r} disagrees with backbone_params.precision {other!r}; give the precision once")
 
 
 class ModalTuneParams(_BackboneParams):
@@ -162,11 +187,13 @@ def build_modaltune(info: Any, **params: Any):
     p = resolve_protocol(ModalTuneParams(**params))
     name = p.backbone
     foundation = name in _FOUNDATION
-    bparams = {"in_dim": int(info.slide_dim), **dict(p.backbone_params)}
+    bparams = {"in_dim": int(info.slide_dim), **dict(p.backbone_params), "precision": p.backbone_precision}
     if name == "small_transformer":
         bparams = {"embed_dim": 64, "depth": 3, "num_heads": 4, **bparams}
     if name == "titan" and "patch_size_level0" not in bparams:
         bparams["patch_size_level0"] = 512
+    # bf16-weights: the frozen backbone's weights are bfloat16 from here on; the adapter built below (and every
+    # other trainable parameter) stays float32, and reads the backbone's bf16 tokens in float32 (ModalAdapter.forward)
     backbone = create_slide_encoder(name, checkpoint=p.checkpoint, random_init=p.random_init, **bparams)
     if p.grad_checkpointing:
         backbone.set_grad_checkpointing(True)
@@ -256,13 +283,17 @@ def build_modaltune(info: Any, **params: Any):
     return model
 
 
-def _slide_fm_encoder(info: Any, backbone: str, checkpoint: Any, random_init: bool, tune: bool, backbone_params: dict, grad_checkpointing: bool):
+def _slide_fm_encoder(info: Any, backbone: str, checkpoint: Any, random_init: bool, tune: bool, backbone_params: dict, grad_checkpointing: bool,
+                     precision: str = "fp32"):
     import torch
     from torch import nn
 
     from modaltune.encoders.slide import create_slide_encoder
 
-    bparams = {"in_dim": int(info.slide_dim), **backbone_params}
+    if tune and precision != "fp32":
+        raise ConfigError(f"backbone_precision {precision!r} freezes the backbone in bfloat16 but tune: true would train it",
+                          where="method.params.backbone_precision", fix="use backbone_precision: fp32 to tune the backbone, or tune: false")
+    bparams = {"in_dim": int(info.slide_dim), **backbone_params, "precision": precision}
     if backbone == "small_transformer":
         bparams = {"embed_dim": 64, "depth": 3, "num_heads": 4, **bparams}
     if backbone == "titan" and "patch_size_level0" not in bparams:
@@ -324,7 +355,8 @@ def build_slide_fm(info: Any, **params: Any):
     if not getattr(info, "slide_dim", None):
         raise ConfigError("slide_fm needs the slide modality", where="method.modalities", fix="include the slide modality")
     e = _slide_fm_encoder(info, enc.get("backbone", "small_transformer"), enc.get("checkpoint"), bool(enc.get("random_init", False)),
-                          bool(enc.get("tune", False)), dict(enc.get("backbone_params") or {}), bool(enc.get("grad_checkpointing", False)))
+                          bool(enc.get("tune", False)), dict(enc.get("backbone_params") or {}), bool(enc.get("grad_checkpointing", False)),
+                          str(enc.get("backbone_precision", "fp32")))
     model = wrap(info, e, model_params, "slide_fm")
     model.weights_source = e.backbone.weights_source
     return model
