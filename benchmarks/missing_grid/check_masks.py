@@ -6,7 +6,10 @@ and no patient dropped from any unit's predictions.
    ``masks.csv`` (written once per setting x fold, before any method ran); a SHA-256 of each
    recomputed mask is reported.
 2. Every finished unit's prediction file holds exactly the fold's evaluation patients (the same set
-   for every method and seed of a setting x fold), each once.
+   for every method and seed of a setting x fold), each once; a problem line names the unit
+   (method, setting, fold, seed) and the patients predicted twice, not predicted or not in the fold.
+
+Exit status 1 when any problem is found (listed in ``--out``), 0 otherwise.
 
 Usage::
 
@@ -26,6 +29,11 @@ import yaml
 from modaltune.data.cohort import Cohort
 from modaltune.data.splits import SplitSet
 from modaltune.evaluation.missing import mask_cohort, mask_counts, parse_settings, setting_mask
+
+
+def _few(ids: list, k: int = 5) -> str:
+    """The first ``k`` patient ids, and how many more (keeps a problem line short)."""
+    return ", ".join(map(str, ids[:k])) + (f" (+{len(ids) - k} more)" if len(ids) > k else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,8 +71,12 @@ def main(argv: list[str] | None = None) -> int:
         ids = pd.read_parquet(cands[0], columns=["patient_id"])["patient_id"]
         fold = folds[int(r.fold)]
         want = set(fold.test) or set(fold.val)
-        if ids.duplicated().any() or set(ids) != want:
-            problems.append(f"{r.method} {r.setting} fold {r.fold} seed {r.seed}: {ids.nunique()} patients predicted, {len(want)} in the fold")
+        twice, missing, extra = sorted(set(ids[ids.duplicated()])), sorted(want - set(ids)), sorted(set(ids) - want)
+        if twice or missing or extra:
+            # name the patients, so a reader can find them in the unit's prediction file
+            problems.append(f"{r.method} {r.setting} fold {r.fold} seed {r.seed}: {ids.nunique()} patients predicted, {len(want)} in the fold"
+                            + "".join(f"; {what}: {_few(got)}" for what, got in (("predicted more than once", twice), ("not predicted", missing),
+                                                                                  ("not in the fold", extra)) if got))
         n_units += 1
     out = {"units_checked": n_units, "setting_folds": len(sha), "mask_sha256_16": sha, "problems": problems}
     Path(args.out).write_text(json.dumps(out, indent=1))
