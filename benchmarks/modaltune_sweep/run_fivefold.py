@@ -154,6 +154,16 @@ def _c(h: pd.DataFrame) -> float:
     return rs._harrell(h["risk"], h["time"], h["event"])
 
 
+def _subtype(h: pd.DataFrame) -> dict:
+    """Pooled held-out subtype balanced accuracy (threshold 0.5) and AUC of prob_B (KL-only
+    ModalTune: its text-similarity logits; late fusion: its head)."""
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+    ok = h["label"] >= 0
+    return {"balanced_accuracy": float(balanced_accuracy_score(h.loc[ok, "label"], h.loc[ok, "prob_B"] > 0.5)),
+            "auc": float(roc_auc_score(h.loc[ok, "label"], h.loc[ok, "prob_B"]))}
+
+
 def analyse(runs: Path, seeds: list[int] | None) -> dict:
     from modaltune.data.cohort import Cohort
 
@@ -177,6 +187,11 @@ def analyse(runs: Path, seeds: list[int] | None) -> dict:
                      "last_epoch": rec.get("last_epoch")}
                 if held is not None:
                     u["c_index"] = _c(held)
+                d_ = rec.get("diagnostics") or {}
+                if d_:  # gates at the selected epoch (preregistered.yaml's "gates open", one unit)
+                    u["gate_abs_mean_min"] = min(v for q, v in d_.items() if q.startswith("gate_abs_mean/"))
+                    u["update_ratio_max"] = max(v for q, v in d_.items() if q.startswith("update_ratio/"))
+                    u["gates_open"] = rs._gates_open([rec], {"gate_abs_mean_min": 0.05, "update_ratio_min": 0.01, "seeds_required": 1})
                 last = d / "heldout_last_epoch.csv"
                 if last.exists():
                     u["c_index_last_epoch"] = _c(pd.read_csv(last))
@@ -203,6 +218,8 @@ def analyse(runs: Path, seeds: list[int] | None) -> dict:
             report["pooled_c_index"]["modaltune_last_epoch"] = [_c(h) for h in ml]
             report["selected_vs_last_epoch"] = rs._paired_bootstrap(mt, ml, plan["decision"]["n_boot"])
             report["last_epoch_vs_late_fusion"] = rs._paired_bootstrap(ml, lf, plan["decision"]["n_boot"])
+        report["subtype_pooled"] = {lab: [_subtype(h) for h in hs] for lab, hs in ((MT, mt), (LF, lf))}
+        report["gates_open_units"] = f"{sum(bool(u.get('gates_open')) for u in units if u['label'] == MT)} of {sum(1 for u in units if u['label'] == MT)}"
         gt = cohort.ground_truth
         report["ols"] = {lab: [rs._ols_interaction(h.set_index("patient_id")["risk"], gt) for h in hs] for lab, hs in ((MT, mt), (LF, lf))}
         b = report["modaltune_vs_late_fusion"]
@@ -244,7 +261,14 @@ def _write_md(r: dict, plan: dict) -> None:
     L += ["", f"oracle C (true log-hazard) {r['oracle_c_index']:.3f}; additive oracle {r['oracle_additive_c_index']:.3f}", "",
           f"ModalTune - late fusion (paired bootstrap): {_fmt(r.get('modaltune_vs_late_fusion'))} -> {r.get('decision', 'not complete')}",
           f"ModalTune selected - last epoch: {_fmt(r.get('selected_vs_last_epoch'))}",
-          f"ModalTune last epoch - late fusion: {_fmt(r.get('last_epoch_vs_late_fusion'))}", "",
+          f"ModalTune last epoch - late fusion: {_fmt(r.get('last_epoch_vs_late_fusion'))}",
+          f"ModalTune units with gates open at the selected epoch: {r.get('gates_open_units')}", ""]
+    for lab, xs in (r.get("ols") or {}).items():
+        L.append(f"OLS of pooled held-out risk, {lab}: " + "; ".join(f"slide {x['beta_slide']:+.2f}, RNA {x['beta_rna']:+.2f}, interaction {x['beta_interaction']:+.2f} "
+                                                                   f"[{x['ci_interaction'][0]:+.2f}, {x['ci_interaction'][1]:+.2f}], R2 {x['r2']:.2f}" for x in xs))
+    for lab, xs in (r.get("subtype_pooled") or {}).items():
+        L.append(f"subtype (pooled held-out), {lab}: " + "; ".join(f"bal. acc. {x['balanced_accuracy']:.3f}, AUC {x['auc']:.3f}" for x in xs))
+    L += ["",
           "| method | seed | fold | n train / val / test | selected epoch (of 0..last) | val probe bal. acc. per epoch | held-out C (selected) | held-out C (last epoch) | seconds |",
           "|---|---|---|---|---|---|---|---|---|"]
     for u in r["units"]:
