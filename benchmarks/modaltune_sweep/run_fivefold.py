@@ -31,7 +31,7 @@ import pandas as pd
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run_sweep as rs  # noqa: E402  (the sweep's unit runner, C-index and bootstrap)
+import run_sweep as rs  # the sweep's unit runner, C-index and bootstrap (after the path insert)
 
 PLAN = rs.REPO / "benchmarks" / "modaltune_sweep" / "preregistered_5fold.yaml"
 OUT = rs.REPO / "benchmarks" / "modaltune_sweep" / "fivefold"
