@@ -111,28 +111,29 @@ def _harrell(risk: np.ndarray, time_: np.ndarray, event: np.ndarray) -> float:
 
 
 # ----------------------------------------------------------------------------------------- units
-def run_unit(cohort, fold, method: dict, seed: int, trainer: dict, udir: Path, eval_batch: int = 1) -> dict:
-    """Fit one method on ``fold`` (seed ``seed``) and save its held-out predictions; resumable."""
-    import torch
+def _keep_last_state():
+    """A Lightning callback keeping a copy of the model's weights at the end of training (the last
+    epoch). It copies in ``on_train_end``, which Lightning calls before ``on_fit_end``, where
+    ModalTune's monitor restores the selected epoch; so a unit can also score the last epoch."""
+    from lightning.pytorch.callbacks import Callback
 
+    class KeepLastState(Callback):
+        state: dict | None = None
+
+        def on_train_end(self, trainer, pl_module) -> None:
+            self.state = copy.deepcopy({k: v.detach().cpu() for k, v in pl_module.model.state_dict().items()})
+
+    return KeepLastState()
+
+
+def _heldout_frame(fitted, cohort, fold, tasks: list[str], eval_batch: int) -> tuple[pd.DataFrame, str]:
+    """Held-out predictions of ``fitted`` on ``fold.test``: (patient_id, time, event, risk[, label,
+    prob_B]) and where the risk comes from. KL-only ModalTune has no trained survival head: its
+    risk is the paper's ridge Cox probe (0.1) on the survival task embedding, fitted on
+    ``fold.train`` (never the validation or held-out patients)."""
     from modaltune.evaluation.probes import CoxProbe
-    from modaltune.training.trainer import _pred_frame, _torch_outputs, fit, predict, targets_frame
+    from modaltune.training.trainer import _pred_frame, _torch_outputs, predict, targets_frame
 
-    done = udir / "result.json"
-    if done.exists():
-        return json.loads(done.read_text())
-    udir.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(1)
-    t0 = time.time()
-    rec = {"label": method["label"], "seed": seed, "method": method["name"], "params": method.get("params", {}), "modalities": method.get("modalities")}
-    tasks = method.get("tasks", TASKS)
-    try:
-        fitted = fit(cohort, fold, method["name"], params=copy.deepcopy(method.get("params", {})), modalities=method.get("modalities"), tasks=tasks,
-                     trainer={**trainer, "seed": seed}, out_dir=udir / "fit", progress=False)
-    except Exception as exc:  # noqa: BLE001 - a failed cell is reported, not hidden
-        rec.update(status="failed", reason=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", seconds=round(time.time() - t0, 1))
-        done.write_text(json.dumps(rec, indent=2))
-        return rec
     test = list(fold.test)
     sup = getattr(getattr(fitted.model, "objectives", None), "supervised", None)
     kl_only = sup == 0 and "survival" in tasks
@@ -159,22 +160,59 @@ def run_unit(cohort, fold, method: dict, seed: int, trainer: dict, udir: Path, e
     if "subtype" in tasks:
         c = preds[preds["task"] == "subtype"].set_index("patient_id").loc[test]
         out["label"], out["prob_B"] = c["label"].to_numpy(), c["prob_B"].to_numpy()
+    return out, risk_source
+
+
+def run_unit(cohort, fold, method: dict, seed: int, trainer: dict, udir: Path, eval_batch: int = 1, keep_last: bool = False) -> dict:
+    """Fit one method on ``fold`` (seed ``seed``) and save its held-out predictions; resumable.
+    ``keep_last``: also save the last epoch's held-out predictions (``heldout_last_epoch.csv``;
+    the same file content when the selected epoch is the last or nothing was selected)."""
+    import torch
+
+    from modaltune.training.trainer import fit
+
+    done = udir / "result.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    udir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(1)
+    t0 = time.time()
+    rec = {"label": method["label"], "seed": seed, "method": method["name"], "params": method.get("params", {}), "modalities": method.get("modalities")}
+    tasks = method.get("tasks", TASKS)
+    keeper = _keep_last_state() if keep_last else None
+    try:
+        fitted = fit(cohort, fold, method["name"], params=copy.deepcopy(method.get("params", {})), modalities=method.get("modalities"), tasks=tasks,
+                     trainer={**trainer, "seed": seed}, out_dir=udir / "fit", progress=False, callbacks=[keeper] if keeper else ())
+    except Exception as exc:  # noqa: BLE001 - a failed cell is reported, not hidden
+        rec.update(status="failed", reason=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", seconds=round(time.time() - t0, 1))
+        done.write_text(json.dumps(rec, indent=2))
+        return rec
+    out, risk_source = _heldout_frame(fitted, cohort, fold, tasks, eval_batch)
     out.to_csv(udir / "heldout.csv", index=False)
     diag = udir / "fit" / "adapter_diagnostics.jsonl"
+    last_epoch = None
     if diag.exists():
         lines = [json.loads(x) for x in diag.read_text().splitlines() if x.strip()]
         sel = udir / "fit" / "epoch_selection.json"
-        epoch = lines[-1]["epoch"]
+        epoch = last_epoch = lines[-1]["epoch"]
         if sel.exists():
             s = json.loads(sel.read_text())
             if s.get("restored") and s.get("best_epoch") is not None:
                 epoch = int(s["best_epoch"])
         rec["selected_epoch"] = epoch
+        rec["last_epoch"] = last_epoch
         rec["diagnostics"] = next(x for x in lines if x["epoch"] == epoch)
+    if keeper is not None:
+        if keeper.state is not None and rec.get("selected_epoch") != last_epoch:
+            fitted.model.load_state_dict(keeper.state)  # the last epoch's weights, scored the same way
+            out_last, _ = _heldout_frame(fitted, cohort, fold, tasks, eval_batch)
+        else:
+            out_last = out
+        out_last.to_csv(udir / "heldout_last_epoch.csv", index=False)
     leak = udir / "fit" / "target_leakage.json"
     if leak.exists():
         rec["target_leakage_clean"] = json.loads(leak.read_text())["clean"]
-    rec.update(status="done", risk_source=risk_source, seconds=round(time.time() - t0, 1), n_train=len(fold.train), n_test=len(test))
+    rec.update(status="done", risk_source=risk_source, seconds=round(time.time() - t0, 1), n_train=len(fold.train), n_val=len(fold.val or []), n_test=len(fold.test))
     done.write_text(json.dumps(rec, indent=2, default=str))
     return rec
 

@@ -12,7 +12,10 @@ Written to the unit folder (``out_dir``; nothing is written without one):
   General task's output when present, else each classification task's own; collected during the
   epoch's training steps, i.e. with that epoch's random patch subsets, not in a separate eval pass)
   and scored by balanced accuracy on the validation patients; the best epoch's weights are restored
-  at the end of training.
+  at the end of training. Each epoch's entry records how many patients per task fitted the probe
+  (``n_train``) and scored it (``n_val``), so a run shows the selection saw its validation patients
+  (carved from the training part by ``split.val_fraction``), never the held-out ones. A fold with
+  no validation patients cannot select: the last epoch is kept (``restored: false``, with a note).
 """
 from __future__ import annotations
 
@@ -60,7 +63,8 @@ class ModalTuneMonitor(Callback):
             self._write("text_targets_separability.json", m.separability(col["z"]))
         if col.get("selection"):
             score = m.selection_score(col["train"], col["val"])
-            self.scores.append({"epoch": ep, "val_probe_balanced_accuracy": score})
+            self.scores.append({"epoch": ep, "val_probe_balanced_accuracy": score,
+                                "n_train": _n_patients(col["train"]), "n_val": _n_patients(col["val"])})
             if np.isfinite(score) and score > self.best_score:
                 self.best_score, self.best_epoch = score, ep
                 self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in m.state_dict().items()})
@@ -73,5 +77,13 @@ class ModalTuneMonitor(Callback):
             return
         if self.best_state is not None:
             m.load_state_dict(self.best_state)
-        self._write("epoch_selection.json", {"rule": "best validation probe balanced accuracy (paper)", "best_epoch": self.best_epoch,
-                                             "restored": self.best_state is not None, "epochs": self.scores})
+        rec = {"rule": "best validation probe balanced accuracy (paper)", "best_epoch": self.best_epoch,
+               "restored": self.best_state is not None, "epochs": self.scores}
+        if self.best_state is None:
+            rec["note"] = "no epoch could be scored (no labelled validation patients: set split.val_fraction > 0); the last epoch is kept"
+        self._write("epoch_selection.json", rec)
+
+
+def _n_patients(part: dict) -> dict[str, int]:
+    """Patients per task in one collected part (``{task: (embeddings, labels)}``)."""
+    return {t: int(sum(len(y) for y in ys)) for t, (_, ys) in part.items()}

@@ -1,0 +1,302 @@
+"""ModalTune (cell C, paper protocol, validation-selected epoch) vs late fusion on all 5 folds (issue 17).
+
+The plan, committed before any of its units ran: ``benchmarks/modaltune_sweep/preregistered_5fold.yaml``.
+Units reuse ``run_sweep.run_unit`` (one ``modaltune.training.fit`` per fold x seed x method, held-out
+risk saved; KL-only ModalTune's risk = the paper's ridge Cox probe (0.1) on the survival task
+embedding, fitted on the fold's training patients). What is new here: the 5-fold split carves
+validation patients (``split.val_fraction``) out of each fold's TRAINING part, so the paper's
+epoch selection (``select_epoch: val_probe``) runs; each ModalTune unit also saves the last
+epoch's held-out risk (``heldout_last_epoch.csv``) so the effect of the selection can be read::
+
+    nice -n 10 python benchmarks/modaltune_sweep/run_fivefold.py pilot --runs /work/runs/h22c --max-patches 64
+    nice -n 10 python benchmarks/modaltune_sweep/run_fivefold.py run --runs /work/runs/h22c [--seeds 0 1 2]
+    python benchmarks/modaltune_sweep/run_fivefold.py analyse --runs /work/runs/h22c [--seeds 0 1 2]
+
+``analyse`` writes benchmarks/modaltune_sweep/fivefold/{results.csv, analysis.json, summary.md,
+heldout_predictions.csv.gz, epoch_selection.jsonl}. Primary statistic (pre-registered): pooled
+Harrell C over the 300 held-out patients (each patient scored by the model of the fold that held it
+out), ModalTune minus late fusion, paired bootstrap over patients (2,000 resamples; with several
+seeds the statistic is the mean over seeds of the per-seed difference).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run_sweep as rs  # the sweep's unit runner, C-index and bootstrap (after the path insert)
+
+PLAN = rs.REPO / "benchmarks" / "modaltune_sweep" / "preregistered_5fold.yaml"
+OUT = rs.REPO / "benchmarks" / "modaltune_sweep" / "fivefold"
+MT, LF = "modaltune", "late_fusion"
+
+
+def _plan() -> dict:
+    return yaml.safe_load(PLAN.read_text())
+
+
+def _cell(plan: dict) -> dict:
+    """The ModalTune cell's params (by name, from the reduced plan's cells, unchanged)."""
+    return dict(rs._plan()["cells"][plan["modaltune_cell"]])
+
+
+def _cohort(runs: Path, plan: dict):
+    c = plan["cohort"]
+    return rs._cohort(runs / "cohorts" / c["name"], preset=c["preset"], seed=c["seed"], n_patients=c["n_patients"], signal=c["signal"])
+
+
+def folds(cohort, plan: dict) -> list:
+    """The plan's 5-fold split with validation patients carved out of each training part."""
+    from modaltune.training.experiment_config import SplitConfig
+    from modaltune.training.sources import make_splits
+
+    s = plan["split"]
+    return make_splits(cohort, SplitConfig(kfold=s["kfold"], seed=s["seed"], val_fraction=s["val_fraction"]), rs.TASKS)[0].folds
+
+
+def _trainer(plan: dict, **over) -> dict:
+    _, _, tr = rs._base()
+    return {**tr, **plan["trainer_overrides"], "logger": "none", **over}
+
+
+def _methods(plan: dict) -> list[dict]:
+    return [rs._modaltune(_cell(plan), MT), rs._late_fusion(LF)]
+
+
+def _log(runs: Path, rec: dict) -> None:
+    import resource
+
+    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    line = {"utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "loadavg": " ".join(load),
+            "process_cpu_s": round(ru.ru_utime + ru.ru_stime, 1), **rec}  # cumulative CPU seconds of this process
+    with open(runs / "fivefold_log.jsonl", "a") as f:
+        f.write(json.dumps(line) + "\n")
+    print(json.dumps(line), flush=True)
+
+
+def cmd_pilot(runs: Path, max_patches: int, epochs: int, method: str = MT) -> None:
+    """One unit (fold 0, seed 0) for sizing, in its own folder (never reused by ``run``)."""
+    plan = _plan() if PLAN.exists() else {"cohort": PILOT_COHORT, "split": PILOT_SPLIT, "modaltune_cell": "C", "trainer_overrides": {}, "eval_batch_size": 8}
+    cohort = _cohort(runs, plan)
+    f0 = folds(cohort, plan)[0]
+    tr = _trainer(plan, max_epochs=epochs, max_patches=max_patches)
+    m = next(x for x in _methods(plan) if x["label"] == method)
+    rec = rs.run_unit(cohort, f0, m, 0, tr, runs / "pilot" / f"{method}_mp{max_patches}_ep{epochs}", plan.get("eval_batch_size", 8), keep_last=True)
+    _log(runs, {"stage": "pilot", "label": method, "max_patches": max_patches, "epochs": epochs, **{k: rec.get(k) for k in ("status", "seconds", "n_train", "n_val", "n_test", "reason")}})
+
+
+#: the pilot's cohort and split before the plan exists (the plan repeats them)
+PILOT_COHORT = {"name": "demo_strong_seed0", "preset": "demo", "seed": 0, "n_patients": 300, "signal": {"sub_interaction": 6.25, "surv_interaction": 1.5}}
+PILOT_SPLIT = {"kfold": 5, "seed": 0, "val_fraction": 0.2}
+
+
+def cmd_run(runs: Path, seeds: list[int] | None) -> None:
+    plan = _plan()
+    cohort = _cohort(runs, plan)
+    tr = _trainer(plan)
+    for seed in seeds or plan["seeds"]:
+        for f in folds(cohort, plan):
+            for m in _methods(plan):
+                rec = rs.run_unit(cohort, f, m, seed, tr, runs / "fivefold" / m["label"] / f"seed{seed}" / f"fold{f.index}", plan.get("eval_batch_size", 8), keep_last=True)
+                _log(runs, {"stage": "run", "label": m["label"], "seed": seed, "fold": f.index, **{k: rec.get(k) for k in ("status", "seconds", "selected_epoch", "reason")}})
+
+
+# -------------------------------------------------------------------------------------- analysis
+def pooled(runs: Path, label: str, seed: int, n_folds: int, name: str = "heldout.csv") -> pd.DataFrame | None:
+    """The held-out predictions of all folds of one method x seed (None if a fold is missing)."""
+    frames = []
+    for k in range(n_folds):
+        p = runs / "fivefold" / label / f"seed{seed}" / f"fold{k}" / name
+        if not p.exists():
+            return None
+        frames.append(pd.read_csv(p).assign(fold=k))
+    return pd.concat(frames, ignore_index=True)
+
+
+def oracles_pooled(cohort, fold_list) -> dict:
+    """Pooled held-out C of the true log-hazard and of the additive oracle (Cox on the true latent
+    factors as main effects, fitted per fold on its training + validation patients)."""
+    from sksurv.linear_model import CoxPHSurvivalAnalysis
+
+    from modaltune.data.simulate import LATENT_FACTORS
+
+    gt = cohort.ground_truth
+    cols = [f"z_{f}" for f in LATENT_FACTORS]
+    risk, add, tt, ee = [], [], [], []
+    for f in fold_list:
+        tr, te = list(f.train) + list(f.val), list(f.test)
+        st = cohort.targets("survival", tr + te)
+        ok = np.asarray(st.mask, bool)
+        t, e = np.asarray(st.time, float), np.asarray(st.event, bool)
+        ids = np.array(tr + te)
+        trm, tem = ok[: len(tr)], ok[len(tr):]
+        Z = gt.loc[ids, cols].astype(float).to_numpy()
+        mu, sd = Z[: len(tr)][trm].mean(0), Z[: len(tr)][trm].std(0, ddof=1)
+        y = np.array(list(zip(e[: len(tr)][trm], t[: len(tr)][trm])), dtype=[("event", bool), ("time", float)])
+        cox = CoxPHSurvivalAnalysis(alpha=1.0).fit((Z[: len(tr)][trm] - mu) / sd, y)
+        add.append(cox.predict((Z[len(tr):][tem] - mu) / sd))
+        risk.append(gt.loc[ids[len(tr):][tem], "risk"].to_numpy(float))
+        tt.append(t[len(tr):][tem])
+        ee.append(e[len(tr):][tem])
+    t, e = np.concatenate(tt), np.concatenate(ee)
+    return {"oracle_c_index": rs._harrell(np.concatenate(risk), t, e), "oracle_additive_c_index": rs._harrell(np.concatenate(add), t, e)}
+
+
+def _c(h: pd.DataFrame) -> float:
+    return rs._harrell(h["risk"], h["time"], h["event"])
+
+
+def _subtype(h: pd.DataFrame) -> dict:
+    """Pooled held-out subtype balanced accuracy (threshold 0.5) and AUC of prob_B (KL-only
+    ModalTune: its text-similarity logits; late fusion: its head)."""
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+    ok = h["label"] >= 0
+    return {"balanced_accuracy": float(balanced_accuracy_score(h.loc[ok, "label"], h.loc[ok, "prob_B"] > 0.5)),
+            "auc": float(roc_auc_score(h.loc[ok, "label"], h.loc[ok, "prob_B"]))}
+
+
+def analyse(runs: Path, seeds: list[int] | None) -> dict:
+    from modaltune.data.cohort import Cohort
+
+    plan = _plan()
+    seeds = list(seeds or plan["seeds"])
+    cohort = Cohort.load(runs / "cohorts" / plan["cohort"]["name"])
+    fl = folds(cohort, plan)
+    k = len(fl)
+    rows, units = [], []
+    for m in _methods(plan):
+        for s in seeds:
+            for f in fl:
+                d = runs / "fivefold" / m["label"] / f"seed{s}" / f"fold{f.index}"
+                if not (d / "result.json").exists():
+                    continue
+                rec, held = rs._load(d)
+                for r in rs._unit_rows("fivefold", m["label"], rec, held):
+                    rows.append({**r, "fold": f.index})
+                u = {"label": m["label"], "seed": s, "fold": f.index, "status": rec["status"], "seconds": rec.get("seconds"),
+                     "n_train": rec.get("n_train"), "n_val": rec.get("n_val"), "n_test": rec.get("n_test"), "selected_epoch": rec.get("selected_epoch"),
+                     "last_epoch": rec.get("last_epoch")}
+                if held is not None:
+                    u["c_index"] = _c(held)
+                d_ = rec.get("diagnostics") or {}
+                if d_:  # gates at the selected epoch (preregistered.yaml's "gates open", one unit)
+                    u["gate_abs_mean_min"] = min(v for q, v in d_.items() if q.startswith("gate_abs_mean/"))
+                    u["update_ratio_max"] = max(v for q, v in d_.items() if q.startswith("update_ratio/"))
+                    u["gates_open"] = rs._gates_open([rec], {"gate_abs_mean_min": 0.05, "update_ratio_min": 0.01, "seeds_required": 1})
+                last = d / "heldout_last_epoch.csv"
+                if last.exists():
+                    u["c_index_last_epoch"] = _c(pd.read_csv(last))
+                    rows.append({"group": "fivefold", "cell": m["label"], "label": m["label"], "seed": s, "fold": f.index, "status": rec["status"],
+                                 "metric": "c_index_last_epoch", "value": u["c_index_last_epoch"]})
+                sel = d / "fit" / "epoch_selection.json"
+                if sel.exists():
+                    u["epoch_selection"] = json.loads(sel.read_text())
+                units.append(u)
+    report: dict = {"plan": str(PLAN.relative_to(rs.REPO)), "seeds": seeds, "units": units}
+    report.update(oracles_pooled(cohort, fl))
+    held = {(lab, s): pooled(runs, lab, s, k) for lab in (MT, LF) for s in seeds}
+    held_last = {s: pooled(runs, MT, s, k, "heldout_last_epoch.csv") for s in seeds}
+    done = [s for s in seeds if held[(MT, s)] is not None and held[(LF, s)] is not None]
+    report["seeds_complete"] = done
+    if done:
+        mt, lf = [held[(MT, s)] for s in done], [held[(LF, s)] for s in done]
+        report["pooled_c_index"] = {MT: [_c(h) for h in mt], LF: [_c(h) for h in lf]}
+        report["fold_mean_c_index"] = {lab: [float(np.mean([u["c_index"] for u in units if u["label"] == lab and u["seed"] == s and "c_index" in u])) for s in done]
+                                       for lab in (MT, LF)}
+        report["modaltune_vs_late_fusion"] = rs._paired_bootstrap(mt, lf, plan["decision"]["n_boot"])
+        if all(held_last[s] is not None for s in done):
+            ml = [held_last[s] for s in done]
+            report["pooled_c_index"]["modaltune_last_epoch"] = [_c(h) for h in ml]
+            report["selected_vs_last_epoch"] = rs._paired_bootstrap(mt, ml, plan["decision"]["n_boot"])
+            report["last_epoch_vs_late_fusion"] = rs._paired_bootstrap(ml, lf, plan["decision"]["n_boot"])
+        report["subtype_pooled"] = {lab: [_subtype(h) for h in hs] for lab, hs in ((MT, mt), (LF, lf))}
+        report["gates_open_units"] = f"{sum(bool(u.get('gates_open')) for u in units if u['label'] == MT)} of {sum(1 for u in units if u['label'] == MT)}"
+        gt = cohort.ground_truth
+        report["ols"] = {lab: [rs._ols_interaction(h.set_index("patient_id")["risk"], gt) for h in hs] for lab, hs in ((MT, mt), (LF, lf))}
+        b = report["modaltune_vs_late_fusion"]
+        report["decision"] = ("ModalTune better" if b["ci"][0] > 0 else "late fusion better" if b["ci"][1] < 0 else "no difference established")
+    OUT.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(OUT / "results.csv", index=False)
+    frames = []
+    for (lab, s), h in held.items():
+        if h is not None:
+            frames.append(h.assign(method=lab, seed=s, epoch="selected" if lab == MT else "last"))
+    for s, h in held_last.items():
+        if h is not None:
+            frames.append(h.assign(method=MT, seed=s, epoch="last"))
+    if frames:
+        pd.concat(frames, ignore_index=True).to_csv(OUT / "heldout_predictions.csv.gz", index=False, float_format="%.6g")
+    with open(OUT / "epoch_selection.jsonl", "w") as fh:
+        for u in units:
+            if "epoch_selection" in u:
+                fh.write(json.dumps({"seed": u["seed"], "fold": u["fold"], **u["epoch_selection"]}) + "\n")
+    (OUT / "analysis.json").write_text(json.dumps(report, indent=2, default=str))
+    _write_md(report, plan)
+    return report
+
+
+def _fmt(b: dict | None) -> str:
+    return rs._fmt_ci(b)
+
+
+def _write_md(r: dict, plan: dict) -> None:
+    L = [f"SYNTHETIC cohort (simulate_cohort {plan['cohort']}), SIMULATED slide bags. Plan: {r['plan']}.",
+         f"Patient-level {plan['split']['kfold']}-fold CV (seed {plan['split']['seed']}), validation = {plan['split']['val_fraction']} of each training part; "
+         f"seeds complete: {r['seeds_complete']}; pooled held-out C over all folds.", "",
+         "| method | pooled C per seed | fold-mean C per seed |", "|---|---|---|"]
+    for lab in ("modaltune", "late_fusion", "modaltune_last_epoch"):
+        pc = (r.get("pooled_c_index") or {}).get(lab)
+        fm = (r.get("fold_mean_c_index") or {}).get(lab)
+        if pc is not None:
+            L.append(f"| {lab} | {', '.join(f'{v:.3f}' for v in pc)} | {', '.join(f'{v:.3f}' for v in fm) if fm else '-'} |")
+    L += ["", f"oracle C (true log-hazard) {r['oracle_c_index']:.3f}; additive oracle {r['oracle_additive_c_index']:.3f}", "",
+          f"ModalTune - late fusion (paired bootstrap): {_fmt(r.get('modaltune_vs_late_fusion'))} -> {r.get('decision', 'not complete')}",
+          f"ModalTune selected - last epoch: {_fmt(r.get('selected_vs_last_epoch'))}",
+          f"ModalTune last epoch - late fusion: {_fmt(r.get('last_epoch_vs_late_fusion'))}",
+          f"ModalTune units with gates open at the selected epoch: {r.get('gates_open_units')}", ""]
+    for lab, xs in (r.get("ols") or {}).items():
+        L.append(f"OLS of pooled held-out risk, {lab}: " + "; ".join(f"slide {x['beta_slide']:+.2f}, RNA {x['beta_rna']:+.2f}, interaction {x['beta_interaction']:+.2f} "
+                                                                   f"[{x['ci_interaction'][0]:+.2f}, {x['ci_interaction'][1]:+.2f}], R2 {x['r2']:.2f}" for x in xs))
+    for lab, xs in (r.get("subtype_pooled") or {}).items():
+        L.append(f"subtype (pooled held-out), {lab}: " + "; ".join(f"bal. acc. {x['balanced_accuracy']:.3f}, AUC {x['auc']:.3f}" for x in xs))
+    L += ["",
+          "| method | seed | fold | n train / val / test | selected epoch (of 0..last) | val probe bal. acc. per epoch | held-out C (selected) | held-out C (last epoch) | seconds |",
+          "|---|---|---|---|---|---|---|---|---|"]
+    for u in r["units"]:
+        es = u.get("epoch_selection") or {}
+        sc = ", ".join(f"{e['val_probe_balanced_accuracy']:.2f}" for e in es.get("epochs", [])) or "-"
+        sel = f"{u['selected_epoch']} (of 0..{u['last_epoch']})" if u.get("selected_epoch") is not None else "- (last)"
+        cl = f"{u['c_index_last_epoch']:.3f}" if "c_index_last_epoch" in u else "-"
+        L.append(f"| {u['label']} | {u['seed']} | {u['fold']} | {u['n_train']} / {u['n_val']} / {u['n_test']} | {sel} | {sc} | {u.get('c_index', float('nan')):.3f} | {cl} | {u['seconds']} |")
+    (OUT / "summary.md").write_text("\n".join(L) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("cmd", choices=["pilot", "run", "analyse"])
+    ap.add_argument("--runs", type=Path, required=True, help="run folder (outside the repository)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (default: the plan's)")
+    ap.add_argument("--max-patches", type=int, default=64, help="pilot only")
+    ap.add_argument("--epochs", type=int, default=8, help="pilot only")
+    ap.add_argument("--method", choices=[MT, LF], default=MT, help="pilot only")
+    a = ap.parse_args()
+    a.runs.mkdir(parents=True, exist_ok=True)
+    if a.cmd == "pilot":
+        cmd_pilot(a.runs, a.max_patches, a.epochs, a.method)
+    elif a.cmd == "run":
+        cmd_run(a.runs, a.seeds)
+    else:
+        analyse(a.runs, a.seeds)
+
+
+if __name__ == "__main__":
+    main()
