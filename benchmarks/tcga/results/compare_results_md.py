@@ -1,7 +1,8 @@
 """Cell-by-cell comparison of the RESULTS.md "## TCGA benchmark (issue 4)" tables with re-run tables.md files.
 
 Each table of the section belongs to the run whose ``Run folder: `.../<run>``` line follows it; the same run's
-table with the same title in the re-run tables file is its counterpart. Cells are compared as strings (both
+table with the same title in the re-run tables files is its counterpart (tables of one run in several files, e.g. two
+``--methods`` subset runs or the paired rows of ``paired_from_runs.py``, are merged row by row). Cells are compared as strings (both
 sides are written by the same ``run_tcga.tables`` formatter, so equal numbers print equally).
 
     python benchmarks/tcga/results/compare_results_md.py <RESULTS.md before the edit> \
@@ -53,6 +54,18 @@ def blocks(lines: list[str]) -> dict[str, dict[str, pd.DataFrame]]:
     return out
 
 
+def merge_rows(have: pd.DataFrame | None, more: pd.DataFrame, what: str) -> pd.DataFrame:
+    """Rows of ``have`` and ``more`` (two subset runs of one config, e.g. ``--methods gene_mixer`` beside the
+    other methods, give one table); a row in both must read the same, else the comparison would be ambiguous."""
+    if have is None:
+        return more
+    both = have.index.intersection(more.index)
+    clash = [r for r in both if not have.loc[r].reindex(more.columns).fillna("").equals(more.loc[r].fillna(""))]
+    if clash:
+        raise SystemExit(f"error: {what}: row {clash[0]!r} differs between two tables files (fix: pass one re-run per row)")
+    return pd.concat([have, more.drop(index=both)]).reindex(columns=list(dict.fromkeys([*have.columns, *more.columns])), fill_value="")
+
+
 def section(text: str, heading: str) -> list[str]:
     """The lines of the ``## heading`` section of ``text``."""
     lines = text.splitlines()
@@ -67,13 +80,18 @@ def main() -> int:
     ap.add_argument("tables", nargs="+")
     ap.add_argument("--heading", default="## TCGA benchmark (issue 4)")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--only", nargs="*", default=None, help="keep only these runs (config names, e.g. subtype) in the output")
     args = ap.parse_args()
     old = blocks(section(Path(args.results_md).read_text(), args.heading))
     new: dict[str, dict[str, pd.DataFrame]] = {}
     for t in args.tables:
-        new.update(blocks(Path(t).read_text().splitlines()))
+        for run, tabs in blocks(Path(t).read_text().splitlines()).items():
+            for title, df in tabs.items():
+                new.setdefault(run, {})[title] = merge_rows(new.get(run, {}).get(title), df, f"{run} / {title}")
     rows = []
     for run, tabs in old.items():
+        if args.only is not None and run not in args.only:
+            continue
         for title, told in tabs.items():
             tnew = new.get(run, {}).get(title)
             for r in told.index:
