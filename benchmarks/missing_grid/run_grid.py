@@ -50,13 +50,27 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def fit_method(spec: dict, cohort, fold, trainer: dict, task: str, work: Path):
+def spec_data(spec: dict, cohort_dir: str) -> dict | None:
+    """The spec's ``data:`` options for the engine's preprocessor (e.g. ``pathways: {rna: ...}`` for
+    survpath), with ``{cohort}`` in a pathway path replaced by the cohort directory, so a spec can name
+    the cohort's own gene lists (the simulator writes ``pathways.csv``); ``None`` when the spec has none."""
+    data = spec.get("data")
+    if not data:
+        return None
+    data = dict(data)
+    if data.get("pathways"):
+        data["pathways"] = {k: str(v).replace("{cohort}", str(cohort_dir)) for k, v in data["pathways"].items()}
+    return data
+
+
+def fit_method(spec: dict, cohort, fold, trainer: dict, task: str, work: Path, data: dict | None = None):
     """Fit one method spec on ``fold.train`` of ``cohort`` (already masked); two-stage specs
-    (``chain: lego_merge | lego_fuse | dispro``) fit their first stage(s) into ``work`` first."""
+    (``chain: lego_merge | lego_fuse | dispro``) fit their first stage(s) into ``work`` first.
+    ``data``: preprocessor options (:func:`spec_data`), the same for every stage."""
     chain = spec.get("chain")
     mods = spec.get("modalities")
     params = dict(spec.get("params") or {})
-    common = dict(tasks=[task], trainer=trainer, progress=False)
+    common = dict(tasks=[task], trainer=trainer, progress=False, data=data)
     if chain in ("lego_merge", "lego_fuse"):
         folders = []
         for b in spec["blocks"]:
@@ -131,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                     row = {"setting": s.name, "fold": fi, "seed": seed, "method": label}
                     t0 = time.perf_counter()
                     try:
-                        fitted = fit_method(spec, masked, fold, trainer, task, work)
+                        fitted = fit_method(spec, masked, fold, trainer, task, work, spec_data(spec, args.cohort))
                         fit_s = time.perf_counter() - t0
                         p = predict(fitted, masked, eval_ids)
                         p = p[p["task"] == task].dropna(axis=1, how="all")

@@ -105,3 +105,34 @@ def test_driver_masks_and_keeps_every_patient(tiny_cohort_dir, tmp_path):
     # a rerun skips finished units (resumable)
     assert _load("run_grid").main(args) == 0
     assert len(pd.read_csv(out / "results.csv")) == 4
+
+
+def test_spec_data_names_the_cohorts_pathways():
+    rg = _load("run_grid")
+    assert rg.spec_data({"name": "late_fusion"}, "/c") is None
+    got = rg.spec_data({"data": {"pathways": {"rna": "{cohort}/pathways.csv"}, "omics_scaling": "none"}}, "/x/sim")
+    assert got == {"pathways": {"rna": "/x/sim/pathways.csv"}, "omics_scaling": "none"}
+
+
+def test_driver_passes_pathways_to_survpath(tiny_cohort_dir, tmp_path):
+    """survpath needs pathway gene lists: without a spec ``data.pathways`` the unit is recorded as failed
+    with the method's one-line reason; with the cohort's own pathways.csv it trains and predicts every
+    held-out patient (also under a mask that drops slides and omics)."""
+    from modaltune.data.splits import SplitSet
+
+    sp = {"name": "survpath", "modalities": ["slide", "rna"], "params": {"wsi_projection_dim": 8}}
+    cfg = {"task": "survival", "split_seed": 0, "settings": ["W0_O0", "W40_O20"], "seeds": [0],
+           "trainer": {"max_epochs": 1, "batch_size": 4, "max_patches": 8},
+           "methods": [{**sp, "label": "sp-none"}, {**sp, "label": "sp-pw", "data": {"pathways": {"rna": "{cohort}/pathways.csv"}}}]}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    args = ["--config", str(tmp_path / "c.yaml"), "--cohort", str(tiny_cohort_dir), "--out", str(out), "--split", "kfold3.csv", "--folds", "0"]
+    assert _load("run_grid").main(args) == 0
+    res = pd.read_csv(out / "results.csv").set_index(["setting", "method"])
+    ids = sorted(SplitSet.load(tiny_cohort_dir / "splits" / "kfold3.csv").folds[0].test) or sorted(SplitSet.load(tiny_cohort_dir / "splits" / "kfold3.csv").folds[0].val)
+    for s in ("W0_O0", "W40_O20"):
+        assert res.loc[(s, "sp-none"), "status"] == "failed"
+        assert "survpath needs pathway gene lists for omics block 'rna'" in res.loc[(s, "sp-none"), "reason"]
+        assert res.loc[(s, "sp-pw"), "status"] == "done"
+        p = pd.read_parquet(out / "preds" / f"{s}__f0__s0__sp-pw.parquet")
+        assert sorted(p["patient_id"]) == ids and np.isfinite(p["risk"]).all()
