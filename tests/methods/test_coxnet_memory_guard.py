@@ -1,13 +1,13 @@
 """Penalised Cox memory guard (issue 12, item 7): estimate before fitting, refuse or switch to PCA."""
 from __future__ import annotations
 
-import json
+import importlib.util
 import os
-import subprocess
 import sys
 import time
 import tracemalloc
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +23,16 @@ from modaltune.errors import ConfigError
 from modaltune.methods import build_method
 from modaltune.methods.coxnet import PARALLEL_UNITS_ENV, cox_fit_bytes, cox_memory_budget
 from modaltune.testing.batches import make_info, make_wide_tabular
+
+_CALIBRATION = Path(__file__).resolve().parents[2] / "benchmarks" / "coxnet_guard" / "calibrate_ridge_svd.py"
+
+
+def _calibration():
+    """The calibration script of ``ridge_cox_fit_bytes`` (benchmarks/coxnet_guard), whose per-point measurement the test re-runs."""
+    spec = importlib.util.spec_from_file_location("calibrate_ridge_svd", _CALIBRATION)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def _no_fit(monkeypatch):
@@ -177,36 +187,13 @@ def test_output_width_predicts_the_fitted_feature_count(n, k, use_pca, genes):
     assert m.features.fit(X).transform(X).shape[1] == want
 
 
-# VmHWM (this process's own peak RSS) rather than ru_maxrss: after fork + exec, ru_maxrss starts at the parent's
-# peak (here pytest's), which would hide the fit's growth
-_RSS_CHILD = r"""
-import json, re, sys, warnings
-import numpy as np
-from sksurv.util import Surv
-from modaltune.evaluation.ridge_cox import fit_ridge_cox
-def hwm():
-    return int(re.search(r"VmHWM:\s+(\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
-n, p = int(sys.argv[1]), int(sys.argv[2])
-rng = np.random.default_rng(0)
-warnings.simplefilter("ignore")
-fit_ridge_cox(rng.standard_normal((20, 40)), Surv.from_arrays(event=rng.uniform(size=20) < .7, time=rng.exponential(size=20) + .1), 1.0)
-X = rng.standard_normal((n, p))
-y = Surv.from_arrays(event=rng.uniform(size=n) < .7, time=rng.exponential(size=n) + .1)
-before = hwm()
-fit_ridge_cox(X, y, 10.0 * n)
-print(json.dumps(hwm() - before))
-"""
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads VmHWM from /proc/self/status")
 def test_svd_route_estimate_bounds_the_measured_peak_rss():
     """The SVD-route calibration (benchmarks/coxnet_guard/calibration.json), one point re-measured in a fresh process:
     the peak RSS growth of fit_ridge_cox at n = 100, p = 10,000 (measured 3.1 n p float64, numpy's SVD buffers and
     LAPACK's workspace included, which tracemalloc does not see) is covered by the estimate, not by 2x."""
     n, p = 100, 10_000
-    out = subprocess.run([sys.executable, "-c", _RSS_CHILD, str(n), str(p)], capture_output=True, text=True, check=True,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
-    growth = json.loads(out.stdout.strip().splitlines()[-1])
+    growth = _calibration().measure_in_child(n, p, env={**os.environ, "OMP_NUM_THREADS": "1"})["growth_bytes"]
     est = cox_fit_bytes(n, p, "ridge")
     assert est == 8 * (4 * n * p + 16 * n * n)
     assert 0.5 * est < growth <= est, (growth, est)
