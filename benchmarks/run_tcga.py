@@ -162,6 +162,48 @@ def import_cohorts(paths: list[Path], shared: str | None) -> None:
         print(f"imported {name}: {len(c)} patients -> {path} ({time.time() - t0:.1f} s)", flush=True)
 
 
+def refused_pairs(cfg_path: Path, overrides: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
+    """The (method, cohort) pairs that ``load_config`` would refuse (a method needing a modality, an RNA
+    block with pathway lists or signature genes that a cohort lacks; ``data_refusals``), so that a
+    multi-cohort config runs the rest instead of refusing everything. Returns ``--set`` overrides that
+    restrict each refused method to the cohorts it can run on (``methods.<i>.cohorts``) and one
+    failed_units.csv row per refused pair (fold/seed ``*``: no unit was planned, the reason is the
+    config-load message)."""
+    from modaltune.config import PATH_CHECK_CONTEXT, apply_overrides, load_yaml
+    from modaltune.training.experiment_config import DataConfig, MethodConfig, _cohort_view, data_refusals
+
+    raw = apply_overrides(load_yaml(cfg_path), overrides)
+    data = DataConfig.model_validate(raw["data"], context={PATH_CHECK_CONTEXT: True, "base_dir": cfg_path.parent})
+    methods = [MethodConfig.model_validate(m) for m in raw.get("methods") or []]
+    refused = data_refusals(methods, data)
+    names = [v[0] for c in data.cohorts if (v := _cohort_view(c)) is not None]
+    extra, rows = [], []
+    for i in sorted({r[0] for r in refused}):
+        m = methods[i]
+        out_of = {c for j, c, _ in refused if j == i}
+        keep = [c for c in names if c not in out_of and (m.cohorts is None or c in m.cohorts)]
+        extra.append(f"methods.{i}.cohorts=[{', '.join(keep)}]")
+    for i, cohort, why in refused:
+        label = methods[i].display
+        rows.append({"unit": f"{label}__{cohort}__refused_at_config_load", "method": label, "cohort": cohort, "task": "*", "fold": "*", "seed": "*",
+                     "reason": f"refused at config load: {why}", "name": methods[i].name})
+    return extra, rows
+
+
+def record_refused(run: Path, rows: list[dict[str, Any]]) -> None:
+    """Append the refused (method, cohort) rows to the run's failed_units.csv (rewritten by each run)."""
+    from modaltune.benchmark.run_folder import atomic_write_csv
+
+    if not rows:
+        return
+    path = run / "failed_units.csv"
+    old = pd.read_csv(path, dtype=str) if path.exists() else pd.DataFrame()
+    new = pd.DataFrame(rows, dtype=str).drop(columns=["name"], errors="ignore")  # the registry name is for --methods only
+    if len(old):
+        old = old[~old["unit"].isin(new["unit"])]
+    atomic_write_csv(path, pd.concat([old, new], ignore_index=True))
+
+
 def coverage_reports(cfg, out: Path) -> list[str]:
     """Write the Gene Mixer pathway coverage report of each cohort with RNA; return summary lines."""
     from modaltune.training import sources
@@ -341,8 +383,10 @@ def tables(out: Path, names: list[str], cmd: str, simulated: dict[str, Any] | No
                 if pt:
                     parts += [f"Paired bootstrap, {task} · {metric}: difference A - B on the pooled out-of-fold predictions of the same patients [95% CI] (two-sided p):", "", pt]
         if len(failed):
-            per = failed.groupby(["method", "cohort"], sort=False).agg(n=("fold", "count"), reason=("reason", "first")).reset_index()
-            parts += ["Failed units: " + "; ".join(f"{r.method} / {r.cohort}: {r.n} fold(s), {str(r.reason)[:110]}" for r in per.itertuples()), ""]
+            per = failed.groupby(["method", "cohort"], sort=False).agg(n=("fold", "count"), every=("fold", lambda f: (f.astype(str) == "*").any()),
+                                                                       reason=("reason", "first")).reset_index()
+            parts += ["Failed units: " + "; ".join(f"{r.method} / {r.cohort}: {'all folds' if r.every else f'{r.n} fold(s)'}, {str(r.reason)[:110]}"
+                                                   for r in per.itertuples()), ""]
         parts += [f"Run folder: `{run}` (summary.md with bootstrap 95% CIs on pooled out-of-fold predictions, results.csv, predictions.parquet).", ""]
     return "\n".join(parts)
 
@@ -419,7 +463,15 @@ def main(argv: list[str] | None = None) -> int:
             attach_bags(paths, dim=sim["feature_dim"], patches=tuple(sim["patches_per_slide"]), seed=sim["seed"])
         # the imported cohorts replace the config's own paths before validation (they may not exist)
         where = "data.cohorts=[" + ", ".join(str(p.resolve()) for p in paths) + "]"
-        cfg = load_config(path, BenchmarkConfig, overrides=[where, *shared_overrides(path, args.shared), *args.overrides])
+        ov = [where, *shared_overrides(path, args.shared), *args.overrides]
+        # a method that cannot run on some cohorts (survpath on a cohort without RNA) is left out of those
+        # cohorts and recorded, instead of the config being refused as a whole
+        restrict, refused = refused_pairs(path, ov)
+        if args.methods:
+            refused = [r for r in refused if r["name"] in set(args.methods)]
+        for r in refused:
+            print(f"{name}: {r['method']} / {r['cohort']} {r['reason']}", flush=True)
+        cfg = load_config(path, BenchmarkConfig, overrides=[*ov, *restrict])
         if args.methods:
             kept = [m for m in cfg.methods if m.name in set(args.methods)]
             # the comparison reference may be left out of the subset: drop the comparisons first
@@ -453,6 +505,7 @@ def main(argv: list[str] | None = None) -> int:
             cov_lines += coverage_reports(cfg, out)
         t0 = time.time()
         res = run_benchmark(cfg, out / run_name, workers=args.workers, progress=False)
+        record_refused(out / run_name, refused)
         print(f"{run_name}: {len(res.statuses)} units, {len(res.failed)} failed, {time.time() - t0:.0f} s -> {out / run_name}", flush=True)
     names = [n + suffix for n in args.configs]
     names = [f"{n}_batch1" if args.batch1 else n for n in names]

@@ -150,6 +150,8 @@ def plan_units(cfg: BenchmarkConfig, cohort_paths: list[Path]) -> list[Unit]:
         all_tasks = list(dict.fromkeys(t for ts in task_sets for t in ts))
         splits, _ = sources.make_splits(cohort, cfg.split, all_tasks)
         for mi, m in enumerate(cfg.methods):
+            if m.cohorts is not None and cohort.name not in m.cohorts and Path(path).name not in m.cohorts:
+                continue  # e.g. a (method, cohort) pair refused at config load (benchmarks/run_tcga.py)
             for ts in task_sets:
                 if m.tasks is not None and not set(ts) <= set(m.tasks):
                     continue
@@ -157,6 +159,11 @@ def plan_units(cfg: BenchmarkConfig, cohort_paths: list[Path]) -> list[Unit]:
                     for f in splits.folds:
                         for seed in cfg.seed_list():
                             units.append(Unit(mi, m.display, cohort.name, str(path), tuple(ts), f.index, seed, setting))
+    named = {c for m in cfg.methods for c in (m.cohorts or [])}
+    known = {n for p in cohort_paths for n in (sources.load_cohort(p).name, Path(p).name)}
+    if named - known:
+        raise InputError(f"methods[].cohorts names cohort(s) {sorted(named - known)} that the benchmark does not have",
+                         where="methods.cohorts", fix=f"use some of {sorted(known)}")
     _check_cox_batch_size(cfg, units, cohort_paths)
     uids = [u.uid for u in units]
     dup = sorted({u for u in uids if uids.count(u) > 1})

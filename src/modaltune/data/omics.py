@@ -38,6 +38,7 @@ __all__ = [
     "read_pathway_matrix",
     "read_pathways",
     "tokenize_pathways",
+    "table_genes",
     "OmicsScaler",
 ]
 
@@ -312,6 +313,26 @@ def tokenize_pathways(membership: str | Path | pd.DataFrame | PathwaySet, genes:
     if dropped:
         log.warning("%d of %d pathways dropped: fewer than %d gene(s) in the omics table (see PathwayTokens.dropped)", len(dropped), len(ps), max(min_genes, 1))
     return PathwayTokens(names, index, coverage, dropped)
+
+
+def table_genes(path: str | Path, index_col: str = "patient_id") -> list[str]:
+    """Gene (column) names of an omics table (Parquet or CSV) in file order, without reading its values.
+
+    ``index_col`` and pandas' stored index columns are left out, as :meth:`Cohort.load` makes them the
+    index. Used by the config-load checks (a method's pathway / signature overlap) on whole TCGA tables.
+    """
+    path = Path(path)
+    ensure_readable(path)
+    try:
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            names = list(pq.read_schema(path).names)
+        else:
+            names = list(pd.read_csv(path, nrows=0).columns)
+    except Exception as exc:  # unreadable / corrupt file
+        raise InputError(f"cannot read the table's columns ({type(exc).__name__})", where=path, fix="check that the file is a valid CSV/Parquet table") from exc
+    return [str(c) for c in names if c != index_col and not str(c).startswith("__index_level_")]
 
 
 # ------------------------------------------------------------------------------------ scaling

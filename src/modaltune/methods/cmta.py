@@ -53,6 +53,7 @@ from modaltune.layers.nystrom import NystromAttention
 from modaltune.methods._coattn import build_signature_groups, fusion_head, slide_inputs
 from modaltune.methods._torch_common import HeadParams, split_params, wrap
 from modaltune.methods.registry import register_method
+from modaltune.methods.requirements import signature_overlap
 
 __all__ = ["CMTAEncoder", "CMTAParams", "build_cmta"]
 
@@ -198,7 +199,7 @@ class CMTAEncoder(nn.Module):
         return self.forward_with_aux(batch)[0]
 
 
-@register_method("cmta", kind="torch", modalities=("slide", "omics"), requires=("slide", "omics"), params=CMTAParams,
+@register_method("cmta", kind="torch", modalities=("slide", "omics"), requires=("slide", "omics"), params=CMTAParams, check_data=signature_overlap,
                  description="CMTA: parallel pathology/genomics encoder-decoders, cross-modal translation and alignment loss (Zhou and Chen 2023)")
 def build_cmta(info: Any, **params: Any):
     """Params: :class:`CMTAParams` (validated, defaults filled)."""

@@ -22,6 +22,7 @@ from modaltune.encoders.fusion import ModalityBranch, omics_branch
 from modaltune.errors import ConfigError
 from modaltune.methods._torch_common import HeadParams, split_params, wrap
 from modaltune.methods.registry import register_method
+from modaltune.methods.requirements import pathway_block
 
 __all__ = ["GeneMixerParams", "build_gene_mixer", "GeneMixerEncoder", "default_pathway_omics"]
 
@@ -88,7 +89,7 @@ class GeneMixerEncoder(nn.Module):
         return tokens, present
 
 
-@register_method("gene_mixer", kind="torch", modalities=("omics",), requires=("omics",), params=GeneMixerParams,
+@register_method("gene_mixer", kind="torch", modalities=("omics",), requires=("omics",), params=GeneMixerParams, check_data=pathway_block,
                  description="per-pathway SNNs + MLP-Mixer over pathway tokens (ModalTune Gene Mixer)")
 def build_gene_mixer(info: Any, **params: Any):
     """Params: :class:`GeneMixerParams` (validated, defaults filled)."""

@@ -27,6 +27,7 @@ from torch import nn
 from modaltune.methods._coattn import DIM, CoAttnBackbone, CoAttnParams, build_signature_groups
 from modaltune.methods._torch_common import split_params, wrap
 from modaltune.methods.registry import register_method
+from modaltune.methods.requirements import signature_overlap
 
 __all__ = ["MCATParams", "MCATEncoder", "build_mcat"]
 
@@ -52,7 +53,7 @@ class MCATEncoder(CoAttnBackbone):
         return out
 
 
-@register_method("mcat", kind="torch", modalities=("slide", "omics"), requires=("slide", "omics"), params=MCATParams,
+@register_method("mcat", kind="torch", modalities=("slide", "omics"), requires=("slide", "omics"), params=MCATParams, check_data=signature_overlap,
                  description="MCAT: genomic-signature tokens co-attend over patches, per-modality transformers, concat/bilinear fusion (Chen et al. 2021)")
 def build_mcat(info: Any, **params: Any):
     """Params: :class:`MCATParams` (validated, defaults filled)."""

@@ -31,6 +31,7 @@ from modaltune.layers.optimal_transport import OTCoAttention, _pot
 from modaltune.methods._coattn import CoAttnBackbone, CoAttnParams, build_signature_groups, slide_inputs
 from modaltune.methods._torch_common import split_params, wrap
 from modaltune.methods.registry import register_method
+from modaltune.methods.requirements import signature_overlap
 
 __all__ = ["MOTCatParams", "MOTCatEncoder", "build_motcat"]
 
@@ -77,7 +78,7 @@ class MOTCatEncoder(CoAttnBackbone):
         return total / counts[:, None]
 
 
-@register_method("motcat", kind="torch", modalities=("slide", "omics"), requires=("slide", "omics"), params=MOTCatParams,
+@register_method("motcat", kind="torch", modalities=("slide", "omics"), requires=("slide", "omics"), params=MOTCatParams, check_data=signature_overlap,
                  description="MOTCat: unbalanced optimal-transport co-attention between patches and genomic signatures (Xu and Chen 2023)")
 def build_motcat(info: Any, **params: Any):
     """Params: :class:`MOTCatParams` (validated, defaults filled)."""

@@ -68,6 +68,10 @@ class MethodEntry:
     requires: tuple[str, ...] = ()
     #: the model fuses separate per-modality encoders (``modality_branches()``; ``trainer.modulation: agm``)
     branched: bool = False
+    #: what the method needs of a cohort beyond ``requires`` (an omics block with pathway lists, signature
+    #: genes in the cohort): ``check_data(name, params, CohortData)``, called when the config loads
+    #: (:mod:`modaltune.methods.requirements`)
+    check_data: Callable[..., None] | None = None
 
 
 METHODS: Registry[MethodEntry] = Registry("method", error=InputError, where="method.name")
@@ -75,8 +79,10 @@ _LOADED = False
 
 
 def register_method(name: str, *, kind: str = "torch", modalities: tuple[str, ...] = (), description: str = "",
-                    params: type[BaseModel] | None = None, requires: tuple[str, ...] = (), branched: bool = False):
-    """Decorator registering ``builder(info, **params)`` under ``name`` (refuses a taken name)."""
+                    params: type[BaseModel] | None = None, requires: tuple[str, ...] = (), branched: bool = False,
+                    check_data: Callable[..., None] | None = None):
+    """Decorator registering ``builder(info, **params)`` under ``name`` (refuses a taken name).
+    ``check_data``: see :class:`MethodEntry` (e.g. :func:`modaltune.methods.requirements.pathway_block`)."""
     if kind not in ("torch", "tabular"):
         raise ValueError(f"method kind must be 'torch' or 'tabular', got {kind!r}")
     bad = sorted(set(requires) - set(MODALITY_KINDS))
@@ -87,7 +93,7 @@ def register_method(name: str, *, kind: str = "torch", modalities: tuple[str, ..
         if name in METHODS and METHODS[name].builder is fn:
             return fn
         desc = description or (fn.__doc__ or "").strip().split("\n")[0]
-        METHODS.register(name, MethodEntry(name, fn, kind, tuple(modalities), desc, params or OpenParams, tuple(requires), bool(branched)))
+        METHODS.register(name, MethodEntry(name, fn, kind, tuple(modalities), desc, params or OpenParams, tuple(requires), bool(branched), check_data))
         return fn
 
     return deco
@@ -101,7 +107,7 @@ def _load_all() -> None:
     import modaltune.methods as pkg
 
     for mod in pkgutil.iter_modules(pkg.__path__):
-        if mod.name not in ("registry", "base"):
+        if mod.name not in ("registry", "base", "requirements"):
             importlib.import_module(f"modaltune.methods.{mod.name}")
     _LOADED = True
 

@@ -54,6 +54,7 @@ from modaltune.errors import ConfigError, InputError
 from modaltune.layers.missing import MissingModalityEmbedding, masked_mean
 from modaltune.methods._torch_common import HeadParams, split_params, wrap
 from modaltune.methods.registry import register_method
+from modaltune.methods.requirements import pathway_block
 
 __all__ = [
     "FeedForward",
@@ -329,7 +330,7 @@ def _pathway_omics(info: Any, omics: str | None) -> str:
     return omics
 
 
-@register_method("survpath", kind="torch", modalities=("slide", "omics"), requires=("slide", "omics"), params=SurvPathParams,
+@register_method("survpath", kind="torch", modalities=("slide", "omics"), requires=("slide", "omics"), params=SurvPathParams, check_data=pathway_block,
                  description="SurvPath: pathway + histology tokens, masked multimodal attention (Jaume et al. 2024)")
 def build_survpath(info: Any, **params: Any):
     """Params: :class:`SurvPathParams` (validated, defaults filled)."""

@@ -33,6 +33,7 @@ __all__ = [
     "EvaluationConfig",
     "ExperimentConfig",
     "BenchmarkConfig",
+    "data_refusals",
 ]
 
 
@@ -134,13 +135,15 @@ class SplitConfig(StrictModel):
 class MethodConfig(StrictModel):
     """One method: registry ``name``, builder ``params``, input ``modalities`` (None = the method's
     declared modalities, else every cohort modality), a display ``label`` (default: name) and, in a
-    benchmark, the ``tasks`` it runs on (None = every task set; e.g. a Cox model: ``[survival]``)."""
+    benchmark, the ``tasks`` it runs on (None = every task set; e.g. a Cox model: ``[survival]``) and
+    the ``cohorts`` it runs on (cohort names; None = every cohort)."""
 
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
     modalities: list[str] | None = None
     label: str | None = None
     tasks: list[str] | None = None  # benchmark only: run this method on task sets within these tasks
+    cohorts: list[str] | None = None  # benchmark only: run this method on these cohorts (names; None = every cohort)
 
     @property
     def display(self) -> str:
@@ -371,17 +374,15 @@ class _PathsMixin:
                 split.file = str(cand)
 
 
-def _cohort_kinds(path: str) -> dict[str, list[str]] | None:
-    """``{kind: [modality names]}`` declared by the cohort at ``path`` (None when unreadable: the
-    cohort loader reports that itself, with its own message)."""
+def _cohort_view(path: str) -> tuple[str, list[tuple[str, str, str | None]]] | None:
+    """``(name, [(modality name, kind, table path)]) `` declared by the cohort at ``path`` (None when
+    unreadable or without modalities: the cohort loader reports that itself, with its own message)."""
     import yaml
 
     try:
         raw = yaml.safe_load((Path(path) / "cohort.yaml").read_text()) or {}
-        kinds: dict[str, list[str]] = {}
-        for m in raw.get("modalities") or []:
-            kinds.setdefault(str(m["kind"]), []).append(str(m["name"]))
-        return kinds or None  # a manifest without modalities is the cohort loader's to report
+        mods = [(str(m["name"]), str(m["kind"]), m.get("path")) for m in raw.get("modalities") or []]
+        return (str(raw.get("name") or Path(path).name), mods) if mods else None
     except Exception:  # noqa: BLE001 - an untrusted manifest: the cohort loader reports it itself
         return None
 
@@ -407,29 +408,64 @@ def _check_modulation(methods: list[MethodConfig], trainer: TrainerConfig) -> No
             raise PydanticCustomError("modulation", "{need}; method '{method}' has not ({why})", {"need": NEEDS_BRANCHES, "method": m.name, "why": why})
 
 
-def _check_required_modalities(methods: list[MethodConfig], data: DataConfig, info: ValidationInfo) -> None:
-    """Refuse, at config load, a method that needs a modality kind one of the cohorts lacks (only when
-    paths are checked, i.e. read by ``load_config``; simulated cohorts have every modality)."""
-    from modaltune.methods.registry import get_method
+def data_refusals(methods: list[MethodConfig], data: DataConfig) -> list[tuple[int, str, str]]:
+    """``(method index, cohort name (manifest), one-line reason naming the cohort folder)`` for each method that cannot run on a cohort of
+    ``data.cohorts`` (absolute paths, as validated by ``load_config``): a modality it is given that the
+    cohort lacks, a modality kind it requires (registry ``requires``) that its selected modalities
+    lack, or what its registry ``check_data`` finds (an omics block with pathway lists, signature genes
+    in the cohort; :mod:`modaltune.methods.requirements`). Methods whose ``cohorts`` leave a cohort out,
+    unknown method names (reported by the runner / fit with a did-you-mean) and unreadable manifests
+    (reported by the cohort loader) are skipped. Simulated cohorts have every modality."""
+    from modaltune.methods.registry import MODALITY_KINDS, get_method
+    from modaltune.methods.requirements import CohortData, check_method_data
 
+    out: list[tuple[int, str, str]] = []
+    for cohort in data.cohorts:
+        view = _cohort_view(cohort)
+        if view is None:
+            continue
+        name, mods = view
+        shown = Path(cohort).name  # messages name the folder the config gives; the benchmark's tables use ``name``
+        has = {n: k for n, k, _ in mods}
+        for i, m in enumerate(methods):
+            if m.cohorts is not None and name not in m.cohorts and Path(cohort).name not in m.cohorts:
+                continue
+            try:
+                entry = get_method(m.name)
+            except Exception:  # noqa: BLE001 - any lookup failure is left to the runner / fit
+                continue
+            requested = m.modalities or list(entry.modalities) or list(has)
+            unknown = [r for r in requested if r not in has and r not in MODALITY_KINDS]
+            if unknown:
+                out.append((i, name, f"method '{m.name}' is given modality '{unknown[0]}' and cohort {shown} has none (it has: {', '.join(has)})"
+                                     f" (fix: drop '{unknown[0]}' from the method's modalities, or run it on cohorts that have it)"))
+                continue
+            chosen = {n: k for n, k in has.items() if n in requested or k in requested}
+            lacking = [k for k in entry.requires if k not in has.values()]
+            if lacking:
+                kinds = sorted(set(has.values()))
+                out.append((i, name, f"method '{m.name}' needs {lacking[0]} data and cohort {shown} has none (it has: {', '.join(kinds) or 'none'})"))
+                continue
+            unselected = [k for k in entry.requires if k not in chosen.values()]
+            if unselected:
+                out.append((i, name, f"method '{m.name}' needs {unselected[0]} data and its modalities {requested} select none of cohort {shown}'s"))
+                continue
+            files = {n: Path(cohort) / (p or f"omics/{n}.parquet") for n, k, p in mods if k == "omics" and n in chosen}
+            cd = CohortData(shown, chosen, files, {k: str(v) for k, v in data.pathways.items() if k in chosen})
+            why = check_method_data(m.name, entry.check_data, m.params, entry.params, cd)
+            if why:
+                out.append((i, name, why))
+    return out
+
+
+def _check_required_modalities(methods: list[MethodConfig], data: DataConfig, info: ValidationInfo) -> None:
+    """Refuse, at config load, a method that cannot run on one of the cohorts (:func:`data_refusals`;
+    only when paths are checked, i.e. read by ``load_config``). The message is the first refusal."""
     if not (info.context or {}).get(PATH_CHECK_CONTEXT):
         return
-    for cohort in data.cohorts:
-        kinds = _cohort_kinds(cohort)
-        if kinds is None:
-            continue
-        for m in methods:
-            try:
-                required = get_method(m.name).requires
-            except Exception:  # noqa: BLE001 - any lookup failure is left to the runner / fit
-                continue  # unknown names are reported by the runner / fit with a did-you-mean
-            lacking = [k for k in required if k not in kinds]
-            if lacking:
-                raise PydanticCustomError(
-                    "method_modality",
-                    "method '{method}' needs {kind} data and cohort {cohort} has none (it has: {has})",
-                    {"method": m.name, "kind": lacking[0], "cohort": Path(cohort).name, "has": ", ".join(sorted(kinds)) or "none"},
-                )
+    refused = data_refusals(methods, data)
+    if refused:
+        raise PydanticCustomError("method_modality", "{detail}", {"detail": refused[0][2] + (f" ({len(refused) - 1} more method/cohort pair(s) refused)" if len(refused) > 1 else "")})
 
 
 class ExperimentConfig(_PathsMixin, StrictModel):

@@ -1,0 +1,155 @@
+"""A method that needs more than a modality kind (an RNA block with pathway lists, signature genes in
+the cohort, a named modality) is refused when the config loads, in one line naming the method, the
+cohort and what is missing (issue 14, "Bad input"); partial gene overlap is not an error."""
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from modaltune.config import load_config
+from modaltune.errors import ConfigError
+from modaltune.training.experiment_config import BenchmarkConfig, ExperimentConfig
+
+
+@pytest.fixture(scope="module")
+def base_cohort(tmp_path_factory) -> Path:
+    """An 8-patient simulated cohort named ``withrna`` (slide, rna, cnv, mut, clinical, text) and its pathway CSV."""
+    from modaltune.data.simulate import simulate_cohort
+
+    out = tmp_path_factory.mktemp("req") / "withrna"
+    simulate_cohort(out, preset="tiny", n_patients=8, patches=(4, 8), n_folds=0, name="withrna")
+    return out
+
+
+@pytest.fixture
+def cohorts(base_cohort, tmp_path) -> tuple[Path, Path]:
+    """``(withrna, norna)`` in ``tmp_path``: the second is the same cohort, named ``norna``, without its RNA block."""
+    a, b = tmp_path / "withrna", tmp_path / "norna"
+    shutil.copytree(base_cohort, a)
+    shutil.copytree(base_cohort, b)
+    man = yaml.safe_load((b / "cohort.yaml").read_text())
+    man["name"] = "norna"
+    man["modalities"] = [m for m in man["modalities"] if m["name"] != "rna"]
+    (b / "cohort.yaml").write_text(yaml.safe_dump(man, sort_keys=False))
+    return a, b
+
+
+def _write(tmp_path: Path, text: str, name: str = "cfg.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def _genes(cohort: Path) -> list[str]:
+    import pandas as pd
+
+    return [c for c in pd.read_parquet(cohort / "omics" / "rna.parquet").columns if c != "patient_id"]
+
+
+@pytest.mark.usefixtures("cohorts")  # the configs name the folders it makes in tmp_path
+def test_survpath_without_rna_is_refused_at_load_and_loads_with_it(tmp_path):
+    ok = _write(tmp_path, "data: {cohorts: [withrna], pathways: {rna: withrna/pathways.csv}}\nmethod: {name: survpath}\n")
+    assert load_config(ok, ExperimentConfig).method.name == "survpath"
+    bad = _write(tmp_path, "data: {cohorts: [norna], pathways: {rna: withrna/pathways.csv}}\nmethod: {name: survpath}\n", "bad.yaml")
+    with pytest.raises(ConfigError) as ei:
+        load_config(bad, ExperimentConfig)
+    msg = str(ei.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"{bad}: method 'survpath' needs omics block 'rna' (pathway tokens) and cohort norna has none (its omics blocks: cnv, mut)")
+    assert "drop survpath from methods" in msg
+
+
+def test_a_benchmark_names_the_refused_pair_and_counts_the_others(cohorts, tmp_path):
+    text = ("data: {cohorts: [withrna, norna], pathways: {rna: withrna/pathways.csv}}\n"
+            "methods: [{name: snn}, {name: survpath}, {name: gene_mixer}]\n")
+    with pytest.raises(ConfigError) as ei:
+        load_config(_write(tmp_path, text), BenchmarkConfig)
+    msg = str(ei.value)
+    assert "method 'survpath' needs omics block 'rna'" in msg and "cohort norna" in msg and msg.endswith("(1 more method/cohort pair(s) refused)")
+    # restricted to the cohort that has RNA (what benchmarks/run_tcga.py does for the refused pairs), it loads
+    ok = text.replace("{name: survpath}, {name: gene_mixer}", "{name: survpath, cohorts: [withrna]}, {name: gene_mixer, cohorts: [withrna]}")
+    cfg = load_config(_write(tmp_path, ok, "ok.yaml"), BenchmarkConfig)
+    assert [m.cohorts for m in cfg.methods] == [None, ["withrna"], ["withrna"]]
+
+
+def test_rna_without_pathway_lists_is_refused_naming_data_pathways(cohorts, tmp_path):
+    bad = _write(tmp_path, "data: {cohorts: [withrna]}\nmethod: {name: gene_mixer}\n")
+    with pytest.raises(ConfigError, match=r"method 'gene_mixer' needs pathway gene lists for omics block 'rna' of cohort withrna and data.pathways "
+                                          r"has none for it \(fix: set data.pathways: \{rna: "):
+        load_config(bad, ExperimentConfig)
+    # params.omics names a block that has pathway lists: the check follows it
+    cnv = _write(tmp_path, "data: {cohorts: [norna], pathways: {cnv: withrna/pathways.csv}}\nmethod: {name: gene_mixer, params: {omics: cnv}}\n", "cnv.yaml")
+    import pandas as pd
+
+    genes = [c for c in pd.read_parquet(tmp_path / "norna" / "omics" / "cnv.parquet").columns if c != "patient_id"]
+    pd.DataFrame({"gene": genes[:3], "P1": 1}).to_csv(tmp_path / "withrna" / "pathways.csv", index=False)
+    assert load_config(cnv, ExperimentConfig).method.params == {"omics": "cnv"}
+
+
+def test_a_named_modality_the_cohort_lacks_is_refused(cohorts, tmp_path):
+    bad = _write(tmp_path, "data: {cohorts: [norna]}\nmethod: {name: modaltune, modalities: [slide, rna]}\n")
+    with pytest.raises(ConfigError) as ei:
+        load_config(bad, ExperimentConfig)
+    assert str(ei.value) == (f"{bad}: method 'modaltune' is given modality 'rna' and cohort norna has none (it has: slide, cnv, mut, clinical, text) "
+                             "(fix: drop 'rna' from the method's modalities, or run it on cohorts that have it)")
+    ok = _write(tmp_path, "data: {cohorts: [withrna]}\nmethod: {name: modaltune, modalities: [slide, rna]}\n", "ok.yaml")
+    assert load_config(ok, ExperimentConfig).method.modalities == ["slide", "rna"]
+    # a required kind that the selected modalities leave out
+    sel = _write(tmp_path, "data: {cohorts: [withrna]}\nmethod: {name: snn, modalities: [slide]}\n", "sel.yaml")
+    with pytest.raises(ConfigError, match=r"method 'snn' needs omics data and its modalities \['slide'\] select none of cohort withrna's"):
+        load_config(sel, ExperimentConfig)
+
+
+def test_zero_overlap_signature_file_is_refused_naming_the_file(cohorts, tmp_path):
+    sig = tmp_path / "no_overlap_sig.csv"
+    sig.write_text("G1,G2\nNOT_A_GENE_1,NOT_A_GENE_2\nNOT_A_GENE_3,\n")
+    bad = _write(tmp_path, f"data: {{cohorts: [withrna]}}\nmethod: {{name: mcat, params: {{signatures: {sig}}}}}\n")
+    with pytest.raises(ConfigError) as ei:
+        load_config(bad, ExperimentConfig)
+    msg = str(ei.value)
+    assert "\n" not in msg and "method 'mcat' cannot map its genes onto cohort withrna" in msg
+    assert f"{sig}: no signature gene is among the cohort's omics features (overlap 0/3 genes" in msg
+    missing = _write(tmp_path, "data: {cohorts: [withrna]}\nmethod: {name: motcat}\n", "missing.yaml")
+    with pytest.raises(ConfigError, match=r"method 'motcat' needs the genomic signature groups \(method.params.signatures is not set\)"):
+        load_config(missing, ExperimentConfig)
+
+
+def test_zero_overlap_pathway_file_is_refused_naming_the_file(cohorts, tmp_path):
+    pw = tmp_path / "no_overlap_pathways.csv"
+    pw.write_text("gene,P1,P2\nNOT_A_GENE_1,1,0\nNOT_A_GENE_2,0,1\n")
+    bad = _write(tmp_path, f"data: {{cohorts: [withrna], pathways: {{rna: {pw}}}}}\nmethod: {{name: survpath}}\n")
+    with pytest.raises(ConfigError) as ei:
+        load_config(bad, ExperimentConfig)
+    msg = str(ei.value)
+    assert "\n" not in msg and "method 'survpath' cannot map its genes onto cohort withrna" in msg
+    assert f"{pw}: none of the 2 pathways has >= 1 gene(s) in the omics table" in msg and "overlap 0 of 2 pathway genes" in msg
+
+
+def test_partial_signature_overlap_loads_and_logs_the_coverage(cohorts, tmp_path, caplog):
+    withrna, _ = cohorts
+    genes = _genes(withrna)
+    sig = tmp_path / "partial_sig.csv"
+    sig.write_text(f"G1,G2\n{genes[0]},{genes[1]}\nNOT_A_GENE,\n")
+    ok = _write(tmp_path, f"data: {{cohorts: [withrna]}}\nmethod: {{name: cmta, params: {{signatures: {sig}, omics: [rna]}}}}\n")
+    with caplog.at_level(logging.INFO, logger="modaltune.encoders.signatures"):
+        assert load_config(ok, ExperimentConfig).method.name == "cmta"
+    # G1: 1 of its 2 genes (the run folder gets the same table as signature_coverage.csv at fit time)
+    assert any(f"signature coverage ({sig}): G1 1/2 genes (1 features); G2 1/1 genes (1 features)" in r.getMessage() for r in caplog.records)
+
+
+def test_plan_units_skips_cohorts_a_method_is_not_given_and_refuses_unknown_names(cohorts, tmp_path):
+    from modaltune.benchmark.runner import plan_units
+    from modaltune.errors import InputError
+
+    withrna, norna = cohorts
+    text = "data: {cohorts: [withrna, norna]}\nsplit: {kfold: 2}\nmethods: [{name: snn}, {name: omics_mlp, cohorts: [norna]}]\ntasks: [survival]\n"
+    cfg = load_config(_write(tmp_path, text), BenchmarkConfig)
+    units = plan_units(cfg, [withrna, norna])
+    assert sorted((u.method, u.cohort) for u in units) == sorted([("snn", "withrna")] * 2 + [("snn", "norna")] * 2 + [("omics_mlp", "norna")] * 2)
+    cfg = load_config(_write(tmp_path, text.replace("cohorts: [norna]", "cohorts: [nrona]"), "typo.yaml"), BenchmarkConfig)
+    with pytest.raises(InputError, match=r"methods\[\].cohorts names cohort\(s\) \['nrona'\] that the benchmark does not have"):
+        plan_units(cfg, [withrna, norna])
