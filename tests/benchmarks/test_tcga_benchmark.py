@@ -221,3 +221,33 @@ def test_simulated_bags_on_a_tiny_imported_cohort(write_fake_porpoise, tmp_path,
     # rerunning into the same folder with other bag settings is refused (the old bags would be kept silently)
     with pytest.raises(ConfigError, match="already holds simulated bags made with other settings"):
         run_tcga.main([a if a != "8" else "16" for a in args])
+
+
+def test_a_method_refused_on_one_cohort_is_recorded_and_the_rest_runs(write_fake_porpoise, tmp_path, monkeypatch):
+    """coattn_mcat5 on a fake BLCA (RNA) and a fake UCEC without RNA columns (as the real UCEC table):
+    load_config would refuse survpath on UCEC, so the driver runs survpath on BLCA only and records the
+    refused pair, with its one-line config-load reason, in failed_units.csv and tables.md."""
+    run_tcga = _run_tcga()
+    shared = _tiny_porpoise(tmp_path / "shared", write_fake_porpoise)
+    blca = pd.read_csv(shared / "data" / "tcga" / "porpoise" / "datasets_csv_mutsig" / "tcga_blca_all_clean.csv.zip", index_col=0)
+    ucec = blca.drop(columns=[c for c in blca.columns if c.endswith("_rnaseq")]).assign(oncotree_code="UCEC")
+    ids = list(dict.fromkeys(ucec["case_id"]))
+    write_fake_porpoise(shared, "ucec", ucec, [([p for i, p in enumerate(ids) if i % 5 != k], [p for i, p in enumerate(ids) if i % 5 == k]) for k in range(5)])
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "tcga"
+    args = ["--configs", "coattn_mcat5", "--simulated-bags", "--sim-dim", "8", "--sim-patches", "3", "6", "--cohorts", "blca", "ucec", "--folds", "0",
+            "--methods", "survpath", "--set", "trainer.max_epochs=1", "--set", "evaluation.bootstrap=20", "--out", str(out), "--shared", str(shared), "--workers", "1"]
+    assert run_tcga.main(args) == 0
+    run = out / "coattn_mcat5_m-survpath_c-blca-ucec_f-0_max_epochs-1_bootstrap-20_simbags"
+    res = pd.read_csv(run / "results.csv")
+    assert set(res.loc[res["metric"] == "c_index", "cohort"]) == {"porpoise_blca"}  # survpath ran where it can
+    failed = pd.read_csv(run / "failed_units.csv", dtype=str)
+    assert len(failed) == 1
+    row = failed.iloc[0]
+    assert (row["method"], row["cohort"], row["fold"]) == ("survpath (slide + rna pathways)", "porpoise_ucec", "*")
+    assert row["reason"].startswith("refused at config load: method 'survpath' needs omics block 'rna' (pathway tokens) and cohort tcga_ucec has none")
+    tables = (out / "tables_m-survpath_c-blca-ucec_f-0_max_epochs-1_bootstrap-20_simbags.md").read_text()
+    assert "Failed units: survpath (slide + rna pathways) / porpoise_ucec: all folds, refused at config load: method 'survpath'" in tables
+    # resuming rewrites failed_units.csv once more: the refused pair is listed once, not twice
+    assert run_tcga.main(args) == 0
+    assert len(pd.read_csv(run / "failed_units.csv")) == 1
