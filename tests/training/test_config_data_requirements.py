@@ -61,6 +61,10 @@ def test_survpath_without_rna_is_refused_at_load_and_loads_with_it(tmp_path):
     assert "\n" not in msg
     assert msg.startswith(f"{bad}: method 'survpath' needs omics block 'rna' (pathway tokens) and cohort norna has none (its omics blocks: cnv, mut)")
     assert "drop survpath from methods" in msg
+    # `cohorts` restricts a method within a benchmark only: a fit runs on its cohort whatever it says
+    fit_cfg = _write(tmp_path, "data: {cohorts: [norna], pathways: {rna: withrna/pathways.csv}}\nmethod: {name: survpath, cohorts: [withrna]}\n", "fit.yaml")
+    with pytest.raises(ConfigError, match="method 'survpath' needs omics block 'rna'"):
+        load_config(fit_cfg, ExperimentConfig)
 
 
 def test_a_benchmark_names_the_refused_pair_and_counts_the_others(cohorts, tmp_path):

@@ -487,7 +487,8 @@ class ExperimentConfig(_PathsMixin, StrictModel):
 
     @model_validator(mode="after")
     def _modalities_present(self, info: ValidationInfo) -> ExperimentConfig:
-        _check_required_modalities([self.method], self.data, info)
+        # ``cohorts`` restricts a method within a benchmark only: a fit always runs on its cohort
+        _check_required_modalities([self.method.model_copy(update={"cohorts": None})], self.data, info)
         _check_modulation([self.method], self.trainer)
         return self
 
