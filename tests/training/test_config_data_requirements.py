@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from modaltune.config import load_config
 from modaltune.errors import ConfigError
@@ -157,3 +159,34 @@ def test_plan_units_skips_cohorts_a_method_is_not_given_and_refuses_unknown_name
     cfg = load_config(_write(tmp_path, text.replace("cohorts: [norna]", "cohorts: [nrona]"), "typo.yaml"), BenchmarkConfig)
     with pytest.raises(InputError, match=r"methods\[\].cohorts names cohort\(s\) \['nrona'\] that the benchmark does not have"):
         plan_units(cfg, [withrna, norna])
+
+
+_TABLE_GENES = [f"G{i}" for i in range(6)]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(groups=st.lists(st.tuples(st.sets(st.sampled_from(_TABLE_GENES), max_size=3), st.integers(0, 2)), min_size=1, max_size=3))
+def test_signature_check_refuses_exactly_when_a_group_has_no_gene_in_the_table(tmp_path, groups):
+    """Each group: some genes of the table + some unknown ones. Refused iff a group has no table gene
+    (the message names the file); otherwise it passes, however small the overlap."""
+    from modaltune.errors import InputError
+    from modaltune.methods.mcat import MCATParams
+    from modaltune.methods.requirements import CohortData, signature_overlap
+
+    table = tmp_path / "rna.csv"
+    if not table.exists():
+        table.write_text("patient_id," + ",".join(_TABLE_GENES) + "\np1," + ",".join("0" for _ in _TABLE_GENES) + "\n")
+    cols = {f"S{j}": sorted(known) + [f"UNKNOWN_{j}_{k}" for k in range(n_unknown)] for j, (known, n_unknown) in enumerate(groups)}
+    if any(not genes for genes in cols.values()):
+        return  # an empty column is no group (read_signatures drops it)
+    n = max(len(g) for g in cols.values())
+    sig = tmp_path / "sig.csv"
+    sig.write_text(",".join(cols) + "\n" + "\n".join(",".join(g[i] if i < len(g) else "" for g in cols.values()) for i in range(n)) + "\n")
+    data = CohortData("c", {"slide": "slide", "rna": "omics"}, {"rna": table})
+    params = MCATParams(signatures=str(sig))
+    if all(known for known, _ in groups):
+        signature_overlap("mcat", params, data)
+    else:
+        with pytest.raises(InputError) as ei:
+            signature_overlap("mcat", params, data)
+        assert str(ei.value).startswith(f"{sig}: ") and "\n" not in str(ei.value)
