@@ -190,3 +190,17 @@ def test_signature_check_refuses_exactly_when_a_group_has_no_gene_in_the_table(t
         with pytest.raises(InputError) as ei:
             signature_overlap("mcat", params, data)
         assert str(ei.value).startswith(f"{sig}: ") and "\n" not in str(ei.value)
+
+
+def test_a_missing_omics_table_is_left_to_the_cohort_loader(cohorts, tmp_path):
+    """The data check reads table headers; a declared table that is gone is the cohort loader's to
+    report (its own one-line message at fit), never a traceback at config load."""
+    from modaltune.data.cohort import Cohort
+    from modaltune.errors import InputError
+
+    withrna, _ = cohorts
+    (withrna / "omics" / "rna.parquet").unlink()
+    cfg = load_config(_write(tmp_path, "data: {cohorts: [withrna], pathways: {rna: withrna/pathways.csv}}\nmethod: {name: survpath}\n"), ExperimentConfig)
+    assert cfg.method.name == "survpath"
+    with pytest.raises(InputError, match="file\\(s\\) that cohort.yaml declares are missing"):
+        Cohort.load(withrna)

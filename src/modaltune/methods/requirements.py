@@ -145,4 +145,6 @@ def check_method_data(name: str, check: DataCheck | None, params: dict[str, Any]
         return f"method '{name}' {describe(exc)}"
     except ModaltuneError as exc:
         return f"method '{name}' cannot map its genes onto cohort {data.name}: {describe(exc)}"
+    except OSError:  # a declared omics table is missing: the cohort loader reports it, with its own message
+        return None
     return None
