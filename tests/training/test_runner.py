@@ -113,6 +113,25 @@ def test_one_class_fold_fails_with_reason_and_others_finish(cohort_copy, tmp_pat
     assert res2.statuses[res.failed[0]] == "failed"
 
 
+def test_method_on_a_modality_the_cohort_lacks_is_refused_and_the_others_are_aggregated(tiny_cohort_dir, tmp_path):
+    # as ModalTune's [slide, rna] on TCGA-UCEC (no RNA): each unit of a method asking for a modality the cohort
+    # lacks (here 'methylation') is refused with the one-line reason, and aggregation (exclusions, feature
+    # notes) still writes the other method's tables
+    cfg = _cfg(tiny_cohort_dir, tasks=["survival"],
+               methods=[{"name": "mean_pool", "params": {"hidden": 8}},
+                        {"name": "mean_pool", "params": {"hidden": 8}, "modalities": ["slide", "methylation"], "label": "needs methylation"}])
+    res = run_benchmark(cfg, tmp_path / "run", progress=False)
+    assert len(res.failed) == 2, res.failed  # kfold 2: both folds of that method
+    failed = pd.read_csv(tmp_path / "run" / "failed_units.csv")
+    assert len(failed) == 2 and (failed["method"] == "needs methylation").all()
+    assert failed["reason"].str.contains("unknown modality 'methylation'").all()
+    assert (~failed["reason"].str.contains("\n")).all()
+    results = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert set(results["method"]) == {"mean_pool"}
+    assert set(results["fold"]) == {0, 1} and results["value"].notna().all()
+    assert (tmp_path / "run" / "exclusions.csv").exists() and "## Failed units" in (tmp_path / "run" / "summary.md").read_text()
+
+
 def test_bad_names_raise_one_line_input_errors(cohort_copy, tmp_path):
     with pytest.raises(InputError, match="unknown method 'abmill'"):
         run_benchmark(_cfg(cohort_copy, methods=[{"name": "abmill"}]), tmp_path / "a", progress=False)

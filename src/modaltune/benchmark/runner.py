@@ -581,10 +581,19 @@ def _collapse_notes(predictions: pd.DataFrame, infos: dict[tuple[str, str], Any]
 
 
 def _used_modalities(cfg: BenchmarkConfig, cohort: Any) -> list[str]:
-    """Modality names of ``cohort`` read by at least one method of the benchmark."""
+    """Modality names of ``cohort`` read by at least one method of the benchmark.
+
+    A method asking for a modality the cohort lacks (ModalTune's ``[slide, rna]`` on a cohort without
+    RNA) reads nothing here: its units were refused with that one-line reason in failed_units.csv, so
+    it is skipped rather than failing the aggregation of every other method's results.
+    """
     mods: list[str] = []
     for m in cfg.methods:
-        for x in sources.resolve_modalities(cohort, m.modalities or list(get_method(m.name).modalities) or None) or [mm.name for mm in cohort.modalities]:
+        try:
+            picked = sources.resolve_modalities(cohort, m.modalities or list(get_method(m.name).modalities) or None)
+        except InputError:
+            continue
+        for x in picked or [mm.name for mm in cohort.modalities]:
             if x not in mods:
                 mods.append(x)
     return mods
