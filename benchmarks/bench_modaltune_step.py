@@ -25,7 +25,14 @@ alternating the variants round by round (each in its own process: a warm-up step
 * ``after``: the fused merge, float32 or bfloat16 autocast (``torch.autocast("cpu", torch.bfloat16)``
   around forward + loss, what ``trainer.precision: bf16-mixed`` does on CPU), with and without checkpointing;
 * ``after bf16 autocast + bf16-weights backbone``: the same autocast, with the frozen backbone's weights stored in
-  bfloat16 (``precision="bf16-weights"`` applied to ``model.backbone``; the adapter's trainable parameters stay float32).
+  bfloat16 (``precision="bf16-weights"`` applied to ``model.backbone``; the adapter's trainable parameters stay float32);
+* the same with checkpointing (``after fp32 + ckpt``, ``after bf16 autocast + bf16-weights backbone + ckpt``).
+
+``--threads T`` sets the child's torch/OpenMP threads (default 2, the committed 4k protocol). ``--max-rss-mib CAP`` polls
+each child's resident memory and kills it above CAP (a variant that does not fit on a shared machine is recorded as
+"over CAP", not allowed to push the machine into swap or the OOM killer). Every run records ``/proc/loadavg`` before and
+after it and the warm-up step's own time. The table gives medians and ranges, relative to the first of "before fp32",
+"before fp32 + ckpt" that has a timed run (named in the header).
 
 Writes benchmarks/modaltune_step_issue19.{json,md} (``--out PREFIX`` elsewhere).
 """
@@ -49,7 +56,7 @@ def _hwm_mib() -> float:
     return float("nan")
 
 
-def _child(n: int, ckpt: bool, steps: int, precision: str = "fp32", per_branch: bool = False) -> dict:
+def _child(n: int, ckpt: bool, steps: int, precision: str = "fp32", per_branch: bool = False, threads: int = 2) -> dict:
     import contextlib
 
     import numpy as np
@@ -60,7 +67,7 @@ def _child(n: int, ckpt: bool, steps: int, precision: str = "fp32", per_branch: 
 
         gp._branch_rows = lambda *a: None
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
 
     from modaltune.data.cohort import TaskSpec
@@ -112,7 +119,10 @@ def _child(n: int, ckpt: bool, steps: int, precision: str = "fp32", per_branch: 
         opt.step()
         return float(loss.detach())
 
+    w0, wc0 = time.perf_counter(), time.process_time()
     step()  # warm-up (allocations, text encoder, optimizer state)
+    warm = (time.perf_counter() - w0, time.process_time() - wc0)
+    build_and_warmup_peak = _hwm_mib()
     Path("/proc/self/clear_refs").write_text("5")
     times, cpu, losses = [], [], []
     for _ in range(steps):
@@ -122,33 +132,123 @@ def _child(n: int, ckpt: bool, steps: int, precision: str = "fp32", per_branch: 
         cpu.append(time.process_time() - c0)
     return {"n_patches": n, "grad_checkpointing": ckpt, "precision": precision, "per_branch_merge": per_branch,
             "losses": losses, "cpu_seconds_per_step": float(np.median(cpu)), "seconds_per_step": float(np.median(times)), "all_seconds": times,
-            "peak_rss_mib": _hwm_mib(), "trainable_params": trainable, "frozen_params": frozen, "weights": model.weights_source, "threads": 2}
+            "peak_rss_mib": _hwm_mib(), "warmup_seconds": warm[0], "warmup_cpu_seconds": warm[1], "peak_rss_mib_build_and_warmup": build_and_warmup_peak,
+            "trainable_params": trainable, "frozen_params": frozen, "weights": model.weights_source, "threads": threads}
 
 
 VARIANTS = {  # name: (precision, grad checkpointing, per-branch merge)
     "before fp32": ("fp32", False, True),
     "before fp32 + ckpt": ("fp32", True, True),
     "after fp32": ("fp32", False, False),
+    "after fp32 + ckpt": ("fp32", True, False),
     "after bf16 autocast": ("bf16", False, False),
     "after bf16 autocast + ckpt": ("bf16", True, False),
     "after bf16 autocast + bf16-weights backbone": ("bf16w", False, False),
+    "after bf16 autocast + bf16-weights backbone + ckpt": ("bf16w", True, False),
 }
+BASELINES = ("before fp32", "before fp32 + ckpt")  # the ratio columns use the first of these that has a timed run
 
 
-def _run_child(n: int, variant: str, steps: int) -> dict:
+def _loadavg() -> str:
+    return Path("/proc/loadavg").read_text().strip()
+
+
+def _rss_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0.0
+
+
+def _watched(cmd: list[str], env: dict, cap_mib: float | None, poll_s: float = 0.5) -> tuple[int, str, str, float, bool]:
+    """Run ``cmd``; if ``cap_mib`` is set, kill it once its resident memory exceeds ``cap_mib`` MiB.
+
+    Returns (return code, stdout, stderr, largest RSS seen by the poll in MiB, killed for memory). Output goes to
+    temporary files, not pipes, so a long child cannot block on a full pipe while we poll.
+    """
+    import tempfile
+
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        p = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env)
+        seen, killed = 0.0, False
+        while p.poll() is None:
+            seen = max(seen, _rss_mib(p.pid))
+            if cap_mib is not None and seen > cap_mib:
+                p.kill()
+                killed = True
+                break
+            time.sleep(poll_s)
+        rc = p.wait()
+        out.seek(0)
+        err.seek(0)
+        return rc, out.read(), err.read(), seen, killed
+
+
+def _run_child(n: int, variant: str, steps: int, threads: int = 2, cap_mib: float | None = None) -> dict:
     prec, ck, pb = VARIANTS[variant]
-    p = subprocess.run([sys.executable, __file__, "--child", str(n), "1" if ck else "0", str(steps), prec, "1" if pb else "0"],
-                       capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "2"})
-    line = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
+    cmd = [sys.executable, __file__, "--child", str(n), "1" if ck else "0", str(steps), prec, "1" if pb else "0", str(threads)]
+    load_before = _loadavg()
+    rc, out, err, seen, killed = _watched(cmd, {**os.environ, "OMP_NUM_THREADS": str(threads)}, cap_mib)
+    if killed:
+        return {"variant": variant, "n_patches": n, "over_cap_mib": cap_mib, "rss_seen_mib": seen, "threads": threads,
+                "loadavg_before": load_before, "loadavg_after": _loadavg()}
+    line = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
     if not line:
-        print(p.stderr[-3000:])
-        raise SystemExit(f"child {n} {variant} failed")
-    return {"variant": variant, **json.loads(line[0][7:])}
+        print(err[-3000:])
+        raise SystemExit(f"child {n} {variant} failed (exit {rc})")
+    return {"variant": variant, **json.loads(line[0][7:]), "loadavg_before": load_before, "loadavg_after": _loadavg()}
+
+
+def _rng(vals: list[float], fmt: str) -> str:
+    """``median (min-max)`` of ``vals``, or the single value when there is one run."""
+    import statistics
+
+    med = format(statistics.median(vals), fmt)
+    return med if len(vals) == 1 else f"{med} ({format(min(vals), fmt)}-{format(max(vals), fmt)})"
+
+
+def _report(runs: list[dict], sizes: list[int], cmd: str, rounds: int, threads: int, load0: str, load1: str) -> str:
+    """The markdown table of ``--compare``: per (N, variant) medians and ranges over the timed runs, ratios of the
+    medians to the first of ``BASELINES`` with a timed run at that N, and one row per run killed over the memory cap."""
+    import statistics
+
+    lines = [f"Command: `{cmd}`", "",
+             "Protocol: the ModalTune step of this script (GigaPath-size backbone, random_init, paper adapter, 331 pathway tokens, "
+             f"one survival task, batch 1, AdamW), CPU, {threads} thread(s); every variant in its own process (warm-up step, then one timed "
+             f"step; peak = VmHWM after the warm-up), variants alternated in rotating order for {rounds} round(s); medians (range over rounds). "
+             f"1-min load average {load0} before, {load1} after (per-run /proc/loadavg in the JSON). "
+             "Slide features are random numbers (SIMULATED bags).", ""]
+    for n in sizes:
+        timed = {v: [r for r in runs if r["n_patches"] == n and r["variant"] == v and "seconds_per_step" in r] for v in VARIANTS}
+        timed = {v: rs for v, rs in timed.items() if rs}
+        base = next((b for b in BASELINES if b in timed), None)
+        bname = base or "no baseline"
+        lines += [f"| N patches | variant | wall s/step | CPU s/step | peak RSS MiB | wall vs {bname} | CPU vs {bname} | peak vs {bname} | rounds "
+                  "| warm-up step wall s / CPU s |", "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        med = lambda rs, k: statistics.median(r[k] for r in rs)
+        # the warm-up step (same process, just before the timed one) is reported as a second sample; older logs lack it
+        warm = lambda rs: (f"{_rng([r['warmup_seconds'] for r in rs], '.1f')} / {_rng([r['warmup_cpu_seconds'] for r in rs], '.1f')}"
+                           if all("warmup_seconds" in r for r in rs) else "-")
+        for v, rs in timed.items():
+            t, c, m = (med(rs, k) for k in ("seconds_per_step", "cpu_seconds_per_step", "peak_rss_mib"))
+            if base:
+                bt, bc, bm = (med(timed[base], k) for k in ("seconds_per_step", "cpu_seconds_per_step", "peak_rss_mib"))
+                rel = f"{t / bt:.2f}x | {c / bc:.2f}x | {m / bm:.2f}x"
+            else:
+                rel = "- | - | -"
+            lines.append(f"| {n} | {v} | {_rng([r['seconds_per_step'] for r in rs], '.1f')} | {_rng([r['cpu_seconds_per_step'] for r in rs], '.1f')} "
+                         f"| {_rng([r['peak_rss_mib'] for r in rs], '.0f')} | {rel} | {len(rs)} | {warm(rs)} |")
+        for r in runs:
+            if r["n_patches"] == n and "over_cap_mib" in r:
+                lines.append(f"| {n} | {r['variant']} | killed: RSS over the {r['over_cap_mib']:.0f} MiB cap | - | > {r['over_cap_mib']:.0f} | - | - | - | - | - |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def _compare(args: argparse.Namespace) -> None:
-    import statistics
-
     load0 = f"{os.getloadavg()[0]:.1f}"
     plan = [(n, v) for n in args.sizes for v in (args.variants or list(VARIANTS))]
     runs = []
@@ -163,35 +263,22 @@ def _compare(args: argparse.Namespace) -> None:
             for v in vs:
                 if any(r["n_patches"] == n and r["variant"] == v and r.get("round") == rnd for r in runs):
                     continue
-                r = _run_child(n, v, 1)
+                if any(r["n_patches"] == n and r["variant"] == v and "over_cap_mib" in r for r in runs):
+                    continue  # it did not fit once; it will not fit in a later round
+                r = _run_child(n, v, 1, args.threads, args.max_rss_mib)
                 r["round"] = rnd
                 r["load_1min"] = f"{os.getloadavg()[0]:.1f}"
                 runs.append(r)
                 if log:
                     with log.open("a") as fh:
                         fh.write(json.dumps(r) + "\n")
-                print(f"N={n} {v}: {r['seconds_per_step']:.1f} s/step ({r['cpu_seconds_per_step']:.1f} CPU s), peak {r['peak_rss_mib']:.0f} MiB", flush=True)
+                if "over_cap_mib" in r:
+                    print(f"N={n} {v}: killed, RSS {r['rss_seen_mib']:.0f} MiB over the {args.max_rss_mib:.0f} MiB cap", flush=True)
+                else:
+                    print(f"N={n} {v}: {r['seconds_per_step']:.1f} s/step ({r['cpu_seconds_per_step']:.1f} CPU s), peak {r['peak_rss_mib']:.0f} MiB", flush=True)
     load1 = f"{os.getloadavg()[0]:.1f}"
-    cmd = "python benchmarks/bench_modaltune_step.py " + " ".join(sys.argv[1:])
-    lines = [f"Command: `{cmd}`", "",
-             "Protocol: the ModalTune step of this script (GigaPath-size backbone, random_init, paper adapter, 331 pathway tokens, "
-             "one survival task, batch 1, AdamW), CPU, 2 threads; every variant in its own process (warm-up step, then one timed "
-             f"step; peak = VmHWM after the warm-up), variants alternated in rotating order for {args.rounds} round(s); medians. "
-             f"1-min load average {load0} before, {load1} after. Slide features are random numbers (SIMULATED bags).", "",
-             "| N patches | variant | wall s/step (median) | CPU s/step (median) | peak RSS MiB (median) | wall vs before fp32 | CPU vs before fp32 | peak vs before fp32 | rounds |",
-             "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for n in args.sizes:
-        med = {}
-        for v in VARIANTS:
-            rs = [r for r in runs if r["n_patches"] == n and r["variant"] == v]
-            if rs:
-                med[v] = (statistics.median(r["seconds_per_step"] for r in rs), statistics.median(r["cpu_seconds_per_step"] for r in rs),
-                          statistics.median(r["peak_rss_mib"] for r in rs), len(rs))
-        base = med.get("before fp32") or med.get("before fp32 + ckpt")
-        for v, (t, c, m, k) in med.items():
-            rel = f"{t / base[0]:.2f}x | {c / base[1]:.2f}x | {m / base[2]:.2f}x" if base else "- | - | -"
-            lines.append(f"| {n} | {v} | {t:.1f} | {c:.1f} | {m:.0f} | {rel} | {k} |")
-    text = "\n".join(lines) + "\n"
+    cmd = "python benchmarks/bench_modaltune_step.py " + " ".join(f'"{a}"' if " " in a else a for a in sys.argv[1:])
+    text = _report(runs, args.sizes, cmd, args.rounds, args.threads, load0, load1)
     out = Path(args.out) if args.out else HERE / "modaltune_step_issue19"
     out.with_suffix(".md").write_text(text)
     out.with_suffix(".json").write_text(json.dumps({"command": cmd, "load_1min_before_after": [load0, load1], "runs": runs}, indent=1))
@@ -209,11 +296,13 @@ def main() -> None:
     ap.add_argument("--log", help="with --compare: append every run to this JSON-lines file and skip runs already in it")
     ap.add_argument("--out", help="with --compare: output path without suffix (default benchmarks/modaltune_step_issue19)")
     ap.add_argument("--report-only", action="store_true", help="with --compare --log: only write the tables from the log")
+    ap.add_argument("--threads", type=int, default=2, help="with --compare: torch/OpenMP threads of each child (default 2)")
+    ap.add_argument("--max-rss-mib", type=float, help="with --compare: kill a child whose resident memory exceeds this and record it")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         c = args.child
-        extra = (c[3], c[4] == "1") if len(c) > 3 else ()
+        extra = (c[3], c[4] == "1", *(int(x) for x in c[5:6])) if len(c) > 3 else ()
         print("RESULT " + json.dumps(_child(int(c[0]), c[1] == "1", int(c[2]), *extra)))
         return
     if args.compare:
