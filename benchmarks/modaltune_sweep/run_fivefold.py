@@ -12,6 +12,13 @@ epoch's held-out risk (``heldout_last_epoch.csv``) so the effect of the selectio
     nice -n 10 python benchmarks/modaltune_sweep/run_fivefold.py run --runs /work/runs/h22c [--seeds 0 1 2]
     python benchmarks/modaltune_sweep/run_fivefold.py analyse --runs /work/runs/h22c [--seeds 0 1 2]
 
+Ablations at the same protocol (plan ``preregistered_5fold_ablations.yaml``; only the variant's
+ModalTune units run, in ``fivefold/<variant>/``; the cell C and late-fusion units are reused as the
+paired references; ``analyse --variants`` writes benchmarks/modaltune_sweep/fivefold_ablations/)::
+
+    nice -n 10 python benchmarks/modaltune_sweep/run_fivefold.py run --runs /work/runs/h23e --variant paper_sup [--seeds 0 1 2]
+    python benchmarks/modaltune_sweep/run_fivefold.py analyse --runs /work/runs/h23e --variants paper_sup gates_zero
+
 ``analyse`` writes benchmarks/modaltune_sweep/fivefold/{results.csv, analysis.json, summary.md,
 heldout_predictions.csv.gz, epoch_selection.jsonl}. Primary statistic (pre-registered): pooled
 Harrell C over the 300 held-out patients (each patient scored by the model of the fold that held it
@@ -21,6 +28,7 @@ seeds the statistic is the mean over seeds of the per-seed difference).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -35,6 +43,8 @@ import run_sweep as rs  # the sweep's unit runner, C-index and bootstrap (after 
 
 PLAN = rs.REPO / "benchmarks" / "modaltune_sweep" / "preregistered_5fold.yaml"
 OUT = rs.REPO / "benchmarks" / "modaltune_sweep" / "fivefold"
+PLAN_ABL = rs.REPO / "benchmarks" / "modaltune_sweep" / "preregistered_5fold_ablations.yaml"
+OUT_ABL = rs.REPO / "benchmarks" / "modaltune_sweep" / "fivefold_ablations"
 MT, LF = "modaltune", "late_fusion"
 
 
@@ -98,13 +108,32 @@ PILOT_COHORT = {"name": "demo_strong_seed0", "preset": "demo", "seed": 0, "n_pat
 PILOT_SPLIT = {"kfold": 5, "seed": 0, "val_fraction": 0.2}
 
 
-def cmd_run(runs: Path, seeds: list[int] | None) -> None:
+def _ablation_plan() -> dict:
+    return yaml.safe_load(PLAN_ABL.read_text())
+
+
+def variant_method(plan: dict, name: str) -> dict:
+    """Cell C with the ablation plan's overrides for ``name`` (dotted keys set nested params); its
+    label (= its unit folder under fivefold/) is the variant's name."""
+    v = _ablation_plan()["variants"][name]
+    p = copy.deepcopy(_cell(plan))
+    for k, val in v["overrides"].items():
+        if "." in k:
+            rs._set(p, k, val)
+        else:
+            p[k] = val
+    return rs._modaltune(p, name)
+
+
+def cmd_run(runs: Path, seeds: list[int] | None, variant: str | None = None) -> None:
+    """All units of the 5-fold plan, or (``variant``) only that ablation's ModalTune units."""
     plan = _plan()
     cohort = _cohort(runs, plan)
     tr = _trainer(plan)
-    for seed in seeds or plan["seeds"]:
+    methods = [variant_method(plan, variant)] if variant else _methods(plan)
+    for seed in seeds or (_ablation_plan()["variants"][variant]["seeds"] if variant else plan["seeds"]):
         for f in folds(cohort, plan):
-            for m in _methods(plan):
+            for m in methods:
                 rec = rs.run_unit(cohort, f, m, seed, tr, runs / "fivefold" / m["label"] / f"seed{seed}" / f"fold{f.index}", plan.get("eval_batch_size", 8), keep_last=True)
                 _log(runs, {"stage": "run", "label": m["label"], "seed": seed, "fold": f.index, **{k: rec.get(k) for k in ("status", "seconds", "selected_epoch", "reason")}})
 
@@ -244,6 +273,10 @@ def analyse(runs: Path, seeds: list[int] | None) -> dict:
     return report
 
 
+def analyse_ablations(runs: Path, names: list[str]) -> dict:
+    raise NotImplementedError("written after the pre-registration commit")
+
+
 def _fmt(b: dict | None) -> str:
     return rs._fmt_ci(b)
 
@@ -288,12 +321,16 @@ def main() -> None:
     ap.add_argument("--max-patches", type=int, default=64, help="pilot only")
     ap.add_argument("--epochs", type=int, default=8, help="pilot only")
     ap.add_argument("--method", choices=[MT, LF], default=MT, help="pilot only")
+    ap.add_argument("--variant", default=None, choices=sorted(_ablation_plan()["variants"]), help="run only: one ablation of preregistered_5fold_ablations.yaml")
+    ap.add_argument("--variants", nargs="+", default=None, choices=sorted(_ablation_plan()["variants"]), help="analyse only: analyse these ablations (writes fivefold_ablations/)")
     a = ap.parse_args()
     a.runs.mkdir(parents=True, exist_ok=True)
     if a.cmd == "pilot":
         cmd_pilot(a.runs, a.max_patches, a.epochs, a.method)
     elif a.cmd == "run":
-        cmd_run(a.runs, a.seeds)
+        cmd_run(a.runs, a.seeds, a.variant)
+    elif a.variants:
+        analyse_ablations(a.runs, a.variants)
     else:
         analyse(a.runs, a.seeds)
 
