@@ -12,6 +12,13 @@ epoch's held-out risk (``heldout_last_epoch.csv``) so the effect of the selectio
     nice -n 10 python benchmarks/modaltune_sweep/run_fivefold.py run --runs /work/runs/h22c [--seeds 0 1 2]
     python benchmarks/modaltune_sweep/run_fivefold.py analyse --runs /work/runs/h22c [--seeds 0 1 2]
 
+Ablations at the same protocol (plan ``preregistered_5fold_ablations.yaml``; only the variant's
+ModalTune units run, in ``fivefold/<variant>/``; the cell C and late-fusion units are reused as the
+paired references; ``analyse --variants`` writes benchmarks/modaltune_sweep/fivefold_ablations/)::
+
+    nice -n 10 python benchmarks/modaltune_sweep/run_fivefold.py run --runs /work/runs/h23e --variant paper_sup [--seeds 0 1 2]
+    python benchmarks/modaltune_sweep/run_fivefold.py analyse --runs /work/runs/h23e --variants paper_sup gates_zero
+
 ``analyse`` writes benchmarks/modaltune_sweep/fivefold/{results.csv, analysis.json, summary.md,
 heldout_predictions.csv.gz, epoch_selection.jsonl}. Primary statistic (pre-registered): pooled
 Harrell C over the 300 held-out patients (each patient scored by the model of the fold that held it
@@ -21,6 +28,7 @@ seeds the statistic is the mean over seeds of the per-seed difference).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -35,6 +43,8 @@ import run_sweep as rs  # the sweep's unit runner, C-index and bootstrap (after 
 
 PLAN = rs.REPO / "benchmarks" / "modaltune_sweep" / "preregistered_5fold.yaml"
 OUT = rs.REPO / "benchmarks" / "modaltune_sweep" / "fivefold"
+PLAN_ABL = rs.REPO / "benchmarks" / "modaltune_sweep" / "preregistered_5fold_ablations.yaml"
+OUT_ABL = rs.REPO / "benchmarks" / "modaltune_sweep" / "fivefold_ablations"
 MT, LF = "modaltune", "late_fusion"
 
 
@@ -98,13 +108,32 @@ PILOT_COHORT = {"name": "demo_strong_seed0", "preset": "demo", "seed": 0, "n_pat
 PILOT_SPLIT = {"kfold": 5, "seed": 0, "val_fraction": 0.2}
 
 
-def cmd_run(runs: Path, seeds: list[int] | None) -> None:
+def _ablation_plan() -> dict:
+    return yaml.safe_load(PLAN_ABL.read_text())
+
+
+def variant_method(plan: dict, name: str) -> dict:
+    """Cell C with the ablation plan's overrides for ``name`` (dotted keys set nested params); its
+    label (= its unit folder under fivefold/) is the variant's name."""
+    v = _ablation_plan()["variants"][name]
+    p = copy.deepcopy(_cell(plan))
+    for k, val in v["overrides"].items():
+        if "." in k:
+            rs._set(p, k, val)
+        else:
+            p[k] = val
+    return rs._modaltune(p, name)
+
+
+def cmd_run(runs: Path, seeds: list[int] | None, variant: str | None = None) -> None:
+    """All units of the 5-fold plan, or (``variant``) only that ablation's ModalTune units."""
     plan = _plan()
     cohort = _cohort(runs, plan)
     tr = _trainer(plan)
-    for seed in seeds or plan["seeds"]:
+    methods = [variant_method(plan, variant)] if variant else _methods(plan)
+    for seed in seeds or (_ablation_plan()["variants"][variant]["seeds"] if variant else plan["seeds"]):
         for f in folds(cohort, plan):
-            for m in _methods(plan):
+            for m in methods:
                 rec = rs.run_unit(cohort, f, m, seed, tr, runs / "fivefold" / m["label"] / f"seed{seed}" / f"fold{f.index}", plan.get("eval_batch_size", 8), keep_last=True)
                 _log(runs, {"stage": "run", "label": m["label"], "seed": seed, "fold": f.index, **{k: rec.get(k) for k in ("status", "seconds", "selected_epoch", "reason")}})
 
@@ -244,6 +273,153 @@ def analyse(runs: Path, seeds: list[int] | None) -> dict:
     return report
 
 
+def _unit(d: Path, label: str, seed: int, fold: int) -> tuple[dict, list[dict]] | None:
+    """One unit's summary (status, selected epoch, held-out C at the selected and last epoch, gates at
+    the selected epoch, its epoch_selection.json) and its results.csv rows; None if it has not run."""
+    if not (d / "result.json").exists():
+        return None
+    rec, held = rs._load(d)
+    rows = [{**r, "fold": fold} for r in rs._unit_rows("fivefold", label, rec, held)]
+    u = {"label": label, "seed": seed, "fold": fold, "status": rec["status"], "seconds": rec.get("seconds"), "risk_source": rec.get("risk_source"),
+         "n_train": rec.get("n_train"), "n_val": rec.get("n_val"), "n_test": rec.get("n_test"),
+         "selected_epoch": rec.get("selected_epoch"), "last_epoch": rec.get("last_epoch")}
+    if held is not None:
+        u["c_index"] = _c(held)
+    g = {q: v for q, v in (rec.get("diagnostics") or {}).items() if q.startswith("gate_abs_mean/")}
+    r_ = {q: v for q, v in (rec.get("diagnostics") or {}).items() if q.startswith("update_ratio/")}
+    if g:  # gates at the selected epoch; max too, so that frozen-at-zero gates can be checked to be exactly 0
+        u.update(gate_abs_mean_min=min(g.values()), gate_abs_mean_max=max(g.values()), update_ratio_max=max(r_.values()) if r_ else None,
+                 gates_open=rs._gates_open([rec], {"gate_abs_mean_min": 0.05, "update_ratio_min": 0.01, "seeds_required": 1}))
+    last = d / "heldout_last_epoch.csv"
+    if last.exists():
+        u["c_index_last_epoch"] = _c(pd.read_csv(last))
+        rows.append({"group": "fivefold", "cell": label, "label": label, "seed": seed, "fold": fold, "status": rec["status"],
+                     "metric": "c_index_last_epoch", "value": u["c_index_last_epoch"]})
+    sel = d / "fit" / "epoch_selection.json"
+    if sel.exists():
+        u["epoch_selection"] = json.loads(sel.read_text())
+    return u, rows
+
+
+def _decide(b: dict) -> str:
+    return "helps" if b["ci"][0] > 0 else "hurts" if b["ci"][1] < 0 else "no difference established"
+
+
+def analyse_ablations(runs: Path, names: list[str]) -> dict:
+    """The ablation plan's variants against the committed cell C and late-fusion units (same seeds,
+    same 300 held-out patients); writes benchmarks/modaltune_sweep/fivefold_ablations/."""
+    from modaltune.data.cohort import Cohort
+
+    plan, abl = _plan(), _ablation_plan()
+    nb = abl["decision"]["n_boot"]
+    cohort = Cohort.load(runs / "cohorts" / plan["cohort"]["name"])
+    fl = folds(cohort, plan)
+    k = len(fl)
+    gt = cohort.ground_truth
+    ref = {(lab, s): pooled(runs, lab, s, k) for lab in (MT, LF) for s in plan["seeds"]}
+    ref_fold = {(lab, s, f.index): _c(pd.read_csv(runs / "fivefold" / lab / f"seed{s}" / f"fold{f.index}" / "heldout.csv"))
+                for lab in (MT, LF) for s in plan["seeds"] for f in fl}
+    report: dict = {"plan": str(PLAN_ABL.relative_to(rs.REPO)), "base_plan": str(PLAN.relative_to(rs.REPO)),
+                    "references": {lab: {"pooled_c_index": [_c(ref[(lab, s)]) for s in plan["seeds"]]} for lab in (MT, LF)}}
+    committed = OUT / "analysis.json"
+    if committed.exists():  # the reused units must reproduce the committed 5-fold numbers exactly (same files, same code)
+        pc = json.loads(committed.read_text())["pooled_c_index"]
+        report["references_match_committed_fivefold"] = all(report["references"][lab]["pooled_c_index"] == pc[lab] for lab in (MT, LF))
+    report.update(oracles_pooled(cohort, fl))
+    rows, frames, sel_lines, variants = [], [], [], {}
+    for name in names:
+        v = abl["variants"][name]
+        units = []
+        for s in v["seeds"]:
+            for f in fl:
+                got = _unit(runs / "fivefold" / name / f"seed{s}" / f"fold{f.index}", name, s, f.index)
+                if got is None:
+                    continue
+                u, r = got
+                u["cell_c_c_index"], u["late_fusion_c_index"] = ref_fold[(MT, s, f.index)], ref_fold[(LF, s, f.index)]
+                units.append(u)
+                rows += r
+                if "epoch_selection" in u:
+                    sel_lines.append({"variant": name, "seed": s, "fold": f.index, **u["epoch_selection"]})
+        held = {s: pooled(runs, name, s, k) for s in v["seeds"]}
+        held_last = {s: pooled(runs, name, s, k, "heldout_last_epoch.csv") for s in v["seeds"]}
+        done = [s for s in v["seeds"] if held[s] is not None]
+        e: dict = {"label": v["label"], "overrides": v["overrides"], "seeds_planned": v["seeds"], "seeds_complete": done,
+                   "units_run": len(units), "units": units}
+        for s in done:
+            frames.append(held[s].assign(method=name, seed=s, epoch="selected"))
+            if held_last[s] is not None:
+                frames.append(held_last[s].assign(method=name, seed=s, epoch="last"))
+        if done:
+            hv = [held[s] for s in done]
+            e["pooled_c_index"] = [_c(h) for h in hv]
+            e["fold_mean_c_index"] = [float(np.mean([u["c_index"] for u in units if u["seed"] == s and "c_index" in u])) for s in done]
+            e["reference_pooled_c_index_same_seeds"] = {lab: [_c(ref[(lab, s)]) for s in done] for lab in (MT, LF)}
+            e["vs_cell_c"] = rs._paired_bootstrap(hv, [ref[(MT, s)] for s in done], nb)
+            e["vs_late_fusion"] = rs._paired_bootstrap(hv, [ref[(LF, s)] for s in done], nb)
+            e["decision_vs_cell_c"], e["decision_vs_late_fusion"] = _decide(e["vs_cell_c"]), _decide(e["vs_late_fusion"])
+            if all(held_last[s] is not None for s in done):
+                hl = [held_last[s] for s in done]
+                e["pooled_c_index_last_epoch"] = [_c(h) for h in hl]
+                e["selected_vs_last_epoch"] = rs._paired_bootstrap(hv, hl, nb)
+            e["subtype_pooled"] = [_subtype(h) for h in hv]
+            e["ols"] = [rs._ols_interaction(h.set_index("patient_id")["risk"], gt) for h in hv]
+            e["gates_open_units"] = f"{sum(bool(u.get('gates_open')) for u in units)} of {len(units)}"
+        variants[name] = e
+    report["variants"] = variants
+    OUT_ABL.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(OUT_ABL / "results.csv", index=False)
+    if frames:
+        pd.concat(frames, ignore_index=True).to_csv(OUT_ABL / "heldout_predictions.csv.gz", index=False, float_format="%.6g")
+    with open(OUT_ABL / "epoch_selection.jsonl", "w") as fh:
+        fh.writelines(json.dumps(x) + "\n" for x in sel_lines)
+    log = runs / "fivefold_log.jsonl"  # this run folder's log holds only the ablation units' lines
+    if log.exists():
+        (OUT_ABL / "run_log.jsonl").write_text(log.read_text())
+    (OUT_ABL / "analysis.json").write_text(json.dumps(report, indent=2, default=str))
+    _write_md_ablations(report, plan)
+    return report
+
+
+def _write_md_ablations(r: dict, plan: dict) -> None:
+    ref = r["references"]
+    L = [f"SYNTHETIC cohort (simulate_cohort {plan['cohort']}), SIMULATED slide bags. Plan: {r['plan']} (base: {r['base_plan']}).",
+         f"Patient-level {plan['split']['kfold']}-fold CV (seed {plan['split']['seed']}), validation = {plan['split']['val_fraction']} of each training part; "
+         "pooled held-out C over all folds; paired bootstrap (2,000) of the mean over the variant's completed seeds.",
+         f"References (committed 5-fold units, seeds {plan['seeds']}): cell C {', '.join(f'{v:.3f}' for v in ref[MT]['pooled_c_index'])}; "
+         f"late fusion {', '.join(f'{v:.3f}' for v in ref[LF]['pooled_c_index'])}; identical to the committed fivefold/analysis.json: "
+         f"{r.get('references_match_committed_fivefold')}",
+         f"oracle C {r['oracle_c_index']:.3f}; additive oracle {r['oracle_additive_c_index']:.3f}", "",
+         "| variant | seeds complete | pooled C per seed | fold-mean C per seed | last-epoch pooled C | vs cell C | vs late fusion | selected - last | gates open |",
+         "|---|---|---|---|---|---|---|---|---|"]
+    def f3(xs: list | None) -> str:
+        return ", ".join(f"{x:.3f}" for x in xs) if xs else "-"
+
+    for e in r["variants"].values():
+        L.append(f"| {e['label']} | {e['seeds_complete']} | {f3(e.get('pooled_c_index'))} | {f3(e.get('fold_mean_c_index'))} | {f3(e.get('pooled_c_index_last_epoch'))} | "
+                 f"{_fmt(e.get('vs_cell_c'))} {e.get('decision_vs_cell_c', '')} | {_fmt(e.get('vs_late_fusion'))} {e.get('decision_vs_late_fusion', '')} | "
+                 f"{_fmt(e.get('selected_vs_last_epoch'))} | {e.get('gates_open_units', '-')} |")
+    L.append("")
+    for name, e in r["variants"].items():
+        for x in e.get("ols") or []:
+            L.append(f"OLS of pooled held-out risk, {name}: slide {x['beta_slide']:+.2f}, RNA {x['beta_rna']:+.2f}, interaction {x['beta_interaction']:+.2f} "
+                     f"[{x['ci_interaction'][0]:+.2f}, {x['ci_interaction'][1]:+.2f}], R2 {x['r2']:.2f}")
+        for x in e.get("subtype_pooled") or []:
+            L.append(f"subtype (pooled held-out), {name}: bal. acc. {x['balanced_accuracy']:.3f}, AUC {x['auc']:.3f}")
+    L += ["", "| variant | seed | fold | selected epoch | val probe bal. acc. per epoch | C selected | C last | cell C C | late fusion C | "
+              "min / max mean abs gamma | max update ratio | seconds |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, e in r["variants"].items():
+        for u in e["units"]:
+            es = u.get("epoch_selection") or {}
+            sc = ", ".join(f"{x['val_probe_balanced_accuracy']:.2f}" for x in es.get("epochs", [])) or "-"
+            g = f"{u['gate_abs_mean_min']:.3g} / {u['gate_abs_mean_max']:.3g}" if "gate_abs_mean_min" in u else "-"
+            ur = f"{u['update_ratio_max']:.3g}" if u.get("update_ratio_max") is not None else "-"
+            cl = f"{u['c_index_last_epoch']:.3f}" if "c_index_last_epoch" in u else "-"
+            L.append(f"| {name} | {u['seed']} | {u['fold']} | {u.get('selected_epoch')} (of 0..{u.get('last_epoch')}) | {sc} | {u.get('c_index', float('nan')):.3f} | {cl} | "
+                     f"{u['cell_c_c_index']:.3f} | {u['late_fusion_c_index']:.3f} | {g} | {ur} | {u['seconds']} |")
+    (OUT_ABL / "summary.md").write_text("\n".join(L) + "\n")
+
+
 def _fmt(b: dict | None) -> str:
     return rs._fmt_ci(b)
 
@@ -288,12 +464,16 @@ def main() -> None:
     ap.add_argument("--max-patches", type=int, default=64, help="pilot only")
     ap.add_argument("--epochs", type=int, default=8, help="pilot only")
     ap.add_argument("--method", choices=[MT, LF], default=MT, help="pilot only")
+    ap.add_argument("--variant", default=None, choices=sorted(_ablation_plan()["variants"]), help="run only: one ablation of preregistered_5fold_ablations.yaml")
+    ap.add_argument("--variants", nargs="+", default=None, choices=sorted(_ablation_plan()["variants"]), help="analyse only: analyse these ablations (writes fivefold_ablations/)")
     a = ap.parse_args()
     a.runs.mkdir(parents=True, exist_ok=True)
     if a.cmd == "pilot":
         cmd_pilot(a.runs, a.max_patches, a.epochs, a.method)
     elif a.cmd == "run":
-        cmd_run(a.runs, a.seeds)
+        cmd_run(a.runs, a.seeds, a.variant)
+    elif a.variants:
+        analyse_ablations(a.runs, a.variants)
     else:
         analyse(a.runs, a.seeds)
 
