@@ -179,7 +179,7 @@ def pool(preds: pd.DataFrame, folds: dict, reference: str, n: int, boot_seed: in
         if not both:
             continue
         for st in missing + [MEAN_MISSING]:
-            def dd(c):
+            def dd(c, m=m, st=st, both=both):
                 return np.mean([degr(c, m, s, st) - degr(c, reference, s, st) for s in both], axis=0)
 
             point, d = float(dd(cpoint)), dd(cboot)

@@ -123,12 +123,12 @@ def test_copy_of_reference_has_zero_difference_and_duplicate_seed_keeps_the_ci(t
     two = _write_run(tmp_path / "two", dup, time, event, fold)
     a = {(r["method"], r["setting"]): r for r in SEEDS.pool(*SEEDS.load_runs([str(one)]), "late_fusion", n=300)["paired"]}
     b = {(r["method"], r["setting"]): r for r in SEEDS.pool(*SEEDS.load_runs([str(two)]), "late_fusion", n=300)["paired"]}
-    for st in ("W30_O30", "W60_O0", SEEDS.MEAN_MISSING):
-        assert (a["twin", st]["delta"], a["twin", st]["lo"], a["twin", st]["hi"], a["twin", st]["p"]) == (0.0, 0.0, 0.0, 1.0)
-        assert b["m", st]["seeds"] == "0 1"
+    for setting in ("W30_O30", "W60_O0", SEEDS.MEAN_MISSING):
+        assert (a["twin", setting]["delta"], a["twin", setting]["lo"], a["twin", setting]["hi"], a["twin", setting]["p"]) == (0.0, 0.0, 0.0, 1.0)
+        assert b["m", setting]["seeds"] == "0 1"
         for k in ("delta", "lo", "hi"):
-            assert b["m", st][k] == pytest.approx(a["m", st][k], abs=TOL), (st, k)
-        assert a["m", st]["hi"] - a["m", st]["lo"] > 0.01  # a real interval, so the equality above can fail
+            assert b["m", setting][k] == pytest.approx(a["m", setting][k], abs=TOL), (setting, k)
+        assert a["m", setting]["hi"] - a["m", setting]["lo"] > 0.01  # a real interval, so the equality above can fail
 
 
 def test_patient_mismatch_is_refused(tmp_path, runs):
