@@ -305,7 +305,7 @@ def _decide(b: dict) -> str:
     return "helps" if b["ci"][0] > 0 else "hurts" if b["ci"][1] < 0 else "no difference established"
 
 
-def analyse_ablations(runs: Path, names: list[str]) -> dict:
+def analyse_ablations(runs: Path, names: list[str], out: Path = OUT_ABL) -> dict:
     """The ablation plan's variants against the committed cell C and late-fusion units (same seeds,
     same 300 held-out patients); writes benchmarks/modaltune_sweep/fivefold_ablations/."""
     from modaltune.data.cohort import Cohort
@@ -367,21 +367,21 @@ def analyse_ablations(runs: Path, names: list[str]) -> dict:
             e["gates_open_units"] = f"{sum(bool(u.get('gates_open')) for u in units)} of {len(units)}"
         variants[name] = e
     report["variants"] = variants
-    OUT_ABL.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(OUT_ABL / "results.csv", index=False)
+    out.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(out / "results.csv", index=False)
     if frames:
-        pd.concat(frames, ignore_index=True).to_csv(OUT_ABL / "heldout_predictions.csv.gz", index=False, float_format="%.6g")
-    with open(OUT_ABL / "epoch_selection.jsonl", "w") as fh:
+        pd.concat(frames, ignore_index=True).to_csv(out / "heldout_predictions.csv.gz", index=False, float_format="%.6g")
+    with open(out / "epoch_selection.jsonl", "w") as fh:
         fh.writelines(json.dumps(x) + "\n" for x in sel_lines)
     log = runs / "fivefold_log.jsonl"  # this run folder's log holds only the ablation units' lines
     if log.exists():
-        (OUT_ABL / "run_log.jsonl").write_text(log.read_text())
-    (OUT_ABL / "analysis.json").write_text(json.dumps(report, indent=2, default=str))
-    _write_md_ablations(report, plan)
+        (out / "run_log.jsonl").write_text(log.read_text())
+    (out / "analysis.json").write_text(json.dumps(report, indent=2, default=str))
+    _write_md_ablations(report, plan, out)
     return report
 
 
-def _write_md_ablations(r: dict, plan: dict) -> None:
+def _write_md_ablations(r: dict, plan: dict, out: Path = OUT_ABL) -> None:
     ref = r["references"]
     L = [f"SYNTHETIC cohort (simulate_cohort {plan['cohort']}), SIMULATED slide bags. Plan: {r['plan']} (base: {r['base_plan']}).",
          f"Patient-level {plan['split']['kfold']}-fold CV (seed {plan['split']['seed']}), validation = {plan['split']['val_fraction']} of each training part; "
@@ -417,7 +417,7 @@ def _write_md_ablations(r: dict, plan: dict) -> None:
             cl = f"{u['c_index_last_epoch']:.3f}" if "c_index_last_epoch" in u else "-"
             L.append(f"| {name} | {u['seed']} | {u['fold']} | {u.get('selected_epoch')} (of 0..{u.get('last_epoch')}) | {sc} | {u.get('c_index', float('nan')):.3f} | {cl} | "
                      f"{u['cell_c_c_index']:.3f} | {u['late_fusion_c_index']:.3f} | {g} | {ur} | {u['seconds']} |")
-    (OUT_ABL / "summary.md").write_text("\n".join(L) + "\n")
+    (out / "summary.md").write_text("\n".join(L) + "\n")
 
 
 def _fmt(b: dict | None) -> str:
@@ -465,6 +465,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=8, help="pilot only")
     ap.add_argument("--method", choices=[MT, LF], default=MT, help="pilot only")
     ap.add_argument("--variant", default=None, choices=sorted(_ablation_plan()["variants"]), help="run only: one ablation of preregistered_5fold_ablations.yaml")
+    ap.add_argument("--out", type=Path, default=OUT_ABL, help="analyse --variants only: output folder (default benchmarks/modaltune_sweep/fivefold_ablations)")
     ap.add_argument("--variants", nargs="+", default=None, choices=sorted(_ablation_plan()["variants"]), help="analyse only: analyse these ablations (writes fivefold_ablations/)")
     a = ap.parse_args()
     a.runs.mkdir(parents=True, exist_ok=True)
@@ -473,7 +474,7 @@ def main() -> None:
     elif a.cmd == "run":
         cmd_run(a.runs, a.seeds, a.variant)
     elif a.variants:
-        analyse_ablations(a.runs, a.variants)
+        analyse_ablations(a.runs, a.variants, a.out)
     else:
         analyse(a.runs, a.seeds)
 
