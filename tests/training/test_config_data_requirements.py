@@ -204,3 +204,36 @@ def test_a_missing_omics_table_is_left_to_the_cohort_loader(cohorts, tmp_path):
     assert cfg.method.name == "survpath"
     with pytest.raises(InputError, match="file\\(s\\) that cohort.yaml declares are missing"):
         Cohort.load(withrna)
+
+
+@pytest.mark.usefixtures("cohorts")
+def test_modaltune_omics_token_plan_is_checked_at_load(tmp_path):
+    """ModalTune's pathway tokens are refused at load, one line each, exactly where build_modaltune
+    would fail (or silently ignore params.pathways) at fit time; the plans that build load."""
+    def refused(text: str, name: str) -> str:
+        with pytest.raises(ConfigError) as ei:
+            load_config(_write(tmp_path, text, name), ExperimentConfig)
+        assert "\n" not in str(ei.value)
+        return str(ei.value)
+
+    ok = ["data: {cohorts: [withrna]}\nmethod: {name: modaltune, params: {pathways: builtin}}\n",
+          "data: {cohorts: [withrna], pathways: {rna: withrna/pathways.csv}}\nmethod: {name: modaltune}\n",
+          "data: {cohorts: [norna]}\nmethod: {name: modaltune, params: {omics_tokens: {cnv: block, mut: none}}}\n"]
+    for i, text in enumerate(ok):
+        assert load_config(_write(tmp_path, text, f"ok{i}.yaml"), ExperimentConfig).method.name == "modaltune"
+    msg = refused("data: {cohorts: [norna]}\nmethod: {name: modaltune, params: {pathways: builtin}}\n", "ignored.yaml")
+    assert ("method 'modaltune' sets pathways='builtin' for omics block 'rna' and cohort norna has no such block "
+            "(its omics blocks: cnv, mut), so they would be ignored") in msg and "methods[].cohorts" in msg
+    msg = refused("data: {cohorts: [withrna], pathways: {rna: withrna/pathways.csv}}\nmethod: {name: modaltune, params: {pathways: builtin}}\n", "twice.yaml")
+    assert "method 'modaltune' gets pathway lists for 'rna' twice: data.pathways (pathways.csv) and params.pathways='builtin'" in msg
+    msg = refused("data: {cohorts: [withrna]}\nmethod: {name: modaltune, params: {omics_tokens: {cnv: pathways}}}\n", "nosource.yaml")
+    assert "method 'modaltune' asks for pathway tokens of omics block 'cnv' of cohort withrna and has no pathway lists for it" in msg
+    msg = refused("data: {cohorts: [withrna]}\nmethod: {name: modaltune, params: {omics_tokens: {rna: pathway}}}\n", "mode.yaml")
+    assert "method 'modaltune' has unknown omics token mode 'pathway' for block 'rna' (fix: set omics_tokens.rna to one of pathways, block, none)" in msg
+    gone = tmp_path / "nowhere" / "pw.csv"
+    msg = refused(f"data: {{cohorts: [withrna]}}\nmethod: {{name: modaltune, params: {{pathways: {gone}}}}}\n", "gone.yaml")
+    assert f"method 'modaltune' reads pathway file '{gone}', which does not exist" in msg
+    pw = tmp_path / "no_overlap_pathways.csv"
+    pw.write_text("gene,P1\nNOT_A_GENE_1,1\n")
+    msg = refused(f"data: {{cohorts: [withrna]}}\nmethod: {{name: modaltune, params: {{pathways: {pw}}}}}\n", "zero.yaml")
+    assert "method 'modaltune' cannot map its genes onto cohort withrna" in msg and f"{pw}: none of the 1 pathways" in msg and "overlap 0 of 1 pathway genes" in msg

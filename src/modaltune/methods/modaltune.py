@@ -17,6 +17,7 @@ from modaltune.errors import ConfigError
 from modaltune.methods._torch_common import HeadParams
 from modaltune.methods.base import MethodParams
 from modaltune.methods.registry import register_method
+from modaltune.methods.requirements import modaltune_omics_tokens
 
 __all__ = ["ModalTuneParams", "PAPER_PROTOCOL", "VARIANT_LABELS", "resolve_protocol", "SlideFMParams", "build_modaltune", "build_slide_fm", "default_groups"]
 
@@ -171,6 +172,7 @@ def _pathway_tokens_for(info: Any, omics: str, source: Any):
 
 
 @register_method("modaltune", kind="torch", modalities=("slide", "omics", "clinical", "text"), requires=("slide",), params=ModalTuneParams,
+                 check_data=modaltune_omics_tokens,
                  description="ModalTune: Modal Adapter on a frozen slide encoder + text-embedded multi-task objectives")
 def build_modaltune(info: Any, **params: Any):
     """Build a :class:`~modaltune.modaltune.model.ModalTuneModel` for ``info``; params: :class:`ModalTuneParams`
