@@ -19,6 +19,14 @@ paired references; ``analyse --variants`` writes benchmarks/modaltune_sweep/five
     nice -n 10 python benchmarks/modaltune_sweep/run_fivefold.py run --runs /work/runs/h23e --variant paper_sup [--seeds 0 1 2]
     python benchmarks/modaltune_sweep/run_fivefold.py analyse --runs /work/runs/h23e --variants paper_sup gates_zero
 
+Part 2 (plan ``preregistered_5fold_ablations2.yaml``, chosen with ``--plan``; a variant may name a whole
+method instead of cell C overrides: the clinical-only Cox and the frozen-backbone linear probe)::
+
+    P=benchmarks/modaltune_sweep/preregistered_5fold_ablations2.yaml
+    nice -n 10 python benchmarks/modaltune_sweep/run_fivefold.py --plan $P run --runs /work/runs/h24d --variant clinical_cox
+    python benchmarks/modaltune_sweep/run_fivefold.py --plan $P analyse --runs /work/runs/h24d --variants clinical_cox linear_probe no_extractor onehot \
+        --out benchmarks/modaltune_sweep/fivefold_ablations2
+
 ``analyse`` writes benchmarks/modaltune_sweep/fivefold/{results.csv, analysis.json, summary.md,
 heldout_predictions.csv.gz, epoch_selection.jsonl}. Primary statistic (pre-registered): pooled
 Harrell C over the 300 held-out patients (each patient scored by the model of the fold that held it
@@ -108,14 +116,18 @@ PILOT_COHORT = {"name": "demo_strong_seed0", "preset": "demo", "seed": 0, "n_pat
 PILOT_SPLIT = {"kfold": 5, "seed": 0, "val_fraction": 0.2}
 
 
-def _ablation_plan() -> dict:
-    return yaml.safe_load(PLAN_ABL.read_text())
+def _ablation_plan(path: Path | None = None) -> dict:
+    """An ablation plan (default ``preregistered_5fold_ablations.yaml``)."""
+    return yaml.safe_load(Path(path or PLAN_ABL).read_text())
 
 
-def variant_method(plan: dict, name: str) -> dict:
-    """Cell C with the ablation plan's overrides for ``name`` (dotted keys set nested params); its
+def variant_method(plan: dict, name: str, abl_path: Path | None = None) -> dict:
+    """Cell C with the ablation plan's overrides for ``name`` (dotted keys set nested params), or, when
+    the variant names a ``method`` (a comparison row that is not ModalTune), that method as given; its
     label (= its unit folder under fivefold/) is the variant's name."""
-    v = _ablation_plan()["variants"][name]
+    v = _ablation_plan(abl_path)["variants"][name]
+    if v.get("method"):
+        return {**copy.deepcopy(v["method"]), "label": name}
     p = copy.deepcopy(_cell(plan))
     for k, val in v["overrides"].items():
         if "." in k:
@@ -125,16 +137,19 @@ def variant_method(plan: dict, name: str) -> dict:
     return rs._modaltune(p, name)
 
 
-def cmd_run(runs: Path, seeds: list[int] | None, variant: str | None = None) -> None:
-    """All units of the 5-fold plan, or (``variant``) only that ablation's ModalTune units."""
+def cmd_run(runs: Path, seeds: list[int] | None, variant: str | None = None, abl_path: Path | None = None) -> None:
+    """All units of the 5-fold plan, or (``variant``) only that ablation's units. ModalTune and late-fusion
+    units also write heldout_last_epoch.csv (as in the 5-fold run); other methods (coxnet, slide_fm) select
+    no epoch, so their heldout.csv is the last epoch and no copy is written (no "selected - last" of 0)."""
     plan = _plan()
     cohort = _cohort(runs, plan)
     tr = _trainer(plan)
-    methods = [variant_method(plan, variant)] if variant else _methods(plan)
-    for seed in seeds or (_ablation_plan()["variants"][variant]["seeds"] if variant else plan["seeds"]):
+    methods = [variant_method(plan, variant, abl_path)] if variant else _methods(plan)
+    for seed in seeds or (_ablation_plan(abl_path)["variants"][variant]["seeds"] if variant else plan["seeds"]):
         for f in folds(cohort, plan):
             for m in methods:
-                rec = rs.run_unit(cohort, f, m, seed, tr, runs / "fivefold" / m["label"] / f"seed{seed}" / f"fold{f.index}", plan.get("eval_batch_size", 8), keep_last=True)
+                rec = rs.run_unit(cohort, f, m, seed, tr, runs / "fivefold" / m["label"] / f"seed{seed}" / f"fold{f.index}", plan.get("eval_batch_size", 8),
+                                  keep_last=m["name"] in (MT, LF))
                 _log(runs, {"stage": "run", "label": m["label"], "seed": seed, "fold": f.index, **{k: rec.get(k) for k in ("status", "seconds", "selected_epoch", "reason")}})
 
 
@@ -305,12 +320,13 @@ def _decide(b: dict) -> str:
     return "helps" if b["ci"][0] > 0 else "hurts" if b["ci"][1] < 0 else "no difference established"
 
 
-def analyse_ablations(runs: Path, names: list[str], out: Path = OUT_ABL) -> dict:
+def analyse_ablations(runs: Path, names: list[str], out: Path = OUT_ABL, abl_path: Path | None = None) -> dict:
     """The ablation plan's variants against the committed cell C and late-fusion units (same seeds,
-    same 300 held-out patients); writes benchmarks/modaltune_sweep/fivefold_ablations/."""
+    same 300 held-out patients); writes ``out`` (default benchmarks/modaltune_sweep/fivefold_ablations/)."""
     from modaltune.data.cohort import Cohort
 
-    plan, abl = _plan(), _ablation_plan()
+    abl_path = Path(abl_path or PLAN_ABL)
+    plan, abl = _plan(), _ablation_plan(abl_path)
     nb = abl["decision"]["n_boot"]
     cohort = Cohort.load(runs / "cohorts" / plan["cohort"]["name"])
     fl = folds(cohort, plan)
@@ -319,7 +335,7 @@ def analyse_ablations(runs: Path, names: list[str], out: Path = OUT_ABL) -> dict
     ref = {(lab, s): pooled(runs, lab, s, k) for lab in (MT, LF) for s in plan["seeds"]}
     ref_fold = {(lab, s, f.index): _c(pd.read_csv(runs / "fivefold" / lab / f"seed{s}" / f"fold{f.index}" / "heldout.csv"))
                 for lab in (MT, LF) for s in plan["seeds"] for f in fl}
-    report: dict = {"plan": str(PLAN_ABL.relative_to(rs.REPO)), "base_plan": str(PLAN.relative_to(rs.REPO)),
+    report: dict = {"plan": str(abl_path.resolve().relative_to(rs.REPO)), "base_plan": str(PLAN.relative_to(rs.REPO)),
                     "references": {lab: {"pooled_c_index": [_c(ref[(lab, s)]) for s in plan["seeds"]]} for lab in (MT, LF)}}
     committed = OUT / "analysis.json"
     if committed.exists():  # the reused units must reproduce the committed 5-fold numbers exactly (same files, same code)
@@ -344,7 +360,7 @@ def analyse_ablations(runs: Path, names: list[str], out: Path = OUT_ABL) -> dict
         held = {s: pooled(runs, name, s, k) for s in v["seeds"]}
         held_last = {s: pooled(runs, name, s, k, "heldout_last_epoch.csv") for s in v["seeds"]}
         done = [s for s in v["seeds"] if held[s] is not None]
-        e: dict = {"label": v["label"], "overrides": v["overrides"], "seeds_planned": v["seeds"], "seeds_complete": done,
+        e: dict = {"label": v["label"], "overrides": v.get("overrides"), **({"method": v["method"]} if v.get("method") else {}), "seeds_planned": v["seeds"], "seeds_complete": done,
                    "units_run": len(units), "units": units}
         for s in done:
             frames.append(held[s].assign(method=name, seed=s, epoch="selected"))
@@ -362,9 +378,11 @@ def analyse_ablations(runs: Path, names: list[str], out: Path = OUT_ABL) -> dict
                 hl = [held_last[s] for s in done]
                 e["pooled_c_index_last_epoch"] = [_c(h) for h in hl]
                 e["selected_vs_last_epoch"] = rs._paired_bootstrap(hv, hl, nb)
-            e["subtype_pooled"] = [_subtype(h) for h in hv]
+            if all("prob_B" in h for h in hv):  # a survival-only row (clinical-only Cox) has no subtype output
+                e["subtype_pooled"] = [_subtype(h) for h in hv]
             e["ols"] = [rs._ols_interaction(h.set_index("patient_id")["risk"], gt) for h in hv]
-            e["gates_open_units"] = f"{sum(bool(u.get('gates_open')) for u in units)} of {len(units)}"
+            if any("gate_abs_mean_min" in u for u in units):  # only ModalTune units have gates
+                e["gates_open_units"] = f"{sum(bool(u.get('gates_open')) for u in units)} of {len(units)}"
         variants[name] = e
     report["variants"] = variants
     out.mkdir(parents=True, exist_ok=True)
@@ -415,7 +433,8 @@ def _write_md_ablations(r: dict, plan: dict, out: Path = OUT_ABL) -> None:
             g = f"{u['gate_abs_mean_min']:.3g} / {u['gate_abs_mean_max']:.3g}" if "gate_abs_mean_min" in u else "-"
             ur = f"{u['update_ratio_max']:.3g}" if u.get("update_ratio_max") is not None else "-"
             cl = f"{u['c_index_last_epoch']:.3f}" if "c_index_last_epoch" in u else "-"
-            L.append(f"| {name} | {u['seed']} | {u['fold']} | {u.get('selected_epoch')} (of 0..{u.get('last_epoch')}) | {sc} | {u.get('c_index', float('nan')):.3f} | {cl} | "
+            se = f"{u.get('selected_epoch')} (of 0..{u.get('last_epoch')})" if u.get("selected_epoch") is not None else "- (last)"
+            L.append(f"| {name} | {u['seed']} | {u['fold']} | {se} | {sc} | {u.get('c_index', float('nan')):.3f} | {cl} | "
                      f"{u['cell_c_c_index']:.3f} | {u['late_fusion_c_index']:.3f} | {g} | {ur} | {u['seconds']} |")
     (out / "summary.md").write_text("\n".join(L) + "\n")
 
@@ -456,25 +475,32 @@ def _write_md(r: dict, plan: dict) -> None:
     (OUT / "summary.md").write_text("\n".join(L) + "\n")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    pre = argparse.ArgumentParser(add_help=False)  # the ablation plan first: its variants are the choices below
+    pre.add_argument("--plan", type=Path, default=PLAN_ABL)
+    abl_path = pre.parse_known_args(argv)[0].plan
+    if not abl_path.exists():
+        raise SystemExit(f"error: --plan {abl_path}: no such ablation plan (give a file such as {PLAN_ABL.relative_to(rs.REPO)})")
+    variants = sorted(_ablation_plan(abl_path)["variants"])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--plan", type=Path, default=PLAN_ABL, help="ablation plan for --variant / --variants (default benchmarks/modaltune_sweep/preregistered_5fold_ablations.yaml)")
     ap.add_argument("cmd", choices=["pilot", "run", "analyse"])
     ap.add_argument("--runs", type=Path, required=True, help="run folder (outside the repository)")
     ap.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (default: the plan's)")
     ap.add_argument("--max-patches", type=int, default=64, help="pilot only")
     ap.add_argument("--epochs", type=int, default=8, help="pilot only")
     ap.add_argument("--method", choices=[MT, LF], default=MT, help="pilot only")
-    ap.add_argument("--variant", default=None, choices=sorted(_ablation_plan()["variants"]), help="run only: one ablation of preregistered_5fold_ablations.yaml")
+    ap.add_argument("--variant", default=None, choices=variants, help="run only: one ablation of the --plan")
     ap.add_argument("--out", type=Path, default=OUT_ABL, help="analyse --variants only: output folder (default benchmarks/modaltune_sweep/fivefold_ablations)")
-    ap.add_argument("--variants", nargs="+", default=None, choices=sorted(_ablation_plan()["variants"]), help="analyse only: analyse these ablations (writes fivefold_ablations/)")
-    a = ap.parse_args()
+    ap.add_argument("--variants", nargs="+", default=None, choices=variants, help="analyse only: analyse these ablations of the --plan (writes --out)")
+    a = ap.parse_args(argv)
     a.runs.mkdir(parents=True, exist_ok=True)
     if a.cmd == "pilot":
         cmd_pilot(a.runs, a.max_patches, a.epochs, a.method)
     elif a.cmd == "run":
-        cmd_run(a.runs, a.seeds, a.variant)
+        cmd_run(a.runs, a.seeds, a.variant, a.plan)
     elif a.variants:
-        analyse_ablations(a.runs, a.variants, a.out)
+        analyse_ablations(a.runs, a.variants, a.out, a.plan)
     else:
         analyse(a.runs, a.seeds)
 
