@@ -119,6 +119,13 @@ def _p_two_sided(d: np.ndarray) -> float:
     return float(min(1.0, 2 * min((d <= 0).sum() + 1, (d >= 0).sum() + 1) / (len(d) + 1)))
 
 
+def resample_weights(n_patients: int, n: int, boot_seed: int = 0) -> np.ndarray:
+    """(n, n_patients) patient counts of ``n`` bootstrap resamples: ``default_rng(boot_seed)``,
+    ``integers(0, n_patients, n_patients)`` per resample, the draws of ``paired_bootstrap``."""
+    rng = np.random.default_rng(boot_seed)
+    return np.stack([np.bincount(rng.integers(0, n_patients, n_patients), minlength=n_patients) for _ in range(n)])
+
+
 def pool(preds: pd.DataFrame, folds: dict, reference: str, n: int, boot_seed: int = 0) -> dict:
     """Pooled C, seed-pooled degradation and the paired bootstrap (module docstring); returns
     {"settings", "seeds", "pooled", "degradation", "paired"} (lists of row dicts)."""
@@ -132,8 +139,7 @@ def pool(preds: pd.DataFrame, folds: dict, reference: str, n: int, boot_seed: in
                          fix=f"pick one of {sorted(seeds_of)}")
     ids = np.array(sorted(preds["patient_id"].unique()))
     # one patient draw per resample, shared by every method, seed and setting (the paired design)
-    rng = np.random.default_rng(boot_seed)
-    weights = np.stack([np.bincount(rng.integers(0, len(ids), len(ids)), minlength=len(ids)) for _ in range(n)])
+    weights = resample_weights(len(ids), n, boot_seed)
     full = np.ones((1, len(ids)))
     cpoint, cboot, pooled, den_cache = {}, {}, [], {}
     for m, seeds in seeds_of.items():

@@ -22,7 +22,7 @@ cohort, over the counted seeds:
   the benchmark's own summary.md comparison. 95% percentile CI; two-sided bootstrap p.
 
 The weighted-pair C of the resamples is :mod:`benchmarks/missing_grid/seeds.py`'s (one matrix product
-for all resamples); it is reused here, not rewritten.
+for all resamples) and its resample draws (``resample_weights``) are reused here, not rewritten.
 
 Writes to ``--out``: ``seeds_c.csv`` (method, cohort, seed, fold_mean_c, pooled_c, n_patients),
 ``pooled.csv`` (one row per method x cohort), ``analysis.json`` and ``summary.md``.
@@ -45,6 +45,7 @@ _spec = importlib.util.spec_from_file_location("missing_grid_seeds", HERE.parent
 _MG = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_MG)
 pair_matrices, weighted_pairs, ratio, p_two_sided = _MG.pair_matrices, _MG.weighted_pairs, _MG._ratio, _MG._p_two_sided
+resample_weights = _MG.resample_weights
 
 
 def load_inputs(folders: list[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -83,12 +84,6 @@ def counted_seeds(res: pd.DataFrame) -> dict[str, list[int]]:
         if seeds:
             out[m] = seeds
     return out
-
-
-def resample_weights(n_patients: int, n: int, boot_seed: int = 0) -> np.ndarray:
-    """(n, n_patients) patient counts of ``n`` bootstrap resamples, drawn as paired_bootstrap draws them."""
-    rng = np.random.default_rng(boot_seed)
-    return np.stack([np.bincount(rng.integers(0, n_patients, n_patients), minlength=n_patients) for _ in range(n)])
 
 
 def pool(res: pd.DataFrame, preds: pd.DataFrame, reference: str = REFERENCE, n: int = 1000, boot_seed: int = 0) -> dict:
