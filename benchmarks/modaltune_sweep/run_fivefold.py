@@ -123,30 +123,43 @@ def _ablation_plan(path: Path | None = None) -> dict:
 
 def variant_method(plan: dict, name: str, abl_path: Path | None = None) -> dict:
     """Cell C with the ablation plan's overrides for ``name`` (dotted keys set nested params), or, when
-    the variant names a ``method`` (a comparison row that is not ModalTune), that method as given; its
-    label (= its unit folder under fivefold/) is the variant's name."""
+    the variant names a ``method`` (a comparison row that is not ModalTune), that method as given, or, with
+    ``base: late_fusion``, the 5-fold run's late fusion; ``modalities`` (optional) replaces the inputs of
+    cell C / late fusion (e.g. adds ``clinical``). Its label (= its unit folder under fivefold/) is the
+    variant's name."""
     v = _ablation_plan(abl_path)["variants"][name]
     if v.get("method"):
         return {**copy.deepcopy(v["method"]), "label": name}
-    p = copy.deepcopy(_cell(plan))
-    for k, val in v["overrides"].items():
-        if "." in k:
-            rs._set(p, k, val)
-        else:
-            p[k] = val
-    return rs._modaltune(p, name)
+    if v.get("base", MT) == LF:
+        if v.get("overrides"):
+            raise ValueError(f"variant {name}: overrides are cell C params; a late-fusion variant may only change modalities")
+        m = rs._late_fusion(name)
+    else:
+        p = copy.deepcopy(_cell(plan))
+        for k, val in (v.get("overrides") or {}).items():
+            if "." in k:
+                rs._set(p, k, val)
+            else:
+                p[k] = val
+        m = rs._modaltune(p, name)
+    if v.get("modalities"):
+        m["modalities"] = list(v["modalities"])
+    return m
 
 
-def cmd_run(runs: Path, seeds: list[int] | None, variant: str | None = None, abl_path: Path | None = None) -> None:
-    """All units of the 5-fold plan, or (``variant``) only that ablation's units. ModalTune and late-fusion
-    units also write heldout_last_epoch.csv (as in the 5-fold run); other methods (coxnet, slide_fm) select
-    no epoch, so their heldout.csv is the last epoch and no copy is written (no "selected - last" of 0)."""
+def cmd_run(runs: Path, seeds: list[int] | None, variant: str | None = None, abl_path: Path | None = None,
+            only: list[str] | None = None, fold_ids: list[int] | None = None) -> None:
+    """All units of the 5-fold plan, or (``variant``) only that ablation's units; ``only`` keeps some of the
+    5-fold plan's methods (cell C ``modaltune`` / ``late_fusion``, e.g. to recompute the references),
+    ``fold_ids`` some folds. ModalTune and late-fusion units also write heldout_last_epoch.csv (as in the
+    5-fold run); other methods (coxnet, slide_fm) select no epoch, so their heldout.csv is the last epoch
+    and no copy is written (no "selected - last" of 0)."""
     plan = _plan()
     cohort = _cohort(runs, plan)
     tr = _trainer(plan)
-    methods = [variant_method(plan, variant, abl_path)] if variant else _methods(plan)
+    methods = [variant_method(plan, variant, abl_path)] if variant else [m for m in _methods(plan) if not only or m["label"] in only]
     for seed in seeds or (_ablation_plan(abl_path)["variants"][variant]["seeds"] if variant else plan["seeds"]):
-        for f in folds(cohort, plan):
+        for f in (f for f in folds(cohort, plan) if fold_ids is None or f.index in fold_ids):
             for m in methods:
                 rec = rs.run_unit(cohort, f, m, seed, tr, runs / "fivefold" / m["label"] / f"seed{seed}" / f"fold{f.index}", plan.get("eval_batch_size", 8),
                                   keep_last=m["name"] in (MT, LF))
@@ -491,6 +504,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--epochs", type=int, default=8, help="pilot only")
     ap.add_argument("--method", choices=[MT, LF], default=MT, help="pilot only")
     ap.add_argument("--variant", default=None, choices=variants, help="run only: one ablation of the --plan")
+    ap.add_argument("--methods", nargs="+", default=None, choices=[MT, LF], help="run without --variant only: these methods of the 5-fold plan (default both)")
+    ap.add_argument("--folds", type=int, nargs="+", default=None, help="run only: these folds (default all)")
     ap.add_argument("--out", type=Path, default=OUT_ABL, help="analyse --variants only: output folder (default benchmarks/modaltune_sweep/fivefold_ablations)")
     ap.add_argument("--variants", nargs="+", default=None, choices=variants, help="analyse only: analyse these ablations of the --plan (writes --out)")
     a = ap.parse_args(argv)
@@ -498,7 +513,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.cmd == "pilot":
         cmd_pilot(a.runs, a.max_patches, a.epochs, a.method)
     elif a.cmd == "run":
-        cmd_run(a.runs, a.seeds, a.variant, a.plan)
+        cmd_run(a.runs, a.seeds, a.variant, a.plan, a.methods, a.folds)
     elif a.variants:
         analyse_ablations(a.runs, a.variants, a.out, a.plan)
     else:
