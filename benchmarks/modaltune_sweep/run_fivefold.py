@@ -329,6 +329,66 @@ def _unit(d: Path, label: str, seed: int, fold: int) -> tuple[dict, list[dict]] 
     return u, rows
 
 
+COMMITTED_PRED = OUT / "heldout_predictions.csv.gz"
+RESTORED = "restored_from_committed.json"  # marker of a reference unit folder written by restore_references
+
+
+def restore_references(runs: Path, seeds: list[int], n_folds: int, committed: Path = COMMITTED_PRED) -> list[dict]:
+    """Write the committed cell C / late-fusion held-out predictions (``fivefold/heldout_predictions.csv.gz``,
+    6 significant digits) into the reference unit folders that have no ``heldout.csv`` (a unit that was
+    recomputed is never overwritten); ModalTune also gets its last-epoch file. Returns the restored units."""
+    pred = pd.read_csv(committed)
+    cols = ["patient_id", "time", "event", "risk", "label", "prob_B"]
+    done = []
+    for lab in (MT, LF):
+        for s in seeds:
+            for k in range(n_folds):
+                d = runs / "fivefold" / lab / f"seed{s}" / f"fold{k}"
+                if (d / "heldout.csv").exists():
+                    continue
+                d.mkdir(parents=True, exist_ok=True)
+                sel = pred[(pred["method"] == lab) & (pred["seed"] == s) & (pred["fold"] == k)]
+                files = {"heldout.csv": "selected" if lab == MT else "last", **({"heldout_last_epoch.csv": "last"} if lab == MT else {})}
+                for name, epoch in files.items():
+                    sel[sel["epoch"] == epoch][cols].to_csv(d / name, index=False)
+                (d / RESTORED).write_text(json.dumps({"source": str(committed.relative_to(rs.REPO)), "files": files}))
+                done.append({"label": lab, "seed": s, "fold": k})
+    return done
+
+
+def reference_provenance(runs: Path, seeds: list[int], n_folds: int, committed: Path = OUT / "analysis.json") -> dict:
+    """Which reference units were recomputed here (``result.json``) and which restored from the committed
+    predictions; each recomputed unit's held-out C against the committed 5-fold unit's (same label, seed, fold)."""
+    old = {(u["label"], u["seed"], u["fold"]): u.get("c_index") for u in json.loads(committed.read_text())["units"]}
+    rec, restored = [], []
+    for lab in (MT, LF):
+        for s in seeds:
+            for k in range(n_folds):
+                d = runs / "fivefold" / lab / f"seed{s}" / f"fold{k}"
+                if (d / RESTORED).exists():
+                    restored.append(f"{lab} seed{s} fold{k}")
+                elif (d / "result.json").exists():
+                    c = _c(pd.read_csv(d / "heldout.csv"))
+                    rec.append({"label": lab, "seed": s, "fold": k, "c_index": c, "committed_c_index": old[(lab, s, k)], "abs_diff": abs(c - old[(lab, s, k)])})
+    return {"recomputed": rec, "restored": restored, "n_recomputed": len(rec), "n_recomputed_equal_committed": sum(r["abs_diff"] == 0 for r in rec),
+            "max_abs_diff_recomputed": max((r["abs_diff"] for r in rec), default=None)}
+
+
+def compare_pairs(held: dict, pairs: list[list[str]], n_boot: int) -> list[dict]:
+    """Paired bootstrap of x - y for each pre-registered pair [x, y] of variants, over the seeds both
+    completed (``held``: variant -> {seed: pooled held-out frame})."""
+    out = []
+    for x, y in pairs:
+        seeds = sorted(set(held.get(x, {})) & set(held.get(y, {})))
+        e: dict = {"x": x, "y": y, "seeds": seeds}
+        if seeds:
+            e["diff"] = rs._paired_bootstrap([held[x][s] for s in seeds], [held[y][s] for s in seeds], n_boot)
+            ci = e["diff"]["ci"]
+            e["decision"] = f"{x} better" if ci[0] > 0 else f"{y} better" if ci[1] < 0 else "no difference established"
+        out.append(e)
+    return out
+
+
 def _decide(b: dict) -> str:
     return "helps" if b["ci"][0] > 0 else "hurts" if b["ci"][1] < 0 else "no difference established"
 
@@ -355,7 +415,8 @@ def analyse_ablations(runs: Path, names: list[str], out: Path = OUT_ABL, abl_pat
         pc = json.loads(committed.read_text())["pooled_c_index"]
         report["references_match_committed_fivefold"] = all(report["references"][lab]["pooled_c_index"] == pc[lab] for lab in (MT, LF))
     report.update(oracles_pooled(cohort, fl))
-    rows, frames, sel_lines, variants = [], [], [], {}
+    report["reference_units"] = reference_provenance(runs, plan["seeds"], k)
+    rows, frames, sel_lines, variants, held_of = [], [], [], {}, {}
     for name in names:
         v = abl["variants"][name]
         units = []
@@ -373,6 +434,7 @@ def analyse_ablations(runs: Path, names: list[str], out: Path = OUT_ABL, abl_pat
         held = {s: pooled(runs, name, s, k) for s in v["seeds"]}
         held_last = {s: pooled(runs, name, s, k, "heldout_last_epoch.csv") for s in v["seeds"]}
         done = [s for s in v["seeds"] if held[s] is not None]
+        held_of[name] = {s: held[s] for s in done}
         e: dict = {"label": v["label"], "overrides": v.get("overrides"), **({"method": v["method"]} if v.get("method") else {}), "seeds_planned": v["seeds"], "seeds_complete": done,
                    "units_run": len(units), "units": units}
         for s in done:
@@ -398,6 +460,7 @@ def analyse_ablations(runs: Path, names: list[str], out: Path = OUT_ABL, abl_pat
                 e["gates_open_units"] = f"{sum(bool(u.get('gates_open')) for u in units)} of {len(units)}"
         variants[name] = e
     report["variants"] = variants
+    report["pairs"] = compare_pairs(held_of, [p for p in abl.get("pairs", []) if set(p) <= set(names)], nb)
     out.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(out / "results.csv", index=False)
     if frames:
@@ -417,11 +480,17 @@ def _write_md_ablations(r: dict, plan: dict, out: Path = OUT_ABL) -> None:
     L = [f"SYNTHETIC cohort (simulate_cohort {plan['cohort']}), SIMULATED slide bags. Plan: {r['plan']} (base: {r['base_plan']}).",
          f"Patient-level {plan['split']['kfold']}-fold CV (seed {plan['split']['seed']}), validation = {plan['split']['val_fraction']} of each training part; "
          "pooled held-out C over all folds; paired bootstrap (2,000) of the mean over the variant's completed seeds.",
-         f"References (committed 5-fold units, seeds {plan['seeds']}): cell C {', '.join(f'{v:.3f}' for v in ref[MT]['pooled_c_index'])}; "
+         f"References (5-fold cell C and late-fusion units, seeds {plan['seeds']}): cell C {', '.join(f'{v:.3f}' for v in ref[MT]['pooled_c_index'])}; "
          f"late fusion {', '.join(f'{v:.3f}' for v in ref[LF]['pooled_c_index'])}; identical to the committed fivefold/analysis.json: "
          f"{r.get('references_match_committed_fivefold')}",
-         f"oracle C {r['oracle_c_index']:.3f}; additive oracle {r['oracle_additive_c_index']:.3f}", "",
-         "| variant | seeds complete | pooled C per seed | fold-mean C per seed | last-epoch pooled C | vs cell C | vs late fusion | selected - last | gates open |",
+         f"oracle C {r['oracle_c_index']:.3f}; additive oracle {r['oracle_additive_c_index']:.3f}"]
+    p = r.get("reference_units")
+    if p:
+        mx = p["max_abs_diff_recomputed"]
+        L.append(f"Reference units recomputed here: {p['n_recomputed']} ({p['n_recomputed_equal_committed']} with held-out C equal to the committed unit's; "
+                 f"largest |difference| {'-' if mx is None else f'{mx:.2g}'}); restored from the committed predictions: {len(p['restored'])}"
+                 + (f" ({', '.join(p['restored'])})" if p["restored"] else ""))
+    L += ["", "| variant | seeds complete | pooled C per seed | fold-mean C per seed | last-epoch pooled C | vs cell C | vs late fusion | selected - last | gates open |",
          "|---|---|---|---|---|---|---|---|---|"]
     def f3(xs: list | None) -> str:
         return ", ".join(f"{x:.3f}" for x in xs) if xs else "-"
@@ -431,6 +500,8 @@ def _write_md_ablations(r: dict, plan: dict, out: Path = OUT_ABL) -> None:
                  f"{_fmt(e.get('vs_cell_c'))} {e.get('decision_vs_cell_c', '')} | {_fmt(e.get('vs_late_fusion'))} {e.get('decision_vs_late_fusion', '')} | "
                  f"{_fmt(e.get('selected_vs_last_epoch'))} | {e.get('gates_open_units', '-')} |")
     L.append("")
+    for e in r.get("pairs") or []:
+        L.append(f"{e['x']} - {e['y']} (seeds {e['seeds']}): {_fmt(e.get('diff'))} {e.get('decision', 'not run')}")
     for name, e in r["variants"].items():
         for x in e.get("ols") or []:
             L.append(f"OLS of pooled held-out risk, {name}: slide {x['beta_slide']:+.2f}, RNA {x['beta_rna']:+.2f}, interaction {x['beta_interaction']:+.2f} "
