@@ -1,23 +1,18 @@
 """benchmarks/tcga/mcat5_table.py: the 11-method x 5-cohort MCAT-5 table merged from the committed raw files."""
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from _scripts import load_bench_script
 
 REPO = Path(__file__).resolve().parents[2]
 LF = "late_fusion (abmil slide + snn omics)"
 
 
 def _mod():
-    spec = importlib.util.spec_from_file_location("tcga_mcat5_table", REPO / "benchmarks" / "tcga" / "mcat5_table.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["tcga_mcat5_table"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench_script("tcga/mcat5_table.py")
 
 
 def _rows(method: str, cohort: str, values: list[float]) -> list[dict]:
