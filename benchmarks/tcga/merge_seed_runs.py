@@ -1,7 +1,8 @@
 """Add the methods of a later benchmark run to a committed seed folder without touching its rows (issue 14).
 
     python benchmarks/tcga/merge_seed_runs.py --into benchmarks/tcga/coattn_seeds/seed1 \
-        --run /work/runs/h25b/tcga/coattn_mcat5_seed1_simbags [--loadavg /work/runs/h25b/loadavg_seed1.txt] [--who h25b]
+        --run /work/runs/h25b/agg/seed1_complete --units /work/runs/h25b/tcga/coattn_mcat5_seed1_simbags \
+        [--loadavg /work/runs/h25b/loadavg_seed1.txt] [--who h25b]
 
 The committed folder (``--into``) holds an earlier session's aggregated run of some methods at one
 training seed; the run folders it came from no longer exist, so the benchmark runner cannot aggregate
@@ -11,7 +12,9 @@ simulated bags and folds, other methods) to the committed ones:
 - ``results.csv``, ``predictions.parquet``, ``failed_units.csv``: committed rows first, unchanged, then the
   run's rows. Refused when a (method, cohort, task, fold, seed) unit is in both (a method is added,
   never replaced).
-- ``unit_seconds.csv``: committed rows, then :func:`unit_seconds.unit_rows` of the run folder.
+- ``unit_seconds.csv``: committed rows, then :func:`unit_seconds.unit_rows` of the run folder (``--units``: the
+  folder holding units/, when ``--run`` is a copy of its aggregated files), only the units of methods in
+  the run's results.csv (the run folder may also hold units of methods merged elsewhere).
 - ``loadavg.txt``: committed lines, then the lines of ``--loadavg``.
 - ``summary.md``: the committed summary, then the run's own summary.md under a heading naming the run.
 - ``config_<who>.yaml``: the run's config.yaml (the committed config.yaml stays).
@@ -64,9 +67,10 @@ def check_kept(old: pd.DataFrame, merged: pd.DataFrame) -> None:
     pd.testing.assert_frame_equal(head, old.reset_index(drop=True), check_exact=True)
 
 
-def merge(into: Path, run: Path, loadavg: Path | None = None, who: str = "added") -> dict[str, int]:
-    """Append ``run``'s aggregated files to the committed folder ``into`` (module docstring).
-    Returns {file name: rows added}."""
+def merge(into: Path, run: Path, loadavg: Path | None = None, who: str = "added", units: Path | None = None) -> dict[str, int]:
+    """Append ``run``'s aggregated files to the committed folder ``into`` (module docstring); ``units``:
+    the run folder holding units/ (default ``run``). Returns {file name: rows added}."""
+    methods = set(pd.read_csv(run / "results.csv")["method"])
     added = {}
     for name in ("results.csv", "predictions.parquet", "failed_units.csv"):
         old, new = _read(into / name), _read(run / name)
@@ -75,7 +79,8 @@ def merge(into: Path, run: Path, loadavg: Path | None = None, who: str = "added"
         check_kept(old, _read(into / name))
         added[name] = len(new)
     old = pd.read_csv(into / "unit_seconds.csv")
-    new = _US.unit_rows(run)
+    new = _US.unit_rows(units or run)
+    new = new[new["method"].isin(methods)].reset_index(drop=True)
     atomic_write_csv(into / "unit_seconds.csv", appended(old, new, "unit_seconds.csv"))
     check_kept(old, pd.read_csv(into / "unit_seconds.csv"))
     added["unit_seconds.csv"] = len(new)
@@ -95,10 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--into", type=Path, required=True, help="committed seed folder (results.csv, predictions.parquet, ...)")
     ap.add_argument("--run", type=Path, required=True, help="aggregated benchmark run folder of the methods to add")
+    ap.add_argument("--units", type=Path, default=None, help="run folder holding units/ when --run is a copy of its aggregated files")
     ap.add_argument("--loadavg", type=Path, default=None, help="load-average lines of the run's calls, appended to loadavg.txt")
     ap.add_argument("--who", default="added", help="session name: labels the summary heading, the loadavg lines and config_<who>.yaml")
     args = ap.parse_args(argv)
-    added = merge(args.into, args.run, args.loadavg, args.who)
+    added = merge(args.into, args.run, args.loadavg, args.who, args.units)
     print(", ".join(f"{k}: +{v}" for k, v in added.items()) + f" -> {args.into} (committed rows checked unchanged)")
     return 0
 

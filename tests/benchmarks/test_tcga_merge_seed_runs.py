@@ -1,7 +1,7 @@
 """benchmarks/tcga/merge_seed_runs.py: adding a later run's methods to a committed seed folder.
 
 A hand-built committed folder (method a) and run folder (method b): the merged files hold a's rows first,
-unchanged, then b's; a unit present in both is refused; a changed committed row is caught by check_kept."""
+unchanged, then b's (unit seconds of b only); a unit present in both is refused; a changed committed row is caught by check_kept."""
 from __future__ import annotations
 
 import importlib.util
@@ -39,11 +39,12 @@ def _folder(root: Path, method: str, values: list[float], risks: list[float], su
     pd.DataFrame(columns=["unit", "method", "cohort", "task", "fold", "seed", "reason"]).to_csv(root / "failed_units.csv", index=False)
     (root / "summary.md").write_text(f"# Benchmark {method}\n\n## survival\n")
     (root / "config.yaml").write_text(f"name: {method}\n")
-    if run:
-        u = root / "units" / f"{method}__c__fold0"
-        u.mkdir(parents=True)
-        (u / "unit.json").write_text(json.dumps({"uid": u.name, "status": "done", "seconds": 3.5,
-                                                 "unit": {"method": method, "cohort": "c", "fold": 0, "cohort_path": "/r/new/cohorts_simbags/tcga_c"}}))
+    if run:  # units of the run's method and of one not in its results.csv (merged elsewhere): left out
+        for m, sec in ((method, 3.5), ("other", 9.0)):
+            u = root / "units" / f"{m}__c__fold0"
+            u.mkdir(parents=True)
+            (u / "unit.json").write_text(json.dumps({"uid": u.name, "status": "done", "seconds": sec,
+                                                     "unit": {"method": m, "cohort": "c", "fold": 0, "cohort_path": "/r/new/cohorts_simbags/tcga_c"}}))
     else:
         pd.DataFrame({"unit": ["a__c__fold0"], "method": ["a"], "cohort": ["c"], "fold": [0], "status": ["done"], "seconds": [2.0],
                       "made_in": ["/r/old"]}).to_csv(root / "unit_seconds.csv", index=False)
