@@ -1,5 +1,6 @@
 #!/bin/bash
-# h25b, replacing orchestrate.sh after its first call (abmil seed 2, already running as PID $1; orchestrate.sh was
+# h25b, replacing orchestrate.sh after its first call (restarted once at 16:56 UTC, still waiting on abmil, to put
+# the claim cohorts first) (abmil seed 2, already running as PID $1; orchestrate.sh was
 # stopped so that its all-or-nothing per-method rule would not skip motcat outright: under this session's load the
 # late_fusion reproduction ran 3.4x slower than h24e's). The remaining method-seeds (motcat seeds 1, 2; survpath
 # seeds 1, 2, in that order) run ONE COHORT PER DRIVER CALL into the same run folder (the units' config hash does
@@ -50,8 +51,10 @@ aggregate() { # seed "methods" "cohorts" snapshot-name
   echo "AGGREGATE seed $1: $2 / $3 $(date -u +%T)"; drive $1 "$2" "$3" > $LOG/log_seed$1_aggregate_$4.txt 2>&1; echo "rc $? $(date -u +%T)"
   mkdir -p $LOG/agg/seed$1_$4 && cp $OUT/coattn_mcat5_seed$1_simbags/{results.csv,predictions.parquet,failed_units.csv,summary.md,config.yaml} $LOG/agg/seed$1_$4/
 }
-for s in 1 2; do for c in blca brca gbmlgg luad ucec; do run_cohort $s motcat $c; done; done
-for s in 1 2; do for c in blca brca gbmlgg luad; do run_cohort $s survpath $c; done; done
+# cohort order: the cohorts of the seed-0 claims first (GBMLGG: both below late fusion; LUAD: motcat +0.045), then
+# cheapest first, so that a seed cut short by time still tests them
+for s in 1 2; do for c in gbmlgg luad ucec brca blca; do run_cohort $s motcat $c; done; done
+for s in 1 2; do for c in gbmlgg luad brca blca; do run_cohort $s survpath $c; done; done
 for s in 1 2; do
   complete=""; [ -s $LOG/done_seed$s.txt ] && complete=$(tr '\n' ' ' < $LOG/done_seed$s.txt)
   for m in motcat survpath; do
