@@ -91,7 +91,7 @@ def merge(into: Path, run: Path, loadavg: Path | None = None, who: str = "added"
         added["loadavg.txt"] = len(lines)
     text = (into / "summary.md").read_text().rstrip("\n")
     run_text = (run / "summary.md").read_text().replace("\n#", "\n##")  # one heading level down, under ours
-    (into / "summary.md").write_text(f"{text}\n\n# Methods added by {who} (run folder {run.name}, its own summary below)\n\n#{run_text}")
+    (into / "summary.md").write_text(f"{text}\n\n# Methods added by {who} (run folder {(units or run).name}, its own summary below)\n\n#{run_text}")
     shutil.copyfile(run / "config.yaml", into / f"config_{who}.yaml")
     return added
 
