@@ -19,6 +19,17 @@ paired references; ``analyse --variants`` writes benchmarks/modaltune_sweep/five
     nice -n 10 python benchmarks/modaltune_sweep/run_fivefold.py run --runs /work/runs/h23e --variant paper_sup [--seeds 0 1 2]
     python benchmarks/modaltune_sweep/run_fivefold.py analyse --runs /work/runs/h23e --variants paper_sup gates_zero
 
+Part 3 (plan ``preregistered_5fold_ablations3.yaml``: clinical inputs for every row; the run folder of the
+references is gone, so they are recomputed with ``run --methods`` as far as time allows and the rest restored
+from the committed ``fivefold/heldout_predictions.csv.gz``; ``analyse`` reports which)::
+
+    P=benchmarks/modaltune_sweep/preregistered_5fold_ablations3.yaml
+    nice -n 10 python benchmarks/modaltune_sweep/run_fivefold.py --plan $P run --runs /work/runs/h25d --methods late_fusion --seeds 0 --folds 0 1 2 3 4
+    nice -n 10 python benchmarks/modaltune_sweep/run_fivefold.py --plan $P run --runs /work/runs/h25d --variant mt_clinical --seeds 0
+    python benchmarks/modaltune_sweep/run_fivefold.py --plan $P restore --runs /work/runs/h25d
+    python benchmarks/modaltune_sweep/run_fivefold.py --plan $P analyse --runs /work/runs/h25d --variants mt_clinical lf_clinical coxnet_rna_clinical \
+        --out benchmarks/modaltune_sweep/fivefold_ablations3
+
 Part 2 (plan ``preregistered_5fold_ablations2.yaml``, chosen with ``--plan``; a variant may name a whole
 method instead of cell C overrides: the clinical-only Cox and the frozen-backbone linear probe)::
 
@@ -123,30 +134,43 @@ def _ablation_plan(path: Path | None = None) -> dict:
 
 def variant_method(plan: dict, name: str, abl_path: Path | None = None) -> dict:
     """Cell C with the ablation plan's overrides for ``name`` (dotted keys set nested params), or, when
-    the variant names a ``method`` (a comparison row that is not ModalTune), that method as given; its
-    label (= its unit folder under fivefold/) is the variant's name."""
+    the variant names a ``method`` (a comparison row that is not ModalTune), that method as given, or, with
+    ``base: late_fusion``, the 5-fold run's late fusion; ``modalities`` (optional) replaces the inputs of
+    cell C / late fusion (e.g. adds ``clinical``). Its label (= its unit folder under fivefold/) is the
+    variant's name."""
     v = _ablation_plan(abl_path)["variants"][name]
     if v.get("method"):
         return {**copy.deepcopy(v["method"]), "label": name}
-    p = copy.deepcopy(_cell(plan))
-    for k, val in v["overrides"].items():
-        if "." in k:
-            rs._set(p, k, val)
-        else:
-            p[k] = val
-    return rs._modaltune(p, name)
+    if v.get("base", MT) == LF:
+        if v.get("overrides"):
+            raise ValueError(f"variant {name}: overrides are cell C params; a late-fusion variant may only change modalities")
+        m = rs._late_fusion(name)
+    else:
+        p = copy.deepcopy(_cell(plan))
+        for k, val in (v.get("overrides") or {}).items():
+            if "." in k:
+                rs._set(p, k, val)
+            else:
+                p[k] = val
+        m = rs._modaltune(p, name)
+    if v.get("modalities"):
+        m["modalities"] = list(v["modalities"])
+    return m
 
 
-def cmd_run(runs: Path, seeds: list[int] | None, variant: str | None = None, abl_path: Path | None = None) -> None:
-    """All units of the 5-fold plan, or (``variant``) only that ablation's units. ModalTune and late-fusion
-    units also write heldout_last_epoch.csv (as in the 5-fold run); other methods (coxnet, slide_fm) select
-    no epoch, so their heldout.csv is the last epoch and no copy is written (no "selected - last" of 0)."""
+def cmd_run(runs: Path, seeds: list[int] | None, variant: str | None = None, abl_path: Path | None = None,
+            only: list[str] | None = None, fold_ids: list[int] | None = None) -> None:
+    """All units of the 5-fold plan, or (``variant``) only that ablation's units; ``only`` keeps some of the
+    5-fold plan's methods (cell C ``modaltune`` / ``late_fusion``, e.g. to recompute the references),
+    ``fold_ids`` some folds. ModalTune and late-fusion units also write heldout_last_epoch.csv (as in the
+    5-fold run); other methods (coxnet, slide_fm) select no epoch, so their heldout.csv is the last epoch
+    and no copy is written (no "selected - last" of 0)."""
     plan = _plan()
     cohort = _cohort(runs, plan)
     tr = _trainer(plan)
-    methods = [variant_method(plan, variant, abl_path)] if variant else _methods(plan)
+    methods = [variant_method(plan, variant, abl_path)] if variant else [m for m in _methods(plan) if not only or m["label"] in only]
     for seed in seeds or (_ablation_plan(abl_path)["variants"][variant]["seeds"] if variant else plan["seeds"]):
-        for f in folds(cohort, plan):
+        for f in (f for f in folds(cohort, plan) if fold_ids is None or f.index in fold_ids):
             for m in methods:
                 rec = rs.run_unit(cohort, f, m, seed, tr, runs / "fivefold" / m["label"] / f"seed{seed}" / f"fold{f.index}", plan.get("eval_batch_size", 8),
                                   keep_last=m["name"] in (MT, LF))
@@ -316,6 +340,66 @@ def _unit(d: Path, label: str, seed: int, fold: int) -> tuple[dict, list[dict]] 
     return u, rows
 
 
+COMMITTED_PRED = OUT / "heldout_predictions.csv.gz"
+RESTORED = "restored_from_committed.json"  # marker of a reference unit folder written by restore_references
+
+
+def restore_references(runs: Path, seeds: list[int], n_folds: int, committed: Path = COMMITTED_PRED) -> list[dict]:
+    """Write the committed cell C / late-fusion held-out predictions (``fivefold/heldout_predictions.csv.gz``,
+    6 significant digits) into the reference unit folders that have no ``heldout.csv`` (a unit that was
+    recomputed is never overwritten); ModalTune also gets its last-epoch file. Returns the restored units."""
+    pred = pd.read_csv(committed)
+    cols = ["patient_id", "time", "event", "risk", "label", "prob_B"]
+    done = []
+    for lab in (MT, LF):
+        for s in seeds:
+            for k in range(n_folds):
+                d = runs / "fivefold" / lab / f"seed{s}" / f"fold{k}"
+                if (d / "heldout.csv").exists():
+                    continue
+                d.mkdir(parents=True, exist_ok=True)
+                sel = pred[(pred["method"] == lab) & (pred["seed"] == s) & (pred["fold"] == k)]
+                files = {"heldout.csv": "selected" if lab == MT else "last", **({"heldout_last_epoch.csv": "last"} if lab == MT else {})}
+                for name, epoch in files.items():
+                    sel[sel["epoch"] == epoch][cols].to_csv(d / name, index=False)
+                (d / RESTORED).write_text(json.dumps({"source": str(committed.relative_to(rs.REPO)), "files": files}))
+                done.append({"label": lab, "seed": s, "fold": k})
+    return done
+
+
+def reference_provenance(runs: Path, seeds: list[int], n_folds: int, committed: Path = OUT / "analysis.json") -> dict:
+    """Which reference units were recomputed here (``result.json``) and which restored from the committed
+    predictions; each recomputed unit's held-out C against the committed 5-fold unit's (same label, seed, fold)."""
+    old = {(u["label"], u["seed"], u["fold"]): u.get("c_index") for u in json.loads(committed.read_text())["units"]}
+    rec, restored = [], []
+    for lab in (MT, LF):
+        for s in seeds:
+            for k in range(n_folds):
+                d = runs / "fivefold" / lab / f"seed{s}" / f"fold{k}"
+                if (d / RESTORED).exists():
+                    restored.append(f"{lab} seed{s} fold{k}")
+                elif (d / "result.json").exists():
+                    c = _c(pd.read_csv(d / "heldout.csv"))
+                    rec.append({"label": lab, "seed": s, "fold": k, "c_index": c, "committed_c_index": old[(lab, s, k)], "abs_diff": abs(c - old[(lab, s, k)])})
+    return {"recomputed": rec, "restored": restored, "n_recomputed": len(rec), "n_recomputed_equal_committed": sum(r["abs_diff"] == 0 for r in rec),
+            "max_abs_diff_recomputed": max((r["abs_diff"] for r in rec), default=None)}
+
+
+def compare_pairs(held: dict, pairs: list[list[str]], n_boot: int) -> list[dict]:
+    """Paired bootstrap of x - y for each pre-registered pair [x, y] of variants, over the seeds both
+    completed (``held``: variant -> {seed: pooled held-out frame})."""
+    out = []
+    for x, y in pairs:
+        seeds = sorted(set(held.get(x, {})) & set(held.get(y, {})))
+        e: dict = {"x": x, "y": y, "seeds": seeds}
+        if seeds:
+            e["diff"] = rs._paired_bootstrap([held[x][s] for s in seeds], [held[y][s] for s in seeds], n_boot)
+            ci = e["diff"]["ci"]
+            e["decision"] = f"{x} better" if ci[0] > 0 else f"{y} better" if ci[1] < 0 else "no difference established"
+        out.append(e)
+    return out
+
+
 def _decide(b: dict) -> str:
     return "helps" if b["ci"][0] > 0 else "hurts" if b["ci"][1] < 0 else "no difference established"
 
@@ -342,7 +426,8 @@ def analyse_ablations(runs: Path, names: list[str], out: Path = OUT_ABL, abl_pat
         pc = json.loads(committed.read_text())["pooled_c_index"]
         report["references_match_committed_fivefold"] = all(report["references"][lab]["pooled_c_index"] == pc[lab] for lab in (MT, LF))
     report.update(oracles_pooled(cohort, fl))
-    rows, frames, sel_lines, variants = [], [], [], {}
+    report["reference_units"] = reference_provenance(runs, plan["seeds"], k)
+    rows, frames, sel_lines, variants, held_of = [], [], [], {}, {}
     for name in names:
         v = abl["variants"][name]
         units = []
@@ -360,6 +445,7 @@ def analyse_ablations(runs: Path, names: list[str], out: Path = OUT_ABL, abl_pat
         held = {s: pooled(runs, name, s, k) for s in v["seeds"]}
         held_last = {s: pooled(runs, name, s, k, "heldout_last_epoch.csv") for s in v["seeds"]}
         done = [s for s in v["seeds"] if held[s] is not None]
+        held_of[name] = {s: held[s] for s in done}
         e: dict = {"label": v["label"], "overrides": v.get("overrides"), **({"method": v["method"]} if v.get("method") else {}), "seeds_planned": v["seeds"], "seeds_complete": done,
                    "units_run": len(units), "units": units}
         for s in done:
@@ -385,6 +471,7 @@ def analyse_ablations(runs: Path, names: list[str], out: Path = OUT_ABL, abl_pat
                 e["gates_open_units"] = f"{sum(bool(u.get('gates_open')) for u in units)} of {len(units)}"
         variants[name] = e
     report["variants"] = variants
+    report["pairs"] = compare_pairs(held_of, [p for p in abl.get("pairs", []) if set(p) <= set(names)], nb)
     out.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(out / "results.csv", index=False)
     if frames:
@@ -404,11 +491,17 @@ def _write_md_ablations(r: dict, plan: dict, out: Path = OUT_ABL) -> None:
     L = [f"SYNTHETIC cohort (simulate_cohort {plan['cohort']}), SIMULATED slide bags. Plan: {r['plan']} (base: {r['base_plan']}).",
          f"Patient-level {plan['split']['kfold']}-fold CV (seed {plan['split']['seed']}), validation = {plan['split']['val_fraction']} of each training part; "
          "pooled held-out C over all folds; paired bootstrap (2,000) of the mean over the variant's completed seeds.",
-         f"References (committed 5-fold units, seeds {plan['seeds']}): cell C {', '.join(f'{v:.3f}' for v in ref[MT]['pooled_c_index'])}; "
+         f"References (5-fold cell C and late-fusion units, seeds {plan['seeds']}): cell C {', '.join(f'{v:.3f}' for v in ref[MT]['pooled_c_index'])}; "
          f"late fusion {', '.join(f'{v:.3f}' for v in ref[LF]['pooled_c_index'])}; identical to the committed fivefold/analysis.json: "
          f"{r.get('references_match_committed_fivefold')}",
-         f"oracle C {r['oracle_c_index']:.3f}; additive oracle {r['oracle_additive_c_index']:.3f}", "",
-         "| variant | seeds complete | pooled C per seed | fold-mean C per seed | last-epoch pooled C | vs cell C | vs late fusion | selected - last | gates open |",
+         f"oracle C {r['oracle_c_index']:.3f}; additive oracle {r['oracle_additive_c_index']:.3f}"]
+    p = r.get("reference_units")
+    if p:
+        mx = p["max_abs_diff_recomputed"]
+        L.append(f"Reference units recomputed here: {p['n_recomputed']} ({p['n_recomputed_equal_committed']} with held-out C equal to the committed unit's; "
+                 f"largest |difference| {'-' if mx is None else f'{mx:.2g}'}); restored from the committed predictions: {len(p['restored'])}"
+                 + (f" ({', '.join(p['restored'])})" if p["restored"] else ""))
+    L += ["", "| variant | seeds complete | pooled C per seed | fold-mean C per seed | last-epoch pooled C | vs cell C | vs late fusion | selected - last | gates open |",
          "|---|---|---|---|---|---|---|---|---|"]
     def f3(xs: list | None) -> str:
         return ", ".join(f"{x:.3f}" for x in xs) if xs else "-"
@@ -418,6 +511,8 @@ def _write_md_ablations(r: dict, plan: dict, out: Path = OUT_ABL) -> None:
                  f"{_fmt(e.get('vs_cell_c'))} {e.get('decision_vs_cell_c', '')} | {_fmt(e.get('vs_late_fusion'))} {e.get('decision_vs_late_fusion', '')} | "
                  f"{_fmt(e.get('selected_vs_last_epoch'))} | {e.get('gates_open_units', '-')} |")
     L.append("")
+    for e in r.get("pairs") or []:
+        L.append(f"{e['x']} - {e['y']} (seeds {e['seeds']}): {_fmt(e.get('diff'))} {e.get('decision', 'not run')}")
     for name, e in r["variants"].items():
         for x in e.get("ols") or []:
             L.append(f"OLS of pooled held-out risk, {name}: slide {x['beta_slide']:+.2f}, RNA {x['beta_rna']:+.2f}, interaction {x['beta_interaction']:+.2f} "
@@ -484,13 +579,16 @@ def main(argv: list[str] | None = None) -> None:
     variants = sorted(_ablation_plan(abl_path)["variants"])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--plan", type=Path, default=PLAN_ABL, help="ablation plan for --variant / --variants (default benchmarks/modaltune_sweep/preregistered_5fold_ablations.yaml)")
-    ap.add_argument("cmd", choices=["pilot", "run", "analyse"])
+    ap.add_argument("cmd", choices=["pilot", "run", "restore", "analyse"],
+                    help="restore: write the committed cell C / late-fusion predictions into the reference units not recomputed in --runs")
     ap.add_argument("--runs", type=Path, required=True, help="run folder (outside the repository)")
     ap.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (default: the plan's)")
     ap.add_argument("--max-patches", type=int, default=64, help="pilot only")
     ap.add_argument("--epochs", type=int, default=8, help="pilot only")
     ap.add_argument("--method", choices=[MT, LF], default=MT, help="pilot only")
     ap.add_argument("--variant", default=None, choices=variants, help="run only: one ablation of the --plan")
+    ap.add_argument("--methods", nargs="+", default=None, choices=[MT, LF], help="run without --variant only: these methods of the 5-fold plan (default both)")
+    ap.add_argument("--folds", type=int, nargs="+", default=None, help="run only: these folds (default all)")
     ap.add_argument("--out", type=Path, default=OUT_ABL, help="analyse --variants only: output folder (default benchmarks/modaltune_sweep/fivefold_ablations)")
     ap.add_argument("--variants", nargs="+", default=None, choices=variants, help="analyse only: analyse these ablations of the --plan (writes --out)")
     a = ap.parse_args(argv)
@@ -498,7 +596,10 @@ def main(argv: list[str] | None = None) -> None:
     if a.cmd == "pilot":
         cmd_pilot(a.runs, a.max_patches, a.epochs, a.method)
     elif a.cmd == "run":
-        cmd_run(a.runs, a.seeds, a.variant, a.plan)
+        cmd_run(a.runs, a.seeds, a.variant, a.plan, a.methods, a.folds)
+    elif a.cmd == "restore":
+        for u in restore_references(a.runs, list(a.seeds or _plan()["seeds"]), _plan()["split"]["kfold"]):
+            print(json.dumps({"restored": u}))
     elif a.variants:
         analyse_ablations(a.runs, a.variants, a.out, a.plan)
     else:
