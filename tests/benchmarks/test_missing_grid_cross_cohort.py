@@ -3,21 +3,17 @@ hand-computed answers on tiny results.csv fixtures; partial (method, cohort) run
 out of the means."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from _scripts import load_bench_script
 
-REPO = Path(__file__).resolve().parents[2]
 TOL = 1e-12  # float64 means of a few C-indices
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("cross_cohort", REPO / "benchmarks" / "missing_grid" / "cross_cohort.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench_script("missing_grid/cross_cohort.py", "cross_cohort")
 
 
 def _write(root: Path, cohort: str, cs: dict[tuple[str, str], list[float]], extra: list[dict] = ()) -> None:

@@ -4,20 +4,17 @@ A hand-built committed folder (method a) and run folder (method b): the merged f
 unchanged, then b's (unit seconds of b only); a unit present in both is refused; a changed committed row is caught by check_kept."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from _scripts import load_bench_script
 
 from modaltune.errors import InputError
 
-REPO = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("tcga_merge_seed_runs", REPO / "benchmarks" / "tcga" / "merge_seed_runs.py")
-MERGE = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(MERGE)
+MERGE = load_bench_script("tcga/merge_seed_runs.py", "tcga_merge_seed_runs")
 
 
 def _results(method: str, values: list[float]) -> pd.DataFrame:

@@ -1,22 +1,13 @@
 """benchmarks/tcga/pathway_coverage.py: RNA pathway coverage per cohort and training fold."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pandas as pd
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
+from _scripts import load_bench_script
 
 
 def _mod():
-    spec = importlib.util.spec_from_file_location("tcga_pathway_coverage", REPO / "benchmarks" / "tcga" / "pathway_coverage.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["tcga_pathway_coverage"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench_script("tcga/pathway_coverage.py", "tcga_pathway_coverage")
 
 
 def test_counts_of_a_known_pathway_file_on_each_training_fold(fake_shared, tmp_path):

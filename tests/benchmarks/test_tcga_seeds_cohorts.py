@@ -5,19 +5,15 @@ on c2, so over both cohorts m counts seeds 0 1; restricted to c2, m's seeds are 
 and the c2 numbers equal the two-cohort run's; restricted to c1 with seed 2 finished, m counts 0 1 2 on c1."""
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from _scripts import load_script
 
 from modaltune.errors import InputError
 
 HERE = Path(__file__).resolve().parent
-_spec = importlib.util.spec_from_file_location("test_tcga_seeds_fixture", HERE / "test_tcga_seeds.py")
-FIX = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = FIX
-_spec.loader.exec_module(FIX)
+FIX = load_script(HERE / "test_tcga_seeds.py", "test_tcga_seeds_fixture")
 SEEDS, TOL = FIX.SEEDS, FIX.TOL
 
 
