@@ -1,14 +1,10 @@
 """benchmarks/modaltune_pretrained/combine_seeds.py: per-seed means, seed std (ddof 1), paired differences."""
-import importlib.util
-from pathlib import Path
 
 import pandas as pd
 import pytest
+from _scripts import load_bench_script
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "modaltune_pretrained" / "combine_seeds.py"
-_spec = importlib.util.spec_from_file_location("combine_seeds", _PATH)
-cs = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cs)
+cs = load_bench_script("modaltune_pretrained/combine_seeds.py")
 
 
 def _rows(method, metric, values):

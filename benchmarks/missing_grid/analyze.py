@@ -64,6 +64,31 @@ def _boot(frames: list[pd.DataFrame], combine, n: int, seed: int = 0) -> dict:
     return {"delta": float(point), "lo": float(lo), "hi": float(hi), "p": float(p), "n_patients": int(len(ids)), "n_valid": int(len(d))}
 
 
+def degradation_table(ok: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Mean C-index per method x setting over the (fold, seed) units a grid finished.
+
+    Args:
+        ok: finished rows of a run's ``results.csv`` (columns method, setting, c_index; one row per unit).
+
+    Returns:
+        ``(deg, cnt, order)``: ``deg`` (methods x settings, in first-seen order, ``W0_O0`` first) of mean
+        C-indices plus, when ``W0_O0`` ran, ``mean of missing settings - W0_O0`` (mean over the other
+        settings minus ``W0_O0``) and ``worst - W0_O0`` (lowest other setting minus ``W0_O0``); ``cnt``
+        the number of units behind each mean; ``order`` the setting columns.
+    """
+    settings = list(dict.fromkeys(ok["setting"]))
+    order = [BASE] + [s for s in settings if s != BASE] if BASE in settings else settings
+    methods = list(dict.fromkeys(ok["method"]))
+    agg = ok.groupby(["method", "setting"])["c_index"].agg(["mean", "count"]).reset_index()
+    deg = agg.pivot(index="method", columns="setting", values="mean").reindex(index=methods, columns=order)
+    cnt = agg.pivot(index="method", columns="setting", values="count").reindex(index=methods, columns=order)
+    missing = [s for s in order if s != BASE]
+    if BASE in deg:
+        deg["mean of missing settings - W0_O0"] = deg[missing].mean(axis=1) - deg[BASE]
+        deg["worst - W0_O0"] = deg[missing].min(axis=1) - deg[BASE]
+    return deg, cnt, order
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", required=True)
@@ -82,19 +107,9 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copy(run / f, out / f)
     ok = res[res["status"] == "done"]
     preds = pd.concat([pd.read_parquet(p) for p in sorted((run / "preds").glob("*.parquet"))], ignore_index=True)
-    settings = list(dict.fromkeys(ok["setting"]))
-    order = [BASE] + [s for s in settings if s != BASE] if BASE in settings else settings
-    methods = list(dict.fromkeys(ok["method"]))
-
-    # degradation: mean over (fold, seed) units; the units column says how many
-    agg = ok.groupby(["method", "setting"])["c_index"].agg(["mean", "std", "count"]).reset_index()
-    deg = agg.pivot(index="method", columns="setting", values="mean").reindex(index=methods, columns=order)
-    cnt = agg.pivot(index="method", columns="setting", values="count").reindex(index=methods, columns=order)
+    deg, cnt, order = degradation_table(ok)
+    methods = list(deg.index)
     folds_of = {m: sorted(ok[ok["method"] == m]["fold"].unique().tolist()) for m in methods}
-    missing = [s for s in order if s != BASE]
-    if BASE in deg:
-        deg["mean of missing settings - W0_O0"] = deg[missing].mean(axis=1) - deg[BASE]
-        deg["worst - W0_O0"] = deg[missing].min(axis=1) - deg[BASE]
     deg.to_csv(out / "degradation.csv")
 
     # paired bootstraps against the reference, on the folds both finished in every setting compared

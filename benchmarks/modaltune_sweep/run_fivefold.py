@@ -19,6 +19,17 @@ paired references; ``analyse --variants`` writes benchmarks/modaltune_sweep/five
     nice -n 10 python benchmarks/modaltune_sweep/run_fivefold.py run --runs /work/runs/h23e --variant paper_sup [--seeds 0 1 2]
     python benchmarks/modaltune_sweep/run_fivefold.py analyse --runs /work/runs/h23e --variants paper_sup gates_zero
 
+Part 3 (plan ``preregistered_5fold_ablations3.yaml``: clinical inputs for every row; the run folder of the
+references is gone, so they are recomputed with ``run --methods`` as far as time allows and the rest restored
+from the committed ``fivefold/heldout_predictions.csv.gz``; ``analyse`` reports which)::
+
+    P=benchmarks/modaltune_sweep/preregistered_5fold_ablations3.yaml
+    nice -n 10 python benchmarks/modaltune_sweep/run_fivefold.py --plan $P run --runs /work/runs/h25d --methods late_fusion --seeds 0 --folds 0 1 2 3 4
+    nice -n 10 python benchmarks/modaltune_sweep/run_fivefold.py --plan $P run --runs /work/runs/h25d --variant mt_clinical --seeds 0
+    python benchmarks/modaltune_sweep/run_fivefold.py --plan $P restore --runs /work/runs/h25d
+    python benchmarks/modaltune_sweep/run_fivefold.py --plan $P analyse --runs /work/runs/h25d --variants mt_clinical lf_clinical coxnet_rna_clinical \
+        --out benchmarks/modaltune_sweep/fivefold_ablations3
+
 Part 2 (plan ``preregistered_5fold_ablations2.yaml``, chosen with ``--plan``; a variant may name a whole
 method instead of cell C overrides: the clinical-only Cox and the frozen-backbone linear probe)::
 
@@ -568,7 +579,8 @@ def main(argv: list[str] | None = None) -> None:
     variants = sorted(_ablation_plan(abl_path)["variants"])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--plan", type=Path, default=PLAN_ABL, help="ablation plan for --variant / --variants (default benchmarks/modaltune_sweep/preregistered_5fold_ablations.yaml)")
-    ap.add_argument("cmd", choices=["pilot", "run", "analyse"])
+    ap.add_argument("cmd", choices=["pilot", "run", "restore", "analyse"],
+                    help="restore: write the committed cell C / late-fusion predictions into the reference units not recomputed in --runs")
     ap.add_argument("--runs", type=Path, required=True, help="run folder (outside the repository)")
     ap.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (default: the plan's)")
     ap.add_argument("--max-patches", type=int, default=64, help="pilot only")
@@ -585,6 +597,9 @@ def main(argv: list[str] | None = None) -> None:
         cmd_pilot(a.runs, a.max_patches, a.epochs, a.method)
     elif a.cmd == "run":
         cmd_run(a.runs, a.seeds, a.variant, a.plan, a.methods, a.folds)
+    elif a.cmd == "restore":
+        for u in restore_references(a.runs, list(a.seeds or _plan()["seeds"]), _plan()["split"]["kfold"]):
+            print(json.dumps({"restored": u}))
     elif a.variants:
         analyse_ablations(a.runs, a.variants, a.out, a.plan)
     else:

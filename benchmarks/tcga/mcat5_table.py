@@ -5,13 +5,16 @@
 Reads ``benchmarks/tcga/coattn/results.csv`` (9 methods x 5 cohorts) and the per-cohort CMTA + ModalTune
 files ``benchmarks/tcga/coattn/<cohort>_cmta_modaltune/results.csv``; writes ``<out>.csv`` (one row per
 method x cohort: n_folds, mean, std with ddof=0 over folds) and ``<out>.md`` (the markdown table, fold
-mean ± std, a "refused" cell where a cohort has no row). Before merging it checks that the late-fusion
+mean ± std). A cell without a result says why, from the same folders' ``failed_units.csv`` (reason
+column): "refused (no RNA)" where every failed unit of the cell names a modality the cohort lacks,
+"failed" for any other reason, "not run" where there is neither a result nor a failed unit. Before merging it checks that the late-fusion
 rows of every per-cohort file equal those of the five-cohort file (the per-cohort runs resumed the same
 late-fusion units), so the two sources describe the same reference; a mismatch stops the script.
 """
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +22,37 @@ import pandas as pd
 
 COHORTS = ["porpoise_blca", "porpoise_brca", "porpoise_gbmlgg", "porpoise_luad", "porpoise_ucec"]
 REFERENCE = "late_fusion (abmil slide + snn omics)"
+
+
+#: failure reasons that name a modality the cohort lacks (the cohort loader's and the config-load checks' wording)
+_MISSING_MODALITY = (re.compile(r"unknown modality '([^']+)'"),
+                     re.compile(r"(?:modality|omics block) '([^']+)'(?: \([^)]*\))? (?:but|and) (?:the )?cohort(?: \S+)? has none"))
+
+
+def _folders(root: Path) -> list[Path]:
+    """The five-cohort run folder, then the per-cohort cmta/modaltune folders that exist."""
+    return [root] + [d for c in COHORTS if (d := root / f"{c.split('_', 1)[1]}_cmta_modaltune").is_dir()]
+
+
+def missing_modality(reason: str) -> str | None:
+    """The modality a failure reason says the cohort lacks (``unknown modality 'rna'``, ``omics block 'rna'
+    but the cohort has none``), or None when the reason is something else."""
+    for pattern in _MISSING_MODALITY:
+        if m := pattern.search(str(reason)):
+            return m.group(1)
+    return None
+
+
+def failure_labels(root: Path) -> dict[tuple[str, str], str]:
+    """(method, cohort) -> the cell label of its failed units in every ``failed_units.csv`` under ``root``:
+    ``refused (no X)`` when all its reasons name the same missing modality X, else ``failed``."""
+    parts = [pd.read_csv(f) for d in _folders(root) if (f := d / "failed_units.csv").exists()]
+    failed = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["method", "cohort", "reason"])
+    labels = {}
+    for (method, cohort), reasons in failed.groupby(["method", "cohort"], sort=False).reason:
+        lacking = {missing_modality(r) for r in reasons}
+        labels[(method, cohort)] = f"refused (no {lacking.pop().upper()})" if len(lacking) == 1 and None not in lacking else "failed"
+    return labels
 
 
 def load(root: Path) -> pd.DataFrame:
@@ -47,7 +81,9 @@ def table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"n_folds": g.size(), "mean": g.mean(), "std": g.std(ddof=0)}).reset_index()
 
 
-def markdown(t: pd.DataFrame, methods: list[str]) -> str:
+def markdown(t: pd.DataFrame, methods: list[str], failures: dict[tuple[str, str], str] | None = None) -> str:
+    """The table, fold mean ± std per cell; a cell without a result shows ``failures[(method, cohort)]``
+    (:func:`failure_labels`) or "not run"."""
     head = "| method | " + " | ".join(c.split("_", 1)[1].upper() for c in COHORTS) + " | mean (cohorts run) |"
     lines = [head, "|" + "---|" * (len(COHORTS) + 2)]
     for m in methods:
@@ -55,7 +91,7 @@ def markdown(t: pd.DataFrame, methods: list[str]) -> str:
         for c in COHORTS:
             r = t[(t.method == m) & (t.cohort == c)]
             if r.empty:
-                cells.append("refused (no RNA)" if c == "porpoise_ucec" else "not run")
+                cells.append((failures or {}).get((m, c), "not run"))
             else:
                 cells.append(f"{r['mean'].iloc[0]:.3f} ± {r['std'].iloc[0]:.3f}")
                 means.append(r["mean"].iloc[0])
@@ -74,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     # row order: the five-cohort file's order, then the methods the per-cohort files add
     methods = list(dict.fromkeys(df.method))
     t.to_csv(args.out.with_suffix(".csv"), index=False, float_format="%.6f")
-    args.out.with_suffix(".md").write_text(markdown(t, methods))
+    args.out.with_suffix(".md").write_text(markdown(t, methods, failure_labels(args.root)))
     print(args.out.with_suffix(".md").read_text())
     return 0
 

@@ -1,11 +1,15 @@
 """Pool the training seeds of the TCGA MCAT-5 slide + omics benchmark (issue 14; SIMULATED slide bags).
 
     python benchmarks/tcga/seeds_tcga.py --inputs benchmarks/tcga/coattn benchmarks/tcga/coattn_seeds/seed1 \
-        benchmarks/tcga/coattn_seeds/seed2 --out benchmarks/tcga/coattn_seeds/pooled [--reference LABEL] [--n 1000]
+        benchmarks/tcga/coattn_seeds/seed2 --out benchmarks/tcga/coattn_seeds/pooled [--reference LABEL] [--n 1000] \
+        [--cohorts gbmlgg luad]
 
 Each input folder holds a benchmark run's ``results.csv`` (per-fold Harrell's C) and
 ``predictions.parquet`` (held-out risks), one or several training seeds; the simulated bags, folds and
 patients are the same in every seed, only the training seed changes.
+
+``--cohorts`` keeps only those cohorts (``porpoise_<name>``) before counting, so a seed that a method finished on
+those cohorts only (cut short by time) counts there (a per-cohort reading, not the 5-cohort table).
 
 A (method, seed) **counts** only when it finished every fold of every cohort the method ran on in any
 input (25 units for the 5 MCAT cohorts; survpath's 20: UCEC is refused for lack of RNA). Per method x
@@ -67,6 +71,18 @@ def load_inputs(folders: list[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     res["seed"], preds["seed"] = res["seed"].astype(int), preds["seed"].astype(int)
     preds["patient_id"] = preds["patient_id"].astype(str)
     return res, preds
+
+
+def keep_cohorts(res: pd.DataFrame, preds: pd.DataFrame, cohorts: list[str] | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``res`` and ``preds`` restricted to ``cohorts`` (names with or without the ``porpoise_`` prefix; None: all)."""
+    if not cohorts:
+        return res, preds
+    want = {c.removeprefix("porpoise_") for c in cohorts}
+    missing = want - {c.removeprefix("porpoise_") for c in res["cohort"]}
+    if missing:
+        raise InputError(f"cohort(s) {sorted(missing)} not in the inputs", where="--cohorts", fix=f"pick from {sorted(set(res['cohort']))}")
+    return (res[res["cohort"].str.removeprefix("porpoise_").isin(want)].reset_index(drop=True),
+            preds[preds["cohort"].str.removeprefix("porpoise_").isin(want)].reset_index(drop=True))
 
 
 def counted_seeds(res: pd.DataFrame) -> dict[str, list[int]]:
@@ -179,8 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reference", default=REFERENCE)
     ap.add_argument("--n", type=int, default=1000, help="bootstrap resamples")
     ap.add_argument("--boot-seed", type=int, default=0)
+    ap.add_argument("--cohorts", nargs="+", default=None, help="keep only these cohorts (e.g. gbmlgg luad) before counting seeds")
     args = ap.parse_args(argv)
-    res, preds = load_inputs(args.inputs)
+    res, preds = keep_cohorts(*load_inputs(args.inputs), args.cohorts)
     out = pool(res, preds, args.reference, args.n, args.boot_seed)
     folder = Path(args.out)
     folder.mkdir(parents=True, exist_ok=True)
@@ -190,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     (folder / "summary.md").write_text(text)
     with open(folder / "analysis.json", "w") as fh:
         json.dump({"title": args.title, "inputs": [str(x) for x in args.inputs], "reference": args.reference, "n_boot": args.n,
-                   "boot_seed": args.boot_seed, **out}, fh, indent=1)
+                   "boot_seed": args.boot_seed, "cohorts": args.cohorts, **out}, fh, indent=1)
     print(text)
     return 0
 

@@ -1,18 +1,13 @@
 """The co-attention step benchmark runs end to end at a tiny size (one method + ABMIL, N = 64) and writes its JSON and table."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from _scripts import load_bench_script
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_coattention_step", REPO / "benchmarks" / "bench_coattention_step.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench_script("bench_coattention_step.py")
 
 
 def test_tiny_run_writes_json_and_markdown(tmp_path):

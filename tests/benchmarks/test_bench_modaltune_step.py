@@ -2,20 +2,15 @@
 variant and thread count, and the report gives medians, ranges and ratios to the baseline it names (no model is built)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from _scripts import load_bench_script
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_modaltune_step", REPO / "benchmarks" / "bench_modaltune_step.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench_script("bench_modaltune_step.py")
 
 
 def test_watched_kills_a_child_over_the_cap_and_leaves_one_under_it():

@@ -5,7 +5,6 @@ library recomputes. Every corruption must turn the exit status to 1: a check_mas
 checking fails these tests."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import tempfile
@@ -14,20 +13,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from _scripts import load_bench_script
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-REPO = Path(__file__).resolve().parents[2]
 METHODS = ("ef-late", "ef-early")  # labels are file-safe, so preds/<setting>__f<fold>__s0__<label>.parquet
 SETTINGS = ("W0_O0", "W40_O20")
 FOLDS = (0,)  # one fold keeps the fixture at 4 units; the per-fold logic is the same for every fold
 
 
 def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"mg_{name}", REPO / "benchmarks" / "missing_grid" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench_script(f"missing_grid/{name}.py")
 
 
 CHECK = _load("check_masks")

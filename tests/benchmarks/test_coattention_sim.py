@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from _scripts import load_bench_script
 
 from modaltune.config import load_config, load_yaml
 from modaltune.data.simulate import SignalSpec
@@ -58,12 +59,7 @@ def test_cmta_configs_are_the_committed_design_with_cmta_alone():
 
 
 def _seeds_table():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("seeds_table", HERE / "seeds_table.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench_script("coattention_sim/seeds_table.py")
 
 
 def test_seeds_table_fold_and_seed_statistics_and_pairing(tmp_path):
@@ -98,10 +94,6 @@ def test_seeds_table_fold_and_seed_statistics_and_pairing(tmp_path):
 
 
 def test_analyse_needs_one_predictions_file_per_run(tmp_path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("analyse", HERE / "analyse.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_bench_script("coattention_sim/analyse.py")
     with pytest.raises(SystemExit):
         mod.main([str(tmp_path / "a"), str(tmp_path / "b"), "--predictions", str(tmp_path / "p.parquet"), "--out", str(tmp_path / "o.json")])

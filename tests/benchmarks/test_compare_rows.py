@@ -2,19 +2,15 @@
 continuation. Hand-built tables with known differences; the git route on a throwaway repository."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from _scripts import load_bench_script
 
-REPO = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("mg_compare_rows", REPO / "benchmarks" / "missing_grid" / "sim_seeds" / "compare_rows.py")
-CR = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(CR)
+CR = load_bench_script("missing_grid/sim_seeds/compare_rows.py")
 
 
 def _table() -> pd.DataFrame:

@@ -7,7 +7,6 @@ restoring the committed reference predictions writes exactly the committed rows,
 unit, and is reported apart from recomputed units; the pre-registered pairs' bootstrap picks the better model."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from _scripts import load_bench_script
 
 REPO = Path(__file__).resolve().parents[2]
 SWEEP = REPO / "benchmarks" / "modaltune_sweep"
@@ -25,10 +25,7 @@ PLAN3 = SWEEP / "preregistered_5fold_ablations3.yaml"
 @pytest.fixture(scope="module")
 def ff():
     sys.path.insert(0, str(SWEEP))  # run_fivefold imports run_sweep from its own folder
-    spec = importlib.util.spec_from_file_location("run_fivefold_t3", SWEEP / "run_fivefold.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    yield mod
+    yield load_bench_script("modaltune_sweep/run_fivefold.py", "run_fivefold_t3")
     sys.path.remove(str(SWEEP))
 
 

@@ -4,24 +4,19 @@ tabular method on a tiny simulated cohort with the library's masks (dropped coun
 says, identical across seeds, no patient lost from the predictions)."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from _scripts import load_bench_script
 
 from modaltune.evaluation.metrics import harrell_c
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / "missing_grid" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench_script(f"missing_grid/{name}.py")
 
 
 def _fake_run(root: Path) -> dict:

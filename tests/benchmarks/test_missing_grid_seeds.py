@@ -5,22 +5,19 @@ computed by hand; the bootstrap's weighted C against harrell_c on the expanded r
 patient draw across seeds; incomplete seeds left out; a patient-set mismatch refused."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from _scripts import load_bench_script
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modaltune.errors import InputError
 from modaltune.evaluation.metrics import MetricUndefined, harrell_c
 
-REPO = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("mg_seeds", REPO / "benchmarks" / "missing_grid" / "seeds.py")
-SEEDS = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(SEEDS)
+SEEDS = load_bench_script("missing_grid/seeds.py")
 
 TOL = 1e-12  # float64 ratios of small integer / half-integer pair counts
 # patients p0..p3 with times 1..4, events 1,1,1,0: all 6 pairs comparable; folds {p0,p1} and {p2,p3}

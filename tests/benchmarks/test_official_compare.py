@@ -2,22 +2,16 @@
 compares equal work), the table is written, and a bad --official argument is a one-line error."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
+from _scripts import BENCHMARKS, load_bench_script
 
 
 def _load(name: str):
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    sys.path.insert(0, str(BENCHMARKS))
+    return load_bench_script(f"{name}.py")
 
 
 def test_standin_outputs_agree_and_table_is_written(tmp_path):

@@ -2,12 +2,11 @@
 and a smoke run of the MCAT survival config on one cohort and one fold (needs ../shared)."""
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from _scripts import load_bench_script
 
 from modaltune.config import load_config, load_yaml
 from modaltune.methods.registry import get_method
@@ -18,11 +17,7 @@ CONFIG_DIR = REPO / "benchmarks" / "tcga"
 
 
 def _run_tcga():
-    spec = importlib.util.spec_from_file_location("run_tcga", REPO / "benchmarks" / "run_tcga.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["run_tcga"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench_script("run_tcga.py", "run_tcga")  # the name tables_from_runs.py imports it by
 
 
 def test_every_config_is_listed_and_validates(tmp_path):

@@ -2,22 +2,15 @@
 when one config was re-run as two ``--methods`` subset runs whose tables must be merged row by row."""
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
+from _scripts import load_bench_script
 
 
 def _compare():
-    spec = importlib.util.spec_from_file_location("compare_results_md", REPO / "benchmarks" / "tcga" / "results" / "compare_results_md.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["compare_results_md"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench_script("tcga/results/compare_results_md.py")
 
 
 RESULTS = """# notes

@@ -6,12 +6,12 @@ equals modaltune.evaluation.paired_bootstrap (the benchmark's own comparison); d
 the result unchanged (one patient draw shared by every seed); bad inputs refused with InputError."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from _scripts import load_bench_script
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -19,10 +19,7 @@ from modaltune.errors import InputError
 from modaltune.evaluation import paired_bootstrap
 from modaltune.evaluation.metrics import harrell_c
 
-REPO = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("tcga_seeds", REPO / "benchmarks" / "tcga" / "seeds_tcga.py")
-SEEDS = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(SEEDS)
+SEEDS = load_bench_script("tcga/seeds_tcga.py")
 
 TOL = 1e-12  # float64 ratios of small integer / half-integer pair counts
 # cohort c1: p0..p3, times 1..4, events 1,1,1,0 -> all 6 pairs comparable; folds {p0,p1}, {p2,p3}

@@ -1,22 +1,14 @@
 """benchmarks/tcga/unit_seconds.py: the per-unit timing table of a (resumed) run folder."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pandas as pd
-
-REPO = Path(__file__).resolve().parents[2]
+from _scripts import load_bench_script
 
 
 def _mod():
-    spec = importlib.util.spec_from_file_location("tcga_unit_seconds", REPO / "benchmarks" / "tcga" / "unit_seconds.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["tcga_unit_seconds"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench_script("tcga/unit_seconds.py")
 
 
 def _unit(uid: str, cohort: str, fold: int, root: str) -> dict:

@@ -8,7 +8,6 @@ field (the numbers quoted in docs/slide_encoders.md).
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import pytest
 import torch
+from _scripts import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,10 +42,7 @@ def _need_refs() -> None:
 
 @functools.cache
 def _recipe_module():
-    spec = importlib.util.spec_from_file_location("_modaltune_ref_recipe", ref_dir() / "recipe.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(ref_dir() / "recipe.py", "_modaltune_ref_recipe")
 
 
 @functools.cache

@@ -25,12 +25,12 @@ from modaltune.layers.attention import attention_with_lse, attention_with_lse_re
 TOL = 1e-5
 TOL_RAW = 1e-4
 RAW_FIELDS = {"encoder_states_raw"}
-# float64 against the official float64 run: 1.9e-14 (reduced). The full case measures 8.3e-9 because
-# the official FFN GELU runs in float32 even in float64 mode (we do the same): float64 inputs that
-# differ by 1e-15 can round to neighbouring float32 values, a 6e-8 relative step that later layers
-# carry to the output.
-TOL64 = 1e-12
-TOL64_FULL = 1e-7
+# float64 against the official float64 run. The official FFN GELU runs in float32 even in float64 mode
+# (we do the same), so float64 mode is only as precise as one float32 rounding per layer: float64
+# inputs that differ by 1e-15 can round to neighbouring float32 values (a 6e-8 relative step) that
+# later layers carry to the output. Whether such a flip happens depends on the CPU's float kernels:
+# one CPU measured 1.9e-14 (reduced) and 8.3e-9 (full), an AMD EPYC 5.0e-7 (reduced) and 1.7e-6
+# (full, raw states at |x| ~ 25). The bound is therefore the float32 one of the fields (above).
 REDUCED = GIGAPATH_REDUCED
 FULL = GIGAPATH_FULL
 
@@ -91,9 +91,9 @@ def test_reduced_fp64_all_internals():
     ref = load_ref(REDUCED)
     m = _reduced_model(torch.float64)
     inp = ref["inputs"]
-    _check_all_fields(m, inp["features"].double(), inp["coords"], inp["tile_size"], ref["outputs"]["fp64"], lambda k: TOL64)
+    _check_all_fields(m, inp["features"].double(), inp["coords"], inp["tile_size"], ref["outputs"]["fp64"], _fp32_tol)
     _check_all_fields(m, inp["features_batch2"].double(), inp["coords_batch2"], inp["tile_size"],
-                      ref["outputs"]["fp64_batch2"], lambda k: TOL64)
+                      ref["outputs"]["fp64_batch2"], _fp32_tol)
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def test_full_size_fp64(full_model):
     ref = load_ref(FULL)
     m = copy.deepcopy(full_model).double()
     x, c = ref["inputs"]["features"].double(), ref["inputs"]["coords"]
-    _check_all_fields(m, x, c, ref["inputs"]["tile_size"], ref["outputs"]["fp64"], lambda k: TOL64_FULL)
+    _check_all_fields(m, x, c, ref["inputs"]["tile_size"], ref["outputs"]["fp64"], _fp32_tol)
 
 
 # Half precision: the official inference runs under fp16 autocast on GPU. Here the reduced model

@@ -109,8 +109,11 @@ def test_token_state_patch_injection_api():
         assert s.patch_index == slice(1, None) and s.prefix_index == slice(0, 1)
         same = s.with_patch_tokens(s.patch_tokens + 0.0)
         assert torch.equal(m.pool(m.run_layers(same, 0, 2)), m(x, c))
-        moved = s.with_patch_tokens(s.patch_tokens + 1.0)
+        # A per-token constant shift would be removed by the pre-norm LayerNorms (the output then
+        # differs only by float rounding), so move the patch tokens by a random direction instead.
+        g = torch.Generator().manual_seed(1)
+        moved = s.with_patch_tokens(s.patch_tokens + torch.randn(s.patch_tokens.shape, generator=g))
         assert torch.equal(moved.tokens[:, 0], s.tokens[:, 0])
-        assert not torch.allclose(m.pool(m.run_layers(moved, 0, 2)), m(x, c))
+        assert (m.pool(m.run_layers(moved, 0, 2)) - m(x, c)).abs().max() > 1e-2
     with pytest.raises(ValueError, match="token layout changed"):
         s.with_tokens(s.tokens[:, :-1])

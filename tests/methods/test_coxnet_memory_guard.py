@@ -1,16 +1,15 @@
 """Penalised Cox memory guard (issue 12, item 7): estimate before fitting, refuse or switch to PCA."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 import time
 import tracemalloc
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
+from _scripts import load_bench_script
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.decomposition import PCA
@@ -24,15 +23,10 @@ from modaltune.methods import build_method
 from modaltune.methods.coxnet import PARALLEL_UNITS_ENV, cox_fit_bytes, cox_memory_budget
 from modaltune.testing.batches import make_info, make_wide_tabular
 
-_CALIBRATION = Path(__file__).resolve().parents[2] / "benchmarks" / "coxnet_guard" / "calibrate_ridge_svd.py"
-
 
 def _calibration():
     """The calibration script of ``ridge_cox_fit_bytes`` (benchmarks/coxnet_guard), whose per-point measurement the test re-runs."""
-    spec = importlib.util.spec_from_file_location("calibrate_ridge_svd", _CALIBRATION)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench_script("coxnet_guard/calibrate_ridge_svd.py")
 
 
 def _no_fit(monkeypatch):

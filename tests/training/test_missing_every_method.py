@@ -2,12 +2,12 @@
 one-line reason, and a masked cohort keeps every patient (each test patient gets a prediction)."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from _scripts import load_script
 
 from modaltune.data.cohort import Cohort
 from modaltune.evaluation.missing import mask_cohort, parse_setting, refusal, setting_mask
@@ -15,9 +15,7 @@ from modaltune.methods.registry import get_method, list_methods
 from modaltune.training.trainer import fit, predict
 
 # the small per-method parameters of the save/load round trip (one table of them, kept there)
-_spec = importlib.util.spec_from_file_location("_safe_loading", Path(__file__).with_name("test_safe_loading.py"))
-_sl = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_sl)
+_sl = load_script(Path(__file__).with_name("test_safe_loading.py"), "_safe_loading")
 SMALL, FAST = _sl.SMALL, _sl.FAST
 
 

@@ -16,8 +16,9 @@ from modaltune.encoders.slide.precision import SLIDE_PRECISIONS, SlidePrecision
 from modaltune.errors import ConfigError
 from modaltune.methods._torch_common import HeadParams
 from modaltune.methods.base import MethodParams
+from modaltune.methods.omics_token_plan import BlockTokens, plan_omics_tokens
 from modaltune.methods.registry import register_method
-from modaltune.methods.requirements import modaltune_omics_tokens
+from modaltune.methods.requirements import DataProblem, modaltune_omics_tokens
 
 __all__ = ["ModalTuneParams", "PAPER_PROTOCOL", "VARIANT_LABELS", "resolve_protocol", "SlideFMParams", "build_modaltune", "build_slide_fm", "default_groups"]
 
@@ -143,32 +144,27 @@ def default_groups(backbone: str, num_layers: int) -> list[list[int]]:
     return [[bounds[i], bounds[i + 1] - 1] for i in range(g)]
 
 
-def _pathway_tokens_for(info: Any, omics: str, source: Any):
-    """Pathway tokens of omics block ``omics``: the cohort's (``data.pathways``, tokenised by the
-    preprocessor) or the method's ``pathways`` source; giving both is a ConfigError (one source of
-    truth, nothing silently ignored)."""
-    pw = (getattr(info, "pathways", None) or {}).get(omics)
-    if pw is not None and source is not None:
-        raise ConfigError(f"pathway lists for '{omics}' are given twice: data.pathways and method.params.pathways={source!r}",
-                          where="method.params.pathways", fix="keep data.pathways (resolved relative to the config file) and drop the method's pathways")
-    if pw is not None:
-        return pw
-    if source is None:
-        return None
+def _omics_token_sources(info: Any, p: ModalTuneParams) -> list[tuple[BlockTokens, Any]]:
+    """The omics token plan of ``p`` on ``info`` (:func:`~modaltune.methods.omics_token_plan.plan_omics_tokens`,
+    the plan the load-time check refuses with), each block with its pathway tokens: the preprocessor's
+    (``data.pathways``), ``params.pathways`` tokenised over the block's features, or None. A refused
+    plan is a :class:`ConfigError` with the load-time line."""
     from modaltune.data.omics import tokenize_pathways
 
-    if source == "builtin":
-        from modaltune.data.simulate import builtin_pathways
-
-        source = builtin_pathways()
-    elif isinstance(source, (str, Path)):
-        path = Path(source).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"pathway file {str(source)!r} not found (a relative path is read from the working directory {Path.cwd()})",
-                              where="method.params.pathways",
-                              fix=f"set data.pathways: {{{omics}: <file>}} (relative to the config file) instead, or give an absolute path, or 'builtin'")
-        source = path
-    return tokenize_pathways(source, list(info.omics_feature_names[omics]))
+    cohort_pw = getattr(info, "pathways", None) or {}
+    try:
+        plan = plan_omics_tokens(p, list(info.omics_dims), dict.fromkeys(cohort_pw, ""))
+    except DataProblem as exc:
+        raise ConfigError(f"method 'modaltune' {exc.problem}", fix=exc.fix or None) from exc
+    out = []
+    for bt in plan.blocks:
+        if bt.source == "data":
+            out.append((bt, cohort_pw[bt.block]))
+        elif bt.source == "params":
+            out.append((bt, tokenize_pathways(plan.params_membership(), list(info.omics_feature_names[bt.block]))))
+        else:
+            out.append((bt, None))
+    return out
 
 
 @register_method("modaltune", kind="torch", modalities=("slide", "omics", "clinical", "text"), requires=("slide",), params=ModalTuneParams,
@@ -224,24 +220,12 @@ def build_modaltune(info: Any, **params: Any):
 
     # modal token sets
     sets = []
-    otok = dict(p.omics_tokens)
     gm = dict(p.gene_mixer)
-    pw_omics = p.pathway_omics
-    for om, g in dict(info.omics_dims).items():
-        pw_source = p.pathways if om == pw_omics else None
-        pw = _pathway_tokens_for(info, om, pw_source)
-        mode = otok.get(om, "pathways" if pw is not None else "block")
-        if mode == "none":
-            continue
-        if mode == "pathways":
-            if pw is None:
-                raise ConfigError(f"omics block '{om}' has no pathway lists for pathway tokens", where="method.params.omics_tokens",
-                                  fix=f"set pathways: <pathway CSV/GMT> (or 'builtin' for simulated cohorts), or omics_tokens: {{{om}: block}}")
-            sets.append(PathwayTokenSet(om, int(g), pw.gene_index, getattr(pw, "names", None), d, **gm))
-        elif mode == "block":
-            sets.append(OmicsBlockTokenSet(om, int(g), d, n_tokens=p.block_tokens))
-        else:
-            raise ConfigError(f"unknown omics token mode '{mode}' for '{om}'", where="method.params.omics_tokens", fix="use pathways, block or none")
+    for bt, pw in _omics_token_sources(info, p):
+        if bt.mode == "pathways":
+            sets.append(PathwayTokenSet(bt.block, int(info.omics_dims[bt.block]), pw.gene_index, getattr(pw, "names", None), d, **gm))
+        elif bt.mode == "block":
+            sets.append(OmicsBlockTokenSet(bt.block, int(info.omics_dims[bt.block]), d, n_tokens=p.block_tokens))
     if p.use_clinical and int(getattr(info, "clinical_dim", 0) or 0) > 0:
         cols = clinical_columns(info.clinical_feature_names, p.clinical_fields)
         sets.append(ClinicalTokenSet(clinical_modality_name(info), int(info.clinical_dim), d, columns=cols))

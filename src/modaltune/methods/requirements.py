@@ -9,7 +9,8 @@ The registry's ``requires`` names modality *kinds* (slide, omics, ...). Some met
   overlap the omics blocks they read;
 - ``modaltune`` needs its omics token plan to be buildable: one pathway source per block (``data.pathways``
   or ``params.pathways``, not both), a source for every block asked for pathway tokens, a pathway
-  file that exists and overlaps the block's genes, and ``params.pathways`` only where its block exists.
+  file that exists and overlaps the block's genes, and ``params.pathways`` only where its block exists
+  (the plan is :mod:`modaltune.methods.omics_token_plan`'s, the one the builder uses).
 
 Such a method registers ``check_data=<function>``; ``load_config`` (``modaltune fit`` / ``benchmark``)
 calls it per cohort with a :class:`CohortData` view read from the manifest and the omics tables'
@@ -124,52 +125,19 @@ def signature_overlap(method: str, params: BaseModel, data: CohortData) -> None:
     signature_groups(Path(source), {b: data.genes(b) for b in blocks})  # logs the coverage of each group
 
 
-_TOKEN_MODES = ("pathways", "block", "none")
-
-
 def modaltune_omics_tokens(method: str, params: BaseModel, data: CohortData) -> None:
-    """Check of ModalTune's omics token plan, the one ``build_modaltune`` makes at fit time: per selected
-    omics block, the pathway source is ``data.pathways`` or ``params.pathways`` (for ``params.pathway_omics``
-    only), never both; a block asked for pathway tokens (``params.omics_tokens``) has a source; a
-    ``params.pathways`` file exists (a relative path is read from the working directory, as at fit
-    time) and at least one pathway gene is in the block's table (else :class:`InputError` naming the
-    file); and ``params.pathways`` is not set for a block the cohort lacks (it would be ignored silently)."""
+    """Check of ModalTune's omics token plan, the one ``build_modaltune`` makes at fit time: the plan of
+    :func:`~modaltune.methods.omics_token_plan.plan_omics_tokens` (its refusals: unknown token mode,
+    ``params.pathways`` for a block the cohort lacks, pathway lists given twice, a pathway-token block
+    without lists, a missing ``params.pathways`` file), then every planned pathway source read against
+    its block's table genes (no pathway gene in the table: :class:`InputError` naming the file)."""
     from modaltune.data.omics import tokenize_pathways
+    from modaltune.methods.omics_token_plan import plan_omics_tokens
 
-    blocks = data.omics_blocks
-    source = getattr(params, "pathways", None)
-    pw_omics = getattr(params, "pathway_omics", "rna")
-    modes = dict(getattr(params, "omics_tokens", None) or {})
-    bad = {b: m for b, m in modes.items() if m not in _TOKEN_MODES}
-    if bad:
-        b, m = next(iter(bad.items()))
-        raise DataProblem(f"has unknown omics token mode '{m}' for block '{b}'", fix=f"set omics_tokens.{b} to one of {', '.join(_TOKEN_MODES)}")
-    if source is not None and pw_omics not in blocks:
-        raise DataProblem(
-            f"sets pathways={str(source)!r} for omics block '{pw_omics}' and cohort {data.name} has no such block "
-            f"(its omics blocks: {', '.join(blocks) or 'none'}), so they would be ignored",
-            fix=f"restrict {method} to the cohorts with '{pw_omics}' (methods[].cohorts), drop params.pathways, or set params.pathway_omics to a block it has",
-        )
-    for b in blocks:
-        cohort_pw = data.pathways.get(b)
-        own = source if b == pw_omics else None
-        if cohort_pw is not None and own is not None:
-            raise DataProblem(f"gets pathway lists for '{b}' twice: data.pathways ({Path(cohort_pw).name}) and params.pathways={str(own)!r}",
-                              fix="keep data.pathways and drop the method's pathways")
-        mode = modes.get(b, "pathways" if (cohort_pw or own) is not None else "block")
-        if mode != "pathways":
-            continue
-        if cohort_pw is None and own is None:
-            raise DataProblem(f"asks for pathway tokens of omics block '{b}' of cohort {data.name} and has no pathway lists for it",
-                              fix=f"set data.pathways: {{{b}: <pathway CSV/GMT>}} (or params.pathways: builtin for simulated cohorts), or omics_tokens.{b}: block")
-        if own is not None and str(own) != "builtin":
-            path = Path(own).expanduser()
-            if not path.is_file():
-                raise DataProblem(f"reads pathway file {str(own)!r}, which does not exist (a relative path is read from the working directory {Path.cwd()})",
-                                  fix=f"give an absolute path, or set data.pathways: {{{b}: <file>}} (relative to the config file), or 'builtin'")
-            tokenize_pathways(path, data.genes(b))  # no pathway gene in the table: InputError naming the file
-        elif cohort_pw is not None:
-            tokenize_pathways(cohort_pw, data.genes(b))
+    plan = plan_omics_tokens(params, data.omics_blocks, {b: Path(p).name for b, p in data.pathways.items()}, cohort=data.name)
+    for bt in plan.blocks:
+        if bt.source is not None:
+            tokenize_pathways(data.pathways[bt.block] if bt.source == "data" else plan.params_membership(), data.genes(bt.block))
 
 
 def describe(problem: BaseException) -> str:
