@@ -8,22 +8,13 @@ backbone is bit-identical to the one ModalTune builds from the same seed (what t
 frozen backbone")."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-from _scripts import load_bench_script
 
 REPO = Path(__file__).resolve().parents[2]
 SWEEP = REPO / "benchmarks" / "modaltune_sweep"
 PLAN2 = SWEEP / "preregistered_5fold_ablations2.yaml"
-
-
-@pytest.fixture(scope="module")
-def ff():
-    sys.path.insert(0, str(SWEEP))  # run_fivefold imports run_sweep from its own folder
-    yield load_bench_script("modaltune_sweep/run_fivefold.py")
-    sys.path.remove(str(SWEEP))
 
 
 def _diff(a: dict, b: dict, prefix: str = "") -> dict:

@@ -8,25 +8,16 @@ unit, and is reported apart from recomputed units; the pre-registered pairs' boo
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from _scripts import load_bench_script
 
 REPO = Path(__file__).resolve().parents[2]
 SWEEP = REPO / "benchmarks" / "modaltune_sweep"
 PLAN3 = SWEEP / "preregistered_5fold_ablations3.yaml"
-
-
-@pytest.fixture(scope="module")
-def ff():
-    sys.path.insert(0, str(SWEEP))  # run_fivefold imports run_sweep from its own folder
-    yield load_bench_script("modaltune_sweep/run_fivefold.py", "run_fivefold_t3")
-    sys.path.remove(str(SWEEP))
 
 
 def test_clinical_variants_change_only_the_inputs(ff):
